@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+# Each bootstraps .venv from the pyproject files; nothing is installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= conf/mmstream.toml
+BACKEND_PYPROJECTS := $(wildcard backends/*/pyproject.toml)
+TEST_PLUGINS := $(wildcard tests/plugins/*/pyproject.toml)
+DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
+LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py))
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint check unit bench bench-quick soak cluster clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The runtime install: core and built-in backends.
+$(VENV)/.runtime: $(BIN)/python pyproject.toml $(BACKEND_PYPROJECTS)
+	$(BIN)/pip install -q $(DISTS)
+	touch $@
+
+# The test install adds test tools and the example third-party plugin(s).
+$(VENV)/.test: $(VENV)/.runtime $(TEST_PLUGINS)
+	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(TEST_PLUGINS),-e $(dir $(p)))
+	touch $@
+
+serve: $(VENV)/.runtime
+	$(BIN)/mmstream serve --config $(CONFIG)
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check mmstream backends tests bench
+	$(BIN)/ruff format --check mmstream backends tests bench
+	$(BIN)/mypy $(LINT_PATHS)
+
+unit: $(VENV)/.test
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,250 @@
+"""The contract every cache backend meets, and the argument checks they share.
+
+A backend is a class (or any callable) ``factory(path, options) -> MemoryMappedCache``,
+registered under the entry-point group ``mmstream.backends``. Backends import only this
+module and :mod:`mmstream.errors`; they never see the manager or the server.
+
+Semantics every backend keeps (the conformance suite in :mod:`mmstream.testing` checks them):
+
+- ``size`` is the allocated size of the file; ``data_end`` is how far bytes were written
+  (the high-water mark of writes, or the file's size after ``open()`` of an existing file).
+- ``write`` past ``size`` grows the file (geometrically, reserving disk blocks first, so a full
+  disk is a :class:`~mmstream.errors.NoSpaceError`, never a crash).
+- ``read`` never returns bytes past ``data_end``: it returns fewer bytes when the range runs
+  past it (like ``pread``), ``b""`` at exactly ``data_end``, and raises
+  :class:`~mmstream.errors.OutOfRangeError` for an offset beyond it.
+- Every method but ``close``/``is_open``/``size``/``data_end`` raises
+  :class:`~mmstream.errors.CacheClosedError` on a closed cache; ``close`` is idempotent.
+- Implementations are safe to call from several threads: the manager runs long calls
+  (fsync, fallocate, big copies) in worker threads while short reads happen on the event loop.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+from typing_extensions import Buffer
+
+from .errors import (
+    BatchLimitError,
+    InvalidArgumentError,
+    NoSpaceError,
+    OutOfRangeError,
+    StorageError,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_LIMIT",
+    "DEFAULT_INITIAL_SIZE",
+    "DEFAULT_SEGMENT_SIZE",
+    "MAX_FILE_SIZE",
+    "Buffer",
+    "CacheFactory",
+    "CacheOptions",
+    "GiB",
+    "KiB",
+    "MemoryMappedCache",
+    "MiB",
+    "check_batch",
+    "check_read",
+    "check_size",
+    "check_write",
+    "fsync_directory",
+    "grown_size",
+    "os_errors",
+    "reserve_blocks",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+DEFAULT_INITIAL_SIZE = 64 * MiB
+DEFAULT_SEGMENT_SIZE = 1 * GiB
+DEFAULT_BATCH_LIMIT = 1000
+#: Largest file any backend accepts: offsets must fit a signed 64-bit off_t.
+MAX_FILE_SIZE = 2**63 - 1
+
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"'{attribute.name}' must be positive, got {value}")
+
+
+@attrs.frozen
+class CacheOptions:
+    """Tuning knobs a backend receives from the ``[cache]`` section of the config."""
+
+    segment_size: int = attrs.field(default=DEFAULT_SEGMENT_SIZE, validator=_positive)
+    batch_limit: int = attrs.field(default=DEFAULT_BATCH_LIMIT, validator=_positive)
+    #: Grow at least this much at a time (geometric growth doubles up to one segment).
+    min_growth: int = attrs.field(default=1 * MiB, validator=_positive)
+    #: Pre-fault pages ahead of the writer (mmap backend), trading a syscall for page faults.
+    prefault: bool = True
+
+
+@runtime_checkable
+class MemoryMappedCache(Protocol):
+    """One stream's bytes on disk. Failures raise; they are never a ``False`` return."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def size(self) -> int:
+        """Allocated bytes of the file (reserved, not necessarily written)."""
+        ...
+
+    @property
+    def data_end(self) -> int:
+        """Bytes readable: the high-water mark of writes since create/open."""
+        ...
+
+    def create(self, initial_size: int) -> None:
+        """Create a new file (never an existing one) with ``initial_size`` bytes reserved."""
+        ...
+
+    def open(self) -> None:
+        """Open an existing file; ``data_end`` becomes the file's size."""
+        ...
+
+    def close(self) -> None: ...
+
+    def write(self, offset: int, data: Buffer) -> int:
+        """Write ``data`` at ``offset``, growing the file if needed; return bytes written."""
+        ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def resize(self, new_size: int) -> None:
+        """Grow (or shrink, never below ``data_end``) the allocation to ``new_size``."""
+        ...
+
+    def flush(self) -> None:
+        """Make written bytes durable (msync/fsync). A failure raises StorageError."""
+        ...
+
+    def finalize(self, final_size: int) -> None:
+        """Flush, truncate the file to ``final_size`` and fsync file and directory."""
+        ...
+
+    def write_batch(self, ops: Sequence[tuple[int, Buffer]]) -> int:
+        """Apply ``(offset, data)`` writes in order; at most ``batch_limit``. Returns total."""
+        ...
+
+    def read_batch(self, ops: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read ``(offset, length)`` ranges; at most ``batch_limit``."""
+        ...
+
+    def prefetch(self, offset: int, length: int) -> None:
+        """Hint that the range will be read soon (MADV_WILLNEED); a no-op where unsupported."""
+        ...
+
+    def evict(self, offset: int, length: int) -> None:
+        """Hint that the range is not needed in memory (MADV_DONTNEED); data stays on disk."""
+        ...
+
+
+class CacheFactory(Protocol):
+    """What an entry point of ``mmstream.backends`` loads: usually the backend class."""
+
+    def __call__(self, path: Path, options: CacheOptions) -> MemoryMappedCache: ...
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an integer, got {type(value).__name__}")
+    return value
+
+
+def check_size(name: str, value: object) -> int:
+    """A file size: an int in ``0..MAX_FILE_SIZE``."""
+    size = _check_int(name, value)
+    if size < 0:
+        raise InvalidArgumentError(f"{name} must not be negative, got {size}")
+    if size > MAX_FILE_SIZE:
+        raise OutOfRangeError(f"{name} {size} exceeds the largest file size {MAX_FILE_SIZE}")
+    return size
+
+
+def check_write(offset: object, length: int) -> int:
+    """Validate a write of ``length`` bytes at ``offset``; return the end offset."""
+    start = check_size("offset", offset)
+    if start + length > MAX_FILE_SIZE:
+        raise OutOfRangeError(f"write of {length} bytes at {start} exceeds the largest file size")
+    return start + length
+
+
+def check_read(offset: object, length: object, data_end: int) -> tuple[int, int]:
+    """Validate a read against ``data_end``; return ``(start, stop)`` clamped to it."""
+    start = check_size("offset", offset)
+    count = check_size("length", length)
+    if start > data_end:
+        raise OutOfRangeError(f"offset {start} is past the end of the data ({data_end})")
+    return start, min(start + count, data_end)
+
+
+def check_batch(ops: Sequence[object], limit: int) -> None:
+    if len(ops) > limit:
+        raise BatchLimitError(f"a batch holds at most {limit} operations, got {len(ops)}")
+
+
+def grown_size(current: int, needed: int, options: CacheOptions) -> int:
+    """Geometric growth: double, at least ``min_growth``, at most one segment per step,
+    and never less than ``needed``."""
+    step = min(max(current, options.min_growth), options.segment_size)
+    return max(needed, current + step)
+
+
+# -- file-system helpers shared by backends -------------------------------------------------
+
+
+@contextmanager
+def os_errors(what: str, path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` from the block into :class:`StorageError` (``NoSpaceError`` for
+    ENOSPC/EDQUOT), saying what was being done to which file."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        cls = NoSpaceError if exc.errno in (_errno.ENOSPC, _errno.EDQUOT) else StorageError
+        reason = exc.strerror or str(exc)
+        raise cls(f"{what} {path}: {reason}", errno=exc.errno) from exc
+
+
+def reserve_blocks(fd: int, offset: int, length: int, path: Path) -> None:
+    """Allocate disk blocks for ``[offset, offset+length)`` and extend the file to cover it.
+
+    Reserving before the range is mapped turns a full disk into ``NoSpaceError`` here instead
+    of a SIGBUS on first touch. File systems without fallocate fall back to ftruncate.
+    """
+    if length <= 0:
+        return
+    with os_errors("reserving space in", path):
+        try:
+            os.posix_fallocate(fd, offset, length)
+        except OSError as exc:
+            if exc.errno not in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS):
+                raise
+            if os.fstat(fd).st_size < offset + length:
+                os.ftruncate(fd, offset + length)
+
+
+def fsync_directory(path: Path) -> None:
+    """fsync the directory holding ``path`` so a create, rename or truncate survives power loss."""
+    with os_errors("syncing directory of", path):
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,218 @@
+"""The configuration tree, loaded from TOML into frozen attrs classes with cattrs.
+
+Selection order for the file: ``--config PATH`` → ``$MMSTREAM_CONFIG`` → built-in defaults.
+An unknown key or a bad value raises :class:`~mmstream.errors.ConfigError` naming the key
+(``cache.initial_size: ...``). Sizes accept an integer of bytes or a string such as
+``"64 MiB"``; durations are seconds (float).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, NewType
+
+import attrs
+import cattrs
+from attrs import validators as v
+from cattrs.preconf.tomllib import make_converter
+
+from .cache import (
+    DEFAULT_BATCH_LIMIT,
+    DEFAULT_INITIAL_SIZE,
+    DEFAULT_SEGMENT_SIZE,
+    CacheOptions,
+    GiB,
+    KiB,
+    MiB,
+)
+from .errors import ConfigError
+
+__all__ = [
+    "ByteSize",
+    "CacheConfig",
+    "Config",
+    "LoggingConfig",
+    "ServerConfig",
+    "config_path_from_env",
+    "load_config",
+    "parse_size",
+]
+
+CONFIG_ENV = "MMSTREAM_CONFIG"
+
+#: An integer number of bytes; in TOML also a string like ``"64 MiB"``.
+ByteSize = NewType("ByteSize", int)
+
+_UNITS = {"": 1, "b": 1, "k": KiB, "kb": 1000, "kib": KiB, "m": MiB, "mb": 1000**2,
+          "mib": MiB, "g": GiB, "gb": 1000**3, "gib": GiB, "t": 1024 * GiB,
+          "tb": 1000**4, "tib": 1024 * GiB}  # fmt: skip
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: object) -> ByteSize:
+    """``4096``, ``"4096"``, ``"64 MiB"``, ``"1GiB"`` → bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size in bytes, got {value!r}")
+    if isinstance(value, int):
+        return ByteSize(value)
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if match and match.group(2).lower() in _UNITS:
+            return ByteSize(int(match.group(1)) * _UNITS[match.group(2).lower()])
+    raise ValueError(f"expected a size such as 65536 or '64 MiB', got {value!r}")
+
+
+def _min(bound: float) -> Any:
+    return v.ge(bound)
+
+
+SyncPolicy = Literal["always", "interval", "finalize"]
+Transport = Literal["websockets", "trio-websocket"]
+LogFormat = Literal["text", "json", "logfmt"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+@attrs.frozen
+class CacheConfig:
+    directory: Path = Path("cache")
+    backend: str = attrs.field(default="mmap", validator=v.min_len(1))
+    initial_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_INITIAL_SIZE), validator=_min(1))
+    max_cache_size: ByteSize = attrs.field(default=ByteSize(8 * GiB), validator=_min(1))
+    segment_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_SEGMENT_SIZE), validator=_min(1))
+    batch_limit: int = attrs.field(default=DEFAULT_BATCH_LIMIT, validator=[_min(1), v.le(100_000)])
+    #: When written bytes are made durable: after every write, every ``sync_interval``
+    #: seconds, or only at finalize.
+    sync_policy: SyncPolicy = "interval"
+    sync_interval: float = attrs.field(default=1.0, validator=v.gt(0))
+    #: Evict READY streams (least recently accessed first) when the cache is full,
+    #: or reject the write with a quota error.
+    on_full: Literal["evict", "reject"] = "evict"
+    #: UPLOADING streams idle longer than this many seconds expire (0 disables).
+    upload_ttl: float = attrs.field(default=24 * 3600.0, validator=_min(0))
+
+    def options(self) -> CacheOptions:
+        return CacheOptions(segment_size=self.segment_size, batch_limit=self.batch_limit)
+
+
+@attrs.frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8765, validator=[_min(0), v.le(65535)])
+    transport: Transport = "websockets"
+    #: Largest WebSocket message accepted (1009 close beyond it) and largest read frame sent.
+    max_message_size: ByteSize = attrs.field(default=ByteSize(4 * MiB), validator=_min(1024))
+    #: trio-websocket reads the socket in pieces of this size; 4 KiB (its default) is slow.
+    receive_buffer_size: ByteSize = attrs.field(default=ByteSize(256 * KiB), validator=_min(1024))
+    handshake_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
+    idle_timeout: float = attrs.field(default=300.0, validator=v.gt(0))
+    max_connections: int = attrs.field(default=1024, validator=_min(1))
+    max_connections_per_ip: int = attrs.field(default=256, validator=_min(1))
+    #: Requests decoded but not yet applied, per connection (the bounded channel).
+    request_queue: int = attrs.field(default=16, validator=_min(1))
+    #: Acknowledge uploaded data every this many bytes (or on request, or at ack_interval).
+    ack_bytes: ByteSize = attrs.field(default=ByteSize(1 * MiB), validator=_min(1))
+    ack_interval: float = attrs.field(default=0.05, validator=v.gt(0))
+    shutdown_grace: float = attrs.field(default=10.0, validator=_min(0))
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: LogLevel = "INFO"
+    format: LogFormat = "text"
+
+
+@attrs.frozen
+class Config:
+    cache: CacheConfig = attrs.Factory(CacheConfig)
+    server: ServerConfig = attrs.Factory(ServerConfig)
+    logging: LoggingConfig = attrs.Factory(LoggingConfig)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(forbid_extra_keys=True)
+    converter.register_structure_hook(ByteSize, lambda value, _: parse_size(value))
+    converter.register_structure_hook(Path, lambda value, _: Path(_expect_str(value)))
+    return converter
+
+
+def _expect_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+_converter = _make_converter()
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
+    try:
+        return _converter.structure(data, Config)
+    except cattrs.BaseValidationError as exc:
+        problems = cattrs.transform_error(exc, path="$", format_exception=_describe)
+        raise ConfigError(f"{source}: " + "; ".join(_tidy(p) for p in problems)) from None
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if isinstance(exc, ValueError | TypeError) and str(exc):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' (.*)$", re.DOTALL)
+
+
+def _tidy(problem: str) -> str:
+    # cattrs says "invalid value for type, expected int @ $.cache.initial_size";
+    # lead with the key, which is what the reader is looking for. attrs validators run
+    # in __init__, so cattrs places their errors on the section; their message starts
+    # with the attribute's name, which completes the key.
+    message, _, where = problem.rpartition(" @ ")
+    if not message:
+        return problem
+    key = where.removeprefix("$.").removeprefix("$")
+    if match := _VALIDATOR_MESSAGE.match(message):
+        key = f"{key}.{match.group(1)}" if key else match.group(1)
+        message = match.group(2)
+    return f"{key or '(top level)'}: {message}"
+
+
+def config_path_from_env() -> Path | None:
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value) if value else None
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> Config:
+    """Load ``path`` (or ``$MMSTREAM_CONFIG``, or defaults). Relative ``cache.directory``
+    is taken relative to the current directory, as a command-line user expects."""
+    chosen = Path(path) if path is not None else config_path_from_env()
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if chosen is not None:
+        source = str(chosen)
+        try:
+            with chosen.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {chosen}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+    config = config_from_dict(data, source=source)
+    return evolve_config(config, **overrides) if overrides else config
+
+
+def evolve_config(config: Config, **overrides: Any) -> Config:
+    """Apply dotted overrides such as ``{"server.port": 9000}`` (from command-line flags)."""
+    data = _converter.unstructure(config)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in data or key not in data[section]:
+            raise ConfigError(f"unknown setting {dotted}")
+        data[section][key] = str(value) if isinstance(value, Path) else value
+    return config_from_dict(data, source="command line")

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmstream.cache import GiB, MiB
+from mmstream.config import Config, load_config, parse_size
+from mmstream.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_match_the_spec() -> None:
+    config = Config()
+    assert config.cache.initial_size == 64 * MiB
+    assert config.cache.max_cache_size == 8 * GiB
+    assert config.cache.segment_size == 1 * GiB
+    assert config.cache.batch_limit == 1000
+
+
+def test_shipped_config_equals_defaults() -> None:
+    assert load_config(REPO / "conf" / "mmstream.toml") == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(4096, 4096), ("4096", 4096), ("64 MiB", 64 * MiB), ("1GiB", GiB), ("2kb", 2000)],
+)
+def test_parse_size(text: object, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "-1", "12 parsecs", True, 1.5, "1.5 GiB"])
+def test_parse_size_rejects(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[cache]\ninitial_size = 'lots'\n", "cache.initial_size"),
+        ("[cache]\nbatch_limit = 0\n", "cache.batch_limit"),
+        ("[cache]\nsync_policy = 'sometimes'\n", "cache.sync_policy"),
+        ("[cache]\nno_such_key = 1\n", "no_such_key"),
+        ("[server]\nport = 70000\n", "server.port"),
+        ("[nonsense]\n", "nonsense"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cache\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_env_var_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[cache]\nbackend = 'file'\n")
+    monkeypatch.setenv("MMSTREAM_CONFIG", str(path))
+    config = load_config(**{"server.port": 9999, "cache.directory": tmp_path})
+    assert config.cache.backend == "file"
+    assert config.server.port == 9999
+    assert config.cache.directory == tmp_path
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(**{"server.nope": 1})
