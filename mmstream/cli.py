@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from . import __version__
 from .errors import MmstreamError
 from .registry import BackendRegistry
+from .scaleout._cli import add_haproxy_config_command
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backends = commands.add_parser("backends", help="list installed cache backends")
     backends.set_defaults(handler=_cmd_backends)
+    add_haproxy_config_command(commands)
     return parser
 
 

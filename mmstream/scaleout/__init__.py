@@ -1,0 +1,14 @@
+"""Scale-out: many mmstream processes behind HAProxy, each owning the streams whose ids hash
+to it (design and figures: docs/scaling.md)."""
+
+from ._haproxy import DEFAULT_BIND as DEFAULT_BIND
+from ._haproxy import DEFAULT_NODES as DEFAULT_NODES
+from ._haproxy import BalancerOptions as BalancerOptions
+from ._haproxy import Endpoint as Endpoint
+from ._haproxy import Node as Node
+from ._haproxy import format_duration as format_duration
+from ._haproxy import max_maxconn as max_maxconn
+from ._haproxy import parse_duration as parse_duration
+from ._haproxy import parse_endpoint as parse_endpoint
+from ._haproxy import parse_nodes as parse_nodes
+from ._haproxy import render_haproxy_config as render_haproxy_config
