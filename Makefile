@@ -39,5 +39,12 @@ unit: $(VENV)/.test
 
 test: lint unit
 
+# Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, in the
+# foreground; Ctrl-C stops everything. Needs haproxy (apt-get install haproxy).
+CLUSTER_DIR ?= cache/cluster
+cluster: $(VENV)/.runtime
+	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
+		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from ..config import Config
+from ..errors import ConfigError
 from ._haproxy import (
     DEFAULT_BIND,
     DEFAULT_NODES,
@@ -18,8 +24,14 @@ from ._haproxy import (
     parse_nodes,
     render_haproxy_config,
 )
+from ._supervisor import Child, Supervisor, plan_workers, run_supervisor, serve_argv
 
-__all__ = ["add_haproxy_config_command", "balancer_options_from_args"]
+__all__ = [
+    "add_haproxy_config_command",
+    "add_worker_arguments",
+    "balancer_options_from_args",
+    "run_workers",
+]
 
 _DEFAULT_NODES_TEXT = ",".join(str(n.endpoint) for n in DEFAULT_NODES)
 
@@ -123,3 +135,88 @@ def add_haproxy_config_command(commands: Any) -> None:
     parser.add_argument("-o", "--output", type=Path, metavar="PATH", help="write here, not stdout")
     add_balancer_arguments(parser)
     parser.set_defaults(handler=_cmd_haproxy_config)
+
+
+def add_worker_arguments(serve: argparse.ArgumentParser) -> None:
+    """Add ``--workers`` and its companions to the ``serve`` subcommand."""
+    group = serve.add_argument_group("several workers on this host (docs/scaling.md)")
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N server processes on ports PORT..PORT+N-1 with caches CACHE_DIR/node-0.. "
+        "(restarted if they crash) and print the HAProxy config for them",
+    )
+    group.add_argument(
+        "--haproxy",
+        nargs="?",
+        const=str(DEFAULT_BIND),
+        metavar="HOST:PORT",
+        help=f"with --workers: also run HAProxy in front of them (default: {DEFAULT_BIND})",
+    )
+    group.add_argument(
+        "--haproxy-config",
+        type=Path,
+        metavar="PATH",
+        help="with --workers: write the HAProxy config here instead of printing it",
+    )
+
+
+def run_workers(
+    workers: int,
+    config: Config,
+    *,
+    config_path: Path | None,
+    log_level: str | None,
+    haproxy_bind: str | None = None,
+    haproxy_config: Path | None = None,
+) -> int:
+    """``mmstream serve --workers N``: supervise the workers (and HAProxy) until a signal."""
+    plan = plan_workers(
+        workers,
+        host=config.server.host,
+        base_port=config.server.port,
+        cache_dir=config.cache.directory,
+    )
+    children = [
+        Child(w.node.name, serve_argv(w, config=config_path, log_level=log_level), w.node.endpoint)
+        for w in plan
+    ]
+    options = BalancerOptions(
+        bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND,
+        log_to_stderr=True,
+    )
+    text = render_haproxy_config([w.node for w in plan], options)
+    if haproxy_bind is not None:
+        haproxy = shutil.which("haproxy")
+        if haproxy is None:
+            raise ConfigError("--haproxy: haproxy is not installed (apt-get install haproxy)")
+        haproxy_config = haproxy_config or config.cache.directory / "haproxy.cfg"
+        children.append(Child("haproxy", (haproxy, "-db", "-f", str(haproxy_config)), options.bind))
+    if haproxy_config is not None:
+        haproxy_config.parent.mkdir(parents=True, exist_ok=True)
+        haproxy_config.write_text(text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    for w in plan:
+        print(
+            f"mmstream: {w.node.name}: ws://{w.node.endpoint}/v1/streams/{{id}} "
+            f"cache {w.cache_dir}",
+            file=sys.stderr,
+        )
+
+    def ready() -> None:
+        if haproxy_bind is None:
+            where = f"config written to {haproxy_config}" if haproxy_config else "config above"
+            print(f"mmstream: {workers} workers ready; HAProxy {where}", file=sys.stderr)
+        else:
+            print(
+                f"mmstream: cluster ready: ws://{options.bind}/v1/streams/{{id}} and "
+                f"http://{options.bind}/streams/{{id}} through HAProxy ({haproxy_config}); "
+                "Ctrl-C stops everything",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return trio.run(partial(run_supervisor, Supervisor(children), on_ready=ready))

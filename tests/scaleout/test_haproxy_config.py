@@ -42,7 +42,7 @@ def test_committed_example_is_the_generators_output() -> None:
 
 def test_config_hashes_the_id_segment_and_checks_health() -> None:
     text = render_haproxy_config()
-    assert "balance hash path,regsub(^/v1/,/),field(3,/)" in text
+    assert "balance hash path,regsub(^/v1/,/),field(3,/),url_dec" in text
     assert "hash-type consistent" in text
     assert "hash-balance-factor" not in text.replace("No hash-balance-factor", "")
     assert "http-check send meth GET uri /healthz" in text
