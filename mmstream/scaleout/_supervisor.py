@@ -109,6 +109,7 @@ class Child:
 
 @attrs.frozen
 class RestartPolicy:
+    #: Off: a child that exits is reported and left down (tests kill nodes on purpose).
     restart: bool = True
     initial_backoff: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
     max_backoff: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
@@ -178,6 +179,8 @@ class Supervisor:
                     await event.wait()
                 task_status.started(self)
             deadlines.cancel_scope.cancel()  # every child has exited: no one left to kill
+        if not self._stopping.is_set():  # they all died on their own (restarts off)
+            self.exit_code = 1
         return self.exit_code
 
     def stop(self, signum: int = signal.SIGTERM, *, exit_code: int = 0) -> None:
@@ -227,7 +230,7 @@ class Supervisor:
                 f"{child.name} (pid {process.pid}) {_describe_exit(code)} after {ran:.1f} s"
             )
             if not policy.restart:
-                self.stop(exit_code=1)
+                self._report(f"{child.name} stays down (restarts are off)")
                 return
             if ran >= policy.stable_after:
                 backoff, quick_failures = policy.initial_backoff, 0

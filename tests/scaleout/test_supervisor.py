@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -126,6 +127,26 @@ async def test_gives_up_on_a_child_that_keeps_failing(tmp_path: Path) -> None:
     assert supervisor.starts["bad"] == 3
     assert "bad failed 3 times in a row; stopping everything" in lines
     assert (tmp_path / "good.txt").read_text() == "SIGTERM\n"
+
+
+async def test_without_restarts_a_dead_child_stays_down(tmp_path: Path) -> None:
+    lines: list[str] = []
+    policy = attrs.evolve(FAST, restart=False)
+    a, b = (listener(n, free_port(), tmp_path / f"{n}.txt") for n in "ab")
+    supervisor = Supervisor([a, b], policy, report=lines.append)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        pid_a = supervisor.pid("a")
+        assert pid_a is not None
+        os.kill(pid_a, signal.SIGTERM)
+        with trio.fail_after(10):
+            while supervisor.pid("a") is not None:  # noqa: ASYNC110 (polling another process)
+                await trio.sleep(0.02)
+        await trio.sleep(3 * policy.initial_backoff)
+        assert supervisor.starts == {"a": 1, "b": 1} and supervisor.pid("b") is not None
+        supervisor.stop()
+    assert supervisor.exit_code == 0
+    assert "a stays down (restarts are off)" in lines
 
 
 async def test_kills_a_child_that_ignores_the_signal(tmp_path: Path) -> None:
