@@ -10,7 +10,7 @@ DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
 LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint check unit bench bench-quick soak cluster clean
+.PHONY: serve test lint check unit bench bench-quick bench-scaleout soak cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ unit: $(VENV)/.test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint unit
+
+# Scale-out figures: ingest through HAProxy with 1 and 2 workers, CPU from /proc (docs/scaling.md).
+bench-scaleout: $(VENV)/.runtime
+	$(BIN)/python bench/scaleout.py --json bench/scaleout-results.json
 
 # Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, in the
 # foreground; Ctrl-C stops everything. Needs haproxy (apt-get install haproxy).

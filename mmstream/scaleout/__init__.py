@@ -12,3 +12,10 @@ from ._haproxy import parse_duration as parse_duration
 from ._haproxy import parse_endpoint as parse_endpoint
 from ._haproxy import parse_nodes as parse_nodes
 from ._haproxy import render_haproxy_config as render_haproxy_config
+from ._supervisor import Child as Child
+from ._supervisor import RestartPolicy as RestartPolicy
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import Worker as Worker
+from ._supervisor import plan_workers as plan_workers
+from ._supervisor import run_supervisor as run_supervisor
+from ._supervisor import serve_argv as serve_argv
