@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from mmstream.cache import MAX_FILE_SIZE, KiB, MiB
@@ -334,7 +335,7 @@ async def test_delete_while_a_large_read_runs(config: CacheConfig) -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(4):
                 nursery.start_soon(reader)
-            await trio.sleep(0)  # the readers are now in their worker threads
+            await trio.lowlevel.checkpoint()  # the readers are now in their worker threads
             await manager.delete("s")
         assert results == [data] * 4
         assert os.listdir(config.directory) == []
@@ -379,13 +380,12 @@ async def test_closed_manager_refuses_calls(config: CacheConfig) -> None:
 
 
 async def test_followers_are_released_when_the_manager_closes(config: CacheConfig) -> None:
-    async with trio.open_nursery() as nursery:
-        async with open_stream_manager(config) as manager:
-            await manager.create("s")
+    async with trio.open_nursery() as nursery, open_stream_manager(config) as manager:
+        await manager.create("s")
 
-            async def follow() -> None:
-                with pytest.raises(CacheClosedError):
-                    await manager.wait_for_data("s", 0)
+        async def follow() -> None:
+            with pytest.raises(CacheClosedError):
+                await manager.wait_for_data("s", 0)
 
-            nursery.start_soon(follow)
-            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(follow)
+        await trio.testing.wait_all_tasks_blocked()
