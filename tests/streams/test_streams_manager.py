@@ -355,7 +355,7 @@ async def test_sync_policies(configure: Callable[..., CacheConfig], policy: str)
             assert manager.stat("s").durable_offset == 0
         else:
             with trio.fail_after(10):
-                while manager.stat("s").durable_offset < 3:
+                while manager.stat("s").durable_offset < 3:  # noqa: ASYNC110  # no event to wait on
                     await trio.sleep(0.01)
         assert (await manager.flush("s")).durable_offset == 3
         await manager.append("s", b"de")
