@@ -41,7 +41,8 @@ def configure(tmp_path: Path, backend: str) -> Callable[..., CacheConfig]:
     """``configure(sync_policy="always", ...)``: the test's config with changes."""
 
     def configure(**changes: Any) -> CacheConfig:
-        return make_config(tmp_path / "cache", backend, **changes)
+        changes.setdefault("directory", tmp_path / "cache")
+        return make_config(changes.pop("directory"), backend, **changes)
 
     return configure
 
