@@ -33,7 +33,7 @@ async def test_ready_streams_come_back_byte_identical(config: CacheConfig) -> No
         after = manager.stat("done")
         assert after == before
         assert await manager.read("done", 0, len(data)) == data
-        assert os.path.getsize(config.directory / "done.data") == len(data)
+        assert os.stat(config.directory / "done.data").st_size == len(data)
 
 
 async def test_uploads_resume_after_a_clean_restart(config: CacheConfig) -> None:
@@ -76,12 +76,9 @@ _CRASHING_WRITER = textwrap.dedent(
 )
 
 
-async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_offset(
-    config: CacheConfig, backend: str
-) -> None:
+def _write_then_kill_9(directory: Path, backend: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_WRITER, str(config.directory), backend],
-        stdout=subprocess.PIPE,
+        [sys.executable, "-c", _CRASHING_WRITER, str(directory), backend], stdout=subprocess.PIPE
     )
     try:
         assert proc.stdout is not None
@@ -89,6 +86,12 @@ async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_off
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_offset(
+    config: CacheConfig, backend: str
+) -> None:
+    _write_then_kill_9(config.directory, backend)
     durable = b"durable " * 1000
     async with open_stream_manager(config) as manager:
         done = manager.stat("done")
@@ -102,7 +105,7 @@ async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_off
             len(durable),
         )
         assert await manager.read("up", 0, 10**6) == durable  # nothing past the durable offset
-        assert os.path.getsize(config.directory / "up.data") == len(durable)  # cut back
+        assert os.stat(config.directory / "up.data").st_size == len(durable)  # cut back
         assert manager.stat("fresh").size == 0
         await manager.append("up", b"resumed", expected_offset=len(durable))
         await manager.finalize("up", expected_size=len(durable) + 7)
