@@ -220,10 +220,14 @@ _SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
+
+def _test_case(backend: str) -> type:
+    machine = type(f"StreamManagerMachine_{backend}", (StreamManagerMachine,), {"backend": backend})
+    case: type = machine.TestCase
+    case.settings = _SETTINGS  # type: ignore[attr-defined]
+    return case
+
+
+# One unittest-style case per built-in backend, collected by name like any test class.
 for _backend in BUILTIN_BACKENDS:
-    _machine = type(
-        f"StreamManagerMachine_{_backend}", (StreamManagerMachine,), {"backend": _backend}
-    )
-    _case = _machine.TestCase
-    _case.settings = _SETTINGS
-    globals()[f"TestStreamManager_{_backend}"] = _case
+    globals()[f"TestStreamManager_{_backend}"] = _test_case(_backend)
