@@ -413,8 +413,11 @@ class StreamManager:
                     sha256=digest,
                 )
                 try:
-                    await trio.to_thread.run_sync(cache.finalize, size)
-                    await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+                    # Shielded: once the backend is finalized the record must follow, or
+                    # memory (UPLOADING) and disk (truncated, unmapped) would disagree.
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(cache.finalize, size)
+                        await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
                 except StorageError as exc:
                     self._fail(ctx, exc)
                     raise
