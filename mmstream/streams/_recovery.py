@@ -159,12 +159,15 @@ def _quarantine(
 
 def _cut_back(path: Path, size: int) -> None:
     """Truncate an upload to its durable offset: bytes past it were never recorded as
-    durable, so they may be torn and must not be served or resumed from."""
+    durable, so they may be torn and must not be served or resumed from.
+
+    No fsync here: if the truncation is lost, the next recovery cuts back again, and the
+    next durable offset recorded for the stream comes after a flush that syncs the file.
+    """
     with os_errors("cutting back", path):
         fd = os.open(path, _TRUNCATE_FLAGS)
         try:
             os.ftruncate(fd, size)
-            os.fsync(fd)
         finally:
             os.close(fd)
 
