@@ -485,6 +485,13 @@ async def open_stream_manager(
                 yield manager
             finally:
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps whatever the caller's block raised; the sync task raises
+        # nothing of its own, so a lone exception is the caller's: give it back as raised.
+        if len(group.exceptions) == 1:
+            exc = group.exceptions[0]
+            raise exc from exc.__cause__
+        raise
     finally:
         with trio.CancelScope(shield=True):
             await manager.aclose()
