@@ -418,3 +418,17 @@ async def test_cancelling_the_block_still_closes_cleanly(config: CacheConfig) ->
 
 def configure_interval(config: CacheConfig) -> CacheConfig:
     return attrs.evolve(config, sync_policy="interval", sync_interval=0.01)
+
+
+async def test_one_log_line_per_state_change(
+    config: CacheConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="mmstream.streams")
+    async with open_stream_manager(config) as manager:
+        await manager.create("logged")
+        await manager.append("logged", b"abc")
+        await manager.finalize("logged")
+        await manager.delete("logged")
+    lines = [r.getMessage() for r in caplog.records if "logged" in r.getMessage()]
+    assert [line.split(":")[1].split()[0] for line in lines] == ["created", "uploading", "deleted"]
+    assert all(r.name == "mmstream.streams" for r in caplog.records)
