@@ -99,53 +99,61 @@ async def serve(
     ``handle_signals`` turns SIGINT and SIGTERM into a graceful shutdown (the command line
     sets it; it needs the main thread).
     """
-    async with open_stream_manager(config.cache) as manager:
-        listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
-        port = listeners[0].socket.getsockname()[1]
-        shutdown = trio.Event()
-        server = RunningServer(config.server.host, port, manager, shutdown)
-        door = FrontDoor(
-            config.server,
-            make_transport(config.server),
-            connection_handler(manager, config.server, shutdown),
-            build_router(server),
-            websocket_path=lambda path: parse_path(path) is not None,
-        )
-        async with trio.open_nursery() as outer:
-            if handle_signals:
-                outer.start_soon(_watch_signals, server)
-            async with trio.open_nursery() as connections:
-                server._connections = connections.cancel_scope
-                async with trio.open_nursery() as accepting:
-                    await accepting.start(
-                        partial(
-                            trio.serve_listeners,
-                            door.handle,
-                            listeners,
-                            handler_nursery=connections,
+    # Listen first: a port in use fails before the cache is recovered, and clients that
+    # connect during recovery wait in the backlog instead of being refused.
+    listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
+    port = listeners[0].socket.getsockname()[1]
+    try:
+        async with open_stream_manager(config.cache) as manager:
+            shutdown = trio.Event()
+            server = RunningServer(config.server.host, port, manager, shutdown)
+            door = FrontDoor(
+                config.server,
+                make_transport(config.server),
+                connection_handler(manager, config.server, shutdown),
+                build_router(server),
+                websocket_path=lambda path: parse_path(path) is not None,
+            )
+            async with trio.open_nursery() as outer:
+                if handle_signals:
+                    outer.start_soon(_watch_signals, server)
+                async with trio.open_nursery() as connections:
+                    server._connections = connections.cancel_scope
+                    async with trio.open_nursery() as accepting:
+                        await accepting.start(
+                            partial(
+                                trio.serve_listeners,
+                                door.handle,
+                                listeners,
+                                handler_nursery=connections,
+                            )
                         )
-                    )
+                        log.info(
+                            "listening on %s (transport %s, cache %s)",
+                            server.url,
+                            config.server.transport,
+                            manager.directory,
+                        )
+                        task_status.started(server)
+                        await shutdown.wait()
+                        accepting.cancel_scope.cancel()  # closes the listeners
+                    grace = config.server.shutdown_grace
                     log.info(
-                        "listening on %s (transport %s, cache %s)",
-                        server.url,
-                        config.server.transport,
-                        manager.directory,
+                        "shutting down: %d connections get %.1fs to finish",
+                        door.active_connections,
+                        grace * _CONNECTIONS_SHARE,
                     )
-                    task_status.started(server)
-                    await shutdown.wait()
-                    accepting.cancel_scope.cancel()  # closes the listeners
-                grace = config.server.shutdown_grace
-                log.info(
-                    "shutting down: %d connections get %.1fs to finish",
-                    door.active_connections,
-                    grace * _CONNECTIONS_SHARE,
-                )
-                door.begin_shutdown()
-                connections.cancel_scope.deadline = trio.current_time() + grace * _CONNECTIONS_SHARE
-            if connections.cancel_scope.cancelled_caught:
-                log.warning("shutdown: connections still open at the deadline were closed")
-            outer.cancel_scope.cancel()
-        log.info("flushing and closing %d streams", len(manager.list()))
+                    door.begin_shutdown()
+                    connections.cancel_scope.deadline = (
+                        trio.current_time() + grace * _CONNECTIONS_SHARE
+                    )
+                if connections.cancel_scope.cancelled_caught:
+                    log.warning("shutdown: connections still open at the deadline were closed")
+                outer.cancel_scope.cancel()
+            log.info("flushing and closing %d streams", len(manager.list()))
+    finally:
+        for listener in listeners:  # already closed unless the manager failed to open
+            await trio.aclose_forcefully(listener)
     log.info("stopped")
 
 
