@@ -6,13 +6,14 @@ import argparse
 import resource
 import shutil
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from ..config import Config
+from ..config import Config, load_config
 from ..errors import ConfigError
 from ._haproxy import (
     DEFAULT_BIND,
@@ -28,7 +29,7 @@ from ._supervisor import Child, Supervisor, plan_workers, run_supervisor, serve_
 
 __all__ = [
     "add_haproxy_config_command",
-    "add_worker_arguments",
+    "add_workers_to_serve",
     "balancer_options_from_args",
     "run_workers",
 ]
@@ -137,8 +138,36 @@ def add_haproxy_config_command(commands: Any) -> None:
     parser.set_defaults(handler=_cmd_haproxy_config)
 
 
-def add_worker_arguments(serve: argparse.ArgumentParser) -> None:
-    """Add ``--workers`` and its companions to the ``serve`` subcommand."""
+def add_workers_to_serve(commands: Any) -> None:
+    """Give the ``serve`` subcommand ``--workers N`` (and ``--haproxy``, ``--haproxy-config``):
+    without ``--workers`` it runs exactly as before."""
+    serve: argparse.ArgumentParser = commands.choices["serve"]
+    single: Callable[[argparse.Namespace], int] = serve.get_default("handler")
+    _add_worker_arguments(serve)
+
+    def serve_or_supervise(args: argparse.Namespace) -> int:
+        if args.workers is None:
+            if args.haproxy is not None or args.haproxy_config is not None:
+                raise ConfigError("--haproxy and --haproxy-config go with --workers N")
+            return single(args)
+        overrides = {
+            "server.host": args.host,
+            "server.port": args.port,
+            "cache.directory": args.cache_dir,
+        }
+        return run_workers(
+            args.workers,
+            load_config(args.config, **overrides),
+            config_path=args.config,
+            log_level=args.serve_log_level or args.log_level,
+            haproxy_bind=args.haproxy,
+            haproxy_config=args.haproxy_config,
+        )
+
+    serve.set_defaults(handler=serve_or_supervise)
+
+
+def _add_worker_arguments(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group("several workers on this host (docs/scaling.md)")
     group.add_argument(
         "--workers",
