@@ -48,7 +48,7 @@ bench-scaleout: $(VENV)/.runtime
 CLUSTER_DIR ?= cache/cluster
 cluster: $(VENV)/.runtime
 	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
-		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080
+		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --log-level WARNING
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

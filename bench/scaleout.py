@@ -120,7 +120,9 @@ async def measure(
         assert haproxy is not None
         config = tmp / f"{tag}.cfg"
         config.write_text(render_haproxy_config([w.node for w in plan], BalancerOptions(bind=bind)))
-        children.append(Child("haproxy", (haproxy, "-db", "-f", str(config)), bind))
+        children.append(
+            Child("haproxy", (haproxy, "-db", "-f", str(config)), bind, after_others=True)
+        )
     supervisor = Supervisor(children, RestartPolicy(restart=False), report=_report)
     size = total // streams
     ids = [f"{tag}-{i:03d}" for i in range(streams)]

@@ -211,17 +211,16 @@ def run_workers(
         Child(w.node.name, serve_argv(w, config=config_path, log_level=log_level), w.node.endpoint)
         for w in plan
     ]
-    options = BalancerOptions(
-        bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND,
-        log_to_stderr=True,
-    )
+    # No log_to_stderr: in the foreground (-db) HAProxy prints node DOWN/UP notices itself.
+    options = BalancerOptions(bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND)
     text = render_haproxy_config([w.node for w in plan], options)
     if haproxy_bind is not None:
         haproxy = shutil.which("haproxy")
         if haproxy is None:
             raise ConfigError("--haproxy: haproxy is not installed (apt-get install haproxy)")
         haproxy_config = haproxy_config or config.cache.directory / "haproxy.cfg"
-        children.append(Child("haproxy", (haproxy, "-db", "-f", str(haproxy_config)), options.bind))
+        argv = (haproxy, "-db", "-f", str(haproxy_config))
+        children.append(Child("haproxy", argv, options.bind, after_others=True))
     if haproxy_config is not None:
         haproxy_config.parent.mkdir(parents=True, exist_ok=True)
         haproxy_config.write_text(text)

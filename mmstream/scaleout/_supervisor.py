@@ -105,6 +105,9 @@ class Child:
     name: str
     argv: tuple[str, ...]
     address: Endpoint | None = None
+    #: Start only once every other child is ready: HAProxy goes last, so its first health
+    #: checks find the workers listening instead of marking them down for ``rise`` checks.
+    after_others: bool = False
 
 
 @attrs.frozen
@@ -173,10 +176,13 @@ class Supervisor:
         async with trio.open_nursery() as deadlines:
             self._nursery = deadlines
             async with trio.open_nursery() as nursery:
-                for child in self.children:
-                    nursery.start_soon(self._keep_running, child)
-                for event in self._ready.values():
-                    await event.wait()
+                first = [c for c in self.children if not c.after_others]
+                last = [c for c in self.children if c.after_others]
+                for group in (first, last):
+                    for child in group:
+                        nursery.start_soon(self._keep_running, child)
+                    for child in group:
+                        await self._ready[child.name].wait()
                 task_status.started(self)
             deadlines.cancel_scope.cancel()  # every child has exited: no one left to kill
         if not self._stopping.is_set():  # they all died on their own (restarts off)
