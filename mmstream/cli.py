@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from ._client_commands import add_client_commands
 from .errors import MmstreamError
 from .registry import BackendRegistry
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backends = commands.add_parser("backends", help="list installed cache backends")
     backends.set_defaults(handler=_cmd_backends)
+    add_client_commands(commands)
     return parser
 
 
