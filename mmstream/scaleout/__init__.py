@@ -1,6 +1,11 @@
 """Scale-out: many mmstream processes behind HAProxy, each owning the streams whose ids hash
 to it (design and figures: docs/scaling.md)."""
 
+from ._fanout import ClusterListing as ClusterListing
+from ._fanout import Placed as Placed
+from ._fanout import list_cluster as list_cluster
+from ._fanout import merge_listings as merge_listings
+from ._fanout import node_urls as node_urls
 from ._haproxy import DEFAULT_BIND as DEFAULT_BIND
 from ._haproxy import DEFAULT_NODES as DEFAULT_NODES
 from ._haproxy import BalancerOptions as BalancerOptions

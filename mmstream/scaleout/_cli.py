@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import sys
@@ -11,10 +12,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from ..config import Config, load_config
 from ..errors import ConfigError
+from ._fanout import list_cluster, node_urls
 from ._haproxy import (
     DEFAULT_BIND,
     DEFAULT_NODES,
@@ -29,6 +32,7 @@ from ._supervisor import Child, Supervisor, plan_workers, run_supervisor, serve_
 
 __all__ = [
     "add_haproxy_config_command",
+    "add_nodes_to_ls",
     "add_workers_to_serve",
     "balancer_options_from_args",
     "run_workers",
@@ -248,3 +252,50 @@ def run_workers(
             )
 
     return trio.run(partial(run_supervisor, Supervisor(children), on_ready=ready))
+
+
+def add_nodes_to_ls(commands: Any) -> None:
+    """Give ``ls`` ``--nodes``: list every node of a cluster directly and merge."""
+    ls: argparse.ArgumentParser = commands.choices["ls"]
+    single: Callable[[argparse.Namespace], int] = ls.get_default("handler")
+    ls.add_argument(
+        "--nodes",
+        metavar="HOST:PORT,...",
+        help="list each node of a cluster directly (not through the balancer) and show which "
+        "node holds each stream; exit status 1 if a node cannot be reached",
+    )
+
+    def ls_one_or_all(args: argparse.Namespace) -> int:
+        if args.nodes is None:
+            return single(args)
+        return trio.run(_ls_nodes, node_urls(args.nodes), args.json)
+
+    ls.set_defaults(handler=ls_one_or_all)
+
+
+async def _ls_nodes(urls: tuple[str, ...], as_json: bool) -> int:
+    listing = await list_cluster(urls)
+    for node, why in sorted(listing.failures.items()):
+        print(f"mmstream: {node}: {why}", file=sys.stderr)
+    if as_json:
+        rows = [
+            {**attrs.asdict(p.stat), "node": p.node, "also_on": list(p.also_on)}
+            for p in listing.streams
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        table = [("STREAM", "STATUS", "SIZE", "NODE", "")]
+        table += [
+            (
+                p.stat.stream,
+                p.stat.status,
+                str(p.stat.size),
+                p.node,
+                f"ALSO ON {', '.join(p.also_on)}" if p.also_on else "",
+            )
+            for p in listing.streams
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 1 if listing.failures else 0
