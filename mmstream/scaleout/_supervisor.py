@@ -237,6 +237,7 @@ class Supervisor:
             )
             if not policy.restart:
                 self._report(f"{child.name} stays down (restarts are off)")
+                self._ready[child.name].set()  # never ready: do not hold up the others
                 return
             if ran >= policy.stable_after:
                 backoff, quick_failures = policy.initial_backoff, 0

@@ -1,5 +1,6 @@
 """A real child process for the supervisor tests: listens on a port, records the signal
-that ended it. ``ignore-term`` makes it ignore SIGTERM/SIGINT (to test the kill deadline)."""
+that ended it. ``ignore-term`` makes it ignore SIGTERM/SIGINT (to test the kill deadline); ``needs=PORT``
+makes it exit 7 at once unless PORT already accepts connections (to test start order)."""
 
 import signal
 import socket
@@ -10,6 +11,12 @@ from types import FrameType
 
 def main() -> None:
     port, record = int(sys.argv[1]), Path(sys.argv[2])
+    for arg in sys.argv[3:]:
+        if arg.startswith("needs="):  # refuse to start unless that port already listens
+            try:
+                socket.create_connection(("127.0.0.1", int(arg[6:])), timeout=5).close()
+            except OSError:
+                sys.exit(7)
     server = socket.create_server(("127.0.0.1", port))
 
     def on_signal(signum: int, _: FrameType | None) -> None:

@@ -42,6 +42,15 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie, exited but not reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @attrs.frozen
 class LocalCluster:
     supervisor: Supervisor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scaleout_helpers import HAPROXY, needs_haproxy
 
 from mmstream.cli import main
 from mmstream.errors import InvalidArgumentError
@@ -27,10 +27,6 @@ from mmstream.scaleout import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-HAPROXY = shutil.which("haproxy")
-needs_haproxy = pytest.mark.skipif(
-    HAPROXY is None, reason="haproxy is not installed (apt-get install haproxy; .ci/run does)"
-)
 
 
 def test_committed_example_is_the_generators_output() -> None:

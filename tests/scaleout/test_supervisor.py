@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+from scaleout_helpers import alive, free_ports
 
 from mmstream.errors import InvalidArgumentError
 from mmstream.scaleout import Endpoint, Node
@@ -30,26 +30,9 @@ LISTENER = Path(__file__).with_name("listener.py")
 FAST = RestartPolicy(initial_backoff=0.05, max_backoff=0.2, stop_timeout=5, ready_timeout=10)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def listener(name: str, port: int, record: Path, *extra: str) -> Child:
     argv = (sys.executable, str(LISTENER), str(port), str(record), *extra)
     return Child(name, argv, Endpoint("127.0.0.1", port))
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purpose.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_plan_gives_each_worker_a_port_and_a_directory(tmp_path: Path) -> None:
@@ -86,7 +69,7 @@ def test_children_need_distinct_names() -> None:
 
 async def test_restarts_a_crashed_child_and_forwards_stop(tmp_path: Path) -> None:
     lines: list[str] = []
-    ports = [free_port(), free_port()]
+    ports = [free_ports(1)[0], free_ports(1)[0]]
     records = [tmp_path / "a.txt", tmp_path / "b.txt"]
     supervisor = Supervisor(
         [listener("a", ports[0], records[0]), listener("b", ports[1], records[1])],
@@ -119,7 +102,7 @@ async def test_gives_up_on_a_child_that_keeps_failing(tmp_path: Path) -> None:
         initial_backoff=0.01, max_backoff=0.02, max_quick_failures=3, stop_timeout=5
     )
     failing = Child("bad", (sys.executable, "-c", "raise SystemExit(3)"))
-    good = listener("good", free_port(), tmp_path / "good.txt")
+    good = listener("good", free_ports(1)[0], tmp_path / "good.txt")
     supervisor = Supervisor([failing, good], policy, report=lines.append)
     with trio.fail_after(20):
         code = await supervisor.run()
@@ -132,7 +115,7 @@ async def test_gives_up_on_a_child_that_keeps_failing(tmp_path: Path) -> None:
 async def test_without_restarts_a_dead_child_stays_down(tmp_path: Path) -> None:
     lines: list[str] = []
     policy = attrs.evolve(FAST, restart=False)
-    a, b = (listener(n, free_port(), tmp_path / f"{n}.txt") for n in "ab")
+    a, b = (listener(n, free_ports(1)[0], tmp_path / f"{n}.txt") for n in "ab")
     supervisor = Supervisor([a, b], policy, report=lines.append)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
@@ -149,10 +132,31 @@ async def test_without_restarts_a_dead_child_stays_down(tmp_path: Path) -> None:
     assert "a stays down (restarts are off)" in lines
 
 
+async def test_a_child_after_others_starts_once_they_listen(tmp_path: Path) -> None:
+    first_port, late_port = free_ports(2)
+    first = listener("first", first_port, tmp_path / "f.txt")
+    late = attrs.evolve(
+        listener("late", late_port, tmp_path / "l.txt", f"needs={first_port}"), after_others=True
+    )
+    supervisor = Supervisor([late, first], attrs.evolve(FAST, restart=False))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(supervisor.run)
+        assert supervisor.pid("late") is not None and supervisor.starts["late"] == 1
+        supervisor.stop()
+    assert supervisor.exit_code == 0
+
+
+async def test_a_child_dead_before_ready_does_not_hold_up_the_start(tmp_path: Path) -> None:
+    dead = Child("dead", (sys.executable, "-c", "raise SystemExit(3)"), Endpoint("127.0.0.1", 1))
+    supervisor = Supervisor([dead], attrs.evolve(FAST, restart=False), report=lambda _: None)
+    with trio.fail_after(10):
+        assert await supervisor.run() == 1  # all children gone on their own
+
+
 async def test_kills_a_child_that_ignores_the_signal(tmp_path: Path) -> None:
     lines: list[str] = []
     policy = RestartPolicy(stop_timeout=0.5, ready_timeout=10)
-    stubborn = listener("stubborn", free_port(), tmp_path / "s.txt", "ignore-term")
+    stubborn = listener("stubborn", free_ports(1)[0], tmp_path / "s.txt", "ignore-term")
     supervisor = Supervisor([stubborn], policy, report=lines.append)
     async with trio.open_nursery() as nursery:
         await nursery.start(supervisor.run)
@@ -191,7 +195,7 @@ SUPERVISOR_SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_process_forwards_the_signal_it_receives_once(tmp_path: Path, signum: int) -> None:
-    ports = [str(free_port()), str(free_port())]
+    ports = [str(free_ports(1)[0]), str(free_ports(1)[0])]
     proc = subprocess.Popen(
         [sys.executable, "-c", SUPERVISOR_SCRIPT, str(LISTENER), str(tmp_path), *ports],
         stdout=subprocess.PIPE,
