@@ -57,6 +57,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far: user, nice, system, irq and softirq from
+    /proc/stat's cpu line (not idle, iowait or the hypervisor's steal)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
 def free_ports(count: int) -> list[int]:
     import socket
 
@@ -90,7 +98,8 @@ async def _loadgen(url: str, streams: Sequence[str], size: int, concurrency: int
         for stream in streams:
             nursery.start_soon(one, stream)
     report = {"start": started, "end": time.time(), "bytes": size * len(streams)}
-    print(json.dumps({**report, "cpu_s": time.process_time() - cpu}))
+    total = time.process_time()  # since the process started, imports included
+    print(json.dumps({**report, "cpu_s": total - cpu, "cpu_total_s": total}))
 
 
 # ------------------------------------------------------------------ one measured run
@@ -132,6 +141,8 @@ async def measure(
             await trio.sleep(2.5 if via_haproxy else 0.2)  # HAProxy: rise 2 x inter 1s
             pids = {c.name: supervisor.pid(c.name) for c in children}
             before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+            machine_before, window_start = machine_cpu_seconds(), time.monotonic()
+            self_before = cpu_seconds(os.getpid())
             gens = max(1, workers)
             urls = (
                 [f"ws://{bind}"] * gens
@@ -155,12 +166,16 @@ async def measure(
                     raise SystemExit(f"load generator failed ({proc.returncode})")
                 outputs.append(json.loads(data))
             after = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+            machine_cpu = machine_cpu_seconds() - machine_before
+            window = time.monotonic() - window_start
+            self_cpu = cpu_seconds(os.getpid()) - self_before
         finally:
             supervisor.stop()
     wall = max(o["end"] for o in outputs) - min(o["start"] for o in outputs)
     ingested = sum(o["bytes"] for o in outputs)
     cpu = {name: after[name] - before[name] for name in before}
     worker_cpu = sum(v for k, v in cpu.items() if k.startswith("node-"))
+    ours = sum(cpu.values()) + sum(o["cpu_total_s"] for o in outputs) + self_cpu
     return {
         "workers": workers,
         "via_haproxy": via_haproxy,
@@ -172,6 +187,8 @@ async def measure(
         "haproxy_cpu_s_per_gb": cpu.get("haproxy", 0.0) / (ingested / GB),
         "worker_cpu_s_per_gb": worker_cpu / (ingested / GB),
         "loadgen_cpu_s_per_gb": sum(o["cpu_s"] for o in outputs) / (ingested / GB),
+        # CPU the rest of the machine (other people's jobs) used meanwhile: the noise level.
+        "others_cpu_s_per_wall_s": max(0.0, machine_cpu - ours) / window,
         "per_worker_share": {
             k: round(v / worker_cpu, 3) for k, v in cpu.items() if k.startswith("node-")
         },
@@ -189,6 +206,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in numeric:
         merged[key] = statistics.median(r[key] for r in runs)
     merged["runs"] = len(runs)
+    merged["bytes_per_worker_cpu_s_each_run"] = [r["bytes_per_worker_cpu_s"] for r in runs]
     return merged
 
 
@@ -240,6 +258,12 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name:<10} {r['mb_per_s']:>7.0f} {r['bytes_per_worker_cpu_s'] / 1e6:>16.0f} "
             f"{r['worker_cpu_s_per_gb']:>16.2f} {r['haproxy_cpu_s_per_gb']:>17.2f} "
             f"{r['loadgen_cpu_s_per_gb']:>17.2f}"
+        )
+    for name, r in result["configs"].items():
+        each = ", ".join(f"{v / 1e6:.0f}" for v in r["bytes_per_worker_cpu_s_each_run"])
+        print(
+            f"{name:<10} MB per worker CPU-s in each run: {each}; "
+            f"other jobs on the machine used {r['others_cpu_s_per_wall_s']:.2f} CPUs meanwhile"
         )
     ratio = result["scaling_2_vs_1"]
     verdict = "meets" if ratio >= 0.9 else "misses"
