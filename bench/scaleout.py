@@ -11,8 +11,8 @@ threads) before and after the upload phase. The figures:
 - HAProxy's CPU-seconds per GB forwarded, beside the CPU-seconds per GB a node and the load
   generator spend, through HAProxy and over a direct connection.
 
-The load generator runs as separate processes (``loadgen`` below), one per worker, each
-uploading its share of the streams over concurrent connections. On a 2-core machine the load
+The load generator runs as separate processes (``loadgen`` below), two or one per worker,
+each uploading its share of the streams over four concurrent connections. On a 2-core machine the load
 generators, HAProxy and the workers all compete for the same two cores: aggregate MB/s is
 reported, but it measures the machine, not mmstream.
 """
@@ -143,7 +143,9 @@ async def measure(
             before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
             machine_before, window_start = machine_cpu_seconds(), time.monotonic()
             self_before = cpu_seconds(os.getpid())
-            gens = max(1, workers)
+            # At least two load generators in every configuration, so that the runs with one
+            # and with two workers have as many busy processes as possible in common.
+            gens = max(2, workers)
             urls = (
                 [f"ws://{bind}"] * gens
                 if via_haproxy

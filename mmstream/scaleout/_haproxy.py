@@ -144,7 +144,8 @@ class BalancerOptions:
     retries: int = attrs.field(default=2, validator=_int_in(0, 10))
     redispatch: bool = True
     health_path: str = attrs.field(default="/healthz", validator=_check_health_path)
-    #: A UNIX socket for ``show stat`` / ``show servers state`` (tests and operators).
+    #: A UNIX socket (mode 600, admin level) for `show stat` and for draining a node with
+    #: `set server mmstream_nodes/node-N state drain` before removing it.
     stats_socket: Path | None = attrs.field(default=None, validator=v.optional(_check_path))
     #: Send HAProxy's notices (a node marked DOWN/UP) to stderr; per-request lines are
     #: info level and stay off.
@@ -231,7 +232,7 @@ def render_haproxy_config(
         f"    maxconn {opts.maxconn}",
     ]
     if opts.stats_socket is not None:
-        lines.append(f"    stats socket {opts.stats_socket} mode 600 level operator")
+        lines.append(f"    stats socket {opts.stats_socket} mode 600 level admin")
     if opts.log_to_stderr:
         lines += [
             "    # Notices only: a node marked DOWN or UP.",

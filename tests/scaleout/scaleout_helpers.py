@@ -64,6 +64,9 @@ class LocalCluster:
     def url(self) -> str:
         return f"ws://{self.balancer}"
 
+    def worker(self, index: int) -> Worker:
+        return Worker(index, self.nodes[index], self.cache_dirs[index])
+
     def node_url(self, index: int) -> str:
         return f"ws://{self.nodes[index]}"
 

@@ -15,7 +15,7 @@ from scaleout_helpers import needs_haproxy, open_local_cluster, served_by, wait_
 
 from mmstream.client import connect
 from mmstream.errors import StreamNotFoundError
-from mmstream.scaleout import list_cluster
+from mmstream.scaleout import list_cluster, serve_argv
 
 pytestmark = [needs_haproxy, pytest.mark.slow]
 
@@ -126,3 +126,30 @@ async def test_streams_live_on_one_node_and_survive_the_loss_of_another(tmp_path
         listing = await list_cluster(urls, per_node=2)
         assert list(listing.failures) == [urls[victim]]
         assert {p.stat.stream for p in listing.streams} == set(kept) | set(fresh)
+
+        # The node returns (same port, same cache directory): its streams are back, and the
+        # ids that moved while it was down move back with it (docs: "The outage caveat").
+        argv = serve_argv(cluster.worker(victim), log_level="WARNING")
+        revived = await trio.lowlevel.open_process(argv)
+        try:
+            with trio.fail_after(opts.check_interval * (opts.rise + 1) + 10):
+                await wait_for_states(cluster, {f"node-{victim}": "UP"})
+            await assert_readable(cluster.url, ids)
+            moved = [
+                s
+                for s in fresh
+                if (await served_by(cluster.balancer, f"/streams/{s}"))[1] == f"node-{victim}"
+            ]
+            assert moved
+            # Uploaded elsewhere during the outage: unreachable through the balancer now, but
+            # whole on the node that took them, and listed there by ls --nodes.
+            listing = await list_cluster(urls)
+            where = {p.stat.stream: p.node for p in listing.streams}
+            for stream in moved:
+                with pytest.raises(StreamNotFoundError):
+                    await read(cluster.url, stream)
+                assert where[stream] != urls[victim]
+                assert await read(where[stream], stream) == payload(stream)
+        finally:
+            revived.kill()
+            await revived.wait()
