@@ -144,6 +144,8 @@ async def _put(args: argparse.Namespace) -> int:
 
 async def _get(args: argparse.Namespace) -> int:
     out: IO[bytes] = sys.stdout.buffer
+    if args.output == "-" and sys.stdout.isatty():
+        raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
     if args.output != "-":
         out = await trio.to_thread.run_sync(open, args.output, "wb")
     try:
