@@ -40,7 +40,9 @@ def test_segment_size_must_be_whole_allocation_units(tmp_path: Path, segment_siz
         MmapCache(tmp_path / "s", CacheOptions(segment_size=segment_size))
 
 
-def test_growth_leaves_full_segments_mapped_as_they_are(tmp_path: Path) -> None:
+def test_growth_never_maps_a_segment_again(tmp_path: Path) -> None:
+    """Full segments stay as they are; the partial last one grows in place (mremap), so
+    pages already touched keep their page tables."""
     cache = MmapCache(tmp_path / "s", CacheOptions(segment_size=SEGMENT, min_growth=4096))
     cache.create(0)
     try:
@@ -49,10 +51,10 @@ def test_growth_leaves_full_segments_mapped_as_they_are(tmp_path: Path) -> None:
         for start in range(0, len(data), 1000):
             cache.write(start, data[start : start + 1000])
             segments = cache._segments
-            for index, segment in enumerate(segments[:-1]):  # the full ones
+            for index, segment in enumerate(segments):
                 assert seen.setdefault(index, segment) is segment
             assert sum(len(s) for s in segments) == cache.size
-        assert len(seen) == 6
+        assert len(seen) == 7
         assert cache.read(0, len(data)) == data
     finally:
         cache.close()
