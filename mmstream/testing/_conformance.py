@@ -356,6 +356,29 @@ class CacheConformance:
         assert not failures, failures[0]
         assert cache.read(0, len(data)) == data
 
+    def test_flush_from_another_thread_while_writing(self, cache: MemoryMappedCache) -> None:
+        data = pattern(4 * SEGMENT)
+        failures: list[BaseException] = []
+        done = threading.Event()
+
+        def flusher() -> None:
+            try:
+                while not done.is_set():
+                    cache.flush()
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=flusher)
+        thread.start()
+        try:
+            for start in range(0, len(data), 2000):
+                cache.write(start, data[start : start + 2000])
+        finally:
+            done.set()
+            thread.join()
+        assert not failures, failures[0]
+        assert cache.read(0, len(data)) == data
+
     # -- durability, reopen, finalize ---------------------------------------------------------
 
     def test_reopen_keeps_the_bytes(

@@ -12,8 +12,7 @@ from mmstream_mmap._cache import PREFAULT_AHEAD
 
 from mmstream.cache import CacheFactory, CacheOptions
 from mmstream.errors import InvalidArgumentError
-from mmstream.testing import CacheConformance, pattern
-from mmstream.testing._conformance import SEGMENT
+from mmstream.testing import SEGMENT, CacheConformance, pattern
 
 GRANULE = mmap.ALLOCATIONGRANULARITY
 
