@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmstream.cache import (
+    MAX_FILE_SIZE,
     Buffer,
     CacheOptions,
     MiB,
@@ -169,9 +170,18 @@ class MmapCache:
     # -- the hot paths ------------------------------------------------------------------------
 
     def write(self, offset: int, data: Buffer) -> int:
-        view = memoryview(data).cast("B")
-        count = view.nbytes
-        end = check_write(offset, count)
+        # The hot path: bytes and bytearray go into the mapping as they are, and a plain
+        # in-range int offset skips the general checks (about 1.3 us of a 4 KiB write).
+        view: Buffer
+        if type(data) is bytes or type(data) is bytearray:
+            view, count = data, len(data)
+        else:
+            view = memoryview(data).cast("B")
+            count = view.nbytes
+        if type(offset) is int and 0 <= offset <= MAX_FILE_SIZE - count:
+            end = offset + count
+        else:
+            end = check_write(offset, count)
         with self._lock:
             fd = self._require_fd()
             if not count:
@@ -190,7 +200,8 @@ class MmapCache:
                 self._data_end = end
         return count
 
-    def _write_span_locked(self, offset: int, view: memoryview) -> None:
+    def _write_span_locked(self, offset: int, data: Buffer) -> None:
+        view = memoryview(data).cast("B")
         while view:
             index, start = divmod(offset, self._segment_size)
             segment = self._segments[index]
@@ -202,7 +213,16 @@ class MmapCache:
     def read(self, offset: int, length: int) -> bytes:
         with self._lock:
             self._require_fd()
-            start, stop = check_read(offset, length, self._data_end)
+            data_end = self._data_end
+            if (
+                type(offset) is int
+                and type(length) is int
+                and 0 <= offset <= data_end
+                and 0 <= length <= MAX_FILE_SIZE
+            ):  # the checks of check_read, inlined for the hot path
+                start, stop = offset, min(offset + length, data_end)
+            else:
+                start, stop = check_read(offset, length, data_end)
             if start == stop:
                 return b""
             index, first = divmod(start, self._segment_size)
