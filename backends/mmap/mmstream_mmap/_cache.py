@@ -171,7 +171,7 @@ class MmapCache:
 
     def write(self, offset: int, data: Buffer) -> int:
         # The hot path: bytes and bytearray go into the mapping as they are, and a plain
-        # in-range int offset skips the general checks (about 1.3 us of a 4 KiB write).
+        # in-range int offset skips the general checks (~0.4 us of a ~2 us 4 KiB write).
         view: Buffer
         if type(data) is bytes or type(data) is bytearray:
             view, count = data, len(data)
