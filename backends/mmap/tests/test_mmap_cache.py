@@ -66,6 +66,8 @@ def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
         chunk = pattern(64 * 1024)
         for index in range(100):
             cache.write(index * len(chunk), chunk)
+            if not cache._prefault:
+                pytest.skip("this kernel refuses MADV_POPULATE_WRITE (before Linux 5.14)")
             assert cache.data_end + PREFAULT_AHEAD // 2 <= cache._prefaulted <= cache.size
     finally:
         cache.close()
