@@ -75,6 +75,8 @@ async def test_sigterm_flushes_every_stream_exits_0_and_a_restart_finds_them(
         log = await serving.read_rest_of_log()
         assert "SIGTERM: shutting down gracefully" in log
         assert re.search(r"connection close conn=c\d+ .*kind=websocket", log)
+        assert re.search(r"upload bound conn=c\d+ stream=kept offset=0", log)
+        assert re.search(r"upload ended conn=c\d+ stream=kept offset=196608", log)
         assert "Traceback" not in log
     finally:
         if serving.process.returncode is None:
