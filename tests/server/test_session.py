@@ -305,3 +305,24 @@ async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
             assert (await v1.call(Read(offset=0)))["length"] == len(data)
             assert await v1.receive_bytes(len(data)) == data
         nursery.cancel_scope.cancel()
+
+
+async def test_acks_are_coalesced_every_ack_bytes(
+    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+) -> None:
+    config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)  # type: ignore[operator]
+    server: RunningServer = await nursery.start(serve, config)
+    async with v1_connect(f"{server.url}/v1/streams/a") as v1:
+        await v1.call(Create())
+        hello = await v1.call(Hello())
+        assert hello["ack_bytes"] == 2 * CHUNK and hello["ack_interval"] == 60.0
+        await v1.send(Append(id=1, offset=0))
+        for _ in range(7):
+            await v1.ws.send(bytes(CHUNK))
+        assert (await v1.ws.receive_json())["re"] == 1
+        acks = [await v1.ws.receive_json() for _ in range(3)]
+        assert [a["offset"] for a in acks] == [2 * CHUNK, 4 * CHUNK, 6 * CHUNK]
+        # The seventh chunk waits for the interval, or for a sync (whose reply counts).
+        synced = await v1.call(Sync(id=2))
+        assert synced["stat"]["size"] == 7 * CHUNK
+        assert (await v1.call(Stat(id=3)))["re"] == 3  # and no stale ack came in between
