@@ -46,7 +46,13 @@ def add_client_commands(commands: Any) -> None:
     )
     put.add_argument("--stream", required=True, metavar="ID", help="stream id")
     put.add_argument("--content-type", metavar="T", help="default: guessed from SRC's name")
-    put.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE, metavar="N")
+    put.add_argument(
+        "--chunk-size",
+        type=_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"bytes per WebSocket frame (default {DEFAULT_CHUNK_SIZE})",
+    )
     put.add_argument("--resume", action="store_true", help="continue an interrupted upload")
     put.add_argument("--no-finalize", action="store_true", help="leave the stream uploading")
     put.set_defaults(handler=_sync(_put))
