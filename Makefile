@@ -41,7 +41,7 @@ test: lint unit
 
 # Scale-out figures: ingest through HAProxy with 1 and 2 workers, CPU from /proc (docs/scaling.md).
 bench-scaleout: $(VENV)/.runtime
-	$(BIN)/python bench/scaleout.py --json bench/scaleout-results.json
+	$(BIN)/python bench/scaleout.py --json bench/results/scaleout.json
 
 # Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, in the
 # foreground; Ctrl-C stops everything. Needs haproxy (apt-get install haproxy).

@@ -297,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = trio.run(run_all, args)
     print_table(result)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
