@@ -218,6 +218,7 @@ def run_workers(
     # No log_to_stderr: in the foreground (-db) HAProxy prints node DOWN/UP notices itself.
     options = BalancerOptions(bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND)
     text = render_haproxy_config([w.node for w in plan], options)
+    nodes = ",".join(str(w.node.endpoint) for w in plan)
     if haproxy_bind is not None:
         haproxy = shutil.which("haproxy")
         if haproxy is None:
@@ -246,7 +247,7 @@ def run_workers(
             print(
                 f"mmstream: cluster ready: ws://{options.bind}/v1/streams/{{id}} and "
                 f"http://{options.bind}/streams/{{id}} through HAProxy ({haproxy_config}); "
-                "Ctrl-C stops everything",
+                f"list them all: mmstream ls --nodes {nodes}; Ctrl-C stops everything",
                 file=sys.stderr,
                 flush=True,
             )
