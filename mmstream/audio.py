@@ -30,6 +30,7 @@ __all__ = [
     "detect_format",
     "is_wav_content_type",
     "parse_wav",
+    "wav_repairs",
 ]
 
 #: Leading bytes to read for detection and for a WAV header (chunks before ``data`` fit).
@@ -236,3 +237,12 @@ def _real_data_size(head: bytes, total_size: int, data_offset: int, declared: in
     if pos + 8 > total_size:  # a few stray bytes that cannot be a chunk
         return to_end
     return declared if all_known else to_end
+
+
+def wav_repairs(content_type: str, head: bytes, total_size: int) -> list[tuple[int, bytes]]:
+    """The header writes that finalize applies: only for a stream declared as WAV whose
+    bytes are a WAV with wrong sizes (nothing is rewritten in a stream of another type)."""
+    if not is_wav_content_type(content_type):
+        return []
+    info = parse_wav(head, total_size)
+    return info.patches() if info is not None else []

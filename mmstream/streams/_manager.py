@@ -32,6 +32,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from ..audio import HEAD_SIZE, is_wav_content_type, wav_repairs
 from ..cache import (
     Buffer,
     CacheFactory,
@@ -399,6 +400,15 @@ class StreamManager:
                     f"stream {ctx.stream_id}: the sha256 of its {size} bytes is {digest}, "
                     f"not {wanted}"
                 )
+            # A WAV recorded to a pipe carries placeholder sizes: fix them now that the size
+            # is final (after checking what the client sent; the new digest is what is stored).
+            try:
+                digest = await trio.to_thread.run_sync(
+                    _repair_audio_header, cache, ctx.info(), digest
+                )
+            except StorageError as exc:
+                self._fail(ctx, exc)
+                raise
             async with ctx.sync_lock:
                 now = time.time()
                 record = attrs.evolve(
@@ -516,6 +526,20 @@ def _sha256_of(cache: MemoryMappedCache, size: int) -> str:
     for offset in range(0, size, HASH_CHUNK):
         digest.update(cache.read(offset, min(HASH_CHUNK, size - offset)))
     return digest.hexdigest()
+
+
+def _repair_audio_header(cache: MemoryMappedCache, info: StreamInfo, digest: str) -> str:
+    """Patch a streamed WAV's header sizes; return the digest of the bytes now stored."""
+    size = info.size
+    if not is_wav_content_type(info.content_type):
+        return digest
+    repairs = wav_repairs(info.content_type, cache.read(0, min(HEAD_SIZE, size)), size)
+    if not repairs:
+        return digest
+    for offset, value in repairs:
+        cache.write(offset, value)
+    log.info("stream %s: WAV header sizes set for %d bytes", info.stream_id, size)
+    return _sha256_of(cache, size)
 
 
 def _remove_files(ctx: StreamContext) -> None:
