@@ -11,19 +11,17 @@ const ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
 
 const $ = (selector) => document.querySelector(selector);
 
-// Passed through when the page itself was opened with ?token=… (servers with auth on).
-function authQuery() {
-  const token = new URLSearchParams(location.search).get("token");
-  return token ? `?token=${encodeURIComponent(token)}` : "";
-}
+// A server with auth on wants a token: open the page as /#token=… (a fragment is never sent
+// to the server, so it stays out of logs). WebSockets present it in a "hello" request.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
 
 function wsUrl(path) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}${path}${authQuery()}`;
+  return `${scheme}//${location.host}${path}`;
 }
 
 function streamUrl(id) {
-  return `/streams/${encodeURIComponent(id)}${authQuery()}`;
+  return `/streams/${encodeURIComponent(id)}`;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -53,7 +51,10 @@ export class Connection {
       const ws = new WebSocket(wsUrl(this.path), ["mmstream.v1"]);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
-      ws.onopen = () => resolve(this);
+      ws.onopen = () => {
+        if (!TOKEN) return resolve(this);
+        this.request("hello", { token: TOKEN }).then(() => resolve(this), reject);
+      };
       ws.onerror = () => reject(new Error(`cannot connect to ${this.path}`));
       ws.onmessage = (event) => this.#receive(event.data);
       ws.onclose = (event) => {
@@ -147,9 +148,6 @@ function newStreamName() {
   return `rec-${stamp}-${random}`;
 }
 
-// Protocol v1 names the stream "stream"; accept the obvious alternatives defensively.
-const streamIdOf = (info) => info.stream ?? info.stream_id ?? info.id;
-
 // -- recording -------------------------------------------------------------------------------
 
 class Recorder {
@@ -180,7 +178,7 @@ class Recorder {
         content_type: RECORD_MIME,
         metadata: { source: "mmstream web page" },
       });
-      await this.conn.request("append", {});
+      await this.conn.request("append", { offset: 0 });
     } catch (error) {
       this.#release();
       throw error;
@@ -218,7 +216,7 @@ class Recorder {
     const reply = await this.conn.request("finalize");
     this.#release();
     this.state = "idle";
-    return reply;
+    return reply.stat;
   }
 
   #onEvent(message) {
@@ -293,7 +291,7 @@ class Player {
   // range requests; a growing WebM is fed to MediaSource from a WebSocket tail.
   async play(info) {
     this.stop();
-    this.streamId = streamIdOf(info);
+    this.streamId = info.stream;
     const webm = (info.content_type ?? "").startsWith("audio/webm");
     if (info.status === "uploading" && webm && window.MediaSource?.isTypeSupported(LIVE_MIME)) {
       await this.#playLive(this.streamId);
@@ -416,7 +414,7 @@ class Page {
   }
 
   renderItem(info) {
-    const id = streamIdOf(info);
+    const id = info.stream;
     const item = document.createElement("li");
     item.className = "stream";
     item.dataset.streamId = id;
@@ -470,7 +468,7 @@ class Page {
   }
 
   async play(info) {
-    const id = streamIdOf(info);
+    const id = info.stream;
     $("#player").hidden = false;
     $("#player-name").textContent = id;
     const badge = $("#player-badge");
@@ -508,8 +506,8 @@ class Page {
       button.disabled = true;
       this.status("Finishing…");
       try {
-        const reply = await this.recorder.stop();
-        this.status(`Saved “${this.recorder.streamId}” (${formatBytes(reply.size ?? this.recorder.sent)}).`);
+        const stat = await this.recorder.stop();
+        this.status(`Saved “${stat.stream}” (${formatBytes(stat.size)}).`);
       } catch (error) {
         this.fail(error);
       } finally {
