@@ -139,6 +139,10 @@ class StreamManager:
         if ctx.deleted:
             raise StreamNotFoundError(f"stream {ctx.stream_id} was deleted")
 
+    def _require_new(self, sid: str) -> None:
+        if sid in self._streams or sid in self._creating:
+            raise StreamExistsError(f"stream {sid} already exists")
+
     def stat(self, stream_id: str) -> StreamInfo:
         return self._get(stream_id).info()
 
@@ -162,9 +166,9 @@ class StreamManager:
         content_type = _check_content_type(content_type)
         meta = _check_metadata(metadata)
         self._require_open()
-        if sid in self._streams or sid in self._creating:
-            raise StreamExistsError(f"stream {sid} already exists")
+        self._require_new(sid)
         room = await self._room_for(None, 1)
+        self._require_new(sid)  # checked again: making room may have let another task in
         path = data_path(self._directory, sid)
         now = time.time()
         ctx = StreamContext(

@@ -6,34 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
+from streams_support import BUILTIN_BACKENDS, make_config
 
-from mmstream.cache import KiB, MiB
-from mmstream.config import ByteSize, CacheConfig
-from mmstream.registry import BackendRegistry
-
-#: The built-in backends; the mmap one is picked up as soon as its distribution is installed.
-BUILTIN_BACKENDS = [name for name in BackendRegistry().names() if name in {"file", "mmap"}]
+from mmstream.config import CacheConfig
 
 
 @pytest.fixture(params=BUILTIN_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
-
-
-def make_config(directory: Path, backend: str, **changes: Any) -> CacheConfig:
-    """Small sizes, so growth, quota and segment boundaries are reached with little data."""
-    config = CacheConfig(
-        directory=directory,
-        backend=backend,
-        initial_size=ByteSize(16 * KiB),
-        max_cache_size=ByteSize(64 * MiB),
-        segment_size=ByteSize(1 * MiB),
-        sync_policy="finalize",
-    )
-    return attrs.evolve(config, **changes)
 
 
 @pytest.fixture
