@@ -27,6 +27,7 @@ __all__ = [
     "WAV_CONTENT_TYPES",
     "AudioFormat",
     "WavInfo",
+    "describe_audio",
     "detect_format",
     "is_wav_content_type",
     "parse_wav",
@@ -246,3 +247,19 @@ def wav_repairs(content_type: str, head: bytes, total_size: int) -> list[tuple[i
         return []
     info = parse_wav(head, total_size)
     return info.patches() if info is not None else []
+
+
+def describe_audio(head: bytes, total_size: int) -> dict[str, str | int | float]:
+    """What ``stat`` shows about a stream's audio: its container and, for a WAV, duration
+    (so far, while uploading), sample rate, channels and sample size. ``{}`` if unknown."""
+    found = detect_format(head)
+    if found is None:
+        return {}
+    out: dict[str, str | int | float] = {"format": found.name.lower()}
+    info = parse_wav(head, total_size) if found is AudioFormat.WAV else None
+    if info is not None:
+        if info.duration is not None:
+            out["duration"] = round(info.duration, 3)
+        out |= {"sample_rate": info.sample_rate, "channels": info.channels,
+                "bits_per_sample": info.bits_per_sample}  # fmt: skip
+    return out

@@ -18,6 +18,7 @@ from mmstream.audio import (
     HEAD_SIZE,
     AudioFormat,
     WavInfo,
+    describe_audio,
     detect_format,
     is_wav_content_type,
     parse_wav,
@@ -235,3 +236,18 @@ def test_content_types() -> None:
     assert is_wav_content_type("audio/wav")
     assert is_wav_content_type("Audio/X-WAV; codecs=1")
     assert not is_wav_content_type("audio/webm;codecs=opus")
+
+
+def test_describe_audio() -> None:
+    data = _wav(0, b"\x00\x00" * 12000)
+    assert describe_audio(data, len(data)) == {
+        "format": "wav",
+        "duration": 1.5,
+        "sample_rate": 8000,
+        "channels": 1,
+        "bits_per_sample": 16,
+    }
+    webm = bytes.fromhex("1a45dfa3 9f 4286 81 01 4282 84") + b"webm"
+    assert describe_audio(webm, 1000) == {"format": "webm"}
+    assert describe_audio(b"RIFF\x00\x00\x00\x00WAVE", 12) == {"format": "wav"}
+    assert describe_audio(b"plain text", 10) == {}
