@@ -423,8 +423,11 @@ class StreamManager:
                     sha256=digest,
                 )
                 try:
-                    await trio.to_thread.run_sync(cache.finalize, size)
-                    await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+                    # Shielded: once the backend is finalized the record must follow, or
+                    # memory (UPLOADING) and disk (truncated, unmapped) would disagree.
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(cache.finalize, size)
+                        await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
                 except StorageError as exc:
                     self._fail(ctx, exc)
                     raise
@@ -492,6 +495,13 @@ async def open_stream_manager(
                 yield manager
             finally:
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps whatever the caller's block raised; the sync task raises
+        # nothing of its own, so a lone exception is the caller's: give it back as raised.
+        if len(group.exceptions) == 1:
+            exc = group.exceptions[0]
+            raise exc from exc.__cause__
+        raise
     finally:
         with trio.CancelScope(shield=True):
             await manager.aclose()

@@ -35,7 +35,7 @@ import stat
 from collections import defaultdict
 from pathlib import Path
 
-from ..cache import CacheFactory, CacheOptions, MemoryMappedCache, os_errors
+from ..cache import CacheFactory, CacheOptions, os_errors
 from ..errors import StorageError
 from ._context import StreamContext, StreamStatus
 from ._directory import DATA_SUFFIX, SIDECAR_SUFFIX, data_path, sidecar_path
@@ -121,31 +121,10 @@ def _recover_one(
         cache.open()
     except StorageError as exc:
         return _quarantine(directory, stream_id, record, f"cannot open data file: {exc}")
-    ctx = _context(directory, stream_id, record, cache)
+    ctx = record.to_context(directory, cache)
     ctx.reserved = cache.size
     log.info("stream %s: recovered %s at %d bytes", stream_id, record.status.value, durable)
     return ctx
-
-
-def _context(
-    directory: Path, stream_id: str, record: SidecarRecord, cache: MemoryMappedCache | None
-) -> StreamContext:
-    return StreamContext(
-        stream_id=stream_id,
-        data_path=data_path(directory, stream_id),
-        sidecar_path=sidecar_path(directory, stream_id),
-        cache=cache,
-        status=record.status,
-        created_at=record.created_at,
-        last_accessed_at=record.last_accessed_at,
-        content_type=record.content_type,
-        metadata=dict(record.metadata),
-        size=record.durable_offset,
-        durable_offset=record.durable_offset,
-        finalized_at=record.finalized_at,
-        sha256=record.sha256,
-        error=record.error,
-    )
 
 
 def _quarantine(
@@ -170,7 +149,7 @@ def _quarantine(
             last_accessed_at=mtime,
         )
     else:
-        ctx = _context(directory, stream_id, record, None)
+        ctx = record.to_context(directory, None)
         ctx.size = ctx.durable_offset = 0  # nothing of a quarantined stream is served
         ctx.status = StreamStatus.ERROR
     ctx.error = reason
@@ -180,12 +159,15 @@ def _quarantine(
 
 def _cut_back(path: Path, size: int) -> None:
     """Truncate an upload to its durable offset: bytes past it were never recorded as
-    durable, so they may be torn and must not be served or resumed from."""
+    durable, so they may be torn and must not be served or resumed from.
+
+    No fsync here: if the truncation is lost, the next recovery cuts back again, and the
+    next durable offset recorded for the stream comes after a flush that syncs the file.
+    """
     with os_errors("cutting back", path):
         fd = os.open(path, _TRUNCATE_FLAGS)
         try:
             os.ftruncate(fd, size)
-            os.fsync(fd)
         finally:
             os.close(fd)
 

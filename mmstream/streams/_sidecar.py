@@ -25,8 +25,9 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
-from ..cache import MAX_FILE_SIZE, fsync_directory, os_errors
+from ..cache import MAX_FILE_SIZE, MemoryMappedCache, fsync_directory, os_errors
 from ._context import StreamContext, StreamStatus
+from ._directory import data_path, sidecar_path
 
 __all__ = [
     "SIDECAR_FORMAT",
@@ -93,6 +94,25 @@ class SidecarRecord:
             finalized_at=ctx.finalized_at,
             sha256=ctx.sha256,
             error=ctx.error,
+        )
+
+    def to_context(self, directory: Path, cache: MemoryMappedCache | None) -> StreamContext:
+        """The stream as recovery rebuilds it: at its durable offset, nothing past it."""
+        return StreamContext(
+            stream_id=self.stream_id,
+            data_path=data_path(directory, self.stream_id),
+            sidecar_path=sidecar_path(directory, self.stream_id),
+            cache=cache,
+            status=self.status,
+            created_at=self.created_at,
+            last_accessed_at=self.last_accessed_at,
+            content_type=self.content_type,
+            metadata=dict(self.metadata),
+            size=self.durable_offset,
+            durable_offset=self.durable_offset,
+            finalized_at=self.finalized_at,
+            sha256=self.sha256,
+            error=self.error,
         )
 
     def encode(self) -> bytes:

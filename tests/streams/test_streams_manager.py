@@ -4,6 +4,7 @@ import hashlib
 import os
 from collections.abc import Callable
 
+import attrs
 import pytest
 import trio
 import trio.lowlevel
@@ -389,3 +390,45 @@ async def test_followers_are_released_when_the_manager_closes(config: CacheConfi
 
         nursery.start_soon(follow)
         await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_errors_from_the_block_are_not_wrapped(config: CacheConfig) -> None:
+    with pytest.raises(StreamNotFoundError):
+        async with open_stream_manager(config) as manager:
+            manager.stat("missing")
+    with pytest.raises(ZeroDivisionError):
+        async with open_stream_manager(configure_interval(config)) as manager:
+            await manager.create("s")
+            1 / 0  # noqa: B018
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("s").status is StreamStatus.UPLOADING  # the exit still closed it
+
+
+async def test_cancelling_the_block_still_closes_cleanly(config: CacheConfig) -> None:
+    with trio.CancelScope() as scope:
+        async with open_stream_manager(configure_interval(config)) as manager:
+            await manager.create("s")
+            await manager.append("s", b"abc")
+            scope.cancel()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("s").durable_offset == 3
+
+
+def configure_interval(config: CacheConfig) -> CacheConfig:
+    return attrs.evolve(config, sync_policy="interval", sync_interval=0.01)
+
+
+async def test_one_log_line_per_state_change(
+    config: CacheConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="mmstream.streams")
+    async with open_stream_manager(config) as manager:
+        await manager.create("logged")
+        await manager.append("logged", b"abc")
+        await manager.finalize("logged")
+        await manager.delete("logged")
+    lines = [r.getMessage() for r in caplog.records if "logged" in r.getMessage()]
+    assert [line.split(":")[1].split()[0] for line in lines] == ["created", "uploading", "deleted"]
+    assert all(r.name == "mmstream.streams" for r in caplog.records)
