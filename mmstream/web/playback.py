@@ -52,7 +52,8 @@ Headers = list[tuple[str, str]]
 
 @attrs.frozen
 class Response:
-    """What to send. ``body`` is ``None`` for none (HEAD, 304), else bytes or pieces."""
+    """What to send. ``body`` is ``None`` for none (304), else bytes or pieces; when it is
+    pieces, ``Content-Length`` (if present) is exactly what they add up to."""
 
     status: int
     headers: Headers
@@ -63,7 +64,7 @@ class Response:
         return next((v for k, v in self.headers if k.lower() == name), None)
 
 
-def error_response(exc: MmstreamError, *, head: bool = False) -> Response:
+def error_response(exc: MmstreamError) -> Response:
     """A short plain-text error, its status from the error's wire code."""
     body = f"{exc.code}: {exc.message}\n".encode()
     headers = [
@@ -72,7 +73,7 @@ def error_response(exc: MmstreamError, *, head: bool = False) -> Response:
         ("X-Content-Type-Options", "nosniff"),
         ("Cache-Control", "no-store"),
     ]
-    return Response(HTTP_STATUS.get(exc.code, 500), headers, None if head else body)
+    return Response(HTTP_STATUS.get(exc.code, 500), headers, body)
 
 
 def _http_date(unix: float) -> str:
@@ -92,20 +93,21 @@ async def stream_response(
     stream_id: str,
     request_headers: Mapping[str, str],
     *,
-    head: bool = False,
     piece_size: int = PIECE_SIZE,
     metrics: Metrics | None = None,
 ) -> Response:
-    """Answer ``GET`` (or ``HEAD``) ``/streams/{stream_id}``; header names are lower case."""
+    """Answer ``GET /streams/{stream_id}``; header names are lower case. For ``HEAD`` the
+    sender sends the same head and drops the body (an iterator it never starts reads
+    nothing)."""
     try:
         info = manager.stat(stream_id)
         content_type = await _content_type(manager, info)
     except MmstreamError as exc:
-        return error_response(exc, head=head)
+        return error_response(exc)
     if info.status is StreamStatus.ERROR:
         # Quarantined: its bytes are not trusted (the manager refuses to read them too).
         failed = StorageError(f"stream {stream_id} is in error: {info.error}")
-        return error_response(failed, head=head)
+        return error_response(failed)
     growing = info.status is StreamStatus.UPLOADING
     headers: Headers = [
         ("Content-Type", content_type),
@@ -122,7 +124,8 @@ async def stream_response(
         if etag:
             headers.append(("ETag", etag))
             if _none_match(request_headers.get("if-none-match"), etag):
-                return Response(304, headers)
+                # The length a 200 would have had (RFC 9110 §8.6), and no body.
+                return Response(304, [*headers, ("Content-Length", str(info.size))])
     decision = evaluate_range(
         request_headers.get("range"),
         info.size,
@@ -135,19 +138,18 @@ async def stream_response(
     match decision:
         case Full(size=size):
             headers.append(("Content-Length", str(size)))
-            body = None if head else pieces.span(0, size)
-            return Response(200, headers, body)
+            return Response(200, headers, pieces.span(0, size))
         case Partial(start=start, stop=stop):
             headers += [("Content-Range", decision.content_range),
                         ("Content-Length", str(stop - start))]  # fmt: skip
-            return Response(206, headers, None if head else pieces.span(start, stop))
+            return Response(206, headers, pieces.span(start, stop))
         case Live(start=start):
-            return Response(200, headers, None if head else pieces.live(start))
+            return Response(200, headers, pieces.live(start))
         case Unsatisfiable():
             if decision.content_range is not None:
                 headers.append(("Content-Range", decision.content_range))
             headers.append(("Content-Length", "0"))
-            return Response(416, headers, None if head else b"")
+            return Response(416, headers, b"")
 
 
 def _none_match(value: str | None, etag: str) -> bool:
