@@ -144,6 +144,18 @@ class Metrics:
         if process:
             ProcessCollector(registry=r)
 
+    # One call per event from the manager's hot paths (a lock and a bisect each).
+
+    def observe_write(self, nbytes: int, seconds: float) -> None:
+        self.bytes_in.inc(nbytes)
+        self.write_seconds.observe(seconds)
+
+    def observe_read(self, seconds: float) -> None:
+        self.read_seconds.observe(seconds)
+
+    def observe_fsync(self, seconds: float) -> None:
+        self.fsync_seconds.observe(seconds)
+
     def watch_cache(self, source: CacheSnapshotSource | None) -> None:
         """Report ``source()`` at every scrape (``None`` stops)."""
         self._cache.source = source
