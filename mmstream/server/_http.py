@@ -10,6 +10,7 @@ iterable of pieces, written one piece at a time so memory stays bounded whatever
 from __future__ import annotations
 
 import contextlib
+import http
 import json
 import logging
 import re
@@ -44,6 +45,7 @@ MAX_HEAD_SIZE = 16 * 1024
 MAX_DISCARDED_BODY = 64 * 1024
 _RECEIVE_SIZE = 64 * 1024
 SERVER_HEADER = f"mmstream/{__version__}".encode()
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 
 
 @attrs.frozen
@@ -271,7 +273,10 @@ async def _send_response(
         headers.append((b"transfer-encoding", b"chunked"))
     if close:
         headers.append((b"connection", b"close"))
-    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    reason = _REASONS.get(response.status, b"")
+    await stream.send_all(
+        conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+    )
     if isinstance(body, bytes):
         if body and not head_only:
             await stream.send_all(conn.send(h11.Data(data=body)))
@@ -294,14 +299,17 @@ async def _close_iterable(body: AsyncIterable[bytes]) -> None:
 
 
 async def send_error(
-    stream: trio.abc.Stream, conn: h11.Connection, status: int, message: str
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    status: int,
+    message: str,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Best effort: answer a broken request, if h11 still lets us."""
     if conn.our_state not in {h11.IDLE, h11.SEND_RESPONSE}:
         return
+    response = text_response(status, message, headers)
     with contextlib.suppress(
         h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
     ):
-        await _send_response(
-            stream, conn, text_response(status, message), head_only=False, close=True
-        )
+        await _send_response(stream, conn, response, head_only=False, close=True)
