@@ -4,7 +4,6 @@ client commands and this one can grow without stepping on each other)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from functools import partial
 from pathlib import Path
@@ -13,6 +12,7 @@ import trio
 
 from .config import load_config
 from .errors import MmstreamError
+from .logs import configure_logging
 
 __all__ = ["add_serve_command"]
 
@@ -47,7 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
         **{"server.host": args.host, "server.port": args.port, "cache.directory": args.cache_dir},
     )
     level = args.serve_log_level or getattr(args, "log_level", None) or config.logging.level
-    logging.getLogger().setLevel(level)
+    configure_logging(config.logging, level=level)
     try:
         trio.run(partial(serve, config, handle_signals=True))
     except BaseException as exc:

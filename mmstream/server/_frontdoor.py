@@ -26,6 +26,7 @@ import h11
 import trio
 
 from ..config import ServerConfig
+from ..logs import log_context
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
 from ._replay import ReplayStream
 from ._transports import Handler, Transport
@@ -86,7 +87,8 @@ class FrontDoor:
         log.info("connection open conn=%s remote=%s", connection_id, remote)
         kind = "none"
         try:
-            kind = await self._serve(stream, connection_id, remote)
+            with log_context(connection=connection_id):
+                kind = await self._serve(stream, connection_id, remote)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("connection broken conn=%s: %r", connection_id, exc)
         except Exception:
