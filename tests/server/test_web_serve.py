@@ -4,6 +4,7 @@ comes back over HTTP with its header repaired, and /metrics tells what happened.
 from __future__ import annotations
 
 import io
+import json
 import sys
 import wave
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import trio
 from conftest import make_config
 from prometheus_client.parser import text_string_to_metric_families
 
+from mmstream.cli import main
 from mmstream.client import connect
 from mmstream.errors import StreamNotFoundError
 from mmstream.server import RunningServer, serve
@@ -81,6 +83,32 @@ async def test_wav_upload_plays_back_whole(running: RunningServer) -> None:
     assert scraped["mmstream_errors_total", (("code", "not-found"),)] == 1
     assert scraped["mmstream_active_connections", ()] >= 1
     assert scraped["mmstream_write_seconds_count", ()] >= 1
+
+
+async def test_stat_command_shows_wav_duration(
+    running: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    piped = (
+        await trio.run_process([sys.executable, "-c", _WAVE_TO_PIPE], capture_stdout=True)
+    ).stdout
+    async with connect(running.url) as client:
+        await client.upload("take", piped, content_type="audio/wav")
+        await client.create("empty")
+    assert await trio.to_thread.run_sync(main, ["stat", "take", "--url", running.url]) == 0
+    text = capsys.readouterr().out
+    assert "audio.format      wav" in text
+    assert "audio.duration    1.000 s" in text
+    assert "audio.sample_rate 8000" in text
+    assert (
+        await trio.to_thread.run_sync(main, ["stat", "take", "--json", "--url", running.url]) == 0
+    )
+    fields = json.loads(capsys.readouterr().out)
+    assert fields["audio"] == {"format": "wav", "duration": 1.0, "sample_rate": 8000,
+                               "channels": 2, "bits_per_sample": 16}  # fmt: skip
+    assert (
+        await trio.to_thread.run_sync(main, ["stat", "empty", "--json", "--url", running.url]) == 0
+    )
+    assert "audio" not in json.loads(capsys.readouterr().out)
 
 
 async def test_followers_and_websocket_bytes_are_counted(running: RunningServer) -> None:
