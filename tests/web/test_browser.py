@@ -100,18 +100,20 @@ def _wait_until(page: Any, expression: str, timeout: float = 20.0) -> None:
 
 
 _DURATION_JS = """async () => {
-    // Chromium reports Infinity for a recorded WebM until it has seen the end.
+    // Chromium reports Infinity for a recorded WebM until it has seen the end: seek far
+    // past it and the real duration appears. Polled, not event-driven: a durationchange
+    // may come before the one that carries the real value.
     const audio = document.querySelector("#audio");
-    if (audio.readyState < 1) {
-        await new Promise((ok, fail) => {
-            audio.addEventListener("loadedmetadata", ok, {once: true});
-            audio.addEventListener("error", fail, {once: true});
-        });
-    }
+    const until = async (ready, ms) => {
+        const start = performance.now();
+        while (!ready() && performance.now() - start < ms) {
+            await new Promise((wake) => setTimeout(wake, 50));
+        }
+    };
+    await until(() => audio.readyState >= 1 || audio.error, 10000);
     if (!Number.isFinite(audio.duration)) {
-        const changed = new Promise((ok) => audio.addEventListener("durationchange", ok, {once: true}));
         audio.currentTime = 1e101;
-        await changed;
+        await until(() => Number.isFinite(audio.duration) || audio.error, 10000);
         audio.currentTime = 0;
     }
     return {duration: audio.duration, error: audio.error && audio.error.code};
