@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
 
 import attrs
 import trio
@@ -78,6 +79,8 @@ from ._transports import (
 __all__ = ["Session", "connection_handler"]
 
 log = logging.getLogger("mmstream.server")
+
+_M = TypeVar("_M", str, bytes)
 
 #: What the reader hands the applier: a request, a text frame that was not one, or data.
 _Item: TypeAlias = Request | MalformedRequestError | bytes
@@ -443,18 +446,18 @@ class Session:
         await self._send_text(encode_event(event))
 
     async def _send_text(self, text: str) -> None:
-        if self._peer_gone:
-            return
-        try:
-            await self.connection.send_text(text)
-        except ConnectionClosed:
-            self._peer_gone = True
+        await self._deliver(self.connection.send_text, text)
 
     async def _send_bytes(self, data: bytes) -> None:
+        await self._deliver(self.connection.send_bytes, data)
+
+    async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
+        """Send, unless the peer is gone: then the applier keeps applying what it
+        received (uploads are kept) and only the replies are dropped."""
         if self._peer_gone:
             return
         try:
-            await self.connection.send_bytes(data)
+            await send(message)
         except ConnectionClosed:
             self._peer_gone = True
         else:
