@@ -450,6 +450,8 @@ class Session:
 
     async def _send_bytes(self, data: bytes) -> None:
         await self._deliver(self.connection.send_bytes, data)
+        if self.metrics is not None and not self._peer_gone:
+            self.metrics.bytes_out.labels("websocket").inc(len(data))
 
     async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
         """Send, unless the peer is gone: then the applier keeps applying what it
@@ -460,9 +462,6 @@ class Session:
             await send(message)
         except ConnectionClosed:
             self._peer_gone = True
-        else:
-            if self.metrics is not None:
-                self.metrics.bytes_out.labels("websocket").inc(len(data))
 
 
 class _Broken(Exception):
