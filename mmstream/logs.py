@@ -31,6 +31,7 @@ __all__ = [
     "log_context",
     "make_formatter",
     "redact",
+    "tag_task",
 ]
 
 _connection_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -54,6 +55,16 @@ _SECRET_IN_TEXT = [
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def tag_task(*, connection: str | None = None, stream: str | None = None) -> None:
+    """Tag every line the current task logs from now on (and tasks it starts). For a task
+    that serves one connection for its whole life: Trio gives each task its own copy of the
+    context, so the tag ends with the task."""
+    if connection is not None:
+        _connection_id.set(connection)
+    if stream is not None:
+        _stream_id.set(stream)
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import h11
 import trio
 
 from ..config import ServerConfig
-from ..logs import log_context
+from ..logs import tag_task
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
 from ._replay import ReplayStream
 from ._transports import Handler, Transport
@@ -76,6 +76,7 @@ class FrontDoor:
         """The ``trio.serve_listeners`` handler: one call per accepted connection."""
         ip, remote = _peer(stream)
         connection_id = f"c{next(self._ids)}"
+        tag_task(connection=connection_id)
         refusal = self._refusal(ip)
         if refusal is not None:
             log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, refusal)
@@ -87,8 +88,7 @@ class FrontDoor:
         log.info("connection open conn=%s remote=%s", connection_id, remote)
         kind = "none"
         try:
-            with log_context(connection=connection_id):
-                kind = await self._serve(stream, connection_id, remote)
+            kind = await self._serve(stream, connection_id, remote)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("connection broken conn=%s: %r", connection_id, exc)
         except Exception:

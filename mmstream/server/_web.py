@@ -42,7 +42,7 @@ def _request_headers(request: HttpRequest) -> dict[str, str]:
 
 def _to_http(response: Response) -> HttpResponse:
     """The router sets Content-Length itself, from the body or from ``length``."""
-    headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
+    headers = [(k.lower(), v) for k, v in response.headers if k.lower() != "content-length"]
     length = response.header("content-length")
     match response.body:
         case bytes() as body:
@@ -91,7 +91,7 @@ def add_web_routes(
         if asset is None:
             return text_response(404, "not found")
         headers = [("content-type", asset.content_type), ("cache-control", "no-cache"),
-                   ("etag", asset.etag), *SECURITY_HEADERS]  # fmt: skip
+                   ("etag", asset.etag), *((k.lower(), v) for k, v in SECURITY_HEADERS)]  # fmt: skip
         if request.header("if-none-match") == asset.etag:
             return _bodiless(304, headers, len(asset.body))
         return HttpResponse(200, headers, asset.body)
