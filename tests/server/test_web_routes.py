@@ -4,6 +4,7 @@ a real manager on real files, requests from httpx (a curl stand-in) and a raw h1
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -181,6 +182,26 @@ async def test_live_listener_over_http(served: tuple[StreamManager, Metrics, str
                 received += chunk
     assert bytes(received) == DATA
     assert metrics.registry.get_sample_value("mmstream_followers") == 0
+
+
+async def test_a_deleted_live_stream_ends_the_body_incomplete(
+    served: tuple[StreamManager, Metrics, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager, _, base = served
+    caplog.set_level(logging.INFO, logger="mmstream")
+    await manager.create("doomed", content_type="audio/webm")
+    await manager.append("doomed", b"abc")
+    async with httpx.AsyncClient() as client:
+        async with client.stream("GET", f"{base}/streams/doomed") as response:
+            chunks = response.aiter_raw()
+            assert await anext(chunks) == b"abc"
+            await manager.delete("doomed")
+            with pytest.raises(httpx.RemoteProtocolError):  # no final chunk: incomplete
+                await anext(chunks)
+        assert (await client.get(f"{base}/streams/doomed")).status_code == 404
+    assert "response cut short" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 async def test_a_slow_reader_holds_one_piece_not_the_stream(tmp_path: Path) -> None:
