@@ -101,13 +101,14 @@ async def stream_response(
     nothing)."""
     try:
         info = manager.stat(stream_id)
+        if info.status is StreamStatus.ERROR:
+            # Quarantined: its bytes are not trusted (the manager refuses to read them too).
+            raise StorageError(f"stream {stream_id} is in error: {info.error}")
         content_type = await _content_type(manager, info)
     except MmstreamError as exc:
+        if metrics is not None:
+            metrics.errors.labels(exc.code).inc()
         return error_response(exc)
-    if info.status is StreamStatus.ERROR:
-        # Quarantined: its bytes are not trusted (the manager refuses to read them too).
-        failed = StorageError(f"stream {stream_id} is in error: {info.error}")
-        return error_response(failed)
     growing = info.status is StreamStatus.UPLOADING
     headers: Headers = [
         ("Content-Type", content_type),

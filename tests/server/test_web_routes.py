@@ -259,6 +259,7 @@ async def test_metrics_scrape(served: tuple[StreamManager, Metrics, str]) -> Non
     await manager.create("b")
     async with httpx.AsyncClient() as client:
         await client.get(f"{base}/streams/a")
+        await client.get(f"{base}/streams/nope")
         response = await client.get(f"{base}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -274,3 +275,4 @@ async def test_metrics_scrape(served: tuple[StreamManager, Metrics, str]) -> Non
     assert samples["mmstream_cache_reserved_bytes", ()] == manager.reserved
     assert samples["mmstream_cache_max_bytes", ()] == 512 * MiB
     assert samples["mmstream_bytes_out_total", (("via", "http"),)] == 5000
+    assert samples["mmstream_errors_total", (("code", "not-found"),)] == 1
