@@ -47,7 +47,13 @@ def add_client_commands(commands: Any) -> None:
     )
     put.add_argument("--stream", required=True, metavar="ID", help="stream id")
     put.add_argument("--content-type", metavar="T", help="default: guessed from SRC's name")
-    put.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE, metavar="N")
+    put.add_argument(
+        "--chunk-size",
+        type=_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"bytes per WebSocket frame (default {DEFAULT_CHUNK_SIZE})",
+    )
     put.add_argument("--resume", action="store_true", help="continue an interrupted upload")
     put.add_argument("--no-finalize", action="store_true", help="leave the stream uploading")
     put.set_defaults(handler=_sync(_put))
@@ -145,6 +151,8 @@ async def _put(args: argparse.Namespace) -> int:
 
 async def _get(args: argparse.Namespace) -> int:
     out: IO[bytes] = sys.stdout.buffer
+    if args.output == "-" and sys.stdout.isatty():
+        raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
     if args.output != "-":
         out = await trio.to_thread.run_sync(open, args.output, "wb")
     try:
