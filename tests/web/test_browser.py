@@ -126,35 +126,52 @@ def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, timeout=30_000, args=LAUNCH_ARGS
         )
-        page = browser.new_page(viewport={"width": 390, "height": 844})
-        page.set_default_timeout(20_000)
         errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda message: (
-                errors.append(message.text) if "Content Security Policy" in message.text else None
-            ),
-        )
+
+        def open_page() -> Any:
+            page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+            page.set_default_timeout(20_000)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on(
+                "console",
+                lambda message: (
+                    errors.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
+            page.goto(server + "/")
+            page.wait_for_selector("#conn.up")
+            return page
+
+        page = listener = None
         audio = "document.querySelector('#audio')"
         item = f'li[data-stream-id="{stream_id}"]'
         try:
-            page.goto(server + "/")
-            page.wait_for_selector("#conn.up")
+            page = open_page()
 
-            # Record 3 s from the fake microphone; the stream shows up live meanwhile.
+            # Record 3 s from the fake microphone.
             page.fill("#stream-name", stream_id)
             page.click("#record")
             _wait_until(page, "window.mmstream.recorder.state === 'recording'")
             started = time.monotonic()
-            page.wait_for_selector(f'{item}[data-status="uploading"]')
-            page.click(f"{item} button.play")  # live: MediaSource fed by a WebSocket tail
-            _wait_until(page, f"{audio}.currentTime > 0.3")
+
+            # Meanwhile a second visitor joins late and listens live (MediaSource fed by a
+            # WebSocket tail from offset 0, so the WebM header comes first).
+            listener = open_page()
+            listener.wait_for_selector(f'{item}[data-status="uploading"]')
+            listener.click(f"{item} button.play")
+            _wait_until(listener, f"{audio}.currentTime > 0.3")
+            assert listener.evaluate(f"{audio}.error") is None
+
             page.wait_for_timeout(max(0, 3000 - (time.monotonic() - started) * 1000))
             page.click("#record")
             _wait_until(page, "window.mmstream.recorder.state === 'idle'")
             assert page.evaluate("window.mmstream.error") is None
             page.wait_for_selector(f'{item}[data-status="ready"]')
+            # The live listener got the end too: the whole stream, a finite duration.
+            _wait_until(listener, f"Number.isFinite({audio}.duration)")
+            assert 2.0 < listener.evaluate(f"{audio}.duration") < 4.5
 
             # The server holds a READY WebM stream.
             head = httpx.get(f"{server}/streams/{stream_id}", headers={"Range": "bytes=0-3"})
@@ -177,8 +194,10 @@ def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
             assert errors == []
             page.screenshot(path=str(tmp_path / "page.png"))
         except BaseException:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            print(f"screenshot: {tmp_path / 'failure.png'}")
+            for name, shown in (("failure.png", page), ("failure-listener.png", listener)):
+                if shown is not None:
+                    shown.screenshot(path=str(tmp_path / name))
+                    print(f"screenshot: {tmp_path / name}")
             raise
         finally:
             browser.close()
