@@ -4,6 +4,7 @@ client commands and this one can grow without stepping on each other)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from functools import partial
 from pathlib import Path
@@ -48,6 +49,8 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     level = args.serve_log_level or getattr(args, "log_level", None) or config.logging.level
     configure_logging(config.logging, level=level)
+    if level != "DEBUG":  # our own connection lines say the same, with ids
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         trio.run(partial(serve, config, handle_signals=True))
     except BaseException as exc:
