@@ -156,16 +156,18 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """For a person at a terminal: ``LEVEL logger [conn stream] message key=value``."""
+    """For a person at a terminal: ``LEVEL logger: message conn=… stream=… key=value``
+    (ids the message already states are not repeated)."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
-        ids = " ".join(str(fields.pop(k)) for k in ("conn", "stream") if k in fields)
-        head = f"{fields.pop('level').upper():<7} {fields.pop('logger')}"
+        level, logger, message = fields.pop("level"), fields.pop("logger"), fields.pop("msg")
         fields.pop("ts")
-        message = fields.pop("msg")
         exc = fields.pop("exc", None)
-        line = f"{head}: [{ids}] {message}" if ids else f"{head}: {message}"
+        for key in ("conn", "stream"):
+            if f"{key}=" in message:
+                fields.pop(key, None)
+        line = f"{level.upper()} {logger}: {message}"
         if fields:
             line += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
         return f"{line}\n{exc}" if exc else line

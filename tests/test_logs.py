@@ -76,7 +76,11 @@ def test_text_format(capture: tuple[io.StringIO, list[LogFormat]]) -> None:
     out = _setup(capture, "text")
     with log_context(connection="c2", stream="s"):
         logging.getLogger("mmstream.x").error("boom", extra={"code": "io-error"})
-    assert out.getvalue().strip() == "ERROR   mmstream.x: [c2 s] boom code=io-error"
+        logging.getLogger("mmstream.x").info("upload bound conn=c2 stream=s offset=0")
+    assert out.getvalue().splitlines() == [
+        "ERROR mmstream.x: boom conn=c2 stream=s code=io-error",
+        "INFO mmstream.x: upload bound conn=c2 stream=s offset=0",
+    ]
 
 
 def test_exceptions_are_one_record(capture: tuple[io.StringIO, list[LogFormat]]) -> None:
