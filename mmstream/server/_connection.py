@@ -26,7 +26,13 @@ import trio
 
 from .. import __version__
 from ..config import ServerConfig
-from ..errors import MmstreamError, OutOfRangeError, ProtocolError, StreamNotFoundError
+from ..errors import (
+    CacheClosedError,
+    MmstreamError,
+    OutOfRangeError,
+    ProtocolError,
+    StreamNotFoundError,
+)
 from ..logs import log_context
 from ..metrics import Metrics
 from ..protocol import (
@@ -415,12 +421,12 @@ class Session:
                             )
                         )
                         return
+                except CacheClosedError:
+                    return  # the server is shutting down: so is the connection
                 except StreamNotFoundError:
                     await self._send_event(End(stream=stream, size=position, status="deleted"))
                     return
-                except MmstreamError as exc:
-                    if exc.code == "closed":
-                        return  # the manager is closing: so is the connection
+                except MmstreamError:
                     await self._send_event(End(stream=stream, size=position, status="error"))
                     return
                 async with self._binary_lock:

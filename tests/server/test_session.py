@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import trio
-from conftest import make_config
-from server_helpers import http_client, v1_connect, ws_connect
+from server_helpers import http_client, make_config, v1_connect, ws_connect
 
 from mmstream.protocol import (
     Append,
@@ -79,9 +79,9 @@ async def test_upload_read_finalize_list_delete(server: RunningServer) -> None:
 
 
 async def test_large_read_comes_in_frames_of_at_most_max_message_size(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)
     server: RunningServer = await nursery.start(serve, config)
     data = os.urandom(3 * CHUNK + 5)
     async with v1_connect(f"{server.url}/v1/streams/big") as v1:
@@ -214,9 +214,9 @@ async def test_binary_frames_without_an_upload_get_one_error(server: RunningServ
 
 
 async def test_oversized_message_closes_1009_others_unaffected(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)
     server: RunningServer = await nursery.start(serve, config)
     async with (
         v1_connect(f"{server.url}/v1/streams/o") as good,
@@ -250,9 +250,9 @@ async def test_vanished_uploader_leaves_a_resumable_stream(server: RunningServer
 
 
 async def test_idle_connections_close_but_followers_stay(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, idle_timeout=0.3)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, idle_timeout=0.3)
     server: RunningServer = await nursery.start(serve, config)
     async with (
         v1_connect(f"{server.url}/v1/streams/i") as idle,
@@ -269,9 +269,9 @@ async def test_idle_connections_close_but_followers_stay(
 
 
 async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
-    tmp_path: os.PathLike[str], transport: str
+    tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport)
     data = os.urandom(4 * CHUNK)
     async with trio.open_nursery() as nursery:
         server: RunningServer = await nursery.start(serve, config)
@@ -297,9 +297,9 @@ async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
 
 
 async def test_acks_are_coalesced_every_ack_bytes(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)
     server: RunningServer = await nursery.start(serve, config)
     async with v1_connect(f"{server.url}/v1/streams/a") as v1:
         await v1.call(Create())
@@ -318,12 +318,12 @@ async def test_acks_are_coalesced_every_ack_bytes(
 
 
 async def test_a_blocked_connection_stops_reading_its_client(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
     """Backpressure: while the applier is stuck (here sending a read the client does not
     take), the bounded queue fills, the server stops reading and the client's sends stall,
     instead of the server buffering whatever the client sends."""
-    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)
     server: RunningServer = await nursery.start(serve, config)
     stored = os.urandom(16 << 20)
     pushed_data = os.urandom(32 << 20)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from conftest import make_config
 from prometheus_client.parser import text_string_to_metric_families
+from server_helpers import make_config
 
 from mmstream.cli import main
 from mmstream.client import connect
