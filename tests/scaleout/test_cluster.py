@@ -78,8 +78,8 @@ async def test_streams_live_on_one_node_and_survive_the_loss_of_another(tmp_path
         assert {p.stat.stream: urls.index(p.node) for p in listing.streams} == owner
         assert not any(p.also_on for p in listing.streams)
 
-        # Every URL shape of an id reaches its owner: WebSocket path, HTTP path, a query
-        # string, a percent-encoded id.
+        # Every URL shape of an id reaches its owner: WebSocket path, HTTP playback path, a
+        # query string, a percent-encoded id.
         for stream in ids[:12]:
             encoded = "".join(f"%{b:02X}" for b in stream.encode())
             for path in (
@@ -88,9 +88,12 @@ async def test_streams_live_on_one_node_and_survive_the_loss_of_another(tmp_path
                 f"/v1/streams/{stream}?offset=5",
                 f"/v1/streams/{encoded}",
                 f"/streams/{quote(stream)}",
+                f"/streams/{encoded}?download=1",
             ):
-                _, node = await served_by(cluster.balancer, path)
+                status, node = await served_by(cluster.balancer, path)
                 assert node == f"node-{owner[stream]}", (path, node)
+                if path.startswith("/streams/"):  # HTTP playback: the owner has the bytes
+                    assert status == 200, (path, status)
 
         # Kill the node holding the most streams.
         victim = shares.index(max(shares))
