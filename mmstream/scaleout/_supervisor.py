@@ -157,7 +157,8 @@ class Supervisor:
         self._processes: dict[str, trio.Process] = {}
         self._stopping = trio.Event()
         self._stop_signal = signal.SIGTERM
-        #: 0 after a stop by signal, 1 after giving up on a child.
+        #: 0 after a stop by signal; 1 after giving up on a child, or when every child
+        #: exited on its own (restarts off).
         self.exit_code = 0
         self._ready: dict[str, trio.Event] = {c.name: trio.Event() for c in children}
         self._nursery: trio.Nursery | None = None
@@ -239,9 +240,10 @@ class Supervisor:
                 self._report(f"{child.name} stays down (restarts are off)")
                 self._ready[child.name].set()  # never ready: do not hold up the others
                 return
-            if ran >= policy.stable_after:
+            if ran >= policy.stable_after:  # a long run was healthy: start counting afresh
                 backoff, quick_failures = policy.initial_backoff, 0
-            quick_failures += 1
+            else:
+                quick_failures += 1
             if quick_failures >= policy.max_quick_failures:
                 self._report(
                     f"{child.name} failed {quick_failures} times in a row; stopping everything"
