@@ -7,7 +7,7 @@ CONFIG ?= conf/mmstream.toml
 BACKEND_PYPROJECTS := $(wildcard backends/*/pyproject.toml)
 TEST_PLUGINS := $(wildcard tests/plugins/*/pyproject.toml)
 DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
-LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py))
+LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py tests/plugins/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
 
 .PHONY: serve test lint check unit bench bench-quick soak cluster clean

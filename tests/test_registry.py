@@ -10,7 +10,16 @@ from mmstream.registry import BackendRegistry
 
 def test_builtin_backends_are_found_through_entry_points() -> None:
     names = BackendRegistry().names()
-    assert "file" in names
+    assert {"file", "mmap"} <= set(names)
+
+
+def test_the_mmap_backend_loads_by_name() -> None:
+    from mmstream_mmap import MmapCache
+
+    assert BackendRegistry().load("mmap") is MmapCache
+    info = {info.name: info for info in BackendRegistry().describe()}["mmap"]
+    assert info.ok
+    assert info.distribution == "mmstream-mmap"
 
 
 def test_broken_plugin_is_listed_as_broken_not_fatal() -> None:

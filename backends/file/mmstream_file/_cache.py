@@ -96,6 +96,8 @@ class FileCache:
         end = check_write(offset, view.nbytes)
         with self._lock:
             fd = self._require_fd()
+            if not view:
+                return 0  # an empty write moves no high-water mark and grows nothing
             if end > self._size:
                 self._grow_locked(fd, grown_size(self._size, end, self._options))
             with os_errors("writing", self._path):
@@ -164,10 +166,12 @@ class FileCache:
 
     def write_batch(self, ops: Sequence[tuple[int, Buffer]]) -> int:
         check_batch(ops, self._options.batch_limit)
+        self._require_fd()  # an empty batch on a closed cache is an error too
         return sum(self.write(offset, data) for offset, data in ops)
 
     def read_batch(self, ops: Sequence[tuple[int, int]]) -> list[bytes]:
         check_batch(ops, self._options.batch_limit)
+        self._require_fd()
         return [self.read(offset, length) for offset, length in ops]
 
     def prefetch(self, offset: int, length: int) -> None:

@@ -1,0 +1,405 @@
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmstream.cache import (
+    Buffer,
+    CacheOptions,
+    MiB,
+    check_batch,
+    check_read,
+    check_size,
+    check_write,
+    fsync_directory,
+    grown_size,
+    os_errors,
+    reserve_blocks,
+)
+from mmstream.errors import CacheClosedError, InvalidArgumentError, StorageError
+
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+_PAGE = mmap.PAGESIZE
+_HAS_MADVISE = hasattr(mmap.mmap, "madvise")
+# Linux 5.14+ names it; Python 3.11's mmap module does not. Older kernels answer EINVAL.
+_MADV_POPULATE_WRITE: int | None = getattr(
+    mmap, "MADV_POPULATE_WRITE", 23 if sys.platform == "linux" else None
+)
+_MADV_WILLNEED: int | None = getattr(mmap, "MADV_WILLNEED", None)
+_MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+#: Pages are pre-faulted this far ahead of the writer, refilled once half of it is used:
+#: one madvise per ~2 MiB written instead of 512 first-touch page faults.
+PREFAULT_AHEAD = 4 * MiB
+_NEVER = 2**64  # a prefault trigger no write end reaches
+
+
+class MmapCache:
+    """One stream file, mapped read-write in segments of ``options.segment_size`` bytes.
+
+    Segment ``k`` maps ``[k * segment_size, (k + 1) * segment_size)`` of the file, the last
+    one only up to the file's end: nothing is ever mapped past the end, so no access can
+    SIGBUS. Growth reserves disk blocks first (a full disk is :class:`NoSpaceError` from the
+    write that needed them), then maps the last, partial segment afresh and adds new ones;
+    segments already full are never touched again. Shrinking (``resize`` down, ``finalize``)
+    unmaps the segments past the new end before the file is truncated.
+
+    After ``finalize`` the cache stays open and mapped read-write at the final size: reads
+    keep working (followers of a stream read on while it is finalized), and a write would
+    grow the file again; refusing writes to a finished stream is the manager's job.
+
+    ``flush`` on Linux is ``fdatasync`` of a duplicated descriptor, done outside the lock:
+    there ``msync(MS_SYNC)`` is the same write-back of the shared page cache, but
+    ``mmap.flush`` holds the GIL for the whole call (measured: 270 ms for 512 MiB dirty),
+    which would stall the event loop even from a worker thread. Elsewhere it is ``msync``.
+
+    One re-entrant lock covers every call; a write or read holds it for one ``memcpy``.
+    """
+
+    #: Sync through the file descriptor rather than msync; a subclass may force msync.
+    sync_through_fd: bool = sys.platform.startswith("linux")
+
+    def __init__(self, path: Path | str, options: CacheOptions | None = None) -> None:
+        self._path = Path(path)
+        self._options = options or CacheOptions()
+        segment_size = self._options.segment_size
+        if segment_size % mmap.ALLOCATIONGRANULARITY:
+            raise InvalidArgumentError(
+                f"segment_size {segment_size} must be a multiple of the mmap allocation "
+                f"granularity ({mmap.ALLOCATIONGRANULARITY} bytes)"
+            )
+        self._segment_size = segment_size
+        self._fd: int | None = None
+        self._segments: list[mmap.mmap] = []
+        self._size = 0
+        self._data_end = 0
+        self._prefault = (
+            self._options.prefault and _HAS_MADVISE and _MADV_POPULATE_WRITE is not None
+        )
+        self._prefaulted = 0  # [0, _prefaulted) needs no pre-faulting
+        self._prefault_at = _NEVER  # a write ending past this refills the window
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return (
+            f"<MmapCache {str(self._path)!r} {state} size={self._size} "
+            f"segments={len(self._segments)}>"
+        )
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def data_end(self) -> int:
+        return self._data_end
+
+    def _require_fd(self) -> int:
+        fd = self._fd
+        if fd is None:
+            raise CacheClosedError(f"cache {self._path} is closed")
+        return fd
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def create(self, initial_size: int) -> None:
+        size = check_size("initial_size", initial_size)
+        with self._lock:
+            if self._fd is not None:
+                raise InvalidArgumentError(f"cache {self._path} is already open")
+            with os_errors("creating", self._path):
+                fd = os.open(self._path, _CREATE_FLAGS, 0o600)
+            try:
+                reserve_blocks(fd, 0, size, self._path)
+                self._cover_locked(fd, size)
+            except BaseException:
+                self._unmap_all_locked()
+                os.close(fd)
+                self._path.unlink(missing_ok=True)
+                raise
+            self._fd, self._size, self._data_end = fd, size, 0
+            self._prefaulted = 0
+            self._rearm_prefault_locked()
+
+    def open(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                raise InvalidArgumentError(f"cache {self._path} is already open")
+            with os_errors("opening", self._path):
+                fd = os.open(self._path, _OPEN_FLAGS)
+            try:
+                with os_errors("opening", self._path):
+                    size = os.fstat(fd).st_size
+                self._cover_locked(fd, size)
+            except BaseException:
+                self._unmap_all_locked()
+                os.close(fd)
+                raise
+            self._fd, self._size, self._data_end = fd, size, size
+            self._prefaulted = size  # existing bytes are not pre-faulted; appends will be
+            self._rearm_prefault_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                self._unmap_all_locked()
+                os.close(fd)
+
+    # -- the hot paths ------------------------------------------------------------------------
+
+    def write(self, offset: int, data: Buffer) -> int:
+        view = memoryview(data).cast("B")
+        count = view.nbytes
+        end = check_write(offset, count)
+        with self._lock:
+            fd = self._require_fd()
+            if not count:
+                return 0
+            if end > self._size:
+                self._grow_locked(fd, grown_size(self._size, end, self._options))
+            if end > self._prefault_at:
+                self._prefault_locked(offset, end)
+            index, start = divmod(offset, self._segment_size)
+            segment = self._segments[index]
+            if start + count <= len(segment):
+                segment[start : start + count] = view
+            else:
+                self._write_span_locked(offset, view)
+            if end > self._data_end:
+                self._data_end = end
+        return count
+
+    def _write_span_locked(self, offset: int, view: memoryview) -> None:
+        while view:
+            index, start = divmod(offset, self._segment_size)
+            segment = self._segments[index]
+            count = min(len(segment) - start, len(view))
+            segment[start : start + count] = view[:count]
+            view = view[count:]
+            offset += count
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self._require_fd()
+            start, stop = check_read(offset, length, self._data_end)
+            if start == stop:
+                return b""
+            index, first = divmod(start, self._segment_size)
+            segment = self._segments[index]
+            if first + (stop - start) <= len(segment):
+                return segment[first : first + stop - start]
+            parts = []
+            while start < stop:
+                index, first = divmod(start, self._segment_size)
+                segment = self._segments[index]
+                count = min(len(segment) - first, stop - start)
+                parts.append(segment[first : first + count])
+                start += count
+            return b"".join(parts)
+
+    def write_batch(self, ops: Sequence[tuple[int, Buffer]]) -> int:
+        check_batch(ops, self._options.batch_limit)
+        with self._lock:
+            self._require_fd()
+            return sum(self.write(offset, data) for offset, data in ops)
+
+    def read_batch(self, ops: Sequence[tuple[int, int]]) -> list[bytes]:
+        check_batch(ops, self._options.batch_limit)
+        with self._lock:
+            self._require_fd()
+            return [self.read(offset, length) for offset, length in ops]
+
+    # -- size changes -------------------------------------------------------------------------
+
+    def resize(self, new_size: int) -> None:
+        size = check_size("new_size", new_size)
+        with self._lock:
+            fd = self._require_fd()
+            if size < self._data_end:
+                raise InvalidArgumentError(
+                    f"cannot shrink {self._path} to {size}: {self._data_end} bytes are written"
+                )
+            if size > self._size:
+                self._grow_locked(fd, size)
+            elif size < self._size:
+                self._shrink_locked(fd, size)
+
+    def _grow_locked(self, fd: int, new_size: int) -> None:
+        old = self._size
+        try:
+            reserve_blocks(fd, old, new_size - old, self._path)
+            self._cover_locked(fd, new_size)
+        except BaseException:
+            # Give back a partial reservation, but only once nothing maps past ``old``.
+            try:
+                self._cover_locked(fd, old)
+                os.ftruncate(fd, old)
+            except OSError:
+                pass
+            raise
+        self._size = new_size
+
+    def _shrink_locked(self, fd: int, new_size: int) -> None:
+        released = self._cover_locked(fd, new_size)
+        self._size = new_size
+        self._prefaulted = min(self._prefaulted, new_size)
+        self._rearm_prefault_locked()
+        if not released:
+            raise StorageError(f"cannot truncate {self._path}: a view of its mapping is in use")
+        with os_errors("truncating", self._path):
+            os.ftruncate(fd, new_size)
+
+    def _cover_locked(self, fd: int, end: int) -> bool:
+        """Make the segments map exactly ``[0, end)`` of the file, which is at least that long.
+
+        Only the last segment is mapped afresh (and only if its length changes); the new
+        mapping is made before the old one is dropped, so a failure leaves the old state.
+        Returns False if a dropped mapping could not be unmapped yet.
+        """
+        segment_size = self._segment_size
+        segments = self._segments
+        count = -(-end // segment_size)
+        released = True
+        with os_errors("mapping", self._path):
+            if count and len(segments) >= count:
+                base = (count - 1) * segment_size
+                length = min(segment_size, end - base)
+                if len(segments[count - 1]) != length:
+                    fresh = self._map(fd, base, length)
+                    released = self._unmap(segments[count - 1])
+                    segments[count - 1] = fresh
+            while len(segments) > count:
+                released = self._unmap(segments.pop()) and released
+            if segments and len(segments) < count:  # the last one becomes a full segment
+                base = (len(segments) - 1) * segment_size
+                if len(segments[-1]) != segment_size:
+                    fresh = self._map(fd, base, segment_size)
+                    released = self._unmap(segments[-1]) and released
+                    segments[-1] = fresh
+            while len(segments) < count:
+                base = len(segments) * segment_size
+                segments.append(self._map(fd, base, min(segment_size, end - base)))
+        return released
+
+    @staticmethod
+    def _map(fd: int, offset: int, length: int) -> mmap.mmap:
+        return mmap.mmap(fd, length, offset=offset)
+
+    @staticmethod
+    def _unmap(segment: mmap.mmap) -> bool:
+        try:
+            segment.close()
+        except BufferError:
+            # A memoryview of it is still alive: the mapping goes when that view does.
+            return False
+        return True
+
+    def _unmap_all_locked(self) -> bool:
+        released = True
+        while self._segments:
+            released = self._unmap(self._segments.pop()) and released
+        return released
+
+    # -- durability ---------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        with self._lock:
+            fd = self._require_fd()
+            if not self.sync_through_fd:
+                with os_errors("syncing", self._path):
+                    for segment in self._segments:
+                        segment.flush()
+                return
+            with os_errors("syncing", self._path):
+                fd = os.dup(fd)  # outlives a concurrent close() while we sync unlocked
+        try:
+            with os_errors("syncing", self._path):
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def finalize(self, final_size: int) -> None:
+        size = check_size("final_size", final_size)
+        with self._lock:
+            fd = self._require_fd()
+            if size > self._data_end:
+                raise InvalidArgumentError(
+                    f"final size {size} is past the written data ({self._data_end} bytes)"
+                )
+            if not self.sync_through_fd:
+                with os_errors("syncing", self._path):
+                    for segment in self._segments:
+                        segment.flush()
+            if size < self._size:
+                self._shrink_locked(fd, size)
+            self._data_end = size
+            with os_errors("finalizing", self._path):
+                fd = os.dup(fd)
+        try:
+            with os_errors("finalizing", self._path):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_directory(self._path)
+
+    # -- hints --------------------------------------------------------------------------------
+
+    def _rearm_prefault_locked(self) -> None:
+        if not self._prefault:
+            self._prefault_at = _NEVER
+        elif self._prefaulted < self._size:
+            self._prefault_at = self._prefaulted - PREFAULT_AHEAD // 2
+        else:
+            self._prefault_at = self._size  # the next growth refills the window
+
+    def _prefault_locked(self, offset: int, end: int) -> None:
+        """Pre-fault (MADV_POPULATE_WRITE) pages from the writer's position to
+        ``PREFAULT_AHEAD`` past it; a hint only, turned off for good when the kernel refuses."""
+        start = max(self._prefaulted, offset) // _PAGE * _PAGE
+        stop = min(self._size, max(end, start) + PREFAULT_AHEAD)
+        try:
+            self._advise_locked(start, stop, _MADV_POPULATE_WRITE)
+        except OSError:  # EINVAL before Linux 5.14, or a file system that cannot
+            self._prefault = False
+        self._prefaulted = max(self._prefaulted, stop)
+        self._rearm_prefault_locked()
+
+    def _advise_locked(self, start: int, stop: int, advice: int | None) -> None:
+        if advice is None or not _HAS_MADVISE:
+            return
+        position = start // _PAGE * _PAGE  # segments start on page boundaries too
+        while position < stop:
+            index, first = divmod(position, self._segment_size)
+            segment = self._segments[index]
+            count = min(len(segment) - first, stop - position)
+            segment.madvise(advice, first, count)
+            position += count
+
+    def prefetch(self, offset: int, length: int) -> None:
+        self._advise(offset, length, _MADV_WILLNEED)
+
+    def evict(self, offset: int, length: int) -> None:
+        # MADV_DONTNEED on a shared file mapping drops page-table entries; dirty pages stay
+        # in the page cache and reach the file, so no written byte is lost.
+        self._advise(offset, length, _MADV_DONTNEED)
+
+    def _advise(self, offset: int, length: int, advice: int | None) -> None:
+        with self._lock:
+            self._require_fd()
+            start, stop = check_read(offset, length, self._data_end)
+            with os_errors("advising", self._path):
+                self._advise_locked(start, stop, advice)

@@ -1,0 +1,83 @@
+"""What is particular to the mmap backend; the shared contract runs in
+tests/test_backend_conformance.py (and here once more, on the msync path)."""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import pytest
+from mmstream_mmap import MmapCache
+from mmstream_mmap._cache import PREFAULT_AHEAD
+
+from mmstream.cache import CacheFactory, CacheOptions
+from mmstream.errors import InvalidArgumentError
+from mmstream.testing import CacheConformance, pattern
+from mmstream.testing._conformance import SEGMENT
+
+GRANULE = mmap.ALLOCATIONGRANULARITY
+
+
+class _MsyncCache(MmapCache):
+    sync_through_fd = False
+
+
+class TestMsyncPathWithoutPrefault(CacheConformance):
+    """The msync flush used off Linux, and writes with no pre-faulting at all."""
+
+    @pytest.fixture
+    def make_cache(self) -> CacheFactory:
+        return _MsyncCache
+
+    @pytest.fixture
+    def options(self) -> CacheOptions:
+        return CacheOptions(segment_size=SEGMENT, batch_limit=8, min_growth=4096, prefault=False)
+
+
+@pytest.mark.parametrize("segment_size", [GRANULE + 1, GRANULE // 2, 3 * GRANULE - 512])
+def test_segment_size_must_be_whole_allocation_units(tmp_path: Path, segment_size: int) -> None:
+    with pytest.raises(InvalidArgumentError, match="allocation granularity"):
+        MmapCache(tmp_path / "s", CacheOptions(segment_size=segment_size))
+
+
+def test_growth_leaves_full_segments_mapped_as_they_are(tmp_path: Path) -> None:
+    cache = MmapCache(tmp_path / "s", CacheOptions(segment_size=SEGMENT, min_growth=4096))
+    cache.create(0)
+    try:
+        data = pattern(6 * SEGMENT + 5)
+        seen: dict[int, mmap.mmap] = {}
+        for start in range(0, len(data), 1000):
+            cache.write(start, data[start : start + 1000])
+            segments = cache._segments
+            for index, segment in enumerate(segments[:-1]):  # the full ones
+                assert seen.setdefault(index, segment) is segment
+            assert sum(len(s) for s in segments) == cache.size
+        assert len(seen) == 6
+        assert cache.read(0, len(data)) == data
+    finally:
+        cache.close()
+
+
+def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
+    cache = MmapCache(tmp_path / "s", CacheOptions())
+    cache.create(64 * 1024 * 1024)
+    try:
+        chunk = pattern(64 * 1024)
+        for index in range(100):
+            cache.write(index * len(chunk), chunk)
+            assert cache.data_end + PREFAULT_AHEAD // 2 <= cache._prefaulted <= cache.size
+    finally:
+        cache.close()
+
+
+def test_writes_after_finalize_grow_the_file_again(tmp_path: Path) -> None:
+    cache = MmapCache(tmp_path / "s", CacheOptions(segment_size=SEGMENT, min_growth=4096))
+    cache.create(SEGMENT)
+    try:
+        cache.write(0, b"a" * (SEGMENT + 3))
+        cache.finalize(SEGMENT + 1)
+        cache.write(SEGMENT + 1, b"b" * SEGMENT)
+        assert cache.read(SEGMENT - 1, 4) == b"aabb"
+        assert cache.data_end == 2 * SEGMENT + 1
+    finally:
+        cache.close()

@@ -1,0 +1,1 @@
+"""The Trio side of mmstream, and the only code that touches sockets."""

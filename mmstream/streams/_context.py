@@ -1,0 +1,196 @@
+"""A stream's state: the status machine, the mutable context the manager owns, and the
+immutable snapshot callers see.
+
+Every legal status change is in :data:`TRANSITIONS`; nothing else in the package decides
+whether a stream may change status (h11 style: one table, not scattered ``if``s).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import attrs
+import trio
+
+from ..cache import MemoryMappedCache
+from ..errors import NotUploadingError, StorageError
+
+__all__ = ["TRANSITIONS", "StreamContext", "StreamInfo", "StreamStatus"]
+
+log = logging.getLogger("mmstream.streams")
+
+
+class StreamStatus(enum.Enum):
+    UPLOADING = "uploading"
+    READY = "ready"
+    ERROR = "error"
+
+    @property
+    def writable(self) -> bool:
+        """Appends (and finalize) are accepted only while uploading."""
+        return self is StreamStatus.UPLOADING
+
+    @property
+    def readable(self) -> bool:
+        """Reads work while uploading (live) and once ready; an ERROR stream is quarantined."""
+        return self is not StreamStatus.ERROR
+
+
+#: Every legal status change: UPLOADING → READY, and any status → ERROR. ERROR → ERROR is
+#: allowed so that a second failure is not itself an error; the first reason is kept.
+TRANSITIONS: Mapping[StreamStatus, frozenset[StreamStatus]] = MappingProxyType(
+    {
+        StreamStatus.UPLOADING: frozenset({StreamStatus.READY, StreamStatus.ERROR}),
+        StreamStatus.READY: frozenset({StreamStatus.ERROR}),
+        StreamStatus.ERROR: frozenset({StreamStatus.ERROR}),
+    }
+)
+
+
+@attrs.frozen
+class StreamInfo:
+    """An immutable snapshot of one stream: what ``stat`` and ``list`` return."""
+
+    stream_id: str
+    status: StreamStatus
+    content_type: str
+    metadata: Mapping[str, str]
+    #: Bytes acknowledged and readable (the written offset).
+    size: int
+    #: Bytes made durable (msync/fsync done and recorded in the sidecar).
+    durable_offset: int
+    #: Bytes allocated on disk for the stream.
+    reserved: int
+    created_at: float
+    last_accessed_at: float
+    finalized_at: float | None
+    #: Hex digest of the stored bytes, known once READY.
+    sha256: str | None
+    #: Why the stream is in ERROR.
+    error: str | None
+
+
+def _new_event() -> trio.Event:
+    return trio.Event()
+
+
+@attrs.define(eq=False)
+class StreamContext:
+    """One stream as the manager holds it. Only the manager mutates it.
+
+    ``size`` is the written offset: everything below it was written and acknowledged.
+    ``durable_offset <= size`` is what the last successful flush made durable *and* the
+    sidecar records; recovery resumes an upload there.
+    """
+
+    stream_id: str
+    data_path: Path
+    sidecar_path: Path
+    #: The backend object; ``None`` for a quarantined stream whose files were not opened.
+    cache: MemoryMappedCache | None
+    status: StreamStatus
+    created_at: float
+    last_accessed_at: float
+    content_type: str = "application/octet-stream"
+    metadata: Mapping[str, str] = attrs.field(factory=dict)
+    size: int = 0
+    durable_offset: int = 0
+    #: Bytes counted against the quota: claimed before a growth starts, corrected after.
+    reserved: int = 0
+    finalized_at: float | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+    # Run-time coordination, never persisted.
+    #: One writer: append, finalize and delete hold it.
+    write_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False, repr=False)
+    #: Serialises flush + sidecar writes so that a later record is never overwritten by an
+    #: earlier one; readers and the inline write path never take it.
+    sync_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False, repr=False)
+    #: Set (and replaced) whenever size or status changes; see :meth:`notify`.
+    changed: trio.Event = attrs.field(factory=_new_event, init=False, repr=False)
+    #: Reads running in worker threads; the backend is closed only when this drops to 0.
+    readers: int = attrs.field(default=0, init=False, repr=False)
+    close_pending: bool = attrs.field(default=False, init=False, repr=False)
+    deleted: bool = attrs.field(default=False, init=False, repr=False)
+
+    def info(self) -> StreamInfo:
+        cache = self.cache
+        reserved = cache.size if cache is not None and cache.is_open else self.reserved
+        return StreamInfo(
+            stream_id=self.stream_id,
+            status=self.status,
+            content_type=self.content_type,
+            metadata=MappingProxyType(dict(self.metadata)),
+            size=self.size,
+            durable_offset=self.durable_offset,
+            reserved=reserved,
+            created_at=self.created_at,
+            last_accessed_at=self.last_accessed_at,
+            finalized_at=self.finalized_at,
+            sha256=self.sha256,
+            error=self.error,
+        )
+
+    def notify(self) -> None:
+        """Wake every ``wait_for_data`` waiter. Waiters take ``changed`` before checking
+        their condition, and the event is replaced only here, so no wakeup is missed."""
+        event, self.changed = self.changed, trio.Event()
+        event.set()
+
+    def set_status(self, new: StreamStatus, *, error: str | None = None) -> None:
+        """Move to ``new`` if :data:`TRANSITIONS` allows it, log it and wake waiters."""
+        old = self.status
+        if new not in TRANSITIONS[old]:
+            raise NotUploadingError(
+                f"stream {self.stream_id} is {old.value}; it cannot become {new.value}"
+            )
+        self.status = new
+        if new is StreamStatus.ERROR and self.error is None:
+            self.error = error or "unknown error"
+        if old is not new:
+            if new is StreamStatus.ERROR:
+                log.error("stream %s: %s -> error: %s", self.stream_id, old.value, self.error)
+            else:
+                log.info("stream %s: %s -> %s (%d bytes)", self.stream_id, old.value,
+                         new.value, self.size)  # fmt: skip
+        self.notify()
+
+    def require_writable(self) -> None:
+        if not self.status.writable:
+            reason = f" ({self.error})" if self.error else ""
+            raise NotUploadingError(
+                f"stream {self.stream_id} is {self.status.value}{reason}; it takes no more data"
+            )
+
+    def require_readable(self) -> MemoryMappedCache:
+        cache = self.cache
+        if not self.status.readable or cache is None:
+            raise StorageError(
+                f"stream {self.stream_id} is quarantined ({self.error}); delete it to reclaim it"
+            )
+        return cache
+
+    def close_when_idle(self) -> None:
+        """Close the backend now, or when the last threaded read finishes: a read running in
+        a worker thread must never see its mapping or descriptor closed under it."""
+        self.close_pending = True
+        if self.readers == 0:
+            self._close()
+
+    def reader_done(self) -> None:
+        self.readers -= 1
+        if self.readers == 0 and self.close_pending:
+            self._close()
+
+    def _close(self) -> None:
+        cache = self.cache
+        if cache is not None and cache.is_open:
+            try:
+                cache.close()
+            except StorageError as exc:
+                log.warning("stream %s: closing the cache failed: %s", self.stream_id, exc)

@@ -1,0 +1,588 @@
+"""StreamManager: the one owner of every stream, and the only way the server touches storage.
+
+Concurrency: one writer per stream (``append``, ``finalize`` and ``delete`` hold the stream's
+write lock), any number of readers (no lock). Short operations run inline on the event loop
+(a write that fits the reservation, a read of at most 1 MiB: a copy into or out of the page
+cache costs less than a thread hop); growth, large copies, fsync and hashing run in worker
+threads, so a slow disk never stalls the loop.
+
+Durability: ``size`` (the written offset) is what was acknowledged; ``durable_offset`` is
+what a successful flush made durable and the sidecar records. ``sync_policy`` decides when
+flushes happen: after every append (``always``), every ``sync_interval`` seconds for streams
+with unflushed bytes (``interval``), or at finalize only (``finalize``); closing the manager
+flushes every stream whatever the policy. A failed flush is never retried into a false
+success: the stream goes to ERROR, the caller gets :class:`StorageError`, and every later
+write, flush or finalize is refused. The ERROR is kept in memory only; the sidecar keeps the
+last durable record, so after a restart the upload resumes at the offset that was really
+made durable.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import attrs
+import trio
+
+from ..cache import (
+    Buffer,
+    CacheFactory,
+    MemoryMappedCache,
+    MiB,
+    check_read,
+    check_size,
+    check_write,
+    fsync_directory,
+    grown_size,
+)
+from ..config import CacheConfig
+from ..errors import (
+    CacheClosedError,
+    ChecksumMismatchError,
+    InvalidArgumentError,
+    NoSpaceError,
+    OffsetConflictError,
+    QuotaExceededError,
+    StorageError,
+    StreamExistsError,
+    StreamNotFoundError,
+)
+from ..registry import BackendRegistry
+from ._context import StreamContext, StreamInfo, StreamStatus
+from ._directory import data_path, prepare_cache_directory, sidecar_path
+from ._ids import check_stream_id
+from ._recovery import recover_directory
+from ._sidecar import SidecarRecord, write_sidecar
+
+__all__ = ["DEFAULT_CONTENT_TYPE", "StreamManager", "open_stream_manager"]
+
+log = logging.getLogger("mmstream.streams")
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+#: Writes that fit the reservation and reads up to this size run inline on the event loop.
+INLINE_WRITE_LIMIT = 1 * MiB
+INLINE_READ_LIMIT = 1 * MiB
+HASH_CHUNK = 1 * MiB
+MAX_CONTENT_TYPE_LENGTH = 255
+MAX_METADATA_ITEMS = 64
+MAX_METADATA_KEY_LENGTH = 128
+MAX_METADATA_VALUE_LENGTH = 1024
+
+_CONTENT_TYPE = re.compile(r"[\x21-\x7e][\x20-\x7e]*")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class StreamManager:
+    """Create, append to, read, follow, finalize and delete streams in one cache directory.
+
+    Obtain one with :func:`open_stream_manager`, which recovers the directory and runs the
+    background sync; the constructor is for that function.
+    """
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        factory: CacheFactory,
+        directory: Path,
+        streams: builtins.list[StreamContext],
+    ) -> None:
+        self._config = config
+        self._factory = factory
+        self._options = config.options()
+        self._directory = directory
+        self._streams: dict[str, StreamContext] = {ctx.stream_id: ctx for ctx in streams}
+        #: Streams whose files are being created: they hold a quota claim and their id.
+        self._creating: dict[str, StreamContext] = {}
+        self._closed = False
+
+    @property
+    def config(self) -> CacheConfig:
+        return self._config
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def reserved(self) -> int:
+        """Bytes reserved on disk by every stream, the figure the quota applies to."""
+        return sum(ctx.reserved for ctx in self._streams.values()) + sum(
+            ctx.reserved for ctx in self._creating.values()
+        )
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise CacheClosedError("the stream manager is closed")
+
+    def _get(self, stream_id: object) -> StreamContext:
+        sid = check_stream_id(stream_id)
+        self._require_open()
+        try:
+            return self._streams[sid]
+        except KeyError:
+            raise StreamNotFoundError(f"no stream {sid}") from None
+
+    def _require_live(self, ctx: StreamContext) -> None:
+        """After waiting for a lock: the stream may have been deleted or the manager closed."""
+        self._require_open()
+        if ctx.deleted:
+            raise StreamNotFoundError(f"stream {ctx.stream_id} was deleted")
+
+    def _require_new(self, sid: str) -> None:
+        if sid in self._streams or sid in self._creating:
+            raise StreamExistsError(f"stream {sid} already exists")
+
+    def stat(self, stream_id: str) -> StreamInfo:
+        return self._get(stream_id).info()
+
+    def list(self) -> builtins.list[StreamInfo]:
+        """Every stream, sorted by id."""
+        self._require_open()
+        return [self._streams[sid].info() for sid in sorted(self._streams)]
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        stream_id: str,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StreamInfo:
+        """Create an empty UPLOADING stream, reserving ``initial_size`` (or what the quota
+        leaves) on disk. It exists once its sidecar is durable."""
+        sid = check_stream_id(stream_id)
+        content_type = _check_content_type(content_type)
+        meta = _check_metadata(metadata)
+        self._require_open()
+        self._require_new(sid)
+        room = await self._room_for(None, 1)
+        self._require_new(sid)  # checked again: making room may have let another task in
+        path = data_path(self._directory, sid)
+        now = time.time()
+        ctx = StreamContext(
+            stream_id=sid,
+            data_path=path,
+            sidecar_path=sidecar_path(self._directory, sid),
+            cache=self._factory(path, self._options),
+            status=StreamStatus.UPLOADING,
+            created_at=now,
+            last_accessed_at=now,
+            content_type=content_type,
+            metadata=meta,
+            reserved=min(self._config.initial_size, room),
+        )
+        self._creating[sid] = ctx
+        try:
+            await trio.to_thread.run_sync(_create_files, ctx, ctx.reserved)
+        except StorageError as exc:
+            if exc.errno == errno.EEXIST:
+                raise StreamExistsError(
+                    f"a file for stream {sid} already exists in the cache directory"
+                ) from exc
+            raise
+        finally:
+            del self._creating[sid]
+        cache = _open_cache(ctx)
+        if self._closed:  # closed while the files were being made: the stream is on disk
+            cache.close()
+            raise CacheClosedError("the stream manager is closed")
+        ctx.reserved = cache.size
+        self._streams[sid] = ctx
+        log.info("stream %s: created (uploading, %d bytes reserved)", sid, ctx.reserved)
+        return ctx.info()
+
+    # -- append ----------------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, data: Buffer, *, expected_offset: int | None = None
+    ) -> int:
+        """Append ``data`` and return the new size. ``expected_offset``, when given, must
+        equal the current size, else :class:`OffsetConflictError` carries the real one."""
+        ctx = self._get(stream_id)
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise InvalidArgumentError(
+                f"data must be a contiguous bytes-like object: {exc}"
+            ) from None
+        if expected_offset is not None:
+            check_size("expected_offset", expected_offset)
+        async with ctx.write_lock:
+            self._require_live(ctx)
+            ctx.require_writable()
+            offset = ctx.size
+            if expected_offset is not None and expected_offset != offset:
+                raise OffsetConflictError(
+                    f"stream {ctx.stream_id} has {offset} bytes, not {expected_offset}",
+                    actual=offset,
+                )
+            count = view.nbytes
+            if count:
+                end = check_write(offset, count)
+                cache = _open_cache(ctx)
+                if end <= cache.size and count <= INLINE_WRITE_LIMIT:
+                    try:
+                        cache.write(offset, view)
+                    except StorageError as exc:
+                        self._fail(ctx, exc)
+                        raise
+                else:
+                    await self._write_in_thread(ctx, cache, offset, view, end)
+                ctx.size = end
+                ctx.notify()
+            ctx.last_accessed_at = time.time()
+            if self._config.sync_policy == "always":
+                async with ctx.sync_lock:
+                    await self._flush_locked(ctx)
+            return ctx.size
+
+    async def _write_in_thread(
+        self, ctx: StreamContext, cache: MemoryMappedCache, offset: int, view: memoryview, end: int
+    ) -> None:
+        new_size = cache.size
+        if end > new_size:
+            room = await self._room_for(ctx, end)
+            new_size = min(grown_size(new_size, end, self._options), room)
+            ctx.reserved = new_size  # claimed before the thread runs: concurrent growths add up
+        try:
+            await trio.to_thread.run_sync(_grow_and_write, cache, new_size, offset, view)
+        except NoSpaceError:
+            raise  # nothing was written; the stream stays UPLOADING and may retry
+        except StorageError as exc:
+            self._fail(ctx, exc)
+            raise
+        finally:
+            ctx.reserved = cache.size
+
+    async def _room_for(self, ctx: StreamContext | None, needed: int) -> int:
+        """How large ``ctx``'s reservation may grow (a new stream's, for ``None``); raise
+        :class:`QuotaExceededError` if ``needed`` bytes do not fit under ``max_cache_size``."""
+        others = self.reserved - (ctx.reserved if ctx is not None else 0)
+        room = self._config.max_cache_size - others
+        if needed > room:
+            room += await self._reclaim(needed - room, keep=ctx)
+        if needed > room:
+            raise QuotaExceededError(
+                f"the cache is full: {others} of {self._config.max_cache_size} bytes are "
+                f"reserved and {needed} more are needed"
+            )
+        return room
+
+    async def _reclaim(self, amount: int, *, keep: StreamContext | None) -> int:
+        """Free at least ``amount`` reserved bytes if ``on_full`` allows; return bytes freed.
+
+        The seam for ``on_full = "evict"`` (issue 4: READY streams least recently accessed
+        first, never one being read or uploaded). Until eviction is built nothing is freed,
+        so both policies reject the write with :class:`QuotaExceededError`.
+        """
+        await trio.lowlevel.checkpoint()
+        return 0
+
+    # -- read and follow -------------------------------------------------------------------
+
+    async def read(self, stream_id: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset``, clamped to the written size (``b""`` at the
+        end); works while UPLOADING and once READY."""
+        await trio.lowlevel.checkpoint()
+        ctx = self._get(stream_id)
+        cache = ctx.require_readable()
+        start, stop = check_read(offset, length, ctx.size)
+        ctx.last_accessed_at = time.time()
+        if stop - start <= INLINE_READ_LIMIT:
+            return cache.read(start, stop - start) if stop > start else b""
+        ctx.readers += 1  # delete closes the backend only after this read is done
+        try:
+            return await trio.to_thread.run_sync(cache.read, start, stop - start)
+        finally:
+            ctx.reader_done()
+
+    async def wait_for_data(self, stream_id: str, offset: int) -> StreamInfo:
+        """Return once the stream holds more than ``offset`` bytes or is no longer UPLOADING
+        (READY: no more data will come; ERROR). Deletion raises :class:`StreamNotFoundError`."""
+        await trio.lowlevel.checkpoint()
+        ctx = self._get(stream_id)
+        position = check_size("offset", offset)
+        while True:
+            self._require_live(ctx)
+            if ctx.size > position or not ctx.status.writable:
+                return ctx.info()
+            # Taken before sleeping and replaced only by notify(): no wakeup can be missed.
+            await ctx.changed.wait()
+
+    # -- durability ------------------------------------------------------------------------
+
+    async def flush(self, stream_id: str) -> StreamInfo:
+        """Make every written byte durable and record it: ``durable_offset == size`` after."""
+        ctx = self._get(stream_id)
+        async with ctx.sync_lock:
+            self._require_live(ctx)
+            await self._flush_locked(ctx)
+        return ctx.info()
+
+    async def _flush_locked(self, ctx: StreamContext) -> None:
+        """Flush and record the durable offset; the caller holds ``ctx.sync_lock``."""
+        if ctx.status is StreamStatus.ERROR:
+            raise StorageError(f"stream {ctx.stream_id} is in error: {ctx.error}")
+        target = ctx.size
+        if not ctx.status.writable or target == ctx.durable_offset:
+            return  # READY streams were made durable by finalize
+        cache = _open_cache(ctx)
+        record = attrs.evolve(SidecarRecord.of(ctx), durable_offset=target)
+        try:
+            await trio.to_thread.run_sync(cache.flush)
+            await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+        except StorageError as exc:
+            self._fail(ctx, exc)
+            raise
+        ctx.durable_offset = target
+
+    async def _sync_periodically(self, interval: float) -> None:
+        """``sync_policy = "interval"``: flush every stream with unflushed bytes."""
+        while True:
+            await trio.sleep(interval)
+            async with trio.open_nursery() as nursery:
+                for ctx in builtins.list(self._streams.values()):
+                    if ctx.status.writable and ctx.size > ctx.durable_offset:
+                        nursery.start_soon(self._sync_quietly, ctx)
+
+    async def _sync_quietly(self, ctx: StreamContext) -> None:
+        async with ctx.sync_lock:
+            if self._closed or ctx.deleted:
+                return
+            with suppress(StorageError):  # the stream is in ERROR and the failure logged
+                await self._flush_locked(ctx)
+
+    def _fail(self, ctx: StreamContext, exc: StorageError) -> None:
+        ctx.set_status(StreamStatus.ERROR, error=str(exc))
+
+    # -- finalize and delete ---------------------------------------------------------------
+
+    async def finalize(
+        self,
+        stream_id: str,
+        *,
+        expected_size: int | None = None,
+        sha256: str | None = None,
+    ) -> StreamInfo:
+        """Verify size and sha256 of the stored bytes, make them durable and go READY.
+
+        A mismatch raises :class:`ChecksumMismatchError` and the stream stays UPLOADING, so
+        the client can repair it (resume at the real size) and finalize again.
+        """
+        ctx = self._get(stream_id)
+        if expected_size is not None:
+            check_size("expected_size", expected_size)
+        wanted = _check_sha256(sha256)
+        async with ctx.write_lock:
+            self._require_live(ctx)
+            ctx.require_writable()
+            size = ctx.size
+            if expected_size is not None and expected_size != size:
+                raise ChecksumMismatchError(
+                    f"stream {ctx.stream_id} holds {size} bytes, not {expected_size}"
+                )
+            cache = _open_cache(ctx)
+            try:
+                digest = await trio.to_thread.run_sync(_sha256_of, cache, size)
+            except StorageError as exc:
+                self._fail(ctx, exc)
+                raise
+            if wanted is not None and wanted != digest:
+                raise ChecksumMismatchError(
+                    f"stream {ctx.stream_id}: the sha256 of its {size} bytes is {digest}, "
+                    f"not {wanted}"
+                )
+            async with ctx.sync_lock:
+                now = time.time()
+                record = attrs.evolve(
+                    SidecarRecord.of(ctx),
+                    status=StreamStatus.READY,
+                    durable_offset=size,
+                    finalized_at=now,
+                    sha256=digest,
+                )
+                try:
+                    # Shielded: once the backend is finalized the record must follow, or
+                    # memory (UPLOADING) and disk (truncated, unmapped) would disagree.
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(cache.finalize, size)
+                        await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+                except StorageError as exc:
+                    self._fail(ctx, exc)
+                    raise
+                finally:
+                    ctx.reserved = cache.size
+                ctx.durable_offset, ctx.finalized_at, ctx.sha256 = size, now, digest
+                ctx.set_status(StreamStatus.READY)
+        return ctx.info()
+
+    async def delete(self, stream_id: str) -> None:
+        """Remove the stream and its files. Followers get :class:`StreamNotFoundError`;
+        reads already running finish first, then the backend is closed."""
+        ctx = self._get(stream_id)
+        async with ctx.write_lock, ctx.sync_lock:
+            self._require_live(ctx)
+            await trio.to_thread.run_sync(_remove_files, ctx)
+            ctx.deleted = True
+            del self._streams[ctx.stream_id]
+            ctx.close_when_idle()
+            ctx.notify()
+            log.info("stream %s: deleted (was %s, %d bytes)", ctx.stream_id,
+                     ctx.status.value, ctx.size)  # fmt: skip
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Flush and close every stream; later calls raise :class:`CacheClosedError`."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        streams = builtins.list(self._streams.values())
+        for ctx in streams:
+            ctx.notify()  # followers wake up and see the manager closed
+        async with trio.open_nursery() as nursery:
+            for ctx in streams:
+                nursery.start_soon(self._close_stream, ctx)
+
+    async def _close_stream(self, ctx: StreamContext) -> None:
+        async with ctx.write_lock, ctx.sync_lock:
+            if ctx.status.writable and not ctx.deleted:
+                with suppress(StorageError):  # logged by the status change to ERROR
+                    await self._flush_locked(ctx)
+            ctx.close_when_idle()
+
+
+@asynccontextmanager
+async def open_stream_manager(
+    config: CacheConfig, *, registry: BackendRegistry | None = None
+) -> AsyncIterator[StreamManager]:
+    """Check (or create, mode 0700) the cache directory, load the backend named by
+    ``config.backend``, recover every stream, run the background sync and, on exit, flush
+    and close every stream (shielded from cancellation, so a shutdown still syncs)."""
+    factory = (registry if registry is not None else BackendRegistry()).load(config.backend)
+    directory = await trio.to_thread.run_sync(prepare_cache_directory, config.directory)
+    streams = await trio.to_thread.run_sync(recover_directory, directory, factory, config.options())
+    manager = StreamManager(config, factory, directory, streams)
+    log.info("stream manager on %s (%s backend): %d streams", directory, config.backend,
+             len(streams))  # fmt: skip
+    try:
+        async with trio.open_nursery() as nursery:
+            if config.sync_policy == "interval":
+                nursery.start_soon(manager._sync_periodically, config.sync_interval)
+            try:
+                yield manager
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The nursery wraps whatever the caller's block raised; the sync task raises
+        # nothing of its own, so a lone exception is the caller's: give it back as raised.
+        if len(group.exceptions) == 1:
+            exc = group.exceptions[0]
+            raise exc from exc.__cause__
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            await manager.aclose()
+
+
+# -- blocking helpers, run in worker threads --------------------------------------------
+
+
+def _open_cache(ctx: StreamContext) -> MemoryMappedCache:
+    cache = ctx.cache
+    if cache is None:  # only quarantined streams have none, and they are never writable
+        raise StorageError(f"stream {ctx.stream_id} has no open data file")
+    return cache
+
+
+def _create_files(ctx: StreamContext, initial_size: int) -> None:
+    cache = _open_cache(ctx)
+    cache.create(initial_size)  # O_CREAT|O_EXCL|O_NOFOLLOW, inside the cache directory
+    try:
+        write_sidecar(ctx.sidecar_path, SidecarRecord.of(ctx))
+    except BaseException:
+        cache.close()
+        with suppress(OSError):
+            ctx.data_path.unlink()
+        raise
+
+
+def _grow_and_write(cache: MemoryMappedCache, new_size: int, offset: int, data: Buffer) -> None:
+    if new_size > cache.size:
+        cache.resize(new_size)  # reserve first: ENOSPC here, before a byte is written
+    cache.write(offset, data)
+
+
+def _sha256_of(cache: MemoryMappedCache, size: int) -> str:
+    digest = hashlib.sha256()
+    for offset in range(0, size, HASH_CHUNK):
+        digest.update(cache.read(offset, min(HASH_CHUNK, size - offset)))
+    return digest.hexdigest()
+
+
+def _remove_files(ctx: StreamContext) -> None:
+    """Remove the sidecar (the commit point: after it the stream no longer exists), then the
+    data; a data file left behind by a failure here is removed by the next recovery."""
+    try:
+        ctx.sidecar_path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StorageError(f"removing {ctx.sidecar_path}: {exc.strerror}", errno=exc.errno) from exc
+    try:
+        ctx.data_path.unlink(missing_ok=True)
+        fsync_directory(ctx.data_path)
+    except OSError as exc:
+        log.warning("stream %s: deleted, but %s", ctx.stream_id, exc)
+
+
+# -- argument checks ---------------------------------------------------------------------
+
+
+def _check_content_type(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_CONTENT_TYPE_LENGTH
+        or not _CONTENT_TYPE.fullmatch(value)
+    ):
+        raise InvalidArgumentError(
+            f"content_type must be 1-{MAX_CONTENT_TYPE_LENGTH} printable ASCII characters"
+        )
+    return value
+
+
+def _check_metadata(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError("metadata must map strings to strings")
+    if len(value) > MAX_METADATA_ITEMS:
+        raise InvalidArgumentError(f"metadata holds at most {MAX_METADATA_ITEMS} entries")
+    for key, item in value.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
+            raise InvalidArgumentError(
+                f"metadata keys must be strings of 1-{MAX_METADATA_KEY_LENGTH} characters"
+            )
+        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH:
+            raise InvalidArgumentError(
+                f"metadata values must be strings of at most {MAX_METADATA_VALUE_LENGTH} characters"
+            )
+    return dict(value)
+
+
+def _check_sha256(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise InvalidArgumentError("sha256 must be 64 hexadecimal digits")
+    return value.lower()

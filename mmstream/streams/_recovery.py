@@ -1,0 +1,181 @@
+"""Rebuilding every stream from the cache directory when a manager starts.
+
+What is found, and what happens to it (each case is logged with the stream id):
+
+==========================================  ===============================================
+found                                       outcome
+==========================================  ===============================================
+sidecar READY, data length == its size      READY, readable byte-identical
+sidecar READY, any other data length        ERROR (quarantined: files kept, not served)
+sidecar UPLOADING, data >= durable offset   UPLOADING at the durable offset; the data file
+                                            is cut back to it, so no unrecorded byte is
+                                            ever served or kept
+sidecar UPLOADING, data < durable offset    ERROR (bytes that were made durable are gone)
+sidecar ERROR                               ERROR, as recorded
+sidecar unreadable, malformed, of another   ERROR (quarantined; the operator inspects it,
+version or naming another id                ``delete`` removes both files)
+sidecar without data file                   ERROR (quarantined)
+data file without sidecar                   removed: the sidecar is the commit record, so
+                                            this is a create or delete that never finished
+``<id>.json.tmp``                           removed (an interrupted sidecar write)
+a symlink or non-regular file               never followed; ERROR for its stream
+any other name                              ignored, logged
+==========================================  ===============================================
+
+Quarantine never rewrites the files, so the same verdict is reached at every start until
+the stream is deleted. Recovery checks lengths, not checksums: hashing every READY stream at
+start would make start-up time proportional to the cache size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections import defaultdict
+from pathlib import Path
+
+from ..cache import CacheFactory, CacheOptions, os_errors
+from ..errors import StorageError
+from ._context import StreamContext, StreamStatus
+from ._directory import DATA_SUFFIX, SIDECAR_SUFFIX, data_path, sidecar_path
+from ._ids import is_valid_stream_id
+from ._sidecar import TMP_SUFFIX, SidecarError, SidecarRecord, read_sidecar
+
+__all__ = ["recover_directory"]
+
+log = logging.getLogger("mmstream.streams")
+
+_TRUNCATE_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def recover_directory(
+    directory: Path, factory: CacheFactory, options: CacheOptions
+) -> list[StreamContext]:
+    """Blocking (run it in a worker thread): one context per stream found, sorted by id."""
+    found: defaultdict[str, set[str]] = defaultdict(set)
+    with os_errors("listing cache directory", directory), os.scandir(directory) as entries:
+        names = [entry.name for entry in entries]
+    for name in names:
+        stem, dot, suffix = name.partition(".")
+        if dot and is_valid_stream_id(stem):
+            if "." + suffix in (DATA_SUFFIX, SIDECAR_SUFFIX):
+                found[stem].add("." + suffix)
+                continue
+            if "." + suffix == SIDECAR_SUFFIX + TMP_SUFFIX:
+                log.warning("removing %s: an interrupted sidecar write", name)
+                _remove(directory / name)
+                continue
+        log.warning("ignoring %s in the cache directory: not a stream file", name)
+    streams = []
+    for stream_id in sorted(found):
+        ctx = _recover_one(directory, stream_id, found[stream_id], factory, options)
+        if ctx is not None:
+            streams.append(ctx)
+    return streams
+
+
+def _recover_one(
+    directory: Path,
+    stream_id: str,
+    suffixes: set[str],
+    factory: CacheFactory,
+    options: CacheOptions,
+) -> StreamContext | None:
+    data, sidecar = data_path(directory, stream_id), sidecar_path(directory, stream_id)
+    if SIDECAR_SUFFIX not in suffixes:
+        log.warning("stream %s: data file without sidecar (create or delete interrupted); "
+                    "removing it", stream_id)  # fmt: skip
+        _remove(data)
+        return None
+    try:
+        record = read_sidecar(sidecar)
+    except OSError as exc:
+        return _quarantine(directory, stream_id, None, f"sidecar unreadable: {exc.strerror}")
+    except SidecarError as exc:
+        return _quarantine(directory, stream_id, None, f"sidecar malformed: {exc}")
+    if record.stream_id != stream_id:
+        return _quarantine(directory, stream_id, None, "sidecar names another stream")
+    if record.status is StreamStatus.ERROR:
+        return _quarantine(directory, stream_id, record, record.error or "recorded as error")
+    if DATA_SUFFIX not in suffixes:
+        return _quarantine(directory, stream_id, record, "data file missing")
+    try:
+        st = os.lstat(data)
+    except OSError as exc:
+        return _quarantine(directory, stream_id, record, f"data file: {exc.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        return _quarantine(directory, stream_id, record, "data file is not a regular file")
+    durable = record.durable_offset
+    if record.status is StreamStatus.READY and st.st_size != durable:
+        return _quarantine(directory, stream_id, record,
+                           f"data file is {st.st_size} bytes, sidecar says {durable}")  # fmt: skip
+    if st.st_size < durable:
+        return _quarantine(directory, stream_id, record,
+                           f"data file is {st.st_size} bytes, below the durable "
+                           f"offset {durable}")  # fmt: skip
+    cache = factory(data, options)
+    try:
+        if st.st_size > durable:
+            _cut_back(data, durable)
+        cache.open()
+    except StorageError as exc:
+        return _quarantine(directory, stream_id, record, f"cannot open data file: {exc}")
+    ctx = record.to_context(directory, cache)
+    ctx.reserved = cache.size
+    log.info("stream %s: recovered %s at %d bytes", stream_id, record.status.value, durable)
+    return ctx
+
+
+def _quarantine(
+    directory: Path, stream_id: str, record: SidecarRecord | None, reason: str
+) -> StreamContext:
+    log.error("stream %s: quarantined (error): %s", stream_id, reason)
+    data = data_path(directory, stream_id)
+    try:
+        st = os.lstat(data)
+    except OSError:
+        reserved, mtime = 0, 0.0
+    else:
+        reserved, mtime = st.st_size, st.st_mtime
+    if record is None:
+        ctx = StreamContext(
+            stream_id=stream_id,
+            data_path=data,
+            sidecar_path=sidecar_path(directory, stream_id),
+            cache=None,
+            status=StreamStatus.ERROR,
+            created_at=mtime,
+            last_accessed_at=mtime,
+        )
+    else:
+        ctx = record.to_context(directory, None)
+        ctx.size = ctx.durable_offset = 0  # nothing of a quarantined stream is served
+        ctx.status = StreamStatus.ERROR
+    ctx.error = reason
+    ctx.reserved = reserved
+    return ctx
+
+
+def _cut_back(path: Path, size: int) -> None:
+    """Truncate an upload to its durable offset: bytes past it were never recorded as
+    durable, so they may be torn and must not be served or resumed from.
+
+    No fsync here: if the truncation is lost, the next recovery cuts back again, and the
+    next durable offset recorded for the stream comes after a flush that syncs the file.
+    """
+    with os_errors("cutting back", path):
+        fd = os.open(path, _TRUNCATE_FLAGS)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a leftover we cannot remove must not stop the start-up
+        log.warning("cannot remove %s: %s", path, exc.strerror)

@@ -1,0 +1,28 @@
+"""Helpers shared by the streams tests (imported by conftest.py and test modules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from mmstream.cache import KiB, MiB
+from mmstream.config import ByteSize, CacheConfig
+from mmstream.registry import BackendRegistry
+
+#: The built-in backends; the mmap one is picked up as soon as its distribution is installed.
+BUILTIN_BACKENDS = [name for name in BackendRegistry().names() if name in {"file", "mmap"}]
+
+
+def make_config(directory: Path, backend: str, **changes: Any) -> CacheConfig:
+    """Small sizes, so growth, quota and segment boundaries are reached with little data."""
+    config = CacheConfig(
+        directory=directory,
+        backend=backend,
+        initial_size=ByteSize(16 * KiB),
+        max_cache_size=ByteSize(64 * MiB),
+        segment_size=ByteSize(1 * MiB),
+        sync_policy="finalize",
+    )
+    return attrs.evolve(config, **changes)

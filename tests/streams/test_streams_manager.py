@@ -1,0 +1,434 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+
+import attrs
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from mmstream.cache import MAX_FILE_SIZE, KiB, MiB
+from mmstream.config import ByteSize, CacheConfig
+from mmstream.errors import (
+    CacheClosedError,
+    ChecksumMismatchError,
+    InvalidArgumentError,
+    NotUploadingError,
+    OffsetConflictError,
+    OutOfRangeError,
+    QuotaExceededError,
+    StreamExistsError,
+    StreamNotFoundError,
+)
+from mmstream.streams import StreamStatus, open_stream_manager
+
+
+def _pattern(size: int, seed: int = 0) -> bytes:
+    """Bytes that differ at every offset, so a misplaced copy shows."""
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def test_create_append_read_stat(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        info = await manager.create("s1", content_type="audio/ogg", metadata={"title": "t"})
+        assert (info.status, info.size, info.content_type) == (
+            StreamStatus.UPLOADING,
+            0,
+            "audio/ogg",
+        )
+        assert dict(info.metadata) == {"title": "t"}
+        assert info.reserved == config.initial_size
+        assert await manager.append("s1", b"hello ") == 6
+        assert await manager.append("s1", bytearray(b"world"), expected_offset=6) == 11
+        assert await manager.append("s1", memoryview(b"")) == 11
+        assert await manager.read("s1", 0, 100) == b"hello world"
+        assert await manager.read("s1", 6, 3) == b"wor"
+        assert await manager.read("s1", 11, 5) == b""
+        stat = manager.stat("s1")
+        assert (stat.size, stat.durable_offset, stat.sha256) == (11, 0, None)
+        assert [i.stream_id for i in manager.list()] == ["s1"]
+        with pytest.raises(StreamExistsError):
+            await manager.create("s1")
+        with pytest.raises(StreamNotFoundError):
+            manager.stat("nope")
+        with pytest.raises(StreamNotFoundError):
+            await manager.append("nope", b"x")
+
+
+async def test_files_live_in_the_cache_directory_private(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.flush("s")
+    names = sorted(os.listdir(config.directory))
+    assert names == ["s.data", "s.json"]
+    assert os.stat(config.directory).st_mode & 0o777 == 0o700
+    for name in names:
+        assert os.stat(config.directory / name).st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"content_type": ""}, "content_type"),
+        ({"content_type": "a\nb"}, "content_type"),
+        ({"content_type": "x" * 256}, "content_type"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"metadata": {"": "v"}}, "metadata"),
+        ({"metadata": {"k": "v" * 1025}}, "metadata"),
+        ({"metadata": {str(i): "" for i in range(65)}}, "metadata"),
+        ({"metadata": ["k"]}, "metadata"),
+    ],
+)
+async def test_create_rejects_bad_arguments(
+    config: CacheConfig, kwargs: dict[str, object], match: str
+) -> None:
+    async with open_stream_manager(config) as manager:
+        with pytest.raises(InvalidArgumentError, match=match):
+            await manager.create("s", **kwargs)  # type: ignore[arg-type]
+        assert manager.list() == []
+    assert os.listdir(config.directory) == []
+
+
+async def test_resume_through_offset_conflict(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", b"abc", expected_offset=0)
+        # A client that lost track (reconnect) sends its idea of the offset: wrong.
+        with pytest.raises(OffsetConflictError) as info:
+            await manager.append("s", b"def", expected_offset=0)
+        assert info.value.actual == 3
+        assert info.value.code == "offset-conflict"
+        with pytest.raises(OffsetConflictError):
+            await manager.append("s", b"def", expected_offset=10)
+        # ...and resumes at the offset the error carried, without duplicating bytes.
+        await manager.append("s", b"def", expected_offset=info.value.actual)
+        assert await manager.read("s", 0, 10) == b"abcdef"
+        for bad in (-1, 2**64, "3", 1.5, True):
+            with pytest.raises(InvalidArgumentError):
+                await manager.append("s", b"x", expected_offset=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError):
+            await manager.append("s", "text")  # type: ignore[arg-type]
+        assert manager.stat("s").size == 6
+
+
+async def test_hostile_numbers_in_read(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", b"0123456789")
+        end = 10
+        for offset in (-1, -(2**63), 2**64, 2**63, MAX_FILE_SIZE, end + 1):
+            with pytest.raises(InvalidArgumentError):
+                await manager.read("s", offset, 1)
+        with pytest.raises(OutOfRangeError):
+            await manager.read("s", end + 1, 0)
+        for length in (-1, -(2**63), 2**64):
+            with pytest.raises(InvalidArgumentError):
+                await manager.read("s", 0, length)
+        for bad in ("1", 1.0, None, True):
+            with pytest.raises(InvalidArgumentError):
+                await manager.read("s", bad, 1)  # type: ignore[arg-type]
+        assert await manager.read("s", 0, MAX_FILE_SIZE) == b"0123456789"
+        assert await manager.read("s", end, 2**63 - 1) == b""
+        assert await manager.read("s", 0, 0) == b""
+        for offset in (-1, 2**64):
+            with pytest.raises(InvalidArgumentError):
+                await manager.wait_for_data("s", offset)
+
+
+async def test_large_writes_and_reads_go_through_threads(config: CacheConfig) -> None:
+    data = _pattern(3 * MiB + 17)
+    async with open_stream_manager(config) as manager:
+        await manager.create("big")
+        # small appends that outgrow the 16 KiB reservation, then a large one
+        await manager.append("big", data[:10_000])
+        await manager.append("big", data[10_000:40_000])
+        await manager.append("big", data[40_000:])
+        assert manager.stat("big").reserved >= len(data)
+        assert await manager.read("big", 0, len(data)) == data
+        assert await manager.read("big", MiB - 5, 2 * MiB) == data[MiB - 5 : 3 * MiB - 5]
+        info = await manager.finalize("big", expected_size=len(data))
+        assert info.reserved == len(data)
+        assert await manager.read("big", 0, len(data)) == data
+
+
+async def test_finalize_checks_before_going_ready(config: CacheConfig) -> None:
+    data = _pattern(100_000)
+    digest = hashlib.sha256(data).hexdigest()
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", data)
+        with pytest.raises(ChecksumMismatchError, match="holds 100000 bytes"):
+            await manager.finalize("s", expected_size=99_999)
+        with pytest.raises(ChecksumMismatchError, match="sha256"):
+            await manager.finalize("s", sha256=hashlib.sha256(b"other").hexdigest())
+        for bad in ("abc", "g" * 64, 123):
+            with pytest.raises(InvalidArgumentError):
+                await manager.finalize("s", sha256=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError):
+            await manager.finalize("s", expected_size=-1)
+        assert manager.stat("s").status is StreamStatus.UPLOADING
+        await manager.append("s", b"more")  # still writable after a failed finalize
+        data += b"more"
+        info = await manager.finalize(
+            "s", expected_size=len(data), sha256=hashlib.sha256(data).hexdigest().upper()
+        )
+        assert info.status is StreamStatus.READY
+        assert info.sha256 == hashlib.sha256(data).hexdigest() != digest
+        assert info.durable_offset == info.size == len(data)
+        assert info.finalized_at is not None
+        with pytest.raises(NotUploadingError):
+            await manager.append("s", b"x")
+        with pytest.raises(NotUploadingError):
+            await manager.finalize("s")
+        assert await manager.read("s", 0, len(data)) == data
+        assert (await manager.flush("s")).status is StreamStatus.READY
+
+
+async def test_finalize_an_empty_stream(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("empty")
+        info = await manager.finalize("empty", expected_size=0, sha256=hashlib.sha256().hexdigest())
+        assert (info.status, info.size) == (StreamStatus.READY, 0)
+        assert await manager.read("empty", 0, 10) == b""
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("empty").status is StreamStatus.READY
+        assert await manager.read("empty", 0, 10) == b""
+
+
+async def test_quota_rejects_growth_past_max_cache_size(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    config = configure(max_cache_size=ByteSize(100 * KiB), on_full="reject")
+    async with open_stream_manager(config) as manager:
+        await manager.create("a")
+        await manager.create("b")
+        assert manager.reserved == 32 * KiB
+        await manager.append("a", _pattern(60 * KiB))  # grows a; the growth is capped by the quota
+        assert manager.reserved <= config.max_cache_size
+        with pytest.raises(QuotaExceededError) as info:
+            await manager.append("b", _pattern(50 * KiB))
+        assert info.value.code == "quota"
+        assert manager.stat("b").status is StreamStatus.UPLOADING
+        assert manager.stat("b").size == 0
+        await manager.append("b", b"fits in the reservation")
+        await manager.delete("a")  # deleting frees the space
+        await manager.append("b", _pattern(50 * KiB))
+        assert manager.reserved <= config.max_cache_size
+    blocks = sum(os.stat(p).st_blocks * 512 for p in config.directory.glob("*.data"))
+    assert blocks <= config.max_cache_size
+
+
+async def test_quota_applies_to_create(configure: Callable[..., CacheConfig]) -> None:
+    config = configure(max_cache_size=ByteSize(40 * KiB), on_full="evict")
+    async with open_stream_manager(config) as manager:
+        await manager.create("a")
+        await manager.create("b")
+        assert manager.reserved == 32 * KiB
+        await manager.append("a", _pattern(16 * KiB))
+        await manager.append("b", _pattern(24 * KiB))
+        with pytest.raises(QuotaExceededError):
+            await manager.create("c")
+        assert sorted(os.listdir(config.directory)) == ["a.data", "a.json", "b.data", "b.json"]
+
+
+async def test_wait_for_data_wakes_on_append_finalize_and_delete(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        await manager.create("s")
+        seen: list[object] = []
+
+        async def follow() -> None:
+            offset = 0
+            while True:
+                try:
+                    info = await manager.wait_for_data("s", offset)
+                except StreamNotFoundError:
+                    seen.append("deleted")
+                    return
+                if info.size > offset:
+                    seen.append(await manager.read("s", offset, info.size - offset))
+                    offset = info.size
+                else:
+                    seen.append(info.status)
+                    return
+
+        nursery.start_soon(follow)
+        await trio.testing.wait_all_tasks_blocked()
+        for chunk in (b"a", b"bc", b"def"):
+            await manager.append("s", chunk)
+            await trio.testing.wait_all_tasks_blocked()
+        await manager.finalize("s")
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == [b"a", b"bc", b"def", StreamStatus.READY]
+        assert await manager.wait_for_data("s", 0) == manager.stat("s")
+
+        await manager.create("t")
+        await manager.append("t", b"xy")
+        assert (await manager.wait_for_data("t", 1)).size == 2  # data already there: no wait
+
+        async def wait_on_t() -> None:
+            with pytest.raises(StreamNotFoundError):
+                await manager.wait_for_data("t", 2)
+            seen.append("t deleted")
+
+        nursery.start_soon(wait_on_t)
+        await trio.testing.wait_all_tasks_blocked()
+        await manager.delete("t")
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen[-1] == "t deleted"
+
+
+async def test_no_wakeup_is_missed_with_many_followers(config: CacheConfig) -> None:
+    data = _pattern(50_000)
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        got: list[bytes] = []
+
+        async def follow() -> None:
+            buf, offset = bytearray(), 0
+            while (info := await manager.wait_for_data("s", offset)).size > offset:
+                buf += await manager.read("s", offset, info.size - offset)
+                offset = info.size
+            got.append(bytes(buf))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(follow)
+                for start in range(0, len(data), 997):
+                    await manager.append("s", data[start : start + 997])
+                    if start % 3:
+                        await trio.lowlevel.checkpoint()
+                await manager.finalize("s")
+        assert got == [data] * 20
+
+
+async def test_delete_removes_files_and_frees_the_id(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", b"secret")
+        await manager.delete("s")
+        assert os.listdir(config.directory) == []
+        with pytest.raises(StreamNotFoundError):
+            manager.stat("s")
+        with pytest.raises(StreamNotFoundError):
+            await manager.delete("s")
+        info = await manager.create("s")  # a new stream never shows the old bytes
+        assert info.size == 0
+        assert await manager.read("s", 0, 100) == b""
+        with pytest.raises(OutOfRangeError):
+            await manager.read("s", 1, 1)
+
+
+async def test_delete_while_a_large_read_runs(config: CacheConfig) -> None:
+    data = _pattern(8 * MiB)
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", data)
+        results: list[bytes] = []
+
+        async def reader() -> None:
+            results.append(await manager.read("s", 0, len(data)))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(reader)
+            await trio.lowlevel.checkpoint()  # the readers are now in their worker threads
+            await manager.delete("s")
+        assert results == [data] * 4
+        assert os.listdir(config.directory) == []
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "finalize"])
+async def test_sync_policies(configure: Callable[..., CacheConfig], policy: str) -> None:
+    config = configure(sync_policy=policy, sync_interval=0.01)
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", b"abc")
+        info = manager.stat("s")
+        if policy == "always":
+            assert info.durable_offset == 3
+        elif policy == "finalize":
+            await trio.sleep(0.05)
+            assert manager.stat("s").durable_offset == 0
+        else:
+            with trio.fail_after(10):
+                while manager.stat("s").durable_offset < 3:  # noqa: ASYNC110  # no event to wait on
+                    await trio.sleep(0.01)
+        assert (await manager.flush("s")).durable_offset == 3
+        await manager.append("s", b"de")
+    async with open_stream_manager(config) as manager:
+        # a clean shutdown flushes whatever the policy
+        assert manager.stat("s").durable_offset == 5
+        assert await manager.read("s", 0, 10) == b"abcde"
+
+
+async def test_closed_manager_refuses_calls(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+    with pytest.raises(CacheClosedError):
+        manager.stat("s")
+    with pytest.raises(CacheClosedError):
+        manager.list()
+    with pytest.raises(CacheClosedError):
+        await manager.append("s", b"x")
+    with pytest.raises(CacheClosedError):
+        await manager.create("t")
+    await manager.aclose()  # idempotent
+
+
+async def test_followers_are_released_when_the_manager_closes(config: CacheConfig) -> None:
+    async with trio.open_nursery() as nursery, open_stream_manager(config) as manager:
+        await manager.create("s")
+
+        async def follow() -> None:
+            with pytest.raises(CacheClosedError):
+                await manager.wait_for_data("s", 0)
+
+        nursery.start_soon(follow)
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_errors_from_the_block_are_not_wrapped(config: CacheConfig) -> None:
+    with pytest.raises(StreamNotFoundError):
+        async with open_stream_manager(config) as manager:
+            manager.stat("missing")
+    with pytest.raises(ZeroDivisionError):
+        async with open_stream_manager(configure_interval(config)) as manager:
+            await manager.create("s")
+            1 / 0  # noqa: B018
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("s").status is StreamStatus.UPLOADING  # the exit still closed it
+
+
+async def test_cancelling_the_block_still_closes_cleanly(config: CacheConfig) -> None:
+    with trio.CancelScope() as scope:
+        async with open_stream_manager(configure_interval(config)) as manager:
+            await manager.create("s")
+            await manager.append("s", b"abc")
+            scope.cancel()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("s").durable_offset == 3
+
+
+def configure_interval(config: CacheConfig) -> CacheConfig:
+    return attrs.evolve(config, sync_policy="interval", sync_interval=0.01)
+
+
+async def test_one_log_line_per_state_change(
+    config: CacheConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="mmstream.streams")
+    async with open_stream_manager(config) as manager:
+        await manager.create("logged")
+        await manager.append("logged", b"abc")
+        await manager.finalize("logged")
+        await manager.delete("logged")
+    lines = [r.getMessage() for r in caplog.records if "logged" in r.getMessage()]
+    assert [line.split(":")[1].split()[0] for line in lines] == ["created", "uploading", "deleted"]
+    assert all(r.name == "mmstream.streams" for r in caplog.records)

@@ -1,0 +1,212 @@
+"""A new manager on the same directory recovers every stream, including after kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mmstream.cache import MiB
+from mmstream.config import CacheConfig
+from mmstream.errors import NotUploadingError, StorageError, StreamNotFoundError
+from mmstream.streams import StreamStatus, open_stream_manager
+
+
+def _pattern(size: int) -> bytes:
+    return (hashlib.sha256(b"seed").digest() * (size // 32 + 1))[:size]
+
+
+async def test_ready_streams_come_back_byte_identical(config: CacheConfig) -> None:
+    data = _pattern(3 * MiB + 5)  # past several 1 MiB segments
+    async with open_stream_manager(config) as manager:
+        await manager.create("done", content_type="audio/mpeg", metadata={"k": "v"})
+        await manager.append("done", data)
+        before = await manager.finalize("done")
+    async with open_stream_manager(config) as manager:
+        after = manager.stat("done")
+        assert after == before
+        assert await manager.read("done", 0, len(data)) == data
+        assert os.stat(config.directory / "done.data").st_size == len(data)
+
+
+async def test_uploads_resume_after_a_clean_restart(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("up")
+        await manager.append("up", b"first ")
+    async with open_stream_manager(config) as manager:
+        info = manager.stat("up")
+        assert (info.status, info.size, info.durable_offset) == (StreamStatus.UPLOADING, 6, 6)
+        await manager.append("up", b"second", expected_offset=6)
+        await manager.finalize("up", sha256=hashlib.sha256(b"first second").hexdigest())
+    async with open_stream_manager(config) as manager:
+        assert await manager.read("up", 0, 100) == b"first second"
+
+
+_CRASHING_WRITER = textwrap.dedent(
+    """
+    import sys, trio
+    from pathlib import Path
+    from mmstream.config import CacheConfig
+    from mmstream.streams import open_stream_manager
+
+    async def main(directory, backend):
+        config = CacheConfig(directory=Path(directory), backend=backend, initial_size=4096,
+                             segment_size=1 << 20, sync_policy="finalize")
+        async with open_stream_manager(config) as manager:
+            await manager.create("done")
+            await manager.append("done", b"finished " * 1000)
+            await manager.finalize("done")
+            await manager.create("up")
+            await manager.append("up", b"durable " * 1000)
+            await manager.flush("up")
+            await manager.append("up", b"acknowledged but never flushed " * 1000)
+            await manager.create("fresh")
+            print("written", flush=True)
+            await trio.sleep(60)
+
+    trio.run(main, *sys.argv[1:])
+    """
+)
+
+
+def _write_then_kill_9(directory: Path, backend: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_WRITER, str(directory), backend], stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"written\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_offset(
+    config: CacheConfig, backend: str
+) -> None:
+    _write_then_kill_9(config.directory, backend)
+    durable = b"durable " * 1000
+    async with open_stream_manager(config) as manager:
+        done = manager.stat("done")
+        assert done.status is StreamStatus.READY
+        assert done.sha256 == hashlib.sha256(b"finished " * 1000).hexdigest()
+        assert await manager.read("done", 0, 10**6) == b"finished " * 1000
+        up = manager.stat("up")
+        assert (up.status, up.size, up.durable_offset) == (
+            StreamStatus.UPLOADING,
+            len(durable),
+            len(durable),
+        )
+        assert await manager.read("up", 0, 10**6) == durable  # nothing past the durable offset
+        assert os.stat(config.directory / "up.data").st_size == len(durable)  # cut back
+        assert manager.stat("fresh").size == 0
+        await manager.append("up", b"resumed", expected_offset=len(durable))
+        await manager.finalize("up", expected_size=len(durable) + 7)
+        assert await manager.read("up", 0, 10**6) == durable + b"resumed"
+
+
+async def _make(config: CacheConfig, ready: bool = True) -> None:
+    async with open_stream_manager(config) as manager:
+        for sid in ("good", "victim"):
+            await manager.create(sid)
+            await manager.append(sid, f"{sid} bytes".encode())
+            if ready:
+                await manager.finalize(sid)
+
+
+def _edit_sidecar(path: Path, **changes: object) -> None:
+    record = json.loads(path.read_bytes())
+    record.update(changes)
+    path.write_text(json.dumps(record))
+
+
+def _truncate(path: Path, size: int) -> None:
+    os.truncate(path, size)
+
+
+@pytest.mark.parametrize(
+    ("ready", "tamper", "reason"),
+    [
+        (True, lambda d: _truncate(d / "victim.data", 3), "data file is 3 bytes"),
+        (
+            True,
+            lambda d: (d / "victim.data").write_bytes(b"victim bytes!"),
+            "data file is 13 bytes",
+        ),
+        (False, lambda d: _truncate(d / "victim.data", 3), "below the durable offset"),
+        (True, lambda d: (d / "victim.data").unlink(), "data file missing"),
+        (True, lambda d: (d / "victim.json").write_text("{not json"), "malformed"),
+        (True, lambda d: (d / "victim.json").write_bytes(b"\xff\xfe"), "malformed"),
+        (True, lambda d: (d / "victim.json").write_text("[" * 100_000), "malformed"),
+        (True, lambda d: (d / "victim.json").write_text("x" * 300_000), "larger than"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", version=2), "version 2"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", stream_id="good"), "another stream"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", durable_offset=-1), "malformed"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", durable_offset="12"), "malformed"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", status="gone"), "malformed"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", metadata={"k": 1}), "malformed"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", extra=1), "unexpected"),
+        (True, lambda d: _edit_sidecar(d / "victim.json", status="error", error="x"), "x"),
+    ],
+)
+async def test_untrustworthy_streams_are_quarantined(
+    config: CacheConfig, ready: bool, tamper: object, reason: str
+) -> None:
+    await _make(config, ready)
+    tamper(config.directory)  # type: ignore[operator]
+    async with open_stream_manager(config) as manager:
+        good, victim = manager.stat("good"), manager.stat("victim")
+        assert await manager.read("good", 0, 100) == b"good bytes"
+        assert good.status is (StreamStatus.READY if ready else StreamStatus.UPLOADING)
+        assert victim.status is StreamStatus.ERROR
+        assert victim.error is not None and reason in victim.error
+        with pytest.raises(StorageError, match="quarantined"):
+            await manager.read("victim", 0, 1)
+        with pytest.raises(NotUploadingError):
+            await manager.append("victim", b"x")
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("victim").status is StreamStatus.ERROR  # the verdict is stable
+        await manager.delete("victim")  # and deleting reclaims it
+        with pytest.raises(StreamNotFoundError):
+            manager.stat("victim")
+    assert sorted(os.listdir(config.directory)) == ["good.data", "good.json"]
+
+
+async def test_leftovers_are_removed_or_ignored(config: CacheConfig) -> None:
+    await _make(config)
+    d = config.directory
+    (d / "victim.json").unlink()  # a delete that stopped after its commit point
+    (d / "orphan.data").write_bytes(b"never acknowledged")  # a create that never finished
+    (d / "good.json.tmp").write_text("{half a record")  # an interrupted sidecar write
+    (d / "notes.txt").write_text("someone else's file")
+    (d / "..json").write_text("")  # not a stream id
+    async with open_stream_manager(config) as manager:
+        assert [info.stream_id for info in manager.list()] == ["good"]
+    assert sorted(os.listdir(d)) == ["..json", "good.data", "good.json", "notes.txt"]
+
+
+async def test_planted_symlinks_are_never_followed(config: CacheConfig, tmp_path: Path) -> None:
+    await _make(config)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"victim bytes")  # same length as the real data
+    d = config.directory
+    (d / "victim.data").unlink()
+    (d / "victim.data").symlink_to(outside)
+    (d / "planted.data").symlink_to(outside)
+    (d / "planted.json").symlink_to(d / "good.json")
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("victim").status is StreamStatus.ERROR
+        assert "not a regular file" in (manager.stat("victim").error or "")
+        assert manager.stat("planted").status is StreamStatus.ERROR
+        await manager.delete("victim")
+        await manager.delete("planted")
+        assert await manager.read("good", 0, 100) == b"good bytes"
+    assert outside.read_bytes() == b"victim bytes"
+    assert (d / "good.json").exists()
