@@ -1,9 +1,10 @@
-"""In-process storage throughput: ``python -m bench.storage '<spec json>'`` prints JSON rows.
+"""In-process storage throughput: ``python -m bench.inproc '<spec json>'`` prints JSON rows.
 
 Writes the same pre-built chunks through every path: a warm memcpy into a pre-touched buffer
 (the reference), a plain ``mmap`` (pages touched for the first time, then again warm),
-``os.pwrite``, and every installed mmstream cache backend (``create`` with the default initial
-size included, so growth and pre-faulting count). Reads: mmap slice copy, ``os.pread`` and each
+``os.pwrite``, and the built-in cache backends (``create`` with the default initial size
+included, so growth and pre-faulting count; timed by :mod:`bench.storage`'s runner, the mmap
+backend's own benchmark, so both measure the same thing). Reads: mmap slice copy, ``os.pread`` and each
 backend's ``read``. Files live on the disk the cache would use, never on tmpfs.
 """
 
@@ -18,7 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmstream.cache import CacheOptions, MiB
+from mmstream.registry import BackendRegistry
+
+from .storage import _bytearray_copy, _cache_run, closers
+
 Row = dict[str, Any]
+
+#: The backends measured: the built-in ones (test plugins are installed too, but are not ours).
+BUILT_IN_BACKENDS = ("mmap", "file")
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -37,33 +46,11 @@ def _each(n: int, fn: Callable[[int], object]) -> Callable[[], None]:
     return run
 
 
-def _backends() -> dict[str, Callable[..., Any]]:
-    """Installed backends by name (none if mmstream's registry is unavailable)."""
-    try:
-        from mmstream.registry import BackendRegistry
-    except ImportError:
-        return {}
-    registry = BackendRegistry()
-    found: dict[str, Callable[..., Any]] = {}
-    for name in registry.names():
-        try:
-            found[name] = registry.load(name)
-        except Exception as exc:
-            print(f"backend {name}: not loadable: {exc}", file=sys.stderr)
-    return found
-
-
 def memcpy(total: int, chunk: int, data: bytes, row: Callable[[str, str, float], None]) -> None:
     """The reference: chunk-wise copies into a buffer whose pages are already touched."""
+    row("write", "memcpy", _bytearray_copy(total, data, warm=True)())
     n = total // chunk
-    view = memoryview(bytearray(total))
-
-    def copy_all() -> None:
-        for i in range(n):
-            view[i * chunk : (i + 1) * chunk] = data
-
-    copy_all()
-    row("write", "memcpy", _timed(copy_all))
+    view = memoryview(data * n)  # pages touched, like a written stream
     row("read", "memcpy", _timed(_each(n, lambda i: bytes(view[i * chunk : (i + 1) * chunk]))))
 
 
@@ -103,25 +90,16 @@ def measure(directory: Path, total: int, chunk: int) -> list[Row]:
         os.close(fd)
         path.unlink()
 
-    from mmstream.cache import CacheOptions
-
-    for name, factory in _backends().items():
-        path = directory / f"backend-{name}.data"
-        cache = factory(path, CacheOptions())
-
-        def write_backend(cache: Any = cache) -> None:
-            cache.create(64 * 1024 * 1024)
-            for i in range(n):
-                cache.write(i * chunk, data)
-
-        row("write", f"backend {name}", _timed(write_backend))
-        row(
-            "read", f"backend {name}", _timed(_each(n, lambda i, c=cache: c.read(i * chunk, chunk)))
+    installed = BackendRegistry().names()
+    for name in [n for n in BUILT_IN_BACKENDS if n in installed]:
+        write_once, read_once, _ = _cache_run(
+            name, directory, total, data, 64 * MiB, CacheOptions()
         )
-        cache.close()
-        path.unlink(missing_ok=True)
-        for extra in directory.glob(f"backend-{name}*"):
-            extra.unlink()
+        row("write", f"backend {name}", write_once())
+        row("read", f"backend {name}", read_once())
+    for close in closers:
+        close()
+    closers.clear()
     return rows
 
 

@@ -157,7 +157,7 @@ class Bench:
                 "chunks": list(self.plan.chunks)}  # fmt: skip
         merged: dict[tuple[str, str, int], list[float]] = {}
         for _ in range(self.plan.reps):
-            out = run_child("bench.storage", spec, cpu=self.cores.server, timeout=600)
+            out = run_child("bench.inproc", spec, cpu=self.cores.server, timeout=600)
             for row in out["rows"]:
                 merged.setdefault((row["op"], row["impl"], row["chunk"]), []).append(row["gib_s"])
         self.results["storage"] = [
