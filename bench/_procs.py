@@ -159,20 +159,36 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def spawn_child(
+    module: str, spec: Mapping[str, Any], *, cpu: int | None
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m module '<spec json>'`` pinned to ``cpu``; collect it with :func:`collect`."""
+    return subprocess.Popen(
+        python_module(module, json.dumps(spec)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_child_setup(cpu),
+    )
+
+
+def collect(proc: subprocess.Popen[bytes], module: str, timeout: float) -> dict[str, Any]:
+    """Wait for a child (killed by PID after ``timeout``); its stdout is one JSON object."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"{module} failed: {lines[-1] if lines else proc.returncode}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
 def run_child(
     module: str, spec: Mapping[str, Any], *, cpu: int | None, timeout: float
 ) -> dict[str, Any]:
     """Run ``python -m module '<spec json>'`` pinned to ``cpu``; its stdout is one JSON object."""
-    proc = subprocess.run(
-        python_module(module, json.dumps(spec)),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        preexec_fn=_child_setup(cpu),
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"{module} failed: {err[-1] if err else proc.returncode}")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    return collect(spawn_child(module, spec, cpu=cpu), module, timeout)

@@ -111,6 +111,16 @@ def _ratio(a: float, b: float) -> float:
 def targets(results: Results) -> list[Target]:
     """The issue-5 target lines that this run's measurements can answer."""
     out: list[Target] = []
+    ws_runs = [e for e in results.get("ingest", []) if e["server"] not in ("raw TCP", "redis")]
+    if ws_runs:
+        gen = max(max(_runs(e, "gen_cpu")) for e in ws_runs)
+        out.append(Target("check: load generator CPU, busiest WebSocket run (share of its core)",
+                          gen, 0.9, False, "below 1: the generator waited on the server"))  # fmt: skip
+        tcp = max((median_of(e, "mb_s") for e in results["ingest"] if e["server"] == "raw TCP"),
+                  default=math.nan)  # fmt: skip
+        fastest = max(median_of(e, "mb_s") for e in ws_runs)
+        out.append(Target("check: raw TCP ÷ fastest WebSocket ingest", _ratio(tcp, fastest), 2.0,
+                          True, "the loopback transport is not the limit"))  # fmt: skip
     bare_for = {"websockets": "websockets", "trio-websocket": "trio-websocket 256 KiB"}
     for server in results.get("mmstream_servers", []):
         transport = server["transport"]
@@ -248,6 +258,15 @@ def render(results: Results) -> str:
         lines.append("### mmstream: reads, memory, many slow streams")
         lines.append("")
         lines += _table(["what", "value"], other)
+        lines.append("")
+    for prof in results.get("profile", []):
+        lines.append(f"### Profile: {prof['name']} ({prof['samples']} samples, {fmt(prof['mb_s'])} MB/s "
+                     f"while sampled)")  # fmt: skip
+        lines.append("")
+        rows = [
+            [c["function"], f"{c['self_pct']:.1f}%", f"{c['total_pct']:.1f}%"] for c in prof["top"]
+        ]
+        lines += _table(["function (innermost frame)", "self", "total"], rows)
         lines.append("")
     lines.append("### Targets (issue 5; ratios measured in this run)")
     lines.append("")

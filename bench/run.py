@@ -25,8 +25,17 @@ from typing import Any
 
 import attrs
 
-from . import report
-from ._procs import HOST, Cores, ServerProcess, free_port, python_module, run_child
+from . import profile, report
+from ._procs import (
+    HOST,
+    Cores,
+    ServerProcess,
+    collect,
+    free_port,
+    python_module,
+    run_child,
+    spawn_child,
+)
 from ._wire import WsClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,16 +62,17 @@ class Plan:
     slow_seconds: float
     idle_conns: int
     all_backends: bool
+    profile_seconds: float
 
     @classmethod
     def full(cls) -> Plan:
         return cls("full", 3, (4 * KiB, 64 * KiB, MiB), (1, 16), 0.6, 128 * MiB, 1000, 128 * MiB,
-                   (1, 100), 3.0, 100.0, 1000, 30.0, 500, True)  # fmt: skip
+                   (1, 100), 3.0, 100.0, 1000, 30.0, 500, True, 5.0)  # fmt: skip
 
     @classmethod
     def quick(cls) -> Plan:
         return cls("quick", 1, (4 * KiB, 64 * KiB), (1, 16), 0.3, 32 * MiB, 200, 32 * MiB,
-                   (1, 100), 1.0, 100.0, 100, 5.0, 100, False)  # fmt: skip
+                   (1, 100), 1.0, 100.0, 100, 5.0, 100, False, 2.0)  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -310,6 +320,33 @@ class Bench:
                 extra["memory"]["peak_rss_kib"] = proc.status().get("VmHWM", 0)
             self.results["mmstream_extras"].append(extra)
 
+    def profile(self) -> None:
+        """py-spy samples of the mmstream server under ingest load: the top self-time costs."""
+        if profile.py_spy() is None:
+            self.skip("profile: py-spy not installed (pip install -e '.[bench]')")
+            return
+        backend = self.backends()[0]
+        seconds = self.plan.profile_seconds
+        for transport, chunk in (("websockets", 64 * KiB), ("websockets", 4 * KiB),
+                                 ("trio-websocket", 64 * KiB)):  # fmt: skip
+            name = f"mmstream {transport}/{backend}, {report.size_label(chunk)} ingest"
+            log(f"profile: {name}")
+            with self.mmstream(transport, backend) as proc:
+                spec = {"mode": "ws-ingest", "protocol": "mmstream", "subprotocol": "mmstream.v1",
+                        "port": proc.port, "chunk": chunk, "streams": 1, "prefix": "p",
+                        "duration": seconds + 1.0}  # fmt: skip
+                gen = spawn_child("bench.loadgen", spec, cpu=self.cores.generator)
+                time.sleep(0.5)  # past the generator's start-up and handshake
+                out = RESULTS / f"profile-{transport}-{chunk}.txt"
+                try:
+                    profile.record(proc.pid, seconds, out)
+                finally:
+                    load = collect(gen, "bench.loadgen", timeout=seconds + 120)
+            samples, costs = profile.top_costs(out.read_text())
+            self.results["profile"].append({"name": name, "samples": samples, "mb_s": load["mb_s"],
+                                            "raw": str(out.relative_to(ROOT)),
+                                            "top": [attrs.asdict(c) for c in costs]})  # fmt: skip
+
     def idle_rss(self, proc: ServerProcess) -> dict[str, Any]:
         """RSS per idle connection: handshaken WebSocket connections that then say nothing."""
         warm = WsClient.connect(HOST, proc.port, "/v1/streams/idle-warm")
@@ -332,14 +369,17 @@ STARTERS: dict[str, Callable[[Bench, contextlib.ExitStack], list[IngestTarget]]]
     "redis": Bench.start_redis,
     "mmstream": Bench.start_mmstream,
 }
-GROUPS = ["storage", *STARTERS, "mmstream-extras"]
+GROUPS = ["storage", *STARTERS, "mmstream-extras", "profile"]
+NEEDS_MMSTREAM = {"mmstream", "mmstream-extras", "profile"}
+#: Quick mode leaves out the profile (py-spy needs seconds of samples to say anything).
+QUICK_GROUPS = [g for g in GROUPS if g != "profile"]
 
 
 def run_groups(bench: Bench, groups: Sequence[str]) -> None:
     unavailable = bench.mmstream_available()
-    if unavailable and any(g.startswith("mmstream") for g in groups):
+    if unavailable and any(g in NEEDS_MMSTREAM for g in groups):
         bench.skip(unavailable)
-        groups = [g for g in groups if not g.startswith("mmstream")]
+        groups = [g for g in groups if g not in NEEDS_MMSTREAM]
     if "storage" in groups:
         log("storage (in-process)")
         bench.storage()
@@ -354,6 +394,8 @@ def run_groups(bench: Bench, groups: Sequence[str]) -> None:
                 server["peak_rss_kib"] = proc.status().get("VmHWM")
     if "mmstream-extras" in groups:
         bench.mmstream_extras()
+    if "profile" in groups:
+        bench.profile()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -373,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     results: dict[str, Any] = {"started": started, "mode": plan.mode, "machine": machine(),
                                "plan": attrs.asdict(plan), "ingest": [], "skipped": [],
-                               "mmstream_servers": [], "mmstream_extras": [],
+                               "mmstream_servers": [], "mmstream_extras": [], "profile": [],
                                "loadavg_before": os.getloadavg()}  # fmt: skip
     cores = Cores.detect()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -383,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cores.server is None:
             bench.skip("pinning: fewer than two usable cores, nothing pinned")
         try:
-            run_groups(bench, args.only or GROUPS)
+            run_groups(bench, args.only or (QUICK_GROUPS if args.quick else GROUPS))
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             bench.skip(f"aborted: {exc}")
             status = 1
