@@ -432,3 +432,46 @@ async def test_one_log_line_per_state_change(
     lines = [r.getMessage() for r in caplog.records if "logged" in r.getMessage()]
     assert [line.split(":")[1].split()[0] for line in lines] == ["created", "uploading", "deleted"]
     assert all(r.name == "mmstream.streams" for r in caplog.records)
+
+
+async def test_one_writer_at_a_time(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        outcomes: list[object] = []
+
+        async def write(data: bytes) -> None:
+            try:
+                outcomes.append(await manager.append("s", data * 300_000, expected_offset=0))
+            except OffsetConflictError as exc:
+                outcomes.append(("conflict", exc.actual))
+
+        async with trio.open_nursery() as nursery:  # both believe the stream is empty
+            nursery.start_soon(write, b"a")
+            nursery.start_soon(write, b"b")
+        assert sorted(outcomes, key=str) == [("conflict", 300_000), 300_000]
+        content = await manager.read("s", 0, 10**6)
+        assert content in (b"a" * 300_000, b"b" * 300_000)
+
+
+async def test_concurrent_growths_cannot_overshoot_the_quota(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    config = configure(max_cache_size=ByteSize(256 * KiB), on_full="reject")
+    async with open_stream_manager(config) as manager:
+        await manager.create("a")
+        await manager.create("b")
+        outcomes: list[str] = []
+
+        async def grow(sid: str) -> None:
+            try:
+                await manager.append(sid, _pattern(200 * KiB))  # growth runs in a thread
+            except QuotaExceededError:
+                outcomes.append("quota")
+            else:
+                outcomes.append("ok")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(grow, "a")
+            nursery.start_soon(grow, "b")
+        assert sorted(outcomes) == ["ok", "quota"]
+        assert manager.reserved <= config.max_cache_size
