@@ -49,6 +49,8 @@ def _each(n: int, fn: Callable[[int], object]) -> Callable[[], None]:
 def memcpy(total: int, chunk: int, data: bytes, row: Callable[[str, str, float], None]) -> None:
     """The reference: chunk-wise copies into a buffer whose pages are already touched."""
     row("write", "memcpy", _bytearray_copy(total, data, warm=True)())
+    # Fresh memory: every page faulted and zeroed first, as for bytes new to the page cache.
+    row("write", "memcpy, first touch", _bytearray_copy(total, data, warm=False)())
     n = total // chunk
     view = memoryview(data * n)  # pages touched, like a written stream
     row("read", "memcpy", _timed(_each(n, lambda i: bytes(view[i * chunk : (i + 1) * chunk]))))

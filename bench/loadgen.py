@@ -218,13 +218,15 @@ def tcp_rr(spec: Spec) -> Result:
 
 
 def _read_exact_binary(ws: WsClient, length: int) -> None:
-    """Consume binary frames until ``length`` payload bytes arrived."""
-    start = ws.reader.binary_bytes
+    """Consume binary frames until ``length`` payload bytes arrived (whole frames counted)."""
+    got = 0
     if length == 0:
         return
     for frame in ws.frames():
-        if frame.opcode in (OP_BINARY, OP_CONT) and ws.reader.binary_bytes - start >= length:
-            return
+        if frame.opcode in (OP_BINARY, OP_CONT):
+            got += frame.length
+            if got >= length:
+                return
 
 
 def _prepared_session(spec: Spec, stream_id: str, size: int) -> Session:

@@ -162,7 +162,6 @@ class Bench:
     # ------------------------------------------------------------------ baselines
 
     def storage(self) -> None:
-        log("storage (in-process)")
         spec = {"dir": str(self.workdir / "storage"), "total": self.plan.storage_total,
                 "chunks": list(self.plan.chunks)}  # fmt: skip
         merged: dict[tuple[str, str, int], list[float]] = {}
