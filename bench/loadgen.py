@@ -354,6 +354,7 @@ def tail(spec: Spec) -> Result:
     sent_at: list[float] = []
     delivered = [0] * followers  # chunks each follower has fully received
     samples: list[float] = []
+    walks: list[float] = []
     period = 1.0 / rate
     n_chunks = max(1, int(duration * rate))
     start = time.perf_counter()
@@ -367,24 +368,30 @@ def tail(spec: Spec) -> Result:
         if all(d >= n_chunks for d in delivered) or now > end_by:
             break
         next_due = start + len(sent_at) * period if len(sent_at) < n_chunks else now + 0.05
-        for key, _ in sel.select(max(0.0, next_due - time.perf_counter())):
+        ready = sel.select(max(0.0, next_due - time.perf_counter()))
+        woke = time.perf_counter()
+        for key, _ in ready:
             c: _Conn = key.data
             c.drain()
             if c is wconn:
                 continue
             got = c.reader.binary_bytes // chunk
             arrived = time.perf_counter()
-            idx = c.index
-            for k in range(delivered[idx], min(got, len(sent_at))):
+            for k in range(delivered[c.index], min(got, len(sent_at))):
                 samples.append(arrived - sent_at[k])
-            delivered[idx] = max(delivered[idx], got)
+            delivered[c.index] = max(delivered[c.index], got)
+        if ready:
+            # The generator's own share of the delay: walking the ready sockets one by one.
+            walks.append(time.perf_counter() - woke)
         wconn.flush()
     cpu1 = _cpu()
     missing = sum(max(0, n_chunks - d) for d in delivered)
     for c in [*conns, wconn]:
         c.sock.close()
     elapsed = time.perf_counter() - start
-    return {**_percentiles_us(samples), "missing": missing, "gen_cpu": (cpu1 - cpu0) / elapsed}
+    walk = _percentiles_us(walks)
+    return {**_percentiles_us(samples), "missing": missing, "gen_cpu": (cpu1 - cpu0) / elapsed,
+            "gen_walk_p99_us": walk["p99_us"]}  # fmt: skip
 
 
 def slow(spec: Spec) -> Result:
