@@ -229,8 +229,10 @@ def render(results: Results) -> str:
                 [f"{extra['name']} read 64 KiB", fmt_range(rr["p50_us"]), fmt_range(rr["p99_us"])]
             )
         for followers, tail in sorted(extra.get("tail", {}).items(), key=lambda kv: int(kv[0])):
-            rr_rows.append([f"{extra['name']} live tail, {followers} follower(s)",
-                            fmt_range(tail["p50_us"]), fmt_range(tail["p99_us"])])  # fmt: skip
+            walk = fmt(summary(tail.get("gen_walk_p99_us", []))[0])
+            rr_rows.append([f"{extra['name']} live tail, {followers} follower(s) (generator's own "
+                            f"p99 share: {walk} µs)", fmt_range(tail["p50_us"]),
+                            fmt_range(tail["p99_us"])])  # fmt: skip
     if rr_rows:
         lines.append(
             f"### Round trips and delays (µs: median (min{DASH}max) of the per-run percentile)"
