@@ -9,7 +9,7 @@ manager snapshots, and both go through the same validators. The full text is
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final, Protocol, TypeAlias
 
 import attrs
@@ -383,9 +383,14 @@ class TailReply(OkReply):
     offset: int = attrs.field(validator=_offset)
 
 
+def _stat_tuple(streams: Iterable[StreamStat]) -> tuple[StreamStat, ...]:
+    # A typed converter: with plain ``tuple`` mypy cannot infer the parameter's type.
+    return tuple(streams)
+
+
 @attrs.frozen(kw_only=True)
 class ListReply(OkReply):
-    streams: tuple[StreamStat, ...] = attrs.field(converter=tuple)
+    streams: tuple[StreamStat, ...] = attrs.field(converter=_stat_tuple)
 
 
 @attrs.frozen(kw_only=True)

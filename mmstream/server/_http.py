@@ -10,6 +10,7 @@ iterable of pieces, written one piece at a time so memory stays bounded whatever
 from __future__ import annotations
 
 import contextlib
+import http
 import json
 import logging
 import re
@@ -44,6 +45,7 @@ MAX_HEAD_SIZE = 16 * 1024
 MAX_DISCARDED_BODY = 64 * 1024
 _RECEIVE_SIZE = 64 * 1024
 SERVER_HEADER = f"mmstream/{__version__}".encode()
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 
 
 @attrs.frozen
@@ -271,7 +273,10 @@ async def _send_response(
         headers.append((b"transfer-encoding", b"chunked"))
     if close:
         headers.append((b"connection", b"close"))
-    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    reason = _REASONS.get(response.status, b"")
+    await stream.send_all(
+        conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+    )
     if isinstance(body, bytes):
         if body and not head_only:
             await stream.send_all(conn.send(h11.Data(data=body)))

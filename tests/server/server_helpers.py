@@ -15,6 +15,8 @@ import trio_websocket
 import websockets.exceptions
 from websockets.trio.client import connect as websockets_connect
 
+from mmstream.protocol import Request, encode_request
+
 TRANSPORTS = ("websockets", "trio-websocket")
 
 
@@ -144,3 +146,45 @@ async def ws_connect(
             url, subprotocols=subprotocols, max_message_size=max_size
         ) as ws:
             yield WsClient(library, ws)
+
+
+class V1:
+    """Protocol v1 over a :class:`WsClient`, requests encoded with ``mmstream.protocol``."""
+
+    def __init__(self, ws: WsClient) -> None:
+        self.ws = ws
+
+    async def send(self, request: Request) -> None:
+        await self.ws.send(encode_request(request))
+
+    async def call(self, request: Request) -> dict[str, Any]:
+        """Send ``request`` and return the next text message (its reply, if nothing else
+        is in flight)."""
+        await self.send(request)
+        return await self.ws.receive_json()
+
+    async def receive_bytes(self, count: int) -> bytes:
+        """Exactly ``count`` bytes of binary frames (text frames in between are an error)."""
+        data = bytearray()
+        while len(data) < count:
+            message = await self.ws.receive()
+            assert isinstance(message, bytes), f"expected bytes, got {message!r}"
+            data += message
+        assert len(data) == count
+        return bytes(data)
+
+    async def acks_until(self, offset: int) -> None:
+        """Read ``ack`` events until one reports ``offset``; offsets must only grow."""
+        last = -1
+        while last < offset:
+            event = await self.ws.receive_json()
+            assert event["op"] == "ack", event
+            assert event["offset"] > last
+            last = event["offset"]
+        assert last == offset
+
+
+@asynccontextmanager
+async def v1_connect(url: str, library: str = "websockets") -> AsyncIterator[V1]:
+    async with ws_connect(url, library, subprotocols=["mmstream.v1"]) as ws:
+        yield V1(ws)
