@@ -49,11 +49,21 @@ def _each(n: int, fn: Callable[[int], object]) -> Callable[[], None]:
 def memcpy(total: int, chunk: int, data: bytes, row: Callable[[str, str, float], None]) -> None:
     """The reference: chunk-wise copies into a buffer whose pages are already touched."""
     row("write", "memcpy", _bytearray_copy(total, data, warm=True)())
-    # Fresh memory: every page faulted and zeroed first, as for bytes new to the page cache.
-    row("write", "memcpy, first touch", _bytearray_copy(total, data, warm=False)())
+    # Fresh memory: an anonymous mapping, so every page is faulted and zeroed on first touch
+    # (a bytearray may reuse heap pages an earlier run already touched).
+    fresh = mmap.mmap(-1, total)
+    view = memoryview(fresh)
+
+    def copy_fresh() -> None:
+        for i in range(total // chunk):
+            view[i * chunk : (i + 1) * chunk] = data
+
+    row("write", "memcpy, first touch", _timed(copy_fresh))
+    view.release()
+    fresh.close()
     n = total // chunk
-    view = memoryview(data * n)  # pages touched, like a written stream
-    row("read", "memcpy", _timed(_each(n, lambda i: bytes(view[i * chunk : (i + 1) * chunk]))))
+    written = memoryview(data * n)  # pages touched, like a written stream
+    row("read", "memcpy", _timed(_each(n, lambda i: bytes(written[i * chunk : (i + 1) * chunk]))))
 
 
 def measure(directory: Path, total: int, chunk: int) -> list[Row]:

@@ -258,10 +258,20 @@ def ws_read(spec: Spec) -> Result:
     return _percentiles_us(samples)
 
 
+def ws_upload(spec: Spec) -> Result:
+    """Fill one stream of ``stream_size`` bytes in 1 MiB frames (a ``ws-get`` reads it later)."""
+    t0 = time.perf_counter()
+    session = _prepared_session(spec, f"{spec['prefix']}-get", spec["stream_size"])
+    elapsed = time.perf_counter() - t0
+    session.ws.close()
+    return {"bytes": spec["stream_size"], "seconds": elapsed,
+            "mb_s": spec["stream_size"] / elapsed / 1e6}  # fmt: skip
+
+
 def ws_get(spec: Spec) -> Result:
-    """Whole-stream read throughput: one ``read`` of the entire stream."""
+    """Whole-stream read throughput: one ``read`` of the entire stream ``ws-upload`` filled."""
     stream_size = spec["stream_size"]
-    session = _prepared_session(spec, f"{spec['prefix']}-get", stream_size)
+    session = Session(spec, f"{spec['prefix']}-get")
     ws = session.ws
     cpu0, t0 = _cpu(), time.perf_counter()
     session._next_id += 1
@@ -536,6 +546,8 @@ def run(spec: Spec) -> Result:
             return tcp_rr(spec)
         case "ws-read":
             return ws_read(spec)
+        case "ws-upload":
+            return ws_upload(spec)
         case "ws-get":
             return ws_get(spec)
         case "redis-rr":

@@ -157,9 +157,9 @@ def targets(results: Results) -> list[Target]:
         if "rss_per_idle_conn_kib" in memory:
             out.append(Target(f"{name} RSS per idle connection KiB", memory["rss_per_idle_conn_kib"],
                               100.0, False, f"{memory.get('idle_conns')} connections"))  # fmt: skip
-        if "anon_growth_per_stream_mib" in memory:
+        if "anon_growth_per_100mib_mib" in memory:
             out.append(Target(f"{name} heap (RssAnon) growth MiB per 100 MiB ingested",
-                              memory["anon_growth_per_stream_mib"], 10.0, False,
+                              memory["anon_growth_per_100mib_mib"], 10.0, False,
                               "mapped pages are page cache, not heap"))  # fmt: skip
         slow = extra.get("slow")
         if slow:
@@ -176,7 +176,8 @@ def targets(results: Results) -> list[Target]:
             fresh = writes.get(("memcpy, first touch", chunk), math.nan)
             out.append(Target(f"info: mmap backend write {size} ÷ memcpy into fresh memory",
                               _ratio(gib_s, fresh), 0.5, True, "both pay for new pages"))  # fmt: skip
-    if not any(r["impl"] == "backend mmap" for r in results.get("storage", [])):
+    storage = results.get("storage", [])
+    if storage and not any(r["impl"] == "backend mmap" for r in storage):
         out.append(Target("mmap backend write ÷ memcpy", math.nan, 0.5, True,
                           "mmstream_mmap not installed"))  # fmt: skip
     return out
@@ -241,6 +242,10 @@ def render(results: Results) -> str:
         lines += _table(["what", "p50 µs", "p99 µs"], rr_rows)
         lines.append("")
     other = []
+    for server in results.get("mmstream_servers", []):
+        if server.get("peak_rss_kib"):
+            other.append([f"{server['name']} peak RSS after the ingest runs",
+                          f"{server['peak_rss_kib'] / 1024:,.0f} MiB"])  # fmt: skip
     for extra in results.get("mmstream_extras", []):
         if extra.get("get"):
             other.append(

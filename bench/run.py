@@ -72,7 +72,7 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         return cls("quick", 1, (4 * KiB, 64 * KiB), (1, 16), 0.3, 32 * MiB, 200, 32 * MiB,
-                   (1, 100), 1.0, 100.0, 100, 5.0, 100, False, 2.0)  # fmt: skip
+                   (1, 100), 1.0, 100.0, 100, 3.0, 100, False, 2.0)  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -290,15 +290,19 @@ class Bench:
             with self.mmstream(transport, backend) as proc:
                 base = {"port": proc.port, "subprotocol": "mmstream.v1"}
                 extra["memory"] = self.idle_rss(proc)
-                anon0 = proc.status().get("RssAnon", 0)
-                gets = [self.generate({**base, "mode": "ws-get", "prefix": f"g{rep}",
-                                       "stream_size": self.plan.get_size}, proc)
-                        for rep in range(self.plan.reps)]  # fmt: skip
-                anon1 = proc.status().get("RssAnon", 0)
-                ingested = self.plan.get_size * self.plan.reps
-                extra["memory"]["anon_growth_per_stream_mib"] = (
-                    (anon1 - anon0) / 1024 / (ingested / (100 * MiB))
-                )
+                extra["memory"]["hwm_after_idle_kib"] = proc.status()["VmHWM"]
+                get_specs = [{**base, "prefix": f"g{rep}", "stream_size": self.plan.get_size}
+                             for rep in range(self.plan.reps)]  # fmt: skip
+                anon0 = proc.status()["RssAnon"]
+                uploads = [self.generate({**spec, "mode": "ws-upload"}, proc) for spec in get_specs]
+                anon1 = proc.status()["RssAnon"]
+                gets = [self.generate({**spec, "mode": "ws-get"}, proc) for spec in get_specs]
+                anon2 = proc.status()["RssAnon"]
+                per_100mib = len(get_specs) * self.plan.get_size / (100 * MiB)
+                extra["memory"]["anon_growth_per_100mib_mib"] = (anon1 - anon0) / 1024 / per_100mib
+                extra["memory"]["anon_growth_during_gets_mib"] = (anon2 - anon1) / 1024
+                extra["upload_1mib"] = {"mb_s": [u["mb_s"] for u in uploads]}
+                extra["memory"]["hwm_after_gets_kib"] = proc.status()["VmHWM"]
                 extra["get"] = {"mb_s": [g["mb_s"] for g in gets]}
                 rrs = [self.generate({**base, "mode": "ws-read", "prefix": f"r{rep}", "size": 64 * KiB,
                                       "count": self.plan.rr_count, "stream_size": 16 * MiB}, proc)
@@ -312,8 +316,9 @@ class Bench:
                                            "duration": self.plan.tail_seconds}, proc)
                             for rep in range(self.plan.reps)]  # fmt: skip
                     extra["tail"][str(followers)] = {
-                        k: [r[k] for r in runs] for k in ("p50_us", "p99_us")
+                        k: [r[k] for r in runs] for k in ("p50_us", "p99_us", "gen_walk_p99_us")
                     }
+                extra["memory"]["hwm_after_reads_tails_kib"] = proc.status()["VmHWM"]
                 if transport == "websockets":
                     extra["slow"] = self.generate({**base, "mode": "slow", "prefix": "s", "chunk": 4 * KiB,
                                                    "conns": self.plan.slow_conns, "rate": 96_000,
