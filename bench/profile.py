@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +27,9 @@ class Cost:
 
 
 def py_spy() -> str | None:
-    return shutil.which("py-spy")
+    """py-spy next to this interpreter (the venv's, installed by the ``bench`` extra) or on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
 def record(pid: int, seconds: float, out: Path, *, rate: int = 250) -> Path:
