@@ -182,7 +182,8 @@ def collect(proc: subprocess.Popen[bytes], module: str, timeout: float) -> dict[
         raise
     if proc.returncode != 0:
         lines = err.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"{module} failed: {lines[-1] if lines else proc.returncode}")
+        where = " / ".join(line.strip() for line in lines[-4:-1] if line.startswith("  File"))
+        raise RuntimeError(f"{module} failed: {lines[-1] if lines else proc.returncode} ({where})")
     result: dict[str, Any] = json.loads(out)
     return result
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import selectors
@@ -78,6 +79,15 @@ class Session:
             raise RuntimeError(f"{op} failed: {reply.get('error')}")
         return reply
 
+    def wait_ack(self, offset: int) -> None:
+        """Wait for an ``ack`` event covering ``offset`` (acks are coalesced, every ≤ 50 ms)."""
+        for _ in range(100_000_000):
+            msg = self.ws.recv_json()
+            if msg.get("op") == "ack" and msg.get("offset", 0) >= offset:
+                return
+            if msg.get("op") == "error":
+                raise RuntimeError(f"upload failed: {msg.get('error')}")
+
     def start_upload(self) -> None:
         self.request("create", content_type="audio/mpeg")
         self.request("append")
@@ -110,8 +120,19 @@ def _ingest_worker(
             sent += frames
             if time.perf_counter() >= end:
                 break
-        session.request("sync")
-        out[index] = (sent, time.perf_counter())
+        total = sent * chunk
+        if spec.get("protocol") == "mmstream":
+            # Done when acknowledged (written, readable): durability is `sync`'s separate job.
+            session.wait_ack(total)
+            done = time.perf_counter()
+            size = session.request("sync")["stat"]["size"]
+        else:
+            reply = session.request("sync")
+            done = time.perf_counter()
+            size = reply["bytes"]
+        if size != total:
+            raise RuntimeError(f"server holds {size} bytes, {total} were sent")
+        out[index] = (sent, done)
         session.ws.close()
     except BaseException as exc:
         out[index] = exc
@@ -302,7 +323,7 @@ class _Conn:
         self.reader = session.ws.reader
         self.acked = 0
         self.sent = 0
-        self.pending = b""
+        self.pending = bytearray()
 
     def drain(self) -> None:
         """Read what arrived: count binary bytes, note acks, answer pings."""
@@ -337,7 +358,7 @@ class _Conn:
             n = self.sock.send(self.pending)
         except BlockingIOError:
             return
-        self.pending = self.pending[n:]
+        del self.pending[:n]
 
 
 def tail(spec: Spec) -> Result:
@@ -405,19 +426,37 @@ def tail(spec: Spec) -> Result:
 
 
 def slow(spec: Spec) -> Result:
-    """Many connections each sending ``rate`` bytes/s in ``chunk``-byte frames, for ``duration``."""
+    """Many connections each sending ``rate`` bytes/s in ``chunk``-byte frames, for ``duration``.
+
+    A connection the server drops (e.g. its keepalive ping went unanswered because our pong
+    sat behind seconds of backlog) is counted in ``dropped`` and the run goes on without it.
+    """
     chunk, n, rate, duration = spec["chunk"], spec["conns"], spec["rate"], spec["duration"]
     t_setup = time.perf_counter()
     conns = []
     for i in range(n):
         session = Session(spec, f"{spec['prefix']}-slow-{i}")
         session.start_upload()
-        conns.append(_Conn(session))
+        conns.append(_Conn(session, i))
     setup_s = time.perf_counter() - t_setup
     frame = client_frame(OP_BINARY, os.urandom(chunk))
     sel = selectors.DefaultSelector()
     for c in conns:
         sel.register(c.sock, selectors.EVENT_READ, c)
+    live = set(range(n))
+    errors: list[str] = []
+
+    def guarded(c: _Conn, action: Callable[[], None]) -> None:
+        if c.index not in live:
+            return
+        try:
+            action()
+        except (OSError, ConnectionError, RuntimeError) as exc:
+            live.discard(c.index)
+            sel.unregister(c.sock)
+            c.sock.close()
+            errors.append(repr(exc))
+
     step = chunk / rate / n  # one send every `step` seconds, round-robin over connections
     total_sends = int(duration / step)
     start = time.perf_counter()
@@ -431,35 +470,40 @@ def slow(spec: Spec) -> Result:
         while j < total_sends and now >= start + j * step:
             c = conns[j % n]
             max_lag = max(max_lag, now - (start + j * step))
-            c.send(frame)
-            c.sent += chunk
+            if c.index in live:
+                guarded(c, lambda c=c: c.send(frame))
+                c.sent += chunk
             j += 1
         if now >= next_sample:
-            max_backlog = max(max_backlog, sum(c.sent - c.acked for c in conns))
+            max_backlog = max(max_backlog, sum(conns[i].sent - conns[i].acked for i in live))
             next_sample += 1.0
             for c in conns:
-                c.flush()
+                guarded(c, c.flush)
         if j >= total_sends:
             break
         for key, _ in sel.select(max(0.0, start + j * step - time.perf_counter())):
-            key.data.drain()
+            guarded(key.data, key.data.drain)
     end_send = time.perf_counter()
     cpu1 = _cpu()
-    backlog_at_end = sum(c.sent - c.acked for c in conns)
-    worst_conn_s = max((c.sent - c.acked) / rate for c in conns)
+    backlogs = [(conns[i].sent - conns[i].acked) / rate for i in live]
+    backlog_at_end = sum(conns[i].sent - conns[i].acked for i in live)
     # Drain: the time until the server has acknowledged every byte (bounded).
     drain_deadline = end_send + 30.0
-    while time.perf_counter() < drain_deadline and any(c.acked < c.sent for c in conns):
+    while time.perf_counter() < drain_deadline and any(
+        conns[i].acked < conns[i].sent for i in live
+    ):
         for c in conns:
-            c.flush()
+            guarded(c, c.flush)
         for key, _ in sel.select(0.05):
-            key.data.drain()
+            guarded(key.data, key.data.drain)
     drain_s = time.perf_counter() - end_send
-    unacked = sum(c.sent - c.acked for c in conns)
-    for c in conns:
-        c.sock.close()
+    unacked = sum(conns[i].sent - conns[i].acked for i in live)
+    for i in live:
+        conns[i].sock.close()
     return {
         "conns": n,
+        "dropped": n - len(live),
+        "first_drop": errors[0] if errors else "",
         "seconds": end_send - start,
         "setup_s": setup_s,
         "bytes": sum(c.sent for c in conns),
@@ -467,7 +511,7 @@ def slow(spec: Spec) -> Result:
         "gen_cpu": (cpu1 - cpu0) / (end_send - start),
         "max_backlog_bytes": max_backlog,
         "backlog_at_end_bytes": backlog_at_end,
-        "worst_conn_backlog_s": worst_conn_s,
+        "worst_conn_backlog_s": max(backlogs, default=math.inf),
         "drain_s": drain_s,
         "unacked_after_drain": unacked,
     }

@@ -166,6 +166,8 @@ def targets(results: Results) -> list[Target]:
             out.append(Target(f"{name} {slow['conns']} slow streams: worst backlog s at end",
                               slow["worst_conn_backlog_s"], 0.5, False,
                               f"drain {slow['drain_s']:.2f} s, generator lag {slow['gen_max_lag_s']:.2f} s"))  # fmt: skip
+            out.append(Target(f"{name} {slow['conns']} slow streams: connections dropped",
+                              float(slow.get("dropped", 0)), 0.0, False, slow.get("first_drop", "")))  # fmt: skip
     writes = {(r["impl"], r["chunk"]): summary(r["gib_s"])[0]
               for r in results.get("storage", []) if r["op"] == "write"}  # fmt: skip
     for (impl, chunk), gib_s in writes.items():

@@ -115,7 +115,12 @@ class Bench:
         """One load-generator run; adds the server's CPU use (fraction of a core) if given."""
         cpu0 = server.cpu_seconds() if server else 0.0
         t0 = time.perf_counter()
-        out = run_child("bench.loadgen", spec, cpu=self.cores.generator, timeout=600)
+        try:
+            out = run_child("bench.loadgen", spec, cpu=self.cores.generator, timeout=600)
+        except RuntimeError as exc:
+            log_tail = server.tail(5).replace("\n", " | ") if server else ""
+            raise RuntimeError(f"{spec['mode']} on {server.name if server else '?'}: {exc}; "
+                               f"server log: {log_tail}") from exc  # fmt: skip
         wall = time.perf_counter() - t0
         if server is not None:
             out["srv_cpu"] = (server.cpu_seconds() - cpu0) / max(out.get("seconds", wall), 1e-9)
@@ -282,49 +287,69 @@ class Bench:
             log(f"SKIP {why}")
 
     def mmstream_extras(self) -> None:
+        """Reads, live tail, memory and many slow streams, on a fresh server per transport."""
         backend = self.backends()[0]
         for transport in ("websockets", "trio-websocket"):
             name = f"mmstream {transport}/{backend}"
             log(f"{name}: reads, tail, memory")
-            extra: dict[str, Any] = {"name": name, "ingest_server": name}
+            extra: dict[str, Any] = {"name": name, "ingest_server": name, "memory": {}}
             with self.mmstream(transport, backend) as proc:
-                base = {"port": proc.port, "subprotocol": "mmstream.v1"}
-                extra["memory"] = self.idle_rss(proc)
-                extra["memory"]["hwm_after_idle_kib"] = proc.status()["VmHWM"]
-                get_specs = [{**base, "prefix": f"g{rep}", "stream_size": self.plan.get_size}
-                             for rep in range(self.plan.reps)]  # fmt: skip
-                anon0 = proc.status()["RssAnon"]
-                uploads = [self.generate({**spec, "mode": "ws-upload"}, proc) for spec in get_specs]
-                anon1 = proc.status()["RssAnon"]
-                gets = [self.generate({**spec, "mode": "ws-get"}, proc) for spec in get_specs]
-                anon2 = proc.status()["RssAnon"]
-                per_100mib = len(get_specs) * self.plan.get_size / (100 * MiB)
-                extra["memory"]["anon_growth_per_100mib_mib"] = (anon1 - anon0) / 1024 / per_100mib
-                extra["memory"]["anon_growth_during_gets_mib"] = (anon2 - anon1) / 1024
-                extra["upload_1mib"] = {"mb_s": [u["mb_s"] for u in uploads]}
-                extra["memory"]["hwm_after_gets_kib"] = proc.status()["VmHWM"]
-                extra["get"] = {"mb_s": [g["mb_s"] for g in gets]}
-                rrs = [self.generate({**base, "mode": "ws-read", "prefix": f"r{rep}", "size": 64 * KiB,
-                                      "count": self.plan.rr_count, "stream_size": 16 * MiB}, proc)
-                       for rep in range(self.plan.reps)]  # fmt: skip
-                extra["read_rr"] = {k: [r[k] for r in rrs] for k in ("p50_us", "p99_us")}
-                extra["tail"] = {}
-                for followers in self.plan.tail_followers:
-                    runs = [self.generate({**base, "mode": "tail", "prefix": f"t{followers}r{rep}",
-                                           "chunk": 4 * KiB, "followers": followers,
-                                           "rate": self.plan.tail_rate,
-                                           "duration": self.plan.tail_seconds}, proc)
-                            for rep in range(self.plan.reps)]  # fmt: skip
-                    extra["tail"][str(followers)] = {
-                        k: [r[k] for r in runs] for k in ("p50_us", "p99_us", "gen_walk_p99_us")
-                    }
-                extra["memory"]["hwm_after_reads_tails_kib"] = proc.status()["VmHWM"]
+                steps: list[tuple[str, Callable[[ServerProcess, dict[str, Any]], None]]] = [
+                    ("idle connections", self.idle_rss),
+                    ("upload and get", self.upload_get),
+                    ("range reads", self.range_reads),
+                    ("live tail", self.live_tail),
+                ]
                 if transport == "websockets":
-                    extra["slow"] = self.generate({**base, "mode": "slow", "prefix": "s", "chunk": 4 * KiB,
-                                                   "conns": self.plan.slow_conns, "rate": 96_000,
-                                                   "duration": self.plan.slow_seconds}, proc)  # fmt: skip
-                extra["memory"]["peak_rss_kib"] = proc.status().get("VmHWM", 0)
+                    steps.append(("slow streams", self.slow_streams))
+                for label, step in steps:
+                    try:
+                        step(proc, extra)
+                    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                        self.skip(f"{name} {label}: failed: {exc}")
+                    extra["memory"][f"hwm_after_{label.replace(' ', '_')}_kib"] = proc.status()[
+                        "VmHWM"
+                    ]
+                extra["memory"]["peak_rss_kib"] = proc.status()["VmHWM"]
             self.results["mmstream_extras"].append(extra)
+
+    def upload_get(self, proc: ServerProcess, extra: dict[str, Any]) -> None:
+        """Whole-stream get throughput, and heap growth while those streams are uploaded."""
+        specs = [{"port": proc.port, "subprotocol": "mmstream.v1", "prefix": f"g{rep}",
+                  "stream_size": self.plan.get_size} for rep in range(self.plan.reps)]  # fmt: skip
+        anon0 = proc.status()["RssAnon"]
+        uploads = [self.generate({**spec, "mode": "ws-upload"}, proc) for spec in specs]
+        anon1 = proc.status()["RssAnon"]
+        gets = [self.generate({**spec, "mode": "ws-get"}, proc) for spec in specs]
+        anon2 = proc.status()["RssAnon"]
+        per_100mib = len(specs) * self.plan.get_size / (100 * MiB)
+        extra["memory"]["anon_growth_per_100mib_mib"] = (anon1 - anon0) / 1024 / per_100mib
+        extra["memory"]["anon_growth_during_gets_mib"] = (anon2 - anon1) / 1024
+        extra["upload_1mib"] = {"mb_s": [u["mb_s"] for u in uploads]}
+        extra["get"] = {"mb_s": [g["mb_s"] for g in gets]}
+
+    def range_reads(self, proc: ServerProcess, extra: dict[str, Any]) -> None:
+        runs = [self.generate({"port": proc.port, "subprotocol": "mmstream.v1", "mode": "ws-read",
+                               "prefix": f"r{rep}", "size": 64 * KiB, "count": self.plan.rr_count,
+                               "stream_size": 16 * MiB}, proc)
+                for rep in range(self.plan.reps)]  # fmt: skip
+        extra["read_rr"] = {k: [r[k] for r in runs] for k in ("p50_us", "p99_us")}
+
+    def live_tail(self, proc: ServerProcess, extra: dict[str, Any]) -> None:
+        extra["tail"] = {}
+        for followers in self.plan.tail_followers:
+            runs = [self.generate({"port": proc.port, "subprotocol": "mmstream.v1", "mode": "tail",
+                                   "prefix": f"t{followers}r{rep}", "chunk": 4 * KiB,
+                                   "followers": followers, "rate": self.plan.tail_rate,
+                                   "duration": self.plan.tail_seconds}, proc)
+                    for rep in range(self.plan.reps)]  # fmt: skip
+            keys = ("p50_us", "p99_us", "gen_walk_p99_us")
+            extra["tail"][str(followers)] = {k: [r[k] for r in runs] for k in keys}
+
+    def slow_streams(self, proc: ServerProcess, extra: dict[str, Any]) -> None:
+        extra["slow"] = self.generate({"port": proc.port, "subprotocol": "mmstream.v1", "mode": "slow",
+                                       "prefix": "s", "chunk": 4 * KiB, "conns": self.plan.slow_conns,
+                                       "rate": 96_000, "duration": self.plan.slow_seconds}, proc)  # fmt: skip
 
     def profile(self) -> None:
         """py-spy samples of the mmstream server under ingest load: the top self-time costs."""
@@ -353,7 +378,7 @@ class Bench:
                                             "raw": str(out.relative_to(ROOT)),
                                             "top": [attrs.asdict(c) for c in costs]})  # fmt: skip
 
-    def idle_rss(self, proc: ServerProcess) -> dict[str, Any]:
+    def idle_rss(self, proc: ServerProcess, extra: dict[str, Any]) -> None:
         """RSS per idle connection: handshaken WebSocket connections that then say nothing."""
         warm = WsClient.connect(HOST, proc.port, "/v1/streams/idle-warm")
         warm.close()
@@ -364,9 +389,8 @@ class Bench:
         after = proc.status()
         for c in clients:
             c.close()
-        per = (after["VmRSS"] - before["VmRSS"]) / len(clients)
-        return {"idle_conns": len(clients), "rss_per_idle_conn_kib": per,
-                "rss_before_idle_kib": before["VmRSS"]}  # fmt: skip
+        extra["memory"].update({"idle_conns": len(clients), "rss_before_idle_kib": before["VmRSS"],
+                                "rss_per_idle_conn_kib": (after["VmRSS"] - before["VmRSS"]) / len(clients)})  # fmt: skip
 
 
 STARTERS: dict[str, Callable[[Bench, contextlib.ExitStack], list[IngestTarget]]] = {
