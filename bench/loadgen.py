@@ -125,7 +125,7 @@ def _ingest_worker(
             # Done when acknowledged (written, readable): durability is `sync`'s separate job.
             session.wait_ack(total)
             done = time.perf_counter()
-            size = session.request("sync")["stat"]["size"]
+            size = session.request("stat")["stat"]["size"]
         else:
             reply = session.request("sync")
             done = time.perf_counter()
@@ -133,6 +133,8 @@ def _ingest_worker(
         if size != total:
             raise RuntimeError(f"server holds {size} bytes, {total} were sent")
         out[index] = (sent, done)
+        if spec.get("protocol") == "mmstream":
+            session.request("delete")  # give the disk back before the next run
         session.ws.close()
     except BaseException as exc:
         out[index] = exc
@@ -275,6 +277,7 @@ def ws_read(spec: Spec) -> Result:
         _read_exact_binary(ws, reply.get("length", size))
         if i >= 20:
             samples.append(time.perf_counter() - t0)
+    session.request("delete")
     ws.close()
     return _percentiles_us(samples)
 
@@ -304,6 +307,7 @@ def ws_get(spec: Spec) -> Result:
     _read_exact_binary(ws, length)
     elapsed = time.perf_counter() - t0
     cpu1 = _cpu()
+    session.request("delete")
     ws.close()
     return {"bytes": length, "seconds": elapsed, "mb_s": length / elapsed / 1e6,
             "gen_cpu": (cpu1 - cpu0) / elapsed}  # fmt: skip

@@ -41,6 +41,8 @@ from ._wire import WsClient
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 KiB, MiB = 1024, 1024 * 1024
+#: The mmstream servers' max_cache_size, and (plus headroom) the free disk a run needs.
+CACHE_LIMIT_GIB = 16
 
 
 @attrs.frozen
@@ -98,8 +100,11 @@ class IngestTarget:
     chunks: tuple[int, ...]
 
 
+_T0 = time.perf_counter()
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(f"[{time.perf_counter() - _T0:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 @attrs.define
@@ -231,6 +236,9 @@ class Bench:
 
     def mmstream_available(self) -> str | None:
         """Why mmstream cannot be measured end to end, or None when it can."""
+        free = shutil.disk_usage(self.workdir).free
+        if free < (CACHE_LIMIT_GIB + 4) * 1024 * MiB:
+            return f"mmstream: only {free / 2**30:.0f} GiB free on the disk, {CACHE_LIMIT_GIB + 4} needed"
         probe = subprocess.run(python_module("mmstream", "serve", "--help"), capture_output=True,
                                timeout=60, check=False)  # fmt: skip
         if probe.returncode != 0:
@@ -244,12 +252,16 @@ class Bench:
         preferred = [n for n in ("mmap", "file") if n in names]
         return preferred if self.plan.all_backends else preferred[:1]
 
-    def mmstream_config(self, port: int, transport: str, backend: str, tag: str) -> Path:
+    def mmstream_config(
+        self, port: int, transport: str, backend: str, tag: str, initial: str
+    ) -> Path:
+        """Defaults but for the port, a bounded cache (never fill the shared disk) and caps
+        high enough for the many-connection runs."""
         cache = self.workdir / f"cache-{tag}"
         config = self.workdir / f"mmstream-{tag}.toml"
         config.write_text(
             f'[cache]\ndirectory = "{cache}"\nbackend = "{backend}"\n'
-            f'max_cache_size = "64 GiB"\n\n'
+            f'max_cache_size = "{CACHE_LIMIT_GIB} GiB"\ninitial_size = "{initial}"\n\n'
             f'[server]\nhost = "{HOST}"\nport = {port}\ntransport = "{transport}"\n'
             f"max_connections = 4096\nmax_connections_per_ip = 4096\n\n"
             f'[logging]\nlevel = "WARNING"\n'
@@ -257,10 +269,12 @@ class Bench:
         return config
 
     @contextlib.contextmanager
-    def mmstream(self, transport: str, backend: str) -> Iterator[ServerProcess]:
+    def mmstream(
+        self, transport: str, backend: str, *, initial: str = "64 MiB"
+    ) -> Iterator[ServerProcess]:
         port = free_port()
         tag = f"{transport}-{backend}"
-        config = self.mmstream_config(port, transport, backend, tag)
+        config = self.mmstream_config(port, transport, backend, tag, initial)
         argv = python_module("mmstream", "serve", "--config", str(config))
         try:
             with self.server(f"mmstream {tag}", argv, port) as proc:
@@ -293,7 +307,9 @@ class Bench:
             name = f"mmstream {transport}/{backend}"
             log(f"{name}: reads, tail, memory")
             extra: dict[str, Any] = {"name": name, "ingest_server": name, "memory": {}}
-            with self.mmstream(transport, backend) as proc:
+            # 4 MiB initial reservations: 1,000 slow streams at the default 64 MiB would
+            # reserve 64 GB of disk up front (worth knowing when sizing a deployment).
+            with self.mmstream(transport, backend, initial="4 MiB") as proc:
                 steps: list[tuple[str, Callable[[ServerProcess, dict[str, Any]], None]]] = [
                     ("idle connections", self.idle_rss),
                     ("upload and get", self.upload_get),
