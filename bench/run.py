@@ -68,13 +68,13 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls("full", 3, (4 * KiB, 64 * KiB, MiB), (1, 16), 0.6, 128 * MiB, 1000, 128 * MiB,
+        return cls("full", 3, (4 * KiB, 64 * KiB, MiB), (1, 16), 0.5, 128 * MiB, 1000, 128 * MiB,
                    (1, 100), 3.0, 100.0, 1000, 30.0, 500, True, 5.0)  # fmt: skip
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls("quick", 1, (4 * KiB, 64 * KiB), (1, 16), 0.3, 32 * MiB, 200, 32 * MiB,
-                   (1, 100), 1.0, 100.0, 100, 3.0, 100, False, 2.0)  # fmt: skip
+        return cls("quick", 1, (4 * KiB, 64 * KiB), (1, 16), 0.25, 32 * MiB, 200, 32 * MiB,
+                   (1, 100), 0.7, 100.0, 100, 2.0, 100, False, 2.0)  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
