@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from ._client_commands import add_client_commands
 from ._serve_command import add_serve_command
 from .errors import MmstreamError
 from .registry import BackendRegistry
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     backends = commands.add_parser("backends", help="list installed cache backends")
     backends.set_defaults(handler=_cmd_backends)
     add_serve_command(commands)
+    add_client_commands(commands)
     return parser
 
 

@@ -15,3 +15,9 @@ class TestEveryInstalledBackend(CacheConformance):
     def make_cache(self, request: pytest.FixtureRequest) -> CacheFactory:
         name: str = request.param
         return BackendRegistry().load(name)
+
+
+def test_the_public_surface_of_mmstream_testing() -> None:
+    import mmstream.testing
+
+    assert mmstream.testing.__all__ == ["SEGMENT", "CacheConformance", "pattern"]

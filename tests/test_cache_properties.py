@@ -20,8 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from mmstream.cache import CacheFactory, CacheOptions, MemoryMappedCache
 from mmstream.errors import InvalidArgumentError, OutOfRangeError
 from mmstream.registry import BackendRegistry
-from mmstream.testing import pattern
-from mmstream.testing._conformance import SEGMENT
+from mmstream.testing import SEGMENT, pattern
 
 OPTIONS = CacheOptions(segment_size=SEGMENT, batch_limit=8, min_growth=4096)
 offsets = st.integers(0, 4 * SEGMENT)

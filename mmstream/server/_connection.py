@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
 
 import attrs
 import trio
@@ -75,6 +76,8 @@ __all__ = ["Session", "connection_handler"]
 
 log = logging.getLogger("mmstream.server")
 
+_M = TypeVar("_M", str, bytes)
+
 #: What the reader hands the applier: a request, a text frame that was not one, or data.
 _Item: TypeAlias = Request | MalformedRequestError | bytes
 
@@ -117,6 +120,8 @@ class Session:
         self._peer_gone = False
         self._close: tuple[int, str] = (CLOSE_NORMAL, "")
         self._reader_scope = trio.CancelScope()
+        #: When the reader began waiting for the client's next frame; None while it works.
+        self._receiving_since: float | None = None
 
     # -- the tasks -------------------------------------------------------------------------
 
@@ -126,6 +131,7 @@ class Session:
             self._nursery = nursery
             nursery.start_soon(self._read_frames, send)
             nursery.start_soon(self._watch_shutdown)
+            nursery.start_soon(self._watch_idle)
             try:
                 await self._apply_all(receive)
             except _Broken as exc:
@@ -139,23 +145,38 @@ class Session:
         self._close = (CLOSE_GOING_AWAY, "server shutting down")
         self._reader_scope.cancel()
 
+    async def _watch_idle(self) -> None:
+        """Close the connection once the reader has waited ``idle_timeout`` for a frame.
+
+        A watchdog rather than a timeout around each receive: a cancel scope per frame
+        costs more than everything else the reader does. A reader held back by a full
+        queue is not idle, and neither is a follower waiting for data."""
+        timeout = self.config.idle_timeout
+        while True:
+            since = self._receiving_since
+            if since is not None and not self._tailing:
+                if trio.current_time() >= since + timeout:
+                    self._close = (CLOSE_NORMAL, "idle timeout")
+                    self._reader_scope.cancel()
+                    return
+                await trio.sleep_until(since + timeout)
+            else:
+                await trio.sleep(timeout)
+
     async def _read_frames(self, send: trio.MemorySendChannel[_Item]) -> None:
         """Receive and decode; stop at the end of the connection, at the idle timeout or
         when the server shuts down (what was queued is still applied)."""
         async with send:
             with self._reader_scope:
                 while True:
-                    with trio.move_on_after(self.config.idle_timeout) as idle:
-                        try:
-                            message = await self.connection.receive()
-                        except ConnectionClosed:
-                            self._peer_gone = True
-                            return
-                    if idle.cancelled_caught:
-                        if self._tailing:
-                            continue  # a follower waiting for data is not idle
-                        self._close = (CLOSE_NORMAL, "idle timeout")
+                    self._receiving_since = trio.current_time()
+                    try:
+                        message = await self.connection.receive()
+                    except ConnectionClosed:
+                        self._peer_gone = True
                         return
+                    finally:
+                        self._receiving_since = None
                     if isinstance(message, str):
                         try:
                             item: _Item = decode_request(message)
@@ -174,11 +195,15 @@ class Session:
                 if upload is not None and upload.unacked_since is not None:
                     due = upload.unacked_since + self.config.ack_interval
                 item: _Item | None = None
-                with trio.move_on_at(due):
+                try:
                     try:
-                        item = await receive.receive()
-                    except trio.EndOfChannel:
-                        break
+                        item = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        # Only now, about to wait, is a deadline for a due ack worth its cost.
+                        with trio.move_on_at(due):
+                            item = await receive.receive()
+                except trio.EndOfChannel:
+                    break
                 match item:
                     case None:
                         await self._acknowledge()
@@ -188,7 +213,7 @@ class Session:
                         await self._send_reply(error_reply(item.request_id, item))
                     case _:
                         await self._answer(item)
-            await self._acknowledge()
+            await self._end_upload("connection closing")
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -203,7 +228,7 @@ class Session:
         try:
             size = await self.manager.append(upload.stream, data, expected_offset=upload.offset)
         except MmstreamError as exc:
-            await self._end_upload()
+            await self._end_upload(f"failed: {exc.code}")
             self._report_unbound = False
             await self._send_event(error_event(upload.stream, exc))
             return
@@ -220,9 +245,19 @@ class Session:
         upload.acked, upload.unacked_since = upload.offset, None
         await self._send_event(Ack(stream=upload.stream, offset=upload.offset))
 
-    async def _end_upload(self) -> None:
+    async def _end_upload(self, why: str) -> None:
+        upload = self._upload
+        if upload is None:
+            return
         await self._acknowledge()
         self._upload = None
+        log.info(
+            "upload ended conn=%s stream=%s offset=%d (%s)",
+            self.connection.id,
+            upload.stream,
+            upload.offset,
+            why,
+        )
 
     def _acknowledged_by_reply(self, info: StreamInfo) -> None:
         """``sync`` and ``finalize`` replies carry the size: they count as acks."""
@@ -278,7 +313,7 @@ class Session:
                 return StatReply(re=request.id, stat=StreamStat.from_info(info))
             case Finalize():
                 if self._upload is not None and self._upload.stream == stream:
-                    await self._end_upload()
+                    await self._end_upload("finalize")
                 info = await self.manager.finalize(
                     stream, expected_size=request.size, sha256=request.sha256
                 )
@@ -299,13 +334,14 @@ class Session:
         raise AssertionError(f"unhandled request {request!r}")
 
     async def _bind(self, request: Append, stream: str) -> Reply:
-        await self._end_upload()
+        await self._end_upload("a new append")
         self._report_unbound = False  # a failed append binds nothing, silently
         # An empty append checks what a bound upload needs: the stream exists, takes data,
         # and is at the expected offset (else offset-conflict with the real one).
         size = await self.manager.append(stream, b"", expected_offset=request.offset)
         self._upload = _Upload(stream, offset=size, acked=size)
         self._report_unbound = True
+        log.info("upload bound conn=%s stream=%s offset=%d", self.connection.id, stream, size)
         return AppendReply(re=request.id, stream=stream, offset=size)
 
     async def _read(self, request: Read, stream: str) -> None:
@@ -384,6 +420,8 @@ class Session:
                 position += len(data)
         finally:
             self._tailing = False
+            if self._receiving_since is not None:
+                self._receiving_since = trio.current_time()  # idle from the end of the tail
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -394,18 +432,18 @@ class Session:
         await self._send_text(encode_event(event))
 
     async def _send_text(self, text: str) -> None:
-        if self._peer_gone:
-            return
-        try:
-            await self.connection.send_text(text)
-        except ConnectionClosed:
-            self._peer_gone = True
+        await self._deliver(self.connection.send_text, text)
 
     async def _send_bytes(self, data: bytes) -> None:
+        await self._deliver(self.connection.send_bytes, data)
+
+    async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
+        """Send, unless the peer is gone: then the applier keeps applying what it
+        received (uploads are kept) and only the replies are dropped."""
         if self._peer_gone:
             return
         try:
-            await self.connection.send_bytes(data)
+            await send(message)
         except ConnectionClosed:
             self._peer_gone = True
 

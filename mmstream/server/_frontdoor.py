@@ -14,6 +14,8 @@ listener or the other connections.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import itertools
 import logging
@@ -131,6 +133,12 @@ class FrontDoor:
             if not self.websocket_path(path):
                 await send_error(stream, conn, 404, f"no WebSocket endpoint at {path}")
                 return "bad-request"
+            problem = _handshake_problem(event)
+            if problem is not None:
+                status, message = problem
+                extra = [("sec-websocket-version", "13")] if status == 426 else []
+                await send_error(stream, conn, status, message, extra)
+                return "bad-request"
             replay = ReplayStream(stream, _request_head(event) + conn.trailing_data[0])
             await self.transport.serve_stream(
                 replay,
@@ -183,6 +191,29 @@ def _is_websocket_upgrade(request: h11.Request) -> bool:
         if name == b"upgrade" and b"websocket" in value.lower():
             return True
     return False
+
+
+def _handshake_problem(request: h11.Request) -> tuple[int, str] | None:
+    """Check the opening handshake (RFC 6455, 4.2.1) here, so both transports answer a
+    broken one alike and at once (trio-websocket would hold it until the timeout)."""
+    headers: dict[bytes, list[bytes]] = {}
+    for name, value in request.headers:
+        headers.setdefault(name, []).append(value)
+    connection = b",".join(headers.get(b"connection", [])).lower()
+    if request.http_version != b"1.1":
+        return 400, "WebSocket needs HTTP/1.1"
+    if b"upgrade" not in [token.strip() for token in connection.split(b",")]:
+        return 400, "missing 'Connection: Upgrade'"
+    if headers.get(b"sec-websocket-version") != [b"13"]:
+        return 426, "unsupported Sec-WebSocket-Version (13 is)"
+    keys = headers.get(b"sec-websocket-key", [])
+    try:
+        valid_key = len(keys) == 1 and len(base64.b64decode(keys[0], validate=True)) == 16
+    except binascii.Error:
+        valid_key = False
+    if not valid_key:
+        return 400, "missing or invalid Sec-WebSocket-Key"
+    return None
 
 
 def _request_head(request: h11.Request) -> bytes:

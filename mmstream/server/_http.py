@@ -299,14 +299,17 @@ async def _close_iterable(body: AsyncIterable[bytes]) -> None:
 
 
 async def send_error(
-    stream: trio.abc.Stream, conn: h11.Connection, status: int, message: str
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    status: int,
+    message: str,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Best effort: answer a broken request, if h11 still lets us."""
     if conn.our_state not in {h11.IDLE, h11.SEND_RESPONSE}:
         return
+    response = text_response(status, message, headers)
     with contextlib.suppress(
         h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
     ):
-        await _send_response(
-            stream, conn, text_response(status, message), head_only=False, close=True
-        )
+        await _send_response(stream, conn, response, head_only=False, close=True)

@@ -8,7 +8,8 @@ package needs pytest (the ``test`` extra); the server never imports it.
 
 from __future__ import annotations
 
+from ._conformance import SEGMENT as SEGMENT
 from ._conformance import CacheConformance as CacheConformance
 from ._conformance import pattern as pattern
 
-__all__ = ["CacheConformance", "pattern"]
+__all__ = ["SEGMENT", "CacheConformance", "pattern"]

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import array
 import errno
+import functools
 import mmap
 import os
 import random
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,34 @@ def _argument_calls(cache: MemoryMappedCache, bad: Any) -> list[Callable[[], obj
         lambda: cache.prefetch(bad, 1),
         lambda: cache.evict(0, bad),
     ]
+
+
+def _write_while_looping(
+    cache: MemoryMappedCache, data: bytes, step: int, loops: Sequence[Callable[[], object]]
+) -> None:
+    """Append ``data`` in ``step``-byte writes while each of ``loops`` runs over and over in a
+    thread of its own; the first failure in a thread fails the test."""
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def repeat(call: Callable[[], object]) -> None:
+        try:
+            while not done.is_set():
+                call()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=repeat, args=(call,)) for call in loops]
+    for thread in threads:
+        thread.start()
+    try:
+        for start in range(0, len(data), step):
+            cache.write(start, data[start : start + step])
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert not failures, failures[0]
 
 
 class CacheConformance:
@@ -327,33 +356,22 @@ class CacheConformance:
         self, cache: MemoryMappedCache
     ) -> None:
         data = pattern(6 * SEGMENT)
-        failures: list[BaseException] = []
-        done = threading.Event()
 
-        def reader(seed: int) -> None:
-            rng = random.Random(seed)
-            try:
-                while not done.is_set():
-                    end = cache.data_end
-                    start = rng.randrange(end + 1)
-                    length = rng.randrange(3 * SEGMENT)
-                    got = cache.read(start, length)
-                    assert got == data[start : start + len(got)]
-                    assert len(got) >= min(length, end - start)
-            except BaseException as exc:
-                failures.append(exc)
+        def read_some(rng: random.Random) -> None:
+            end = cache.data_end
+            start = rng.randrange(end + 1)
+            length = rng.randrange(3 * SEGMENT)
+            got = cache.read(start, length)
+            assert got == data[start : start + len(got)]
+            assert len(got) >= min(length, end - start)
 
-        threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(3)]
-        for thread in threads:
-            thread.start()
-        try:
-            for start in range(0, len(data), 1500):
-                cache.write(start, data[start : start + 1500])
-        finally:
-            done.set()
-            for thread in threads:
-                thread.join()
-        assert not failures, failures[0]
+        readers = [functools.partial(read_some, random.Random(seed)) for seed in range(3)]
+        _write_while_looping(cache, data, 1500, readers)
+        assert cache.read(0, len(data)) == data
+
+    def test_flush_from_another_thread_while_writing(self, cache: MemoryMappedCache) -> None:
+        data = pattern(4 * SEGMENT)
+        _write_while_looping(cache, data, 2000, [cache.flush])
         assert cache.read(0, len(data)) == data
 
     # -- durability, reopen, finalize ---------------------------------------------------------

@@ -15,7 +15,7 @@ import trio_websocket
 import websockets.exceptions
 from websockets.trio.client import connect as websockets_connect
 
-from mmstream.protocol import Request, encode_request
+from mmstream.protocol import Append, Request, encode_request
 
 TRANSPORTS = ("websockets", "trio-websocket")
 
@@ -172,6 +172,19 @@ class V1:
             data += message
         assert len(data) == count
         return bytes(data)
+
+    async def upload(
+        self, data: bytes, *, offset: int = 0, chunk: int = 64 * 1024, request_id: int = 0
+    ) -> dict[str, Any]:
+        """``append`` at ``offset`` and the data in frames of ``chunk`` bytes without
+        waiting; return the append reply once the last byte is acknowledged."""
+        await self.send(Append(id=request_id, offset=offset))
+        for start in range(0, len(data), chunk):
+            await self.ws.send(data[start : start + chunk])
+        reply = await self.ws.receive_json()
+        assert reply["ok"], reply
+        await self.acks_until(offset + len(data))
+        return reply
 
     async def acks_until(self, offset: int) -> None:
         """Read ``ack`` events until one reports ``offset``; offsets must only grow."""

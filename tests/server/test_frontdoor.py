@@ -250,3 +250,44 @@ async def test_a_failing_handler_ends_only_its_connection(transport: str) -> Non
             await good.send("fine")
             await good.send("fine")
             assert await good.receive() == "fine"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 99\r\n\r\n",
+        b"GET /v1 HTTP/1.0\r\nUpgrade: websocket\r\n\r\n",
+    ],
+)
+async def test_broken_handshakes_get_an_http_error_quickly(
+    transport: str, head: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with front_door(transport, handshake_timeout=5) as (door, port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(head)
+            received = b""
+            with trio.fail_after(2):
+                while chunk := await stream.receive_some(4096):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 4") or received.startswith(b"HTTP/1.1 5")
+        await connections_settle(door)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_an_endless_request_head_is_refused(transport: str) -> None:
+    async with front_door(transport) as (door, port):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET /v1 HTTP/1.1\r\nX-Big: " + b"a" * 40_000)
+            received = b""
+            with trio.fail_after(2):
+                try:
+                    while chunk := await stream.receive_some(4096):
+                        received += chunk
+                except trio.BrokenResourceError:
+                    pass  # a reset is fine too: the server does not read it all
+        assert received == b"" or received.startswith(b"HTTP/1.1 431 ")
+        await connections_settle(door)

@@ -53,11 +53,8 @@ async def test_upload_read_finalize_list_delete(server: RunningServer) -> None:
         assert created["stat"]["status"] == "uploading"
         assert created["stat"]["metadata"] == {"t": "x"}
 
-        await v1.send(Append(id=2, offset=0))
-        for start in range(0, len(data), CHUNK):
-            await v1.ws.send(data[start : start + CHUNK])
-        assert await v1.ws.receive_json() == {"re": 2, "ok": True, "stream": "show-1", "offset": 0}
-        await v1.acks_until(len(data))
+        reply = await v1.upload(data, request_id=2)
+        assert reply == {"re": 2, "ok": True, "stream": "show-1", "offset": 0}
 
         synced = await v1.call(Sync(id=3))
         assert synced["stat"]["size"] == synced["stat"]["durable_offset"] == len(data)
@@ -89,11 +86,7 @@ async def test_large_read_comes_in_frames_of_at_most_max_message_size(
     data = os.urandom(3 * CHUNK + 5)
     async with v1_connect(f"{server.url}/v1/streams/big") as v1:
         await v1.call(Create())
-        await v1.send(Append(offset=0))
-        for start in range(0, len(data), CHUNK):
-            await v1.ws.send(data[start : start + CHUNK])
-        assert (await v1.ws.receive_json())["ok"]
-        await v1.acks_until(len(data))
+        await v1.upload(data)
         reply = await v1.call(Read(offset=0))
         assert reply["length"] == len(data)
         frames = [await v1.ws.receive() for _ in range(4)]
@@ -240,11 +233,7 @@ async def test_vanished_uploader_leaves_a_resumable_stream(server: RunningServer
     url = f"{server.url}/v1/streams/r"
     async with v1_connect(url) as first:
         await first.call(Create())
-        await first.send(Append(offset=0))
-        for start in range(0, 3 * CHUNK, CHUNK):
-            await first.ws.send(data[start : start + CHUNK])
-        assert (await first.ws.receive_json())["ok"]
-        await first.acks_until(3 * CHUNK)
+        await first.upload(data[: 3 * CHUNK])
         await trio.aclose_forcefully(first.ws.ws.stream)  # the client vanishes, no close frame
     async with v1_connect(url) as second:
         stat = (await second.call(Stat()))["stat"]
@@ -305,3 +294,24 @@ async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
             assert (await v1.call(Read(offset=0)))["length"] == len(data)
             assert await v1.receive_bytes(len(data)) == data
         nursery.cancel_scope.cancel()
+
+
+async def test_acks_are_coalesced_every_ack_bytes(
+    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+) -> None:
+    config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)  # type: ignore[operator]
+    server: RunningServer = await nursery.start(serve, config)
+    async with v1_connect(f"{server.url}/v1/streams/a") as v1:
+        await v1.call(Create())
+        hello = await v1.call(Hello())
+        assert hello["ack_bytes"] == 2 * CHUNK and hello["ack_interval"] == 60.0
+        await v1.send(Append(id=1, offset=0))
+        for _ in range(7):
+            await v1.ws.send(bytes(CHUNK))
+        assert (await v1.ws.receive_json())["re"] == 1
+        acks = [await v1.ws.receive_json() for _ in range(3)]
+        assert [a["offset"] for a in acks] == [2 * CHUNK, 4 * CHUNK, 6 * CHUNK]
+        # The seventh chunk waits for the interval, or for a sync (whose reply counts).
+        synced = await v1.call(Sync(id=2))
+        assert synced["stat"]["size"] == 7 * CHUNK
+        assert (await v1.call(Stat(id=3)))["re"] == 3  # and no stale ack came in between
