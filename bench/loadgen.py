@@ -12,6 +12,7 @@ Modes (``spec["mode"]``): ``tcp-ingest``, ``ws-ingest``, ``tcp-rr``, ``ws-read``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -317,7 +319,11 @@ def ws_get(spec: Spec) -> Result:
 
 
 class _Conn:
-    """A non-blocking connection in the single-threaded loops (tail, slow)."""
+    """A non-blocking connection in the single-threaded loops (tail, slow).
+
+    What the socket does not take at once waits in ``pending``, a queue of whole frames sent
+    with ``sendmsg`` (no copying of the backlog, however long it grows).
+    """
 
     def __init__(self, session: Session, index: int = 0) -> None:
         self.session = session
@@ -327,7 +333,7 @@ class _Conn:
         self.reader = session.ws.reader
         self.acked = 0
         self.sent = 0
-        self.pending = bytearray()
+        self.pending: deque[memoryview] = deque()
 
     def drain(self) -> None:
         """Read what arrived: count binary bytes, note acks, answer pings."""
@@ -346,23 +352,32 @@ class _Conn:
                     elif msg.get("op") == "error" or msg.get("ok") is False:
                         raise RuntimeError(f"server error: {msg}")
                 elif frame.opcode == OP_PING:
-                    self.pending += client_frame(OP_PONG, frame.data)
+                    self.send(client_frame(OP_PONG, frame.data))
                 elif frame.opcode == OP_CLOSE:
                     raise ConnectionError(f"server closed a connection: {frame.data!r}")
 
     def send(self, data: bytes) -> None:
         """Queue and write without blocking; what the socket refuses stays in ``pending``."""
-        self.pending += data
-        self.flush()
+        self.pending.append(memoryview(data))
+        if len(self.pending) == 1:
+            self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        try:
-            n = self.sock.send(self.pending)
-        except BlockingIOError:
-            return
-        del self.pending[:n]
+        """Write queued frames until the socket is full (then wait for it to be writable)."""
+        pending = self.pending
+        while pending:
+            try:
+                n = self.sock.sendmsg(list(itertools.islice(pending, 64)))
+            except BlockingIOError:
+                return
+            while n and pending:
+                head = pending[0]
+                if n >= len(head):
+                    n -= len(head)
+                    pending.popleft()
+                else:
+                    pending[0] = head[n:]
+                    n = 0
 
 
 def tail(spec: Spec) -> Result:
@@ -461,6 +476,29 @@ def slow(spec: Spec) -> Result:
             c.sock.close()
             errors.append(repr(exc))
 
+    writing: set[int] = set()
+
+    def watch(c: _Conn) -> None:
+        """Wait for writability only while frames are queued (a full socket: backlog)."""
+        if c.index not in live:
+            return
+        if c.pending and c.index not in writing:
+            writing.add(c.index)
+            sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+        elif not c.pending and c.index in writing:
+            writing.discard(c.index)
+            sel.modify(c.sock, selectors.EVENT_READ, c)
+
+    def poll(timeout: float) -> None:
+        """Read what arrived; write queued frames where the socket has room again."""
+        for key, events in sel.select(timeout):
+            c: _Conn = key.data
+            if events & selectors.EVENT_READ:
+                guarded(c, c.drain)
+            if events & selectors.EVENT_WRITE:
+                guarded(c, c.flush)
+            watch(c)
+
     step = chunk / rate / n  # one send every `step` seconds, round-robin over connections
     total_sends = int(duration / step)
     start = time.perf_counter()
@@ -477,16 +515,14 @@ def slow(spec: Spec) -> Result:
             if c.index in live:
                 guarded(c, lambda c=c: c.send(frame))
                 c.sent += chunk
+                watch(c)
             j += 1
         if now >= next_sample:
             max_backlog = max(max_backlog, sum(conns[i].sent - conns[i].acked for i in live))
             next_sample += 1.0
-            for c in conns:
-                guarded(c, c.flush)
         if j >= total_sends:
             break
-        for key, _ in sel.select(max(0.0, start + j * step - time.perf_counter())):
-            guarded(key.data, key.data.drain)
+        poll(max(0.0, start + j * step - time.perf_counter()))
     end_send = time.perf_counter()
     cpu1 = _cpu()
     backlogs = [(conns[i].sent - conns[i].acked) / rate for i in live]
@@ -496,10 +532,7 @@ def slow(spec: Spec) -> Result:
     while time.perf_counter() < drain_deadline and any(
         conns[i].acked < conns[i].sent for i in live
     ):
-        for c in conns:
-            guarded(c, c.flush)
-        for key, _ in sel.select(0.05):
-            guarded(key.data, key.data.drain)
+        poll(0.05)
     drain_s = time.perf_counter() - end_send
     unacked = sum(conns[i].sent - conns[i].acked for i in live)
     for i in live:
