@@ -615,30 +615,25 @@ def redis_rr(spec: Spec) -> Result:
     return _percentiles_us(samples)
 
 
+MODES: dict[str, Callable[[Spec], Result]] = {
+    "tcp-ingest": lambda spec: run_parallel(spec, _tcp_worker, 1),
+    "ws-ingest": lambda spec: run_parallel(spec, _ingest_worker, spec["chunk"]),
+    "redis-ingest": lambda spec: run_parallel(spec, _redis_worker, spec["chunk"]),
+    "tcp-rr": tcp_rr,
+    "ws-read": ws_read,
+    "ws-upload": ws_upload,
+    "ws-get": ws_get,
+    "redis-rr": redis_rr,
+    "tail": tail,
+    "slow": slow,
+}
+
+
 def run(spec: Spec) -> Result:
-    match spec["mode"]:
-        case "tcp-ingest":
-            return run_parallel(spec, _tcp_worker, 1)
-        case "ws-ingest":
-            return run_parallel(spec, _ingest_worker, spec["chunk"])
-        case "redis-ingest":
-            return run_parallel(spec, _redis_worker, spec["chunk"])
-        case "tcp-rr":
-            return tcp_rr(spec)
-        case "ws-read":
-            return ws_read(spec)
-        case "ws-upload":
-            return ws_upload(spec)
-        case "ws-get":
-            return ws_get(spec)
-        case "redis-rr":
-            return redis_rr(spec)
-        case "tail":
-            return tail(spec)
-        case "slow":
-            return slow(spec)
-        case other:
-            raise ValueError(f"unknown mode {other!r}")
+    mode = MODES.get(spec["mode"])
+    if mode is None:
+        raise ValueError(f"unknown mode {spec['mode']!r}; known: {', '.join(MODES)}")
+    return mode(spec)
 
 
 def main() -> None:

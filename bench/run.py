@@ -323,9 +323,10 @@ class Bench:
                         step(proc, extra)
                     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                         self.skip(f"{name} {label}: failed: {exc}")
-                    extra["memory"][f"hwm_after_{label.replace(' ', '_')}_kib"] = proc.status()[
-                        "VmHWM"
-                    ]
+                    status, key = proc.status(), label.replace(" ", "_")
+                    # VmHWM counts mapped cache pages (RssFile); RssAnon is the heap.
+                    extra["memory"][f"hwm_after_{key}_kib"] = status["VmHWM"]
+                    extra["memory"][f"anon_after_{key}_kib"] = status["RssAnon"]
                 extra["memory"]["peak_rss_kib"] = proc.status()["VmHWM"]
             self.results["mmstream_extras"].append(extra)
 
