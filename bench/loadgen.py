@@ -5,8 +5,7 @@ masked before the clock starts and written as large blobs straight to raw socket
 generator's cost per byte is one ``sendall``; it reports its own CPU use (``gen_cpu``, the
 fraction of one core) so a saturated generator is visible in the results.
 
-Modes (``spec["mode"]``): ``tcp-ingest``, ``ws-ingest``, ``tcp-rr``, ``ws-read``, ``ws-get``,
-``tail``, ``slow``, ``redis-ingest``, ``redis-rr``.
+Modes (``spec["mode"]``): the keys of :data:`MODES`.
 """
 
 from __future__ import annotations

@@ -260,9 +260,10 @@ def render(results: Results) -> str:
                     fmt(value, 1) if isinstance(value, float) else str(value),
                 ]
             )
-        for key, value in (extra.get("slow") or {}).items():
-            other.append([f"{extra['name']} slow streams: {key}",
-                          fmt(value, 3) if isinstance(value, float) else str(value)])  # fmt: skip
+        for slow in (extra.get("slow"), extra.get("slow_smaller")):
+            for key, value in (slow or {}).items():
+                other.append([f"{extra['name']} {slow['conns']} slow streams: {key}",
+                              fmt(value, 3) if isinstance(value, float) else str(value)])  # fmt: skip
     if other:
         lines.append("### mmstream: reads, memory, many slow streams")
         lines.append("")
