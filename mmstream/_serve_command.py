@@ -48,6 +48,8 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     level = args.serve_log_level or getattr(args, "log_level", None) or config.logging.level
     logging.getLogger().setLevel(level)
+    if level != "DEBUG":  # our own connection lines say the same, with ids
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         trio.run(partial(serve, config, handle_signals=True))
     except BaseException as exc:

@@ -106,6 +106,28 @@ async def test_follow_a_live_pipe_upload(one_server: RunningServer, tmp_path: Pa
     assert followed.read_bytes() == data
 
 
+async def test_follow_waits_for_a_stream_not_created_yet(
+    one_server: RunningServer, tmp_path: Path
+) -> None:
+    """The second terminal often starts first: `get --follow` waits for the upload to begin."""
+    data = random.Random(4).randbytes(300 * 1024)
+    source = tmp_path / "early.bin"
+    source.write_bytes(data)
+    followed = tmp_path / "followed-early.bin"
+    follow = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "mmstream", "get", "early", "--follow", "-o", str(followed),
+         "--url", one_server.url],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    await trio.sleep(1.0)  # the follower is up and waiting before the stream exists
+    assert follow.returncode is None
+    put = await mmstream(one_server, "put", str(source), "--stream", "early")
+    assert put.returncode == 0, put.stderr
+    with trio.fail_after(20):
+        assert await follow.wait() == 0
+    assert followed.read_bytes() == data
+
+
 async def test_killed_upload_then_put_resume_yields_the_exact_file(
     one_server: RunningServer, tmp_path: Path
 ) -> None:
