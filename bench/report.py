@@ -270,8 +270,8 @@ def render(results: Results) -> str:
         lines += _table(["what", "value"], other)
         lines.append("")
     for prof in results.get("profile", []):
-        lines.append(f"### Profile: {prof['name']} ({prof['samples']} samples, {fmt(prof['mb_s'])} MB/s "
-                     f"while sampled)")  # fmt: skip
+        rate = "" if math.isnan(prof["mb_s"]) else f", {fmt(prof['mb_s'])} MB/s while sampled"
+        lines.append(f"### Profile: {prof['name']} ({prof['samples']} samples{rate})")
         lines.append("")
         rows = [
             [c["function"], f"{c['self_pct']:.1f}%", f"{c['total_pct']:.1f}%"] for c in prof["top"]

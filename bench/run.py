@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -380,29 +381,35 @@ class Bench:
                                             "duration": self.plan.slow_seconds}, proc)  # fmt: skip
 
     def profile(self) -> None:
-        """py-spy samples of the mmstream server under ingest load: the top self-time costs."""
+        """py-spy samples of the mmstream server under load: the top self-time costs."""
         if profile.py_spy() is None:
             self.skip("profile: py-spy not installed (pip install -e '.[bench]')")
             return
         backend = self.backends()[0]
         seconds = self.plan.profile_seconds
-        for transport, chunk in (("websockets", 64 * KiB), ("websockets", 4 * KiB),
-                                 ("trio-websocket", 64 * KiB)):  # fmt: skip
-            name = f"mmstream {transport}/{backend}, {report.size_label(chunk)} ingest"
+        ingest = {"mode": "ws-ingest", "protocol": "mmstream", "streams": 1, "prefix": "p",
+                  "duration": seconds + 1.0}  # fmt: skip
+        tail = {"mode": "tail", "prefix": "pt", "chunk": 4 * KiB, "followers": 100,
+                "rate": self.plan.tail_rate, "duration": seconds + 1.5}  # fmt: skip
+        cases = [("websockets", "64 KiB ingest", {**ingest, "chunk": 64 * KiB}),
+                 ("websockets", "4 KiB ingest", {**ingest, "chunk": 4 * KiB}),
+                 ("trio-websocket", "64 KiB ingest", {**ingest, "chunk": 64 * KiB}),
+                 ("websockets", "live tail, 100 followers", tail)]  # fmt: skip
+        for transport, label, base in cases:
+            name = f"mmstream {transport}/{backend}, {label}"
             log(f"profile: {name}")
-            with self.mmstream(transport, backend) as proc:
-                spec = {"mode": "ws-ingest", "protocol": "mmstream", "subprotocol": "mmstream.v1",
-                        "port": proc.port, "chunk": chunk, "streams": 1, "prefix": "p",
-                        "duration": seconds + 1.0}  # fmt: skip
+            out = RESULTS / f"profile-{transport}-{label.split(',')[0].replace(' ', '-')}.txt"
+            with self.mmstream(transport, backend, initial="4 MiB") as proc:
+                spec = {**base, "port": proc.port, "subprotocol": "mmstream.v1"}
                 gen = spawn_child("bench.loadgen", spec, cpu=self.cores.generator)
-                time.sleep(0.5)  # past the generator's start-up and handshake
-                out = RESULTS / f"profile-{transport}-{chunk}.txt"
+                time.sleep(1.0)  # past the generator's start-up and set-up
                 try:
                     profile.record(proc.pid, seconds, out)
                 finally:
                     load = collect(gen, "bench.loadgen", timeout=seconds + 120)
             samples, costs = profile.top_costs(out.read_text())
-            self.results["profile"].append({"name": name, "samples": samples, "mb_s": load["mb_s"],
+            self.results["profile"].append({"name": name, "samples": samples,
+                                            "mb_s": load.get("mb_s", math.nan),
                                             "raw": str(out.relative_to(ROOT)),
                                             "top": [attrs.asdict(c) for c in costs]})  # fmt: skip
 
