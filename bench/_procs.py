@@ -57,6 +57,13 @@ def _child_setup(cpu: int | None) -> Callable[[], None]:
     return setup
 
 
+def _http_ok(sock: socket.socket, path: str) -> bool:
+    """One ``GET path`` on a connected socket: did the status line say 200?"""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+    head = sock.recv(4096)
+    return head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """Memory lines of /proc/PID/status in KiB (VmRSS, VmHWM, RssAnon, RssFile, ...)."""
     out: dict[str, int] = {}
@@ -81,6 +88,7 @@ class ServerProcess:
     popen: subprocess.Popen[bytes]
     port: int
     log: Path
+    health: str | None = None
 
     @property
     def pid(self) -> int:
@@ -97,6 +105,7 @@ class ServerProcess:
         log_dir: Path,
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 30.0,
+        health: str | None = None,
     ) -> ServerProcess:
         log = log_dir / f"{name}.log"
         with log.open("wb") as log_file:
@@ -108,7 +117,7 @@ class ServerProcess:
                 preexec_fn=_child_setup(cpu),
                 env={**os.environ, **(env or {})},
             )
-        server = cls(name, popen, port, log)
+        server = cls(name, popen, port, log, health)
         try:
             server.wait_ready(ready_timeout)
         except BaseException:
@@ -117,7 +126,8 @@ class ServerProcess:
         return server
 
     def wait_ready(self, timeout: float) -> None:
-        """Ready when a TCP connection to the port succeeds (polled, bounded)."""
+        """Ready when a TCP connection to the port succeeds, or, with a ``health`` path, when
+        that path answers HTTP 200 (a server may listen before it accepts work); bounded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
@@ -125,10 +135,12 @@ class ServerProcess:
                     f"{self.name} exited with {self.popen.returncode}: {self.tail()}"
                 )
             try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return
+                with socket.create_connection((HOST, self.port), timeout=0.5) as sock:
+                    if self.health is None or _http_ok(sock, self.health):
+                        return
             except OSError:
-                time.sleep(0.01)
+                pass
+            time.sleep(0.01)
         raise TimeoutError(f"{self.name} did not accept connections within {timeout:.0f} s")
 
     def tail(self, lines: int = 20) -> str:
@@ -138,7 +150,11 @@ class ServerProcess:
             return ""
 
     def status(self) -> dict[str, int]:
-        return proc_status(self.pid)
+        """Memory figures in KiB; raises if the server is gone (a dead server is a failure)."""
+        status = proc_status(self.pid)
+        if "VmHWM" not in status or self.popen.poll() is not None:
+            raise RuntimeError(f"{self.name} is not running: {self.tail(5)}")
+        return status
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)

@@ -134,9 +134,12 @@ class Bench:
         return out
 
     @contextlib.contextmanager
-    def server(self, name: str, argv: Sequence[str], port: int) -> Iterator[ServerProcess]:
+    def server(
+        self, name: str, argv: Sequence[str], port: int, health: str | None = None
+    ) -> Iterator[ServerProcess]:
         proc = ServerProcess.start(name.replace(" ", "_").replace("/", "_"), argv, port,
-                                   cpu=self.cores.server, log_dir=self.workdir)  # fmt: skip
+                                   cpu=self.cores.server, log_dir=self.workdir,
+                                   health=health)  # fmt: skip
         try:
             yield proc
         finally:
@@ -279,7 +282,7 @@ class Bench:
         config = self.mmstream_config(port, transport, backend, tag, initial)
         argv = python_module("mmstream", "serve", "--config", str(config))
         try:
-            with self.server(f"mmstream {tag}", argv, port) as proc:
+            with self.server(f"mmstream {tag}", argv, port, health="/healthz") as proc:
                 yield proc
         finally:
             shutil.rmtree(self.workdir / f"cache-{tag}", ignore_errors=True)
@@ -323,13 +326,17 @@ class Bench:
                 for label, step in steps:
                     try:
                         step(proc, extra)
+                        status, key = proc.status(), label.replace(" ", "_")
                     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-                        self.skip(f"{name} {label}: failed: {exc}")
-                    status, key = proc.status(), label.replace(" ", "_")
-                    # VmHWM counts mapped cache pages (RssFile); RssAnon is the heap.
-                    extra["memory"][f"hwm_after_{key}_kib"] = status["VmHWM"]
-                    extra["memory"][f"anon_after_{key}_kib"] = status["RssAnon"]
-                extra["memory"]["peak_rss_kib"] = proc.status()["VmHWM"]
+                        log_tail = proc.tail(3).replace("\n", " | ")
+                        self.skip(f"{name} {label}: failed: {exc} (server log: {log_tail})")
+                        if proc.popen.poll() is not None:
+                            break  # the server is gone: the later steps cannot run
+                    else:
+                        # VmHWM counts mapped cache pages (RssFile); RssAnon is the heap.
+                        extra["memory"][f"hwm_after_{key}_kib"] = status["VmHWM"]
+                        extra["memory"][f"anon_after_{key}_kib"] = status["RssAnon"]
+                        extra["memory"]["peak_rss_kib"] = status["VmHWM"]
             self.results["mmstream_extras"].append(extra)
 
     def upload_get(self, proc: ServerProcess, extra: dict[str, Any]) -> None:
@@ -456,7 +463,8 @@ def run_groups(bench: Bench, groups: Sequence[str]) -> None:
             bench.round_trips(targets)
             for server in bench.results["mmstream_servers"]:
                 proc = next(t.proc for t in targets if t.name == server["name"])
-                server["peak_rss_kib"] = proc.status().get("VmHWM")
+                with contextlib.suppress(RuntimeError):  # a dead server has no peak to report
+                    server["peak_rss_kib"] = proc.status()["VmHWM"]
     if "mmstream-extras" in groups:
         bench.mmstream_extras()
     if "profile" in groups:
