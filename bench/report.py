@@ -194,6 +194,18 @@ def render(results: Results) -> str:
                  f"server core {machine.get('server_core')}, generator core "
                  f"{machine.get('generator_core')}.")  # fmt: skip
     lines.append("")
+    before, after = results.get("loadavg_before"), results.get("loadavg_after")
+    if before and after:
+        load, nproc = max(before[0], after[0]), machine.get("nproc") or 1
+        lines.append(
+            f"Load average (1 min) before / after the run: {before[0]:.1f} / {after[0]:.1f}."
+        )
+        if load > nproc:
+            lines.append(f"**Busy machine** (load {load:.1f} on {nproc} CPUs): other jobs shared it, so "
+                         f"absolute figures are depressed and noisy (see each min{DASH}max); the "
+                         "repetitions are interleaved, so compare ratios, and rerun on a quiet "
+                         "machine for absolute numbers.")  # fmt: skip
+        lines.append("")
     lines.append(f"### Ingest (MB/s and messages/s: median (min{DASH}max) over repetitions)")
     lines.append("")
     rows = []

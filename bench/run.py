@@ -482,7 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--render", type=Path, help="re-render a saved results JSON and exit")
     args = parser.parse_args(argv)
     if args.render:
-        print(report.render(json.loads(args.render.read_text())))
+        table = report.render(json.loads(args.render.read_text()))
+        print(table)
+        if args.write_doc:
+            report.update_doc(ROOT / "docs" / "performance.md", table)
         return 0
     plan = Plan.quick() if args.quick else Plan.full()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
