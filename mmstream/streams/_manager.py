@@ -55,6 +55,7 @@ from ..errors import (
     StorageError,
     StreamExistsError,
     StreamNotFoundError,
+    TooLargeError,
 )
 from ..metrics import Metrics
 from ..registry import BackendRegistry
@@ -608,15 +609,17 @@ def _check_metadata(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise InvalidArgumentError("metadata must map strings to strings")
     if len(value) > MAX_METADATA_ITEMS:
-        raise InvalidArgumentError(f"metadata holds at most {MAX_METADATA_ITEMS} entries")
+        raise TooLargeError(f"metadata holds at most {MAX_METADATA_ITEMS} entries")
     for key, item in value.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
-            raise InvalidArgumentError(
-                f"metadata keys must be strings of 1-{MAX_METADATA_KEY_LENGTH} characters"
-            )
-        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH:
-            raise InvalidArgumentError(
-                f"metadata values must be strings of at most {MAX_METADATA_VALUE_LENGTH} characters"
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError("metadata keys must be non-empty strings")
+        if not isinstance(item, str):
+            raise InvalidArgumentError("metadata values must be strings")
+        if len(key) > MAX_METADATA_KEY_LENGTH:
+            raise TooLargeError(f"metadata keys are at most {MAX_METADATA_KEY_LENGTH} characters")
+        if len(item) > MAX_METADATA_VALUE_LENGTH:
+            raise TooLargeError(
+                f"metadata values are at most {MAX_METADATA_VALUE_LENGTH} characters"
             )
     return dict(value)
 
