@@ -39,5 +39,10 @@ unit: $(VENV)/.test
 
 test: lint unit
 
+# The long variants of the reliability tests (more crash rounds, fuzz sequences and
+# connections); prints the figures table that docs/reliability.md records.
+soak: $(VENV)/.test
+	MMSTREAM_SOAK=1 $(BIN)/pytest tests/reliability tests/streams/test_streams_ids.py -q $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

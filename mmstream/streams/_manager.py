@@ -402,7 +402,16 @@ class StreamManager:
         record = attrs.evolve(SidecarRecord.of(ctx), durable_offset=target)
         try:
             await trio.to_thread.run_sync(cache.flush)
+        except StorageError as exc:
+            self._fail(ctx, exc)
+            raise
+        try:
             await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+        except NoSpaceError:
+            # The bytes are synced, only their record could not be written (a full disk):
+            # the old record stands, durable_offset stays, and a later flush records it.
+            # Nothing failed that a retry could turn into a false success.
+            raise
         except StorageError as exc:
             self._fail(ctx, exc)
             raise
@@ -662,7 +671,15 @@ def _create_files(ctx: StreamContext, initial_size: int) -> None:
 
 def _grow_and_write(cache: MemoryMappedCache, new_size: int, offset: int, data: Buffer) -> None:
     if new_size > cache.size:
-        cache.resize(new_size)  # reserve first: ENOSPC here, before a byte is written
+        end = offset + memoryview(data).nbytes
+        try:
+            cache.resize(new_size)  # reserve first: ENOSPC here, before a byte is written
+        except NoSpaceError:
+            # A nearly full disk may not hold the geometric step, but this write may fit:
+            # a failed growth changes nothing, so ask for just what it needs.
+            if _blocks(end) >= new_size:
+                raise
+            cache.resize(_blocks(end))
     cache.write(offset, data)
 
 

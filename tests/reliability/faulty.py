@@ -270,8 +270,8 @@ class FailingOs:
         self.fail_at = fail_at
         self.fail_errno = fail_errno
         self.calls: list[str] = []
-        #: Every injected failure, as ``(call number, function)``.
-        self.failed: list[tuple[int, str]] = []
+        #: Every injected failure, as ``(call number, function, name of the file)``.
+        self.failed: list[tuple[int, str, str]] = []
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -284,7 +284,8 @@ class FailingOs:
                 self.calls.append(name)
                 number = len(self.calls)
                 if number == self.fail_at:
-                    self.failed.append((number, name))
+                    target = os.path.basename(os.readlink(f"/proc/self/fd/{args[0]}"))
+                    self.failed.append((number, name, target))
                     raise OSError(self.fail_errno, os.strerror(self.fail_errno))
             return attribute(*args)
 

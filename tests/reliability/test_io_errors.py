@@ -35,15 +35,20 @@ async def fail_once(
     def on_result(op: str, sid: str, ok: bool) -> None:
         if failing.failed and failing.failed[-1] != seen[-1]:
             seen.append(failing.failed[-1])
-            if failing.failed[-1][1] in SYNCS:
-                poisoned.add(sid)
+            _, function, target = failing.failed[-1]
+            if function in SYNCS:
                 if ok:
                     problems.append(f"{op} {sid} replied success after its sync failed")
+                # A failed sync of the data may have dropped pages: the stream is done for.
+                # A sidecar's temporary file that could not be synced for want of space
+                # is thrown away, not retried; a later, successful record is true.
+                if target.endswith(".data") or fail_errno != errno.ENOSPC:
+                    poisoned.add(sid)
                 return
         if ok and sid in poisoned and op in ("append", "flush", "finalize"):
             problems.append(f"{op} {sid} succeeded after an earlier sync of it failed")
 
-    seen: list[tuple[int, str] | None] = [None]
+    seen: list[tuple[int, str, str] | None] = [None]
     with failing.installed():
         async with open_stream_manager(config, registry=registry) as manager:
             await run_script(manager, acked, on_result=on_result)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 import trio.lowlevel
-from conftest import rounds
 from faulty import load_backend, one_backend
+from soak import rounds
 from workload import chunk
 
 from mmstream.cache import KiB, MiB
