@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
+from ._client_commands import add_client_commands
+from ._serve_command import add_serve_command
 from .errors import MmstreamError
 from .registry import BackendRegistry
 
@@ -32,20 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mmstream {__version__}")
     parser.add_argument(
         "--log-level",
-        default="WARNING",
+        default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (default: WARNING; serve uses its config)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backends = commands.add_parser("backends", help="list installed cache backends")
     backends.set_defaults(handler=_cmd_backends)
+    add_serve_command(commands)
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level or "WARNING", format="%(levelname)s %(name)s: %(message)s"
+    )
     handler: Handler = args.handler
     try:
         return handler(args)

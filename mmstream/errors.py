@@ -20,6 +20,7 @@ __all__ = [
     "ChecksumMismatchError",
     "ConfigError",
     "ConflictError",
+    "ConnectionFailedError",
     "InvalidArgumentError",
     "InvalidStreamIdError",
     "MmstreamError",
@@ -178,3 +179,10 @@ class ProtocolError(MmstreamError):
     def __init__(self, message: str, *, close_code: int | None = None) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class ConnectionFailedError(MmstreamError, ConnectionError):
+    """The client could not reach the server or lost the connection (client side only:
+    the wire never carries this code)."""
+
+    code = "connection"

@@ -1,0 +1,312 @@
+"""The client side of the command line: ``put``, ``get``, ``stat``, ``ls``, ``rm``.
+
+Each command opens one connection with :func:`mmstream.client.connect` (to the endpoint bound
+to the stream when there is one) and turns every failure into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import mimetypes
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import attrs
+import trio
+
+from .client import DEFAULT_CHUNK_SIZE, DEFAULT_URL, connect
+from .errors import InvalidArgumentError, MmstreamError, StreamExistsError, StreamNotFoundError
+from .protocol import StreamStat
+
+__all__ = ["URL_ENV", "add_client_commands"]
+
+URL_ENV = "MMSTREAM_URL"
+#: ``get`` asks for ranges of this size, so memory stays bounded whatever the stream's size.
+_READ_PIECE = 16 * 1024 * 1024
+#: How often a follower asks again for a stream that does not exist yet.
+_CREATION_POLL = 0.25
+
+
+def add_client_commands(commands: Any) -> None:
+    """Add the client subcommands to the ``mmstream`` parser's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"server URL (default: ${URL_ENV} or {DEFAULT_URL})",
+    )
+
+    put = commands.add_parser("put", parents=[common], help="upload a file or stdin as a stream")
+    put.add_argument(
+        "src", metavar="SRC", help="file to upload, or - for stdin (a live pipe works)"
+    )
+    put.add_argument("--stream", required=True, metavar="ID", help="stream id")
+    put.add_argument("--content-type", metavar="T", help="default: guessed from SRC's name")
+    put.add_argument(
+        "--chunk-size",
+        type=_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"bytes per WebSocket frame (default {DEFAULT_CHUNK_SIZE})",
+    )
+    put.add_argument("--resume", action="store_true", help="continue an interrupted upload")
+    put.add_argument("--no-finalize", action="store_true", help="leave the stream uploading")
+    put.set_defaults(handler=_sync(_put))
+
+    get = commands.add_parser("get", parents=[common], help="download a stream or a range")
+    get.add_argument("stream", metavar="ID")
+    get.add_argument("-o", "--output", default="-", metavar="OUT", help="file, or - for stdout")
+    get.add_argument("--offset", type=_size, default=0, metavar="N")
+    get.add_argument("--length", type=_size, default=None, metavar="N")
+    get.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep writing as the stream grows until it is finalized; waits for a stream "
+        "that does not exist yet",
+    )
+    get.set_defaults(handler=_sync(_get))
+
+    stat = commands.add_parser("stat", parents=[common], help="show one stream")
+    stat.add_argument("stream", metavar="ID")
+    stat.add_argument("--json", action="store_true")
+    stat.set_defaults(handler=_sync(_stat))
+
+    ls = commands.add_parser("ls", parents=[common], help="list streams")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_sync(_ls))
+
+    rm = commands.add_parser("rm", parents=[common], help="delete a stream")
+    rm.add_argument("stream", metavar="ID")
+    rm.set_defaults(handler=_sync(_rm))
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _sync(
+    command: Callable[[argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return trio.run(command, args)
+        except MmstreamError:
+            raise  # the caller prints it as one line
+        except BrokenPipeError:  # `mmstream get x | head`: the reader left, nothing to say
+            _silence_stdout()
+            return 1
+        except OSError as exc:  # a local file: missing, unreadable, disk full...
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"mmstream: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+async def _put(args: argparse.Namespace) -> int:
+    if args.chunk_size < 1:
+        raise InvalidArgumentError("--chunk-size must be at least 1")
+    source: IO[bytes]
+    if args.src == "-":
+        source, total, name = sys.stdin.buffer, None, None
+    else:
+        source = await trio.to_thread.run_sync(open, args.src, "rb")
+        total, name = os.fstat(source.fileno()).st_size, args.src
+    content_type = args.content_type or (name and mimetypes.guess_type(name)[0])
+    progress = _Progress(args.stream, total) if sys.stderr.isatty() else None
+    try:
+        async with connect(args.url, stream=args.stream) as client:
+            try:
+                stat = await client.upload(
+                    None,
+                    source,
+                    content_type=content_type or "application/octet-stream",
+                    resume=args.resume,
+                    finalize=not args.no_finalize,
+                    chunk_size=args.chunk_size,
+                    progress=progress,
+                )
+            except StreamExistsError as exc:
+                raise StreamExistsError(f"{exc} (--resume continues it)") from None
+    finally:
+        if progress is not None:
+            progress.done()
+        if source is not sys.stdin.buffer:
+            source.close()
+    digest = f" sha256 {stat.sha256}" if stat.sha256 else ""
+    print(f"{stat.stream}: {stat.size} bytes, {stat.status}{digest}", file=sys.stderr)
+    return 0
+
+
+async def _get(args: argparse.Namespace) -> int:
+    out: IO[bytes] = sys.stdout.buffer
+    if args.output == "-" and sys.stdout.isatty():
+        raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
+    if args.output != "-":
+        out = await trio.to_thread.run_sync(open, args.output, "wb")
+    try:
+        async with connect(args.url, stream=args.stream) as client:
+            if args.follow:
+                await _follow(client, args, out)
+            else:
+                await _download(client, args, out)
+        await trio.to_thread.run_sync(out.flush)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    return 0
+
+
+async def _download(client: Any, args: argparse.Namespace, out: IO[bytes]) -> None:
+    size = (await client.stat()).size
+    end = size if args.length is None else min(size, args.offset + args.length)
+    position = args.offset
+    while True:  # at least once, so an offset past the end gets the server's error
+        data = await client.read(None, position, min(_READ_PIECE, max(0, end - position)))
+        if data:
+            await trio.to_thread.run_sync(out.write, data)
+            position += len(data)
+        if not data or position >= end:
+            return
+
+
+async def _follow(client: Any, args: argparse.Namespace, out: IO[bytes]) -> None:
+    left = math.inf if args.length is None else args.length
+    follower = await _tail_once_created(client, args)
+    async for chunk in follower:
+        if len(chunk) >= left:
+            await trio.to_thread.run_sync(out.write, chunk[: int(left)])
+            return
+        left -= len(chunk)
+        await trio.to_thread.run_sync(_write_and_flush, out, chunk)
+
+
+async def _tail_once_created(client: Any, args: argparse.Namespace) -> Any:
+    """A listener often starts before the recorder: wait for the stream to appear."""
+    waiting = False
+    while True:
+        try:
+            return await client.tail(None, args.offset)
+        except StreamNotFoundError:
+            if not waiting:
+                print(f"mmstream: waiting for stream {args.stream} to be created", file=sys.stderr)
+                waiting = True
+            await trio.sleep(_CREATION_POLL)
+
+
+def _write_and_flush(out: IO[bytes], data: bytes) -> None:
+    # A follower is usually piped into a player: hand bytes on as they arrive.
+    out.write(data)
+    out.flush()
+
+
+async def _stat(args: argparse.Namespace) -> int:
+    async with connect(args.url, stream=args.stream) as client:
+        stat = await client.stat()
+    if args.json:
+        print(json.dumps(_as_dict(stat), indent=2))
+    else:
+        for key, value in _as_dict(stat).items():
+            if key == "metadata":
+                for name, item in value.items():
+                    print(f"{'metadata.' + name:<17} {item}")
+            else:
+                print(f"{key:<17} {_human(key, value)}")
+    return 0
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    async with connect(args.url) as client:
+        streams = await client.list()
+    if args.json:
+        print(json.dumps([_as_dict(s) for s in streams], indent=2))
+        return 0
+    rows = [("STREAM", "STATUS", "SIZE", "CONTENT-TYPE", "CREATED")]
+    rows += [
+        (s.stream, s.status, str(s.size), s.content_type, _time(s.created_at)) for s in streams
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[4]]))
+    return 0
+
+
+async def _rm(args: argparse.Namespace) -> int:
+    async with connect(args.url, stream=args.stream) as client:
+        await client.delete()
+    return 0
+
+
+def _as_dict(stat: StreamStat) -> dict[str, Any]:
+    return attrs.asdict(stat)
+
+
+def _human(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key.endswith("_at"):
+        return _time(value)
+    if key in ("size", "durable_offset", "reserved"):
+        return f"{value} ({_bytes(value)})"
+    return str(value)
+
+
+def _time(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class _Progress:
+    """One self-rewriting line on stderr while uploading, at most ten updates a second."""
+
+    def __init__(self, stream: str, total: int | None) -> None:
+        self._stream = stream
+        self._total = total
+        self._started = time.monotonic()
+        self._shown = 0.0
+        self._first: int | None = None
+        self._drawn = False
+
+    def __call__(self, offset: int) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = offset
+        if now - self._shown < 0.1 and offset != self._total:
+            return
+        self._shown = now
+        rate = (offset - self._first) / max(now - self._started, 1e-6)
+        of = f" / {_bytes(self._total)}" if self._total else ""
+        line = f"\r{self._stream}: {_bytes(offset)}{of}  {_bytes(rate)}/s"
+        sys.stderr.write(f"{line:<60}")
+        sys.stderr.flush()
+        self._drawn = True
+
+    def done(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")

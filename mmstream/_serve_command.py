@@ -1,0 +1,74 @@
+"""``mmstream serve``: run the server until SIGINT/SIGTERM (kept apart from cli.py so the
+client commands and this one can grow without stepping on each other)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from .config import load_config
+from .errors import MmstreamError
+
+__all__ = ["add_serve_command"]
+
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (WebSocket protocol v1 and HTTP on one port)",
+        description="Run the mmstream server until SIGINT or SIGTERM, then shut down gracefully.",
+    )
+    serve.add_argument("--config", type=Path, help="TOML config file (default: $MMSTREAM_CONFIG)")
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
+    serve.add_argument("--cache-dir", type=Path, help="where streams live (cache.directory)")
+    serve.add_argument(
+        "--log-level",
+        dest="serve_log_level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="log verbosity (default: logging.level from the config)",
+    )
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import serve  # the server's imports are only needed here
+
+    config = load_config(
+        args.config,
+        **{"server.host": args.host, "server.port": args.port, "cache.directory": args.cache_dir},
+    )
+    level = args.serve_log_level or getattr(args, "log_level", None) or config.logging.level
+    logging.getLogger().setLevel(level)
+    if level != "DEBUG":  # our own connection lines say the same, with ids
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        trio.run(partial(serve, config, handle_signals=True))
+    except BaseException as exc:
+        leaf = _single_leaf(exc)
+        if isinstance(leaf, MmstreamError):
+            raise leaf from None
+        if isinstance(leaf, OSError):
+            where = f"{config.server.host}:{config.server.port}"
+            print(
+                f"mmstream: error: cannot serve on {where}: {leaf.strerror or leaf}",
+                file=sys.stderr,
+            )
+            return 1
+        raise
+    return 0
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    """Trio nurseries wrap a lone failure in exception groups; unwrap it for a one-line error."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

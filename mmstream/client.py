@@ -1,0 +1,625 @@
+"""The Trio client for wire protocol v1 (``docs/protocol.md``).
+
+::
+
+    async with mmstream.client.connect("ws://127.0.0.1:8765") as client:
+        await client.create("show-42", content_type="audio/wav")
+        await client.append("show-42", pcm_chunks)          # bytes, or an (async) iterable
+        await client.finalize("show-42")
+        data = await client.read("show-42", 0, 1024)
+        async for chunk in await client.tail("show-42"):    # until the stream is finalized
+            ...
+
+One background task reads the connection and routes every frame: replies to the request
+waiting at the head of the queue (replies come in request order), binary frames to the read
+being received or else to the tail, ``ack`` events to the upload window. Writes are pipelined:
+an upload keeps up to ``max_in_flight`` unacknowledged bytes on the wire and never waits for
+each chunk. Errors the server sends are raised as the matching :mod:`mmstream.errors` class;
+a lost connection is :class:`~mmstream.errors.ConnectionFailedError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import IO, Any, Final, TypeVar
+
+import attrs
+import trio
+from typing_extensions import Buffer
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.trio.client import ClientConnection
+from websockets.trio.client import connect as ws_connect
+from websockets.typing import Subprotocol
+
+from .errors import (
+    ChecksumMismatchError,
+    ConnectionFailedError,
+    InvalidArgumentError,
+    MmstreamError,
+    OffsetConflictError,
+    ProtocolError,
+    StreamNotFoundError,
+)
+from .protocol import (
+    DEFAULT_CONTENT_TYPE,
+    REPLY_TYPES,
+    SUBPROTOCOL,
+    Ack,
+    Append,
+    AppendReply,
+    Create,
+    Delete,
+    End,
+    ErrorEvent,
+    ErrorReply,
+    Finalize,
+    Hello,
+    HelloReply,
+    List,
+    ListReply,
+    OkReply,
+    Read,
+    ReadReply,
+    Request,
+    Stat,
+    StatReply,
+    StreamStat,
+    Sync,
+    Tail,
+    TailReply,
+    decode_server_message,
+    encode_request,
+    endpoint_url,
+    exception_from_wire,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_URL",
+    "Client",
+    "Follower",
+    "connect",
+]
+
+DEFAULT_URL: Final = "ws://127.0.0.1:8765"
+DEFAULT_CHUNK_SIZE: Final = 256 * 1024
+#: Unacknowledged upload bytes allowed on the wire; several ``ack_bytes`` (1 MiB) so the
+#: server's coalesced acks never stall a fast upload.
+DEFAULT_MAX_IN_FLIGHT: Final = 8 * 1024 * 1024
+#: How much ``upload`` reads from its source per worker-thread call.
+_SOURCE_READ_SIZE: Final = 1024 * 1024
+#: Frames a follower may buffer before the connection stops reading (TCP backpressure).
+_TAIL_BUFFER: Final = 64
+
+_R = TypeVar("_R", bound=OkReply)
+Data = Buffer | Iterable[Buffer] | AsyncIterable[Buffer]
+
+
+@asynccontextmanager
+async def connect(
+    url: str = DEFAULT_URL,
+    *,
+    stream: str | None = None,
+    token: str | None = None,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    max_message_size: int = 64 * 1024 * 1024,
+    open_timeout: float = 10.0,
+) -> AsyncIterator[Client]:
+    """Connect to ``url`` (``ws://host:port``); with ``stream``, to the endpoint bound to it,
+    where every method's ``stream`` argument may be omitted. ``token`` is sent in ``hello``."""
+    try:
+        target = endpoint_url(url, stream)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
+    async with AsyncExitStack() as stack:
+        try:
+            ws = await stack.enter_async_context(
+                ws_connect(
+                    target,
+                    subprotocols=[Subprotocol(SUBPROTOCOL)],
+                    compression=None,
+                    proxy=None,
+                    max_size=max_message_size,
+                    open_timeout=open_timeout,
+                    user_agent_header=None,
+                )
+            )
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            raise ConnectionFailedError(f"cannot connect to {target}: {_reason(exc)}") from None
+        try:
+            async with trio.open_nursery() as nursery:
+                client = Client(ws, url=target, stream=stream, max_in_flight=max_in_flight)
+                nursery.start_soon(client._receive_loop)
+                try:
+                    if token is not None:
+                        await client.hello(token)
+                    yield client
+                finally:
+                    nursery.cancel_scope.cancel()
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await ws.aclose()
+        except BaseExceptionGroup as group:
+            # The nursery is ours, not the caller's: let `except StreamNotFoundError` work.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+
+def _reason(exc: BaseException) -> str:
+    match exc:
+        case InvalidStatus():
+            return f"HTTP {exc.response.status_code} (is this an mmstream v1 server?)"
+        case InvalidURI():
+            return "invalid URL"
+        case ConnectionRefusedError():
+            return "connection refused (is the server running?)"
+        case TimeoutError():
+            return "timed out"
+        case OSError() if exc.strerror:
+            return exc.strerror
+        case OSError() if isinstance(exc.__cause__, OSError | BaseExceptionGroup):
+            # trio's "all attempts to connect failed" keeps the real reasons in its cause.
+            return _reason(_first_leaf(exc.__cause__))
+    return str(exc) or type(exc).__name__
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """A request waiting for its reply (and, for a read, for its bytes)."""
+
+    request: Request
+    expect: type[OkReply]
+    done: trio.Event = attrs.Factory(trio.Event)
+    reply: OkReply | None = None
+    error: MmstreamError | None = None
+    data: bytearray = attrs.Factory(bytearray)
+    remaining: int = 0
+
+
+class Client:
+    """One connection. Use :func:`connect`; every method may be called from several tasks."""
+
+    def __init__(
+        self, ws: ClientConnection, *, url: str, stream: str | None, max_in_flight: int
+    ) -> None:
+        if max_in_flight < 1:
+            raise InvalidArgumentError("max_in_flight must be at least 1")
+        self.url = url
+        #: The stream bound by the URL, if any.
+        self.stream = stream
+        self.server_info: HelloReply | None = None
+        self._ws = ws
+        self._max_in_flight = max_in_flight
+        self._next_id = 0
+        self._send_lock = trio.Lock()
+        self._upload_lock = trio.Lock()
+        self._pending: deque[_Pending] = deque()
+        self._reads: deque[_Pending] = deque()
+        self._tail: trio.MemorySendChannel[bytes | End] | None = None
+        self._failure: MmstreamError | None = None
+        self._progress = trio.Event()
+        self._upload_stream: str | None = None
+        self._upload_error: MmstreamError | None = None
+        self._acked = 0
+
+    # ---------------------------------------------------------------- operations
+
+    async def hello(self, token: str | None = None) -> HelloReply:
+        reply = await self._call(Hello(token=token), HelloReply)
+        self.server_info = reply
+        return reply
+
+    async def create(
+        self,
+        stream: str | None = None,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> StreamStat:
+        request = Create(stream=stream, content_type=content_type, metadata=metadata or {})
+        return (await self._call(request, StatReply)).stat
+
+    async def stat(self, stream: str | None = None) -> StreamStat:
+        return (await self._call(Stat(stream=stream), StatReply)).stat
+
+    async def list(self) -> list[StreamStat]:
+        reply = await self._call(List(), ListReply)
+        return sorted(reply.streams, key=lambda s: s.stream)
+
+    async def delete(self, stream: str | None = None) -> None:
+        await self._call(Delete(stream=stream), OkReply)
+
+    async def sync(self, stream: str | None = None) -> StreamStat:
+        """Every byte sent so far is written and durable (survives power loss)."""
+        stat = (await self._call(Sync(stream=stream), StatReply)).stat
+        self._raise_upload_error(stat.stream)
+        return stat
+
+    async def finalize(
+        self, stream: str | None = None, *, size: int | None = None, sha256: str | None = None
+    ) -> StreamStat:
+        """Mark the stream complete; the server checks ``size``/``sha256`` when given."""
+        stat = (await self._call(Finalize(stream=stream, size=size, sha256=sha256), StatReply)).stat
+        self._raise_upload_error(stat.stream)
+        return stat
+
+    async def read(
+        self, stream: str | None = None, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """Bytes ``[offset, offset+length)``, clamped to what is written (``None``: to the end)."""
+        pending = await self._submit(Read(stream=stream, offset=offset, length=length))
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return bytes(pending.data)
+
+    async def tail(self, stream: str | None = None, offset: int | None = 0) -> Follower:
+        """Follow a stream from ``offset`` (``None``: from its live edge): iterate the result
+        for its bytes as they are written; the iteration ends when the stream is finalized."""
+        if self._tail is not None:
+            raise InvalidArgumentError("this connection already follows a stream")
+        send, receive = trio.open_memory_channel[bytes | End](_TAIL_BUFFER)
+        # Set before the request goes out: the frames follow the reply without a gap.
+        self._tail = send
+        try:
+            reply = await self._call(Tail(stream=stream, offset=offset), TailReply)
+        except BaseException:
+            self._tail = None
+            raise
+        return Follower(self, reply.stream, reply.offset, receive)
+
+    async def append(
+        self,
+        stream: str | None,
+        data: Data,
+        *,
+        offset: int | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Upload ``data`` to the end of ``stream`` and return its size once every byte is
+        acknowledged. ``offset`` (the size the caller believes the stream has) makes a
+        mismatch an :class:`~mmstream.errors.OffsetConflictError` carrying the real size.
+        ``progress`` is called with the stream's size after each chunk is sent."""
+        async with self._upload_lock:
+            self._upload_stream = None
+            self._upload_error = None
+            reply = await self._call(Append(stream=stream, offset=offset), AppendReply)
+            self._upload_stream = reply.stream
+            self._acked = end = reply.offset
+            async for chunk in _chunks(data, chunk_size):
+                while end - self._acked >= self._max_in_flight:
+                    await self._wait_for_progress()
+                self._raise_upload_error(reply.stream)
+                await self._send(chunk)
+                end += len(chunk)
+                if progress is not None:
+                    progress(end)
+            while self._acked < end:
+                await self._wait_for_progress()
+            return end
+
+    async def upload(
+        self,
+        stream: str | None,
+        source: IO[bytes] | Buffer,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        metadata: Mapping[str, str] | None = None,
+        resume: bool = False,
+        finalize: bool = True,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: Callable[[int], None] | None = None,
+    ) -> StreamStat:
+        """Create ``stream`` and upload ``source`` (a binary file, a pipe, or bytes), then
+        finalize it with the size and sha256 computed on the way.
+
+        With ``resume``, an existing stream is continued from its size on the server: a
+        seekable source is repositioned, a pipe skips that many bytes (hashing them), and an
+        ``offset-conflict`` (someone's bytes landed meanwhile) continues from the real size.
+        """
+        reader = _Source(source, chunk_size)
+        start = 0
+        try:
+            stat = await self.create(stream, content_type=content_type, metadata=metadata)
+        except MmstreamError as exc:
+            if not (resume and exc.code == "exists"):
+                raise
+            stat = await self.stat(stream)
+            if stat.status == "ready":
+                return await self._check_complete(stat, reader)
+            start = stat.size
+        for attempt in range(4):
+            await reader.seek(start)
+            try:
+                size = await self.append(
+                    stat.stream,
+                    reader.chunks(),
+                    offset=start,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                )
+            except OffsetConflictError as exc:
+                if not resume or attempt == 3 or exc.actual < 0:
+                    raise
+                start = exc.actual
+            else:
+                break
+        if not finalize:
+            return await self.stat(stat.stream)
+        return await self.finalize(stat.stream, size=size, sha256=reader.hexdigest())
+
+    async def _check_complete(self, stat: StreamStat, reader: _Source) -> StreamStat:
+        async for _ in reader.chunks():
+            pass
+        if reader.position != stat.size or reader.hexdigest() != stat.sha256:
+            raise ChecksumMismatchError(
+                f"stream {stat.stream!r} is already complete and differs from the source"
+            )
+        return stat
+
+    # ---------------------------------------------------------------- plumbing
+
+    async def _call(self, request: Request, expect: type[_R]) -> _R:
+        pending = await self._submit(request)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert isinstance(pending.reply, expect), pending.reply
+        return pending.reply
+
+    async def _submit(self, request: Request) -> _Pending:
+        self._check_open()
+        self._next_id += 1
+        request = attrs.evolve(request, id=self._next_id)
+        pending = _Pending(request, REPLY_TYPES[type(request)])
+        async with self._send_lock:  # queue order == wire order
+            self._pending.append(pending)
+            await self._send(encode_request(request))
+        return pending
+
+    async def _send(self, message: str | memoryview) -> None:
+        self._check_open()
+        try:
+            await self._ws.send(message)
+        except ConnectionClosed as exc:
+            raise self._fail(_closed(exc)) from None
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _raise_upload_error(self, stream: str) -> None:
+        self._check_open()
+        if self._upload_error is not None and self._upload_stream == stream:
+            raise self._upload_error
+
+    async def _wait_for_progress(self) -> None:
+        event = self._progress
+        self._check_open()
+        if self._upload_error is not None:
+            raise self._upload_error
+        await event.wait()
+
+    def _pulse(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _fail(self, exc: MmstreamError) -> MmstreamError:
+        """The connection is unusable: wake and fail everything still waiting."""
+        if self._failure is None:
+            self._failure = exc
+            for pending in (*self._pending, *self._reads):
+                pending.error = exc
+                pending.done.set()
+            self._pending.clear()
+            self._reads.clear()
+            if self._tail is not None:
+                self._tail.close()
+            self._pulse()
+        return self._failure
+
+    async def _receive_loop(self) -> None:
+        try:
+            while True:
+                message = await self._ws.recv()
+                if isinstance(message, str):
+                    await self._on_text(message)
+                else:
+                    await self._on_binary(message)
+        except ConnectionClosed as exc:
+            self._fail(_closed(exc))
+        except MmstreamError as exc:  # the server broke the protocol
+            self._fail(ProtocolError(f"server broke the protocol: {exc}"))
+            await self._ws.aclose(1002)
+
+    async def _on_text(self, text: str) -> None:
+        head = self._pending[0] if self._pending else None
+        message = decode_server_message(text, expect=head.expect if head else None)
+        match message:
+            case Ack(stream=stream, offset=offset):
+                if stream == self._upload_stream and offset > self._acked:
+                    self._acked = offset
+                    self._pulse()
+            case End():
+                if self._tail is not None:
+                    await self._to_follower(message)
+                    self._tail = None
+            case ErrorEvent(stream=stream):
+                if stream is None or stream == self._upload_stream:
+                    self._upload_error = exception_from_wire(message)
+                    self._pulse()
+            case ErrorReply() | OkReply():
+                if head is None or message.re != head.request.id:
+                    raise ProtocolError(f"reply {message.re!r} answers no request")
+                self._pending.popleft()
+                if isinstance(message, ErrorReply):
+                    head.error = exception_from_wire(message)
+                    head.done.set()
+                elif isinstance(message, ReadReply) and message.length > 0:
+                    head.reply, head.remaining = message, message.length
+                    self._reads.append(head)
+                else:
+                    head.reply = message
+                    head.done.set()
+
+    async def _on_binary(self, data: bytes) -> None:
+        if self._reads:
+            pending = self._reads[0]
+            if len(data) > pending.remaining:
+                raise ProtocolError("a read frame runs past the length the reply announced")
+            pending.data += data
+            pending.remaining -= len(data)
+            if not pending.remaining:
+                self._reads.popleft()
+                pending.done.set()
+        elif self._tail is not None:
+            await self._to_follower(data)
+        # else: frames of a tail whose follower went away; dropped.
+
+    async def _to_follower(self, item: bytes | End) -> None:
+        assert self._tail is not None
+        try:
+            await self._tail.send(item)
+        except trio.BrokenResourceError:  # the follower stopped iterating
+            self._tail = None
+
+
+def _closed(exc: ConnectionClosed) -> ConnectionFailedError:
+    close = exc.rcvd or exc.sent
+    if close is None:
+        return ConnectionFailedError("connection lost")
+    reason = f": {close.reason}" if close.reason else ""
+    return ConnectionFailedError(f"connection closed ({close.code}{reason})")
+
+
+class Follower:
+    """The bytes of a followed stream, as an async iterator of chunks.
+
+    After the iteration ends, ``end`` is the server's ``end`` event (final size, digest).
+    A stream that was deleted or failed while followed raises instead of ending quietly.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        stream: str,
+        offset: int,
+        channel: trio.MemoryReceiveChannel[bytes | End],
+    ) -> None:
+        self.stream = stream
+        self.offset = offset
+        self.end: End | None = None
+        self._client = client
+        self._channel = channel
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        async with self._channel:
+            async for item in self._channel:
+                if isinstance(item, End):
+                    self.end = item
+                    break
+                yield item
+            else:
+                self._client._check_open()
+                raise ProtocolError("the tail ended without an end message")
+        match self.end.status:
+            case "ready":
+                return
+            case "deleted":
+                raise StreamNotFoundError(f"stream {self.stream!r} was deleted while followed")
+            case status:
+                raise MmstreamError(f"stream {self.stream!r} ended with status {status!r}")
+
+
+async def _chunks(data: Data, chunk_size: int) -> AsyncIterator[memoryview]:
+    """Any data the client accepts, as chunks of at most ``chunk_size`` bytes."""
+    if isinstance(data, Buffer):
+        for piece in _split(data, chunk_size):
+            yield piece
+        return
+    if isinstance(data, AsyncIterable):
+        async for item in data:
+            for piece in _split(item, chunk_size):
+                yield piece
+        return
+    for item in data:
+        for piece in _split(item, chunk_size):
+            yield piece
+
+
+def _split(item: Buffer, chunk_size: int) -> Iterable[memoryview]:
+    view = memoryview(item).cast("B")
+    if len(view) <= chunk_size:
+        return (view,) if len(view) else ()
+    return (view[start : start + chunk_size] for start in range(0, len(view), chunk_size))
+
+
+class _Source:
+    """What ``upload`` reads: a file, a pipe or bytes, hashed as it goes. Reads run in a
+    worker thread (a pipe blocks until the recorder writes), taking whatever is available
+    so a live pipe is streamed as it arrives."""
+
+    def __init__(self, source: IO[bytes] | Buffer, chunk_size: int) -> None:
+        if isinstance(source, Buffer):
+            import io
+
+            source = io.BytesIO(bytes(source))
+        self._file: IO[bytes] = source
+        self._read: Callable[[int], bytes] = getattr(source, "read1", source.read)
+        # One worker-thread round trip per read: read a few chunks' worth at a time (a pipe
+        # still returns as soon as anything is available); append() splits them into frames.
+        self._read_size = max(chunk_size, _SOURCE_READ_SIZE)
+        self._hash: Any = hashlib.sha256()
+        self.position = 0
+
+    def hexdigest(self) -> str:
+        return str(self._hash.hexdigest())
+
+    async def seek(self, offset: int) -> None:
+        """Continue from ``offset``, with the hash of every byte before it."""
+        if offset < self.position:
+            if not self._seekable():
+                raise InvalidArgumentError(
+                    f"cannot go back to byte {offset} of a pipe (already at {self.position})"
+                )
+            await trio.to_thread.run_sync(self._file.seek, 0)
+            self._hash, self.position = hashlib.sha256(), 0
+        while self.position < offset:
+            if not await self.read(min(self._read_size, offset - self.position)):
+                raise InvalidArgumentError(
+                    f"the source has {self.position} bytes, fewer than the {offset} "
+                    "already on the server"
+                )
+
+    def _seekable(self) -> bool:
+        try:
+            return bool(self._file.seekable())
+        except (AttributeError, ValueError):
+            return False
+
+    async def read(self, size: int) -> bytes:
+        return await trio.to_thread.run_sync(self._read_and_hash, size)
+
+    def _read_and_hash(self, size: int) -> bytes:
+        data = self._read(size)
+        self._hash.update(data)
+        self.position += len(data)
+        return data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while data := await self.read(self._read_size):
+            yield data

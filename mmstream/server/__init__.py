@@ -1,0 +1,47 @@
+"""The Trio side of mmstream, and the only code that touches sockets.
+
+One listening port (the front door, h11) serves WebSocket upgrades, handed to the
+configured transport and spoken as protocol v1, and plain HTTP (``/healthz``).
+"""
+
+from __future__ import annotations
+
+from ._app import RunningServer as RunningServer
+from ._app import build_router as build_router
+from ._app import serve as serve
+from ._connection import Session as Session
+from ._connection import connection_handler as connection_handler
+from ._frontdoor import FrontDoor as FrontDoor
+from ._http import HttpRequest as HttpRequest
+from ._http import HttpResponse as HttpResponse
+from ._http import Router as Router
+from ._http import json_response as json_response
+from ._http import text_response as text_response
+from ._transports import Connection as Connection
+from ._transports import ConnectionClosed as ConnectionClosed
+from ._transports import Transport as Transport
+from ._transports import TransportOptions as TransportOptions
+from ._transports import TrioWebsocketTransport as TrioWebsocketTransport
+from ._transports import WebsocketsTransport as WebsocketsTransport
+from ._transports import make_transport as make_transport
+
+__all__ = [
+    "Connection",
+    "ConnectionClosed",
+    "FrontDoor",
+    "HttpRequest",
+    "HttpResponse",
+    "Router",
+    "RunningServer",
+    "Session",
+    "Transport",
+    "TransportOptions",
+    "TrioWebsocketTransport",
+    "WebsocketsTransport",
+    "build_router",
+    "connection_handler",
+    "json_response",
+    "make_transport",
+    "serve",
+    "text_response",
+]

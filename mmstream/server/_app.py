@@ -1,0 +1,172 @@
+"""``serve()``: the stream manager, one listening port, every connection, and shutdown.
+
+Trio style: ``await nursery.start(serve, config)`` returns once the port is listening and
+gives a :class:`RunningServer` (its ``port``, its URLs, and ``shutdown()``). A graceful
+shutdown (``shutdown()``, or SIGINT/SIGTERM when ``handle_signals`` is set) stops
+accepting, lets every connection finish what it has queued and closes it with 1001, gives
+the stragglers ``server.shutdown_grace`` seconds, and then flushes and closes every stream
+as the manager exits. A second signal skips the waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from functools import partial
+
+import attrs
+import trio
+
+from .. import __version__
+from ..config import Config
+from ..protocol import parse_path
+from ..streams import StreamManager, open_stream_manager
+from ._connection import connection_handler
+from ._frontdoor import FrontDoor
+from ._http import HttpRequest, HttpResponse, Router, json_response
+from ._transports import make_transport
+
+__all__ = ["RunningServer", "build_router", "serve"]
+
+log = logging.getLogger("mmstream.server")
+
+#: Share of ``shutdown_grace`` given to connections; the rest is for flushing streams.
+_CONNECTIONS_SHARE = 0.8
+
+
+@attrs.define(eq=False)
+class RunningServer:
+    """What ``nursery.start(serve, config)`` gives back."""
+
+    host: str
+    port: int
+    manager: StreamManager
+    _shutdown: trio.Event
+    _connections: trio.CancelScope | None = None
+
+    @property
+    def url(self) -> str:
+        """The WebSocket base URL (``mmstream.client`` appends ``/v1``)."""
+        return f"ws://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown.is_set()
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown; ``serve`` returns when it is done. Idempotent."""
+        self._shutdown.set()
+
+    def abort(self) -> None:
+        """Stop waiting for connections: close them now (streams are still flushed)."""
+        self._shutdown.set()
+        if self._connections is not None:
+            self._connections.cancel()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def build_router(server: RunningServer) -> Router:
+    """The plain-HTTP routes. Later issues add range playback, /metrics and the page."""
+    router = Router()
+
+    @router.route("GET", "/healthz")
+    async def healthz(request: HttpRequest) -> HttpResponse:
+        # Load balancers stop routing here as soon as a shutdown begins.
+        if server.shutting_down:
+            return json_response(503, {"status": "shutting-down", "version": __version__})
+        streams = len(server.manager.list())
+        return json_response(200, {"status": "ok", "streams": streams, "version": __version__})
+
+    return router
+
+
+async def serve(
+    config: Config,
+    *,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until a graceful shutdown completes (or until cancelled).
+
+    ``handle_signals`` turns SIGINT and SIGTERM into a graceful shutdown (the command line
+    sets it; it needs the main thread).
+    """
+    # Listen first: a port in use fails before the cache is recovered, and clients that
+    # connect during recovery wait in the backlog instead of being refused.
+    listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
+    port = listeners[0].socket.getsockname()[1]
+    try:
+        async with open_stream_manager(config.cache) as manager:
+            shutdown = trio.Event()
+            server = RunningServer(config.server.host, port, manager, shutdown)
+            door = FrontDoor(
+                config.server,
+                make_transport(config.server),
+                connection_handler(manager, config.server, shutdown),
+                build_router(server),
+                websocket_path=lambda path: parse_path(path) is not None,
+            )
+            async with trio.open_nursery() as outer:
+                if handle_signals:
+                    outer.start_soon(_watch_signals, server)
+                async with trio.open_nursery() as connections:
+                    server._connections = connections.cancel_scope
+                    async with trio.open_nursery() as accepting:
+                        await accepting.start(
+                            partial(
+                                trio.serve_listeners,
+                                door.handle,
+                                listeners,
+                                handler_nursery=connections,
+                            )
+                        )
+                        log.info(
+                            "listening on %s (transport %s, cache %s)",
+                            server.url,
+                            config.server.transport,
+                            manager.directory,
+                        )
+                        task_status.started(server)
+                        await shutdown.wait()
+                        accepting.cancel_scope.cancel()  # closes the listeners
+                    grace = config.server.shutdown_grace
+                    log.info(
+                        "shutting down: %d connections get %.1fs to finish",
+                        door.active_connections,
+                        grace * _CONNECTIONS_SHARE,
+                    )
+                    door.begin_shutdown()
+                    connections.cancel_scope.deadline = (
+                        trio.current_time() + grace * _CONNECTIONS_SHARE
+                    )
+                if connections.cancel_scope.cancelled_caught:
+                    log.warning("shutdown: connections still open at the deadline were closed")
+                outer.cancel_scope.cancel()
+            log.info("flushing and closing %d streams", len(manager.list()))
+    finally:
+        for listener in listeners:  # already closed unless the manager failed to open
+            await trio.aclose_forcefully(listener)
+    log.info("stopped")
+
+
+async def _watch_signals(server: RunningServer) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("not in the main thread: SIGINT/SIGTERM are not handled")
+        return
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if server.shutting_down:
+                log.warning("%s again: closing connections now", name)
+                server.abort()
+            else:
+                log.info("%s: shutting down gracefully", name)
+                server.shutdown()

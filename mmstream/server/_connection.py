@@ -1,0 +1,463 @@
+"""One WebSocket connection speaking protocol v1 (``docs/protocol.md``).
+
+Two tasks per connection, in one nursery: the reader receives frames and decodes text
+frames into requests; the applier applies requests and binary frames in order, through the
+:class:`~mmstream.streams.StreamManager`, and sends the replies. Between them is a bounded
+memory channel (``server.request_queue``): when the disk is slower than the client, the
+applier falls behind, the channel fills, the reader stops receiving and TCP slows the client
+down. A ``tail`` adds a third task that pushes the followed stream's bytes as they are
+written.
+
+Errors are replies (or ``error`` events for upload frames) with the stable codes of
+:mod:`mmstream.errors`; a bad request never closes the connection. A client that vanishes
+mid-upload loses only what was not applied: every frame already received is written, and
+the stream stays UPLOADING for the client to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
+
+import attrs
+import trio
+
+from .. import __version__
+from ..config import ServerConfig
+from ..errors import MmstreamError, OutOfRangeError, ProtocolError, StreamNotFoundError
+from ..protocol import (
+    SUBPROTOCOL,
+    Ack,
+    Append,
+    AppendReply,
+    Create,
+    Delete,
+    End,
+    Event,
+    Finalize,
+    Hello,
+    HelloReply,
+    List,
+    ListReply,
+    MalformedRequestError,
+    OkReply,
+    Read,
+    ReadReply,
+    Reply,
+    Request,
+    Stat,
+    StatReply,
+    StreamStat,
+    Sync,
+    Tail,
+    TailReply,
+    decode_request,
+    encode_event,
+    encode_reply,
+    error_event,
+    error_reply,
+    internal_error_reply,
+    parse_path,
+    resolve_stream,
+)
+from ..streams import StreamInfo, StreamManager
+from ._transports import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    Connection,
+    ConnectionClosed,
+    Handler,
+)
+
+__all__ = ["Session", "connection_handler"]
+
+log = logging.getLogger("mmstream.server")
+
+_M = TypeVar("_M", str, bytes)
+
+#: What the reader hands the applier: a request, a text frame that was not one, or data.
+_Item: TypeAlias = Request | MalformedRequestError | bytes
+
+
+@attrs.define
+class _Upload:
+    """The connection's upload binding (``append``)."""
+
+    stream: str
+    #: Where the next byte goes: the size after this binding's last write.
+    offset: int
+    #: The last offset acknowledged to the client.
+    acked: int
+    #: When the first byte not yet acknowledged was written (for ``ack_interval``).
+    unacked_since: float | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        connection: Connection,
+        manager: StreamManager,
+        config: ServerConfig,
+        shutting_down: trio.Event,
+    ) -> None:
+        self.connection = connection
+        self.manager = manager
+        self.config = config
+        self.shutting_down = shutting_down
+        endpoint = parse_path(connection.path)
+        #: The stream named by the URL (``/v1/streams/{id}``), None on ``/v1``.
+        self.bound = endpoint.stream if endpoint is not None else None
+        self._upload: _Upload | None = None
+        #: Whether the next binary frame with no binding gets a ``bad-request`` event (once),
+        #: or is dropped silently because a failure was already reported.
+        self._report_unbound = True
+        self._tailing = False
+        #: Held while a read sends its frames, so no tail frame can slip in between them.
+        self._binary_lock = trio.Lock()
+        self._peer_gone = False
+        self._close: tuple[int, str] = (CLOSE_NORMAL, "")
+        self._reader_scope = trio.CancelScope()
+        #: When the reader began waiting for the client's next frame; None while it works.
+        self._receiving_since: float | None = None
+
+    # -- the tasks -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        send, receive = trio.open_memory_channel[_Item](self.config.request_queue)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._read_frames, send)
+            nursery.start_soon(self._watch_shutdown)
+            nursery.start_soon(self._watch_idle)
+            try:
+                await self._apply_all(receive)
+            except _Broken as exc:
+                self._close = (CLOSE_INTERNAL_ERROR, str(exc))
+            nursery.cancel_scope.cancel()  # the reader, the tail and the shutdown watcher
+        if not self._peer_gone:
+            await self.connection.close(*self._close)
+
+    async def _watch_shutdown(self) -> None:
+        await self.shutting_down.wait()
+        self._close = (CLOSE_GOING_AWAY, "server shutting down")
+        self._reader_scope.cancel()
+
+    async def _watch_idle(self) -> None:
+        """Close the connection once the reader has waited ``idle_timeout`` for a frame.
+
+        A watchdog rather than a timeout around each receive: a cancel scope per frame
+        costs more than everything else the reader does. A reader held back by a full
+        queue is not idle, and neither is a follower waiting for data."""
+        timeout = self.config.idle_timeout
+        while True:
+            since = self._receiving_since
+            if since is not None and not self._tailing:
+                if trio.current_time() >= since + timeout:
+                    self._close = (CLOSE_NORMAL, "idle timeout")
+                    self._reader_scope.cancel()
+                    return
+                await trio.sleep_until(since + timeout)
+            else:
+                await trio.sleep(timeout)
+
+    async def _read_frames(self, send: trio.MemorySendChannel[_Item]) -> None:
+        """Receive and decode; stop at the end of the connection, at the idle timeout or
+        when the server shuts down (what was queued is still applied)."""
+        async with send:
+            with self._reader_scope:
+                while True:
+                    self._receiving_since = trio.current_time()
+                    try:
+                        message = await self.connection.receive()
+                    except ConnectionClosed:
+                        self._peer_gone = True
+                        return
+                    finally:
+                        self._receiving_since = None
+                    if isinstance(message, str):
+                        try:
+                            item: _Item = decode_request(message)
+                        except MalformedRequestError as exc:
+                            item = exc
+                        await send.send(item)
+                    else:
+                        await send.send(message)
+
+    async def _apply_all(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
+        """Apply every item in order; send a due acknowledgement while waiting for more."""
+        async with receive:
+            while True:
+                upload = self._upload
+                due = math.inf
+                if upload is not None and upload.unacked_since is not None:
+                    due = upload.unacked_since + self.config.ack_interval
+                item: _Item | None = None
+                try:
+                    try:
+                        item = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        # Only now, about to wait, is a deadline for a due ack worth its cost.
+                        with trio.move_on_at(due):
+                            item = await receive.receive()
+                except trio.EndOfChannel:
+                    break
+                match item:
+                    case None:
+                        await self._acknowledge()
+                    case bytes():
+                        await self._append_frame(item)
+                    case MalformedRequestError():
+                        await self._send_reply(error_reply(item.request_id, item))
+                    case _:
+                        await self._answer(item)
+            await self._end_upload("connection closing")
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    async def _append_frame(self, data: bytes) -> None:
+        upload = self._upload
+        if upload is None:
+            if self._report_unbound:
+                self._report_unbound = False
+                problem = ProtocolError("binary frame with no upload bound (send append first)")
+                await self._send_event(error_event(None, problem))
+            return
+        try:
+            size = await self.manager.append(upload.stream, data, expected_offset=upload.offset)
+        except MmstreamError as exc:
+            await self._end_upload(f"failed: {exc.code}")
+            self._report_unbound = False
+            await self._send_event(error_event(upload.stream, exc))
+            return
+        upload.offset = size
+        if size - upload.acked >= self.config.ack_bytes:
+            await self._acknowledge()
+        elif upload.unacked_since is None:
+            upload.unacked_since = trio.current_time()
+
+    async def _acknowledge(self) -> None:
+        upload = self._upload
+        if upload is None or upload.offset <= upload.acked:
+            return
+        upload.acked, upload.unacked_since = upload.offset, None
+        await self._send_event(Ack(stream=upload.stream, offset=upload.offset))
+
+    async def _end_upload(self, why: str) -> None:
+        upload = self._upload
+        if upload is None:
+            return
+        await self._acknowledge()
+        self._upload = None
+        log.info(
+            "upload ended conn=%s stream=%s offset=%d (%s)",
+            self.connection.id,
+            upload.stream,
+            upload.offset,
+            why,
+        )
+
+    def _acknowledged_by_reply(self, info: StreamInfo) -> None:
+        """``sync`` and ``finalize`` replies carry the size: they count as acks."""
+        upload = self._upload
+        if upload is not None and upload.stream == info.stream_id:
+            upload.acked = max(upload.acked, min(info.size, upload.offset))
+            if upload.acked >= upload.offset:
+                upload.unacked_since = None
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _answer(self, request: Request) -> None:
+        try:
+            reply = await self._apply(request)
+        except _Broken:
+            raise
+        except MmstreamError as exc:
+            reply = error_reply(request.id, exc)
+        except Exception:
+            log.exception("request failed conn=%s op=%s", self.connection.id, request.op)
+            reply = internal_error_reply(request.id)
+        if reply is not None:
+            await self._send_reply(reply)
+
+    async def _apply(self, request: Request) -> Reply | None:
+        """The reply to ``request``, or None when it was already sent (``read``, ``tail``)."""
+        stream = resolve_stream(request, self.bound)
+        match request:
+            case Hello():
+                return HelloReply(
+                    re=request.id,
+                    protocol=SUBPROTOCOL,
+                    server=f"mmstream {__version__}",
+                    max_message_size=self.config.max_message_size,
+                    ack_bytes=self.config.ack_bytes,
+                    ack_interval=self.config.ack_interval,
+                )
+            case List():
+                streams = tuple(StreamStat.from_info(info) for info in self.manager.list())
+                return ListReply(re=request.id, streams=streams)
+        assert stream is not None  # every other request names (or is bound to) a stream
+        match request:
+            case Create():
+                info = await self.manager.create(
+                    stream, content_type=request.content_type, metadata=request.metadata
+                )
+                return StatReply(re=request.id, stat=StreamStat.from_info(info))
+            case Append():
+                return await self._bind(request, stream)
+            case Sync():
+                info = await self.manager.flush(stream)
+                self._acknowledged_by_reply(info)
+                return StatReply(re=request.id, stat=StreamStat.from_info(info))
+            case Finalize():
+                if self._upload is not None and self._upload.stream == stream:
+                    await self._end_upload("finalize")
+                info = await self.manager.finalize(
+                    stream, expected_size=request.size, sha256=request.sha256
+                )
+                return StatReply(re=request.id, stat=StreamStat.from_info(info))
+            case Read():
+                await self._read(request, stream)
+                return None
+            case Tail():
+                await self._follow(request, stream)
+                return None
+            case Stat():
+                return StatReply(
+                    re=request.id, stat=StreamStat.from_info(self.manager.stat(stream))
+                )
+            case Delete():
+                await self.manager.delete(stream)
+                return OkReply(re=request.id)
+        raise AssertionError(f"unhandled request {request!r}")
+
+    async def _bind(self, request: Append, stream: str) -> Reply:
+        await self._end_upload("a new append")
+        self._report_unbound = False  # a failed append binds nothing, silently
+        # An empty append checks what a bound upload needs: the stream exists, takes data,
+        # and is at the expected offset (else offset-conflict with the real one).
+        size = await self.manager.append(stream, b"", expected_offset=request.offset)
+        self._upload = _Upload(stream, offset=size, acked=size)
+        self._report_unbound = True
+        log.info("upload bound conn=%s stream=%s offset=%d", self.connection.id, stream, size)
+        return AppendReply(re=request.id, stream=stream, offset=size)
+
+    async def _read(self, request: Read, stream: str) -> None:
+        info = self.manager.stat(stream)
+        available = max(info.size - request.offset, 0)
+        total = available if request.length is None else min(request.length, available)
+        piece = self.config.max_message_size
+        # The first piece is read before the reply so that its errors are the reply.
+        first = await self.manager.read(stream, request.offset, min(total, piece))
+        if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
+            total = len(first)
+        async with self._binary_lock:
+            await self._send_reply(
+                ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
+            )
+            if first:
+                await self._send_bytes(first)
+            position, end = request.offset + len(first), request.offset + total
+            while position < end and not self._peer_gone:
+                try:
+                    data = await self.manager.read(stream, position, min(end - position, piece))
+                except MmstreamError as exc:
+                    # The reply promised bytes that can no longer be read (the stream was
+                    # deleted or failed): the client cannot tell what follows, so stop.
+                    log.warning(
+                        "read broken conn=%s stream=%s: %s", self.connection.id, stream, exc
+                    )
+                    raise _Broken(f"read of {stream} failed: {exc.code}") from None
+                if not data:
+                    raise _Broken(f"read of {stream} came up short")
+                await self._send_bytes(data)
+                position += len(data)
+
+    async def _follow(self, request: Tail, stream: str) -> None:
+        if self._tailing:
+            raise ProtocolError("this connection already follows a stream: open another")
+        info = self.manager.stat(stream)
+        offset = info.size if request.offset is None else request.offset
+        if offset > info.size:
+            raise OutOfRangeError(f"offset {offset} is past the end of {stream} ({info.size})")
+        self._tailing = True
+        await self._send_reply(TailReply(re=request.id, stream=stream, offset=offset))
+        self._nursery.start_soon(self._push, stream, offset)
+
+    async def _push(self, stream: str, position: int) -> None:
+        """The tail task: bytes as they are written, then ``end``."""
+        piece = self.config.max_message_size
+        try:
+            while not self._peer_gone:
+                try:
+                    info = await self.manager.wait_for_data(stream, position)
+                    if info.size > position:
+                        data = await self.manager.read(
+                            stream, position, min(info.size - position, piece)
+                        )
+                    else:
+                        await self._send_event(
+                            End(
+                                stream=stream,
+                                size=position,
+                                status=info.status.value,
+                                sha256=info.sha256,
+                            )
+                        )
+                        return
+                except StreamNotFoundError:
+                    await self._send_event(End(stream=stream, size=position, status="deleted"))
+                    return
+                except MmstreamError as exc:
+                    if exc.code == "closed":
+                        return  # the manager is closing: so is the connection
+                    await self._send_event(End(stream=stream, size=position, status="error"))
+                    return
+                async with self._binary_lock:
+                    await self._send_bytes(data)
+                position += len(data)
+        finally:
+            self._tailing = False
+            if self._receiving_since is not None:
+                self._receiving_since = trio.current_time()  # idle from the end of the tail
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send_reply(self, reply: Reply) -> None:
+        await self._send_text(encode_reply(reply))
+
+    async def _send_event(self, event: Event) -> None:
+        await self._send_text(encode_event(event))
+
+    async def _send_text(self, text: str) -> None:
+        await self._deliver(self.connection.send_text, text)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        await self._deliver(self.connection.send_bytes, data)
+
+    async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
+        """Send, unless the peer is gone: then the applier keeps applying what it
+        received (uploads are kept) and only the replies are dropped."""
+        if self._peer_gone:
+            return
+        try:
+            await send(message)
+        except ConnectionClosed:
+            self._peer_gone = True
+
+
+class _Broken(Exception):
+    """The connection can no longer be used: a read promised bytes it cannot send."""
+
+
+def connection_handler(
+    manager: StreamManager, config: ServerConfig, shutting_down: trio.Event
+) -> Handler:
+    """The transport handler serving protocol v1 on each connection."""
+
+    async def handle(connection: Connection) -> None:
+        await Session(connection, manager, config, shutting_down).run()
+
+    return handle

@@ -1,0 +1,315 @@
+"""Plain HTTP/1.1 on the WebSocket port, spoken through h11.
+
+Neither WebSocket library serves plain HTTP well (trio-websocket answers 400 to anything
+without ``Upgrade``; ``websockets`` copies whole bodies into memory and has no keep-alive),
+so the front door hands non-upgrade requests here. A :class:`Router` maps method and path to
+an async handler returning an :class:`HttpResponse` whose body is bytes or an async
+iterable of pieces, written one piece at a time so memory stays bounded whatever the size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import json
+import logging
+import re
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from urllib.parse import unquote
+
+import attrs
+import h11
+import trio
+
+from .. import __version__
+
+__all__ = [
+    "MAX_HEAD_SIZE",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpSettings",
+    "Router",
+    "json_response",
+    "receive_event",
+    "send_error",
+    "serve_http",
+    "text_response",
+]
+
+log = logging.getLogger("mmstream.server")
+
+#: The largest request head (request line and headers) accepted.
+MAX_HEAD_SIZE = 16 * 1024
+#: A request body larger than this is not read: the reply is sent and the connection closed.
+MAX_DISCARDED_BODY = 64 * 1024
+_RECEIVE_SIZE = 64 * 1024
+SERVER_HEADER = f"mmstream/{__version__}".encode()
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+
+
+@attrs.frozen
+class HttpRequest:
+    method: str
+    #: The decoded path without the query string.
+    path: str
+    query: str
+    headers: Sequence[tuple[bytes, bytes]]
+    #: Values captured by ``{name}`` segments of the route.
+    params: Mapping[str, str]
+    remote: str
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower().encode()
+        for key, value in self.headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+
+@attrs.frozen
+class HttpResponse:
+    status: int
+    headers: Sequence[tuple[str, str]] = ()
+    #: Bytes, or an async iterable of pieces (written as they come; with ``length`` set it
+    #: must yield exactly that many bytes, else the body is sent chunked).
+    body: bytes | AsyncIterable[bytes] = b""
+    length: int | None = None
+
+
+def json_response(
+    status: int, payload: object, headers: Sequence[tuple[str, str]] = ()
+) -> HttpResponse:
+    body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+    return HttpResponse(status, [("content-type", "application/json"), *headers], body)
+
+
+def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> HttpResponse:
+    body = text.encode() + b"\n"
+    return HttpResponse(status, [("content-type", "text/plain; charset=utf-8"), *headers], body)
+
+
+RouteHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+_SEGMENT = re.compile(r"\{(\w+)\}")
+
+
+@attrs.define
+class _Route:
+    pattern: re.Pattern[str]
+    handlers: dict[str, RouteHandler]
+
+
+class Router:
+    """Method + path → handler. Patterns are literal paths with ``{name}`` segments, each
+    matching one non-empty path segment. ``HEAD`` is served wherever ``GET`` is."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, _Route] = {}
+
+    def add(self, method: str, pattern: str, handler: RouteHandler) -> None:
+        route = self._routes.get(pattern)
+        if route is None:
+            regex = _SEGMENT.sub(
+                r"(?P<\1>[^/]+)", re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}")
+            )
+            route = self._routes[pattern] = _Route(re.compile(f"^{regex}$"), {})
+        route.handlers[method.upper()] = handler
+
+    def route(self, method: str, pattern: str) -> Callable[[RouteHandler], RouteHandler]:
+        def decorate(handler: RouteHandler) -> RouteHandler:
+            self.add(method, pattern, handler)
+            return handler
+
+        return decorate
+
+    def resolve(self, method: str, path: str) -> tuple[RouteHandler, dict[str, str]] | list[str]:
+        """The handler and captured values, or (no handler) the methods the path allows:
+        empty for an unknown path (404), else a 405 with ``Allow``."""
+        allowed: list[str] = []
+        for route in self._routes.values():
+            match = route.pattern.match(path)
+            if match is None:
+                continue
+            methods = dict(route.handlers)
+            if "GET" in methods:
+                methods.setdefault("HEAD", methods["GET"])
+            handler = methods.get(method)
+            if handler is not None:
+                return handler, match.groupdict()
+            allowed.extend(methods)
+        return sorted(set(allowed))
+
+
+Incoming = h11.Request | h11.Data | h11.EndOfMessage | h11.ConnectionClosed | type[h11.PAUSED]
+
+
+async def receive_event(stream: trio.abc.Stream, conn: h11.Connection) -> Incoming:
+    """The next h11 event, reading the socket as needed. Raises h11.RemoteProtocolError."""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(_RECEIVE_SIZE)))
+            continue
+        assert (
+            isinstance(event, h11.Request | h11.Data | h11.EndOfMessage | h11.ConnectionClosed)
+            or event is h11.PAUSED
+        )
+        return event
+
+
+@attrs.define
+class HttpSettings:
+    router: Router
+    #: Seconds a keep-alive connection may take to send its next complete request head.
+    head_timeout: float
+    #: Set when the server shuts down: finish the current response, then close.
+    shutting_down: Callable[[], bool]
+
+
+async def serve_http(
+    stream: trio.abc.HalfCloseableStream,
+    conn: h11.Connection,
+    request: h11.Request,
+    settings: HttpSettings,
+    *,
+    remote: str,
+    connection_id: str,
+    idle_scope: Callable[[], AbstractContextManager[trio.CancelScope]],
+) -> None:
+    """Answer ``request`` and every following request on the connection (keep-alive).
+
+    ``idle_scope`` gives a cancel scope for the wait between requests, which a shutdown
+    cancels so idle keep-alive connections close at once."""
+    while True:
+        keep_alive = await _answer(stream, conn, request, settings, remote=remote)
+        if not keep_alive or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return
+        conn.start_next_cycle()
+        with idle_scope() as scope:
+            scope.deadline = min(scope.deadline, trio.current_time() + settings.head_timeout)
+            try:
+                event = await receive_event(stream, conn)
+            except h11.RemoteProtocolError as exc:
+                await send_error(stream, conn, exc.error_status_hint, str(exc))
+                return
+        if scope.cancelled_caught or not isinstance(event, h11.Request):
+            return
+        request = event
+        log.debug("http request conn=%s %s %s", connection_id, request.method, request.target)
+
+
+async def _answer(
+    stream: trio.abc.HalfCloseableStream,
+    conn: h11.Connection,
+    request: h11.Request,
+    settings: HttpSettings,
+    *,
+    remote: str,
+) -> bool:
+    """Send one response; whether the connection may serve another request."""
+    body_read = await _discard_body(stream, conn)
+    method = request.method.decode("ascii", "replace").upper()
+    target = request.target.decode("ascii", "replace")
+    raw_path, _, query = target.partition("?")
+    response = await _dispatch(settings.router, method, unquote(raw_path), query, request, remote)
+    close = not body_read or settings.shutting_down()
+    await _send_response(stream, conn, response, head_only=method == "HEAD", close=close)
+    return not close
+
+
+async def _dispatch(
+    router: Router, method: str, path: str, query: str, request: h11.Request, remote: str
+) -> HttpResponse:
+    found = router.resolve(method, path)
+    if isinstance(found, list):
+        if not found:
+            return text_response(404, "not found")
+        return text_response(405, "method not allowed", [("allow", ", ".join(found))])
+    handler, params = found
+    http_request = HttpRequest(method, path, query, list(request.headers), params, remote)
+    try:
+        return await handler(http_request)
+    except Exception:
+        log.exception("http handler failed: %s %s", method, path)
+        return text_response(500, "internal server error")
+
+
+async def _discard_body(stream: trio.abc.Stream, conn: h11.Connection) -> bool:
+    """Read and drop a (small) request body; False when it was too big to bother."""
+    seen = 0
+    while True:
+        event = await receive_event(stream, conn)
+        match event:
+            case h11.Data(data=data):
+                seen += len(data)
+                if seen > MAX_DISCARDED_BODY:
+                    return False
+            case h11.EndOfMessage() | h11.PAUSED:
+                return True
+            case _:
+                return False
+
+
+async def _send_response(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    response: HttpResponse,
+    *,
+    head_only: bool,
+    close: bool,
+) -> None:
+    headers: list[tuple[bytes, bytes]] = [(b"server", SERVER_HEADER)]
+    headers += [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+    ]
+    body = response.body
+    if isinstance(body, bytes):
+        headers.append((b"content-length", str(len(body)).encode()))
+    elif response.length is not None:
+        headers.append((b"content-length", str(response.length).encode()))
+    elif conn.their_http_version == b"1.0":
+        close = True  # no chunked encoding for HTTP/1.0: the end of the body is the close
+    else:
+        headers.append((b"transfer-encoding", b"chunked"))
+    if close:
+        headers.append((b"connection", b"close"))
+    reason = _REASONS.get(response.status, b"")
+    await stream.send_all(
+        conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+    )
+    if isinstance(body, bytes):
+        if body and not head_only:
+            await stream.send_all(conn.send(h11.Data(data=body)))
+    elif head_only:
+        await _close_iterable(body)
+    else:
+        try:
+            async for piece in body:
+                if piece:
+                    await stream.send_all(conn.send(h11.Data(data=piece)))
+        finally:
+            await _close_iterable(body)
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+async def _close_iterable(body: AsyncIterable[bytes]) -> None:
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def send_error(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    status: int,
+    message: str,
+    headers: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Best effort: answer a broken request, if h11 still lets us."""
+    if conn.our_state not in {h11.IDLE, h11.SEND_RESPONSE}:
+        return
+    response = text_response(status, message, headers)
+    with contextlib.suppress(
+        h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
+    ):
+        await _send_response(stream, conn, response, head_only=False, close=True)

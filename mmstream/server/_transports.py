@@ -1,0 +1,369 @@
+"""One thin interface over the two WebSocket libraries mmstream can run on.
+
+The rest of the server sees only :class:`Connection` (receive a message, send text or bytes,
+close with a code) and :class:`Transport` (do the opening handshake on a stream and run a
+handler). Which library is used is a config choice (``server.transport``); both pass the same
+tests. Both are driven over a stream the front door hands over, which replays the request
+head it already read, so neither library ever listens on a socket itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import attrs
+import trio
+import trio_websocket
+import websockets.exceptions
+import websockets.protocol
+from websockets.server import ServerProtocol
+from websockets.trio.server import Server as _WebsocketsServer
+from websockets.trio.server import ServerConnection
+from websockets.typing import Subprotocol
+
+from .. import __version__
+from ..config import ServerConfig
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_PROTOCOL_ERROR",
+    "Connection",
+    "ConnectionClosed",
+    "Handler",
+    "Transport",
+    "TransportOptions",
+    "TrioWebsocketTransport",
+    "WebsocketsTransport",
+    "make_transport",
+]
+
+log = logging.getLogger("mmstream.server")
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+
+#: How long a closing handshake may take before the socket is simply closed.
+CLOSE_TIMEOUT = 5.0
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed (by either side, or the network broke); ``code`` as received
+    or sent, ``None`` when the TCP connection ended without a close frame."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class Connection(Protocol):
+    """One open WebSocket, whatever library runs it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def remote(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def subprotocol(self) -> str | None: ...
+
+    async def receive(self) -> str | bytes:
+        """The next whole message; raises :class:`ConnectionClosed` at the end."""
+        ...
+
+    async def send_text(self, text: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Start (and wait a bounded time for) the closing handshake; idempotent."""
+        ...
+
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+@attrs.frozen
+class TransportOptions:
+    """What both libraries are told; built from :class:`ServerConfig`."""
+
+    max_message_size: int
+    receive_buffer_size: int
+    #: Whole messages a library may buffer before it stops reading the socket.
+    message_queue: int
+    subprotocols: Sequence[str] = ("mmstream.v1",)
+    ping_interval: float | None = 20.0
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> TransportOptions:
+        return cls(
+            max_message_size=config.max_message_size,
+            receive_buffer_size=config.receive_buffer_size,
+            message_queue=config.request_queue,
+        )
+
+
+class Transport(Protocol):
+    name: str
+
+    async def serve_stream(
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        handler: Handler,
+        *,
+        connection_id: str,
+        remote: str,
+        path: str,
+        handshake_deadline: float,
+    ) -> None:
+        """Complete the opening handshake on ``stream`` (which replays the request head)
+        before ``handshake_deadline``, run ``handler`` and close. Returns once the stream is
+        closed; a failed or late handshake just closes it."""
+        ...
+
+    def begin_shutdown(self) -> None:
+        """Refuse handshakes still in progress (503) from now on."""
+        ...
+
+
+async def _run_handler(
+    handler: Handler, connection: Connection, stream: trio.abc.AsyncResource
+) -> None:
+    try:
+        await handler(connection)
+    except Exception:
+        await connection.close(CLOSE_INTERNAL_ERROR, "internal error")
+        raise
+    except BaseException:
+        # Cancelled: the library's own tasks are being cancelled too, so a closing
+        # handshake could only wait out its timeout. Just drop the socket.
+        await trio.aclose_forcefully(stream)
+        raise
+    await connection.close()
+
+
+def _select(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+    return next((name for name in offered if name in supported), None)
+
+
+@attrs.define(eq=False, kw_only=True)
+class _Adapter:
+    """What both library adapters share; each provides receive, _send, close, subprotocol."""
+
+    id: str
+    remote: str
+    path: str
+
+    async def send_text(self, text: str) -> None:
+        await self._send(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send(data)
+
+    async def _send(self, message: str | bytes) -> None:
+        raise NotImplementedError
+
+
+# --- trio-websocket ---------------------------------------------------------------------
+
+
+@attrs.define(eq=False, kw_only=True)
+class _TrioWebsocketConnection(_Adapter):
+    ws: trio_websocket.WebSocketConnection
+    stream: trio.abc.Stream
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.ws.subprotocol
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed_from_trio_websocket(exc) from None
+
+    async def _send(self, message: str | bytes) -> None:
+        try:
+            await self.ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed_from_trio_websocket(exc) from None
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        # trio-websocket waits for the peer's close frame without a limit of its own.
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            await self.ws.aclose(code, reason or None)
+        if scope.cancelled_caught:
+            await trio.aclose_forcefully(self.stream)
+
+
+def _closed_from_trio_websocket(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    reason = exc.reason
+    if reason is None:
+        return ConnectionClosed(None)
+    return ConnectionClosed(reason.code, reason.reason or "")
+
+
+@attrs.define
+class TrioWebsocketTransport:
+    options: TransportOptions
+    name: str = "trio-websocket"
+    _closing: bool = False
+
+    def begin_shutdown(self) -> None:
+        self._closing = True
+
+    async def serve_stream(
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        handler: Handler,
+        *,
+        connection_id: str,
+        remote: str,
+        path: str,
+        handshake_deadline: float,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            ws: trio_websocket.WebSocketConnection | None = None
+            with trio.move_on_at(handshake_deadline):
+                try:
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery,
+                        stream,
+                        message_queue_size=self.options.message_queue,
+                        max_message_size=self.options.max_message_size,
+                        receive_buffer_size=self.options.receive_buffer_size,
+                    )
+                    if self._closing:
+                        await request.reject(503, body=b"server is shutting down\n")
+                    else:
+                        chosen = _select(request.proposed_subprotocols, self.options.subprotocols)
+                        ws = await request.accept(subprotocol=chosen)
+                except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+                    ws = None
+            if ws is None:
+                await trio.aclose_forcefully(stream)
+                nursery.cancel_scope.cancel()
+                return
+            connection = _TrioWebsocketConnection(
+                ws=ws, stream=stream, id=connection_id, remote=remote, path=path
+            )
+            await _run_handler(handler, connection, stream)
+
+
+# --- websockets (native Trio implementation, websockets >= 17) ---------------------------
+
+
+@attrs.define(eq=False, kw_only=True)
+class _WebsocketsConnection(_Adapter):
+    ws: ServerConnection
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.ws.subprotocol
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self.ws.recv()
+        except websockets.exceptions.ConnectionClosed as exc:
+            raise _closed_from_websockets(exc) from None
+
+    async def _send(self, message: str | bytes) -> None:
+        try:
+            await self.ws.send(message)
+        except websockets.exceptions.ConnectionClosed as exc:
+            raise _closed_from_websockets(exc) from None
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        # Bounded by the connection's close_timeout.
+        await self.ws.aclose(code, reason)
+
+
+def _closed_from_websockets(exc: websockets.exceptions.ConnectionClosed) -> ConnectionClosed:
+    frame = exc.rcvd or exc.sent
+    if frame is None:
+        return ConnectionClosed(None)
+    return ConnectionClosed(frame.code, frame.reason)
+
+
+async def _never_called(stream: trio.abc.Stream) -> None:
+    raise AssertionError("the websockets Server object is only a shutdown flag here")
+
+
+class WebsocketsTransport:
+    """Drives ``websockets.trio``'s :class:`ServerConnection` over a handed-over stream.
+
+    This repeats what ``websockets.trio.serve`` does per connection (protocol, connection,
+    handshake, keepalive) without its listener loop, so the front door keeps the socket.
+    """
+
+    name = "websockets"
+
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
+        # ServerConnection consults server.closing during the handshake to answer 503.
+        self._server = _WebsocketsServer([], _never_called, log)
+
+    def begin_shutdown(self) -> None:
+        self._server.closing = True
+
+    async def serve_stream(
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        handler: Handler,
+        *,
+        connection_id: str,
+        remote: str,
+        path: str,
+        handshake_deadline: float,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            protocol = ServerProtocol(
+                subprotocols=[Subprotocol(name) for name in self.options.subprotocols],
+                select_subprotocol=_select_websockets_subprotocol,
+                max_size=self.options.max_message_size,
+            )
+            ws = ServerConnection(
+                nursery,
+                stream,
+                protocol,
+                self._server,
+                ping_interval=self.options.ping_interval,
+                ping_timeout=self.options.ping_interval,
+                close_timeout=CLOSE_TIMEOUT,
+                max_queue=self.options.message_queue,
+            )
+            with trio.move_on_at(handshake_deadline):
+                await ws.handshake(server_header=f"mmstream/{__version__}")
+            if ws.protocol.state is not websockets.protocol.OPEN:
+                await ws.close_stream()
+                return
+            ws.start_keepalive()
+            connection = _WebsocketsConnection(ws=ws, id=connection_id, remote=remote, path=path)
+            await _run_handler(handler, connection, stream)
+
+
+def _select_websockets_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    # Unlike websockets' default, a client offering only other subprotocols is still
+    # accepted (without one), as trio-websocket does: both transports behave alike.
+    supported = protocol.available_subprotocols or ()
+    return next((name for name in offered if name in supported), None)
+
+
+def make_transport(config: ServerConfig) -> Transport:
+    options = TransportOptions.from_config(config)
+    match config.transport:
+        case "websockets":
+            return WebsocketsTransport(options)
+        case "trio-websocket":
+            return TrioWebsocketTransport(options)
