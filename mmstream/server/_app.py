@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from .. import __version__
+from ..auth import Authorizer, redact_library_logs
 from ..config import Config
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
@@ -107,12 +108,15 @@ async def serve(
         async with open_stream_manager(config.cache) as manager:
             shutdown = trio.Event()
             server = RunningServer(config.server.host, port, manager, shutdown)
+            authorizer = Authorizer(config.auth)
+            redact_library_logs()
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown),
+                connection_handler(manager, config.server, shutdown, authorizer),
                 build_router(server),
                 websocket_path=lambda path: parse_path(path) is not None,
+                origin_allowed=authorizer.origin_allowed,
             )
             async with trio.open_nursery() as outer:
                 if handle_signals:

@@ -25,8 +25,15 @@ import attrs
 import trio
 
 from .. import __version__
-from ..config import ServerConfig
-from ..errors import MmstreamError, OutOfRangeError, ProtocolError, StreamNotFoundError
+from ..auth import Authorizer, Grant
+from ..config import AuthConfig, ServerConfig
+from ..errors import (
+    MmstreamError,
+    OutOfRangeError,
+    ProtocolError,
+    StreamNotFoundError,
+    UnauthorizedError,
+)
 from ..protocol import (
     SUBPROTOCOL,
     Ack,
@@ -67,6 +74,7 @@ from ._transports import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
     Connection,
     ConnectionClosed,
     Handler,
@@ -102,11 +110,15 @@ class Session:
         manager: StreamManager,
         config: ServerConfig,
         shutting_down: trio.Event,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.connection = connection
         self.manager = manager
         self.config = config
         self.shutting_down = shutting_down
+        self.authorizer = authorizer if authorizer is not None else Authorizer(AuthConfig())
+        #: What the token presented in ``hello`` allows (access control on).
+        self._grant: Grant | None = None
         endpoint = parse_path(connection.path)
         #: The stream named by the URL (``/v1/streams/{id}``), None on ``/v1``.
         self.bound = endpoint.stream if endpoint is not None else None
@@ -284,7 +296,13 @@ class Session:
 
     async def _apply(self, request: Request) -> Reply | None:
         """The reply to ``request``, or None when it was already sent (``read``, ``tail``)."""
+        if isinstance(request, Hello):
+            self._authenticate(request)
+        elif self._grant is None and self.authorizer.enabled:
+            raise UnauthorizedError("unauthorized: send hello with a valid token first")
         stream = resolve_stream(request, self.bound)
+        if not isinstance(request, Hello):
+            self.authorizer.check(self._grant, request.op, stream)
         match request:
             case Hello():
                 return HelloReply(
@@ -296,7 +314,9 @@ class Session:
                     ack_interval=self.config.ack_interval,
                 )
             case List():
-                streams = tuple(StreamStat.from_info(info) for info in self.manager.list())
+                infos = self.manager.list()
+                shown = set(self.authorizer.visible(self._grant, (i.stream_id for i in infos)))
+                streams = tuple(StreamStat.from_info(i) for i in infos if i.stream_id in shown)
                 return ListReply(re=request.id, streams=streams)
         assert stream is not None  # every other request names (or is bound to) a stream
         match request:
@@ -332,6 +352,19 @@ class Session:
                 await self.manager.delete(stream)
                 return OkReply(re=request.id)
         raise AssertionError(f"unhandled request {request!r}")
+
+    def _authenticate(self, request: Hello) -> None:
+        """A wrong token is refused and ends the session (close 1008); the token itself is
+        never logged nor echoed."""
+        if not self.authorizer.enabled:
+            return
+        grant = self.authorizer.authenticate(request.token)
+        if grant is None:
+            log.warning("hello refused conn=%s: no valid token", self.connection.id)
+            self._close = (CLOSE_POLICY_VIOLATION, "unauthorized")
+            self._reader_scope.cancel()
+            raise UnauthorizedError("unauthorized: the token is not valid")
+        self._grant = grant
 
     async def _bind(self, request: Append, stream: str) -> Reply:
         await self._end_upload("a new append")
@@ -453,11 +486,14 @@ class _Broken(Exception):
 
 
 def connection_handler(
-    manager: StreamManager, config: ServerConfig, shutting_down: trio.Event
+    manager: StreamManager,
+    config: ServerConfig,
+    shutting_down: trio.Event,
+    authorizer: Authorizer | None = None,
 ) -> Handler:
     """The transport handler serving protocol v1 on each connection."""
 
     async def handle(connection: Connection) -> None:
-        await Session(connection, manager, config, shutting_down).run()
+        await Session(connection, manager, config, shutting_down, authorizer).run()
 
     return handle
