@@ -10,7 +10,7 @@ DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
 LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py tests/plugins/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint check unit bench bench-quick soak cluster clean
+.PHONY: serve test lint check unit bench bench-quick bench-scaleout soak cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,17 @@ test: lint unit
 # connections); prints the figures table that docs/reliability.md records.
 soak: $(VENV)/.test
 	MMSTREAM_SOAK=1 $(BIN)/pytest tests/reliability tests/streams/test_streams_ids.py -q $(PYTEST_ARGS)
+
+# Scale-out figures: ingest through HAProxy with 1 and 2 workers, CPU from /proc (docs/scaling.md).
+bench-scaleout: $(VENV)/.runtime
+	$(BIN)/python bench/scaleout.py --json bench/results/scaleout.json
+
+# Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, in the
+# foreground; Ctrl-C stops everything. Needs haproxy (apt-get install haproxy).
+CLUSTER_DIR ?= cache/cluster
+cluster: $(VENV)/.runtime
+	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
+		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --log-level WARNING
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -20,7 +20,8 @@ from typing import IO, Any
 import attrs
 import trio
 
-from .client import DEFAULT_CHUNK_SIZE, DEFAULT_URL, connect
+from .audio import HEAD_SIZE, describe_audio
+from .client import DEFAULT_CHUNK_SIZE, DEFAULT_URL, Client, connect
 from .errors import InvalidArgumentError, MmstreamError, StreamExistsError, StreamNotFoundError
 from .protocol import StreamStat
 
@@ -220,16 +221,26 @@ def _write_and_flush(out: IO[bytes], data: bytes) -> None:
 async def _stat(args: argparse.Namespace) -> int:
     async with connect(args.url, stream=args.stream) as client:
         stat = await client.stat()
+        audio = await _audio(client, stat)
+    fields = _as_dict(stat) | ({"audio": audio} if audio else {})
     if args.json:
-        print(json.dumps(_as_dict(stat), indent=2))
+        print(json.dumps(fields, indent=2))
     else:
-        for key, value in _as_dict(stat).items():
-            if key == "metadata":
+        for key, value in fields.items():
+            if key in ("metadata", "audio"):
                 for name, item in value.items():
-                    print(f"{'metadata.' + name:<17} {item}")
+                    print(f"{key + '.' + name:<17} {_human(name, item)}")
             else:
                 print(f"{key:<17} {_human(key, value)}")
     return 0
+
+
+async def _audio(client: Client, stat: StreamStat) -> dict[str, str | int | float]:
+    """Container and, for a WAV, duration and format, from the stream's first bytes."""
+    if stat.size == 0 or stat.status == "error":
+        return {}
+    head = await client.read(offset=0, length=min(HEAD_SIZE, stat.size))
+    return describe_audio(head, stat.size)
 
 
 async def _ls(args: argparse.Namespace) -> int:
@@ -265,6 +276,8 @@ def _human(key: str, value: Any) -> str:
         return _time(value)
     if key in ("size", "durable_offset", "reserved"):
         return f"{value} ({_bytes(value)})"
+    if key == "duration":
+        return f"{value:.3f} s"
     return str(value)
 
 

@@ -21,12 +21,14 @@ import trio
 from .. import __version__
 from ..auth import Authorizer, redact_library_logs
 from ..config import Config
+from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
 from ._connection import connection_handler
 from ._frontdoor import FrontDoor
 from ._http import HttpRequest, HttpResponse, Router, json_response
 from ._transports import make_transport
+from ._web import add_web_routes
 
 __all__ = ["RunningServer", "build_router", "serve"]
 
@@ -45,6 +47,7 @@ class RunningServer:
     manager: StreamManager
     _shutdown: trio.Event
     _connections: trio.CancelScope | None = None
+    metrics: Metrics | None = None
 
     @property
     def url(self) -> str:
@@ -74,9 +77,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def build_router(server: RunningServer) -> Router:
-    """The plain-HTTP routes. Later issues add range playback, /metrics and the page."""
+def build_router(server: RunningServer, authorizer: Authorizer | None = None) -> Router:
+    """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
+    :func:`add_web_routes`."""
     router = Router()
+    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer)
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:
@@ -104,20 +109,22 @@ async def serve(
     # connect during recovery wait in the backlog instead of being refused.
     listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
     port = listeners[0].socket.getsockname()[1]
+    metrics = Metrics()
     try:
-        async with open_stream_manager(config.cache) as manager:
+        async with open_stream_manager(config.cache, metrics=metrics) as manager:
             shutdown = trio.Event()
-            server = RunningServer(config.server.host, port, manager, shutdown)
+            server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
             authorizer = Authorizer(config.auth)
             redact_library_logs()
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown, authorizer),
-                build_router(server),
+                connection_handler(manager, config.server, shutdown, metrics, authorizer),
+                build_router(server, authorizer),
                 websocket_path=lambda path: parse_path(path) is not None,
                 origin_allowed=authorizer.origin_allowed,
             )
+            metrics.connections.set_function(lambda: door.active_connections)
             async with trio.open_nursery() as outer:
                 if handle_signals:
                     outer.start_soon(_watch_signals, server)

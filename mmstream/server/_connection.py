@@ -28,12 +28,15 @@ from .. import __version__
 from ..auth import Authorizer, Grant
 from ..config import AuthConfig, ServerConfig
 from ..errors import (
+    CacheClosedError,
     MmstreamError,
     OutOfRangeError,
     ProtocolError,
     StreamNotFoundError,
     UnauthorizedError,
 )
+from ..logs import log_context
+from ..metrics import Metrics
 from ..protocol import (
     SUBPROTOCOL,
     Ack,
@@ -42,6 +45,8 @@ from ..protocol import (
     Create,
     Delete,
     End,
+    ErrorEvent,
+    ErrorReply,
     Event,
     Finalize,
     Hello,
@@ -110,9 +115,11 @@ class Session:
         manager: StreamManager,
         config: ServerConfig,
         shutting_down: trio.Event,
+        metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
     ) -> None:
         self.connection = connection
+        self.metrics = metrics
         self.manager = manager
         self.config = config
         self.shutting_down = shutting_down
@@ -386,27 +393,29 @@ class Session:
         first = await self.manager.read(stream, request.offset, min(total, piece))
         if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
             total = len(first)
+        # Held: the stream is not evicted while the frames this reply promises are sent.
         async with self._binary_lock:
-            await self._send_reply(
-                ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
-            )
-            if first:
-                await self._send_bytes(first)
-            position, end = request.offset + len(first), request.offset + total
-            while position < end and not self._peer_gone:
-                try:
-                    data = await self.manager.read(stream, position, min(end - position, piece))
-                except MmstreamError as exc:
-                    # The reply promised bytes that can no longer be read (the stream was
-                    # deleted or failed): the client cannot tell what follows, so stop.
-                    log.warning(
-                        "read broken conn=%s stream=%s: %s", self.connection.id, stream, exc
-                    )
-                    raise _Broken(f"read of {stream} failed: {exc.code}") from None
-                if not data:
-                    raise _Broken(f"read of {stream} came up short")
-                await self._send_bytes(data)
-                position += len(data)
+            with self.manager.hold(stream):
+                await self._send_reply(
+                    ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
+                )
+                if first:
+                    await self._send_bytes(first)
+                position, end = request.offset + len(first), request.offset + total
+                while position < end and not self._peer_gone:
+                    try:
+                        data = await self.manager.read(stream, position, min(end - position, piece))
+                    except MmstreamError as exc:
+                        # The reply promised bytes that can no longer be read (the stream was
+                        # deleted or failed): the client cannot tell what follows, so stop.
+                        log.warning(
+                            "read broken conn=%s stream=%s: %s", self.connection.id, stream, exc
+                        )
+                        raise _Broken(f"read of {stream} failed: {exc.code}") from None
+                    if not data:
+                        raise _Broken(f"read of {stream} came up short")
+                    await self._send_bytes(data)
+                    position += len(data)
 
     async def _follow(self, request: Tail, stream: str) -> None:
         if self._tailing:
@@ -422,6 +431,8 @@ class Session:
     async def _push(self, stream: str, position: int) -> None:
         """The tail task: bytes as they are written, then ``end``."""
         piece = self.config.max_message_size
+        if self.metrics is not None:
+            self.metrics.followers.inc()
         try:
             while not self._peer_gone:
                 try:
@@ -440,18 +451,20 @@ class Session:
                             )
                         )
                         return
+                except CacheClosedError:
+                    return  # the server is shutting down: so is the connection
                 except StreamNotFoundError:
                     await self._send_event(End(stream=stream, size=position, status="deleted"))
                     return
-                except MmstreamError as exc:
-                    if exc.code == "closed":
-                        return  # the manager is closing: so is the connection
+                except MmstreamError:
                     await self._send_event(End(stream=stream, size=position, status="error"))
                     return
                 async with self._binary_lock:
                     await self._send_bytes(data)
                 position += len(data)
         finally:
+            if self.metrics is not None:
+                self.metrics.followers.dec()
             self._tailing = False
             if self._receiving_since is not None:
                 self._receiving_since = trio.current_time()  # idle from the end of the tail
@@ -459,9 +472,13 @@ class Session:
     # -- sending ---------------------------------------------------------------------------
 
     async def _send_reply(self, reply: Reply) -> None:
+        if self.metrics is not None and isinstance(reply, ErrorReply):
+            self.metrics.errors.labels(reply.code).inc()
         await self._send_text(encode_reply(reply))
 
     async def _send_event(self, event: Event) -> None:
+        if self.metrics is not None and isinstance(event, ErrorEvent):
+            self.metrics.errors.labels(event.code).inc()
         await self._send_text(encode_event(event))
 
     async def _send_text(self, text: str) -> None:
@@ -469,6 +486,8 @@ class Session:
 
     async def _send_bytes(self, data: bytes) -> None:
         await self._deliver(self.connection.send_bytes, data)
+        if self.metrics is not None and not self._peer_gone:
+            self.metrics.bytes_out.labels("websocket").inc(len(data))
 
     async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
         """Send, unless the peer is gone: then the applier keeps applying what it
@@ -489,11 +508,14 @@ def connection_handler(
     manager: StreamManager,
     config: ServerConfig,
     shutting_down: trio.Event,
+    metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
 ) -> Handler:
     """The transport handler serving protocol v1 on each connection."""
 
     async def handle(connection: Connection) -> None:
-        await Session(connection, manager, config, shutting_down, authorizer).run()
+        endpoint = parse_path(connection.path)
+        with log_context(stream=endpoint.stream if endpoint is not None else None):
+            await Session(connection, manager, config, shutting_down, metrics, authorizer).run()
 
     return handle

@@ -26,6 +26,7 @@ import h11
 import trio
 
 from ..config import ServerConfig
+from ..logs import tag_task
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
 from ._replay import ReplayStream
 from ._transports import Handler, Transport
@@ -36,6 +37,8 @@ log = logging.getLogger("mmstream.server")
 
 #: How long a refused client gets to read its 503 before the socket is closed.
 _REFUSAL_LINGER = 1.0
+#: The `kind` of a connection that only served a load-balancer health check.
+_HEALTH_CHECK = "health-check"
 
 
 class FrontDoor:
@@ -77,6 +80,7 @@ class FrontDoor:
         """The ``trio.serve_listeners`` handler: one call per accepted connection."""
         ip, remote = _peer(stream)
         connection_id = f"c{next(self._ids)}"
+        tag_task(connection=connection_id)
         refusal = self._refusal(ip)
         if refusal is not None:
             log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, refusal)
@@ -85,7 +89,6 @@ class FrontDoor:
         self._active += 1
         self._per_ip[ip] += 1
         started = trio.current_time()
-        log.info("connection open conn=%s remote=%s", connection_id, remote)
         kind = "none"
         try:
             kind = await self._serve(stream, connection_id, remote)
@@ -99,7 +102,8 @@ class FrontDoor:
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
             await trio.aclose_forcefully(stream)
-            log.info(
+            log.log(
+                logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,
                 "connection close conn=%s remote=%s kind=%s duration=%.3fs",
                 connection_id,
                 remote,
@@ -127,9 +131,18 @@ class FrontDoor:
                 await send_error(stream, conn, exc.error_status_hint, str(exc))
                 return "bad-request"
         if not isinstance(event, h11.Request):
+            log.info("connection open conn=%s remote=%s", connection_id, remote)
             if event is None:
                 log.info("handshake timeout conn=%s remote=%s", connection_id, remote)
             return "none"
+        # A load balancer checks /healthz every second or so: those connections log at DEBUG.
+        health_check = event.target.startswith(b"/healthz")
+        log.log(
+            logging.DEBUG if health_check else logging.INFO,
+            "connection open conn=%s remote=%s",
+            connection_id,
+            remote,
+        )
         if _is_websocket_upgrade(event):
             path = event.target.decode("ascii", "replace").partition("?")[0]
             if not self.websocket_path(path):
@@ -163,7 +176,7 @@ class FrontDoor:
             connection_id=connection_id,
             idle_scope=self._idle_scope,
         )
-        return "http"
+        return _HEALTH_CHECK if health_check else "http"
 
     @contextmanager
     def _idle_scope(self) -> Iterator[trio.CancelScope]:

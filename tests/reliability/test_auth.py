@@ -5,6 +5,7 @@ a refused ``Origin`` cannot open a WebSocket."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -177,6 +178,16 @@ async def test_every_operation_without_a_valid_token_is_refused(
         await client.append("live-1", b"allowed")
         with pytest.raises(UnauthorizedError):
             await client.delete("existing")
+    # HTTP playback: the same tokens, in an Authorization header.
+    http = [
+        await http_status(server.port, "/streams/existing", None),
+        await http_status(server.port, "/streams/existing", f"Bearer {WRONG}"),
+        await http_status(server.port, "/streams/existing", f"Bearer {LIVE_ONLY}"),
+    ]
+    assert http == [401, 401, 401]
+    assert await http_status(server.port, "/streams/existing", f"Bearer {READER}") == 200
+    basic = base64.b64encode(f"listener:{READER}".encode()).decode()
+    assert await http_status(server.port, "/streams/existing", f"Basic {basic}") == 200
     # Origin allow-list: a browser page elsewhere cannot open a WebSocket here.
     with pytest.raises(InvalidStatus) as status:
         async with raw(server.url, origin="https://evil.example"):
@@ -195,11 +206,24 @@ async def test_every_operation_without_a_valid_token_is_refused(
         "10. Auth",
         f"{len(cases)} sessions (no hello, wrong or empty token, read-only token, token for "
         "live-* only) each sending create/append+binary/sync/finalize/read/tail/stat/list/"
-        "delete; an upgrade from a foreign Origin",
+        "delete; HTTP GET without, with a wrong and with an out-of-scope Bearer token; an "
+        "upgrade from a foreign Origin",
         f"{refused}/{refused} unauthorized attempts refused (of {attempts}; the read-only "
-        "token's reads and list allowed), wrong tokens closed 1008; cache directory byte-identical; "
+        "token's reads and list allowed), wrong tokens closed 1008, HTTP 3/3 answered 401; cache directory byte-identical; "
         f"0 of {len(server_records)} server log lines (DEBUG) and 0 replies contain a token; foreign Origin 403",
     )
+
+
+async def http_status(port: int, target: str, authorization: str | None) -> int:
+    """The status of a GET with the given Authorization header (raw HTTP/1.1)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        header = f"Authorization: {authorization}\r\n" if authorization else ""
+        request = f"GET {target} HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        with trio.fail_after(5):
+            head = await stream.receive_some(100)
+    return int(head.split()[1])
 
 
 def test_authorizer_for_http() -> None:
@@ -209,8 +233,6 @@ def test_authorizer_for_http() -> None:
     authorizer.authorize(bearer, "GET", "existing")
     with pytest.raises(UnauthorizedError):
         authorizer.authorize(bearer, "PUT", "existing")
-    import base64
-
     basic = base64.b64encode(f"anyone:{WRITER}".encode()).decode()
     authorizer.authorize(token_from_header(f"Basic {basic}"), "PUT", "x")
     for header in (None, "", "Bearer", "Basic !!", "Token abc", f"Bearer {WRONG}"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,9 +16,18 @@ import trio_websocket
 import websockets.exceptions
 from websockets.trio.client import connect as websockets_connect
 
+from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
 from mmstream.protocol import Append, Request, encode_request
 
 TRANSPORTS = ("websockets", "trio-websocket")
+
+
+def make_config(cache_dir: Path, transport: str = "websockets", **server: Any) -> Config:
+    """A server on a free loopback port, caching under ``cache_dir``."""
+    return Config(
+        cache=CacheConfig(directory=cache_dir, initial_size=ByteSize(1 << 20)),
+        server=ServerConfig(port=0, transport=transport, **server),  # type: ignore[arg-type]
+    )
 
 
 @attrs.frozen
