@@ -1,7 +1,7 @@
 """Test 7, hostile numbers, and "no data leaks": every numeric argument of the manager takes
 {-1, -2**63, 2**63-1, 2**64, end, end+1, 0} and non-integers; only defined errors come back
 and no byte past the written end is ever returned, though the file reserves far more.
-(Over the wire: tests/reliability/test_wire.py.)"""
+(Over the wire: tests/reliability/test_wire_hostile.py.)"""
 
 from __future__ import annotations
 
