@@ -20,6 +20,7 @@ import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
+from wire import http_status
 
 from mmstream.auth import Authorizer, token_from_header
 from mmstream.client import connect
@@ -212,18 +213,6 @@ async def test_every_operation_without_a_valid_token_is_refused(
         "token's reads and list allowed), wrong tokens closed 1008, HTTP 3/3 answered 401; cache directory byte-identical; "
         f"0 of {len(server_records)} server log lines (DEBUG) and 0 replies contain a token; foreign Origin 403",
     )
-
-
-async def http_status(port: int, target: str, authorization: str | None) -> int:
-    """The status of a GET with the given Authorization header (raw HTTP/1.1)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        header = f"Authorization: {authorization}\r\n" if authorization else ""
-        request = f"GET {target} HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n"
-        await stream.send_all(request.encode())
-        with trio.fail_after(5):
-            head = await stream.receive_some(100)
-    return int(head.split()[1])
 
 
 def test_authorizer_for_http() -> None:

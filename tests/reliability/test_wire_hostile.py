@@ -17,6 +17,7 @@ import trio
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
+from wire import http_status
 
 from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
 from mmstream.server import RunningServer, serve
@@ -162,13 +163,3 @@ async def test_hostile_ids_over_the_wire(
         f"{refused}/{refused} refused (invalid-id, bad-request, 400 or 404); 0 files created; "
         "the canary tree unchanged",
     )
-
-
-async def http_status(port: int, target: str) -> int:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        request = f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        await stream.send_all(request.encode())
-        with trio.fail_after(5):
-            head = await stream.receive_some(100)
-    return int(head.split()[1])
