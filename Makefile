@@ -26,6 +26,11 @@ $(VENV)/.test: $(VENV)/.runtime $(TEST_PLUGINS)
 	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(TEST_PLUGINS),-e $(dir $(p)))
 	touch $@
 
+# The bench install adds the Redis client (the naive peer) and py-spy (profiles).
+$(VENV)/.bench: $(VENV)/.runtime pyproject.toml
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
 serve: $(VENV)/.runtime
 	$(BIN)/mmstream serve --config $(CONFIG)
 
@@ -43,6 +48,13 @@ test: lint unit
 # connections); prints the figures table that docs/reliability.md records.
 soak: $(VENV)/.test
 	MMSTREAM_SOAK=1 $(BIN)/pytest tests/reliability tests/streams/test_streams_ids.py -q $(PYTEST_ARGS)
+
+# Benchmarks (docs/performance.md): not part of `make test`, no wall-clock assertions anywhere.
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench --write-doc $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 # Scale-out figures: ingest through HAProxy with 1 and 2 workers, CPU from /proc (docs/scaling.md).
 bench-scaleout: $(VENV)/.runtime
