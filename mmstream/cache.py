@@ -65,7 +65,7 @@ KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
 
-DEFAULT_INITIAL_SIZE = 1 * MiB
+DEFAULT_INITIAL_SIZE = 64 * MiB
 DEFAULT_SEGMENT_SIZE = 1 * GiB
 DEFAULT_BATCH_LIMIT = 1000
 #: Largest file any backend accepts: offsets must fit a signed 64-bit off_t.

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_defaults_match_the_spec() -> None:
     config = Config()
-    assert config.cache.initial_size == 1 * MiB
+    assert config.cache.initial_size == 64 * MiB
     assert config.cache.max_cache_size == 8 * GiB
     assert config.cache.segment_size == 1 * GiB
     assert config.cache.batch_limit == 1000
