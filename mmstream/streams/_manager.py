@@ -32,6 +32,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from ..audio import HEAD_SIZE, is_wav_content_type, wav_repairs
 from ..cache import (
     Buffer,
     CacheFactory,
@@ -55,6 +56,7 @@ from ..errors import (
     StreamExistsError,
     StreamNotFoundError,
 )
+from ..metrics import Metrics
 from ..registry import BackendRegistry
 from ._context import StreamContext, StreamInfo, StreamStatus
 from ._directory import data_path, prepare_cache_directory, sidecar_path
@@ -93,8 +95,10 @@ class StreamManager:
         factory: CacheFactory,
         directory: Path,
         streams: builtins.list[StreamContext],
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics
         self._factory = factory
         self._options = config.options()
         self._directory = directory
@@ -228,6 +232,7 @@ class StreamManager:
                     actual=offset,
                 )
             count = view.nbytes
+            started = time.perf_counter()
             if count:
                 end = check_write(offset, count)
                 cache = _open_cache(ctx)
@@ -241,6 +246,8 @@ class StreamManager:
                     await self._write_in_thread(ctx, cache, offset, view, end)
                 ctx.size = end
                 ctx.notify()
+                if self._metrics is not None:
+                    self._metrics.observe_write(count, time.perf_counter() - started)
             ctx.last_accessed_at = time.time()
             if self._config.sync_policy == "always":
                 async with ctx.sync_lock:
@@ -299,13 +306,18 @@ class StreamManager:
         cache = ctx.require_readable()
         start, stop = check_read(offset, length, ctx.size)
         ctx.last_accessed_at = time.time()
+        started = time.perf_counter()
         if stop - start <= INLINE_READ_LIMIT:
-            return cache.read(start, stop - start) if stop > start else b""
-        ctx.readers += 1  # delete closes the backend only after this read is done
-        try:
-            return await trio.to_thread.run_sync(cache.read, start, stop - start)
-        finally:
-            ctx.reader_done()
+            data = cache.read(start, stop - start) if stop > start else b""
+        else:
+            ctx.readers += 1  # delete closes the backend only after this read is done
+            try:
+                data = await trio.to_thread.run_sync(cache.read, start, stop - start)
+            finally:
+                ctx.reader_done()
+        if self._metrics is not None:
+            self._metrics.observe_read(time.perf_counter() - started)
+        return data
 
     async def wait_for_data(self, stream_id: str, offset: int) -> StreamInfo:
         """Return once the stream holds more than ``offset`` bytes or is no longer UPLOADING
@@ -339,12 +351,15 @@ class StreamManager:
             return  # READY streams were made durable by finalize
         cache = _open_cache(ctx)
         record = attrs.evolve(SidecarRecord.of(ctx), durable_offset=target)
+        started = time.perf_counter()
         try:
             await trio.to_thread.run_sync(cache.flush)
             await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
         except StorageError as exc:
             self._fail(ctx, exc)
             raise
+        if self._metrics is not None:
+            self._metrics.observe_fsync(time.perf_counter() - started)
         ctx.durable_offset = target
 
     async def _sync_periodically(self, interval: float) -> None:
@@ -403,6 +418,15 @@ class StreamManager:
                     f"stream {ctx.stream_id}: the sha256 of its {size} bytes is {digest}, "
                     f"not {wanted}"
                 )
+            # A WAV recorded to a pipe carries placeholder sizes: fix them now that the size
+            # is final (after checking what the client sent; the new digest is what is stored).
+            try:
+                digest = await trio.to_thread.run_sync(
+                    _repair_audio_header, cache, ctx.info(), digest
+                )
+            except StorageError as exc:
+                self._fail(ctx, exc)
+                raise
             async with ctx.sync_lock:
                 now = time.time()
                 record = attrs.evolve(
@@ -466,7 +490,10 @@ class StreamManager:
 
 @asynccontextmanager
 async def open_stream_manager(
-    config: CacheConfig, *, registry: BackendRegistry | None = None
+    config: CacheConfig,
+    *,
+    registry: BackendRegistry | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[StreamManager]:
     """Check (or create, mode 0700) the cache directory, load the backend named by
     ``config.backend``, recover every stream, run the background sync and, on exit, flush
@@ -474,7 +501,7 @@ async def open_stream_manager(
     factory = (registry if registry is not None else BackendRegistry()).load(config.backend)
     directory = await trio.to_thread.run_sync(prepare_cache_directory, config.directory)
     streams = await trio.to_thread.run_sync(recover_directory, directory, factory, config.options())
-    manager = StreamManager(config, factory, directory, streams)
+    manager = StreamManager(config, factory, directory, streams, metrics)
     log.info("stream manager on %s (%s backend): %d streams", directory, config.backend,
              len(streams))  # fmt: skip
     try:
@@ -530,6 +557,20 @@ def _sha256_of(cache: MemoryMappedCache, size: int) -> str:
     for offset in range(0, size, HASH_CHUNK):
         digest.update(cache.read(offset, min(HASH_CHUNK, size - offset)))
     return digest.hexdigest()
+
+
+def _repair_audio_header(cache: MemoryMappedCache, info: StreamInfo, digest: str) -> str:
+    """Patch a streamed WAV's header sizes; return the digest of the bytes now stored."""
+    size = info.size
+    if not is_wav_content_type(info.content_type):
+        return digest
+    repairs = wav_repairs(info.content_type, cache.read(0, min(HEAD_SIZE, size)), size)
+    if not repairs:
+        return digest
+    for offset, value in repairs:
+        cache.write(offset, value)
+    log.info("stream %s: WAV header sizes set for %d bytes", info.stream_id, size)
+    return _sha256_of(cache, size)
 
 
 def _remove_files(ctx: StreamContext) -> None:

@@ -1,0 +1,166 @@
+"""Prometheus metrics for ``GET /metrics``, kept in a registry object that is passed around.
+
+Nothing is registered on import and the process-wide ``prometheus_client.REGISTRY`` is never
+touched: each :class:`Metrics` owns its registry, so two servers in one test process (or one
+process embedding mmstream twice) do not collide.
+
+Counters and histograms are updated where things happen (the hot paths pay one
+``inc``/``observe``). What can be read off the manager at any moment — streams by status,
+cache bytes used/reserved against the maximum — is collected at scrape time from a
+:data:`CacheSnapshotSource` instead of being mirrored into gauges that could drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
+from attrs import validators as v
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from . import __version__
+
+__all__ = ["CacheSnapshot", "CacheSnapshotSource", "Metrics"]
+
+# Appending 64 KiB to a mapping takes microseconds; an fsync takes milliseconds to seconds.
+_MEMORY_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
+                   0.05, 0.1, 0.25, 0.5, 1.0)  # fmt: skip
+_DISK_BUCKETS = (1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                 2.5, 5.0, 10.0)  # fmt: skip
+
+_non_negative = v.ge(0)
+
+
+@attrs.frozen
+class CacheSnapshot:
+    """The cache as the manager sees it at one moment."""
+
+    #: Every status the manager knows, with a count (0 included, so series do not vanish).
+    streams_by_status: Mapping[str, int]
+    #: Bytes written to streams (what readers can read).
+    used_bytes: int = attrs.field(validator=_non_negative)
+    #: Bytes allocated on disk for streams (what counts against the quota).
+    reserved_bytes: int = attrs.field(validator=_non_negative)
+    max_bytes: int = attrs.field(validator=_non_negative)
+
+
+CacheSnapshotSource = Callable[[], CacheSnapshot]
+
+
+class _CacheCollector(Collector):
+    """Reads a :class:`CacheSnapshot` at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: CacheSnapshotSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only, so registration can check for clashes without calling the source.
+        return self._families(CacheSnapshot({}, 0, 0, 0))
+
+    def collect(self) -> Iterable[Metric]:
+        if self.source is None:
+            return []
+        return self._families(self.source())
+
+    @staticmethod
+    def _families(snapshot: CacheSnapshot) -> list[Metric]:
+        streams = GaugeMetricFamily(
+            "mmstream_streams", "Streams in the cache, by status.", labels=["status"]
+        )
+        for status, count in sorted(snapshot.streams_by_status.items()):
+            streams.add_metric([status], count)
+        return [
+            streams,
+            GaugeMetricFamily(
+                "mmstream_cache_used_bytes",
+                "Bytes written to streams (readable).",
+                value=snapshot.used_bytes,
+            ),
+            GaugeMetricFamily(
+                "mmstream_cache_reserved_bytes",
+                "Bytes allocated on disk for streams (counted against the maximum).",
+                value=snapshot.reserved_bytes,
+            ),
+            GaugeMetricFamily(
+                "mmstream_cache_max_bytes",
+                "The configured cache.max_cache_size.",
+                value=snapshot.max_bytes,
+            ),
+        ]
+
+
+class Metrics:
+    """Every metric mmstream exports, in one registry (a fresh one unless given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        Info("mmstream_build", "mmstream's version.", registry=r).info({"version": __version__})
+        self.bytes_in = Counter("mmstream_bytes_in", "Audio bytes appended to streams.", registry=r)
+        self.bytes_out = Counter(
+            "mmstream_bytes_out",
+            "Stream bytes sent to clients, by path (websocket read/tail, or http).",
+            ["via"],
+            registry=r,
+        )
+        self.connections = Gauge(
+            "mmstream_active_connections", "Open client connections, by kind.", ["kind"],
+            registry=r,
+        )  # fmt: skip
+        self.followers = Gauge(
+            "mmstream_followers", "Readers following a stream as it grows (tail, live HTTP).",
+            registry=r,
+        )  # fmt: skip
+        self.evictions = Counter(
+            "mmstream_evictions", "READY streams evicted to make room.", registry=r
+        )
+        self.expiries = Counter(
+            "mmstream_expiries", "UPLOADING streams expired after upload_ttl idle.", registry=r
+        )
+        self.errors = Counter(
+            "mmstream_errors", "Errors answered to clients, by wire code.", ["code"], registry=r
+        )
+        self.write_seconds = Histogram(
+            "mmstream_write_seconds", "Time to append one chunk to the cache.",
+            buckets=_MEMORY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.read_seconds = Histogram(
+            "mmstream_read_seconds", "Time to read one piece from the cache.",
+            buckets=_MEMORY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.fsync_seconds = Histogram(
+            "mmstream_fsync_seconds", "Time to make a stream durable (msync/fsync).",
+            buckets=_DISK_BUCKETS, registry=r,
+        )  # fmt: skip
+        for kind in ("websocket", "http"):
+            self.connections.labels(kind)
+            self.bytes_out.labels(kind)
+        self._cache = _CacheCollector()
+        r.register(self._cache)
+        if process:
+            ProcessCollector(registry=r)
+
+    # One call per event from the manager's hot paths (a lock and a bisect each).
+
+    def observe_write(self, nbytes: int, seconds: float) -> None:
+        self.bytes_in.inc(nbytes)
+        self.write_seconds.observe(seconds)
+
+    def observe_read(self, seconds: float) -> None:
+        self.read_seconds.observe(seconds)
+
+    def observe_fsync(self, seconds: float) -> None:
+        self.fsync_seconds.observe(seconds)
+
+    def watch_cache(self, source: CacheSnapshotSource | None) -> None:
+        """Report ``source()`` at every scrape (``None`` stops)."""
+        self._cache.source = source
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition body and its content type; OpenMetrics if ``accept`` asks for it."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

@@ -1,0 +1,112 @@
+"""The HTTP routes for people and dashboards: playback, the page, metrics.
+
+:func:`add_web_routes` puts them on the front door's :class:`Router`; the decisions live in
+:mod:`mmstream.web` (sans-I/O ranges, the playback response, the page's files) and
+:mod:`mmstream.metrics`, so this module only translates between them and the router.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from ..metrics import CacheSnapshot, Metrics
+from ..streams import StreamManager, StreamStatus
+from ..web.assets import SECURITY_HEADERS, find_asset
+from ..web.playback import PIECE_SIZE, Response, stream_response
+from ._http import HttpRequest, HttpResponse, Router, text_response
+
+__all__ = ["add_web_routes", "cache_snapshot"]
+
+
+def cache_snapshot(manager: StreamManager) -> CacheSnapshot:
+    """What ``/metrics`` reports about the cache, read from the manager at scrape time."""
+    streams = manager.list()
+    by_status = Counter(info.status.value for info in streams)
+    return CacheSnapshot(
+        {status.value: by_status[status.value] for status in StreamStatus},
+        used_bytes=sum(info.size for info in streams),
+        reserved_bytes=manager.reserved,
+        max_bytes=manager.config.max_cache_size,
+    )
+
+
+def _request_headers(request: HttpRequest) -> dict[str, str]:
+    """Lower-case names; a repeated field's values joined with commas (RFC 9110 §5.3)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in request.headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def _to_http(response: Response) -> HttpResponse:
+    """The router sets Content-Length itself, from the body or from ``length``."""
+    headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
+    length = response.header("content-length")
+    match response.body:
+        case bytes() as body:
+            return HttpResponse(response.status, headers, body)
+        case None:  # 304: no body, but the length a 200 would have had
+            return _bodiless(response.status, headers, int(length or 0))
+        case pieces:
+            return HttpResponse(
+                response.status, headers, pieces, int(length) if length is not None else None
+            )
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover  (makes this an async generator)
+
+
+def _bodiless(status: int, headers: list[tuple[str, str]], length: int) -> HttpResponse:
+    """A response without a body whose Content-Length states another response's size
+    (304 and the like): the router would otherwise count the empty body."""
+    return HttpResponse(status, headers, _nothing(), length)
+
+
+def add_web_routes(
+    router: Router,
+    manager: StreamManager,
+    metrics: Metrics | None = None,
+    *,
+    piece_size: int = PIECE_SIZE,
+) -> None:
+    """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
+    ``/metrics`` (whose cache figures are then read from ``manager``)."""
+
+    async def stream(request: HttpRequest) -> HttpResponse:
+        response = await stream_response(
+            manager,
+            request.params["stream_id"],
+            _request_headers(request),
+            piece_size=piece_size,
+            metrics=metrics,
+        )
+        return _to_http(response)
+
+    async def page(request: HttpRequest) -> HttpResponse:
+        asset = find_asset(request.path)
+        if asset is None:
+            return text_response(404, "not found")
+        headers = [("content-type", asset.content_type), ("cache-control", "no-cache"),
+                   ("etag", asset.etag), *SECURITY_HEADERS]  # fmt: skip
+        if request.header("if-none-match") == asset.etag:
+            return _bodiless(304, headers, len(asset.body))
+        return HttpResponse(200, headers, asset.body)
+
+    router.add("GET", "/streams/{stream_id}", stream)
+    router.add("GET", "/", page)
+    router.add("GET", "/index.html", page)
+    router.add("GET", "/static/{name}", page)
+
+    if metrics is not None:
+        metrics.watch_cache(lambda: cache_snapshot(manager))
+
+        async def scrape(request: HttpRequest) -> HttpResponse:
+            body, content_type = metrics.render(request.header("accept"))
+            return HttpResponse(200, [("content-type", content_type),
+                                      ("cache-control", "no-store")], body)  # fmt: skip
+
+        router.add("GET", "/metrics", scrape)

@@ -1,0 +1,580 @@
+// mmstream's page: record from the microphone into a stream, list streams, play any of them.
+// A plain ES module, no build step. It speaks the WebSocket protocol v1 (docs/protocol.md):
+// JSON requests in text frames, audio in binary frames.
+
+const RECORD_MIME = "audio/webm;codecs=opus";
+const LIVE_MIME = 'audio/webm; codecs="opus"';
+const TIMESLICE_MS = 250;
+const LIST_EVERY_MS = 2000;
+const SEND_HIGH_WATER = 1 << 20; // pause sending while this much is queued in the socket
+const ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+
+const $ = (selector) => document.querySelector(selector);
+
+// A server with auth on wants a token: open the page as /#token=… (a fragment is never sent
+// to the server, so it stays out of logs). WebSockets present it in a "hello" request.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token");
+
+function wsUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}
+
+function streamUrl(id) {
+  return `/streams/${encodeURIComponent(id)}`;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class RequestError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+// One WebSocket speaking protocol v1: numbered requests, replies matched by "re",
+// server-initiated messages (ack, end, error) and binary frames handed to callbacks.
+export class Connection {
+  constructor(path, { onEvent = () => {}, onBinary = () => {}, onClose = () => {} } = {}) {
+    this.path = path;
+    this.onEvent = onEvent;
+    this.onBinary = onBinary;
+    this.onClose = onClose;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.ws = null;
+  }
+
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(wsUrl(this.path), ["mmstream.v1"]);
+      ws.binaryType = "arraybuffer";
+      this.ws = ws;
+      ws.onopen = () => {
+        if (!TOKEN) return resolve(this);
+        this.request("hello", { token: TOKEN }).then(() => resolve(this), reject);
+      };
+      ws.onerror = () => reject(new Error(`cannot connect to ${this.path}`));
+      ws.onmessage = (event) => this.#receive(event.data);
+      ws.onclose = (event) => {
+        const error = new Error(`connection closed (${event.code}${event.reason ? ": " + event.reason : ""})`);
+        for (const { reject: fail } of this.pending.values()) fail(error);
+        this.pending.clear();
+        reject(error);
+        this.onClose(event);
+      };
+    });
+  }
+
+  #receive(data) {
+    if (typeof data !== "string") {
+      this.onBinary(data);
+      return;
+    }
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      console.warn("mmstream: a text frame that is not JSON", data);
+      return;
+    }
+    if ("re" in message && this.pending.has(message.re)) {
+      const { resolve, reject } = this.pending.get(message.re);
+      this.pending.delete(message.re);
+      if (message.ok) resolve(message);
+      else reject(new RequestError(message.error?.code ?? "internal", message.error?.message ?? "request failed"));
+    } else {
+      this.onEvent(message);
+    }
+  }
+
+  request(op, fields = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify({ op, id, ...fields }));
+    });
+  }
+
+  // Backpressure: the browser buffers without limit, so wait while the socket is full.
+  async sendBinary(buffer) {
+    while (this.ws.bufferedAmount > SEND_HIGH_WATER && this.ws.readyState === WebSocket.OPEN) {
+      await sleep(10);
+    }
+    this.ws.send(buffer);
+  }
+
+  close() {
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000);
+  }
+}
+
+// -- formatting ------------------------------------------------------------------------------
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KB", "MB", "GB", "TB"];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
+function formatClock(seconds) {
+  const s = Math.floor(seconds);
+  const m = Math.floor(s / 60);
+  return `${m}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function formatWhen(unixSeconds) {
+  if (!unixSeconds) return "";
+  const date = new Date(unixSeconds * 1000);
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+function newStreamName() {
+  const now = new Date();
+  const pad = (n) => String(n).padStart(2, "0");
+  const stamp = `${now.getFullYear()}${pad(now.getMonth() + 1)}${pad(now.getDate())}-${pad(now.getHours())}${pad(now.getMinutes())}${pad(now.getSeconds())}`;
+  const random = Math.random().toString(36).slice(2, 6);
+  return `rec-${stamp}-${random}`;
+}
+
+// -- recording -------------------------------------------------------------------------------
+
+class Recorder {
+  constructor(ui) {
+    this.ui = ui;
+    this.state = "idle"; // idle → starting → recording → stopping → idle
+    this.streamId = null;
+    this.sent = 0;
+    this.acked = 0;
+  }
+
+  async start(name) {
+    if (!window.MediaRecorder || !MediaRecorder.isTypeSupported(RECORD_MIME)) {
+      throw new Error("this browser cannot record WebM/Opus (MediaRecorder)");
+    }
+    this.state = "starting";
+    this.streamId = name || newStreamName();
+    this.sent = 0;
+    this.acked = 0;
+    this.media = await navigator.mediaDevices.getUserMedia({ audio: true });
+    try {
+      this.conn = new Connection(`/v1/streams/${encodeURIComponent(this.streamId)}`, {
+        onEvent: (message) => this.#onEvent(message),
+        onClose: () => this.#onClose(),
+      });
+      await this.conn.open();
+      await this.conn.request("create", {
+        content_type: RECORD_MIME,
+        metadata: { source: "mmstream web page" },
+      });
+      await this.conn.request("append", { offset: 0 });
+    } catch (error) {
+      this.#release();
+      throw error;
+    }
+    this.recorder = new MediaRecorder(this.media, { mimeType: RECORD_MIME });
+    // Chunks must reach the server in order: each send waits for the one before.
+    this.sending = Promise.resolve();
+    this.recorder.ondataavailable = (event) => {
+      if (!event.data.size) return;
+      this.sending = this.sending.then(async () => {
+        const buffer = await event.data.arrayBuffer();
+        await this.conn.sendBinary(buffer);
+        this.sent += buffer.byteLength;
+        this.ui.progress(this);
+      });
+    };
+    this.stopped = new Promise((resolve) => (this.recorder.onstop = resolve));
+    this.recorder.start(TIMESLICE_MS);
+    this.startedAt = performance.now();
+    this.state = "recording";
+    this.#startMeter();
+  }
+
+  elapsed() {
+    return this.startedAt ? (performance.now() - this.startedAt) / 1000 : 0;
+  }
+
+  async stop() {
+    this.state = "stopping";
+    this.recorder.stop();
+    await this.stopped;
+    await this.sending;
+    // sync: every frame sent so far is applied and flushed; then the stream becomes READY.
+    await this.conn.request("sync");
+    const reply = await this.conn.request("finalize");
+    this.#release();
+    this.state = "idle";
+    return reply.stat;
+  }
+
+  #onEvent(message) {
+    if (message.op === "ack") {
+      this.acked = message.offset ?? this.acked;
+      this.ui.progress(this);
+    } else if (message.op === "error") {
+      this.ui.fail(new RequestError(message.error?.code ?? "internal", message.error?.message ?? ""));
+    }
+  }
+
+  #onClose() {
+    if (this.state === "recording") {
+      this.ui.fail(new Error("the server closed the connection; recording stopped"));
+      this.recorder?.stop();
+      this.#release();
+      this.state = "idle";
+    }
+  }
+
+  #startMeter() {
+    try {
+      this.audioContext = new AudioContext();
+      const analyser = this.audioContext.createAnalyser();
+      analyser.fftSize = 512;
+      this.audioContext.createMediaStreamSource(this.media).connect(analyser);
+      const samples = new Float32Array(analyser.fftSize);
+      const tick = () => {
+        if (this.state !== "recording") return;
+        analyser.getFloatTimeDomainData(samples);
+        let peak = 0;
+        for (const value of samples) peak = Math.max(peak, Math.abs(value));
+        this.ui.level(peak);
+        requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    } catch {
+      // A level meter is a nicety; recording works without one.
+    }
+  }
+
+  #release() {
+    this.media?.getTracks().forEach((track) => track.stop());
+    this.audioContext?.close().catch(() => {});
+    this.audioContext = null;
+    this.conn?.close();
+    this.ui.level(0);
+  }
+}
+
+// -- playback --------------------------------------------------------------------------------
+
+class Player {
+  constructor(audio) {
+    this.audio = audio;
+    this.streamId = null;
+    this.live = null;
+  }
+
+  stop() {
+    this.live?.close();
+    this.live = null;
+    this.audio.pause();
+    if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
+    this.objectUrl = null;
+    this.audio.removeAttribute("src");
+    this.audio.load();
+    this.streamId = null;
+  }
+
+  // READY streams (and growing ones the browser cannot feed to MediaSource) are plain HTTP
+  // range requests; a growing WebM is fed to MediaSource from a WebSocket tail.
+  async play(info) {
+    this.stop();
+    this.streamId = info.stream;
+    const webm = (info.content_type ?? "").startsWith("audio/webm");
+    if (info.status === "uploading" && webm && window.MediaSource?.isTypeSupported(LIVE_MIME)) {
+      await this.#playLive(this.streamId);
+      return "live";
+    }
+    this.audio.src = streamUrl(this.streamId);
+    await this.audio.play().catch(() => {}); // autoplay may be refused; the controls remain
+    return "http";
+  }
+
+  async #playLive(id) {
+    const source = new MediaSource();
+    this.objectUrl = URL.createObjectURL(source);
+    this.audio.src = this.objectUrl;
+    await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+    const buffer = source.addSourceBuffer(LIVE_MIME);
+    buffer.mode = "sequence";
+    const queue = [];
+    let ended = false;
+    const pump = () => {
+      if (buffer.updating || source.readyState !== "open") return;
+      const played = this.audio.currentTime;
+      if (buffer.buffered.length && played - buffer.buffered.start(0) > 120) {
+        buffer.remove(0, played - 60); // keep memory bounded on long live streams
+      } else if (queue.length) {
+        buffer.appendBuffer(queue.shift());
+      } else if (ended) {
+        source.endOfStream();
+      }
+    };
+    buffer.addEventListener("updateend", pump);
+    // Tail from 0: the WebM header comes first, which a late joiner needs.
+    const conn = new Connection(`/v1/streams/${encodeURIComponent(id)}`, {
+      onBinary: (data) => {
+        queue.push(data);
+        pump();
+      },
+      onEvent: (message) => {
+        if (message.op === "end") {
+          ended = true;
+          pump();
+        }
+      },
+    });
+    this.live = conn;
+    await conn.open();
+    await conn.request("tail", { offset: 0 });
+    await this.audio.play().catch(() => {});
+  }
+}
+
+// -- the page --------------------------------------------------------------------------------
+
+class Page {
+  constructor() {
+    this.recorder = new Recorder(this);
+    this.player = new Player($("#audio"));
+    this.streams = [];
+    this.error = null;
+    this.listing = false;
+  }
+
+  async init() {
+    $("#record").addEventListener("click", () => this.toggleRecording());
+    $("#refresh").addEventListener("click", () => this.refresh());
+    $("#player-close").addEventListener("click", () => this.closePlayer());
+    $("#audio").addEventListener("error", () => {
+      const error = $("#audio").error;
+      if (error && this.player.streamId) this.status(`Playback failed: ${error.message || "code " + error.code}`, true);
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) this.refresh();
+    });
+    setInterval(() => {
+      if (!document.hidden) this.refresh();
+    }, LIST_EVERY_MS);
+    await this.refresh();
+  }
+
+  async connectList() {
+    if (this.listConn) return this.listConn;
+    const conn = new Connection("/v1", {
+      onClose: () => {
+        this.listConn = null;
+        this.connected(false);
+      },
+    });
+    await conn.open();
+    this.listConn = conn;
+    this.connected(true);
+    return conn;
+  }
+
+  async refresh() {
+    if (this.listing) return;
+    this.listing = true;
+    try {
+      const conn = await this.connectList();
+      const reply = await conn.request("list");
+      this.streams = (reply.streams ?? []).slice().sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0));
+      this.render();
+    } catch (error) {
+      this.connected(false);
+    } finally {
+      this.listing = false;
+    }
+  }
+
+  connected(up) {
+    const conn = $("#conn");
+    conn.textContent = up ? "connected" : "offline";
+    conn.className = `conn ${up ? "up" : "down"}`;
+  }
+
+  render() {
+    const list = $("#streams");
+    const items = this.streams.map((info) => this.renderItem(info));
+    list.replaceChildren(...items);
+    $("#empty").hidden = this.streams.length > 0;
+  }
+
+  renderItem(info) {
+    const id = info.stream;
+    const item = document.createElement("li");
+    item.className = "stream";
+    item.dataset.streamId = id;
+    item.dataset.status = info.status;
+    if (id === this.player.streamId) item.classList.add("playing");
+
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = id;
+
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const badge = document.createElement("span");
+    badge.className = `badge ${info.status}`;
+    badge.textContent = info.status === "uploading" ? "live" : info.status;
+    const size = document.createElement("span");
+    size.className = "size";
+    size.textContent = formatBytes(info.size ?? 0);
+    const when = document.createElement("span");
+    when.textContent = formatWhen(info.created_at);
+    const type = document.createElement("span");
+    type.textContent = (info.content_type ?? "").split(";")[0];
+    meta.append(badge, size, type, when);
+
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    const play = document.createElement("button");
+    play.type = "button";
+    play.className = "play";
+    play.textContent = "▶";
+    play.setAttribute("aria-label", `Play ${id}`);
+    play.disabled = info.status === "error";
+    play.addEventListener("click", () => this.play(info));
+    const download = document.createElement("a");
+    download.href = streamUrl(id);
+    download.download = id;
+    download.textContent = "⤓";
+    download.title = "Download";
+    download.setAttribute("aria-label", `Download ${id}`);
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "ghost";
+    remove.textContent = "✕";
+    remove.title = "Delete";
+    remove.setAttribute("aria-label", `Delete ${id}`);
+    remove.addEventListener("click", () => this.remove(id));
+    actions.append(play, download, remove);
+
+    item.append(name, meta, actions);
+    return item;
+  }
+
+  async play(info) {
+    const id = info.stream;
+    $("#player").hidden = false;
+    $("#player-name").textContent = id;
+    const badge = $("#player-badge");
+    try {
+      const how = await this.player.play(info);
+      badge.textContent = how === "live" ? "live" : "ready";
+      badge.className = `badge ${how === "live" ? "uploading" : "ready"}`;
+    } catch (error) {
+      this.fail(error);
+    }
+    this.render();
+  }
+
+  closePlayer() {
+    this.player.stop();
+    $("#player").hidden = true;
+    this.render();
+  }
+
+  async remove(id) {
+    if (!confirm(`Delete stream “${id}”?`)) return;
+    try {
+      const conn = await this.connectList();
+      await conn.request("delete", { stream: id });
+      if (this.player.streamId === id) this.closePlayer();
+    } catch (error) {
+      this.fail(error);
+    }
+    await this.refresh();
+  }
+
+  async toggleRecording() {
+    const button = $("#record");
+    if (this.recorder.state === "recording") {
+      button.disabled = true;
+      this.status("Finishing…");
+      try {
+        const stat = await this.recorder.stop();
+        this.status(`Saved “${stat.stream}” (${formatBytes(stat.size)}).`);
+      } catch (error) {
+        this.fail(error);
+      } finally {
+        this.recording(false);
+        button.disabled = false;
+        clearInterval(this.clock);
+        await this.refresh();
+      }
+      return;
+    }
+    if (this.recorder.state !== "idle") return;
+    const input = $("#stream-name");
+    const name = input.value.trim();
+    if (name && !ID_PATTERN.test(name)) {
+      this.status("A name uses letters, digits, “-” and “_” (at most 128).", true);
+      input.focus();
+      return;
+    }
+    button.disabled = true;
+    this.error = null;
+    try {
+      await this.recorder.start(name);
+      this.recording(true);
+      this.status(`Recording “${this.recorder.streamId}”…`);
+      this.clock = setInterval(() => ($("#rec-time").textContent = formatClock(this.recorder.elapsed())), 200);
+      input.value = "";
+      this.refresh();
+    } catch (error) {
+      this.recorder.state = "idle";
+      this.fail(error);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  recording(on) {
+    const button = $("#record");
+    button.setAttribute("aria-pressed", String(on));
+    button.querySelector(".rec-label").textContent = on ? "Stop" : "Record";
+    if (on) $("#rec-time").textContent = "0:00";
+  }
+
+  progress(recorder) {
+    if (recorder.state === "recording") {
+      this.status(`Recording “${recorder.streamId}” · ${formatBytes(recorder.sent)} sent`);
+    }
+  }
+
+  level(peak) {
+    $("#meter-fill").style.width = `${Math.min(100, Math.round(peak * 140))}%`;
+  }
+
+  status(text, isError = false) {
+    const line = $("#rec-status");
+    line.textContent = text;
+    line.style.color = isError ? "var(--rec)" : "";
+  }
+
+  fail(error) {
+    this.error = error;
+    console.error(error);
+    const text = error?.name === "NotAllowedError" ? "Microphone access was refused." : String(error.message ?? error);
+    this.status(text, true);
+  }
+}
+
+const page = new Page();
+// For people poking at the console, and for the end-to-end test.
+window.mmstream = page;
+page.init();
