@@ -23,9 +23,12 @@ from ..config import Config
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
 from ._connection import connection_handler
+from ._fanout import serve_fanout_hub
 from ._frontdoor import FrontDoor
 from ._http import HttpRequest, HttpResponse, Router, json_response
+from ._icecast import add_icecast_routes
 from ._transports import make_transport
+from ._web import add_web_routes
 
 __all__ = ["RunningServer", "build_router", "serve"]
 
@@ -104,14 +107,18 @@ async def serve(
     listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
     port = listeners[0].socket.getsockname()[1]
     try:
-        async with open_stream_manager(config.cache) as manager:
+        async with open_stream_manager(config.cache) as manager, trio.open_nursery() as fanout:
             shutdown = trio.Event()
             server = RunningServer(config.server.host, port, manager, shutdown)
+            router = build_router(server)
+            hub = await fanout.start(serve_fanout_hub, manager, config.icecast)
+            add_icecast_routes(router, manager, hub, config.icecast)
+            add_web_routes(router, manager)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
                 connection_handler(manager, config.server, shutdown),
-                build_router(server),
+                router,
                 websocket_path=lambda path: parse_path(path) is not None,
             )
             async with trio.open_nursery() as outer:
@@ -150,6 +157,7 @@ async def serve(
                 if connections.cancel_scope.cancelled_caught:
                     log.warning("shutdown: connections still open at the deadline were closed")
                 outer.cancel_scope.cancel()
+            fanout.cancel_scope.cancel()
             log.info("flushing and closing %d streams", len(manager.list()))
     finally:
         for listener in listeners:  # already closed unless the manager failed to open
