@@ -36,7 +36,7 @@ import trio
 
 from ..audio_sync import StreamSync
 from ..config import IcecastConfig
-from ..errors import StreamNotFoundError
+from ..errors import CacheClosedError, StreamNotFoundError
 from ..streams import StreamManager, StreamStatus
 
 __all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanout_hub"]
@@ -334,8 +334,11 @@ class FanoutHub:
         broadcaster = self._broadcasters.get(stream_id)
         if broadcaster is None or broadcaster.ended:
             broadcaster = Broadcaster(self.manager, stream_id, self.config)
+            try:
+                self._nursery.start_soon(self._run, broadcaster)
+            except RuntimeError:  # the hub's nursery is closed: the server is stopping
+                raise CacheClosedError("the server is shutting down") from None
             self._broadcasters[stream_id] = broadcaster
-            self._nursery.start_soon(self._run, broadcaster)
         return broadcaster
 
     async def _run(self, broadcaster: Broadcaster) -> None:
