@@ -20,8 +20,9 @@ from typing import IO, Any
 import attrs
 import trio
 
-from .client import DEFAULT_CHUNK_SIZE, DEFAULT_URL, connect
-from .errors import InvalidArgumentError, MmstreamError, StreamExistsError
+from .audio import HEAD_SIZE, describe_audio
+from .client import DEFAULT_CHUNK_SIZE, DEFAULT_URL, Client, connect
+from .errors import InvalidArgumentError, MmstreamError, StreamExistsError, StreamNotFoundError
 from .protocol import StreamStat
 
 __all__ = ["URL_ENV", "add_client_commands"]
@@ -29,6 +30,8 @@ __all__ = ["URL_ENV", "add_client_commands"]
 URL_ENV = "MMSTREAM_URL"
 #: ``get`` asks for ranges of this size, so memory stays bounded whatever the stream's size.
 _READ_PIECE = 16 * 1024 * 1024
+#: How often a follower asks again for a stream that does not exist yet.
+_CREATION_POLL = 0.25
 
 
 def add_client_commands(commands: Any) -> None:
@@ -46,7 +49,13 @@ def add_client_commands(commands: Any) -> None:
     )
     put.add_argument("--stream", required=True, metavar="ID", help="stream id")
     put.add_argument("--content-type", metavar="T", help="default: guessed from SRC's name")
-    put.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE, metavar="N")
+    put.add_argument(
+        "--chunk-size",
+        type=_size,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help=f"bytes per WebSocket frame (default {DEFAULT_CHUNK_SIZE})",
+    )
     put.add_argument("--resume", action="store_true", help="continue an interrupted upload")
     put.add_argument("--no-finalize", action="store_true", help="leave the stream uploading")
     put.set_defaults(handler=_sync(_put))
@@ -56,7 +65,12 @@ def add_client_commands(commands: Any) -> None:
     get.add_argument("-o", "--output", default="-", metavar="OUT", help="file, or - for stdout")
     get.add_argument("--offset", type=_size, default=0, metavar="N")
     get.add_argument("--length", type=_size, default=None, metavar="N")
-    get.add_argument("--follow", action="store_true", help="keep writing until it is finalized")
+    get.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep writing as the stream grows until it is finalized; waits for a stream "
+        "that does not exist yet",
+    )
     get.set_defaults(handler=_sync(_get))
 
     stat = commands.add_parser("stat", parents=[common], help="show one stream")
@@ -144,6 +158,8 @@ async def _put(args: argparse.Namespace) -> int:
 
 async def _get(args: argparse.Namespace) -> int:
     out: IO[bytes] = sys.stdout.buffer
+    if args.output == "-" and sys.stdout.isatty():
+        raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
     if args.output != "-":
         out = await trio.to_thread.run_sync(open, args.output, "wb")
     try:
@@ -174,13 +190,26 @@ async def _download(client: Any, args: argparse.Namespace, out: IO[bytes]) -> No
 
 async def _follow(client: Any, args: argparse.Namespace, out: IO[bytes]) -> None:
     left = math.inf if args.length is None else args.length
-    follower = await client.tail(None, args.offset)
+    follower = await _tail_once_created(client, args)
     async for chunk in follower:
         if len(chunk) >= left:
             await trio.to_thread.run_sync(out.write, chunk[: int(left)])
             return
         left -= len(chunk)
         await trio.to_thread.run_sync(_write_and_flush, out, chunk)
+
+
+async def _tail_once_created(client: Any, args: argparse.Namespace) -> Any:
+    """A listener often starts before the recorder: wait for the stream to appear."""
+    waiting = False
+    while True:
+        try:
+            return await client.tail(None, args.offset)
+        except StreamNotFoundError:
+            if not waiting:
+                print(f"mmstream: waiting for stream {args.stream} to be created", file=sys.stderr)
+                waiting = True
+            await trio.sleep(_CREATION_POLL)
 
 
 def _write_and_flush(out: IO[bytes], data: bytes) -> None:
@@ -192,16 +221,26 @@ def _write_and_flush(out: IO[bytes], data: bytes) -> None:
 async def _stat(args: argparse.Namespace) -> int:
     async with connect(args.url, stream=args.stream) as client:
         stat = await client.stat()
+        audio = await _audio(client, stat)
+    fields = _as_dict(stat) | ({"audio": audio} if audio else {})
     if args.json:
-        print(json.dumps(_as_dict(stat), indent=2))
+        print(json.dumps(fields, indent=2))
     else:
-        for key, value in _as_dict(stat).items():
-            if key == "metadata":
+        for key, value in fields.items():
+            if key in ("metadata", "audio"):
                 for name, item in value.items():
-                    print(f"{'metadata.' + name:<17} {item}")
+                    print(f"{key + '.' + name:<17} {_human(name, item)}")
             else:
                 print(f"{key:<17} {_human(key, value)}")
     return 0
+
+
+async def _audio(client: Client, stat: StreamStat) -> dict[str, str | int | float]:
+    """Container and, for a WAV, duration and format, from the stream's first bytes."""
+    if stat.size == 0 or stat.status == "error":
+        return {}
+    head = await client.read(offset=0, length=min(HEAD_SIZE, stat.size))
+    return describe_audio(head, stat.size)
 
 
 async def _ls(args: argparse.Namespace) -> int:
@@ -237,6 +276,8 @@ def _human(key: str, value: Any) -> str:
         return _time(value)
     if key in ("size", "durable_offset", "reserved"):
         return f"{value} ({_bytes(value)})"
+    if key == "duration":
+        return f"{value:.3f} s"
     return str(value)
 
 

@@ -13,6 +13,7 @@ import trio
 
 from .config import load_config
 from .errors import MmstreamError
+from .logs import configure_logging
 
 __all__ = ["add_serve_command"]
 
@@ -47,7 +48,9 @@ def run_serve(args: argparse.Namespace) -> int:
         **{"server.host": args.host, "server.port": args.port, "cache.directory": args.cache_dir},
     )
     level = args.serve_log_level or getattr(args, "log_level", None) or config.logging.level
-    logging.getLogger().setLevel(level)
+    configure_logging(config.logging, level=level)
+    if level != "DEBUG":  # our own connection lines say the same, with ids
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         trio.run(partial(serve, config, handle_signals=True))
     except BaseException as exc:

@@ -90,6 +90,8 @@ DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 #: Unacknowledged upload bytes allowed on the wire; several ``ack_bytes`` (1 MiB) so the
 #: server's coalesced acks never stall a fast upload.
 DEFAULT_MAX_IN_FLIGHT: Final = 8 * 1024 * 1024
+#: How much ``upload`` reads from its source per worker-thread call.
+_SOURCE_READ_SIZE: Final = 1024 * 1024
 #: Frames a follower may buffer before the connection stops reading (TCP backpressure).
 _TAIL_BUFFER: Final = 64
 
@@ -341,7 +343,11 @@ class Client:
             await reader.seek(start)
             try:
                 size = await self.append(
-                    stat.stream, reader.chunks(), offset=start, progress=progress
+                    stat.stream,
+                    reader.chunks(),
+                    offset=start,
+                    chunk_size=chunk_size,
+                    progress=progress,
                 )
             except OffsetConflictError as exc:
                 if not resume or attempt == 3 or exc.actual < 0:
@@ -574,7 +580,9 @@ class _Source:
             source = io.BytesIO(bytes(source))
         self._file: IO[bytes] = source
         self._read: Callable[[int], bytes] = getattr(source, "read1", source.read)
-        self._chunk_size = chunk_size
+        # One worker-thread round trip per read: read a few chunks' worth at a time (a pipe
+        # still returns as soon as anything is available); append() splits them into frames.
+        self._read_size = max(chunk_size, _SOURCE_READ_SIZE)
         self._hash: Any = hashlib.sha256()
         self.position = 0
 
@@ -591,7 +599,7 @@ class _Source:
             await trio.to_thread.run_sync(self._file.seek, 0)
             self._hash, self.position = hashlib.sha256(), 0
         while self.position < offset:
-            if not await self.read(min(self._chunk_size, offset - self.position)):
+            if not await self.read(min(self._read_size, offset - self.position)):
                 raise InvalidArgumentError(
                     f"the source has {self.position} bytes, fewer than the {offset} "
                     "already on the server"
@@ -613,5 +621,5 @@ class _Source:
         return data
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        while data := await self.read(self._chunk_size):
+        while data := await self.read(self._read_size):
             yield data

@@ -31,6 +31,7 @@ __all__ = [
     "log_context",
     "make_formatter",
     "redact",
+    "tag_task",
 ]
 
 _connection_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -54,6 +55,16 @@ _SECRET_IN_TEXT = [
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def tag_task(*, connection: str | None = None, stream: str | None = None) -> None:
+    """Tag every line the current task logs from now on (and tasks it starts). For a task
+    that serves one connection for its whole life: Trio gives each task its own copy of the
+    context, so the tag ends with the task."""
+    if connection is not None:
+        _connection_id.set(connection)
+    if stream is not None:
+        _stream_id.set(stream)
 
 
 @contextlib.contextmanager
@@ -145,16 +156,18 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """For a person at a terminal: ``LEVEL logger [conn stream] message key=value``."""
+    """For a person at a terminal: ``LEVEL logger: message conn=… stream=… key=value``
+    (ids the message already states are not repeated)."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
-        ids = " ".join(str(fields.pop(k)) for k in ("conn", "stream") if k in fields)
-        head = f"{fields.pop('level').upper():<7} {fields.pop('logger')}"
+        level, logger, message = fields.pop("level"), fields.pop("logger"), fields.pop("msg")
         fields.pop("ts")
-        message = fields.pop("msg")
         exc = fields.pop("exc", None)
-        line = f"{head}: [{ids}] {message}" if ids else f"{head}: {message}"
+        for key in ("conn", "stream"):
+            if f"{key}=" in message:
+                fields.pop(key, None)
+        line = f"{level.upper()} {logger}: {message}"
         if fields:
             line += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in fields.items())
         return f"{line}\n{exc}" if exc else line

@@ -107,8 +107,9 @@ class Metrics:
             ["via"],
             registry=r,
         )
+        #: The server points this at its front door's count (``set_function``).
         self.connections = Gauge(
-            "mmstream_active_connections", "Open client connections, by kind.", ["kind"],
+            "mmstream_active_connections", "Open client connections (WebSocket and HTTP).",
             registry=r,
         )  # fmt: skip
         self.followers = Gauge(
@@ -136,9 +137,8 @@ class Metrics:
             "mmstream_fsync_seconds", "Time to make a stream durable (msync/fsync).",
             buckets=_DISK_BUCKETS, registry=r,
         )  # fmt: skip
-        for kind in ("websocket", "http"):
-            self.connections.labels(kind)
-            self.bytes_out.labels(kind)
+        for via in ("websocket", "http"):
+            self.bytes_out.labels(via)
         self._cache = _CacheCollector()
         r.register(self._cache)
         if process:

@@ -13,7 +13,7 @@ import trio
 import trio.lowlevel
 
 from mmstream.config import LogFormat, LoggingConfig
-from mmstream.logs import configure_logging, log_context, redact
+from mmstream.logs import configure_logging, log_context, redact, tag_task
 
 
 @pytest.fixture
@@ -76,7 +76,11 @@ def test_text_format(capture: tuple[io.StringIO, list[LogFormat]]) -> None:
     out = _setup(capture, "text")
     with log_context(connection="c2", stream="s"):
         logging.getLogger("mmstream.x").error("boom", extra={"code": "io-error"})
-    assert out.getvalue().strip() == "ERROR   mmstream.x: [c2 s] boom code=io-error"
+        logging.getLogger("mmstream.x").info("upload bound conn=c2 stream=s offset=0")
+    assert out.getvalue().splitlines() == [
+        "ERROR mmstream.x: boom conn=c2 stream=s code=io-error",
+        "INFO mmstream.x: upload bound conn=c2 stream=s offset=0",
+    ]
 
 
 def test_exceptions_are_one_record(capture: tuple[io.StringIO, list[LogFormat]]) -> None:
@@ -124,3 +128,22 @@ async def test_trio_tasks_inherit_the_ids(capture: tuple[io.StringIO, list[LogFo
                 nursery.start_soon(child, n)
     lines = sorted((r["conn"], r["stream"]) for r in map(json.loads, out.getvalue().splitlines()))
     assert lines == [("c0", "s0"), ("c1", "s1")]
+
+
+async def test_a_tagged_task_keeps_its_tag_to_itself(
+    capture: tuple[io.StringIO, list[LogFormat]],
+) -> None:
+    out = _setup(capture, "json")
+
+    async def connection(n: int) -> None:
+        tag_task(connection=f"c{n}")
+        await trio.lowlevel.checkpoint()
+        logging.getLogger("mmstream").info("open")
+
+    async with trio.open_nursery() as nursery:
+        for n in range(2):
+            nursery.start_soon(connection, n)
+    logging.getLogger("mmstream").info("after")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert sorted(r["conn"] for r in records[:2]) == ["c0", "c1"]
+    assert "conn" not in records[2]

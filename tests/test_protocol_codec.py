@@ -331,3 +331,11 @@ def test_server_messages_ignore_unknown_fields() -> None:
         re=1, stream="s", offset=3
     )
     assert decode_server_message('{"op":"end","stream":"s","size":2}') == End(stream="s", size=2)
+
+
+def test_hostile_values_are_not_echoed_at_length() -> None:
+    """Found by the fuzzer: an error must not repeat a huge hostile value back."""
+    for field in ("offset", "id", "stream", "sha256"):
+        with pytest.raises(MalformedRequestError) as info:
+            decode_request(json.dumps({"op": "read", field: {"k": "a" * 100_000}}))
+        assert len(str(info.value)) < 200, field

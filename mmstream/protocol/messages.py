@@ -74,7 +74,9 @@ _SHA256_CHARS = frozenset("0123456789abcdef")
 def _offset(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
     # ``type(...) is int`` also refuses bool, which JSON would otherwise let through as 0/1.
     if type(value) is not int or not 0 <= value <= MAX_OFFSET:
-        raise ValueError(f"{attribute.name}: expected an integer in 0..2**63-1, got {value!r}")
+        raise ValueError(
+            f"{attribute.name}: expected an integer in 0..2**63-1, got {_short(value)}"
+        )
 
 
 def _optional_offset(_: object, attribute: attrs.Attribute[Any], value: int | None) -> None:

@@ -20,6 +20,7 @@ import trio
 
 from .. import __version__
 from ..config import Config
+from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
 from ._connection import connection_handler
@@ -47,6 +48,7 @@ class RunningServer:
     manager: StreamManager
     _shutdown: trio.Event
     _connections: trio.CancelScope | None = None
+    metrics: Metrics | None = None
 
     @property
     def url(self) -> str:
@@ -77,8 +79,10 @@ def _url_host(host: str) -> str:
 
 
 def build_router(server: RunningServer) -> Router:
-    """The plain-HTTP routes. Later issues add range playback, /metrics and the page."""
+    """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
+    :func:`add_web_routes`."""
     router = Router()
+    add_web_routes(router, server.manager, server.metrics)
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:
@@ -106,21 +110,25 @@ async def serve(
     # connect during recovery wait in the backlog instead of being refused.
     listeners = await trio.open_tcp_listeners(config.server.port, host=config.server.host)
     port = listeners[0].socket.getsockname()[1]
+    metrics = Metrics()
     try:
-        async with open_stream_manager(config.cache) as manager, trio.open_nursery() as fanout:
+        async with (
+            open_stream_manager(config.cache, metrics=metrics) as manager,
+            trio.open_nursery() as fanout,
+        ):
             shutdown = trio.Event()
-            server = RunningServer(config.server.host, port, manager, shutdown)
+            server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
             router = build_router(server)
-            hub = await fanout.start(serve_fanout_hub, manager, config.icecast)
-            add_icecast_routes(router, manager, hub, config.icecast)
-            add_web_routes(router, manager)
+            hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
+            add_icecast_routes(router, manager, hub, config.icecast, metrics)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown),
+                connection_handler(manager, config.server, shutdown, metrics),
                 router,
                 websocket_path=lambda path: parse_path(path) is not None,
             )
+            metrics.connections.set_function(lambda: door.active_connections)
             async with trio.open_nursery() as outer:
                 if handle_signals:
                     outer.start_soon(_watch_signals, server)

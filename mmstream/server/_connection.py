@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
 
 import attrs
 import trio
 
 from .. import __version__
 from ..config import ServerConfig
-from ..errors import MmstreamError, OutOfRangeError, ProtocolError, StreamNotFoundError
+from ..errors import (
+    CacheClosedError,
+    MmstreamError,
+    OutOfRangeError,
+    ProtocolError,
+    StreamNotFoundError,
+)
+from ..logs import log_context
+from ..metrics import Metrics
 from ..protocol import (
     SUBPROTOCOL,
     Ack,
@@ -34,6 +43,8 @@ from ..protocol import (
     Create,
     Delete,
     End,
+    ErrorEvent,
+    ErrorReply,
     Event,
     Finalize,
     Hello,
@@ -75,6 +86,8 @@ __all__ = ["Session", "connection_handler"]
 
 log = logging.getLogger("mmstream.server")
 
+_M = TypeVar("_M", str, bytes)
+
 #: What the reader hands the applier: a request, a text frame that was not one, or data.
 _Item: TypeAlias = Request | MalformedRequestError | bytes
 
@@ -99,8 +112,10 @@ class Session:
         manager: StreamManager,
         config: ServerConfig,
         shutting_down: trio.Event,
+        metrics: Metrics | None = None,
     ) -> None:
         self.connection = connection
+        self.metrics = metrics
         self.manager = manager
         self.config = config
         self.shutting_down = shutting_down
@@ -386,6 +401,8 @@ class Session:
     async def _push(self, stream: str, position: int) -> None:
         """The tail task: bytes as they are written, then ``end``."""
         piece = self.config.max_message_size
+        if self.metrics is not None:
+            self.metrics.followers.inc()
         try:
             while not self._peer_gone:
                 try:
@@ -404,18 +421,20 @@ class Session:
                             )
                         )
                         return
+                except CacheClosedError:
+                    return  # the server is shutting down: so is the connection
                 except StreamNotFoundError:
                     await self._send_event(End(stream=stream, size=position, status="deleted"))
                     return
-                except MmstreamError as exc:
-                    if exc.code == "closed":
-                        return  # the manager is closing: so is the connection
+                except MmstreamError:
                     await self._send_event(End(stream=stream, size=position, status="error"))
                     return
                 async with self._binary_lock:
                     await self._send_bytes(data)
                 position += len(data)
         finally:
+            if self.metrics is not None:
+                self.metrics.followers.dec()
             self._tailing = False
             if self._receiving_since is not None:
                 self._receiving_since = trio.current_time()  # idle from the end of the tail
@@ -423,24 +442,30 @@ class Session:
     # -- sending ---------------------------------------------------------------------------
 
     async def _send_reply(self, reply: Reply) -> None:
+        if self.metrics is not None and isinstance(reply, ErrorReply):
+            self.metrics.errors.labels(reply.code).inc()
         await self._send_text(encode_reply(reply))
 
     async def _send_event(self, event: Event) -> None:
+        if self.metrics is not None and isinstance(event, ErrorEvent):
+            self.metrics.errors.labels(event.code).inc()
         await self._send_text(encode_event(event))
 
     async def _send_text(self, text: str) -> None:
-        if self._peer_gone:
-            return
-        try:
-            await self.connection.send_text(text)
-        except ConnectionClosed:
-            self._peer_gone = True
+        await self._deliver(self.connection.send_text, text)
 
     async def _send_bytes(self, data: bytes) -> None:
+        await self._deliver(self.connection.send_bytes, data)
+        if self.metrics is not None and not self._peer_gone:
+            self.metrics.bytes_out.labels("websocket").inc(len(data))
+
+    async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
+        """Send, unless the peer is gone: then the applier keeps applying what it
+        received (uploads are kept) and only the replies are dropped."""
         if self._peer_gone:
             return
         try:
-            await self.connection.send_bytes(data)
+            await send(message)
         except ConnectionClosed:
             self._peer_gone = True
 
@@ -450,11 +475,16 @@ class _Broken(Exception):
 
 
 def connection_handler(
-    manager: StreamManager, config: ServerConfig, shutting_down: trio.Event
+    manager: StreamManager,
+    config: ServerConfig,
+    shutting_down: trio.Event,
+    metrics: Metrics | None = None,
 ) -> Handler:
     """The transport handler serving protocol v1 on each connection."""
 
     async def handle(connection: Connection) -> None:
-        await Session(connection, manager, config, shutting_down).run()
+        endpoint = parse_path(connection.path)
+        with log_context(stream=endpoint.stream if endpoint is not None else None):
+            await Session(connection, manager, config, shutting_down, metrics).run()
 
     return handle

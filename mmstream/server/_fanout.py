@@ -37,6 +37,7 @@ import trio
 from ..audio_sync import StreamSync
 from ..config import IcecastConfig
 from ..errors import CacheClosedError, StreamNotFoundError
+from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus
 
 __all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanout_hub"]
@@ -77,8 +78,15 @@ class Listener:
 class Broadcaster:
     """The live edge of one stream and its listeners."""
 
-    def __init__(self, manager: StreamManager, stream_id: str, config: IcecastConfig) -> None:
+    def __init__(
+        self,
+        manager: StreamManager,
+        stream_id: str,
+        config: IcecastConfig,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.manager = manager
+        self.metrics = metrics
         self.stream_id = stream_id
         self.config = config
         self.window = bytearray()
@@ -195,6 +203,7 @@ class Broadcaster:
         self.rounds += 1
         edge, base, queue = self.edge, self.base, self.config.queue_size
         gone: list[Listener] = []
+        total = 0
         with memoryview(self.window) as window:
             slices: dict[int, memoryview] = {}
             for listener in self.listeners:
@@ -227,7 +236,10 @@ class Broadcaster:
                     written = max(0, written - owed)
                 listener.position += written
                 listener.sent += written
+                total += written
             del slices
+        if self.metrics is not None and total:
+            self.metrics.bytes_out.labels("http").inc(total)
         for listener in gone:
             self.listeners.remove(listener)
             listener.scope.cancel()
@@ -321,9 +333,14 @@ class FanoutHub:
     """The broadcasters of a server, made on demand, each running until its stream ends."""
 
     def __init__(
-        self, manager: StreamManager, config: IcecastConfig, nursery: trio.Nursery
+        self,
+        manager: StreamManager,
+        config: IcecastConfig,
+        nursery: trio.Nursery,
+        metrics: Metrics | None = None,
     ) -> None:
         self.manager = manager
+        self.metrics = metrics
         self.config = config
         self._nursery = nursery
         self._broadcasters: dict[str, Broadcaster] = {}
@@ -333,7 +350,7 @@ class FanoutHub:
         stream exists and is UPLOADING."""
         broadcaster = self._broadcasters.get(stream_id)
         if broadcaster is None or broadcaster.ended:
-            broadcaster = Broadcaster(self.manager, stream_id, self.config)
+            broadcaster = Broadcaster(self.manager, stream_id, self.config, self.metrics)
             try:
                 self._nursery.start_soon(self._run, broadcaster)
             except RuntimeError:  # the hub's nursery is closed: the server is stopping
@@ -358,10 +375,11 @@ class FanoutHub:
 async def serve_fanout_hub(
     manager: StreamManager,
     config: IcecastConfig,
+    metrics: Metrics | None = None,
     *,
     task_status: trio.TaskStatus[FanoutHub] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a hub until cancelled (``await nursery.start(...)`` gives it back)."""
     async with trio.open_nursery() as nursery:
-        task_status.started(FanoutHub(manager, config, nursery))
+        task_status.started(FanoutHub(manager, config, nursery, metrics))
         await trio.sleep_forever()

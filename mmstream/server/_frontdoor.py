@@ -26,6 +26,7 @@ import h11
 import trio
 
 from ..config import ServerConfig
+from ..logs import tag_task
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
 from ._replay import ReplayStream
 from ._transports import Handler, Transport
@@ -75,6 +76,7 @@ class FrontDoor:
         """The ``trio.serve_listeners`` handler: one call per accepted connection."""
         ip, remote = _peer(stream)
         connection_id = f"c{next(self._ids)}"
+        tag_task(connection=connection_id)
         refusal = self._refusal(ip)
         if refusal is not None:
             log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, refusal)

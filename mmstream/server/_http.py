@@ -204,7 +204,9 @@ async def serve_http(
     ``idle_scope`` gives a cancel scope for the wait between requests, which a shutdown
     cancels so idle keep-alive connections close at once."""
     while True:
-        keep_alive = await _answer(stream, conn, request, settings, remote=remote)
+        keep_alive = await _answer(
+            stream, conn, request, settings, remote=remote, connection_id=connection_id
+        )
         if not keep_alive or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()
@@ -218,7 +220,6 @@ async def serve_http(
         if scope.cancelled_caught or not isinstance(event, h11.Request):
             return
         request = event
-        log.debug("http request conn=%s %s %s", connection_id, request.method, request.target)
 
 
 async def _answer(
@@ -228,6 +229,7 @@ async def _answer(
     settings: HttpSettings,
     *,
     remote: str,
+    connection_id: str,
 ) -> bool:
     """Send one response; whether the connection may serve another request."""
     method = request.method.decode("ascii", "replace").upper()
@@ -241,6 +243,7 @@ async def _answer(
             return False
     body_read = await _discard_body(stream, conn)
     response = await _dispatch(settings.router, method, unquote(raw_path), query, request, remote)
+    log.debug("http conn=%s %s %s -> %d", connection_id, method, target, response.status)
     close = not body_read or settings.shutting_down()
     await _send_response(stream, conn, response, head_only=method == "HEAD", close=close)
     return not close

@@ -37,7 +37,8 @@ import trio
 from ..audio import detect_format
 from ..config import IcecastConfig
 from ..errors import InvalidStreamIdError, MmstreamError, StreamNotFoundError
-from ..streams import DEFAULT_CONTENT_TYPE, StreamManager, StreamStatus
+from ..metrics import Metrics
+from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
 from ._fanout import FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router
 
@@ -103,8 +104,15 @@ async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
 
 
 class _Icecast:
-    def __init__(self, manager: StreamManager, hub: FanoutHub, config: IcecastConfig) -> None:
+    def __init__(
+        self,
+        manager: StreamManager,
+        hub: FanoutHub,
+        config: IcecastConfig,
+        metrics: Metrics | None,
+    ) -> None:
         self.manager = manager
+        self.metrics = metrics
         self.hub = hub
         self.config = config
         self._sources: set[str] = set()
@@ -241,6 +249,23 @@ class _Icecast:
                     await _send_quietly(stream, reply)
                     return True
                 offset = int(value)
+        if self.metrics is not None:
+            self.metrics.followers.inc()
+        try:
+            return await self._listen(request, stream, conn, info, offset)
+        finally:
+            if self.metrics is not None:
+                self.metrics.followers.dec()
+
+    async def _listen(
+        self,
+        request: HttpRequest,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        info: StreamInfo,
+        offset: int | None,
+    ) -> bool:
+        stream_id = info.stream_id
         head = await self._response_head(info.content_type, info.metadata, stream_id, conn)
         await stream.send_all(head)
         broadcaster = self.hub.get(stream_id)
@@ -331,10 +356,14 @@ async def _framed_body(stream: trio.abc.Stream, conn: h11.Connection) -> AsyncGe
 
 
 def add_icecast_routes(
-    router: Router, manager: StreamManager, hub: FanoutHub, config: IcecastConfig
+    router: Router,
+    manager: StreamManager,
+    hub: FanoutHub,
+    config: IcecastConfig,
+    metrics: Metrics | None = None,
 ) -> None:
     """``PUT``/``SOURCE /streams/{id}`` for sources; live ``GET /streams/{id}``."""
-    icecast = _Icecast(manager, hub, config)
+    icecast = _Icecast(manager, hub, config, metrics)
     router.add_takeover("PUT", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("SOURCE", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("GET", "/streams/{stream_id}", icecast.listen)

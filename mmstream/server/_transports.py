@@ -155,25 +155,13 @@ def _select(offered: Sequence[str], supported: Sequence[str]) -> str | None:
     return next((name for name in offered if name in supported), None)
 
 
-# --- trio-websocket ---------------------------------------------------------------------
+@attrs.define(eq=False, kw_only=True)
+class _Adapter:
+    """What both library adapters share; each provides receive, _send, close, subprotocol."""
 
-
-@attrs.define(eq=False)
-class _TrioWebsocketConnection:
-    _ws: trio_websocket.WebSocketConnection
     id: str
     remote: str
     path: str
-
-    @property
-    def subprotocol(self) -> str | None:
-        return self._ws.subprotocol
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed_from_trio_websocket(exc) from None
 
     async def send_text(self, text: str) -> None:
         await self._send(text)
@@ -182,17 +170,39 @@ class _TrioWebsocketConnection:
         await self._send(data)
 
     async def _send(self, message: str | bytes) -> None:
+        raise NotImplementedError
+
+
+# --- trio-websocket ---------------------------------------------------------------------
+
+
+@attrs.define(eq=False, kw_only=True)
+class _TrioWebsocketConnection(_Adapter):
+    ws: trio_websocket.WebSocketConnection
+    stream: trio.abc.Stream
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.ws.subprotocol
+
+    async def receive(self) -> str | bytes:
         try:
-            await self._ws.send_message(message)
+            return await self.ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed_from_trio_websocket(exc) from None
+
+    async def _send(self, message: str | bytes) -> None:
+        try:
+            await self.ws.send_message(message)
         except trio_websocket.ConnectionClosed as exc:
             raise _closed_from_trio_websocket(exc) from None
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         # trio-websocket waits for the peer's close frame without a limit of its own.
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            await self._ws.aclose(code, reason or None)
+            await self.ws.aclose(code, reason or None)
         if scope.cancelled_caught:
-            await trio.aclose_forcefully(self._ws._stream)
+            await trio.aclose_forcefully(self.stream)
 
 
 def _closed_from_trio_websocket(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
@@ -243,45 +253,38 @@ class TrioWebsocketTransport:
                 await trio.aclose_forcefully(stream)
                 nursery.cancel_scope.cancel()
                 return
-            connection = _TrioWebsocketConnection(ws, connection_id, remote, path)
+            connection = _TrioWebsocketConnection(
+                ws=ws, stream=stream, id=connection_id, remote=remote, path=path
+            )
             await _run_handler(handler, connection, stream)
 
 
 # --- websockets (native Trio implementation, websockets >= 17) ---------------------------
 
 
-@attrs.define(eq=False)
-class _WebsocketsConnection:
-    _ws: ServerConnection
-    id: str
-    remote: str
-    path: str
+@attrs.define(eq=False, kw_only=True)
+class _WebsocketsConnection(_Adapter):
+    ws: ServerConnection
 
     @property
     def subprotocol(self) -> str | None:
-        return self._ws.subprotocol
+        return self.ws.subprotocol
 
     async def receive(self) -> str | bytes:
         try:
-            return await self._ws.recv()
+            return await self.ws.recv()
         except websockets.exceptions.ConnectionClosed as exc:
             raise _closed_from_websockets(exc) from None
 
-    async def send_text(self, text: str) -> None:
-        await self._send(text)
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self._send(data)
-
     async def _send(self, message: str | bytes) -> None:
         try:
-            await self._ws.send(message)
+            await self.ws.send(message)
         except websockets.exceptions.ConnectionClosed as exc:
             raise _closed_from_websockets(exc) from None
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         # Bounded by the connection's close_timeout.
-        await self._ws.aclose(code, reason)
+        await self.ws.aclose(code, reason)
 
 
 def _closed_from_websockets(exc: websockets.exceptions.ConnectionClosed) -> ConnectionClosed:
@@ -344,7 +347,7 @@ class WebsocketsTransport:
                 await ws.close_stream()
                 return
             ws.start_keepalive()
-            connection = _WebsocketsConnection(ws, connection_id, remote, path)
+            connection = _WebsocketsConnection(ws=ws, id=connection_id, remote=remote, path=path)
             await _run_handler(handler, connection, stream)
 
 

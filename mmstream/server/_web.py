@@ -7,9 +7,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
+import trio
+
+from ..errors import MmstreamError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
@@ -17,6 +21,8 @@ from ..web.playback import PIECE_SIZE, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 
 __all__ = ["add_web_routes", "cache_snapshot"]
+
+log = logging.getLogger("mmstream.server")
 
 
 def cache_snapshot(manager: StreamManager) -> CacheSnapshot:
@@ -42,7 +48,7 @@ def _request_headers(request: HttpRequest) -> dict[str, str]:
 
 def _to_http(response: Response) -> HttpResponse:
     """The router sets Content-Length itself, from the body or from ``length``."""
-    headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
+    headers = [(k.lower(), v) for k, v in response.headers if k.lower() != "content-length"]
     length = response.header("content-length")
     match response.body:
         case bytes() as body:
@@ -50,12 +56,28 @@ def _to_http(response: Response) -> HttpResponse:
         case None:  # 304: no body, but the length a 200 would have had
             return _bodiless(response.status, headers, int(length or 0))
         case pieces:
-            return HttpResponse(
-                response.status, headers, pieces, int(length) if length is not None else None
-            )
+            size = int(length) if length is not None else None
+            return HttpResponse(response.status, headers, _cut_short_quietly(pieces), size)
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def _cut_short_quietly(
+    pieces: AsyncGenerator[bytes, None],
+) -> AsyncGenerator[bytes, None]:
+    """A body that cannot be finished (the stream was deleted, failed, or the manager is
+    closing) must end the connection without the final chunk, so the client knows it is
+    incomplete. That is expected, not a server bug: say so in one line, not a traceback,
+    and let the front door drop the connection as it does for a broken peer."""
+    try:
+        async for piece in pieces:
+            yield piece
+    except MmstreamError as exc:
+        log.info("response cut short: %s", exc)
+        raise trio.BrokenResourceError(f"response cut short: {exc}") from exc
+    finally:
+        await pieces.aclose()
+
+
+async def _nothing() -> AsyncGenerator[bytes, None]:
     return
     yield  # pragma: no cover  (makes this an async generator)
 
@@ -91,7 +113,7 @@ def add_web_routes(
         if asset is None:
             return text_response(404, "not found")
         headers = [("content-type", asset.content_type), ("cache-control", "no-cache"),
-                   ("etag", asset.etag), *SECURITY_HEADERS]  # fmt: skip
+                   ("etag", asset.etag), *((k.lower(), v) for k, v in SECURITY_HEADERS)]  # fmt: skip
         if request.header("if-none-match") == asset.etag:
             return _bodiless(304, headers, len(asset.body))
         return HttpResponse(200, headers, asset.body)

@@ -18,7 +18,7 @@ stream.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import attrs
 
@@ -57,7 +57,7 @@ class Response:
 
     status: int
     headers: Headers
-    body: bytes | AsyncIterator[bytes] | None = None
+    body: bytes | AsyncGenerator[bytes, None] | None = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -101,13 +101,14 @@ async def stream_response(
     nothing)."""
     try:
         info = manager.stat(stream_id)
+        if info.status is StreamStatus.ERROR:
+            # Quarantined: its bytes are not trusted (the manager refuses to read them too).
+            raise StorageError(f"stream {stream_id} is in error: {info.error}")
         content_type = await _content_type(manager, info)
     except MmstreamError as exc:
+        if metrics is not None:
+            metrics.errors.labels(exc.code).inc()
         return error_response(exc)
-    if info.status is StreamStatus.ERROR:
-        # Quarantined: its bytes are not trusted (the manager refuses to read them too).
-        failed = StorageError(f"stream {stream_id} is in error: {info.error}")
-        return error_response(failed)
     growing = info.status is StreamStatus.UPLOADING
     headers: Headers = [
         ("Content-Type", content_type),
@@ -175,14 +176,14 @@ class _Pieces:
             self.metrics.bytes_out.labels("http").inc(len(data))
         return data
 
-    async def span(self, start: int, stop: int) -> AsyncIterator[bytes]:
+    async def span(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
         position = start
         while position < stop:
             data = await self._read(position, min(self.piece_size, stop - position))
             position += len(data)
             yield data
 
-    async def live(self, start: int) -> AsyncIterator[bytes]:
+    async def live(self, start: int) -> AsyncGenerator[bytes, None]:
         """Everything from ``start``, waiting for more until the stream is finalized."""
         if self.metrics is not None:
             self.metrics.followers.inc()

@@ -2,21 +2,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
-from server_helpers import TRANSPORTS
+from server_helpers import TRANSPORTS, make_config
 
-from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
 from mmstream.server import RunningServer, serve
-
-
-def make_config(cache_dir: Path, transport: str = "websockets", **server: Any) -> Config:
-    return Config(
-        cache=CacheConfig(directory=cache_dir, initial_size=ByteSize(1 << 20)),
-        server=ServerConfig(port=0, transport=transport, **server),
-    )
 
 
 @pytest.fixture(params=TRANSPORTS)

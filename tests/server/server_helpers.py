@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,9 +16,18 @@ import trio_websocket
 import websockets.exceptions
 from websockets.trio.client import connect as websockets_connect
 
-from mmstream.protocol import Request, encode_request
+from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
+from mmstream.protocol import Append, Request, encode_request
 
 TRANSPORTS = ("websockets", "trio-websocket")
+
+
+def make_config(cache_dir: Path, transport: str = "websockets", **server: Any) -> Config:
+    """A server on a free loopback port, caching under ``cache_dir``."""
+    return Config(
+        cache=CacheConfig(directory=cache_dir, initial_size=ByteSize(1 << 20)),
+        server=ServerConfig(port=0, transport=transport, **server),  # type: ignore[arg-type]
+    )
 
 
 @attrs.frozen
@@ -172,6 +182,19 @@ class V1:
             data += message
         assert len(data) == count
         return bytes(data)
+
+    async def upload(
+        self, data: bytes, *, offset: int = 0, chunk: int = 64 * 1024, request_id: int = 0
+    ) -> dict[str, Any]:
+        """``append`` at ``offset`` and the data in frames of ``chunk`` bytes without
+        waiting; return the append reply once the last byte is acknowledged."""
+        await self.send(Append(id=request_id, offset=offset))
+        for start in range(0, len(data), chunk):
+            await self.ws.send(data[start : start + chunk])
+        reply = await self.ws.receive_json()
+        assert reply["ok"], reply
+        await self.acks_until(offset + len(data))
+        return reply
 
     async def acks_until(self, offset: int) -> None:
         """Read ``ack`` events until one reports ``offset``; offsets must only grow."""

@@ -13,7 +13,7 @@ import pytest
 import trio
 from server_helpers import http_get, v1_connect
 
-from mmstream.protocol import Append, Create, Stat
+from mmstream.protocol import Create, Stat
 
 CHUNK = 64 * 1024
 
@@ -61,11 +61,7 @@ async def test_sigterm_flushes_every_stream_exits_0_and_a_restart_finds_them(
         assert (await http_get(port, "/healthz")).status == 200
         async with v1_connect(f"ws://127.0.0.1:{port}/v1/streams/kept") as v1:
             await v1.call(Create())
-            await v1.send(Append(offset=0))
-            for start_at in range(0, len(data), CHUNK):
-                await v1.ws.send(data[start_at : start_at + CHUNK])
-            assert (await v1.ws.receive_json())["ok"]
-            await v1.acks_until(len(data))
+            await v1.upload(data)
             stat = (await v1.call(Stat()))["stat"]
             assert stat["durable_offset"] < stat["size"] == len(data)
             serving.process.send_signal(signal.SIGTERM)

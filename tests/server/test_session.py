@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import trio
-from conftest import make_config
-from server_helpers import http_client, v1_connect, ws_connect
+from server_helpers import http_client, make_config, v1_connect, ws_connect
 
 from mmstream.protocol import (
     Append,
@@ -53,11 +53,8 @@ async def test_upload_read_finalize_list_delete(server: RunningServer) -> None:
         assert created["stat"]["status"] == "uploading"
         assert created["stat"]["metadata"] == {"t": "x"}
 
-        await v1.send(Append(id=2, offset=0))
-        for start in range(0, len(data), CHUNK):
-            await v1.ws.send(data[start : start + CHUNK])
-        assert await v1.ws.receive_json() == {"re": 2, "ok": True, "stream": "show-1", "offset": 0}
-        await v1.acks_until(len(data))
+        reply = await v1.upload(data, request_id=2)
+        assert reply == {"re": 2, "ok": True, "stream": "show-1", "offset": 0}
 
         synced = await v1.call(Sync(id=3))
         assert synced["stat"]["size"] == synced["stat"]["durable_offset"] == len(data)
@@ -82,18 +79,14 @@ async def test_upload_read_finalize_list_delete(server: RunningServer) -> None:
 
 
 async def test_large_read_comes_in_frames_of_at_most_max_message_size(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)
     server: RunningServer = await nursery.start(serve, config)
     data = os.urandom(3 * CHUNK + 5)
     async with v1_connect(f"{server.url}/v1/streams/big") as v1:
         await v1.call(Create())
-        await v1.send(Append(offset=0))
-        for start in range(0, len(data), CHUNK):
-            await v1.ws.send(data[start : start + CHUNK])
-        assert (await v1.ws.receive_json())["ok"]
-        await v1.acks_until(len(data))
+        await v1.upload(data)
         reply = await v1.call(Read(offset=0))
         assert reply["length"] == len(data)
         frames = [await v1.ws.receive() for _ in range(4)]
@@ -221,9 +214,9 @@ async def test_binary_frames_without_an_upload_get_one_error(server: RunningServ
 
 
 async def test_oversized_message_closes_1009_others_unaffected(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)
     server: RunningServer = await nursery.start(serve, config)
     async with (
         v1_connect(f"{server.url}/v1/streams/o") as good,
@@ -240,11 +233,7 @@ async def test_vanished_uploader_leaves_a_resumable_stream(server: RunningServer
     url = f"{server.url}/v1/streams/r"
     async with v1_connect(url) as first:
         await first.call(Create())
-        await first.send(Append(offset=0))
-        for start in range(0, 3 * CHUNK, CHUNK):
-            await first.ws.send(data[start : start + CHUNK])
-        assert (await first.ws.receive_json())["ok"]
-        await first.acks_until(3 * CHUNK)
+        await first.upload(data[: 3 * CHUNK])
         await trio.aclose_forcefully(first.ws.ws.stream)  # the client vanishes, no close frame
     async with v1_connect(url) as second:
         stat = (await second.call(Stat()))["stat"]
@@ -261,9 +250,9 @@ async def test_vanished_uploader_leaves_a_resumable_stream(server: RunningServer
 
 
 async def test_idle_connections_close_but_followers_stay(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, idle_timeout=0.3)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, idle_timeout=0.3)
     server: RunningServer = await nursery.start(serve, config)
     async with (
         v1_connect(f"{server.url}/v1/streams/i") as idle,
@@ -280,9 +269,9 @@ async def test_idle_connections_close_but_followers_stay(
 
 
 async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
-    tmp_path: os.PathLike[str], transport: str
+    tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport)
     data = os.urandom(4 * CHUNK)
     async with trio.open_nursery() as nursery:
         server: RunningServer = await nursery.start(serve, config)
@@ -308,9 +297,9 @@ async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
 
 
 async def test_acks_are_coalesced_every_ack_bytes(
-    nursery: trio.Nursery, tmp_path: os.PathLike[str], transport: str
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)  # type: ignore[operator]
+    config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)
     server: RunningServer = await nursery.start(serve, config)
     async with v1_connect(f"{server.url}/v1/streams/a") as v1:
         await v1.call(Create())
@@ -326,3 +315,51 @@ async def test_acks_are_coalesced_every_ack_bytes(
         synced = await v1.call(Sync(id=2))
         assert synced["stat"]["size"] == 7 * CHUNK
         assert (await v1.call(Stat(id=3)))["re"] == 3  # and no stale ack came in between
+
+
+async def test_a_blocked_connection_stops_reading_its_client(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    """Backpressure: while the applier is stuck (here sending a read the client does not
+    take), the bounded queue fills, the server stops reading and the client's sends stall,
+    instead of the server buffering whatever the client sends."""
+    config = make_config(tmp_path / "cache", transport, max_message_size=CHUNK)
+    server: RunningServer = await nursery.start(serve, config)
+    stored = os.urandom(16 << 20)
+    pushed_data = os.urandom(32 << 20)
+    # trio-websocket as the client: websockets' own reader waits for the send lock after
+    # each read, so a websockets client blocked in send could not read its way out.
+    async with v1_connect(f"{server.url}/v1/streams/bp", "trio-websocket") as v1:
+        await v1.call(Create())
+        await v1.upload(stored)
+        await v1.send(Read(id="r", offset=0))  # 32 MiB the client will not read for now
+        pushed = 0
+        stalled = trio.Event()
+
+        async def push() -> None:
+            nonlocal pushed
+            for start in range(0, len(pushed_data), CHUNK):
+                await v1.ws.send(pushed_data[start : start + CHUNK])
+                pushed += CHUNK
+
+        async def watch() -> None:
+            while True:
+                before = pushed
+                await trio.sleep(0.3)
+                if pushed == before:
+                    stalled.set()
+                    return
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(push)
+            inner.start_soon(watch)
+            with trio.fail_after(20):
+                await stalled.wait()
+            assert pushed < len(pushed_data) // 2, f"{pushed >> 20} MiB accepted while blocked"
+            # Unblock: take the read, then everything flows again.
+            assert (await v1.ws.receive_json())["re"] == "r"
+            assert await v1.receive_bytes(len(stored)) == stored
+        await v1.acks_until(len(stored) + len(pushed_data))
+        read = await v1.call(Read(offset=len(stored)))
+        assert read["length"] == len(pushed_data)
+        assert await v1.receive_bytes(len(pushed_data)) == pushed_data

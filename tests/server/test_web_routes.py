@@ -4,11 +4,13 @@ a real manager on real files, requests from httpx (a curl stand-in) and a raw h1
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,7 +35,9 @@ async def _no_websockets(connection: Connection) -> None:
 
 
 @asynccontextmanager
-async def web_server(tmp_path: Path) -> AsyncIterator[tuple[StreamManager, Metrics, str]]:
+async def web_server(
+    tmp_path: Path, **server: Any
+) -> AsyncIterator[tuple[StreamManager, Metrics, str]]:
     cache = CacheConfig(
         directory=tmp_path / "cache",
         backend="file",
@@ -41,7 +45,7 @@ async def web_server(tmp_path: Path) -> AsyncIterator[tuple[StreamManager, Metri
         max_cache_size=ByteSize(512 * MiB),
         sync_policy="finalize",
     )
-    config = ServerConfig()
+    config = ServerConfig(**server)
     metrics = Metrics(process=False)
     async with open_stream_manager(cache) as manager, trio.open_nursery() as nursery:
         router = Router()
@@ -180,12 +184,35 @@ async def test_live_listener_over_http(served: tuple[StreamManager, Metrics, str
     assert metrics.registry.get_sample_value("mmstream_followers") == 0
 
 
-async def test_a_slow_reader_holds_one_piece_not_the_stream(
+async def test_a_deleted_live_stream_ends_the_body_incomplete(
     served: tuple[StreamManager, Metrics, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    manager, _, base = served
+    caplog.set_level(logging.INFO, logger="mmstream")
+    await manager.create("doomed", content_type="audio/webm")
+    await manager.append("doomed", b"abc")
+    async with httpx.AsyncClient() as client:
+        async with client.stream("GET", f"{base}/streams/doomed") as response:
+            chunks = response.aiter_raw()
+            assert await anext(chunks) == b"abc"
+            await manager.delete("doomed")
+            with pytest.raises(httpx.RemoteProtocolError):  # no final chunk: incomplete
+                await anext(chunks)
+        assert (await client.get(f"{base}/streams/doomed")).status_code == 404
+    assert "response cut short" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_slow_reader_holds_one_piece_not_the_stream(tmp_path: Path) -> None:
     """Pieces are read from the cache only as the client takes them: while the client
-    pauses, what the server has read stays within socket buffers of what it received."""
-    manager, metrics, base = served
+    pauses, what the server has read stays within socket buffers of what it received. And
+    the pause may outlast the handshake timeout: only request heads have a deadline."""
+    async with web_server(tmp_path, handshake_timeout=0.3) as served:
+        await _slow_reader(*served)
+
+
+async def _slow_reader(manager: StreamManager, metrics: Metrics, base: str) -> None:
     size = 48 * MiB
     await manager.create("big", content_type="audio/wav")
     piece = random.Random(1).randbytes(MiB)
@@ -200,7 +227,7 @@ async def test_a_slow_reader_holds_one_piece_not_the_stream(
         received = 0
         while received < 2 * MiB:
             received += len(await stream.receive_some(16 * KiB))
-        await trio.sleep(0.5)  # a client that stopped reading
+        await trio.sleep(0.8)  # a client that stopped reading
         sent = metrics.registry.get_sample_value("mmstream_bytes_out_total", {"via": "http"})
         assert sent is not None
         assert sent < received + 8 * MiB < size
@@ -232,6 +259,7 @@ async def test_metrics_scrape(served: tuple[StreamManager, Metrics, str]) -> Non
     await manager.create("b")
     async with httpx.AsyncClient() as client:
         await client.get(f"{base}/streams/a")
+        await client.get(f"{base}/streams/nope")
         response = await client.get(f"{base}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -247,3 +275,4 @@ async def test_metrics_scrape(served: tuple[StreamManager, Metrics, str]) -> Non
     assert samples["mmstream_cache_reserved_bytes", ()] == manager.reserved
     assert samples["mmstream_cache_max_bytes", ()] == 512 * MiB
     assert samples["mmstream_bytes_out_total", (("via", "http"),)] == 5000
+    assert samples["mmstream_errors_total", (("code", "not-found"),)] == 1

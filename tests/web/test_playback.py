@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from mmstream.metrics import Metrics
-from mmstream.streams import StreamManager
+from mmstream.streams import StreamManager, StreamStatus
 from mmstream.web.playback import Response, stream_response
 
 DATA = bytes(random.Random(6).randbytes(300_000))
@@ -160,3 +160,15 @@ async def test_ranges_on_a_growing_stream(manager: StreamManager) -> None:
     assert await _body(part) == DATA[100:5000]
     past = await stream_response(manager, "g", {"range": "bytes=5000-"})
     assert (past.status, past.header("content-range")) == (416, None)
+
+
+async def test_a_stream_in_error_is_not_served(manager: StreamManager) -> None:
+    await manager.create("broken")
+    await manager.append("broken", b"abc")
+    # As a failed fsync leaves it (the fault-injection tests in tests/streams do it for real).
+    manager._get("broken").set_status(StreamStatus.ERROR, error="fsync failed: EIO")
+    metrics = Metrics(process=False)
+    response = await stream_response(manager, "broken", {}, metrics=metrics)
+    assert response.status == 503
+    assert await _body(response) == b"io-error: stream broken is in error: fsync failed: EIO\n"
+    assert metrics.registry.get_sample_value("mmstream_errors_total", {"code": "io-error"}) == 1

@@ -1,0 +1,204 @@
+"""The ``mmstream`` client commands, run as real subprocesses against a real server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from mmstream.client import connect
+from mmstream.server import RunningServer
+
+MiB = 1 << 20
+
+
+async def mmstream(
+    server: RunningServer | str, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    url = server if isinstance(server, str) else server.url
+    env = {**os.environ, "MMSTREAM_URL": url}
+    return await trio.run_process(
+        [sys.executable, "-m", "mmstream", *args],
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mmstream: error:"), result.stderr
+    return lines[0]
+
+
+async def test_put_get_50_mib_round_trip(server: RunningServer, tmp_path: Path) -> None:
+    source = tmp_path / "take.wav"
+    source.write_bytes(random.Random(0).randbytes(50 * MiB))
+    put = await mmstream(server, "put", str(source), "--stream", "take", "--chunk-size", "65536")
+    assert put.returncode == 0, put.stderr
+    assert sha256(source) in put.stderr.decode()
+    out = tmp_path / "back.wav"
+    got = await mmstream(server, "get", "take", "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert sha256(out) == sha256(source)
+    stat = json.loads((await mmstream(server, "stat", "take", "--json")).stdout)
+    assert stat["content_type"] == "audio/x-wav"
+    assert (stat["status"], stat["size"], stat["sha256"]) == ("ready", 50 * MiB, sha256(source))
+
+
+async def test_get_ranges_equal_the_files_slices(one_server: RunningServer, tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(3 * MiB)
+    put = await mmstream(one_server, "put", "-", "--stream", "ranges", stdin=data)
+    assert put.returncode == 0, put.stderr
+    rng = random.Random(2)
+    for _ in range(3):
+        offset, length = rng.randrange(len(data)), rng.randrange(MiB)
+        got = await mmstream(
+            one_server, "get", "ranges", "--offset", str(offset), "--length", str(length)
+        )
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == data[offset : offset + length]
+    tail_end = await mmstream(one_server, "get", "ranges", "--offset", str(len(data) - 3))
+    assert tail_end.stdout == data[-3:]
+    past = await mmstream(one_server, "get", "ranges", "--offset", str(len(data) + 1))
+    assert "past the end" in one_line_error(past)
+
+
+async def test_follow_a_live_pipe_upload(one_server: RunningServer, tmp_path: Path) -> None:
+    """`get --follow` started before the data, `put -` fed from a pipe piece by piece."""
+    data = random.Random(3).randbytes(2 * MiB)
+    assert (
+        await mmstream(one_server, "put", "-", "--stream", "live", "--no-finalize")
+    ).returncode == 0
+    followed = tmp_path / "followed.bin"
+    async with trio.open_nursery() as nursery:
+        follow = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "mmstream", "get", "live", "--follow", "-o", str(followed),
+             "--url", one_server.url]
+        )  # fmt: skip
+        put = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "mmstream", "put", "-", "--stream", "live", "--resume",
+             "--url", one_server.url],
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
+        assert put.stdin is not None
+        for start in range(0, len(data), 256 * 1024):
+            await put.stdin.send_all(data[start : start + 256 * 1024])
+            await trio.sleep(0.01)
+        await put.stdin.aclose()
+        assert await put.wait() == 0
+        assert await follow.wait() == 0
+        nursery.cancel_scope.cancel()
+    assert followed.read_bytes() == data
+
+
+async def test_follow_waits_for_a_stream_not_created_yet(
+    one_server: RunningServer, tmp_path: Path
+) -> None:
+    """The second terminal often starts first: `get --follow` waits for the upload to begin."""
+    data = random.Random(4).randbytes(300 * 1024)
+    source = tmp_path / "early.bin"
+    source.write_bytes(data)
+    followed = tmp_path / "followed-early.bin"
+    follow = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "mmstream", "get", "early", "--follow", "-o", str(followed),
+         "--url", one_server.url],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    await trio.sleep(1.0)  # the follower is up and waiting before the stream exists
+    assert follow.returncode is None
+    put = await mmstream(one_server, "put", str(source), "--stream", "early")
+    assert put.returncode == 0, put.stderr
+    with trio.fail_after(20):
+        assert await follow.wait() == 0
+    assert followed.read_bytes() == data
+
+
+async def test_killed_upload_then_put_resume_yields_the_exact_file(
+    one_server: RunningServer, tmp_path: Path
+) -> None:
+    data = random.Random(4).randbytes(12 * MiB)
+    source = tmp_path / "recording.bin"
+    source.write_bytes(data)
+    put = await trio.lowlevel.open_process(
+        [
+            sys.executable,
+            "-m",
+            "mmstream",
+            "put",
+            "-",
+            "--stream",
+            "crash",
+            "--url",
+            one_server.url,
+        ],
+        stdin=subprocess.PIPE,
+    )
+    assert put.stdin is not None
+    await put.stdin.send_all(data[: 5 * MiB])
+    with trio.fail_after(20):
+        await one_server.manager.wait_for_data("crash", MiB)
+    put.send_signal(signal.SIGKILL)
+    await put.wait()
+    await put.stdin.aclose()
+    partial = one_server.manager.stat("crash").size
+    assert 0 < partial < len(data)
+
+    again = await mmstream(one_server, "put", str(source), "--stream", "crash")
+    assert "--resume" in one_line_error(again)
+    resumed = await mmstream(one_server, "put", str(source), "--stream", "crash", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    out = tmp_path / "out.bin"
+    assert (await mmstream(one_server, "get", "crash", "-o", str(out))).returncode == 0
+    assert out.read_bytes() == data
+
+
+async def test_stat_ls_rm(one_server: RunningServer) -> None:
+    for name in ("b", "a"):
+        put = await mmstream(one_server, "put", "-", "--stream", name, "--content-type", "audio/ogg",
+                             stdin=name.encode() * 10)  # fmt: skip
+        assert put.returncode == 0, put.stderr
+    listed = json.loads((await mmstream(one_server, "ls", "--json")).stdout)
+    assert [(s["stream"], s["size"], s["content_type"]) for s in listed] == [
+        ("a", 10, "audio/ogg"),
+        ("b", 10, "audio/ogg"),
+    ]
+    table = (await mmstream(one_server, "ls")).stdout.decode().splitlines()
+    assert table[0].split() == ["STREAM", "STATUS", "SIZE", "CONTENT-TYPE", "CREATED"]
+    assert table[1].split()[:3] == ["a", "ready", "10"]
+    human = (await mmstream(one_server, "stat", "a")).stdout.decode()
+    assert "status            ready" in human and "sha256" in human
+    assert (await mmstream(one_server, "rm", "a")).returncode == 0
+    assert "no stream" in one_line_error(await mmstream(one_server, "stat", "a"))
+    assert "invalid stream id" in one_line_error(await mmstream(one_server, "rm", "../a"))
+    async with connect(one_server.url) as client:
+        assert [s.stream for s in await client.list()] == ["b"]
+
+
+async def test_errors_are_one_line_never_a_traceback(tmp_path: Path) -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = f"ws://127.0.0.1:{port}"
+    assert "connection refused" in one_line_error(await mmstream(dead, "ls"))
+    assert "connection refused" in one_line_error(
+        await mmstream(dead, "put", "-", "--stream", "x", stdin=b"x")
+    )
+    assert "No such file" in one_line_error(
+        await mmstream(dead, "put", str(tmp_path / "none"), "--stream", "x")
+    )
+    assert "not a ws://" in one_line_error(await mmstream("ftp://nowhere", "ls"))

@@ -1,0 +1,203 @@
+"""End to end in Debian's Chromium: record from a fake microphone in the page, stream it to
+a real mmstream server, see it listed, play it live and back.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
+``playwright`` package, driving that binary: no browser is downloaded. The server runs as a
+real ``mmstream serve`` subprocess on a free loopback port. On failure a screenshot is saved
+in the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+CHROMIUM = Path(os.environ.get("MMSTREAM_CHROMIUM", "/usr/bin/chromium"))
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} not found: apt-get install chromium (CI installs it via .ci/run)",
+    ),
+]
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+EBML_MAGIC = bytes.fromhex("1a45dfa3")
+LAUNCH_ARGS = [
+    "--use-fake-device-for-media-stream",  # a fake microphone
+    "--use-fake-ui-for-media-stream",  # accept the permission prompt
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mmstream serve`` in a subprocess; yields its http:// base URL."""
+    root = tmp_path_factory.mktemp("browser")
+    port = _free_port()
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmstream", "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--cache-dir", str(root / "cache")],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"server did not start:\n{(root / 'server.log').read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _wait_until(page: Any, expression: str, timeout: float = 20.0) -> None:
+    """Poll ``expression`` in the page. (Playwright's ``wait_for_function`` evaluates a string
+    inside the page, which the page's Content-Security-Policy rightly forbids; ``evaluate``
+    goes through the debugging protocol and is not affected. The policy stays on, so the test
+    also proves the page works under it.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout}s: {expression}")
+        time.sleep(0.05)
+
+
+_DURATION_JS = """async () => {
+    // Chromium reports Infinity for a recorded WebM until it has seen the end: seek far
+    // past it and the real duration appears. Polled, not event-driven: a durationchange
+    // may come before the one that carries the real value.
+    const audio = document.querySelector("#audio");
+    const until = async (ready, ms) => {
+        const start = performance.now();
+        while (!ready() && performance.now() - start < ms) {
+            await new Promise((wake) => setTimeout(wake, 50));
+        }
+    };
+    await until(() => audio.readyState >= 1 || audio.error, 10000);
+    if (!Number.isFinite(audio.duration)) {
+        audio.currentTime = 1e101;
+        await until(() => Number.isFinite(audio.duration) || audio.error, 10000);
+        audio.currentTime = 0;
+    }
+    return {duration: audio.duration, error: audio.error && audio.error.code};
+}"""
+
+
+def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
+    stream_id = f"browser-{os.getpid()}"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, timeout=30_000, args=LAUNCH_ARGS
+        )
+        errors: list[str] = []
+
+        def open_page() -> Any:
+            page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+            page.set_default_timeout(20_000)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on(
+                "console",
+                lambda message: (
+                    errors.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
+            page.goto(server + "/")
+            page.wait_for_selector("#conn.up")
+            return page
+
+        page = listener = None
+        audio = "document.querySelector('#audio')"
+        item = f'li[data-stream-id="{stream_id}"]'
+        try:
+            page = open_page()
+
+            # Record 3 s from the fake microphone.
+            page.fill("#stream-name", stream_id)
+            page.click("#record")
+            _wait_until(page, "window.mmstream.recorder.state === 'recording'")
+            started = time.monotonic()
+
+            # Meanwhile a second visitor joins late and listens live (MediaSource fed by a
+            # WebSocket tail from offset 0, so the WebM header comes first).
+            listener = open_page()
+            listener.wait_for_selector(f'{item}[data-status="uploading"]')
+            listener.click(f"{item} button.play")
+            _wait_until(listener, f"{audio}.currentTime > 0.3")
+            assert listener.evaluate(f"{audio}.error") is None
+
+            page.wait_for_timeout(max(0, 3000 - (time.monotonic() - started) * 1000))
+            page.click("#record")
+            _wait_until(page, "window.mmstream.recorder.state === 'idle'")
+            assert page.evaluate("window.mmstream.error") is None
+            page.wait_for_selector(f'{item}[data-status="ready"]')
+            # The live listener got the end too: the whole stream, a finite duration.
+            _wait_until(listener, f"Number.isFinite({audio}.duration)")
+            assert 2.0 < listener.evaluate(f"{audio}.duration") < 4.5
+
+            # The server holds a READY WebM stream.
+            head = httpx.get(f"{server}/streams/{stream_id}", headers={"Range": "bytes=0-3"})
+            assert head.status_code == 206
+            assert head.content == EBML_MAGIC
+            assert head.headers["content-type"].startswith("audio/webm")
+            whole = httpx.get(f"{server}/streams/{stream_id}")
+            assert whole.status_code == 200
+            assert 10_000 < len(whole.content) < 200_000  # ~40 KB for 3 s of Opus
+            assert int(head.headers["content-range"].rpartition("/")[2]) == len(whole.content)
+
+            # Played back from the cache through HTTP range requests.
+            page.click(f"{item} button.play")
+            _wait_until(page, f"{audio}.src.endsWith('/streams/{stream_id}')")
+            result = page.evaluate(_DURATION_JS)
+            assert result["error"] is None
+            assert 2.0 < result["duration"] < 4.5
+            page.evaluate(f"{audio}.play()")
+            _wait_until(page, f"{audio}.currentTime > 0.2")
+            assert errors == []
+            page.screenshot(path=str(tmp_path / "page.png"))
+        except BaseException:
+            for name, shown in (("failure.png", page), ("failure-listener.png", listener)):
+                if shown is not None:
+                    shown.screenshot(path=str(tmp_path / name))
+                    print(f"screenshot: {tmp_path / name}")
+            raise
+        finally:
+            browser.close()
