@@ -60,6 +60,14 @@ class HttpRequest:
     params: Mapping[str, str]
     remote: str
 
+    def header_fields(self) -> dict[str, str]:
+        """Lower-case names; a repeated field's values joined with commas (RFC 9110 §5.3)."""
+        out: dict[str, str] = {}
+        for raw_name, raw_value in self.headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            out[name] = f"{out[name]}, {value}" if name in out else value
+        return out
+
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode()
         for key, value in self.headers:

@@ -64,14 +64,6 @@ def source_metadata(headers: Mapping[str, str]) -> dict[str, str]:
     return dict(list(found.items())[:_MAX_METADATA])
 
 
-def _headers(request: HttpRequest) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for raw_name, raw_value in request.headers:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
-
-
 def _reply(status: int, reason: str, payload: object, version: bytes = b"1.1") -> bytes:
     body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
     return (
@@ -129,7 +121,7 @@ class _Icecast:
         self, request: HttpRequest, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
     ) -> bool:
         stream_id = request.params["stream_id"]
-        headers = _headers(request)
+        headers = request.header_fields()
         version = conn.their_http_version or b"1.1"
         if not self._source_allowed(request):
             await _send_quietly(stream, _error(401, "Unauthorized", "bad credentials"))

@@ -121,8 +121,18 @@ async def test_range_requests_and_finished_streams_are_left_to_playback(tmp_path
         assert status == 200 and headers["content-length"] == str(len(HEADER))
 
 
-def tiny_buffers(stream: trio.SocketStream) -> None:
-    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+async def source_and_stuck_listener(
+    server: RunningServer, stream_id: str
+) -> tuple[trio.SocketStream, trio.SocketStream]:
+    """A source that has sent 4 KiB, and a listener with a tiny receive buffer that will
+    never read."""
+    source = await open_source(server, stream_id, content_type="application/octet-stream")
+    await source.send_all(bytes(range(256)) * 16)
+    await wait_size(server, stream_id, 4096)
+    stuck = await connect(server)
+    stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await stuck.send_all(f"GET /streams/{stream_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return source, stuck
 
 
 class Reader:
@@ -163,12 +173,7 @@ async def test_a_listener_that_never_reads_delays_nobody(tmp_path: Path) -> None
     async with running_server(
         tmp_path, queue_size=64 * 1024, burst_size=0, send_interval=0.005
     ) as server:
-        source = await open_source(server, "slow", content_type="application/octet-stream")
-        await source.send_all(bytes(range(256)) * 16)
-        await wait_size(server, "slow", 4096)
-        stuck = await connect(server)
-        tiny_buffers(stuck)
-        await stuck.send_all(b"GET /streams/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        source, stuck = await source_and_stuck_listener(server, "slow")
         listener, _, rest = await open_listener(server, "/streams/slow")
         reader = Reader(listener, len(rest))
         with trio.fail_after(30):
@@ -190,12 +195,7 @@ async def test_slow_listener_disconnect_policy(tmp_path: Path) -> None:
     async with running_server(
         tmp_path, queue_size=64 * 1024, burst_size=0, slow_listener="disconnect"
     ) as server:
-        source = await open_source(server, "d", content_type="application/octet-stream")
-        await source.send_all(bytes(range(256)) * 16)
-        await wait_size(server, "d", 4096)
-        stuck = await connect(server)
-        tiny_buffers(stuck)
-        await stuck.send_all(b"GET /streams/d HTTP/1.1\r\nHost: x\r\n\r\n")
+        source, stuck = await source_and_stuck_listener(server, "d")
         await trio.sleep(0.1)
         with trio.fail_after(30):
             piece = bytes(range(256)) * 16
