@@ -138,7 +138,7 @@ class IcecastConfig:
     #: What a listener past ``queue_size`` gets: a jump to the live edge, or disconnected.
     slow_listener: SlowListener = "skip"
     #: Seconds between sends to the listeners of a stream (latency vs. CPU); 0 = every write.
-    send_interval: float = attrs.field(default=0.02, validator=[_min(0), v.le(1)])
+    send_interval: float = attrs.field(default=0.05, validator=[_min(0), v.le(1)])
 
 
 @attrs.frozen
