@@ -27,6 +27,7 @@ with ``Range``, ``HEAD``, and finished streams are left to the playback routes.
 from __future__ import annotations
 
 import contextlib
+import http
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping
@@ -36,9 +37,10 @@ import trio
 
 from ..audio import detect_format
 from ..config import IcecastConfig
-from ..errors import InvalidStreamIdError, MmstreamError, StreamNotFoundError
+from ..errors import MmstreamError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
+from ..web.playback import HTTP_STATUS
 from ._fanout import FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router
 
@@ -50,6 +52,8 @@ _RECEIVE_SIZE = 64 * 1024
 #: Seconds a finished listener gets to take the end of the stream.
 _DRAIN_TIMEOUT = 30.0
 _METADATA_PREFIXES = ("ice-", "icy-")
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+_STATUS = {**HTTP_STATUS, "exists": 409, "not-uploading": 409, "offset-conflict": 409}
 _MAX_METADATA = 64
 _MAX_VALUE = 1024
 
@@ -73,21 +77,17 @@ def _reply(status: int, reason: str, payload: object, version: bytes = b"1.1") -
     ) + body
 
 
-def _error(status: int, reason: str, exc: MmstreamError | str) -> bytes:
+def _error(status: int, exc: MmstreamError | str) -> bytes:
+    """A JSON error, shaped as the protocol's: ``{"error": {"code", "message"}}``."""
+    reason = _REASONS.get(status, "Error")
     if isinstance(exc, MmstreamError):
         return _reply(status, reason, {"error": {"code": exc.code, "message": exc.message}})
     return _reply(status, reason, {"error": {"code": "bad-request", "message": exc}})
 
 
 def _error_for(exc: MmstreamError) -> bytes:
-    match exc:
-        case InvalidStreamIdError():
-            return _error(400, "Bad Request", exc)
-        case StreamNotFoundError():
-            return _error(404, "Not Found", exc)
-        case _:
-            status = {"quota": 507, "no-space": 507, "too-large": 413}.get(exc.code, 500)
-            return _error(status, "Error", exc)
+    """The status playback uses for the same wire code; conflicts are 409."""
+    return _error(_STATUS.get(exc.code, 500), exc)
 
 
 async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
@@ -124,10 +124,10 @@ class _Icecast:
         headers = request.header_fields()
         version = conn.their_http_version or b"1.1"
         if not self._source_allowed(request):
-            await _send_quietly(stream, _error(401, "Unauthorized", "bad credentials"))
+            await _send_quietly(stream, _error(401, "bad credentials"))
             return True
         if stream_id in self._sources:
-            reply = _error(409, "Conflict", f"stream {stream_id} has a source already")
+            reply = _error(409, f"stream {stream_id} has a source already")
             await _send_quietly(stream, reply)
             return True
         try:
@@ -145,7 +145,7 @@ class _Icecast:
             await _send_quietly(stream, _error_for(exc))
             return True
         if info.status is not StreamStatus.UPLOADING:
-            reply = _error(409, "Conflict", f"stream {stream_id} is {info.status.value}")
+            reply = _error(409, f"stream {stream_id} is {info.status.value}")
             await _send_quietly(stream, reply)
             return True
         self._sources.add(stream_id)
@@ -237,7 +237,7 @@ class _Icecast:
             name, _, value = pair.partition("=")
             if name == "offset":
                 if not value.isdigit() or len(value) > 19 or int(value) > info.size:
-                    reply = _error(416, "Range Not Satisfiable", f"bad offset {value[:32]!r}")
+                    reply = _error(416, f"bad offset {value[:32]!r}")
                     await _send_quietly(stream, reply)
                     return True
                 offset = int(value)

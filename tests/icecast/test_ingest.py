@@ -166,3 +166,35 @@ async def test_source_end_keep_leaves_the_stream_open(tmp_path: Path) -> None:
         _, _, rest = await read_head(source)
         assert body_json(await read_to_end(source, rest))["status"] == "uploading"
         assert server.manager.stat("k").status is StreamStatus.UPLOADING
+
+
+async def test_hostile_sources_get_clear_errors(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        cases = {
+            # A content type the manager refuses: 400 with the protocol's error shape.
+            b"PUT /streams/a HTTP/1.1\r\nHost: x\r\nContent-Type: audio/\x7fbad\r\n"
+            b"Content-Length: 1\r\n\r\nx": 400,
+            # A transfer coding other than chunked.
+            b"PUT /streams/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n": 501,
+        }
+        for request, expected in cases.items():
+            stream = await connect(server)
+            await stream.send_all(request)
+            status, _, rest = await read_head(stream)
+            assert status == expected, request
+            if expected == 400 and b"audio/" in request:
+                error = body_json(await read_to_end(stream, rest))["error"]
+                assert error["code"] == "bad-request"
+        assert server.manager.list() == []
+
+
+async def test_a_broken_chunked_body_is_a_drop(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+        stream = await connect(server)
+        await stream.send_all(
+            b"PUT /streams/z HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\nzz-not-hex\r\n"
+        )
+        assert await read_to_end(stream) == b""  # dropped, no reply
+        info = server.manager.stat("z")
+        assert (info.status, info.size) == (StreamStatus.UPLOADING, 3)
