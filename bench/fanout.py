@@ -42,9 +42,10 @@ MAGIC = b"MMBK"
 _REC = struct.Struct("<4sQQ")
 STREAM_ID = "bench"
 TICK = os.sysconf("SC_CLK_TCK")
-#: Listener processes run niced: a loopback send wakes its receiver, and on a small machine a
-#: listener process that preempts the server on every send measures the scheduler, not the
-#: server. Niced, they still get every idle cycle (their CPU is reported).
+#: Listener processes run niced by default: a loopback send wakes its receiver, and on a small
+#: machine a listener process that preempts the server on every send measures the scheduler,
+#: not the server. Niced, they still get every idle cycle (their CPU is reported) — unless
+#: other work keeps the machine busy, which then delays them (``--nice 0``).
 NICE = 10
 
 
@@ -111,11 +112,11 @@ class Conn:
         self.synced = False
 
 
-def run_listeners(host: str, port: int, path: str, count: int, until: int) -> None:
+def run_listeners(host: str, port: int, path: str, count: int, until: int, nice: int) -> None:
     """Connect ``count`` listeners; print "ready" once each has a record; then read the
     measurement window ("lo hi" in ns) from stdin, measure, and print the results."""
     raise_fd_limit()
-    os.nice(NICE)
+    os.nice(nice)
     selector = selectors.DefaultSelector()
     request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: fanout-bench\r\n\r\n".encode()
     conns: list[Conn] = []
@@ -320,7 +321,16 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
             shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
             listeners = [
                 subprocess.Popen(
-                    [sys.executable, __file__, "listen", str(port), path, str(share), str(until)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "listen",
+                        str(port),
+                        path,
+                        str(share),
+                        str(until),
+                        str(args.nice),
+                    ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )
@@ -420,14 +430,15 @@ def main() -> None:
         run_source("127.0.0.1", int(port), path, auth or None, int(until))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "listen":
-        _, _, port, path, count, until = sys.argv
-        run_listeners("127.0.0.1", int(port), path, int(count), int(until))
+        _, _, port, path, count, until, nice = sys.argv
+        run_listeners("127.0.0.1", int(port), path, int(count), int(until), int(nice))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counts", default="100,1000,5000")
     parser.add_argument("--servers", default="mmstream,icecast")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument("--nice", type=int, default=NICE, help="listener processes' nice")
     parser.add_argument("--procs", type=int, default=4, help="listener processes")
     parser.add_argument("--send-interval", type=float, default=0.05)
     parser.add_argument("--json", type=Path, help="also write the rows here")

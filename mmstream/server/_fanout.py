@@ -36,7 +36,7 @@ import trio
 
 from ..audio_sync import StreamSync
 from ..config import IcecastConfig
-from ..errors import CacheClosedError, StreamNotFoundError
+from ..errors import CacheClosedError, StorageError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus
 
@@ -44,6 +44,8 @@ __all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanou
 
 log = logging.getLogger("mmstream.server")
 
+#: How far the window may grow past what it keeps before it is trimmed.
+_TRIM_SLACK = 64 * 1024
 #: Largest read from the cache per step of the follower.
 _READ_SIZE = 256 * 1024
 
@@ -96,6 +98,7 @@ class Broadcaster:
         self.sync_points: collections.deque[int] = collections.deque()
         self.listeners: list[Listener] = []
         self.ended = False
+        self.caught_up = False
         self.failed: str | None = None
         self._keep = config.queue_size + config.burst_size
         self._restarts: collections.deque[int] = collections.deque()
@@ -110,7 +113,9 @@ class Broadcaster:
     @property
     def ready(self) -> bool:
         """Listeners can start: the header is known and there is a place to start at."""
-        return self.ended or (self.sync.header_done and bool(self.sync_points))
+        if self.ended:
+            return True
+        return self.caught_up and self.sync.header_done and bool(self.sync_points)
 
     def restart_at(self, offset: int) -> None:
         """A new source begins at ``offset``: its bytes bring a new header."""
@@ -123,8 +128,8 @@ class Broadcaster:
         listener."""
         try:
             await self._follow()
-        except StreamNotFoundError as exc:
-            self.failed = str(exc)
+        except* (StreamNotFoundError, StorageError, CacheClosedError) as group:
+            self.failed = "; ".join(str(exc) for exc in group.exceptions)
         finally:
             self.ended = True
             self._round()
@@ -145,8 +150,11 @@ class Broadcaster:
                     data = await self.manager.read(
                         self.stream_id, position, min(_READ_SIZE, info.size - position)
                     )
-                    self._append(data)
                     position += len(data)
+                    # Listeners start at the live edge, not somewhere in a long stream this
+                    # broadcaster is still reading from the start.
+                    self.caught_up = position >= info.size
+                    self._append(data)
                     self._new_data.set()
                 elif info.status is StreamStatus.READY:
                     break
@@ -166,7 +174,7 @@ class Broadcaster:
             data, start = data[at:], start + at
         self._feed(data)
         self.window += data
-        if len(self.window) > 2 * self._keep:  # trim rarely: a memmove of the window
+        if len(self.window) > self._keep + _TRIM_SLACK:  # trim now and then: a memmove
             cut = len(self.window) - self._keep
             del self.window[:cut]
             self.base += cut
