@@ -271,8 +271,13 @@ class _Icecast:
             header, position = broadcaster.start_point()
         else:
             header, position = b"", offset
-            while position < broadcaster.base:  # far behind the live edge: from the cache
+            # Far behind the live edge (past the window, or more than a queue behind):
+            # from the cache at this listener's own pace, until it is close enough to join.
+            queue = self.config.queue_size // 2
+            while position < broadcaster.base or broadcaster.edge - position > queue:
                 piece = await self.manager.read(stream_id, position, _RECEIVE_SIZE)
+                if not piece:
+                    break
                 await stream.send_all(piece)
                 position += len(piece)
         listener = Listener(fd, position, header)
