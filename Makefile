@@ -10,7 +10,7 @@ DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
 LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py tests/plugins/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint check unit bench bench-quick bench-fanout soak cluster clean
+.PHONY: serve test lint check unit bench bench-quick bench-fanout bench-scaleout soak cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ $(VENV)/.test: $(VENV)/.runtime $(TEST_PLUGINS)
 	$(BIN)/pip install -q -e '.[test]' $(foreach p,$(TEST_PLUGINS),-e $(dir $(p)))
 	touch $@
 
+# The bench install adds the Redis client (the naive peer) and py-spy (profiles).
+$(VENV)/.bench: $(VENV)/.runtime pyproject.toml
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
 serve: $(VENV)/.runtime
 	$(BIN)/mmstream serve --config $(CONFIG)
 
@@ -38,6 +43,29 @@ unit: $(VENV)/.test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint unit
+
+# The long variants of the reliability tests (more crash rounds, fuzz sequences and
+# connections); prints the figures table that docs/reliability.md records.
+soak: $(VENV)/.test
+	MMSTREAM_SOAK=1 $(BIN)/pytest tests/reliability tests/streams/test_streams_ids.py -q $(PYTEST_ARGS)
+
+# Benchmarks (docs/performance.md): not part of `make test`, no wall-clock assertions anywhere.
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench --write-doc $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.bench
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# Scale-out figures: ingest through HAProxy with 1 and 2 workers, CPU from /proc (docs/scaling.md).
+bench-scaleout: $(VENV)/.runtime
+	$(BIN)/python bench/scaleout.py --json bench/results/scaleout.json
+
+# Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, in the
+# foreground; Ctrl-C stops everything. Needs haproxy (apt-get install haproxy).
+CLUSTER_DIR ?= cache/cluster
+cluster: $(VENV)/.runtime
+	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
+		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --log-level WARNING
 
 # One live stream, 100/1,000/5,000 listeners, mmstream beside Debian's icecast2 (if installed).
 FANOUT_ARGS ?=

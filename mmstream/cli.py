@@ -12,6 +12,7 @@ from ._client_commands import add_client_commands
 from ._serve_command import add_serve_command
 from .errors import MmstreamError
 from .registry import BackendRegistry
+from .scaleout._cli import add_haproxy_config_command, add_nodes_to_ls, add_workers_to_serve
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     backends.set_defaults(handler=_cmd_backends)
     add_serve_command(commands)
     add_client_commands(commands)
+    add_workers_to_serve(commands)
+    add_nodes_to_ls(commands)
+    add_haproxy_config_command(commands)
     return parser
 
 

@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from .. import __version__
+from ..auth import Authorizer, redact_library_logs
 from ..config import Config
 from ..metrics import Metrics
 from ..protocol import parse_path
@@ -78,11 +79,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def build_router(server: RunningServer) -> Router:
+def build_router(server: RunningServer, authorizer: Authorizer | None = None) -> Router:
     """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
     :func:`add_web_routes`."""
     router = Router()
-    add_web_routes(router, server.manager, server.metrics)
+    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer)
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:
@@ -118,15 +119,18 @@ async def serve(
         ):
             shutdown = trio.Event()
             server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
-            router = build_router(server)
+            authorizer = Authorizer(config.auth)
+            redact_library_logs()
+            router = build_router(server, authorizer)
             hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
-            add_icecast_routes(router, manager, hub, config.icecast, metrics)
+            add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown, metrics),
+                connection_handler(manager, config.server, shutdown, metrics, authorizer),
                 router,
                 websocket_path=lambda path: parse_path(path) is not None,
+                origin_allowed=authorizer.origin_allowed,
             )
             metrics.connections.set_function(lambda: door.active_connections)
             async with trio.open_nursery() as outer:

@@ -37,6 +37,8 @@ log = logging.getLogger("mmstream.server")
 
 #: How long a refused client gets to read its 503 before the socket is closed.
 _REFUSAL_LINGER = 1.0
+#: The `kind` of a connection that only served a load-balancer health check.
+_HEALTH_CHECK = "health-check"
 
 
 class FrontDoor:
@@ -48,11 +50,13 @@ class FrontDoor:
         router: Router,
         *,
         websocket_path: Callable[[str], bool] = lambda path: True,
+        origin_allowed: Callable[[str | None], bool] = lambda origin: True,
     ) -> None:
         self.config = config
         self.transport = transport
         self.websocket_handler = websocket_handler
         self.websocket_path = websocket_path
+        self.origin_allowed = origin_allowed
         self.http = HttpSettings(router, config.handshake_timeout, lambda: self.shutting_down)
         self.shutting_down = False
         self._ids = itertools.count(1)
@@ -85,7 +89,6 @@ class FrontDoor:
         self._active += 1
         self._per_ip[ip] += 1
         started = trio.current_time()
-        log.info("connection open conn=%s remote=%s", connection_id, remote)
         kind = "none"
         try:
             kind = await self._serve(stream, connection_id, remote)
@@ -99,7 +102,8 @@ class FrontDoor:
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
             await trio.aclose_forcefully(stream)
-            log.info(
+            log.log(
+                logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,
                 "connection close conn=%s remote=%s kind=%s duration=%.3fs",
                 connection_id,
                 remote,
@@ -127,15 +131,27 @@ class FrontDoor:
                 await send_error(stream, conn, exc.error_status_hint, str(exc))
                 return "bad-request"
         if not isinstance(event, h11.Request):
+            log.info("connection open conn=%s remote=%s", connection_id, remote)
             if event is None:
                 log.info("handshake timeout conn=%s remote=%s", connection_id, remote)
             return "none"
+        # A load balancer checks /healthz every second or so: those connections log at DEBUG.
+        health_check = event.target.startswith(b"/healthz")
+        log.log(
+            logging.DEBUG if health_check else logging.INFO,
+            "connection open conn=%s remote=%s",
+            connection_id,
+            remote,
+        )
         if _is_websocket_upgrade(event):
             path = event.target.decode("ascii", "replace").partition("?")[0]
             if not self.websocket_path(path):
                 await send_error(stream, conn, 404, f"no WebSocket endpoint at {path}")
                 return "bad-request"
             problem = _handshake_problem(event)
+            origin = _header(event, b"origin")
+            if problem is None and not self.origin_allowed(origin):
+                problem = 403, "this Origin may not open WebSockets here"
             if problem is not None:
                 status, message = problem
                 extra = [("sec-websocket-version", "13")] if status == 426 else []
@@ -160,7 +176,7 @@ class FrontDoor:
             connection_id=connection_id,
             idle_scope=self._idle_scope,
         )
-        return "http"
+        return _HEALTH_CHECK if health_check else "http"
 
     @contextmanager
     def _idle_scope(self) -> Iterator[trio.CancelScope]:
@@ -215,6 +231,13 @@ def _handshake_problem(request: h11.Request) -> tuple[int, str] | None:
         valid_key = False
     if not valid_key:
         return 400, "missing or invalid Sec-WebSocket-Key"
+    return None
+
+
+def _header(request: h11.Request, name: bytes) -> str | None:
+    for key, value in request.headers:
+        if key == name:
+            return value.decode("latin-1")
     return None
 
 

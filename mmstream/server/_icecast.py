@@ -36,8 +36,9 @@ import h11
 import trio
 
 from ..audio import detect_format
+from ..auth import Authorizer, token_from_header
 from ..config import IcecastConfig
-from ..errors import MmstreamError, StreamNotFoundError
+from ..errors import MmstreamError, StreamNotFoundError, UnauthorizedError
 from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
 from ..web.playback import HTTP_STATUS
@@ -85,6 +86,14 @@ def _error(status: int, exc: MmstreamError | str) -> bytes:
     return _reply(status, reason, {"error": {"code": "bad-request", "message": exc}})
 
 
+#: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
+_UNAUTHORIZED = (
+    b"HTTP/1.1 401 Unauthorized\r\nserver: " + SERVER_HEADER + b"\r\n"
+    b'www-authenticate: Basic realm="mmstream"\r\ncontent-type: text/plain; charset=utf-8\r\n'
+    b"content-length: 13\r\nconnection: close\r\n\r\nunauthorized\n"
+)
+
+
 def _error_for(exc: MmstreamError) -> bytes:
     """The status playback uses for the same wire code; conflicts are 409."""
     return _error(_STATUS.get(exc.code, 500), exc)
@@ -102,19 +111,28 @@ class _Icecast:
         hub: FanoutHub,
         config: IcecastConfig,
         metrics: Metrics | None,
+        authorizer: Authorizer | None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
+        self.authorizer = authorizer
         self.hub = hub
         self.config = config
         self._sources: set[str] = set()
 
     # -- ingest ----------------------------------------------------------------------------
 
-    def _source_allowed(self, request: HttpRequest) -> bool:
-        """The seam for basic auth → mmstream tokens. mmstream has no authentication yet
-        (auth is off), so every source is accepted whatever its credentials, as the
-        WebSocket protocol accepts every client."""
+    def _allowed(self, request: HttpRequest, operation: str) -> bool:
+        """``[auth]`` tokens: Icecast sources send basic auth, whose password is taken as
+        the token (any user name: ffmpeg's ``icecast://source:TOKEN@host``); listeners
+        send ``Bearer`` or basic auth too. With auth off, everyone is allowed."""
+        if self.authorizer is None or not self.authorizer.enabled:
+            return True
+        token = token_from_header(request.header("authorization"))
+        try:
+            self.authorizer.authorize(token, operation, request.params["stream_id"])
+        except UnauthorizedError:
+            return False
         return True
 
     async def ingest(
@@ -123,8 +141,8 @@ class _Icecast:
         stream_id = request.params["stream_id"]
         headers = request.header_fields()
         version = conn.their_http_version or b"1.1"
-        if not self._source_allowed(request):
-            await _send_quietly(stream, _error(401, "bad credentials"))
+        if not self._allowed(request, "PUT"):
+            await _send_quietly(stream, _UNAUTHORIZED)
             return True
         if stream_id in self._sources:
             reply = _error(409, f"stream {stream_id} has a source already")
@@ -225,6 +243,9 @@ class _Icecast:
     ) -> bool:
         if request.header("range") is not None:
             return False
+        if not self._allowed(request, "GET"):
+            await _send_quietly(stream, _UNAUTHORIZED)
+            return True
         stream_id = request.params["stream_id"]
         try:
             info = self.manager.stat(stream_id)
@@ -358,9 +379,10 @@ def add_icecast_routes(
     hub: FanoutHub,
     config: IcecastConfig,
     metrics: Metrics | None = None,
+    authorizer: Authorizer | None = None,
 ) -> None:
     """``PUT``/``SOURCE /streams/{id}`` for sources; live ``GET /streams/{id}``."""
-    icecast = _Icecast(manager, hub, config, metrics)
+    icecast = _Icecast(manager, hub, config, metrics, authorizer)
     router.add_takeover("PUT", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("SOURCE", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("GET", "/streams/{stream_id}", icecast.listen)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from mmstream.config import ByteSize, CacheConfig, Config, IcecastConfig, ServerConfig
+from mmstream.config import AuthConfig, ByteSize, CacheConfig, Config, IcecastConfig, ServerConfig
 from mmstream.server import RunningServer, serve
 
 FFMPEG = shutil.which("ffmpeg")
@@ -23,18 +23,22 @@ needs_ffmpeg = pytest.mark.skipif(
 )
 
 
-def make_config(cache_dir: Path, **icecast: Any) -> Config:
+def make_config(cache_dir: Path, auth: AuthConfig | None = None, **icecast: Any) -> Config:
     return Config(
         cache=CacheConfig(directory=cache_dir, initial_size=ByteSize(1 << 20)),
         server=ServerConfig(port=0),
         icecast=IcecastConfig(**icecast),
+        auth=auth or AuthConfig(),
     )
 
 
 @asynccontextmanager
-async def running_server(tmp_path: Path, **icecast: Any) -> AsyncIterator[RunningServer]:
+async def running_server(
+    tmp_path: Path, auth: AuthConfig | None = None, **icecast: Any
+) -> AsyncIterator[RunningServer]:
     async with trio.open_nursery() as nursery:
-        server: RunningServer = await nursery.start(serve, make_config(tmp_path / "c", **icecast))
+        config = make_config(tmp_path / "c", auth, **icecast)
+        server: RunningServer = await nursery.start(serve, config)
         yield server
         server.abort()
 

@@ -3,6 +3,7 @@ timeouts, with a small echo handler standing in for the protocol (both transport
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -291,3 +292,36 @@ async def test_an_endless_request_head_is_refused(transport: str) -> None:
                     pass  # a reset is fine too: the server does not read it all
         assert received == b"" or received.startswith(b"HTTP/1.1 431 ")
         await connections_settle(door)
+
+
+async def test_health_checks_log_quietly(transport: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A balancer's /healthz probe every second must not flood the INFO log; others still log."""
+    caplog.set_level(logging.INFO, logger="mmstream.server")
+    router_paths = make_router()
+
+    @router_paths.route("GET", "/healthz")
+    async def healthz(request: HttpRequest) -> HttpResponse:
+        return json_response(200, {"status": "ok"})
+
+    config = ServerConfig(transport=transport)  # type: ignore[arg-type]
+    door = FrontDoor(
+        config, make_transport(config), echo, router_paths, websocket_path=lambda p: True
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(
+                trio.serve_listeners,
+                door.handle,
+                await trio.open_tcp_listeners(0, host="127.0.0.1"),
+            )
+        )
+        port = listeners[0].socket.getsockname()[1]
+        assert (await http_get(port, "/healthz")).status == 200
+        await trio.sleep(0.05)
+        assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+        assert (await http_get(port, "/hello")).status == 200
+        await trio.sleep(0.05)
+        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert any(m.startswith("connection open") for m in messages)
+        assert any(m.startswith("connection close") for m in messages)
+        nursery.cancel_scope.cancel()

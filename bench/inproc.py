@@ -1,0 +1,127 @@
+"""In-process storage throughput: ``python -m bench.inproc '<spec json>'`` prints JSON rows.
+
+Writes the same pre-built chunks through every path: a warm memcpy into a pre-touched buffer
+(the reference), a plain ``mmap`` (pages touched for the first time, then again warm),
+``os.pwrite``, and the built-in cache backends (``create`` with the default initial size
+included, so growth and pre-faulting count; timed by :mod:`bench.storage`'s runner, the mmap
+backend's own benchmark, so both measure the same thing). Reads: mmap slice copy, ``os.pread`` and each
+backend's ``read``. Files live on the disk the cache would use, never on tmpfs.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmstream.cache import CacheOptions, MiB
+from mmstream.registry import BackendRegistry
+
+from .storage import _bytearray_copy, _cache_run, closers
+
+Row = dict[str, Any]
+
+#: The backends measured: the built-in ones (test plugins are installed too, but are not ours).
+BUILT_IN_BACKENDS = ("mmap", "file")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _each(n: int, fn: Callable[[int], object]) -> Callable[[], None]:
+    """Call ``fn(i)`` for every chunk index, dropping results (so reads reuse freed memory)."""
+
+    def run() -> None:
+        for i in range(n):
+            fn(i)
+
+    return run
+
+
+def memcpy(total: int, chunk: int, data: bytes, row: Callable[[str, str, float], None]) -> None:
+    """The reference: chunk-wise copies into a buffer whose pages are already touched."""
+    row("write", "memcpy", _bytearray_copy(total, data, warm=True)())
+    # Fresh memory: an anonymous mapping, so every page is faulted and zeroed on first touch
+    # (a bytearray may reuse heap pages an earlier run already touched).
+    fresh = mmap.mmap(-1, total)
+    view = memoryview(fresh)
+
+    def copy_fresh() -> None:
+        for i in range(total // chunk):
+            view[i * chunk : (i + 1) * chunk] = data
+
+    row("write", "memcpy, first touch", _timed(copy_fresh))
+    view.release()
+    fresh.close()
+    n = total // chunk
+    written = memoryview(data * n)  # pages touched, like a written stream
+    row("read", "memcpy", _timed(_each(n, lambda i: bytes(written[i * chunk : (i + 1) * chunk]))))
+
+
+def measure(directory: Path, total: int, chunk: int) -> list[Row]:
+    data = os.urandom(chunk)
+    n = total // chunk
+    rows: list[Row] = []
+
+    def row(op: str, impl: str, seconds: float) -> None:
+        rows.append({"op": op, "impl": impl, "chunk": chunk, "gib_s": total / seconds / 2**30})
+
+    memcpy(total, chunk, data, row)
+
+    path = directory / "plain.mmap"
+    with path.open("w+b") as f:
+        os.ftruncate(f.fileno(), total)
+        mm = mmap.mmap(f.fileno(), total)
+        mv = memoryview(mm)
+
+        def write_mm() -> None:
+            for i in range(n):
+                mv[i * chunk : (i + 1) * chunk] = data
+
+        row("write", "mmap, first touch", _timed(write_mm))
+        row("write", "mmap, warm", _timed(write_mm))
+        row("read", "mmap slice", _timed(_each(n, lambda i: mm[i * chunk : (i + 1) * chunk])))
+        mv.release()
+        mm.close()
+    path.unlink()
+
+    path = directory / "plain.pwrite"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        row("write", "os.pwrite", _timed(_each(n, lambda i: os.pwrite(fd, data, i * chunk))))
+        row("read", "os.pread", _timed(_each(n, lambda i: os.pread(fd, chunk, i * chunk))))
+    finally:
+        os.close(fd)
+        path.unlink()
+
+    installed = BackendRegistry().names()
+    for name in [n for n in BUILT_IN_BACKENDS if n in installed]:
+        write_once, read_once, _ = _cache_run(
+            name, directory, total, data, 64 * MiB, CacheOptions()
+        )
+        row("write", f"backend {name}", write_once())
+        row("read", f"backend {name}", read_once())
+    for close in closers:
+        close()
+    closers.clear()
+    return rows
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    directory = Path(spec["dir"])
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [row for chunk in spec["chunks"] for row in measure(directory, spec["total"], chunk)]
+    sys.stdout.write(json.dumps({"rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""A real local cluster for tests: ``mmstream serve`` nodes and HAProxy as child processes.
+
+Everything here talks to real processes over loopback: HAProxy's stats socket for what the
+balancer thinks, plain HTTP/1.1 (h11) to see which node answers a path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import h11
+import pytest
+import trio
+
+from mmstream.scaleout import BalancerOptions, Endpoint, render_haproxy_config
+from mmstream.scaleout._supervisor import Child, RestartPolicy, Supervisor, Worker, serve_argv
+
+HAPROXY = shutil.which("haproxy")
+needs_haproxy = pytest.mark.skipif(
+    HAPROXY is None,
+    reason="haproxy is not installed: apt-get install haproxy (.ci/run installs it)",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held open together so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, exited but not reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@attrs.frozen
+class LocalCluster:
+    supervisor: Supervisor
+    balancer: Endpoint
+    nodes: tuple[Endpoint, ...]
+    cache_dirs: tuple[Path, ...]
+    stats_socket: Path
+    options: BalancerOptions
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.balancer}"
+
+    def worker(self, index: int) -> Worker:
+        return Worker(index, self.nodes[index], self.cache_dirs[index])
+
+    def node_url(self, index: int) -> str:
+        return f"ws://{self.nodes[index]}"
+
+    def pid(self, index: int) -> int | None:
+        return self.supervisor.pid(f"node-{index}")
+
+    def holders(self, stream: str) -> list[int]:
+        """The nodes whose cache directory holds ``stream``'s data file."""
+        return [i for i, d in enumerate(self.cache_dirs) if (d / f"{stream}.data").exists()]
+
+
+@asynccontextmanager
+async def open_local_cluster(
+    tmp_path: Path, count: int = 3, *, check_interval: float = 1.0
+) -> AsyncIterator[LocalCluster]:
+    """``count`` nodes and HAProxy, all UP in HAProxy's view; every process is stopped by
+    PID on the way out. Nodes are not restarted: tests kill them on purpose."""
+    assert HAPROXY is not None
+    *node_ports, lb_port = free_ports(count + 1)
+    # Free ports are rarely consecutive, so no plan_workers: the same layout, any ports.
+    workers = [
+        Worker(i, Endpoint("127.0.0.1", port), tmp_path / f"node-{i}")
+        for i, port in enumerate(node_ports)
+    ]
+    options = BalancerOptions(
+        bind=Endpoint("127.0.0.1", lb_port),
+        check_interval=check_interval,
+        stats_socket=tmp_path / "haproxy.sock",
+    )
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(render_haproxy_config([w.node for w in workers], options))
+    children = [
+        Child(w.node.name, serve_argv(w, log_level="WARNING"), w.node.endpoint) for w in workers
+    ]
+    children.append(
+        Child("haproxy", (HAPROXY, "-db", "-f", str(config)), options.bind, after_others=True)
+    )
+    supervisor = Supervisor(
+        children,
+        RestartPolicy(restart=False, stop_timeout=10, ready_timeout=20),
+        report=lambda line: print(f"cluster: {line}", file=sys.stderr),
+    )
+    cluster = LocalCluster(
+        supervisor,
+        options.bind,
+        tuple(w.listen for w in workers),
+        tuple(w.cache_dir for w in workers),
+        tmp_path / "haproxy.sock",
+        options,
+    )
+    async with trio.open_nursery() as nursery:
+        try:
+            with trio.fail_after(30):
+                await nursery.start(supervisor.run)
+                await wait_for_states(cluster, {f"node-{i}": "UP" for i in range(count)})
+            yield cluster
+        finally:
+            supervisor.stop()
+
+
+async def server_states(stats_socket: Path) -> dict[str, str]:
+    """``show stat`` on HAProxy's socket → {server name: "UP" | "DOWN" | ...}."""
+    stream = await trio.open_unix_socket(str(stats_socket))
+    async with stream:
+        await stream.send_all(b"show stat\n")
+        chunks = []
+        while chunk := await stream.receive_some():
+            chunks.append(chunk)
+    text = b"".join(chunks).decode().lstrip("# ")
+    rows = csv.DictReader(io.StringIO(text))
+    return {
+        row["svname"]: row["status"].split()[0]
+        for row in rows
+        if row["pxname"] == "mmstream_nodes" and row["svname"] not in ("BACKEND", "FRONTEND")
+    }
+
+
+async def wait_for_states(cluster: LocalCluster, wanted: dict[str, str]) -> None:
+    """Poll the stats socket until every named server has the wanted state."""
+    while True:
+        try:
+            states = await server_states(cluster.stats_socket)
+        except OSError:
+            states = {}
+        if all(states.get(name) == state for name, state in wanted.items()):
+            return
+        await trio.sleep(0.05)
+
+
+async def served_by(address: Endpoint, path: str) -> tuple[int, str | None]:
+    """A plain ``GET path`` → (status, the ``X-Mmstream-Node`` HAProxy stamped on it)."""
+    conn = h11.Connection(h11.CLIENT)
+    stream = await trio.open_tcp_stream(address.host, address.port)
+    async with stream:
+        request = h11.Request(
+            method="GET", target=path, headers=[("Host", "test"), ("Connection", "close")]
+        )
+        await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some())
+                continue
+            if isinstance(event, h11.Response):
+                node = dict(event.headers).get(b"x-mmstream-node")
+                return event.status_code, node.decode() if node else None
+            raise AssertionError(f"unexpected {event!r}")
