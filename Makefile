@@ -10,7 +10,7 @@ DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
 LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py tests/plugins/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint check unit bench bench-quick bench-scaleout soak cluster clean
+.PHONY: serve test lint check unit bench bench-quick bench-fanout bench-scaleout soak cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ CLUSTER_DIR ?= cache/cluster
 cluster: $(VENV)/.runtime
 	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
 		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --log-level WARNING
+
+# One live stream, 100/1,000/5,000 listeners, mmstream beside Debian's icecast2 (if installed).
+FANOUT_ARGS ?=
+bench-fanout: $(VENV)/.runtime
+	$(BIN)/python bench/fanout.py $(FANOUT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -35,6 +35,7 @@ __all__ = [
     "ByteSize",
     "CacheConfig",
     "Config",
+    "IcecastConfig",
     "LoggingConfig",
     "ServerConfig",
     "TokenConfig",
@@ -120,6 +121,28 @@ class ServerConfig:
     shutdown_grace: float = attrs.field(default=10.0, validator=_min(0))
 
 
+SourceEnd = Literal["finalize", "keep"]
+SlowListener = Literal["skip", "disconnect"]
+
+
+@attrs.frozen
+class IcecastConfig:
+    """Icecast-compatible ingest (``PUT``/``SOURCE``) and live listeners (docs/icecast.md)."""
+
+    #: When a source's body ends cleanly: "finalize" the stream, or "keep" it UPLOADING.
+    source_end: SourceEnd = "finalize"
+    #: Seconds without a byte from a source before it counts as dropped.
+    source_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
+    #: Recent audio a new listener gets at once (Icecast's burst-size).
+    burst_size: ByteSize = attrs.field(default=ByteSize(64 * KiB), validator=_min(0))
+    #: Bytes a listener may fall behind the live edge (Icecast's queue-size).
+    queue_size: ByteSize = attrs.field(default=ByteSize(512 * KiB), validator=_min(4 * KiB))
+    #: What a listener past ``queue_size`` gets: a jump to the live edge, or disconnected.
+    slow_listener: SlowListener = "skip"
+    #: Seconds between sends to the listeners of a stream (latency vs. CPU); 0 = every write.
+    send_interval: float = attrs.field(default=0.05, validator=[_min(0), v.le(1)])
+
+
 @attrs.frozen
 class LoggingConfig:
     level: LogLevel = "INFO"
@@ -151,6 +174,7 @@ class AuthConfig:
 class Config:
     cache: CacheConfig = attrs.Factory(CacheConfig)
     server: ServerConfig = attrs.Factory(ServerConfig)
+    icecast: IcecastConfig = attrs.Factory(IcecastConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
     auth: AuthConfig = attrs.Factory(AuthConfig)
 

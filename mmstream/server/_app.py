@@ -25,8 +25,10 @@ from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
 from ._connection import connection_handler
+from ._fanout import serve_fanout_hub
 from ._frontdoor import FrontDoor
 from ._http import HttpRequest, HttpResponse, Router, json_response
+from ._icecast import add_icecast_routes
 from ._transports import make_transport
 from ._web import add_web_routes
 
@@ -111,16 +113,22 @@ async def serve(
     port = listeners[0].socket.getsockname()[1]
     metrics = Metrics()
     try:
-        async with open_stream_manager(config.cache, metrics=metrics) as manager:
+        async with (
+            open_stream_manager(config.cache, metrics=metrics) as manager,
+            trio.open_nursery() as fanout,
+        ):
             shutdown = trio.Event()
             server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
             authorizer = Authorizer(config.auth)
             redact_library_logs()
+            router = build_router(server, authorizer)
+            hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
+            add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
                 connection_handler(manager, config.server, shutdown, metrics, authorizer),
-                build_router(server, authorizer),
+                router,
                 websocket_path=lambda path: parse_path(path) is not None,
                 origin_allowed=authorizer.origin_allowed,
             )
@@ -161,6 +169,7 @@ async def serve(
                 if connections.cancel_scope.cancelled_caught:
                     log.warning("shutdown: connections still open at the deadline were closed")
                 outer.cancel_scope.cancel()
+            fanout.cancel_scope.cancel()
             log.info("flushing and closing %d streams", len(manager.list()))
     finally:
         for listener in listeners:  # already closed unless the manager failed to open

@@ -30,6 +30,7 @@ __all__ = [
     "HttpResponse",
     "HttpSettings",
     "Router",
+    "TakeoverHandler",
     "json_response",
     "receive_event",
     "send_error",
@@ -58,6 +59,14 @@ class HttpRequest:
     #: Values captured by ``{name}`` segments of the route.
     params: Mapping[str, str]
     remote: str
+
+    def header_fields(self) -> dict[str, str]:
+        """Lower-case names; a repeated field's values joined with commas (RFC 9110 §5.3)."""
+        out: dict[str, str] = {}
+        for raw_name, raw_value in self.headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            out[name] = f"{out[name]}, {value}" if name in out else value
+        return out
 
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode()
@@ -90,6 +99,12 @@ def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = (
 
 
 RouteHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+#: A handler that may take the connection over (a request body read as it streams in, a
+#: response that never ends): it returns True once it has answered, and the connection is
+#: then closed; False to let the ordinary route answer. It gets the request before its body.
+TakeoverHandler = Callable[
+    [HttpRequest, trio.abc.HalfCloseableStream, h11.Connection], Awaitable[bool]
+]
 _SEGMENT = re.compile(r"\{(\w+)\}")
 
 
@@ -97,6 +112,7 @@ _SEGMENT = re.compile(r"\{(\w+)\}")
 class _Route:
     pattern: re.Pattern[str]
     handlers: dict[str, RouteHandler]
+    takeovers: dict[str, TakeoverHandler] = attrs.Factory(dict)
 
 
 class Router:
@@ -114,6 +130,21 @@ class Router:
             )
             route = self._routes[pattern] = _Route(re.compile(f"^{regex}$"), {})
         route.handlers[method.upper()] = handler
+
+    def add_takeover(self, method: str, pattern: str, handler: TakeoverHandler) -> None:
+        """Offer ``method`` requests on ``pattern`` to ``handler`` first (see
+        :data:`TakeoverHandler`); a method with only a takeover is routed as allowed."""
+        route = self._routes.get(pattern)
+        if route is None or method.upper() not in route.handlers:
+            self.add(method, pattern, _not_taken)
+        self._routes[pattern].takeovers[method.upper()] = handler
+
+    def takeover(self, method: str, path: str) -> tuple[TakeoverHandler, dict[str, str]] | None:
+        for route in self._routes.values():
+            handler = route.takeovers.get(method)
+            if handler is not None and (match := route.pattern.match(path)):
+                return handler, match.groupdict()
+        return None
 
     def route(self, method: str, pattern: str) -> Callable[[RouteHandler], RouteHandler]:
         def decorate(handler: RouteHandler) -> RouteHandler:
@@ -209,15 +240,26 @@ async def _answer(
     connection_id: str,
 ) -> bool:
     """Send one response; whether the connection may serve another request."""
-    body_read = await _discard_body(stream, conn)
     method = request.method.decode("ascii", "replace").upper()
     target = request.target.decode("ascii", "replace")
     raw_path, _, query = target.partition("?")
+    takeover = settings.router.takeover(method, unquote(raw_path))
+    if takeover is not None:
+        handler, params = takeover
+        taken = HttpRequest(method, unquote(raw_path), query, list(request.headers), params, remote)
+        if await handler(taken, stream, conn):
+            return False
+    body_read = await _discard_body(stream, conn)
     response = await _dispatch(settings.router, method, unquote(raw_path), query, request, remote)
     log.debug("http conn=%s %s %s -> %d", connection_id, method, target, response.status)
     close = not body_read or settings.shutting_down()
     await _send_response(stream, conn, response, head_only=method == "HEAD", close=close)
     return not close
+
+
+async def _not_taken(request: HttpRequest) -> HttpResponse:
+    """Where a takeover handler declined and no ordinary route exists."""
+    return text_response(405, "method not allowed here")
 
 
 async def _dispatch(

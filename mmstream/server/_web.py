@@ -38,15 +38,6 @@ def cache_snapshot(manager: StreamManager) -> CacheSnapshot:
     )
 
 
-def _request_headers(request: HttpRequest) -> dict[str, str]:
-    """Lower-case names; a repeated field's values joined with commas (RFC 9110 §5.3)."""
-    out: dict[str, str] = {}
-    for raw_name, raw_value in request.headers:
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
-
-
 def _to_http(response: Response) -> HttpResponse:
     """The router sets Content-Length itself, from the body or from ``length``."""
     headers = [(k.lower(), v) for k, v in response.headers if k.lower() != "content-length"]
@@ -111,7 +102,7 @@ def add_web_routes(
         response = await stream_response(
             manager,
             request.params["stream_id"],
-            _request_headers(request),
+            request.header_fields(),
             piece_size=piece_size,
             metrics=metrics,
         )

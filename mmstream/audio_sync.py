@@ -1,0 +1,408 @@
+"""Where a late listener can start: a live stream's header and its decoder entry points.
+
+A listener that joins a live stream mid-way cannot start at an arbitrary byte: a WebM/Matroska
+decoder needs the EBML header, ``Segment``, ``Info`` and ``Tracks`` before any ``Cluster``;
+an Ogg decoder needs the beginning-of-stream page and the codec's header pages (OpusHead and
+OpusTags; Vorbis identification, comment and setup); a WAV player needs the RIFF header. So
+the header is kept once, at the start of the stream, and a late listener gets it first and
+then data from a *sync point*: a ``Cluster`` start, an Ogg page that begins a packet, an MPEG
+audio / ADTS frame start, a WAV sample-frame boundary.
+
+Sans-I/O, like h11: :class:`StreamSync` is fed the stream's bytes in order, as they are
+appended, in pieces of any size, and answers with the sync points found in them. It never
+holds more than one element or page head of unconsumed bytes (plus the header itself), so a
+stream of any length costs the same memory; payloads are skipped, not buffered.
+
+A new source that restarts the stream (a resumed Icecast ``PUT`` sending a fresh header) is
+handled by :meth:`StreamSync.restart`, or found in-band: an Ogg BOS page after data, or an
+EBML header where a top-level element was expected, replaces the kept header.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .audio import AudioFormat, detect_format, parse_wav
+
+__all__ = ["HEADER_LIMIT", "StreamSync"]
+
+#: A header larger than this is not kept (the stream is then served as raw bytes).
+HEADER_LIMIT = 1024 * 1024
+#: Bytes needed to recognise the container.
+_DETECT_SIZE = 12
+
+
+class _Parser(Protocol):
+    header: bytes | None
+
+    def feed(self, data: bytes, start: int, out: list[int]) -> None: ...
+
+
+class StreamSync:
+    """Feed a stream's bytes in order; learn its header and its sync points.
+
+    ``header`` is ``None`` while unknown (not yet complete, or the format has none);
+    :attr:`header_done` tells the two apart. Offsets are absolute stream offsets.
+    """
+
+    def __init__(self, start: int = 0) -> None:
+        self._pending = bytearray()
+        self._start = start
+        self._position = start
+        self._parser: _Parser | None = None
+        self.format: AudioFormat | None = None
+
+    @property
+    def position(self) -> int:
+        """How many bytes of the stream have been fed (its absolute end)."""
+        return self._position
+
+    @property
+    def header(self) -> bytes | None:
+        return None if self._parser is None else self._parser.header
+
+    @property
+    def header_done(self) -> bool:
+        """True once listeners can be served: the header is known, or there is none."""
+        match self._parser:
+            case None:
+                return False
+            case _Raw() | _Frames():
+                return True
+            case parser:
+                return parser.header is not None
+
+    def restart(self) -> None:
+        """A new source starts at :attr:`position`: what follows is a fresh stream, whose
+        header replaces the old one."""
+        self._pending = bytearray()
+        self._start = self._position
+        self._parser = None
+        self.format = None
+
+    def feed(self, data: bytes) -> list[int]:
+        """Take the next bytes; return the sync points that begin within them."""
+        found: list[int] = []
+        start = self._position
+        self._position += len(data)
+        if self._parser is None:
+            self._pending += data
+            if len(self._pending) < _DETECT_SIZE:
+                return found
+            data, start = bytes(self._pending), self._start
+            self._pending = bytearray()
+            self.format = detect_format(data)
+            self._parser = _make_parser(self.format, start)
+        self._parser.feed(data, start, found)
+        return found
+
+
+def _make_parser(fmt: AudioFormat | None, start: int) -> _Parser:
+    match fmt:
+        case AudioFormat.OGG:
+            return _Ogg()
+        case AudioFormat.WEBM | AudioFormat.MATROSKA:
+            return _Ebml()
+        case AudioFormat.WAV:
+            return _Wav(start)
+        case AudioFormat.MP3 | AudioFormat.AAC:
+            return _Frames()
+        case _:
+            return _Raw()
+
+
+class _Raw:
+    """An unknown format: no header; every appended piece starts where the writer cut it."""
+
+    header: bytes | None = None
+
+    def feed(self, data: bytes, start: int, out: list[int]) -> None:
+        if data:
+            out.append(start)
+
+
+class _Chunked:
+    """Shared bookkeeping: bytes still to skip, and a small buffer of unconsumed bytes."""
+
+    def __init__(self) -> None:
+        self._skip = 0
+        self._buffer = bytearray()
+        self._buffer_at = 0  # absolute offset of _buffer[0]
+        #: While not None, every consumed byte is also kept here (the header being read).
+        self._collect: bytearray | None = None
+        self.header: bytes | None = None
+
+    def feed(self, data: bytes, start: int, out: list[int]) -> None:
+        view = memoryview(data)
+        if self._skip:
+            taken = min(self._skip, len(view))
+            if self._collect is not None:
+                self._collect += view[:taken]
+            self._skip -= taken
+            view = view[taken:]
+            start += taken
+        if not view:
+            return
+        if not self._buffer:
+            self._buffer_at = start
+        self._buffer += view
+        while self._buffer:
+            if self._skip:  # a payload: drop what is buffered of it
+                taken = min(self._skip, len(self._buffer))
+                self._consume(taken)
+                self._skip -= taken
+                continue
+            used = self._step(out)
+            if used == 0:
+                return  # need more bytes
+            self._consume(used)
+
+    def _consume(self, count: int) -> None:
+        if self._collect is not None:
+            self._collect += self._buffer[:count]
+            if len(self._collect) > HEADER_LIMIT:
+                self._collect = None  # too big to keep: served without a header
+                self._give_up_header()
+        del self._buffer[:count]
+        self._buffer_at += count
+
+    def _give_up_header(self) -> None:
+        self.header = b""
+
+    def _step(self, out: list[int]) -> int:
+        """Look at ``_buffer``; return how many bytes it consumed (0: need more), and set
+        ``_skip`` to skip a payload beyond them."""
+        raise NotImplementedError
+
+
+# -- Ogg -----------------------------------------------------------------------------------
+
+_OGG_HEAD = 27
+_OGG_CONTINUED = 0x01
+_OGG_BOS = 0x02
+
+
+class _Ogg(_Chunked):
+    """Pages (RFC 3533). The header is every page from the first BOS up to the first page
+    with a real granule position (Opus, Vorbis, FLAC and Speex give header pages granule 0);
+    sync points are pages that do not continue a packet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._collect = bytearray()
+        self._in_data = False
+
+    def _give_up_header(self) -> None:
+        self.header = b""
+        self._in_data = True
+
+    def _step(self, out: list[int]) -> int:
+        buf = self._buffer
+        if len(buf) < _OGG_HEAD:
+            return 0
+        if buf[:4] != b"OggS":
+            at = buf.find(b"OggS", 1)
+            return len(buf) - 3 if at < 0 else at  # resync on the capture pattern
+        segments = buf[26]
+        if len(buf) < _OGG_HEAD + segments:
+            return 0
+        body = sum(buf[_OGG_HEAD : _OGG_HEAD + segments])
+        flags = buf[5]
+        granule = int.from_bytes(buf[6:14], "little", signed=True)
+        if flags & _OGG_BOS and self._in_data:
+            # A new chain (or a new source): its header replaces the old one.
+            self._in_data = False
+            self._collect = bytearray()
+            self.header = None
+        if not self._in_data and granule not in (0, -1) and self._collect:
+            self._in_data = True
+            self.header = bytes(self._collect)
+            self._collect = None
+        if self._in_data and not flags & _OGG_CONTINUED:
+            out.append(self._buffer_at)
+        self._skip = body
+        return _OGG_HEAD + segments
+
+
+# -- EBML (WebM, Matroska) -----------------------------------------------------------------
+
+_EBML = 0x1A45DFA3
+_SEGMENT = 0x18538067
+_CLUSTER = 0x1F43B675
+_TOP_LEVEL = frozenset(
+    {0x114D9B74, 0x1549A966, 0x1654AE6B, 0x1C53BB6B, 0x1254C367, 0x1043A770, 0x1941A469, _CLUSTER}
+)  # fmt: skip  (SeekHead, Info, Tracks, Cues, Tags, Chapters, Attachments, Cluster)
+_UNKNOWN_SIZE_8 = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+
+
+def _vint(buf: bytearray, at: int, *, keep_marker: bool) -> tuple[int, int] | None:
+    """(value, length) of the EBML variable-length integer at ``at``; ``None`` if
+    incomplete; length 0 if invalid. An all-ones size is returned as -1 (unknown)."""
+    if at >= len(buf):
+        return None
+    first = buf[at]
+    if first == 0:
+        return 0, 0
+    length = 9 - first.bit_length()
+    if at + length > len(buf):
+        return None
+    value = int.from_bytes(buf[at : at + length], "big")
+    if keep_marker:
+        return value, length
+    value &= (1 << (7 * length)) - 1
+    if value == (1 << (7 * length)) - 1:
+        return -1, length
+    return value, length
+
+
+class _Ebml(_Chunked):
+    """Top-level elements. The header is every byte before the first ``Cluster``; sync
+    points are ``Cluster`` starts. Unknown-size clusters (MediaRecorder, live ffmpeg) are
+    walked child by child until a top-level id ends them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._collect = bytearray()
+        self._segment_size_at: int | None = None  # where, in the header, a size to patch is
+
+    def _step(self, out: list[int]) -> int:
+        buf = self._buffer
+        ident = _vint(buf, 0, keep_marker=True)
+        if ident is None:
+            return 0
+        if ident[1] == 0 or ident[1] > 4:
+            return self._resync()
+        size = _vint(buf, ident[1], keep_marker=False)
+        if size is None:
+            return 0
+        if size[1] == 0:
+            return self._resync()
+        element, head = ident[0], ident[1] + size[1]
+        match element:
+            case 0x1A45DFA3:  # _EBML: a (new) stream begins
+                if self._collect is None or self.header is not None:
+                    self._collect, self.header = bytearray(), None
+                if size[0] < 0:
+                    return self._resync()
+                self._skip = size[0]
+            case 0x18538067:  # _SEGMENT: enter it (its children are the top level)
+                if self._collect is not None and size[1] == 8:
+                    self._segment_size_at = len(self._collect) + ident[1]
+            case 0x1F43B675:  # _CLUSTER
+                self._finish_header()
+                out.append(self._buffer_at)
+                if size[0] >= 0:
+                    self._skip = size[0]
+                # else: unknown size: walk its children, which are skipped one by one
+            case _:
+                if size[0] < 0:
+                    return self._resync()
+                self._skip = size[0]
+        return head
+
+    def _finish_header(self) -> None:
+        if self._collect is None:
+            return
+        header = self._collect
+        if self._segment_size_at is not None:
+            # A late listener gets only part of the segment: its size is unknown to it.
+            at = self._segment_size_at
+            header[at : at + 8] = _UNKNOWN_SIZE_8
+        self.header = bytes(header)
+        self._collect = None
+        self._segment_size_at = None
+
+    def _resync(self) -> int:
+        """Lost (bad data, or a source cut mid-element): skip to the next Cluster id."""
+        at = self._buffer.find(b"\x1f\x43\xb6\x75", 1)
+        return len(self._buffer) - 3 if at < 0 else at
+
+
+# -- MPEG audio / ADTS frames --------------------------------------------------------------
+
+_MP3_BITRATES = {
+    (3, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),  # MPEG-1 L1
+    (3, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),  # MPEG-1 L2
+    (3, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 L3
+}
+_MP3_LSF_BITRATES = {  # MPEG-2 and 2.5, by layer
+    1: (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    3: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+_LAYER = {1: 3, 2: 2, 3: 1}  # header bits → layer number
+
+
+def _frame_length(buf: bytearray) -> int:
+    """The length of the MPEG audio or ADTS frame at the start of ``buf``; 0: not one."""
+    if buf[0] != 0xFF or buf[1] & 0xE0 != 0xE0:
+        return 0
+    if buf[1] & 0xF6 == 0xF0:  # ADTS: 12-bit sync, layer 00
+        return ((buf[3] & 0x03) << 11) | (buf[4] << 3) | (buf[5] >> 5)
+    version, layer_bits = (buf[1] >> 3) & 3, (buf[1] >> 1) & 3
+    bitrate_index, rate_index = buf[2] >> 4, (buf[2] >> 2) & 3
+    if version == 1 or layer_bits == 0 or bitrate_index in (0, 15) or rate_index == 3:
+        return 0
+    layer = _LAYER[layer_bits]
+    table = _MP3_BITRATES[(3, layer)] if version == 3 else _MP3_LSF_BITRATES[layer]
+    bitrate = table[bitrate_index] * 1000
+    rate = _MP3_RATES[version][rate_index]
+    padding = (buf[2] >> 1) & 1
+    if layer == 1:
+        return (12 * bitrate // rate + padding) * 4
+    per_frame = 144 if layer == 2 or version == 3 else 72
+    return per_frame * bitrate // rate + padding
+
+
+class _Frames(_Chunked):
+    """MP3 and AAC (ADTS): no header to keep; each frame start is a sync point. An ID3v2
+    tag at the start is skipped."""
+
+    def _step(self, out: list[int]) -> int:
+        buf = self._buffer
+        if len(buf) < 10:
+            return 0
+        if buf[:3] == b"ID3":
+            size = (buf[6] << 21) | (buf[7] << 14) | (buf[8] << 7) | buf[9]
+            self._skip = size + (10 if buf[5] & 0x10 else 0)
+            return 10
+        length = _frame_length(buf)
+        if length < 7:
+            at = buf.find(b"\xff", 1)
+            return len(buf) if at < 0 else at  # resync on the next possible frame sync
+        out.append(self._buffer_at)
+        self._skip = length - 6
+        return 6
+
+
+# -- WAV -----------------------------------------------------------------------------------
+
+
+class _Wav:
+    """The RIFF header up to the ``data`` payload; then sync points on sample frames."""
+
+    def __init__(self, origin: int) -> None:
+        self.header: bytes | None = None
+        self._origin = origin
+        self._head = bytearray()
+        self._data_at = 0
+        self._align = 1
+
+    def feed(self, data: bytes, start: int, out: list[int]) -> None:
+        end = start + len(data)
+        if self.header is None:
+            self._head += data
+            info = parse_wav(bytes(self._head), len(self._head))
+            if info is None:
+                if len(self._head) > HEADER_LIMIT:
+                    self.header, self._head = b"", bytearray()
+                return
+            self.header = bytes(self._head[: info.data_offset])
+            self._data_at = start = self._origin + info.data_offset
+            self._align = max(1, info.block_align)
+            self._head = bytearray()
+        # One sync point per piece: the first frame boundary in it.
+        first = start + (-(start - self._data_at)) % self._align
+        if first < end:
+            out.append(first)

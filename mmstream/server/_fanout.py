@@ -1,0 +1,393 @@
+"""One uploader, thousands of live listeners: a broadcaster per stream.
+
+A :class:`Broadcaster` follows one UPLOADING stream through the manager (so it serves
+whatever writes to the stream: an Icecast ``PUT`` or a WebSocket upload), keeps a window of
+its most recent bytes in memory, and feeds them to :class:`~mmstream.audio_sync.StreamSync`
+so it knows the stream's header and where a decoder can start.
+
+Sending is where the cost is. One Trio task per listener, woken per 20 ms chunk, is ~250,000
+task switches and sends a second at 5,000 listeners: far more than one core does. So the
+broadcaster sends itself, in *rounds*: at most every ``send_interval`` seconds, it walks its
+listeners once and gives each everything new in one non-blocking ``write`` on the socket
+(listeners at the same position share one slice of the window, no copies). A write that
+would block writes what fits, and the rest waits for the next round; nobody awaits a slow
+socket, so a slow listener never delays the uploader or the other listeners. A listener more
+than ``queue_size`` behind the live edge jumps to the newest sync point (``skip``) or is
+disconnected (``disconnect``), like Icecast's queue-size.
+
+Each listener's own task only watches its socket for the client going away (an idle
+``receive``), and, when the stream is finalized, sends what its listener still lacks with
+ordinary awaited sends and returns, which ends the response. Listeners without a socket to
+write to (a TLS stream, a WebSocket) are served by their task instead: the round just wakes
+them (see :meth:`Broadcaster.follow`).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import math
+import os
+from collections.abc import AsyncIterator
+
+import attrs
+import trio
+
+from ..audio_sync import StreamSync
+from ..config import IcecastConfig
+from ..errors import CacheClosedError, StorageError, StreamNotFoundError
+from ..metrics import Metrics
+from ..streams import StreamManager, StreamStatus
+
+__all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanout_hub"]
+
+log = logging.getLogger("mmstream.server")
+
+#: How far the window may grow past what it keeps before it is trimmed.
+_TRIM_SLACK = 64 * 1024
+#: Largest read from the cache per step of the follower.
+_READ_SIZE = 256 * 1024
+
+
+class ListenerState(enum.Enum):
+    LIVE = "live"
+    #: The stream was finalized: send the rest, then end the response.
+    ENDED = "ended"
+    #: Dropped by the server (too slow with ``slow_listener = "disconnect"``, or the stream
+    #: failed or was deleted): close without a clean end.
+    DROPPED = "dropped"
+    #: The client went away.
+    GONE = "gone"
+
+
+@attrs.define(eq=False)
+class Listener:
+    #: The socket to write to in rounds, or ``None``: its task sends (woken by ``wake``).
+    fd: int | None
+    #: The next stream offset this listener gets.
+    position: int
+    #: Bytes owed before the stream data at ``position`` (response head, stream header).
+    pending: bytes = b""
+    state: ListenerState = ListenerState.LIVE
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    wake: trio.Event = attrs.Factory(trio.Event)
+    #: Bytes skipped because the listener fell behind.
+    skipped: int = 0
+    sent: int = 0
+
+
+class Broadcaster:
+    """The live edge of one stream and its listeners."""
+
+    def __init__(
+        self,
+        manager: StreamManager,
+        stream_id: str,
+        config: IcecastConfig,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.stream_id = stream_id
+        self.config = config
+        self.window = bytearray()
+        #: Stream offset of ``window[0]``.
+        self.base = 0
+        self.sync = StreamSync()
+        self.sync_points: collections.deque[int] = collections.deque()
+        self.listeners: list[Listener] = []
+        self.ended = False
+        self.caught_up = False
+        self.failed: str | None = None
+        self._keep = config.queue_size + config.burst_size
+        self._restarts: collections.deque[int] = collections.deque()
+        self._new_data = trio.Event()
+        self._changed = trio.Event()
+        self.rounds = 0
+
+    @property
+    def edge(self) -> int:
+        return self.base + len(self.window)
+
+    @property
+    def ready(self) -> bool:
+        """Listeners can start: the header is known and there is a place to start at."""
+        if self.ended:
+            return True
+        return self.caught_up and self.sync.header_done and bool(self.sync_points)
+
+    def restart_at(self, offset: int) -> None:
+        """A new source begins at ``offset``: its bytes bring a new header."""
+        self._restarts.append(offset)
+
+    # -- following the stream --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow the stream until it is finalized, fails or is deleted; then end every
+        listener."""
+        try:
+            await self._follow()
+        except* (StreamNotFoundError, StorageError, CacheClosedError) as group:
+            self.failed = "; ".join(str(exc) for exc in group.exceptions)
+        finally:
+            self.ended = True
+            self._round()
+            for listener in self.listeners:
+                if listener.state is ListenerState.LIVE:
+                    listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
+                listener.scope.cancel()
+                listener.wake.set()
+            self._notify()
+
+    async def _follow(self) -> None:
+        position = 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_rounds)
+            while True:
+                info = await self.manager.wait_for_data(self.stream_id, position)
+                if info.size > position:
+                    data = await self.manager.read(
+                        self.stream_id, position, min(_READ_SIZE, info.size - position)
+                    )
+                    position += len(data)
+                    # Listeners start at the live edge, not somewhere in a long stream this
+                    # broadcaster is still reading from the start.
+                    self.caught_up = position >= info.size
+                    self._append(data)
+                    self._new_data.set()
+                elif info.status is StreamStatus.READY:
+                    break
+                else:
+                    raise StreamNotFoundError(f"stream {self.stream_id} failed: {info.error}")
+            nursery.cancel_scope.cancel()
+
+    def _append(self, data: bytes) -> None:
+        start = self.edge
+        while self._restarts and self._restarts[0] <= start + len(data):
+            at = self._restarts.popleft() - start
+            if at < 0:
+                continue
+            self._feed(data[:at])
+            self.sync.restart()
+            self.sync_points.clear()
+            data, start = data[at:], start + at
+        self._feed(data)
+        self.window += data
+        if len(self.window) > self._keep + _TRIM_SLACK:  # trim now and then: a memmove
+            cut = len(self.window) - self._keep
+            del self.window[:cut]
+            self.base += cut
+            while self.sync_points and self.sync_points[0] < self.base:
+                self.sync_points.popleft()
+        self._notify()
+
+    def _feed(self, data: bytes) -> None:
+        if data:
+            self.sync_points.extend(self.sync.feed(data))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_ready(self) -> None:
+        while not self.ready:
+            await self._changed.wait()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send_rounds(self) -> None:
+        interval = self.config.send_interval
+        last = -math.inf
+        while True:
+            await self._new_data.wait()
+            self._new_data = trio.Event()
+            await trio.sleep_until(last + interval)
+            last = trio.current_time()
+            self._round()
+
+    def _round(self) -> None:
+        """Give every listener what is new, without awaiting anything."""
+        self.rounds += 1
+        edge, base, queue = self.edge, self.base, self.config.queue_size
+        gone: list[Listener] = []
+        total = 0
+        with memoryview(self.window) as window:
+            slices: dict[int, memoryview] = {}
+            for listener in self.listeners:
+                if listener.position >= edge and not listener.pending:
+                    continue
+                behind = edge - listener.position > queue or listener.position < base
+                if behind and not self._overflow(listener):
+                    gone.append(listener)
+                    continue
+                if listener.fd is None:
+                    listener.wake.set()
+                    continue
+                at = listener.position - base
+                piece: bytes | memoryview | None = slices.get(at)
+                if piece is None:
+                    piece = slices[at] = window[at:]
+                if listener.pending:
+                    piece = listener.pending + piece
+                try:
+                    written = os.write(listener.fd, piece)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    listener.state = ListenerState.GONE
+                    gone.append(listener)
+                    continue
+                if listener.pending:
+                    owed = len(listener.pending)
+                    listener.pending = listener.pending[written:]
+                    written = max(0, written - owed)
+                listener.position += written
+                listener.sent += written
+                total += written
+            del slices
+        if self.metrics is not None and total:
+            self.metrics.bytes_out.labels("http").inc(total)
+        for listener in gone:
+            self.listeners.remove(listener)
+            listener.scope.cancel()
+            listener.wake.set()
+
+    def _overflow(self, listener: Listener) -> bool:
+        """``listener`` fell behind: skip it ahead (True) or drop it (False)."""
+        if self.config.slow_listener == "skip" and self.sync_points:
+            newest = self.sync_points[-1]
+            listener.skipped += newest - listener.position
+            listener.position = newest
+            log.info(
+                "stream %s: slow listener skipped %d bytes to the live edge",
+                self.stream_id,
+                listener.skipped,
+            )
+            return True
+        listener.state = ListenerState.DROPPED
+        log.info("stream %s: slow listener disconnected", self.stream_id)
+        return False
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def start_point(self) -> tuple[bytes, int]:
+        """Where a new listener starts: the header, then the newest sync point at least
+        ``burst_size`` before the live edge (else the oldest one kept)."""
+        header = self.sync.header or b""
+        if not self.sync_points:
+            return header, self.edge
+        target = self.edge - self.config.burst_size
+        for point in reversed(self.sync_points):
+            if point <= target:
+                return header, point
+        return header, self.sync_points[0]
+
+    def add(self, listener: Listener) -> None:
+        """Start sending to ``listener`` (its ``position`` must not be before ``base``)."""
+        if self.ended:
+            listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
+            listener.scope.cancel()
+            listener.wake.set()
+            return
+        self.listeners.append(listener)
+        self._new_data.set()
+
+    def remove(self, listener: Listener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def rest(self, listener: Listener) -> bytes:
+        """What an ENDED listener still lacks (the window holds the stream's end)."""
+        at = max(0, listener.position - self.base)
+        return listener.pending + bytes(self.window[at:])
+
+    def take(self, listener: Listener) -> bytes:
+        """For task-driven listeners: everything new, after the round's overflow rule."""
+        at = max(0, listener.position - self.base)
+        data = listener.pending + bytes(self.window[at:])
+        listener.pending = b""
+        listener.sent += self.edge - listener.position
+        listener.position = self.edge
+        return data
+
+    async def follow(self, start: int | None = None) -> AsyncIterator[bytes]:
+        """A task-driven listener: the header first (``start`` None) or the bytes from
+        ``start`` (within the window), then each round's new bytes, until finalize.
+        Raises :class:`StreamNotFoundError` if the stream fails or is deleted."""
+        await self.wait_ready()
+        if start is None:
+            header, position = self.start_point()
+        else:
+            header, position = b"", max(start, self.base)
+        listener = Listener(None, position, header)
+        self.add(listener)
+        try:
+            while True:
+                if listener.position < self.edge or listener.pending:
+                    yield self.take(listener)
+                    continue
+                if listener.state is ListenerState.ENDED or (self.ended and not self.failed):
+                    return
+                if listener.state is not ListenerState.LIVE or self.failed:
+                    raise StreamNotFoundError(f"stream {self.stream_id} ended: {self.failed}")
+                await listener.wake.wait()
+                listener.wake = trio.Event()
+        finally:
+            self.remove(listener)
+
+
+class FanoutHub:
+    """The broadcasters of a server, made on demand, each running until its stream ends."""
+
+    def __init__(
+        self,
+        manager: StreamManager,
+        config: IcecastConfig,
+        nursery: trio.Nursery,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.config = config
+        self._nursery = nursery
+        self._broadcasters: dict[str, Broadcaster] = {}
+
+    def get(self, stream_id: str) -> Broadcaster:
+        """The stream's broadcaster, started if need be. The caller has checked that the
+        stream exists and is UPLOADING."""
+        broadcaster = self._broadcasters.get(stream_id)
+        if broadcaster is None or broadcaster.ended:
+            broadcaster = Broadcaster(self.manager, stream_id, self.config, self.metrics)
+            try:
+                self._nursery.start_soon(self._run, broadcaster)
+            except RuntimeError:  # the hub's nursery is closed: the server is stopping
+                raise CacheClosedError("the server is shutting down") from None
+            self._broadcasters[stream_id] = broadcaster
+        return broadcaster
+
+    async def _run(self, broadcaster: Broadcaster) -> None:
+        try:
+            await broadcaster.run()
+        finally:
+            if self._broadcasters.get(broadcaster.stream_id) is broadcaster:
+                del self._broadcasters[broadcaster.stream_id]
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "streams": len(self._broadcasters),
+            "listeners": sum(len(b.listeners) for b in self._broadcasters.values()),
+        }
+
+
+async def serve_fanout_hub(
+    manager: StreamManager,
+    config: IcecastConfig,
+    metrics: Metrics | None = None,
+    *,
+    task_status: trio.TaskStatus[FanoutHub] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a hub until cancelled (``await nursery.start(...)`` gives it back)."""
+    async with trio.open_nursery() as nursery:
+        task_status.started(FanoutHub(manager, config, nursery, metrics))
+        await trio.sleep_forever()

@@ -1,0 +1,388 @@
+"""Icecast on the front door: sources ``PUT`` (or ``SOURCE``) a stream, listeners ``GET`` it.
+
+Ingest. ``PUT /streams/{id}`` (and the legacy ``SOURCE`` method, which h11 parses like any
+other token) creates the stream, or resumes it if it is still UPLOADING, stores its
+``Content-Type`` and keeps its ``ice-*``/``icy-*`` headers as metadata. The body is appended
+as it arrives, in whatever framing it comes: ``Content-Length``, chunked, or none at all —
+ffmpeg's icecast output sends ``Expect: 100-continue`` with neither, and legacy ``SOURCE``
+clients send HTTP/1.0 without a length. h11 reads such a request as having an empty body, so
+here, as for an upgrade, the rest of the connection *is* the body: answer 100 (or 200 for
+``SOURCE``), then append every byte until the client closes its side.
+
+- A body that ends cleanly (the close of an unframed body, the last chunk, the full
+  ``Content-Length``) finalizes the stream (``icecast.source_end = "finalize"``) or leaves
+  it UPLOADING (``"keep"``) for a later source to continue.
+- A source that drops (reset, ``icecast.source_timeout`` without a byte, a framed body cut
+  short) leaves the stream UPLOADING with every byte received; a new ``PUT`` on the same id
+  appends to it, and its listeners get the new source's header before its data.
+- One source per stream at a time: a second gets 409 while the first is connected.
+
+Listening. ``GET /streams/{id}`` on an UPLOADING stream, without ``Range``, is answered the
+Icecast way: ``200`` with no length and ``Connection: close``, the stream's header, a burst
+of recent audio from a sync point, then the live bytes as they arrive, until finalize (see
+:mod:`._fanout`). ``?offset=N`` gives the bytes from ``N`` instead (no header). Requests
+with ``Range``, ``HEAD``, and finished streams are left to the playback routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import json
+import logging
+from collections.abc import AsyncGenerator, Mapping
+
+import h11
+import trio
+
+from ..audio import detect_format
+from ..auth import Authorizer, token_from_header
+from ..config import IcecastConfig
+from ..errors import MmstreamError, StreamNotFoundError, UnauthorizedError
+from ..metrics import Metrics
+from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
+from ..web.playback import HTTP_STATUS
+from ._fanout import FanoutHub, Listener, ListenerState
+from ._http import SERVER_HEADER, HttpRequest, Router
+
+__all__ = ["add_icecast_routes", "source_metadata"]
+
+log = logging.getLogger("mmstream.server")
+
+_RECEIVE_SIZE = 64 * 1024
+#: Seconds a finished listener gets to take the end of the stream.
+_DRAIN_TIMEOUT = 30.0
+_METADATA_PREFIXES = ("ice-", "icy-")
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+_STATUS = {**HTTP_STATUS, "exists": 409, "not-uploading": 409, "offset-conflict": 409}
+_MAX_METADATA = 64
+_MAX_VALUE = 1024
+
+
+def source_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``ice-*`` and ``icy-*`` request headers (names lower case), as stream metadata."""
+    found = {
+        name: value[:_MAX_VALUE]
+        for name, value in headers.items()
+        if name.startswith(_METADATA_PREFIXES) and len(name) <= 128
+    }
+    return dict(list(found.items())[:_MAX_METADATA])
+
+
+def _reply(status: int, reason: str, payload: object, version: bytes = b"1.1") -> bytes:
+    body = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+    return (
+        b"HTTP/%s %d %s\r\nserver: %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n"
+        % (version, status, reason.encode(), SERVER_HEADER, len(body))
+    ) + body
+
+
+def _error(status: int, exc: MmstreamError | str) -> bytes:
+    """A JSON error, shaped as the protocol's: ``{"error": {"code", "message"}}``."""
+    reason = _REASONS.get(status, "Error")
+    if isinstance(exc, MmstreamError):
+        return _reply(status, reason, {"error": {"code": exc.code, "message": exc.message}})
+    return _reply(status, reason, {"error": {"code": "bad-request", "message": exc}})
+
+
+#: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
+_UNAUTHORIZED = (
+    b"HTTP/1.1 401 Unauthorized\r\nserver: " + SERVER_HEADER + b"\r\n"
+    b'www-authenticate: Basic realm="mmstream"\r\ncontent-type: text/plain; charset=utf-8\r\n'
+    b"content-length: 13\r\nconnection: close\r\n\r\nunauthorized\n"
+)
+
+
+def _error_for(exc: MmstreamError) -> bytes:
+    """The status playback uses for the same wire code; conflicts are 409."""
+    return _error(_STATUS.get(exc.code, 500), exc)
+
+
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(data)
+
+
+class _Icecast:
+    def __init__(
+        self,
+        manager: StreamManager,
+        hub: FanoutHub,
+        config: IcecastConfig,
+        metrics: Metrics | None,
+        authorizer: Authorizer | None,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.authorizer = authorizer
+        self.hub = hub
+        self.config = config
+        self._sources: set[str] = set()
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    def _allowed(self, request: HttpRequest, operation: str) -> bool:
+        """``[auth]`` tokens: Icecast sources send basic auth, whose password is taken as
+        the token (any user name: ffmpeg's ``icecast://source:TOKEN@host``); listeners
+        send ``Bearer`` or basic auth too. With auth off, everyone is allowed."""
+        if self.authorizer is None or not self.authorizer.enabled:
+            return True
+        token = token_from_header(request.header("authorization"))
+        try:
+            self.authorizer.authorize(token, operation, request.params["stream_id"])
+        except UnauthorizedError:
+            return False
+        return True
+
+    async def ingest(
+        self, request: HttpRequest, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
+    ) -> bool:
+        stream_id = request.params["stream_id"]
+        headers = request.header_fields()
+        version = conn.their_http_version or b"1.1"
+        if not self._allowed(request, "PUT"):
+            await _send_quietly(stream, _UNAUTHORIZED)
+            return True
+        if stream_id in self._sources:
+            reply = _error(409, f"stream {stream_id} has a source already")
+            await _send_quietly(stream, reply)
+            return True
+        try:
+            info = self.manager.stat(stream_id)
+        except StreamNotFoundError:
+            content_type = headers.get("content-type", DEFAULT_CONTENT_TYPE)
+            try:
+                info = await self.manager.create(
+                    stream_id, content_type=content_type, metadata=source_metadata(headers)
+                )
+            except MmstreamError as exc:
+                await _send_quietly(stream, _error_for(exc))
+                return True
+        except MmstreamError as exc:
+            await _send_quietly(stream, _error_for(exc))
+            return True
+        if info.status is not StreamStatus.UPLOADING:
+            reply = _error(409, f"stream {stream_id} is {info.status.value}")
+            await _send_quietly(stream, reply)
+            return True
+        self._sources.add(stream_id)
+        try:
+            await self._receive_source(request, stream, conn, headers, version, info.size)
+        finally:
+            self._sources.discard(stream_id)
+        return True
+
+    async def _receive_source(
+        self,
+        request: HttpRequest,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        headers: Mapping[str, str],
+        version: bytes,
+        start: int,
+    ) -> None:
+        stream_id = request.params["stream_id"]
+        self.hub.get(stream_id).restart_at(start)  # a new source: a new header
+        framed = "content-length" in headers or "transfer-encoding" in headers
+        if request.method == "SOURCE":
+            await stream.send_all(b"HTTP/1.0 200 OK\r\n\r\n")
+        elif headers.get("expect", "").lower() == "100-continue":
+            await stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        log.info(
+            "source connected stream=%s remote=%s resume_at=%d framing=%s",
+            stream_id,
+            request.remote,
+            start,
+            "http" if framed else "connection",
+        )
+        pieces = _framed_body(stream, conn) if framed else _raw_body(stream, conn)
+        size = start
+        clean = False
+        problem: MmstreamError | None = None
+        try:
+            while True:
+                with trio.move_on_after(self.config.source_timeout) as idle:
+                    piece = await anext(pieces, None)
+                if idle.cancelled_caught:
+                    break
+                if piece is None:
+                    clean = True
+                    break
+                size = await self.manager.append(stream_id, piece)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+            pass
+        except MmstreamError as exc:
+            problem = exc
+        finally:
+            await pieces.aclose()
+        if problem is not None:
+            log.warning("source failed stream=%s: %s", stream_id, problem)
+            await _send_quietly(stream, _error_for(problem))
+            return
+        if not clean:
+            log.info("source dropped stream=%s size=%d (stays uploading)", stream_id, size)
+            return
+        status = "uploading"
+        if self.config.source_end == "finalize":
+            try:
+                status = (await self.manager.finalize(stream_id)).status.value
+            except MmstreamError as exc:
+                await _send_quietly(stream, _error_for(exc))
+                return
+        log.info("source ended stream=%s size=%d status=%s", stream_id, size, status)
+        if request.method != "SOURCE":
+            reply = _reply(200, "OK", {"stream": stream_id, "size": size, "status": status},
+                           version)  # fmt: skip
+            await _send_quietly(stream, reply)
+
+    # -- listeners -------------------------------------------------------------------------
+
+    async def listen(
+        self, request: HttpRequest, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
+    ) -> bool:
+        if request.header("range") is not None:
+            return False
+        if not self._allowed(request, "GET"):
+            await _send_quietly(stream, _UNAUTHORIZED)
+            return True
+        stream_id = request.params["stream_id"]
+        try:
+            info = self.manager.stat(stream_id)
+        except MmstreamError:
+            return False  # the playback route answers errors
+        if info.status is not StreamStatus.UPLOADING:
+            return False
+        offset: int | None = None
+        for pair in request.query.split("&"):
+            name, _, value = pair.partition("=")
+            if name == "offset":
+                if not value.isdigit() or len(value) > 19 or int(value) > info.size:
+                    reply = _error(416, f"bad offset {value[:32]!r}")
+                    await _send_quietly(stream, reply)
+                    return True
+                offset = int(value)
+        if self.metrics is not None:
+            self.metrics.followers.inc()
+        try:
+            return await self._listen(request, stream, conn, info, offset)
+        finally:
+            if self.metrics is not None:
+                self.metrics.followers.dec()
+
+    async def _listen(
+        self,
+        request: HttpRequest,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        info: StreamInfo,
+        offset: int | None,
+    ) -> bool:
+        stream_id = info.stream_id
+        head = await self._response_head(info.content_type, info.metadata, stream_id, conn)
+        await stream.send_all(head)
+        broadcaster = self.hub.get(stream_id)
+        fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        if fd is None:
+            async for piece in broadcaster.follow(offset):
+                await stream.send_all(piece)
+            return True
+        if offset is None:
+            await broadcaster.wait_ready()
+            header, position = broadcaster.start_point()
+        else:
+            header, position = b"", offset
+            # Far behind the live edge (past the window, or more than a queue behind):
+            # from the cache at this listener's own pace, until it is close enough to join.
+            queue = self.config.queue_size // 2
+            while position < broadcaster.base or broadcaster.edge - position > queue:
+                piece = await self.manager.read(stream_id, position, _RECEIVE_SIZE)
+                if not piece:
+                    break
+                await stream.send_all(piece)
+                position += len(piece)
+        listener = Listener(fd, position, header)
+        broadcaster.add(listener)
+        try:
+            with listener.scope:
+                while await stream.receive_some(4096):
+                    pass  # nothing is expected from a listener; its close ends the response
+                listener.state = ListenerState.GONE
+        finally:
+            broadcaster.remove(listener)
+        if listener.state is ListenerState.ENDED:
+            with trio.move_on_after(_DRAIN_TIMEOUT):
+                await _send_quietly(stream, broadcaster.rest(listener))
+        return True
+
+    async def _response_head(
+        self,
+        content_type: str,
+        metadata: Mapping[str, str],
+        stream_id: str,
+        conn: h11.Connection,
+    ) -> bytes:
+        if content_type == DEFAULT_CONTENT_TYPE:
+            found = detect_format(await self.manager.read(stream_id, 0, 64))
+            content_type = found.content_type if found is not None else content_type
+        version = b"1.0" if conn.their_http_version == b"1.0" else b"1.1"
+        lines = [
+            b"HTTP/%s 200 OK" % version,
+            b"server: " + SERVER_HEADER,
+            b"content-type: " + content_type.encode("latin-1", "replace"),
+            b"cache-control: no-store",
+            b"x-content-type-options: nosniff",
+            b"connection: close",
+        ]
+        for name, value in metadata.items():
+            # ice-name etc. are what sources send; listeners' players read icy-*.
+            if (
+                name.startswith(_METADATA_PREFIXES)
+                and name != "icy-metadata"
+                and value.isprintable()
+            ):
+                icy = "icy-" + name[4:]
+                lines.append(f"{icy}: {value}".encode("latin-1", "replace"))
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+async def _raw_body(stream: trio.abc.Stream, conn: h11.Connection) -> AsyncGenerator[bytes]:
+    """An unframed body: what h11 already buffered past the head, then the connection."""
+    buffered = conn.trailing_data[0]
+    if buffered:
+        yield bytes(buffered)
+    while data := await stream.receive_some(_RECEIVE_SIZE):
+        yield bytes(data)
+
+
+async def _framed_body(stream: trio.abc.Stream, conn: h11.Connection) -> AsyncGenerator[bytes]:
+    """A body with Content-Length or chunked framing, decoded by h11; a body cut short
+    raises (h11.RemoteProtocolError or a broken stream)."""
+    while True:
+        event = conn.next_event()
+        match event:
+            case h11.Data(data=data):
+                yield bytes(data)
+            case h11.EndOfMessage():
+                return
+            case h11.ConnectionClosed():
+                raise h11.RemoteProtocolError("source closed before the end of its body")
+            case _ if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(_RECEIVE_SIZE)))
+            case _:
+                raise h11.RemoteProtocolError(f"unexpected {event!r}")
+
+
+def add_icecast_routes(
+    router: Router,
+    manager: StreamManager,
+    hub: FanoutHub,
+    config: IcecastConfig,
+    metrics: Metrics | None = None,
+    authorizer: Authorizer | None = None,
+) -> None:
+    """``PUT``/``SOURCE /streams/{id}`` for sources; live ``GET /streams/{id}``."""
+    icecast = _Icecast(manager, hub, config, metrics, authorizer)
+    router.add_takeover("PUT", "/streams/{stream_id}", icecast.ingest)
+    router.add_takeover("SOURCE", "/streams/{stream_id}", icecast.ingest)
+    router.add_takeover("GET", "/streams/{stream_id}", icecast.listen)

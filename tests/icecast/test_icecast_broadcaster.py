@@ -1,0 +1,76 @@
+"""The broadcaster alone, on a real manager: what a task-driven follower (a WebSocket tail,
+a stream without a socket of its own) gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from test_icecast_listen import HEADER, page
+
+from mmstream.config import ByteSize, CacheConfig, IcecastConfig
+from mmstream.errors import StreamNotFoundError
+from mmstream.server._fanout import FanoutHub, serve_fanout_hub
+from mmstream.streams import open_stream_manager
+
+
+async def _collect(hub: FanoutHub, stream_id: str, out: list[bytes]) -> None:
+    async for piece in hub.get(stream_id).follow():
+        out.append(piece)
+
+
+async def test_follow_gives_the_header_a_burst_then_live_bytes_until_finalize(
+    tmp_path: Path,
+) -> None:
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    settings = IcecastConfig(burst_size=ByteSize(1000), send_interval=0.001)
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, settings)
+        await manager.create("f", content_type="audio/ogg")
+        await manager.append("f", HEADER + page(0) + page(1) + page(2))
+        got: list[bytes] = []
+        async with trio.open_nursery() as followers:
+            followers.start_soon(_collect, hub, "f", got)
+            with trio.fail_after(10):
+                while True:
+                    if sum(map(len, got)) >= len(HEADER) + len(page(2)):
+                        break
+                    await trio.sleep(0.001)
+            await manager.append("f", page(3))
+            await manager.finalize("f")
+        assert b"".join(got) == HEADER + page(2) + page(3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_follow_raises_when_the_stream_is_deleted(tmp_path: Path) -> None:
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, IcecastConfig())
+        await manager.create("gone")
+        await manager.append("gone", b"\x00" * 100)
+        follower = hub.get("gone").follow()
+        assert await anext(follower) == b"\x00" * 100
+        await manager.delete("gone")
+        with pytest.raises(StreamNotFoundError), trio.fail_after(10):
+            await anext(follower)
+        await follower.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_listener_of_a_long_stream_starts_near_its_live_edge(tmp_path: Path) -> None:
+    """A broadcaster made for a stream that is already long (written over WebSocket, or
+    before a restart) reads it from the start for its header; a listener that arrives
+    meanwhile still starts near the live edge, not where the reading has got to."""
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    settings = IcecastConfig(burst_size=ByteSize(0), send_interval=0.001)
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, settings)
+        await manager.create("long", content_type="audio/ogg")
+        pages = b"".join(page(i) for i in range(2000))  # 2 MB: several reads
+        await manager.append("long", HEADER + pages)
+        follower = hub.get("long").follow()
+        first = await anext(follower)
+        assert first == HEADER + page(1999)
+        await follower.aclose()
+        nursery.cancel_scope.cancel()
