@@ -272,8 +272,6 @@ async def test_error_codes_from_the_server(start_server: StartServer) -> None:
 #: Codes in the table no test of this build can provoke, and why (see the report).
 NOT_PRODUCIBLE_HERE = {
     "conflict": "reserved; nothing raises a bare ConflictError",
-    "io-error": "needs a failing disk (issue 4: fault-injecting backend)",
-    "unauthorized": "access control is issue 4",
     "closed": "only during a shutdown race",
     "internal": "a server bug",
 }
@@ -285,7 +283,9 @@ def test_every_documented_code_is_tested_or_explained() -> None:
     codes = set(re.findall(r"^\| `([a-z-]+)` \|", section, re.M))
     tested = {"exists", "invalid-id", "not-found", "offset-conflict", "out-of-range",
               "checksum-mismatch", "not-uploading", "bad-request", "quota",
-              "no-space", "too-large"}  # fmt: skip  # no-space: test_full_disk.py
+              "no-space", "too-large",  # no-space: test_full_disk.py
+              "io-error",  # tests/reliability/test_wire_io_error.py
+              "unauthorized"}  # fmt: skip  # tests/reliability/test_auth.py
     assert codes == tested | set(NOT_PRODUCIBLE_HERE)
 
 

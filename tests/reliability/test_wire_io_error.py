@@ -1,0 +1,42 @@
+"""A failed sync over the wire: the client gets ``io-error``, never a false success, and the
+stream is in ERROR afterwards (the fsyncgate rule, seen from a client)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import trio
+from faulty import FailingOs
+
+from mmstream.client import connect
+from mmstream.config import CacheConfig, Config, ServerConfig
+from mmstream.errors import NotUploadingError, StorageError
+from mmstream.server import RunningServer, serve
+
+
+@pytest.mark.parametrize("backend", ["file", "mmap"])
+async def test_a_failed_sync_is_an_io_error_reply(
+    nursery: trio.Nursery, tmp_path: Path, backend: str
+) -> None:
+    config = Config(
+        cache=CacheConfig(directory=tmp_path / "cache", backend=backend, sync_policy="finalize"),
+        server=ServerConfig(port=0),
+    )
+    server: RunningServer = await nursery.start(serve, config)
+    async with connect(server.url) as client:
+        await client.create("s")
+        await client.append("s", b"x" * 100_000)
+        failing = FailingOs(fail_at=1, fail_errno=errno.EIO)
+        with failing.installed(), pytest.raises(StorageError) as info:
+            await client.sync("s")
+        assert info.value.code == "io-error"
+        assert failing.failed, "the injected failure did not happen"
+        stat = await client.stat("s")
+        assert stat.status == "error" and stat.durable_offset == 0
+        # Never retried into a success: every later sync, finalize or write is refused and
+        # carries the original reason.
+        for later in (client.sync("s"), client.finalize("s"), client.append("s", b"more")):
+            with pytest.raises((StorageError, NotUploadingError), match="Input/output error"):
+                await later
