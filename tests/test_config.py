@@ -74,3 +74,20 @@ def test_env_var_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config.cache.directory == tmp_path
     with pytest.raises(ConfigError, match="unknown setting"):
         load_config(**{"server.nope": 1})
+
+
+def test_readme_documents_every_key() -> None:
+    """The README's configuration table is the reference: a new key must be documented."""
+    import attrs
+
+    readme = (REPO / "README.md").read_text()
+    shipped = (REPO / "conf" / "mmstream.toml").read_text()
+    missing = []
+    for section in attrs.fields(attrs.resolve_types(Config)):
+        for key in attrs.fields(section.type):  # type: ignore[arg-type]
+            name = f"{section.name}.{key.name}"
+            if f"`{name}`" not in readme:
+                missing.append(name)
+            if f"\n{key.name} = " not in shipped:
+                missing.append(f"conf/mmstream.toml: {name}")
+    assert not missing, f"undocumented settings: {missing}"
