@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,15 @@ def test_hostile_ids_are_rejected(stream_id: object) -> None:
     assert len(str(info.value)) < 200  # a 4 KiB id is not echoed whole into logs
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every path with its size and content. Not mtimes: the mmap backend pre-faults a
+    stream's next pages in a worker thread, which may touch the data file's mtime after
+    the append returned, without changing a byte."""
     return {
-        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        str(p.relative_to(root)): (
+            p.lstat().st_size,
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "",
+        )
         for p in sorted(root.rglob("*"))
     }
 
