@@ -25,7 +25,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -49,6 +49,7 @@ from ..errors import (
     CacheClosedError,
     ChecksumMismatchError,
     InvalidArgumentError,
+    MmstreamError,
     NoSpaceError,
     OffsetConflictError,
     QuotaExceededError,
@@ -213,9 +214,23 @@ class StreamManager:
     ) -> int:
         """Append ``data`` and return the new size. ``expected_offset``, when given, must
         equal the current size, else :class:`OffsetConflictError` carries the real one."""
+        return await self.append_many(stream_id, (data,), expected_offset=expected_offset)
+
+    async def append_many(
+        self, stream_id: str, chunks: Sequence[Buffer], *, expected_offset: int | None = None
+    ) -> int:
+        """Append ``chunks`` one after the other and return the new size: one lock, one
+        offset check, one wakeup of the followers for the lot (the server's batch of the
+        upload frames a connection has queued).
+
+        The chunks are written in order; if one fails after others were written, the size
+        after the last one written is returned (the caller sees it fell short and may
+        append the rest again to learn why); an error is raised only when nothing was
+        written, exactly as :meth:`append` would raise it for the first chunk.
+        """
         ctx = self._get(stream_id)
         try:
-            view = memoryview(data).cast("B")
+            views = [memoryview(data).cast("B") for data in chunks]
         except TypeError as exc:
             raise InvalidArgumentError(
                 f"data must be a contiguous bytes-like object: {exc}"
@@ -231,28 +246,45 @@ class StreamManager:
                     f"stream {ctx.stream_id} has {offset} bytes, not {expected_offset}",
                     actual=offset,
                 )
-            count = view.nbytes
+            count = sum(view.nbytes for view in views)
             started = time.perf_counter()
             if count:
-                end = check_write(offset, count)
-                cache = _open_cache(ctx)
-                if end <= cache.size and count <= INLINE_WRITE_LIMIT:
-                    try:
-                        cache.write(offset, view)
-                    except StorageError as exc:
-                        self._fail(ctx, exc)
+                try:
+                    await self._write_chunks(ctx, offset, views)
+                except MmstreamError:
+                    if ctx.size == offset:
                         raise
-                else:
-                    await self._write_in_thread(ctx, cache, offset, view, end)
-                ctx.size = end
-                ctx.notify()
-                if self._metrics is not None:
-                    self._metrics.observe_write(count, time.perf_counter() - started)
+                finally:
+                    if ctx.size > offset:
+                        ctx.notify()
+                if ctx.size > offset and self._metrics is not None:
+                    self._metrics.observe_write(ctx.size - offset, time.perf_counter() - started)
             ctx.last_accessed_at = time.time()
             if self._config.sync_policy == "always":
                 async with ctx.sync_lock:
                     await self._flush_locked(ctx)
             return ctx.size
+
+    async def _write_chunks(
+        self, ctx: StreamContext, offset: int, views: Sequence[memoryview]
+    ) -> None:
+        """Write ``views`` at ``offset`` on, advancing ``ctx.size`` after each; the caller
+        holds ``ctx.write_lock``. Chunks that fit the reservation are copied inline."""
+        cache = _open_cache(ctx)
+        for view in views:
+            count = view.nbytes
+            if not count:
+                continue
+            end = check_write(offset, count)
+            if end <= cache.size and count <= INLINE_WRITE_LIMIT:
+                try:
+                    cache.write(offset, view)
+                except StorageError as exc:
+                    self._fail(ctx, exc)
+                    raise
+            else:
+                await self._write_in_thread(ctx, cache, offset, view, end)
+            ctx.size = offset = end
 
     async def _write_in_thread(
         self, ctx: StreamContext, cache: MemoryMappedCache, offset: int, view: memoryview, end: int
