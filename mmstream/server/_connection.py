@@ -449,7 +449,7 @@ class Session:
                 try:
                     info = await self.manager.wait_for_data(stream, position)
                     if info.size > position:
-                        data = await self.manager.read(
+                        data = await self.manager.read_shared(
                             stream, position, min(info.size - position, piece)
                         )
                     else:

@@ -351,6 +351,22 @@ class StreamManager:
             self._metrics.observe_read(time.perf_counter() - started)
         return data
 
+    async def read_shared(self, stream_id: str, offset: int, length: int) -> bytes:
+        """:meth:`read` for followers: every caller asking for the same range while the
+        stream has the same size gets the same bytes object, read once (100 followers of a
+        live stream wake together after each write and all want the new piece)."""
+        await trio.lowlevel.checkpoint()
+        ctx = self._get(stream_id)
+        memo = ctx.shared_read
+        if memo is not None and memo[:3] == (offset, ctx.size, length):
+            ctx.require_readable()
+            return memo[3]
+        size = ctx.size
+        data = await self.read(stream_id, offset, length)
+        if ctx.size == size:
+            ctx.shared_read = (offset, size, length, data)
+        return data
+
     async def wait_for_data(self, stream_id: str, offset: int) -> StreamInfo:
         """Return once the stream holds more than ``offset`` bytes or is no longer UPLOADING
         (READY: no more data will come; ERROR). Deletion raises :class:`StreamNotFoundError`."""

@@ -527,3 +527,20 @@ async def test_append_many_stops_short_at_the_quota(
             await manager.append_many("a", rest, expected_offset=size)
         assert manager.stat("a").status is StreamStatus.UPLOADING
         assert manager.stat("a").size == size
+
+
+async def test_read_shared_reads_once_per_range_and_size(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", b"abcdef")
+        first = await manager.read_shared("s", 2, 100)
+        assert first == b"cdef"
+        assert await manager.read_shared("s", 2, 100) is first  # shared, not read again
+        assert await manager.read_shared("s", 3, 100) == b"def"
+        await manager.append("s", b"gh")
+        assert await manager.read_shared("s", 2, 100) == b"cdefgh"  # a new size reads anew
+        with pytest.raises(OutOfRangeError):
+            await manager.read_shared("s", 9, 1)
+        await manager.delete("s")
+        with pytest.raises(StreamNotFoundError):
+            await manager.read_shared("s", 2, 100)
