@@ -28,6 +28,7 @@ from .protocol import StreamStat
 __all__ = ["URL_ENV", "add_client_commands"]
 
 URL_ENV = "MMSTREAM_URL"
+TOKEN_ENV = "MMSTREAM_TOKEN"
 #: ``get`` asks for ranges of this size, so memory stays bounded whatever the stream's size.
 _READ_PIECE = 16 * 1024 * 1024
 #: How often a follower asks again for a stream that does not exist yet.
@@ -41,6 +42,12 @@ def add_client_commands(commands: Any) -> None:
         "--url",
         default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"server URL (default: ${URL_ENV} or {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"access token, sent in the first message (default: ${TOKEN_ENV}; prefer the "
+        "variable: a command line is visible to other users)",
     )
 
     put = commands.add_parser("put", parents=[common], help="upload a file or stdin as a stream")
@@ -133,7 +140,7 @@ async def _put(args: argparse.Namespace) -> int:
     content_type = args.content_type or (name and mimetypes.guess_type(name)[0])
     progress = _Progress(args.stream, total) if sys.stderr.isatty() else None
     try:
-        async with connect(args.url, stream=args.stream) as client:
+        async with connect(args.url, stream=args.stream, token=args.token) as client:
             try:
                 stat = await client.upload(
                     None,
@@ -163,7 +170,7 @@ async def _get(args: argparse.Namespace) -> int:
     if args.output != "-":
         out = await trio.to_thread.run_sync(open, args.output, "wb")
     try:
-        async with connect(args.url, stream=args.stream) as client:
+        async with connect(args.url, stream=args.stream, token=args.token) as client:
             if args.follow:
                 await _follow(client, args, out)
             else:
@@ -219,7 +226,7 @@ def _write_and_flush(out: IO[bytes], data: bytes) -> None:
 
 
 async def _stat(args: argparse.Namespace) -> int:
-    async with connect(args.url, stream=args.stream) as client:
+    async with connect(args.url, stream=args.stream, token=args.token) as client:
         stat = await client.stat()
         audio = await _audio(client, stat)
     fields = _as_dict(stat) | ({"audio": audio} if audio else {})
@@ -244,7 +251,7 @@ async def _audio(client: Client, stat: StreamStat) -> dict[str, str | int | floa
 
 
 async def _ls(args: argparse.Namespace) -> int:
-    async with connect(args.url) as client:
+    async with connect(args.url, token=args.token) as client:
         streams = await client.list()
     if args.json:
         print(json.dumps([_as_dict(s) for s in streams], indent=2))
@@ -260,7 +267,7 @@ async def _ls(args: argparse.Namespace) -> int:
 
 
 async def _rm(args: argparse.Namespace) -> int:
-    async with connect(args.url, stream=args.stream) as client:
+    async with connect(args.url, stream=args.stream, token=args.token) as client:
         await client.delete()
     return 0
 

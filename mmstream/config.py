@@ -31,11 +31,13 @@ from .cache import (
 from .errors import ConfigError
 
 __all__ = [
+    "AuthConfig",
     "ByteSize",
     "CacheConfig",
     "Config",
     "LoggingConfig",
     "ServerConfig",
+    "TokenConfig",
     "config_path_from_env",
     "load_config",
     "parse_size",
@@ -124,11 +126,33 @@ class LoggingConfig:
     format: LogFormat = "text"
 
 
+Scope = Literal["read", "write"]
+
+
+@attrs.frozen
+class TokenConfig:
+    """One access token: what it may do (``scopes``) to which streams (an fnmatch pattern
+    over stream ids)."""
+
+    token: str = attrs.field(repr=False, validator=v.min_len(16))
+    scopes: tuple[Scope, ...] = attrs.field(default=("read", "write"), validator=v.min_len(1))
+    streams: str = attrs.field(default="*", validator=v.min_len(1))
+
+
+@attrs.frozen
+class AuthConfig:
+    #: Access control is on when at least one token is listed.
+    tokens: tuple[TokenConfig, ...] = ()
+    #: Origins (``https://example.org``) allowed to open WebSockets; empty allows any.
+    origins: tuple[str, ...] = ()
+
+
 @attrs.frozen
 class Config:
     cache: CacheConfig = attrs.Factory(CacheConfig)
     server: ServerConfig = attrs.Factory(ServerConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
+    auth: AuthConfig = attrs.Factory(AuthConfig)
 
 
 def _make_converter() -> cattrs.Converter:

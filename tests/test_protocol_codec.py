@@ -260,10 +260,6 @@ BAD_REQUESTS = [
     ('{"op":"create","metadata":[1]}', "metadata: expected an object of strings"),
     ('{"op":"create","metadata":"x"}', "metadata: expected an object of strings"),
     ('{"op":"create","metadata":{"k":1}}', "metadata.k: expected a string"),
-    ('{"op":"create","metadata":{"k":"' + "v" * 1025 + '"}}', "metadata.k: expected a string"),
-    ('{"op":"create","metadata":{"' + "k" * 129 + '":"v"}}', "metadata: keys are strings"),
-    ('{"op":"create","metadata":' + json.dumps({str(i): "" for i in range(65)}) + "}",
-     "metadata: more than 64 entries"),
     ('{"op":"hello","token":5}', "token: expected a string"),
 ]  # fmt: skip
 

@@ -269,13 +269,13 @@ def add_nodes_to_ls(commands: Any) -> None:
     def ls_one_or_all(args: argparse.Namespace) -> int:
         if args.nodes is None:
             return single(args)
-        return trio.run(_ls_nodes, node_urls(args.nodes), args.json)
+        return trio.run(_ls_nodes, node_urls(args.nodes), args.json, args.token)
 
     ls.set_defaults(handler=ls_one_or_all)
 
 
-async def _ls_nodes(urls: tuple[str, ...], as_json: bool) -> int:
-    listing = await list_cluster(urls)
+async def _ls_nodes(urls: tuple[str, ...], as_json: bool, token: str | None) -> int:
+    listing = await list_cluster(urls, token=token)
     for node, why in sorted(listing.failures.items()):
         print(f"mmstream: {node}: {why}", file=sys.stderr)
     if as_json:

@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from .. import __version__
+from ..auth import Authorizer, redact_library_logs
 from ..config import Config
 from ..metrics import Metrics
 from ..protocol import parse_path
@@ -76,11 +77,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def build_router(server: RunningServer) -> Router:
+def build_router(server: RunningServer, authorizer: Authorizer | None = None) -> Router:
     """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
     :func:`add_web_routes`."""
     router = Router()
-    add_web_routes(router, server.manager, server.metrics)
+    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer)
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:
@@ -113,12 +114,15 @@ async def serve(
         async with open_stream_manager(config.cache, metrics=metrics) as manager:
             shutdown = trio.Event()
             server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
+            authorizer = Authorizer(config.auth)
+            redact_library_logs()
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown, metrics),
-                build_router(server),
+                connection_handler(manager, config.server, shutdown, metrics, authorizer),
+                build_router(server, authorizer),
                 websocket_path=lambda path: parse_path(path) is not None,
+                origin_allowed=authorizer.origin_allowed,
             )
             metrics.connections.set_function(lambda: door.active_connections)
             async with trio.open_nursery() as outer:

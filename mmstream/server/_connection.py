@@ -25,13 +25,15 @@ import attrs
 import trio
 
 from .. import __version__
-from ..config import ServerConfig
+from ..auth import Authorizer, Grant
+from ..config import AuthConfig, ServerConfig
 from ..errors import (
     CacheClosedError,
     MmstreamError,
     OutOfRangeError,
     ProtocolError,
     StreamNotFoundError,
+    UnauthorizedError,
 )
 from ..logs import log_context
 from ..metrics import Metrics
@@ -77,6 +79,7 @@ from ._transports import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
     Connection,
     ConnectionClosed,
     Handler,
@@ -113,12 +116,16 @@ class Session:
         config: ServerConfig,
         shutting_down: trio.Event,
         metrics: Metrics | None = None,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.connection = connection
         self.metrics = metrics
         self.manager = manager
         self.config = config
         self.shutting_down = shutting_down
+        self.authorizer = authorizer if authorizer is not None else Authorizer(AuthConfig())
+        #: What the token presented in ``hello`` allows (access control on).
+        self._grant: Grant | None = None
         endpoint = parse_path(connection.path)
         #: The stream named by the URL (``/v1/streams/{id}``), None on ``/v1``.
         self.bound = endpoint.stream if endpoint is not None else None
@@ -337,7 +344,13 @@ class Session:
 
     async def _apply(self, request: Request) -> Reply | None:
         """The reply to ``request``, or None when it was already sent (``read``, ``tail``)."""
+        if isinstance(request, Hello):
+            self._authenticate(request)
+        elif self._grant is None and self.authorizer.enabled:
+            raise UnauthorizedError("unauthorized: send hello with a valid token first")
         stream = resolve_stream(request, self.bound)
+        if not isinstance(request, Hello):
+            self.authorizer.check(self._grant, request.op, stream)
         match request:
             case Hello():
                 return HelloReply(
@@ -349,7 +362,9 @@ class Session:
                     ack_interval=self.config.ack_interval,
                 )
             case List():
-                streams = tuple(StreamStat.from_info(info) for info in self.manager.list())
+                infos = self.manager.list()
+                shown = set(self.authorizer.visible(self._grant, (i.stream_id for i in infos)))
+                streams = tuple(StreamStat.from_info(i) for i in infos if i.stream_id in shown)
                 return ListReply(re=request.id, streams=streams)
         assert stream is not None  # every other request names (or is bound to) a stream
         match request:
@@ -386,6 +401,19 @@ class Session:
                 return OkReply(re=request.id)
         raise AssertionError(f"unhandled request {request!r}")
 
+    def _authenticate(self, request: Hello) -> None:
+        """A wrong token is refused and ends the session (close 1008); the token itself is
+        never logged nor echoed."""
+        if not self.authorizer.enabled:
+            return
+        grant = self.authorizer.authenticate(request.token)
+        if grant is None:
+            log.warning("hello refused conn=%s: no valid token", self.connection.id)
+            self._close = (CLOSE_POLICY_VIOLATION, "unauthorized")
+            self._reader_scope.cancel()
+            raise UnauthorizedError("unauthorized: the token is not valid")
+        self._grant = grant
+
     async def _bind(self, request: Append, stream: str) -> Reply:
         await self._end_upload("a new append")
         self._report_unbound = False  # a failed append binds nothing, silently
@@ -406,27 +434,29 @@ class Session:
         first = await self.manager.read(stream, request.offset, min(total, piece))
         if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
             total = len(first)
+        # Held: the stream is not evicted while the frames this reply promises are sent.
         async with self._binary_lock:
-            await self._send_reply(
-                ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
-            )
-            if first:
-                await self._send_bytes(first)
-            position, end = request.offset + len(first), request.offset + total
-            while position < end and not self._peer_gone:
-                try:
-                    data = await self.manager.read(stream, position, min(end - position, piece))
-                except MmstreamError as exc:
-                    # The reply promised bytes that can no longer be read (the stream was
-                    # deleted or failed): the client cannot tell what follows, so stop.
-                    log.warning(
-                        "read broken conn=%s stream=%s: %s", self.connection.id, stream, exc
-                    )
-                    raise _Broken(f"read of {stream} failed: {exc.code}") from None
-                if not data:
-                    raise _Broken(f"read of {stream} came up short")
-                await self._send_bytes(data)
-                position += len(data)
+            with self.manager.hold(stream):
+                await self._send_reply(
+                    ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
+                )
+                if first:
+                    await self._send_bytes(first)
+                position, end = request.offset + len(first), request.offset + total
+                while position < end and not self._peer_gone:
+                    try:
+                        data = await self.manager.read(stream, position, min(end - position, piece))
+                    except MmstreamError as exc:
+                        # The reply promised bytes that can no longer be read (the stream was
+                        # deleted or failed): the client cannot tell what follows, so stop.
+                        log.warning(
+                            "read broken conn=%s stream=%s: %s", self.connection.id, stream, exc
+                        )
+                        raise _Broken(f"read of {stream} failed: {exc.code}") from None
+                    if not data:
+                        raise _Broken(f"read of {stream} came up short")
+                    await self._send_bytes(data)
+                    position += len(data)
 
     async def _follow(self, request: Tail, stream: str) -> None:
         if self._tailing:
@@ -545,12 +575,13 @@ def connection_handler(
     config: ServerConfig,
     shutting_down: trio.Event,
     metrics: Metrics | None = None,
+    authorizer: Authorizer | None = None,
 ) -> Handler:
     """The transport handler serving protocol v1 on each connection."""
 
     async def handle(connection: Connection) -> None:
         endpoint = parse_path(connection.path)
         with log_context(stream=endpoint.stream if endpoint is not None else None):
-            await Session(connection, manager, config, shutting_down, metrics).run()
+            await Session(connection, manager, config, shutting_down, metrics, authorizer).run()
 
     return handle

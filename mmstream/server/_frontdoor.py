@@ -50,11 +50,13 @@ class FrontDoor:
         router: Router,
         *,
         websocket_path: Callable[[str], bool] = lambda path: True,
+        origin_allowed: Callable[[str | None], bool] = lambda origin: True,
     ) -> None:
         self.config = config
         self.transport = transport
         self.websocket_handler = websocket_handler
         self.websocket_path = websocket_path
+        self.origin_allowed = origin_allowed
         self.http = HttpSettings(router, config.handshake_timeout, lambda: self.shutting_down)
         self.shutting_down = False
         self._ids = itertools.count(1)
@@ -147,6 +149,9 @@ class FrontDoor:
                 await send_error(stream, conn, 404, f"no WebSocket endpoint at {path}")
                 return "bad-request"
             problem = _handshake_problem(event)
+            origin = _header(event, b"origin")
+            if problem is None and not self.origin_allowed(origin):
+                problem = 403, "this Origin may not open WebSockets here"
             if problem is not None:
                 status, message = problem
                 extra = [("sec-websocket-version", "13")] if status == 426 else []
@@ -226,6 +231,13 @@ def _handshake_problem(request: h11.Request) -> tuple[int, str] | None:
         valid_key = False
     if not valid_key:
         return 400, "missing or invalid Sec-WebSocket-Key"
+    return None
+
+
+def _header(request: h11.Request, name: bytes) -> str | None:
+    for key, value in request.headers:
+        if key == name:
+            return value.decode("latin-1")
     return None
 
 

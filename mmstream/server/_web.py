@@ -13,7 +13,8 @@ from collections.abc import AsyncGenerator
 
 import trio
 
-from ..errors import MmstreamError
+from ..auth import Authorizer, token_from_header
+from ..errors import MmstreamError, UnauthorizedError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
@@ -94,11 +95,19 @@ def add_web_routes(
     metrics: Metrics | None = None,
     *,
     piece_size: int = PIECE_SIZE,
+    authorizer: Authorizer | None = None,
 ) -> None:
     """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
     ``/metrics`` (whose cache figures are then read from ``manager``)."""
 
     async def stream(request: HttpRequest) -> HttpResponse:
+        if authorizer is not None and authorizer.enabled:
+            token = token_from_header(request.header("authorization"))
+            try:
+                authorizer.authorize(token, "GET", request.params["stream_id"])
+            except UnauthorizedError:
+                challenge = [("www-authenticate", 'Bearer realm="mmstream"')]
+                return text_response(401, "unauthorized", challenge)
         response = await stream_response(
             manager,
             request.params["stream_id"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -113,8 +114,17 @@ class StreamContext:
     sync_lock: trio.Lock = attrs.field(factory=trio.Lock, init=False, repr=False)
     #: Set (and replaced) whenever size or status changes; see :meth:`notify`.
     changed: trio.Event = attrs.field(factory=_new_event, init=False, repr=False)
-    #: Reads running in worker threads; the backend is closed only when this drops to 0.
+    #: Reads running in worker threads and holds (``StreamManager.hold``); the backend is
+    #: closed only when this drops to 0, and eviction skips the stream meanwhile.
     readers: int = attrs.field(default=0, init=False, repr=False)
+    #: Tasks in ``wait_for_data``: eviction and expiry skip a followed stream.
+    followers: int = attrs.field(default=0, init=False, repr=False)
+    #: ``time.monotonic()`` of the last append, finalize or (re)load: the upload TTL clock.
+    #: A restart starts it afresh: the server's downtime is not the client's idleness.
+    idle_since: float = attrs.field(factory=time.monotonic, init=False, repr=False)
+    #: ``last_accessed_at`` as the sidecar last recorded it; reads only update memory and
+    #: the housekeeping loop records the time now and then (LRU order survives a restart).
+    access_recorded: float = attrs.field(default=0.0, init=False, repr=False)
     close_pending: bool = attrs.field(default=False, init=False, repr=False)
     deleted: bool = attrs.field(default=False, init=False, repr=False)
     #: The followers' last read, ``(offset, size, length, data)``: followers at the same
@@ -139,6 +149,16 @@ class StreamContext:
             finalized_at=self.finalized_at,
             sha256=self.sha256,
             error=self.error,
+        )
+
+    @property
+    def in_use(self) -> bool:
+        """Read in a worker thread, held, followed or being written: never evicted."""
+        return (
+            self.readers > 0
+            or self.followers > 0
+            or self.write_lock.locked()
+            or self.sync_lock.locked()
         )
 
     def notify(self) -> None:

@@ -23,10 +23,11 @@ import builtins
 import errno
 import hashlib
 import logging
+import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
 import attrs
@@ -56,6 +57,7 @@ from ..errors import (
     StorageError,
     StreamExistsError,
     StreamNotFoundError,
+    TooLargeError,
 )
 from ..metrics import Metrics
 from ..registry import BackendRegistry
@@ -74,6 +76,13 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 INLINE_WRITE_LIMIT = 1 * MiB
 INLINE_READ_LIMIT = 1 * MiB
 HASH_CHUNK = 1 * MiB
+#: Reservations are whole blocks, so the quota bounds the blocks the file system allocates.
+BLOCK = 4096
+#: A read updates ``last_accessed_at`` in memory only; the housekeeping loop records it in
+#: the sidecar once it is this many seconds newer than the recorded one (and shutdown records
+#: every change), so LRU order survives a restart to within a minute at one sidecar write per
+#: stream per minute at most.
+ACCESS_RECORD_INTERVAL = 60.0
 MAX_CONTENT_TYPE_LENGTH = 255
 MAX_METADATA_ITEMS = 64
 MAX_METADATA_KEY_LENGTH = 128
@@ -118,9 +127,10 @@ class StreamManager:
 
     @property
     def reserved(self) -> int:
-        """Bytes reserved on disk by every stream, the figure the quota applies to."""
-        return sum(ctx.reserved for ctx in self._streams.values()) + sum(
-            ctx.reserved for ctx in self._creating.values()
+        """Bytes reserved on disk by every stream, in whole blocks (a finalized stream's
+        last partial block is allocated all the same): the figure the quota applies to."""
+        return sum(_blocks(ctx.reserved) for ctx in self._streams.values()) + sum(
+            _blocks(ctx.reserved) for ctx in self._creating.values()
         )
 
     # -- lookups ---------------------------------------------------------------------------
@@ -171,7 +181,7 @@ class StreamManager:
         meta = _check_metadata(metadata)
         self._require_open()
         self._require_new(sid)
-        room = await self._room_for(None, 1)
+        room = await self._room_for(None, BLOCK)
         self._require_new(sid)  # checked again: making room may have let another task in
         path = data_path(self._directory, sid)
         now = time.time()
@@ -185,7 +195,7 @@ class StreamManager:
             last_accessed_at=now,
             content_type=content_type,
             metadata=meta,
-            reserved=min(self._config.initial_size, room),
+            reserved=min(_blocks(self._config.initial_size), room // BLOCK * BLOCK),
         )
         self._creating[sid] = ctx
         try:
@@ -203,6 +213,7 @@ class StreamManager:
             cache.close()
             raise CacheClosedError("the stream manager is closed")
         ctx.reserved = cache.size
+        ctx.access_recorded = now
         self._streams[sid] = ctx
         log.info("stream %s: created (uploading, %d bytes reserved)", sid, ctx.reserved)
         return ctx.info()
@@ -260,6 +271,7 @@ class StreamManager:
                 if ctx.size > offset and self._metrics is not None:
                     self._metrics.observe_write(ctx.size - offset, time.perf_counter() - started)
             ctx.last_accessed_at = time.time()
+            ctx.idle_since = time.monotonic()
             if self._config.sync_policy == "always":
                 async with ctx.sync_lock:
                     await self._flush_locked(ctx)
@@ -291,8 +303,9 @@ class StreamManager:
     ) -> None:
         new_size = cache.size
         if end > new_size:
-            room = await self._room_for(ctx, end)
-            new_size = min(grown_size(new_size, end, self._options), room)
+            wanted = _blocks(grown_size(new_size, end, self._options))
+            room = await self._room_for(ctx, _blocks(end))
+            new_size = min(wanted, max(end, room // BLOCK * BLOCK))
             ctx.reserved = new_size  # claimed before the thread runs: concurrent growths add up
         try:
             await trio.to_thread.run_sync(_grow_and_write, cache, new_size, offset, view)
@@ -305,28 +318,59 @@ class StreamManager:
             ctx.reserved = cache.size
 
     async def _room_for(self, ctx: StreamContext | None, needed: int) -> int:
-        """How large ``ctx``'s reservation may grow (a new stream's, for ``None``); raise
-        :class:`QuotaExceededError` if ``needed`` bytes do not fit under ``max_cache_size``."""
-        others = self.reserved - (ctx.reserved if ctx is not None else 0)
-        room = self._config.max_cache_size - others
+        """How large ``ctx``'s reservation may grow (a new stream's, for ``None``). Eviction
+        (if ``on_full`` allows) makes room for ``needed`` bytes only, never for the rest of a
+        geometric growth or initial reservation: READY data is not evicted to back a
+        speculative reservation. Raise
+        :class:`QuotaExceededError` if ``needed`` bytes do not fit under ``max_cache_size``.
+
+        The figure is computed after the last checkpoint, so the caller claims it before any
+        other task can: concurrent claims add up and never overshoot the quota together.
+        """
+        room = self._room(ctx)
         if needed > room:
-            room += await self._reclaim(needed - room, keep=ctx)
+            await self._reclaim(needed - room, keep=ctx)
+        else:
+            await trio.lowlevel.checkpoint()
+        room = self._room(ctx)
         if needed > room:
             raise QuotaExceededError(
-                f"the cache is full: {others} of {self._config.max_cache_size} bytes are "
-                f"reserved and {needed} more are needed"
+                f"the cache is full: {self._config.max_cache_size - room} of "
+                f"{self._config.max_cache_size} bytes are reserved and {needed} are needed"
             )
         return room
 
-    async def _reclaim(self, amount: int, *, keep: StreamContext | None) -> int:
-        """Free at least ``amount`` reserved bytes if ``on_full`` allows; return bytes freed.
+    def _room(self, ctx: StreamContext | None) -> int:
+        others = self.reserved - (_blocks(ctx.reserved) if ctx is not None else 0)
+        return self._config.max_cache_size - others
 
-        The seam for ``on_full = "evict"`` (issue 4: READY streams least recently accessed
-        first, never one being read or uploaded). Until eviction is built nothing is freed,
-        so both policies reject the write with :class:`QuotaExceededError`.
-        """
+    async def _reclaim(self, amount: int, *, keep: StreamContext | None) -> None:
+        """``on_full = "evict"``: delete READY streams, least recently accessed first, until
+        ``amount`` reserved bytes are free. A stream in use (read in a thread, held, followed,
+        being finalized or deleted) is never chosen; if the candidates together cannot free
+        ``amount``, none is evicted: losing data and then refusing the write anyway helps
+        no one."""
         await trio.lowlevel.checkpoint()
-        return 0
+        if self._config.on_full != "evict":
+            return
+        candidates = sorted(
+            (
+                c
+                for c in self._streams.values()
+                if c.status is StreamStatus.READY and c is not keep and not c.in_use
+            ),
+            key=lambda c: c.last_accessed_at,
+        )
+        if sum(_blocks(c.reserved) for c in candidates) < amount:
+            return
+        freed = 0
+        for victim in candidates:
+            if freed >= amount:
+                break
+            if victim.deleted or victim.in_use:  # changed while an earlier one was removed
+                continue
+            freed += _blocks(victim.reserved)
+            await self._remove(victim, "evicted (least recently used; the cache is full)")
 
     # -- read and follow -------------------------------------------------------------------
 
@@ -373,12 +417,30 @@ class StreamManager:
         await trio.lowlevel.checkpoint()
         ctx = self._get(stream_id)
         position = check_size("offset", offset)
-        while True:
-            self._require_live(ctx)
-            if ctx.size > position or not ctx.status.writable:
-                return ctx.info()
-            # Taken before sleeping and replaced only by notify(): no wakeup can be missed.
-            await ctx.changed.wait()
+        ctx.followers += 1
+        try:
+            while True:
+                self._require_live(ctx)
+                if ctx.size > position or not ctx.status.writable:
+                    return ctx.info()
+                # Taken before sleeping and replaced only by notify(): no wakeup is missed.
+                await ctx.changed.wait()
+        finally:
+            ctx.followers -= 1
+
+    @contextmanager
+    def hold(self, stream_id: str) -> Iterator[StreamInfo]:
+        """Hold a stream for a read that spans many calls (an HTTP response, a ``read`` sent
+        in frames): eviction and expiry skip it meanwhile, and a ``delete`` closes its
+        backend only after the hold ends (later reads then raise
+        :class:`StreamNotFoundError`, never touch an unmapped file)."""
+        ctx = self._get(stream_id)
+        ctx.require_readable()
+        ctx.readers += 1
+        try:
+            yield ctx.info()
+        finally:
+            ctx.reader_done()
 
     # -- durability ------------------------------------------------------------------------
 
@@ -402,22 +464,44 @@ class StreamManager:
         started = time.perf_counter()
         try:
             await trio.to_thread.run_sync(cache.flush)
+        except StorageError as exc:
+            self._fail(ctx, exc)
+            raise
+        try:
             await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+        except NoSpaceError:
+            # The bytes are synced, only their record could not be written (a full disk):
+            # the old record stands, durable_offset stays, and a later flush records it.
+            # Nothing failed that a retry could turn into a false success.
+            raise
         except StorageError as exc:
             self._fail(ctx, exc)
             raise
         if self._metrics is not None:
             self._metrics.observe_fsync(time.perf_counter() - started)
         ctx.durable_offset = target
+        ctx.access_recorded = record.last_accessed_at
 
-    async def _sync_periodically(self, interval: float) -> None:
-        """``sync_policy = "interval"``: flush every stream with unflushed bytes."""
+    async def _housekeep(self, interval: float) -> None:
+        """Every ``sync_interval`` seconds: flush streams with unflushed bytes (``sync_policy
+        = "interval"``), expire uploads idle longer than ``upload_ttl``, and record access
+        times that moved on by more than :data:`ACCESS_RECORD_INTERVAL`."""
         while True:
             await trio.sleep(interval)
-            async with trio.open_nursery() as nursery:
-                for ctx in builtins.list(self._streams.values()):
-                    if ctx.status.writable and ctx.size > ctx.durable_offset:
-                        nursery.start_soon(self._sync_quietly, ctx)
+            await self.housekeep()
+
+    async def housekeep(self) -> None:
+        """One round of :meth:`_housekeep` (public so tests and tools can run it at will)."""
+        now, ttl = time.monotonic(), self._config.upload_ttl
+        sync = self._config.sync_policy == "interval"
+        async with trio.open_nursery() as nursery:
+            for ctx in builtins.list(self._streams.values()):
+                if ctx.status.writable and ttl and now - ctx.idle_since > ttl:
+                    nursery.start_soon(self._expire, ctx)
+                elif sync and ctx.status.writable and ctx.size > ctx.durable_offset:
+                    nursery.start_soon(self._sync_quietly, ctx)
+                elif ctx.last_accessed_at - ctx.access_recorded > ACCESS_RECORD_INTERVAL:
+                    nursery.start_soon(self._record_access, ctx)
 
     async def _sync_quietly(self, ctx: StreamContext) -> None:
         async with ctx.sync_lock:
@@ -425,6 +509,29 @@ class StreamManager:
                 return
             with suppress(StorageError):  # the stream is in ERROR and the failure logged
                 await self._flush_locked(ctx)
+
+    async def _expire(self, ctx: StreamContext) -> None:
+        """Remove an abandoned upload (unless an append holds it right now). Followers get
+        :class:`StreamNotFoundError` rather than waiting forever; reads in flight finish."""
+        idle = time.monotonic() - ctx.idle_since
+        if idle <= self._config.upload_ttl or not ctx.status.writable:
+            await trio.lowlevel.checkpoint()
+            return  # written to or finalized since the round started
+        await self._remove(ctx, f"expired (no data for {idle:.1f} s, upload_ttl reached)")
+
+    async def _record_access(self, ctx: StreamContext) -> None:
+        """Write ``last_accessed_at`` to the sidecar; a failure only costs LRU precision."""
+        async with ctx.sync_lock:
+            if ctx.deleted or ctx.status is StreamStatus.ERROR:
+                return
+            record = SidecarRecord.of(ctx)
+            try:
+                await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+            except StorageError as exc:
+                log.warning("stream %s: recording the access time failed: %s",
+                            ctx.stream_id, exc)  # fmt: skip
+            else:
+                ctx.access_recorded = record.last_accessed_at
 
     def _fail(self, ctx: StreamContext, exc: StorageError) -> None:
         ctx.set_status(StreamStatus.ERROR, error=str(exc))
@@ -496,22 +603,61 @@ class StreamManager:
                 finally:
                     ctx.reserved = cache.size
                 ctx.durable_offset, ctx.finalized_at, ctx.sha256 = size, now, digest
+                ctx.access_recorded = record.last_accessed_at
                 ctx.set_status(StreamStatus.READY)
         return ctx.info()
 
     async def delete(self, stream_id: str) -> None:
         """Remove the stream and its files. Followers get :class:`StreamNotFoundError`;
-        reads already running finish first, then the backend is closed."""
+        reads already running finish first, then the backend is closed.
+
+        If the directory cannot be synced afterwards the stream is gone all the same, but
+        :class:`StorageError` says the deletion may not survive a power loss."""
         ctx = self._get(stream_id)
         async with ctx.write_lock, ctx.sync_lock:
             self._require_live(ctx)
-            await trio.to_thread.run_sync(_remove_files, ctx)
-            ctx.deleted = True
-            del self._streams[ctx.stream_id]
-            ctx.close_when_idle()
-            ctx.notify()
-            log.info("stream %s: deleted (was %s, %d bytes)", ctx.stream_id,
-                     ctx.status.value, ctx.size)  # fmt: skip
+            unsynced = await self._remove_locked(ctx, "deleted")
+        if unsynced is not None:
+            raise unsynced
+
+    async def _remove(self, ctx: StreamContext, why: str) -> None:
+        """Evict or expire ``ctx`` unless a writer, flush or delete holds it."""
+        try:
+            ctx.write_lock.acquire_nowait()
+        except trio.WouldBlock:
+            return
+        try:
+            try:
+                ctx.sync_lock.acquire_nowait()
+            except trio.WouldBlock:
+                return
+            try:
+                if not ctx.deleted and not self._closed:
+                    with suppress(StorageError):  # logged by _remove_locked
+                        unsynced = await self._remove_locked(ctx, why)
+                        if unsynced is not None:
+                            log.warning("stream %s: %s", ctx.stream_id, unsynced)
+            finally:
+                ctx.sync_lock.release()
+        finally:
+            ctx.write_lock.release()
+
+    async def _remove_locked(self, ctx: StreamContext, why: str) -> StorageError | None:
+        """Remove the files and forget the stream (both locks held). Raise if nothing was
+        removed; return the directory-sync failure if the removal may not be durable."""
+        try:
+            unsynced = await trio.to_thread.run_sync(_remove_files, ctx)
+        except StorageError as exc:
+            log.error("stream %s: removing it failed: %s", ctx.stream_id, exc)
+            raise
+        ctx.deleted = True
+        del self._streams[ctx.stream_id]
+        ctx.close_when_idle()
+        ctx.notify()
+        log.log(logging.INFO if why == "deleted" else logging.WARNING,
+                "stream %s: %s (was %s, %d bytes)", ctx.stream_id, why, ctx.status.value,
+                ctx.size)  # fmt: skip
+        return unsynced
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -529,10 +675,13 @@ class StreamManager:
                 nursery.start_soon(self._close_stream, ctx)
 
     async def _close_stream(self, ctx: StreamContext) -> None:
-        async with ctx.write_lock, ctx.sync_lock:
-            if ctx.status.writable and not ctx.deleted:
-                with suppress(StorageError):  # logged by the status change to ERROR
-                    await self._flush_locked(ctx)
+        async with ctx.write_lock:
+            if not ctx.deleted and ctx.status.writable:
+                async with ctx.sync_lock:
+                    with suppress(StorageError):  # logged by the status change to ERROR
+                        await self._flush_locked(ctx)
+            if not ctx.deleted and ctx.last_accessed_at != ctx.access_recorded:
+                await self._record_access(ctx)
             ctx.close_when_idle()
 
 
@@ -554,8 +703,7 @@ async def open_stream_manager(
              len(streams))  # fmt: skip
     try:
         async with trio.open_nursery() as nursery:
-            if config.sync_policy == "interval":
-                nursery.start_soon(manager._sync_periodically, config.sync_interval)
+            nursery.start_soon(manager._housekeep, config.sync_interval)
             try:
                 yield manager
             finally:
@@ -588,15 +736,26 @@ def _create_files(ctx: StreamContext, initial_size: int) -> None:
     try:
         write_sidecar(ctx.sidecar_path, SidecarRecord.of(ctx))
     except BaseException:
+        # The sidecar may be in place (only the directory sync failed): the create failed,
+        # so neither file may stay behind for the next start to find.
         cache.close()
-        with suppress(OSError):
-            ctx.data_path.unlink()
+        for path in (ctx.sidecar_path, ctx.data_path):
+            with suppress(OSError):
+                os.unlink(path)
         raise
 
 
 def _grow_and_write(cache: MemoryMappedCache, new_size: int, offset: int, data: Buffer) -> None:
     if new_size > cache.size:
-        cache.resize(new_size)  # reserve first: ENOSPC here, before a byte is written
+        end = offset + memoryview(data).nbytes
+        try:
+            cache.resize(new_size)  # reserve first: ENOSPC here, before a byte is written
+        except NoSpaceError:
+            # A nearly full disk may not hold the geometric step, but this write may fit:
+            # a failed growth changes nothing, so ask for just what it needs.
+            if _blocks(end) >= new_size:
+                raise
+            cache.resize(_blocks(end))
     cache.write(offset, data)
 
 
@@ -621,18 +780,38 @@ def _repair_audio_header(cache: MemoryMappedCache, info: StreamInfo, digest: str
     return _sha256_of(cache, size)
 
 
-def _remove_files(ctx: StreamContext) -> None:
+def _remove_files(ctx: StreamContext) -> StorageError | None:
     """Remove the sidecar (the commit point: after it the stream no longer exists), then the
-    data; a data file left behind by a failure here is removed by the next recovery."""
+    data, then sync the directory. A data file left behind is removed by the next recovery;
+    a failed directory sync is returned: the stream is gone, but maybe not durably."""
     try:
-        ctx.sidecar_path.unlink(missing_ok=True)
+        os.unlink(ctx.sidecar_path)
+    except FileNotFoundError:
+        pass
     except OSError as exc:
-        raise StorageError(f"removing {ctx.sidecar_path}: {exc.strerror}", errno=exc.errno) from exc
+        raise StorageError(
+            f"removing {ctx.sidecar_path}: {exc.strerror or exc}", errno=exc.errno
+        ) from exc
     try:
-        ctx.data_path.unlink(missing_ok=True)
+        os.unlink(ctx.data_path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("stream %s: deleted, but removing its data failed: %s", ctx.stream_id, exc)
+    try:
         fsync_directory(ctx.data_path)
-    except OSError as exc:
-        log.warning("stream %s: deleted, but %s", ctx.stream_id, exc)
+    except StorageError as exc:
+        return StorageError(
+            f"stream {ctx.stream_id} was deleted, but the deletion may not survive a power "
+            f"loss: {exc}",
+            errno=exc.errno,
+        )
+    return None
+
+
+def _blocks(size: int) -> int:
+    """``size`` rounded up to whole blocks."""
+    return -(-size // BLOCK) * BLOCK
 
 
 # -- argument checks ---------------------------------------------------------------------
@@ -656,15 +835,17 @@ def _check_metadata(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise InvalidArgumentError("metadata must map strings to strings")
     if len(value) > MAX_METADATA_ITEMS:
-        raise InvalidArgumentError(f"metadata holds at most {MAX_METADATA_ITEMS} entries")
+        raise TooLargeError(f"metadata holds at most {MAX_METADATA_ITEMS} entries")
     for key, item in value.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
-            raise InvalidArgumentError(
-                f"metadata keys must be strings of 1-{MAX_METADATA_KEY_LENGTH} characters"
-            )
-        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH:
-            raise InvalidArgumentError(
-                f"metadata values must be strings of at most {MAX_METADATA_VALUE_LENGTH} characters"
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError("metadata keys must be non-empty strings")
+        if not isinstance(item, str):
+            raise InvalidArgumentError("metadata values must be strings")
+        if len(key) > MAX_METADATA_KEY_LENGTH:
+            raise TooLargeError(f"metadata keys are at most {MAX_METADATA_KEY_LENGTH} characters")
+        if len(item) > MAX_METADATA_VALUE_LENGTH:
+            raise TooLargeError(
+                f"metadata values are at most {MAX_METADATA_VALUE_LENGTH} characters"
             )
     return dict(value)
 

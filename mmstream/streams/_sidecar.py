@@ -98,7 +98,7 @@ class SidecarRecord:
 
     def to_context(self, directory: Path, cache: MemoryMappedCache | None) -> StreamContext:
         """The stream as recovery rebuilds it: at its durable offset, nothing past it."""
-        return StreamContext(
+        ctx = StreamContext(
             stream_id=self.stream_id,
             data_path=data_path(directory, self.stream_id),
             sidecar_path=sidecar_path(directory, self.stream_id),
@@ -114,6 +114,8 @@ class SidecarRecord:
             sha256=self.sha256,
             error=self.error,
         )
+        ctx.access_recorded = self.last_accessed_at
+        return ctx
 
     def encode(self) -> bytes:
         data = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, **attrs.asdict(self)}

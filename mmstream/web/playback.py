@@ -178,10 +178,11 @@ class _Pieces:
 
     async def span(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
         position = start
-        while position < stop:
-            data = await self._read(position, min(self.piece_size, stop - position))
-            position += len(data)
-            yield data
+        with self.manager.hold(self.stream_id):  # not evicted while the response is sent
+            while position < stop:
+                data = await self._read(position, min(self.piece_size, stop - position))
+                position += len(data)
+                yield data
 
     async def live(self, start: int) -> AsyncGenerator[bytes, None]:
         """Everything from ``start``, waiting for more until the stream is finalized."""

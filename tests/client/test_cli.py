@@ -202,3 +202,30 @@ async def test_errors_are_one_line_never_a_traceback(tmp_path: Path) -> None:
         await mmstream(dead, "put", str(tmp_path / "none"), "--stream", "x")
     )
     assert "not a ws://" in one_line_error(await mmstream("ftp://nowhere", "ls"))
+
+
+async def test_token_from_the_environment(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """With auth on, `put`/`ls` work with $MMSTREAM_TOKEN and fail in one line without it."""
+    from mmstream.config import AuthConfig, CacheConfig, Config, ServerConfig, TokenConfig
+    from mmstream.server import serve
+
+    token = "cli-token-0123456789abcdef"
+    config = Config(
+        cache=CacheConfig(directory=tmp_path / "cache"),
+        server=ServerConfig(port=0),
+        auth=AuthConfig(tokens=(TokenConfig(token=token),)),
+    )
+    server: RunningServer = await nursery.start(serve, config)
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"secret audio")
+    refused = await mmstream(server, "put", str(source), "--stream", "a")
+    assert "unauthorized" in one_line_error(refused) or "token" in one_line_error(refused)
+    env = {**os.environ, "MMSTREAM_URL": server.url, "MMSTREAM_TOKEN": token}
+    for args in (["put", str(source), "--stream", "a"], ["ls"]):
+        done = await trio.run_process(
+            [sys.executable, "-m", "mmstream", *args],
+            capture_stdout=True, capture_stderr=True, check=False, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert b"a" in done.stdout
+    assert token not in done.stderr.decode() + done.stdout.decode()

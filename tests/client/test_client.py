@@ -26,6 +26,7 @@ from mmstream.errors import (
     QuotaExceededError,
     StreamExistsError,
     StreamNotFoundError,
+    TooLargeError,
 )
 from mmstream.server import RunningServer
 
@@ -254,20 +255,23 @@ async def test_error_codes_from_the_server(start_server: StartServer) -> None:
         follower = await client.tail("e", 3)
         assert [chunk async for chunk in follower] == []
 
+    async with connect(server.url) as client:
+        await expect(TooLargeError, client.create("meta", metadata={"k": "v" * 1025}))
+        await expect(TooLargeError, client.create("meta", metadata={str(i): "" for i in range(65)}))
+
     small = await start_server(max_cache_size=3 * MiB, on_full="reject")
     async with connect(small.url) as client:
         await client.create("q1")
         await expect(QuotaExceededError, client.append("q1", payload(4 * MiB)))
     assert seen >= {
         "exists", "invalid-id", "not-found", "offset-conflict", "out-of-range",
-        "checksum-mismatch", "not-uploading", "bad-request", "quota",
+        "checksum-mismatch", "not-uploading", "bad-request", "quota", "too-large",
     }  # fmt: skip
 
 
 #: Codes in the table no test of this build can provoke, and why (see the report).
 NOT_PRODUCIBLE_HERE = {
     "conflict": "reserved; nothing raises a bare ConflictError",
-    "too-large": "needs a stream past the backend's 2**63-1 byte limit",
     "io-error": "needs a failing disk (issue 4: fault-injecting backend)",
     "unauthorized": "access control is issue 4",
     "closed": "only during a shutdown race",
@@ -281,7 +285,7 @@ def test_every_documented_code_is_tested_or_explained() -> None:
     codes = set(re.findall(r"^\| `([a-z-]+)` \|", section, re.M))
     tested = {"exists", "invalid-id", "not-found", "offset-conflict", "out-of-range",
               "checksum-mismatch", "not-uploading", "bad-request", "quota",
-              "no-space"}  # fmt: skip  # no-space: test_full_disk.py
+              "no-space", "too-large"}  # fmt: skip  # no-space: test_full_disk.py
     assert codes == tested | set(NOT_PRODUCIBLE_HERE)
 
 

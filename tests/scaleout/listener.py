@@ -17,7 +17,6 @@ def main() -> None:
                 socket.create_connection(("127.0.0.1", int(arg[6:])), timeout=5).close()
             except OSError:
                 sys.exit(7)
-    server = socket.create_server(("127.0.0.1", port))
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         with record.open("a") as f:
@@ -25,8 +24,10 @@ def main() -> None:
         if "ignore-term" not in sys.argv:
             sys.exit(0)
 
+    # Handlers first: the tests take "listening" to mean "ready for a signal".
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    server = socket.create_server(("127.0.0.1", port))
     while True:
         conn, _ = server.accept()
         conn.close()

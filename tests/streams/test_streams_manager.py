@@ -23,6 +23,7 @@ from mmstream.errors import (
     QuotaExceededError,
     StreamExistsError,
     StreamNotFoundError,
+    TooLargeError,
 )
 from mmstream.streams import StreamStatus, open_stream_manager
 
@@ -92,6 +93,18 @@ async def test_create_rejects_bad_arguments(
             await manager.create("s", **kwargs)  # type: ignore[arg-type]
         assert manager.list() == []
     assert os.listdir(config.directory) == []
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"k": "v" * 1025}, {"k" * 129: "v"}, {str(i): "" for i in range(65)}],
+)
+async def test_metadata_past_its_limits_is_too_large(
+    config: CacheConfig, metadata: dict[str, str]
+) -> None:
+    async with open_stream_manager(config) as manager:
+        with pytest.raises(TooLargeError, match="metadata"):
+            await manager.create("s", metadata=metadata)
 
 
 async def test_resume_through_offset_conflict(config: CacheConfig) -> None:

@@ -1,0 +1,56 @@
+"""Shared by every test directory: the reliability figures table and a RAM directory.
+
+A test records a row with ``figure(test, what was tried, result)``; the session prints the
+rows as the table docs/reliability.md records (``make soak`` prints the long variants')."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+_FIGURES: list[tuple[str, str, str]] = []
+
+
+@pytest.fixture
+def ram_path(tmp_path: Path) -> Iterator[Path]:
+    """A directory in RAM (/dev/shm) where there is one, else ``tmp_path``: the fault models
+    decide what is durable, so the tests need no real fsync, and real ones cost ~10 ms each."""
+    if not os.path.isdir("/dev/shm") or not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="mmstream-test-", dir="/dev/shm"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def figure() -> Callable[[str, str, str], None]:
+    """``figure("2. Power loss", "what was tried", "result")``: a row of the table."""
+
+    def record(test: str, tried: str, result: str) -> None:
+        _FIGURES.append((test, tried, result))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _FIGURES:
+        return
+    mode = "soak" if os.environ.get("MMSTREAM_SOAK") == "1" else "fast"
+    terminalreporter.section(f"reliability figures ({mode} variants)")
+    terminalreporter.write_line("| test | what was tried | result |")
+    terminalreporter.write_line("|---|---|---|")
+    for test, tried, result in sorted(_FIGURES, key=lambda row: _order(row[0])):
+        terminalreporter.write_line(f"| {test} | {tried} | {result} |")
+
+
+def _order(label: str) -> tuple[int, str]:
+    number, _, _ = label.partition(".")
+    return (int(number), label) if number.isdigit() else (99, label)
