@@ -37,6 +37,7 @@ from ..audio import HEAD_SIZE, is_wav_content_type, wav_repairs
 from ..cache import (
     Buffer,
     CacheFactory,
+    KiB,
     MemoryMappedCache,
     MiB,
     check_read,
@@ -75,6 +76,9 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 #: Writes that fit the reservation and reads up to this size run inline on the event loop.
 INLINE_WRITE_LIMIT = 1 * MiB
 INLINE_READ_LIMIT = 1 * MiB
+#: Followers' shared reads kept per stream (one size at a time), and the largest one kept.
+SHARED_READS = 16
+SHARED_READ_LIMIT = 256 * KiB
 HASH_CHUNK = 1 * MiB
 #: Reservations are whole blocks, so the quota bounds the blocks the file system allocates.
 BLOCK = 4096
@@ -398,17 +402,23 @@ class StreamManager:
     async def read_shared(self, stream_id: str, offset: int, length: int) -> bytes:
         """:meth:`read` for followers: every caller asking for the same range while the
         stream has the same size gets the same bytes object, read once (100 followers of a
-        live stream wake together after each write and all want the new piece)."""
+        live stream wake together after each write and all want the new piece). Kept per
+        size: at most ``SHARED_READS`` ranges of at most ``SHARED_READ_LIMIT`` bytes."""
         await trio.lowlevel.checkpoint()
         ctx = self._get(stream_id)
-        memo = ctx.shared_read
-        if memo is not None and memo[:3] == (offset, ctx.size, length):
+        size, reads = ctx.shared_reads
+        key = (offset, length)
+        if size == ctx.size and key in reads:
             ctx.require_readable()
-            return memo[3]
+            return reads[key]
         size = ctx.size
         data = await self.read(stream_id, offset, length)
-        if ctx.size == size:
-            ctx.shared_read = (offset, size, length, data)
+        if ctx.size == size and len(data) <= SHARED_READ_LIMIT:
+            if ctx.shared_reads[0] != size:
+                ctx.shared_reads = (size, {})
+            reads = ctx.shared_reads[1]
+            if len(reads) < SHARED_READS:
+                reads[key] = data
         return data
 
     async def wait_for_data(self, stream_id: str, offset: int) -> StreamInfo:

@@ -549,7 +549,11 @@ async def test_read_shared_reads_once_per_range_and_size(config: CacheConfig) ->
         first = await manager.read_shared("s", 2, 100)
         assert first == b"cdef"
         assert await manager.read_shared("s", 2, 100) is first  # shared, not read again
-        assert await manager.read_shared("s", 3, 100) == b"def"
+        other = await manager.read_shared("s", 3, 100)
+        assert other == b"def"
+        # followers at different offsets share their reads too, while the size holds
+        assert await manager.read_shared("s", 2, 100) is first
+        assert await manager.read_shared("s", 3, 100) is other
         await manager.append("s", b"gh")
         assert await manager.read_shared("s", 2, 100) == b"cdefgh"  # a new size reads anew
         with pytest.raises(OutOfRangeError):
