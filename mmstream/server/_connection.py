@@ -196,38 +196,49 @@ class Session:
                         return
                     finally:
                         self._receiving_since = None
+                    item: _Item
                     if isinstance(message, str):
                         try:
-                            item: _Item = decode_request(message)
+                            item = decode_request(message)
                         except MalformedRequestError as exc:
                             item = exc
-                        await send.send(item)
                     else:
-                        await send.send(message)
+                        item = message
+                    # Without a checkpoint while the queue has room: the reader goes on
+                    # receiving what the transport already holds, and the applier then
+                    # takes the queued frames as one batch instead of waking per frame.
+                    try:
+                        send.send_nowait(item)
+                    except trio.WouldBlock:
+                        await send.send(item)
 
     async def _apply_all(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
         """Apply every item in order; send a due acknowledgement while waiting for more."""
+        held: _Item | None = None  # taken from the channel while batching, applied next
         async with receive:
             while True:
                 upload = self._upload
                 due = math.inf
                 if upload is not None and upload.unacked_since is not None:
                     due = upload.unacked_since + self.config.ack_interval
-                item: _Item | None = None
+                item: _Item | None = held
+                held = None
                 try:
-                    try:
-                        item = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        # Only now, about to wait, is a deadline for a due ack worth its cost.
-                        with trio.move_on_at(due):
-                            item = await receive.receive()
+                    if item is None:
+                        try:
+                            item = receive.receive_nowait()
+                        except trio.WouldBlock:
+                            # Only now, about to wait, is a deadline for a due ack worth it.
+                            with trio.move_on_at(due):
+                                item = await receive.receive()
                 except trio.EndOfChannel:
                     break
                 match item:
                     case None:
                         await self._acknowledge()
                     case bytes():
-                        await self._append_frame(item)
+                        frames, held = _take_frames(item, receive, self._batch_limit())
+                        await self._append_frames(frames)
                     case MalformedRequestError():
                         await self._send_reply(error_reply(item.request_id, item))
                     case _:
@@ -236,7 +247,18 @@ class Session:
 
     # -- uploads ---------------------------------------------------------------------------
 
-    async def _append_frame(self, data: bytes) -> None:
+    def _batch_limit(self) -> int:
+        """Bytes a batch of frames may reach: it ends where an ack falls due, so acks
+        come at the same frames as without batching."""
+        upload = self._upload
+        if upload is None:
+            return _BATCH_BYTES
+        return min(_BATCH_BYTES, upload.acked + self.config.ack_bytes - upload.offset)
+
+    async def _append_frames(self, frames: list[bytes]) -> None:
+        """Append the frames taken together with one manager call (one lock, one wakeup of
+        the followers); if it falls short, the rest go one by one, so a failure is
+        reported for the frame that met it, after the acknowledged ones before it."""
         upload = self._upload
         if upload is None:
             if self._report_unbound:
@@ -244,6 +266,29 @@ class Session:
                 problem = ProtocolError("binary frame with no upload bound (send append first)")
                 await self._send_event(error_event(None, problem))
             return
+        if len(frames) > 1:
+            try:
+                size = await self.manager.append_many(
+                    upload.stream, frames, expected_offset=upload.offset
+                )
+            except MmstreamError:
+                size = upload.offset  # nothing written: the first frame reports why below
+            written = size - upload.offset
+            upload.offset = size
+            while frames and written >= len(frames[0]):
+                written -= len(frames.pop(0))
+        for data in frames:
+            if self._upload is not upload:
+                return  # a frame failed: the rest are dropped, as they were unbound
+            await self._append_frame(upload, data)
+        if self._upload is not upload:
+            return
+        if upload.offset - upload.acked >= self.config.ack_bytes:
+            await self._acknowledge()
+        elif upload.offset > upload.acked and upload.unacked_since is None:
+            upload.unacked_since = trio.current_time()
+
+    async def _append_frame(self, upload: _Upload, data: bytes) -> None:
         try:
             size = await self.manager.append(upload.stream, data, expected_offset=upload.offset)
         except MmstreamError as exc:
@@ -252,10 +297,6 @@ class Session:
             await self._send_event(error_event(upload.stream, exc))
             return
         upload.offset = size
-        if size - upload.acked >= self.config.ack_bytes:
-            await self._acknowledge()
-        elif upload.unacked_since is None:
-            upload.unacked_since = trio.current_time()
 
     async def _acknowledge(self) -> None:
         upload = self._upload
@@ -438,7 +479,7 @@ class Session:
                 try:
                     info = await self.manager.wait_for_data(stream, position)
                     if info.size > position:
-                        data = await self.manager.read(
+                        data = await self.manager.read_shared(
                             stream, position, min(info.size - position, piece)
                         )
                     else:
@@ -498,6 +539,31 @@ class Session:
             await send(message)
         except ConnectionClosed:
             self._peer_gone = True
+
+
+#: A batch of upload frames taken from the channel at once stops at this many bytes or frames.
+_BATCH_BYTES = 1024 * 1024
+_BATCH_FRAMES = 64
+
+
+def _take_frames(
+    first: bytes, receive: trio.MemoryReceiveChannel[_Item], limit: int
+) -> tuple[list[bytes], _Item | None]:
+    """``first`` and the binary frames queued right behind it (without waiting), up to
+    ``limit`` bytes, and the item after them that is not one, if it was taken: the
+    applier's batch."""
+    frames = [first]
+    total = len(first)
+    while total < limit and len(frames) < _BATCH_FRAMES:
+        try:
+            item = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+        if not isinstance(item, bytes):
+            return frames, item
+        frames.append(item)
+        total += len(item)
+    return frames, None
 
 
 class _Broken(Exception):

@@ -127,6 +127,11 @@ class StreamContext:
     access_recorded: float = attrs.field(default=0.0, init=False, repr=False)
     close_pending: bool = attrs.field(default=False, init=False, repr=False)
     deleted: bool = attrs.field(default=False, init=False, repr=False)
+    #: The followers' reads at one size, ``(size, {(offset, length): data})``: followers at
+    #: the same offset after the same write share them (see ``StreamManager.read_shared``).
+    shared_reads: tuple[int, dict[tuple[int, int], bytes]] = attrs.field(
+        factory=lambda: (-1, {}), init=False, repr=False
+    )
 
     def info(self) -> StreamInfo:
         cache = self.cache

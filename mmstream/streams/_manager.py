@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from ..audio import HEAD_SIZE, is_wav_content_type, wav_repairs
 from ..cache import (
     Buffer,
     CacheFactory,
+    KiB,
     MemoryMappedCache,
     MiB,
     check_read,
@@ -50,6 +51,7 @@ from ..errors import (
     CacheClosedError,
     ChecksumMismatchError,
     InvalidArgumentError,
+    MmstreamError,
     NoSpaceError,
     OffsetConflictError,
     QuotaExceededError,
@@ -74,6 +76,9 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 #: Writes that fit the reservation and reads up to this size run inline on the event loop.
 INLINE_WRITE_LIMIT = 1 * MiB
 INLINE_READ_LIMIT = 1 * MiB
+#: Followers' shared reads kept per stream (one size at a time), and the largest one kept.
+SHARED_READS = 16
+SHARED_READ_LIMIT = 256 * KiB
 HASH_CHUNK = 1 * MiB
 #: Reservations are whole blocks, so the quota bounds the blocks the file system allocates.
 BLOCK = 4096
@@ -224,9 +229,23 @@ class StreamManager:
     ) -> int:
         """Append ``data`` and return the new size. ``expected_offset``, when given, must
         equal the current size, else :class:`OffsetConflictError` carries the real one."""
+        return await self.append_many(stream_id, (data,), expected_offset=expected_offset)
+
+    async def append_many(
+        self, stream_id: str, chunks: Sequence[Buffer], *, expected_offset: int | None = None
+    ) -> int:
+        """Append ``chunks`` one after the other and return the new size: one lock, one
+        offset check, one wakeup of the followers for the lot (the server's batch of the
+        upload frames a connection has queued).
+
+        The chunks are written in order; if one fails after others were written, the size
+        after the last one written is returned (the caller sees it fell short and may
+        append the rest again to learn why); an error is raised only when nothing was
+        written, exactly as :meth:`append` would raise it for the first chunk.
+        """
         ctx = self._get(stream_id)
         try:
-            view = memoryview(data).cast("B")
+            views = [memoryview(data).cast("B") for data in chunks]
         except TypeError as exc:
             raise InvalidArgumentError(
                 f"data must be a contiguous bytes-like object: {exc}"
@@ -242,29 +261,46 @@ class StreamManager:
                     f"stream {ctx.stream_id} has {offset} bytes, not {expected_offset}",
                     actual=offset,
                 )
-            count = view.nbytes
+            count = sum(view.nbytes for view in views)
             started = time.perf_counter()
             if count:
-                end = check_write(offset, count)
-                cache = _open_cache(ctx)
-                if end <= cache.size and count <= INLINE_WRITE_LIMIT:
-                    try:
-                        cache.write(offset, view)
-                    except StorageError as exc:
-                        self._fail(ctx, exc)
+                try:
+                    await self._write_chunks(ctx, offset, views)
+                except MmstreamError:
+                    if ctx.size == offset:
                         raise
-                else:
-                    await self._write_in_thread(ctx, cache, offset, view, end)
-                ctx.size = end
-                ctx.notify()
-                if self._metrics is not None:
-                    self._metrics.observe_write(count, time.perf_counter() - started)
+                finally:
+                    if ctx.size > offset:
+                        ctx.notify()
+                if ctx.size > offset and self._metrics is not None:
+                    self._metrics.observe_write(ctx.size - offset, time.perf_counter() - started)
             ctx.last_accessed_at = time.time()
             ctx.idle_since = time.monotonic()
             if self._config.sync_policy == "always":
                 async with ctx.sync_lock:
                     await self._flush_locked(ctx)
             return ctx.size
+
+    async def _write_chunks(
+        self, ctx: StreamContext, offset: int, views: Sequence[memoryview]
+    ) -> None:
+        """Write ``views`` at ``offset`` on, advancing ``ctx.size`` after each; the caller
+        holds ``ctx.write_lock``. Chunks that fit the reservation are copied inline."""
+        cache = _open_cache(ctx)
+        for view in views:
+            count = view.nbytes
+            if not count:
+                continue
+            end = check_write(offset, count)
+            if end <= cache.size and count <= INLINE_WRITE_LIMIT:
+                try:
+                    cache.write(offset, view)
+                except StorageError as exc:
+                    self._fail(ctx, exc)
+                    raise
+            else:
+                await self._write_in_thread(ctx, cache, offset, view, end)
+            ctx.size = offset = end
 
     async def _write_in_thread(
         self, ctx: StreamContext, cache: MemoryMappedCache, offset: int, view: memoryview, end: int
@@ -361,6 +397,28 @@ class StreamManager:
                 ctx.reader_done()
         if self._metrics is not None:
             self._metrics.observe_read(time.perf_counter() - started)
+        return data
+
+    async def read_shared(self, stream_id: str, offset: int, length: int) -> bytes:
+        """:meth:`read` for followers: every caller asking for the same range while the
+        stream has the same size gets the same bytes object, read once (100 followers of a
+        live stream wake together after each write and all want the new piece). Kept per
+        size: at most ``SHARED_READS`` ranges of at most ``SHARED_READ_LIMIT`` bytes."""
+        await trio.lowlevel.checkpoint()
+        ctx = self._get(stream_id)
+        size, reads = ctx.shared_reads
+        key = (offset, length)
+        if size == ctx.size and key in reads:
+            ctx.require_readable()
+            return reads[key]
+        size = ctx.size
+        data = await self.read(stream_id, offset, length)
+        if ctx.size == size and len(data) <= SHARED_READ_LIMIT:
+            if ctx.shared_reads[0] != size:
+                ctx.shared_reads = (size, {})
+            reads = ctx.shared_reads[1]
+            if len(reads) < SHARED_READS:
+                reads[key] = data
         return data
 
     async def wait_for_data(self, stream_id: str, offset: int) -> StreamInfo:

@@ -104,12 +104,14 @@ def test_hostile_ids_are_rejected(stream_id: object) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every path under ``root`` with its mode, mtime and (for files) sha256."""
+    """Every path under ``root`` with its mode, size and (for files) sha256. Not mtimes:
+    the mmap backend pre-faults a stream's next pages in a worker thread, which may touch
+    the data file's mtime after the append returned, without changing a byte."""
     result = {}
     for path in sorted(root.rglob("*")):
         st = path.lstat()
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-        result[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, digest)
+        result[str(path.relative_to(root))] = (st.st_mode, st.st_size, digest)
     return result
 
 

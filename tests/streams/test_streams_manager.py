@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable
 
@@ -488,3 +489,75 @@ async def test_concurrent_growths_cannot_overshoot_the_quota(
             nursery.start_soon(grow, "b")
         assert sorted(outcomes) == ["ok", "quota"]
         assert manager.reserved <= config.max_cache_size
+
+
+async def test_append_many_writes_the_chunks_in_order_with_one_wakeup(
+    config: CacheConfig,
+) -> None:
+    data = _pattern(300 * KiB + 17, seed=5)
+    cuts = [0, 1, 4 * KiB, 4 * KiB, 70 * KiB, 200 * KiB, len(data)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(cuts)]
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        assert await manager.append("s", b"head") == 4
+        woken = []
+
+        async def follow() -> None:
+            info = await manager.wait_for_data("s", 4)
+            woken.append(info.size)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            # bytes, bytearray, memoryview and empty chunks, growing past the reservation
+            mixed = [bytearray(c) if i % 2 else memoryview(c) for i, c in enumerate(chunks)]
+            assert await manager.append_many("s", mixed, expected_offset=4) == 4 + len(data)
+        assert woken == [4 + len(data)]  # the follower saw the whole batch at once
+        assert await manager.read("s", 0, 4 + len(data)) == b"head" + data
+        assert await manager.append_many("s", []) == 4 + len(data)
+        with pytest.raises(OffsetConflictError) as conflict:
+            await manager.append_many("s", [b"x"], expected_offset=4)
+        assert conflict.value.actual == 4 + len(data)
+        with pytest.raises(InvalidArgumentError):
+            await manager.append_many("s", [b"ok", 12])  # type: ignore[list-item]
+        assert manager.stat("s").size == 4 + len(data)
+
+
+async def test_append_many_stops_short_at_the_quota(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    """Chunks that fit are written and their size returned; the error is raised only when
+    nothing was written, so the caller can report it for the chunk that met it."""
+    config = configure(max_cache_size=ByteSize(64 * KiB), on_full="reject")
+    async with open_stream_manager(config) as manager:
+        await manager.create("a")
+        chunks = [_pattern(8 * KiB, seed=n) for n in range(12)]  # 96 KiB > 64 KiB quota
+        size = await manager.append_many("a", chunks)
+        assert 0 < size < 96 * KiB and size % (8 * KiB) == 0
+        assert await manager.read("a", 0, size) == b"".join(chunks)[:size]
+        rest = chunks[size // (8 * KiB) :]
+        with pytest.raises(QuotaExceededError):
+            await manager.append_many("a", rest, expected_offset=size)
+        assert manager.stat("a").status is StreamStatus.UPLOADING
+        assert manager.stat("a").size == size
+
+
+async def test_read_shared_reads_once_per_range_and_size(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        await manager.append("s", b"abcdef")
+        first = await manager.read_shared("s", 2, 100)
+        assert first == b"cdef"
+        assert await manager.read_shared("s", 2, 100) is first  # shared, not read again
+        other = await manager.read_shared("s", 3, 100)
+        assert other == b"def"
+        # followers at different offsets share their reads too, while the size holds
+        assert await manager.read_shared("s", 2, 100) is first
+        assert await manager.read_shared("s", 3, 100) is other
+        await manager.append("s", b"gh")
+        assert await manager.read_shared("s", 2, 100) == b"cdefgh"  # a new size reads anew
+        with pytest.raises(OutOfRangeError):
+            await manager.read_shared("s", 9, 1)
+        await manager.delete("s")
+        with pytest.raises(StreamNotFoundError):
+            await manager.read_shared("s", 2, 100)

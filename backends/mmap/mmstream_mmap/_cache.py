@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import mmap
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mmstream.cache import (
@@ -36,7 +40,53 @@ _MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 #: Pages are pre-faulted this far ahead of the writer, refilled once half of it is used:
 #: one madvise per ~2 MiB written instead of 512 first-touch page faults.
 PREFAULT_AHEAD = 4 * MiB
+#: All open caches of a process together pre-fault at most this much ahead of their writers:
+#: with many streams open each one's window shrinks (down to ``PREFAULT_MIN``), so 1,000
+#: streams do not pin 4 GB of page cache that nobody has written yet.
+PREFAULT_BUDGET = 256 * MiB
+PREFAULT_MIN = 256 * 1024
 _NEVER = 2**64  # a prefault trigger no write end reaches
+
+
+def _libc_madvise() -> Callable[[int, int, int], int] | None:
+    """libc's madvise through ctypes, which releases the GIL for the call (``mmap.madvise``
+    does not: populating 2 MiB would stall every other thread, the event loop included)."""
+    if not _HAS_MADVISE or _MADV_POPULATE_WRITE is None:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_madvise = _libc_madvise()
+_executor_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_open_caches = 0  # caches of this process that pre-fault, for the per-cache window
+
+
+def _prefault_executor() -> ThreadPoolExecutor:
+    """One worker thread for the whole process: populating is bound by memory bandwidth,
+    and one thread keeps it off every writer's path without competing with them."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(1, thread_name_prefix="mmstream-prefault")
+        return _executor
+
+
+def _prefault_window() -> int:
+    return max(PREFAULT_MIN, min(PREFAULT_AHEAD, PREFAULT_BUDGET // max(1, _open_caches)))
+
+
+def _count_open(delta: int) -> None:
+    global _open_caches
+    with _executor_lock:
+        _open_caches += delta
 
 
 class MmapCache:
@@ -52,9 +102,15 @@ class MmapCache:
     truncated. Each mapping holds a duplicate of the descriptor (CPython's mmap does), so an
     open cache costs one descriptor plus one per segment.
 
-    Pages are pre-faulted (``MADV_POPULATE_WRITE``, Linux 5.14+) in a window of
+    Pages are pre-faulted (``MADV_POPULATE_WRITE``, Linux 5.14+) in a window of up to
     ``PREFAULT_AHEAD`` bytes ahead of the writer when ``options.prefault`` is set: one
-    madvise per ~2 MiB written replaces hundreds of first-touch page faults.
+    madvise per half window written replaces hundreds of first-touch page faults. The
+    madvise runs in a process-wide worker thread, never in ``write``: a write that crosses
+    the middle of the window only schedules the next one (at most one in flight per cache)
+    and copies on. The worker holds ``_map_lock``, which every change of the mappings
+    (growth, shrink, close) takes too, and checks ``_map_generation`` under it, so it never
+    advises a range that was unmapped or moved since it was scheduled; writes and reads do
+    not take that lock.
 
     After ``finalize`` the cache stays open and mapped read-write at the final size: reads
     keep working (followers of a stream read on while it is finalized), and a write would
@@ -90,7 +146,11 @@ class MmapCache:
         )
         self._prefaulted = 0  # [0, _prefaulted) needs no pre-faulting
         self._prefault_at = _NEVER  # a write ending past this refills the window
+        self._populating = False  # a prefault of this cache is scheduled or running
+        self._map_generation = 0  # bumped under _map_lock whenever a mapping changes
+        self._counted = False  # counted in _open_caches
         self._lock = threading.RLock()
+        self._map_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -140,6 +200,7 @@ class MmapCache:
                 raise
             self._fd, self._size, self._data_end = fd, size, 0
             self._prefaulted = 0
+            self._count_locked(True)
             self._rearm_prefault_locked()
 
     def open(self) -> None:
@@ -158,14 +219,21 @@ class MmapCache:
                 raise
             self._fd, self._size, self._data_end = fd, size, size
             self._prefaulted = size  # existing bytes are not pre-faulted; appends will be
+            self._count_locked(True)
             self._rearm_prefault_locked()
 
     def close(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, None
             if fd is not None:
+                self._count_locked(False)
                 self._unmap_all_locked()
                 os.close(fd)
+
+    def _count_locked(self, open_: bool) -> None:
+        if open_ != self._counted and (self._prefault or not open_):
+            self._counted = open_
+            _count_open(1 if open_ else -1)
 
     # -- the hot paths ------------------------------------------------------------------------
 
@@ -189,7 +257,7 @@ class MmapCache:
             if end > self._size:
                 self._grow_locked(fd, grown_size(self._size, end, self._options))
             if end > self._prefault_at:
-                self._prefault_locked(offset, end)
+                self._schedule_prefault_locked(offset, end)
             index, start = divmod(offset, self._segment_size)
             segment = self._segments[index]
             if start + count <= len(segment):
@@ -313,7 +381,8 @@ class MmapCache:
         segments = self._segments
         count = -(-end // segment_size)
         released = True
-        with os_errors("mapping", self._path):
+        with self._map_lock, os_errors("mapping", self._path):
+            self._map_generation += 1
             while len(segments) > count:
                 released = self._unmap(segments.pop()) and released
             if segments:
@@ -360,8 +429,10 @@ class MmapCache:
 
     def _unmap_all_locked(self) -> bool:
         released = True
-        while self._segments:
-            released = self._unmap(self._segments.pop()) and released
+        with self._map_lock:
+            self._map_generation += 1
+            while self._segments:
+                released = self._unmap(self._segments.pop()) and released
         return released
 
     # -- durability ---------------------------------------------------------------------------
@@ -409,24 +480,61 @@ class MmapCache:
     # -- hints --------------------------------------------------------------------------------
 
     def _rearm_prefault_locked(self) -> None:
-        if not self._prefault:
-            self._prefault_at = _NEVER
+        if not self._prefault or self._populating:
+            self._prefault_at = _NEVER  # the worker rearms when it is done
         elif self._prefaulted < self._size:
-            self._prefault_at = self._prefaulted - PREFAULT_AHEAD // 2
+            self._prefault_at = self._prefaulted - _prefault_window() // 2
         else:
             self._prefault_at = self._size  # the next growth refills the window
 
-    def _prefault_locked(self, offset: int, end: int) -> None:
-        """Pre-fault (MADV_POPULATE_WRITE) pages from the writer's position to
-        ``PREFAULT_AHEAD`` past it; a hint only, turned off for good when the kernel refuses."""
+    def _schedule_prefault_locked(self, offset: int, end: int) -> None:
+        """Hand the window from the writer's position to the worker thread; a hint only."""
         start = max(self._prefaulted, offset) // _PAGE * _PAGE
-        stop = min(self._size, max(end, start) + PREFAULT_AHEAD)
-        try:
-            self._advise_locked(start, stop, _MADV_POPULATE_WRITE)
-        except OSError:  # EINVAL before Linux 5.14, or a file system that cannot
-            self._prefault = False
+        stop = min(self._size, max(end, start) + _prefault_window())
         self._prefaulted = max(self._prefaulted, stop)
-        self._rearm_prefault_locked()
+        if start >= stop or _madvise is None:
+            self._rearm_prefault_locked()
+            return
+        self._populating = True
+        self._prefault_at = _NEVER
+        try:
+            _prefault_executor().submit(self._populate, start, stop, self._map_generation)
+        except RuntimeError:  # the interpreter is shutting down
+            self._populating = False
+            self._prefault = False
+            self._rearm_prefault_locked()
+
+    def _populate(self, start: int, stop: int, generation: int) -> None:
+        """The worker's half: MADV_POPULATE_WRITE over ``[start, stop)`` with the GIL
+        released, unless the mappings changed since the window was scheduled."""
+        refused = False
+        with self._map_lock:
+            if generation == self._map_generation and self._fd is not None:
+                refused = not self._populate_map_locked(start, stop)
+        with self._lock:
+            self._populating = False
+            if refused:  # EINVAL before Linux 5.14, or a file system that cannot
+                self._prefault = False
+            self._rearm_prefault_locked()
+
+    def _populate_map_locked(self, start: int, stop: int) -> bool:
+        assert _madvise is not None and _MADV_POPULATE_WRITE is not None
+        position = start
+        while position < stop:
+            index, first = divmod(position, self._segment_size)
+            if index >= len(self._segments):
+                break
+            segment = self._segments[index]
+            count = min(len(segment) - first, stop - position)
+            if count <= 0:
+                break
+            anchor = ctypes.c_char.from_buffer(segment)  # exports the buffer: keep it short
+            address = ctypes.addressof(anchor)
+            del anchor
+            if _madvise(address + first, count, _MADV_POPULATE_WRITE) != 0:
+                return ctypes.get_errno() not in (errno.EINVAL, errno.EOPNOTSUPP)
+            position += count
+        return True
 
     def _advise_locked(self, start: int, stop: int, advice: int | None) -> None:
         if advice is None or not _HAS_MADVISE:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from mmstream_mmap import MmapCache
-from mmstream_mmap._cache import PREFAULT_AHEAD
+from mmstream_mmap._cache import _prefault_executor, _prefault_window
 
 from mmstream.cache import CacheFactory, CacheOptions
 from mmstream.errors import InvalidArgumentError
@@ -59,6 +59,11 @@ def test_growth_never_maps_a_segment_again(tmp_path: Path) -> None:
         cache.close()
 
 
+def _prefault_settled() -> None:
+    """Wait for the (single) prefault worker to finish what was scheduled so far."""
+    _prefault_executor().submit(lambda: None).result(timeout=30)
+
+
 def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
     cache = MmapCache(tmp_path / "s", CacheOptions())
     cache.create(64 * 1024 * 1024)
@@ -66,11 +71,44 @@ def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
         chunk = pattern(64 * 1024)
         for index in range(100):
             cache.write(index * len(chunk), chunk)
+            _prefault_settled()
             if not cache._prefault:
                 pytest.skip("this kernel refuses MADV_POPULATE_WRITE (before Linux 5.14)")
-            assert cache.data_end + PREFAULT_AHEAD // 2 <= cache._prefaulted <= cache.size
+            assert not cache._populating
+            assert cache.data_end + _prefault_window() // 2 <= cache._prefaulted <= cache.size
+        assert cache.read(0, 100 * len(chunk)) == chunk * 100
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("end", ["close", "finalize", "shrink", "grow"])
+def test_prefault_worker_never_races_a_change_of_the_mappings(tmp_path: Path, end: str) -> None:
+    """Windows scheduled and then overtaken by close/finalize/resize are skipped or applied
+    to the mappings of the moment, never to unmapped memory; the bytes stay exact."""
+    options = CacheOptions(segment_size=SEGMENT, min_growth=4096)
+    for round_ in range(20):
+        cache = MmapCache(tmp_path / f"s{round_}", options)
+        cache.create(0)
+        data = pattern(3 * SEGMENT + 123)
+        for start in range(0, len(data), 7000):
+            cache.write(start, data[start : start + 7000])
+        match end:
+            case "close":
+                cache.close()
+                cache.open()
+            case "finalize":
+                cache.finalize(len(data) - 5)
+                data = data[:-5]
+            case "shrink":
+                cache.resize(cache.data_end)
+            case "grow":
+                cache.resize(cache.size + 5 * SEGMENT)
+        cache.write(len(data), b"tail")
+        _prefault_settled()
+        assert cache.read(0, len(data) + 4) == data + b"tail"
+        assert not cache._populating
+        cache.close()
+        _prefault_settled()
 
 
 def test_writes_after_finalize_grow_the_file_again(tmp_path: Path) -> None:
