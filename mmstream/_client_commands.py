@@ -78,6 +78,12 @@ def add_client_commands(commands: Any) -> None:
         help="keep writing as the stream grows until it is finalized; waits for a stream "
         "that does not exist yet",
     )
+    get.add_argument(
+        "--live",
+        action="store_true",
+        help="with --follow: join like a player — the stream's header, then audio from just "
+        "before the live edge (for piping into ffplay mid-stream)",
+    )
     get.set_defaults(handler=_sync(_get))
 
     stat = commands.add_parser("stat", parents=[common], help="show one stream")
@@ -164,6 +170,8 @@ async def _put(args: argparse.Namespace) -> int:
 
 
 async def _get(args: argparse.Namespace) -> int:
+    if args.live and (not args.follow or args.offset):
+        raise InvalidArgumentError("--live goes with --follow and picks its own offset")
     out: IO[bytes] = sys.stdout.buffer
     if args.output == "-" and sys.stdout.isatty():
         raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
@@ -211,7 +219,7 @@ async def _tail_once_created(client: Any, args: argparse.Namespace) -> Any:
     waiting = False
     while True:
         try:
-            return await client.tail(None, args.offset)
+            return await client.tail(None, args.offset, live=args.live)
         except StreamNotFoundError:
             if not waiting:
                 print(f"mmstream: waiting for stream {args.stream} to be created", file=sys.stderr)

@@ -263,20 +263,25 @@ class Client:
             raise pending.error
         return bytes(pending.data)
 
-    async def tail(self, stream: str | None = None, offset: int | None = 0) -> Follower:
+    async def tail(
+        self, stream: str | None = None, offset: int | None = 0, *, live: bool = False
+    ) -> Follower:
         """Follow a stream from ``offset`` (``None``: from its live edge): iterate the result
-        for its bytes as they are written; the iteration ends when the stream is finalized."""
+        for its bytes as they are written; the iteration ends when the stream is finalized.
+        ``live`` joins as a player does: the stream's header first (``Follower.header``
+        bytes), then from a decoder start point shortly before the live edge."""
         if self._tail is not None:
             raise InvalidArgumentError("this connection already follows a stream")
         send, receive = trio.open_memory_channel[bytes | End](_TAIL_BUFFER)
         # Set before the request goes out: the frames follow the reply without a gap.
         self._tail = send
         try:
-            reply = await self._call(Tail(stream=stream, offset=offset), TailReply)
+            request = Tail(stream=stream, offset=None if live else offset, live=live)
+            reply = await self._call(request, TailReply)
         except BaseException:
             self._tail = None
             raise
-        return Follower(self, reply.stream, reply.offset, receive)
+        return Follower(self, reply.stream, reply.offset, receive, header=reply.header)
 
     async def append(
         self,
@@ -516,9 +521,13 @@ class Follower:
         stream: str,
         offset: int,
         channel: trio.MemoryReceiveChannel[bytes | End],
+        *,
+        header: int = 0,
     ) -> None:
         self.stream = stream
         self.offset = offset
+        #: Bytes of the stream's header that come first (a live tail), before ``offset``'s.
+        self.header = header
         self.end: End | None = None
         self._client = client
         self._channel = channel

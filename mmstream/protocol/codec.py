@@ -136,7 +136,7 @@ def _passthrough(value: Any, _: Any) -> Any:
 
 def _make_converter(*, strict: bool) -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=strict)
-    for scalar in (int, str, float):
+    for scalar in (int, str, float, bool):
         converter.register_structure_hook(scalar, _passthrough)
     converter.register_structure_hook_func(
         lambda t: t == (RequestId | None) or t == Mapping[str, str] or t == Mapping[str, Any],

@@ -92,6 +92,11 @@ def _request_id(_: object, attribute: attrs.Attribute[Any], value: RequestId | N
     )
 
 
+def _flag(_: object, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if type(value) is not bool:
+        raise ValueError(f"{attribute.name}: expected true or false, got {_short(value)}")
+
+
 def _bounded_str(limit: int, *, optional: bool = False) -> Any:
     def check(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
         if value is None and optional:
@@ -225,10 +230,14 @@ class Read(_StreamRequest):
 
 @attrs.frozen(kw_only=True)
 class Tail(_StreamRequest):
-    """Follow a stream from ``offset`` (omitted: from its current end, the live edge)."""
+    """Follow a stream from ``offset`` (omitted: from its current end, the live edge).
+
+    ``live`` is for players joining mid-stream: the stream's header first (WebM/Ogg/WAV),
+    then bytes from a point a decoder can start at, shortly before the live edge."""
 
     op: ClassVar[str] = "tail"
     offset: int | None = attrs.field(default=None, validator=_optional_offset)
+    live: bool = attrs.field(default=False, validator=_flag)
 
 
 @attrs.frozen(kw_only=True)
@@ -366,10 +375,13 @@ class ReadReply(OkReply):
 
 @attrs.frozen(kw_only=True)
 class TailReply(OkReply):
-    """Binary frames from ``offset`` on follow as the stream grows, then an ``end`` event."""
+    """Binary frames from ``offset`` on follow as the stream grows, then an ``end`` event.
+    With ``header`` > 0 the first ``header`` bytes sent are the stream's header (a live
+    tail), and the bytes from ``offset`` follow them."""
 
     stream: str = attrs.field(validator=_STREAM)
     offset: int = attrs.field(validator=_offset)
+    header: int = attrs.field(default=0, validator=_offset)
 
 
 def _stat_tuple(streams: Iterable[StreamStat]) -> tuple[StreamStat, ...]:

@@ -29,6 +29,7 @@ from ..auth import Authorizer, Grant
 from ..config import AuthConfig, ServerConfig
 from ..errors import (
     CacheClosedError,
+    InvalidArgumentError,
     MmstreamError,
     OutOfRangeError,
     ProtocolError,
@@ -74,7 +75,8 @@ from ..protocol import (
     parse_path,
     resolve_stream,
 )
-from ..streams import StreamInfo, StreamManager
+from ..streams import StreamInfo, StreamManager, StreamStatus
+from ._fanout import FanoutHub
 from ._transports import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
@@ -88,6 +90,9 @@ from ._transports import (
 __all__ = ["Session", "connection_handler"]
 
 log = logging.getLogger("mmstream.server")
+
+#: How long a live ``tail`` waits for a new stream's header before starting at the live edge.
+LIVE_START_WAIT = 2.0
 
 _M = TypeVar("_M", str, bytes)
 
@@ -117,8 +122,10 @@ class Session:
         shutting_down: trio.Event,
         metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
+        hub: FanoutHub | None = None,
     ) -> None:
         self.connection = connection
+        self.hub = hub
         self.metrics = metrics
         self.manager = manager
         self.config = config
@@ -462,19 +469,41 @@ class Session:
         if self._tailing:
             raise ProtocolError("this connection already follows a stream: open another")
         info = self.manager.stat(stream)
-        offset = info.size if request.offset is None else request.offset
+        header = b""
+        if request.live:
+            if request.offset is not None:
+                raise InvalidArgumentError("tail: 'live' picks its own start; give no offset")
+            header, offset = await self._live_start(info)
+        else:
+            offset = info.size if request.offset is None else request.offset
         if offset > info.size:
             raise OutOfRangeError(f"offset {offset} is past the end of {stream} ({info.size})")
         self._tailing = True
-        await self._send_reply(TailReply(re=request.id, stream=stream, offset=offset))
-        self._nursery.start_soon(self._push, stream, offset)
+        reply = TailReply(re=request.id, stream=stream, offset=offset, header=len(header))
+        await self._send_reply(reply)
+        self._nursery.start_soon(self._push, stream, offset, header)
 
-    async def _push(self, stream: str, position: int) -> None:
-        """The tail task: bytes as they are written, then ``end``."""
+    async def _live_start(self, info: StreamInfo) -> tuple[bytes, int]:
+        """Header and decoder start point from the stream's broadcaster (the same ones HTTP
+        live listeners get); the live edge for a finished stream or an unknown format."""
+        if self.hub is None or info.status is not StreamStatus.UPLOADING:
+            return b"", info.size
+        broadcaster = self.hub.get(info.stream_id)
+        with trio.move_on_after(LIVE_START_WAIT):
+            await broadcaster.wait_ready()
+        if not broadcaster.ready or broadcaster.ended:
+            return b"", self.manager.stat(info.stream_id).size
+        return broadcaster.start_point()
+
+    async def _push(self, stream: str, position: int, header: bytes = b"") -> None:
+        """The tail task: the header if any, bytes as they are written, then ``end``."""
         piece = self.config.max_message_size
         if self.metrics is not None:
             self.metrics.followers.inc()
         try:
+            if header:
+                async with self._binary_lock:
+                    await self._send_bytes(header)
             while not self._peer_gone:
                 try:
                     info = await self.manager.wait_for_data(stream, position)
@@ -576,12 +605,14 @@ def connection_handler(
     shutting_down: trio.Event,
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
+    hub: FanoutHub | None = None,
 ) -> Handler:
     """The transport handler serving protocol v1 on each connection."""
 
     async def handle(connection: Connection) -> None:
         endpoint = parse_path(connection.path)
         with log_context(stream=endpoint.stream if endpoint is not None else None):
-            await Session(connection, manager, config, shutting_down, metrics, authorizer).run()
+            session = Session(connection, manager, config, shutting_down, metrics, authorizer, hub)
+            await session.run()
 
     return handle
