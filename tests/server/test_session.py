@@ -124,6 +124,7 @@ async def test_follower_receives_live_bytes_then_end(server: RunningServer) -> N
             "ok": True,
             "stream": "live",
             "offset": 0,
+            "header": 0,
         }
         assert (await uploader.call(Append(id=2, offset=0)))["ok"]
         received = b""
