@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing_extensions import Buffer
 
 from .errors import (
     BatchLimitError,
+    CacheClosedError,
     InvalidArgumentError,
     NoSpaceError,
     OutOfRangeError,
@@ -40,13 +42,16 @@ from .errors import (
 )
 
 __all__ = [
+    "CREATE_FLAGS",
     "DEFAULT_BATCH_LIMIT",
     "DEFAULT_INITIAL_SIZE",
     "DEFAULT_SEGMENT_SIZE",
     "MAX_FILE_SIZE",
+    "OPEN_FLAGS",
     "Buffer",
     "CacheFactory",
     "CacheOptions",
+    "FileDescriptorCache",
     "GiB",
     "KiB",
     "MemoryMappedCache",
@@ -248,3 +253,48 @@ def fsync_directory(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+#: A stream file is always a new file (never an existing one) and never reached through a link.
+CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FileDescriptorCache:
+    """The bookkeeping every backend on one file descriptor shares: the path and options,
+    the ``size`` and ``data_end`` the contract exposes, and the closed check. Subclasses do
+    the I/O; ``_lock`` guards size changes and close against worker threads."""
+
+    def __init__(self, path: Path | str, options: CacheOptions | None = None) -> None:
+        self._path = Path(path)
+        self._options = options or CacheOptions()
+        self._fd: int | None = None
+        self._size = 0
+        self._data_end = 0
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<{type(self).__name__} {str(self._path)!r} {state} size={self._size}>"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def data_end(self) -> int:
+        return self._data_end
+
+    def _require_fd(self) -> int:
+        fd = self._fd
+        if fd is None:
+            raise CacheClosedError(f"cache {self._path} is closed")
+        return fd

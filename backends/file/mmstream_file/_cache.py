@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 from mmstream.cache import (
+    CREATE_FLAGS,
+    OPEN_FLAGS,
     Buffer,
-    CacheOptions,
+    FileDescriptorCache,
     check_batch,
     check_read,
     check_size,
@@ -17,49 +17,12 @@ from mmstream.cache import (
     os_errors,
     reserve_blocks,
 )
-from mmstream.errors import CacheClosedError, InvalidArgumentError, StorageError
-
-_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+from mmstream.errors import InvalidArgumentError, StorageError
 
 
-class FileCache:
-    """One stream file accessed with positional reads and writes."""
-
-    def __init__(self, path: Path | str, options: CacheOptions | None = None) -> None:
-        self._path = Path(path)
-        self._options = options or CacheOptions()
-        self._fd: int | None = None
-        self._size = 0
-        self._data_end = 0
-        # pread/pwrite are thread-safe on their own; the lock guards size changes and close.
-        self._lock = threading.RLock()
-
-    def __repr__(self) -> str:
-        state = "open" if self.is_open else "closed"
-        return f"<FileCache {str(self._path)!r} {state} size={self._size}>"
-
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd is not None
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def data_end(self) -> int:
-        return self._data_end
-
-    def _require_fd(self) -> int:
-        fd = self._fd
-        if fd is None:
-            raise CacheClosedError(f"cache {self._path} is closed")
-        return fd
+class FileCache(FileDescriptorCache):
+    """One stream file accessed with positional reads and writes (pread/pwrite are
+    thread-safe on their own; the lock guards size changes and close)."""
 
     def create(self, initial_size: int) -> None:
         size = check_size("initial_size", initial_size)
@@ -67,7 +30,7 @@ class FileCache:
             if self._fd is not None:
                 raise InvalidArgumentError(f"cache {self._path} is already open")
             with os_errors("creating", self._path):
-                fd = os.open(self._path, _CREATE_FLAGS, 0o600)
+                fd = os.open(self._path, CREATE_FLAGS, 0o600)
             try:
                 reserve_blocks(fd, 0, size, self._path)
             except BaseException:
@@ -81,7 +44,7 @@ class FileCache:
             if self._fd is not None:
                 raise InvalidArgumentError(f"cache {self._path} is already open")
             with os_errors("opening", self._path):
-                fd = os.open(self._path, _OPEN_FLAGS)
+                fd = os.open(self._path, OPEN_FLAGS)
                 size = os.fstat(fd).st_size
             self._fd, self._size, self._data_end = fd, size, size
 

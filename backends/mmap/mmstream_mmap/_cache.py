@@ -12,9 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mmstream.cache import (
+    CREATE_FLAGS,
     MAX_FILE_SIZE,
+    OPEN_FLAGS,
     Buffer,
     CacheOptions,
+    FileDescriptorCache,
     MiB,
     check_batch,
     check_read,
@@ -25,10 +28,8 @@ from mmstream.cache import (
     os_errors,
     reserve_blocks,
 )
-from mmstream.errors import CacheClosedError, InvalidArgumentError, StorageError
+from mmstream.errors import InvalidArgumentError, StorageError
 
-_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 _PAGE = mmap.PAGESIZE
 _HAS_MADVISE = hasattr(mmap.mmap, "madvise")
 # Linux 5.14+ names it; Python 3.11's mmap module does not. Older kernels answer EINVAL.
@@ -89,7 +90,7 @@ def _count_open(delta: int) -> None:
         _open_caches += delta
 
 
-class MmapCache:
+class MmapCache(FileDescriptorCache):
     """One stream file, mapped read-write in segments of ``options.segment_size`` bytes.
 
     Segment ``k`` maps ``[k * segment_size, (k + 1) * segment_size)`` of the file, the last
@@ -128,8 +129,7 @@ class MmapCache:
     sync_through_fd: bool = sys.platform.startswith("linux")
 
     def __init__(self, path: Path | str, options: CacheOptions | None = None) -> None:
-        self._path = Path(path)
-        self._options = options or CacheOptions()
+        super().__init__(path, options)
         segment_size = self._options.segment_size
         if segment_size % mmap.ALLOCATIONGRANULARITY:
             raise InvalidArgumentError(
@@ -137,10 +137,7 @@ class MmapCache:
                 f"granularity ({mmap.ALLOCATIONGRANULARITY} bytes)"
             )
         self._segment_size = segment_size
-        self._fd: int | None = None
         self._segments: list[mmap.mmap] = []
-        self._size = 0
-        self._data_end = 0
         self._prefault = (
             self._options.prefault and _HAS_MADVISE and _MADV_POPULATE_WRITE is not None
         )
@@ -149,7 +146,6 @@ class MmapCache:
         self._populating = False  # a prefault of this cache is scheduled or running
         self._map_generation = 0  # bumped under _map_lock whenever a mapping changes
         self._counted = False  # counted in _open_caches
-        self._lock = threading.RLock()
         self._map_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -159,28 +155,6 @@ class MmapCache:
             f"segments={len(self._segments)}>"
         )
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd is not None
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def data_end(self) -> int:
-        return self._data_end
-
-    def _require_fd(self) -> int:
-        fd = self._fd
-        if fd is None:
-            raise CacheClosedError(f"cache {self._path} is closed")
-        return fd
-
     # -- life cycle ---------------------------------------------------------------------------
 
     def create(self, initial_size: int) -> None:
@@ -189,7 +163,7 @@ class MmapCache:
             if self._fd is not None:
                 raise InvalidArgumentError(f"cache {self._path} is already open")
             with os_errors("creating", self._path):
-                fd = os.open(self._path, _CREATE_FLAGS, 0o600)
+                fd = os.open(self._path, CREATE_FLAGS, 0o600)
             try:
                 reserve_blocks(fd, 0, size, self._path)
                 self._cover_locked(fd, size)
@@ -208,7 +182,7 @@ class MmapCache:
             if self._fd is not None:
                 raise InvalidArgumentError(f"cache {self._path} is already open")
             with os_errors("opening", self._path):
-                fd = os.open(self._path, _OPEN_FLAGS)
+                fd = os.open(self._path, OPEN_FLAGS)
             try:
                 with os_errors("opening", self._path):
                     size = os.fstat(fd).st_size
