@@ -298,3 +298,25 @@ class FileDescriptorCache:
         if fd is None:
             raise CacheClosedError(f"cache {self._path} is closed")
         return fd
+
+    def resize(self, new_size: int) -> None:
+        """Grow or shrink the allocation; never below ``data_end``."""
+        size = check_size("new_size", new_size)
+        with self._lock:
+            fd = self._require_fd()
+            if size < self._data_end:
+                raise InvalidArgumentError(
+                    f"cannot shrink {self._path} to {size}: {self._data_end} bytes are written"
+                )
+            if size > self._size:
+                self._grow_locked(fd, size)
+            elif size < self._size:
+                self._shrink_locked(fd, size)
+
+    def _grow_locked(self, fd: int, new_size: int) -> None:
+        """Reserve ``[size, new_size)`` and set ``_size``; called with ``_lock`` held."""
+        raise NotImplementedError
+
+    def _shrink_locked(self, fd: int, new_size: int) -> None:
+        """Release ``[new_size, size)`` and set ``_size``; called with ``_lock`` held."""
+        raise NotImplementedError

@@ -93,20 +93,10 @@ class FileCache(FileDescriptorCache):
         reserve_blocks(fd, self._size, new_size - self._size, self._path)
         self._size = new_size
 
-    def resize(self, new_size: int) -> None:
-        size = check_size("new_size", new_size)
-        with self._lock:
-            fd = self._require_fd()
-            if size < self._data_end:
-                raise InvalidArgumentError(
-                    f"cannot shrink {self._path} to {size}: {self._data_end} bytes are written"
-                )
-            if size > self._size:
-                self._grow_locked(fd, size)
-            elif size < self._size:
-                with os_errors("truncating", self._path):
-                    os.ftruncate(fd, size)
-                self._size = size
+    def _shrink_locked(self, fd: int, new_size: int) -> None:
+        with os_errors("truncating", self._path):
+            os.ftruncate(fd, new_size)
+        self._size = new_size
 
     def flush(self) -> None:
         fd = self._require_fd()

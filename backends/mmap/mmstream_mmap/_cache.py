@@ -294,19 +294,6 @@ class MmapCache(FileDescriptorCache):
 
     # -- size changes -------------------------------------------------------------------------
 
-    def resize(self, new_size: int) -> None:
-        size = check_size("new_size", new_size)
-        with self._lock:
-            fd = self._require_fd()
-            if size < self._data_end:
-                raise InvalidArgumentError(
-                    f"cannot shrink {self._path} to {size}: {self._data_end} bytes are written"
-                )
-            if size > self._size:
-                self._grow_locked(fd, size)
-            elif size < self._size:
-                self._shrink_locked(fd, size)
-
     def _grow_locked(self, fd: int, new_size: int) -> None:
         """Reserve, then map ``[size, new_size)``; on failure nothing has changed."""
         old = self._size
