@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import attrs
@@ -94,7 +95,7 @@ log = logging.getLogger("mmstream.server")
 #: How long a live ``tail`` waits for a new stream's header before starting at the live edge.
 LIVE_START_WAIT = 2.0
 
-_M = TypeVar("_M", str, bytes)
+_M = TypeVar("_M", str, bytes, Sequence[str | bytes])
 
 
 @attrs.define
@@ -211,9 +212,15 @@ class Session:
             if self._stop_budget < 0:
                 raise _EndOfInput
         try:
-            return self.connection.receive_nowait()
+            message = self.connection.receive_nowait()
         except trio.WouldBlock:
             pass
+        else:
+            # The one checkpoint of a batch taken without waiting (the manager's append
+            # takes a free lock without one): other connections get their turn. Shielded:
+            # the message is already taken and must be applied.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
         if self._stopping:
             raise _EndOfInput
         upload = self._upload
@@ -465,13 +472,11 @@ class Session:
         if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
             total = len(first)
         # Held: the stream is not evicted while the frames this reply promises are sent.
-        async with self._binary_lock:
+        async with _holding(self._binary_lock):
             with self.manager.hold(stream):
-                await self._send_reply(
-                    ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
-                )
-                if first:
-                    await self._send_bytes(first)
+                # The reply and its first piece go out together: one write, one round trip.
+                reply = ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
+                await self._send_reply(reply, first)
                 position, end = request.offset + len(first), request.offset + total
                 while position < end and not self._peer_gone:
                     try:
@@ -525,7 +530,7 @@ class Session:
             self.metrics.followers.inc()
         try:
             if header:
-                async with self._binary_lock:
+                async with _holding(self._binary_lock):
                     await self._send_bytes(header)
             while not self._peer_gone:
                 try:
@@ -552,7 +557,7 @@ class Session:
                 except MmstreamError:
                     await self._send_event(End(stream=stream, size=position, status="error"))
                     return
-                async with self._binary_lock:
+                async with _holding(self._binary_lock):
                     await self._send_bytes(data)
                 position += len(data)
         finally:
@@ -564,10 +569,17 @@ class Session:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def _send_reply(self, reply: Reply) -> None:
+    async def _send_reply(self, reply: Reply, data: bytes = b"") -> None:
+        """Send ``reply``, and ``data`` as a binary frame right behind it if given."""
         if self.metrics is not None and isinstance(reply, ErrorReply):
             self.metrics.errors.labels(reply.code).inc()
-        await self._send_text(encode_reply(reply))
+        if not data:
+            await self._send_text(encode_reply(reply))
+            return
+        messages: Sequence[str | bytes] = (encode_reply(reply), data)
+        await self._deliver(self.connection.send_many, messages)
+        if self.metrics is not None and not self._peer_gone:
+            self.metrics.bytes_out.labels("websocket").inc(len(data))
 
     async def _send_event(self, event: Event) -> None:
         if self.metrics is not None and isinstance(event, ErrorEvent):
@@ -596,6 +608,20 @@ class Session:
 #: A batch of upload frames taken at once stops at this many bytes or frames.
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FRAMES = 256
+
+
+@asynccontextmanager
+async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
+    """``async with lock`` without a checkpoint when the lock is free: a read reply or a tail
+    frame is a handful of them per round trip, each a pass through the scheduler."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class _Broken(Exception):
