@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 from typing_extensions import Buffer
@@ -82,6 +82,9 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
         raise ValueError(f"'{attribute.name}' must be positive, got {value}")
 
 
+MmapWrite = Literal["pwrite", "mapping"]
+
+
 @attrs.frozen
 class CacheOptions:
     """Tuning knobs a backend receives from the ``[cache]`` section of the config."""
@@ -90,8 +93,15 @@ class CacheOptions:
     batch_limit: int = attrs.field(default=DEFAULT_BATCH_LIMIT, validator=_positive)
     #: Grow at least this much at a time (geometric growth doubles up to one segment).
     min_growth: int = attrs.field(default=1 * MiB, validator=_positive)
-    #: Pre-fault pages ahead of the writer (mmap backend), trading a syscall for page faults.
+    #: Pre-fault pages ahead of the writer (mmap backend, ``mmap_write = "mapping"``),
+    #: trading a syscall for page faults.
     prefault: bool = True
+    #: How the mmap backend writes: ``pwrite`` into the page cache the mapping shares (the
+    #: default: no page faults; see docs/backends.md) or ``mapping``, a copy into the mapped
+    #: pages. Reads go through the mapping either way.
+    mmap_write: MmapWrite = attrs.field(
+        default="pwrite", validator=attrs.validators.in_(("pwrite", "mapping"))
+    )
 
 
 @runtime_checkable

@@ -27,6 +27,7 @@ from .cache import (
     GiB,
     KiB,
     MiB,
+    MmapWrite,
 )
 from .errors import ConfigError
 
@@ -95,9 +96,16 @@ class CacheConfig:
     on_full: Literal["evict", "reject"] = "evict"
     #: UPLOADING streams idle longer than this many seconds expire (0 disables).
     upload_ttl: float = attrs.field(default=24 * 3600.0, validator=_min(0))
+    #: How the mmap backend writes: ``pwrite`` into the page cache, or ``mapping`` (copies
+    #: into the mapped pages, pre-faulted ahead); reads use the mapping either way.
+    mmap_write: MmapWrite = "pwrite"
 
     def options(self) -> CacheOptions:
-        return CacheOptions(segment_size=self.segment_size, batch_limit=self.batch_limit)
+        return CacheOptions(
+            segment_size=self.segment_size,
+            batch_limit=self.batch_limit,
+            mmap_write=self.mmap_write,
+        )
 
 
 @attrs.frozen

@@ -490,6 +490,16 @@ def _closed_from_websockets(exc: websockets.exceptions.ConnectionClosed) -> Conn
     return ConnectionClosed(frame.code, frame.reason)
 
 
+class _ServerConnection(ServerConnection):
+    """websockets' connection, less one pass through the scheduler per socket read."""
+
+    async def send_data(self) -> None:
+        # websockets calls this after every read, though a read rarely leaves anything to
+        # send (a pong, a close); taking the send lock is a checkpoint even when it is free.
+        if self.protocol.writes:
+            await super().send_data()
+
+
 async def _never_called(stream: trio.abc.Stream) -> None:
     raise AssertionError("the websockets Server object is only a shutdown flag here")
 
@@ -527,7 +537,7 @@ class WebsocketsTransport:
                 select_subprotocol=_select_websockets_subprotocol,
                 max_size=self.options.max_message_size,
             )
-            ws = ServerConnection(
+            ws = _ServerConnection(
                 nursery,
                 stream,
                 protocol,

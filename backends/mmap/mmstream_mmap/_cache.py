@@ -47,6 +47,9 @@ PREFAULT_AHEAD = 4 * MiB
 PREFAULT_BUDGET = 256 * MiB
 PREFAULT_MIN = 256 * 1024
 _NEVER = 2**64  # a prefault trigger no write end reaches
+#: Buffers one pwritev may take (POSIX guarantees 16; Linux allows 1024).
+_IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16))
+_fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
 def _libc_madvise() -> Callable[[int, int, int], int] | None:
@@ -138,8 +141,14 @@ class MmapCache(FileDescriptorCache):
             )
         self._segment_size = segment_size
         self._segments: list[mmap.mmap] = []
+        #: Writes go to the page cache with pwrite (``mmap_write = "pwrite"``), not through
+        #: the mapping; the mapping then only serves reads and needs no pre-faulting.
+        self._pwrite = self._options.mmap_write == "pwrite"
         self._prefault = (
-            self._options.prefault and _HAS_MADVISE and _MADV_POPULATE_WRITE is not None
+            not self._pwrite
+            and self._options.prefault
+            and _HAS_MADVISE
+            and _MADV_POPULATE_WRITE is not None
         )
         self._prefaulted = 0  # [0, _prefaulted) needs no pre-faulting
         self._prefault_at = _NEVER  # a write ending past this refills the window
@@ -212,6 +221,8 @@ class MmapCache(FileDescriptorCache):
     # -- the hot paths ------------------------------------------------------------------------
 
     def write(self, offset: int, data: Buffer) -> int:
+        if self._pwrite:
+            return self._write_through_fd(offset, data)
         # The hot path: bytes and bytearray go into the mapping as they are, and a plain
         # in-range int offset skips the general checks (~0.4 us of a ~2 us 4 KiB write).
         view: Buffer
@@ -238,6 +249,32 @@ class MmapCache(FileDescriptorCache):
                 segment[start : start + count] = view
             else:
                 self._write_span_locked(offset, view)
+            if end > self._data_end:
+                self._data_end = end
+        return count
+
+    def _write_through_fd(self, offset: int, data: Buffer) -> int:
+        """``pwrite`` into the page cache the mapping shares: what it writes is readable
+        through the mapping at once (Linux has one page cache for both), a first write
+        to a page costs no page fault (ext4's fault path for a shared mapping is 4x the
+        cost of the copy, measured in docs/backends.md), and a full disk is an ENOSPC
+        error rather than a SIGBUS."""
+        view = memoryview(data).cast("B")
+        count = view.nbytes
+        end = check_write(offset, count)
+        with self._lock:
+            fd = self._require_fd()
+            if not count:
+                return 0
+            if end > self._size:
+                self._grow_locked(fd, grown_size(self._size, end, self._options))
+            try:
+                written = os.pwrite(fd, view, offset)
+                while written < count:  # short writes: rare, but allowed
+                    written += os.pwrite(fd, view[written:], offset + written)
+            except OSError as exc:
+                with os_errors("writing", self._path):
+                    raise exc from None
             if end > self._data_end:
                 self._data_end = end
         return count
@@ -284,7 +321,43 @@ class MmapCache(FileDescriptorCache):
         check_batch(ops, self._options.batch_limit)
         with self._lock:
             self._require_fd()
+            if self._pwrite and len(ops) > 1:
+                return self._write_run_through_fd(ops)
             return sum(self.write(offset, data) for offset, data in ops)
+
+    def _write_run_through_fd(self, ops: Sequence[tuple[int, Buffer]]) -> int:
+        """Ops that follow each other on the file go out as one ``pwritev`` (an upload
+        batch: up to 256 frames in one system call); others one by one."""
+        views = [memoryview(data).cast("B") for _, data in ops]
+        start = ops[0][0]
+        position = start
+        for (offset, _), view in zip(ops, views, strict=True):
+            if offset != position:
+                return sum(self.write(offset, data) for offset, data in ops)
+            position += view.nbytes
+        end = check_write(start, position - start)
+        fd = self._require_fd()
+        if end > self._size:
+            self._grow_locked(fd, grown_size(self._size, end, self._options))
+        try:
+            written = 0
+            for first in range(0, len(views), _IOV_MAX):
+                group = views[first : first + _IOV_MAX]
+                done = os.pwritev(fd, group, start + written)
+                written += done
+                if done < sum(view.nbytes for view in group):
+                    break
+            if written < end - start:  # short: finish the rest plainly
+                rest = memoryview(b"".join(views))[written:]
+                while rest:
+                    count = os.pwrite(fd, rest, start + written)
+                    rest, written = rest[count:], written + count
+        except OSError as exc:
+            with os_errors("writing", self._path):
+                raise exc from None
+        if end > self._data_end:
+            self._data_end = end
+        return end - start
 
     def read_batch(self, ops: Sequence[tuple[int, int]]) -> list[bytes]:
         check_batch(ops, self._options.batch_limit)
@@ -401,7 +474,9 @@ class MmapCache(FileDescriptorCache):
     def flush(self) -> None:
         with self._lock:
             fd = self._require_fd()
-            if not self.sync_through_fd:
+            # Pages written with pwrite are the descriptor's to sync (msync need not cover
+            # them everywhere); on Linux it is the same write-back either way.
+            if not self.sync_through_fd and not self._pwrite:
                 with os_errors("syncing", self._path):
                     for segment in self._segments:
                         segment.flush()
@@ -410,7 +485,7 @@ class MmapCache(FileDescriptorCache):
                 fd = os.dup(fd)  # outlives a concurrent close() while we sync unlocked
         try:
             with os_errors("syncing", self._path):
-                os.fdatasync(fd)
+                _fdatasync(fd)
         finally:
             os.close(fd)
 

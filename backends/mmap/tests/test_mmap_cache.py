@@ -22,7 +22,7 @@ class _MsyncCache(MmapCache):
 
 
 class TestMsyncPathWithoutPrefault(CacheConformance):
-    """The msync flush used off Linux, and writes with no pre-faulting at all."""
+    """The msync flush used off Linux, and writes through the mapping with no pre-faulting."""
 
     @pytest.fixture
     def make_cache(self) -> CacheFactory:
@@ -30,7 +30,56 @@ class TestMsyncPathWithoutPrefault(CacheConformance):
 
     @pytest.fixture
     def options(self) -> CacheOptions:
-        return CacheOptions(segment_size=SEGMENT, batch_limit=8, min_growth=4096, prefault=False)
+        return CacheOptions(
+            segment_size=SEGMENT,
+            batch_limit=8,
+            min_growth=4096,
+            prefault=False,
+            mmap_write="mapping",
+        )
+
+
+class TestWritesThroughTheMapping(CacheConformance):
+    """``mmap_write = "mapping"``: copies into the mapped pages, pre-faulted ahead."""
+
+    @pytest.fixture
+    def make_cache(self) -> CacheFactory:
+        return MmapCache
+
+    @pytest.fixture
+    def options(self) -> CacheOptions:
+        return CacheOptions(
+            segment_size=SEGMENT, batch_limit=8, min_growth=4096, mmap_write="mapping"
+        )
+
+
+class TestPwriteWithTheMsyncFlush(CacheConformance):
+    """The default pwrite writes where flush would otherwise msync: the descriptor syncs."""
+
+    @pytest.fixture
+    def make_cache(self) -> CacheFactory:
+        return _MsyncCache
+
+    @pytest.fixture
+    def options(self) -> CacheOptions:
+        return CacheOptions(segment_size=SEGMENT, batch_limit=8, min_growth=4096)
+
+
+def test_pwrite_is_the_default_and_needs_no_prefault(tmp_path: Path) -> None:
+    cache = MmapCache(tmp_path / "s", CacheOptions(segment_size=SEGMENT, min_growth=4096))
+    cache.create(SEGMENT)
+    try:
+        data = pattern(3 * SEGMENT + 17)
+        assert cache.write(0, data[:100]) == 100
+        assert (
+            cache.write_batch([(100, data[100:SEGMENT]), (SEGMENT, data[SEGMENT:])])
+            == len(data) - 100
+        )
+        assert cache.read(0, len(data)) == data  # through the mapping, grown on the way
+        assert cache.size >= len(data)
+        assert not cache._prefault
+    finally:
+        cache.close()
 
 
 @pytest.mark.parametrize("segment_size", [GRANULE + 1, GRANULE // 2, 3 * GRANULE - 512])
@@ -65,7 +114,7 @@ def _prefault_settled() -> None:
 
 
 def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
-    cache = MmapCache(tmp_path / "s", CacheOptions())
+    cache = MmapCache(tmp_path / "s", CacheOptions(mmap_write="mapping"))
     cache.create(64 * 1024 * 1024)
     try:
         chunk = pattern(64 * 1024)
@@ -85,7 +134,7 @@ def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
 def test_prefault_worker_never_races_a_change_of_the_mappings(tmp_path: Path, end: str) -> None:
     """Windows scheduled and then overtaken by close/finalize/resize are skipped or applied
     to the mappings of the moment, never to unmapped memory; the bytes stay exact."""
-    options = CacheOptions(segment_size=SEGMENT, min_growth=4096)
+    options = CacheOptions(segment_size=SEGMENT, min_growth=4096, mmap_write="mapping")
     for round_ in range(20):
         cache = MmapCache(tmp_path / f"s{round_}", options)
         cache.create(0)
