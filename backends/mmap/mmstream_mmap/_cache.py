@@ -47,6 +47,8 @@ PREFAULT_AHEAD = 4 * MiB
 PREFAULT_BUDGET = 256 * MiB
 PREFAULT_MIN = 256 * 1024
 _NEVER = 2**64  # a prefault trigger no write end reaches
+#: The fast path's segment while there is none; its limit (-1) keeps every write off it.
+_NO_SEGMENT = mmap.mmap(-1, _PAGE)
 
 
 def _libc_madvise() -> Callable[[int, int, int], int] | None:
@@ -147,6 +149,13 @@ class MmapCache(FileDescriptorCache):
         self._map_generation = 0  # bumped under _map_lock whenever a mapping changes
         self._counted = False  # counted in _open_caches
         self._map_lock = threading.Lock()
+        # The fast path of ``write``: a write into ``[_fast_base, _fast_limit)`` is a plain
+        # copy into ``_fast_segment`` (the last segment), with nothing else to do. The limit
+        # is kept below the file's end and the prefault trigger by ``_refresh_fast_locked``
+        # whenever either changes, and is -1 while the cache is closed.
+        self._fast_segment = _NO_SEGMENT
+        self._fast_base = 0
+        self._fast_limit = -1
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -175,7 +184,7 @@ class MmapCache(FileDescriptorCache):
             self._fd, self._size, self._data_end = fd, size, 0
             self._prefaulted = 0
             self._count_locked(True)
-            self._rearm_prefault_locked()
+            self._prefault_first_window_locked()
 
     def open(self) -> None:
         with self._lock:
@@ -199,6 +208,7 @@ class MmapCache(FileDescriptorCache):
     def close(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, None
+            self._refresh_fast_locked()
             if fd is not None:
                 self._count_locked(False)
                 self._unmap_all_locked()
@@ -212,11 +222,15 @@ class MmapCache(FileDescriptorCache):
     # -- the hot paths ------------------------------------------------------------------------
 
     def write(self, offset: int, data: Buffer) -> int:
-        # The hot path: bytes and bytearray go into the mapping as they are, and a plain
-        # in-range int offset skips the general checks (~0.4 us of a ~2 us 4 KiB write).
+        # The hot path: about 0.6 us of Python around the copy. Bytes, bytearrays and
+        # C-contiguous memoryviews go into the mapping as they are, a plain in-range int
+        # offset skips the general checks, and a write that needs no growth, no prefault
+        # hand-off and no segment span is one comparison and one slice assignment.
         view: Buffer
         if type(data) is bytes or type(data) is bytearray:
             view, count = data, len(data)
+        elif type(data) is memoryview and data.c_contiguous:
+            view, count = data, data.nbytes
         else:
             view = memoryview(data).cast("B")
             count = view.nbytes
@@ -224,23 +238,86 @@ class MmapCache(FileDescriptorCache):
             end = offset + count
         else:
             end = check_write(offset, count)
+        lock = self._lock
+        lock.acquire()  # not ``with``: measured ~0.3 us cheaper per call on Python 3.11
+        try:
+            base = self._fast_base
+            if count > 0 and end <= self._fast_limit and offset >= base:
+                self._fast_segment[offset - base : end - base] = view
+                if end > self._data_end:
+                    self._data_end = end
+                return count
+            fd = self._require_fd()
+            if count:
+                self._write_locked(fd, offset, end, view)
+            return count
+        finally:
+            lock.release()
+
+    def write_batch(self, ops: Sequence[tuple[int, Buffer]]) -> int:
+        """Every op is checked before any is applied (a bad one anywhere applies nothing);
+        then one lock, one growth to the batch's highest end, one prefault hand-off, and
+        one slice assignment per op: the server's batches of upload frames take this path,
+        about 0.5 us per op around the copy instead of a ``write`` call's 1 us."""
+        check_batch(ops, self._options.batch_limit)
+        total = high = 0
+        low = MAX_FILE_SIZE
+        plain = True  # every op's data is bytes-like with len() == its byte count
+        for offset, data in ops:
+            if (
+                type(data) is bytes
+                or type(data) is bytearray
+                or (
+                    type(data) is memoryview
+                    and data.ndim == 1
+                    and data.itemsize == 1
+                    and data.c_contiguous
+                )
+            ):
+                count = len(data)
+            else:
+                count = memoryview(data).nbytes
+                plain = False
+            if type(offset) is not int or not 0 <= offset <= MAX_FILE_SIZE - count:
+                check_write(offset, count)  # raises: nothing of the batch is applied
+            if count:
+                total += count
+                if offset + count > high:
+                    high = offset + count
+                if offset < low:
+                    low = offset
+        if not plain:  # other buffers as flat bytes (a non-contiguous one raises here)
+            ops = [(offset, memoryview(data).cast("B")) for offset, data in ops]
         with self._lock:
             fd = self._require_fd()
-            if not count:
+            if not total:
                 return 0
-            if end > self._size:
-                self._grow_locked(fd, grown_size(self._size, end, self._options))
-            if end > self._prefault_at:
-                self._schedule_prefault_locked(offset, end)
-            index, start = divmod(offset, self._segment_size)
-            segment = self._segments[index]
-            if start + count <= len(segment):
-                segment[start : start + count] = view
-            else:
-                self._write_span_locked(offset, view)
-            if end > self._data_end:
-                self._data_end = end
-        return count
+            if high > self._size:
+                self._grow_locked(fd, grown_size(self._size, high, self._options))
+            if high > self._prefault_at:
+                self._schedule_prefault_locked(low, high)
+            base, segment = self._fast_base, self._fast_segment
+            limit = base + len(segment)
+            for offset, data in ops:
+                end = offset + len(data)  # type: ignore[arg-type]  # plain: sized
+                if offset >= base and end <= limit:
+                    segment[offset - base : end - base] = data
+                elif end > offset:
+                    self._write_span_locked(offset, data)
+            if high > self._data_end:
+                self._data_end = high
+        return total
+
+    def _write_locked(self, fd: int, offset: int, end: int, view: Buffer) -> None:
+        """A write off the fast path: it grows the file, hands the next window to the
+        prefault worker, or lands in an earlier segment or across two."""
+        if end > self._size:
+            self._grow_locked(fd, grown_size(self._size, end, self._options))
+        if end > self._prefault_at:
+            self._schedule_prefault_locked(offset, end)
+        self._write_span_locked(offset, view)
+        if end > self._data_end:
+            self._data_end = end
 
     def _write_span_locked(self, offset: int, data: Buffer) -> None:
         view = memoryview(data).cast("B")
@@ -253,7 +330,9 @@ class MmapCache(FileDescriptorCache):
             offset += count
 
     def read(self, offset: int, length: int) -> bytes:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # as in write: cheaper than ``with``
+        try:
             self._require_fd()
             data_end = self._data_end
             if (
@@ -279,12 +358,8 @@ class MmapCache(FileDescriptorCache):
                 parts.append(segment[first : first + count])
                 start += count
             return b"".join(parts)
-
-    def write_batch(self, ops: Sequence[tuple[int, Buffer]]) -> int:
-        check_batch(ops, self._options.batch_limit)
-        with self._lock:
-            self._require_fd()
-            return sum(self.write(offset, data) for offset, data in ops)
+        finally:
+            lock.release()
 
     def read_batch(self, ops: Sequence[tuple[int, int]]) -> list[bytes]:
         check_batch(ops, self._options.batch_limit)
@@ -296,6 +371,12 @@ class MmapCache(FileDescriptorCache):
 
     def _grow_locked(self, fd: int, new_size: int) -> None:
         """Reserve, then map ``[size, new_size)``; on failure nothing has changed."""
+        try:
+            self._grow_steps_locked(fd, new_size)
+        finally:
+            self._refresh_fast_locked()
+
+    def _grow_steps_locked(self, fd: int, new_size: int) -> None:
         old = self._size
         window_end = -(-old // self._segment_size) * self._segment_size
         try:
@@ -447,6 +528,32 @@ class MmapCache(FileDescriptorCache):
             self._prefault_at = self._prefaulted - _prefault_window() // 2
         else:
             self._prefault_at = self._size  # the next growth refills the window
+        self._refresh_fast_locked()
+
+    def _refresh_fast_locked(self) -> None:
+        """Recompute the fast path's segment and limit after the size, the segments, the
+        prefault trigger or the open state changed."""
+        segments = self._segments
+        if self._fd is None or not segments:
+            self._fast_limit = -1
+            return
+        segment = segments[-1]
+        base = (len(segments) - 1) * self._segment_size
+        self._fast_segment, self._fast_base = segment, base
+        self._fast_limit = min(self._size, self._prefault_at, base + len(segment))
+
+    def _prefault_first_window_locked(self) -> None:
+        """Populate the first window in the creating thread (the manager creates in a worker
+        thread), before any byte arrives: a worker started by the first write would fault
+        the very pages the writer is copying into, and the two together are slower than
+        either alone (measured: 4 MiB in 3-5 ms instead of 0.6 ms)."""
+        stop = min(self._size, _prefault_window())
+        if self._prefault and _madvise is not None and stop > 0:
+            with self._map_lock:
+                if not self._populate_map_locked(0, stop):
+                    self._prefault = False
+            self._prefaulted = stop
+        self._rearm_prefault_locked()
 
     def _schedule_prefault_locked(self, offset: int, end: int) -> None:
         """Hand the window from the writer's position to the worker thread; a hint only."""
@@ -458,6 +565,7 @@ class MmapCache(FileDescriptorCache):
             return
         self._populating = True
         self._prefault_at = _NEVER
+        self._refresh_fast_locked()
         try:
             _prefault_executor().submit(self._populate, start, stop, self._map_generation)
         except RuntimeError:  # the interpreter is shutting down
