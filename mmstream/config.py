@@ -113,7 +113,7 @@ class ServerConfig:
     idle_timeout: float = attrs.field(default=300.0, validator=v.gt(0))
     max_connections: int = attrs.field(default=1024, validator=_min(1))
     max_connections_per_ip: int = attrs.field(default=256, validator=_min(1))
-    #: Requests decoded but not yet applied, per connection (the bounded channel).
+    #: Messages queued per connection before the transport stops reading (the bounded channel).
     request_queue: int = attrs.field(default=16, validator=_min(1))
     #: Acknowledge uploaded data every this many bytes (or on request, or at ack_interval).
     ack_bytes: ByteSize = attrs.field(default=ByteSize(1 * MiB), validator=_min(1))

@@ -1,12 +1,12 @@
 """One WebSocket connection speaking protocol v1 (``docs/protocol.md``).
 
-Two tasks per connection, in one nursery: the reader receives frames and decodes text
-frames into requests; the applier applies requests and binary frames in order, through the
-:class:`~mmstream.streams.StreamManager`, and sends the replies. Between them is a bounded
-memory channel (``server.request_queue``): when the disk is slower than the client, the
-applier falls behind, the channel fills, the reader stops receiving and TCP slows the client
-down. A ``tail`` adds a third task that pushes the followed stream's bytes as they are
-written.
+The transport's own task reads the socket and queues whole messages in a bounded channel
+(``server.request_queue`` messages); the session's applier takes them from there in order,
+decodes text frames into requests, applies requests and binary frames through the
+:class:`~mmstream.streams.StreamManager`, and sends the replies. The upload frames queued
+at once are applied as one batch. When the disk is slower than the client, the applier falls
+behind, the channel fills, the transport stops reading and TCP slows the client down. A
+``tail`` adds a task that pushes the followed stream's bytes as they are written.
 
 Errors are replies (or ``error`` events for upload frames) with the stable codes of
 :mod:`mmstream.errors`; a bad request never closes the connection. A client that vanishes
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import attrs
 import trio
@@ -94,10 +95,7 @@ log = logging.getLogger("mmstream.server")
 #: How long a live ``tail`` waits for a new stream's header before starting at the live edge.
 LIVE_START_WAIT = 2.0
 
-_M = TypeVar("_M", str, bytes)
-
-#: What the reader hands the applier: a request, a text frame that was not one, or data.
-_Item: TypeAlias = Request | MalformedRequestError | bytes
+_M = TypeVar("_M", str, bytes, Sequence[str | bytes])
 
 
 @attrs.define
@@ -145,112 +143,145 @@ class Session:
         self._binary_lock = trio.Lock()
         self._peer_gone = False
         self._close: tuple[int, str] = (CLOSE_NORMAL, "")
-        self._reader_scope = trio.CancelScope()
-        #: When the reader began waiting for the client's next frame; None while it works.
+        #: Set once no new message is to be taken (shutdown, idle timeout, refused hello).
+        self._stopping = False
+        self._stop_budget = 0
+        #: The scope of the applier's wait for a message, while it waits.
+        self._waiting: trio.CancelScope | None = None
+        #: When the applier began waiting for the client's next message; None while it works.
         self._receiving_since: float | None = None
 
     # -- the tasks -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        send, receive = trio.open_memory_channel[_Item](self.config.request_queue)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self._read_frames, send)
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_idle)
             try:
-                await self._apply_all(receive)
+                await self._apply_all()
             except _Broken as exc:
                 self._close = (CLOSE_INTERNAL_ERROR, str(exc))
-            nursery.cancel_scope.cancel()  # the reader, the tail and the shutdown watcher
+            nursery.cancel_scope.cancel()  # the tail and the watchers
         if not self._peer_gone:
             await self.connection.close(*self._close)
 
+    def _stop_receiving(self, close: tuple[int, str]) -> None:
+        """Take no new message (what the transport already queued is still applied) and
+        close with ``close`` afterwards."""
+        self._close = close
+        self._stopping = True
+        self._stop_budget = self.config.request_queue
+        if self._waiting is not None:
+            self._waiting.cancel()
+
     async def _watch_shutdown(self) -> None:
         await self.shutting_down.wait()
-        self._close = (CLOSE_GOING_AWAY, "server shutting down")
-        self._reader_scope.cancel()
+        self._stop_receiving((CLOSE_GOING_AWAY, "server shutting down"))
 
     async def _watch_idle(self) -> None:
-        """Close the connection once the reader has waited ``idle_timeout`` for a frame.
+        """Close the connection once the applier has waited ``idle_timeout`` for a message.
 
-        A watchdog rather than a timeout around each receive: a cancel scope per frame
-        costs more than everything else the reader does. A reader held back by a full
-        queue is not idle, and neither is a follower waiting for data."""
+        A watchdog rather than a timeout around each receive: a cancel scope per message
+        costs more than everything else done with it. An applier busy with a long request
+        is not idle, and neither is a follower waiting for data."""
         timeout = self.config.idle_timeout
         while True:
             since = self._receiving_since
             if since is not None and not self._tailing:
                 if trio.current_time() >= since + timeout:
-                    self._close = (CLOSE_NORMAL, "idle timeout")
-                    self._reader_scope.cancel()
+                    self._stop_receiving((CLOSE_NORMAL, "idle timeout"))
                     return
                 await trio.sleep_until(since + timeout)
             else:
                 await trio.sleep(timeout)
 
-    async def _read_frames(self, send: trio.MemorySendChannel[_Item]) -> None:
-        """Receive and decode; stop at the end of the connection, at the idle timeout or
-        when the server shuts down (what was queued is still applied)."""
-        async with send:
-            with self._reader_scope:
-                while True:
-                    self._receiving_since = trio.current_time()
-                    try:
-                        message = await self.connection.receive()
-                    except ConnectionClosed:
-                        self._peer_gone = True
-                        return
-                    finally:
-                        self._receiving_since = None
-                    item: _Item
-                    if isinstance(message, str):
-                        try:
-                            item = decode_request(message)
-                        except MalformedRequestError as exc:
-                            item = exc
-                    else:
-                        item = message
-                    # Without a checkpoint while the queue has room: the reader goes on
-                    # receiving what the transport already holds, and the applier then
-                    # takes the queued frames as one batch instead of waking per frame.
-                    try:
-                        send.send_nowait(item)
-                    except trio.WouldBlock:
-                        await send.send(item)
+    async def _next_message(self) -> str | bytes | None:
+        """The next message; None when an acknowledgement fell due first. Raises
+        :class:`_EndOfInput` at the end of the connection, at the idle timeout or when the
+        server shuts down.
 
-    async def _apply_all(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
-        """Apply every item in order; send a due acknowledgement while waiting for more."""
-        held: _Item | None = None  # taken from the channel while batching, applied next
-        async with receive:
-            while True:
-                upload = self._upload
-                due = math.inf
-                if upload is not None and upload.unacked_since is not None:
-                    due = upload.unacked_since + self.config.ack_interval
-                item: _Item | None = held
-                held = None
+        The messages the transport already holds are taken without a checkpoint: a burst
+        of upload frames is applied as one batch. The transport's queue is the bounded
+        channel between the socket and this applier: while the applier works it fills,
+        the transport stops reading and TCP slows the client down."""
+        if self._stopping:
+            # What was queued when the session stopped (at most a queue's worth: a client
+            # that keeps sending must not hold a shutdown up).
+            self._stop_budget -= 1
+            if self._stop_budget < 0:
+                raise _EndOfInput
+        try:
+            message = self.connection.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            # The one checkpoint of a batch taken without waiting (the manager's append
+            # takes a free lock without one): other connections get their turn. Shielded:
+            # the message is already taken and must be applied.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
+        if self._stopping:
+            raise _EndOfInput
+        upload = self._upload
+        due = math.inf
+        if upload is not None and upload.unacked_since is not None:
+            due = upload.unacked_since + self.config.ack_interval
+        self._receiving_since = trio.current_time()
+        try:
+            with trio.CancelScope(deadline=due) as self._waiting:
+                return await self.connection.receive()
+        except ConnectionClosed:
+            self._peer_gone = True
+            raise _EndOfInput from None
+        finally:
+            self._waiting = None
+            self._receiving_since = None
+        if self._stopping:
+            raise _EndOfInput
+        return None
+
+    async def _apply_all(self) -> None:
+        """Apply every message in order; send a due acknowledgement while waiting for more."""
+        held: str | bytes | None = None  # taken while batching upload frames, applied next
+        while True:
+            message = held
+            held = None
+            if message is None:
                 try:
-                    if item is None:
-                        try:
-                            item = receive.receive_nowait()
-                        except trio.WouldBlock:
-                            # Only now, about to wait, is a deadline for a due ack worth it.
-                            with trio.move_on_at(due):
-                                item = await receive.receive()
-                except trio.EndOfChannel:
+                    message = await self._next_message()
+                except _EndOfInput:
                     break
-                match item:
-                    case None:
-                        await self._acknowledge()
-                    case bytes():
-                        frames, held = _take_frames(item, receive, self._batch_limit())
-                        await self._append_frames(frames)
-                    case MalformedRequestError():
-                        await self._send_reply(error_reply(item.request_id, item))
-                    case _:
-                        await self._answer(item)
-            await self._end_upload("connection closing")
+            match message:
+                case None:
+                    await self._acknowledge()
+                case bytes():
+                    frames, held = self._take_frames(message)
+                    await self._append_frames(frames)
+                case str():
+                    try:
+                        request = decode_request(message)
+                    except MalformedRequestError as exc:
+                        await self._send_reply(error_reply(exc.request_id, exc))
+                    else:
+                        await self._answer(request)
+        await self._end_upload("connection closing")
+
+    def _take_frames(self, first: bytes) -> tuple[list[bytes], str | None]:
+        """``first`` and the upload frames the transport holds right behind it, up to the
+        batch limit, and the message after them that is not one, if it was taken."""
+        frames = [first]
+        total, limit = len(first), self._batch_limit()
+        while total < limit and len(frames) < _BATCH_FRAMES:
+            try:
+                message = self.connection.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(message, str):
+                return frames, message
+            frames.append(message)
+            total += len(message)
+        return frames, None
 
     # -- uploads ---------------------------------------------------------------------------
 
@@ -416,8 +447,7 @@ class Session:
         grant = self.authorizer.authenticate(request.token)
         if grant is None:
             log.warning("hello refused conn=%s: no valid token", self.connection.id)
-            self._close = (CLOSE_POLICY_VIOLATION, "unauthorized")
-            self._reader_scope.cancel()
+            self._stop_receiving((CLOSE_POLICY_VIOLATION, "unauthorized"))
             raise UnauthorizedError("unauthorized: the token is not valid")
         self._grant = grant
 
@@ -442,13 +472,11 @@ class Session:
         if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
             total = len(first)
         # Held: the stream is not evicted while the frames this reply promises are sent.
-        async with self._binary_lock:
+        async with _holding(self._binary_lock):
             with self.manager.hold(stream):
-                await self._send_reply(
-                    ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
-                )
-                if first:
-                    await self._send_bytes(first)
+                # The reply and its first piece go out together: one write, one round trip.
+                reply = ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
+                await self._send_reply(reply, first)
                 position, end = request.offset + len(first), request.offset + total
                 while position < end and not self._peer_gone:
                     try:
@@ -502,7 +530,7 @@ class Session:
             self.metrics.followers.inc()
         try:
             if header:
-                async with self._binary_lock:
+                async with _holding(self._binary_lock):
                     await self._send_bytes(header)
             while not self._peer_gone:
                 try:
@@ -529,7 +557,7 @@ class Session:
                 except MmstreamError:
                     await self._send_event(End(stream=stream, size=position, status="error"))
                     return
-                async with self._binary_lock:
+                async with _holding(self._binary_lock):
                     await self._send_bytes(data)
                 position += len(data)
         finally:
@@ -541,10 +569,17 @@ class Session:
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def _send_reply(self, reply: Reply) -> None:
+    async def _send_reply(self, reply: Reply, data: bytes = b"") -> None:
+        """Send ``reply``, and ``data`` as a binary frame right behind it if given."""
         if self.metrics is not None and isinstance(reply, ErrorReply):
             self.metrics.errors.labels(reply.code).inc()
-        await self._send_text(encode_reply(reply))
+        if not data:
+            await self._send_text(encode_reply(reply))
+            return
+        messages: Sequence[str | bytes] = (encode_reply(reply), data)
+        await self._deliver(self.connection.send_many, messages)
+        if self.metrics is not None and not self._peer_gone:
+            self.metrics.bytes_out.labels("websocket").inc(len(data))
 
     async def _send_event(self, event: Event) -> None:
         if self.metrics is not None and isinstance(event, ErrorEvent):
@@ -570,33 +605,31 @@ class Session:
             self._peer_gone = True
 
 
-#: A batch of upload frames taken from the channel at once stops at this many bytes or frames.
+#: A batch of upload frames taken at once stops at this many bytes or frames.
 _BATCH_BYTES = 1024 * 1024
-_BATCH_FRAMES = 64
+_BATCH_FRAMES = 256
 
 
-def _take_frames(
-    first: bytes, receive: trio.MemoryReceiveChannel[_Item], limit: int
-) -> tuple[list[bytes], _Item | None]:
-    """``first`` and the binary frames queued right behind it (without waiting), up to
-    ``limit`` bytes, and the item after them that is not one, if it was taken: the
-    applier's batch."""
-    frames = [first]
-    total = len(first)
-    while total < limit and len(frames) < _BATCH_FRAMES:
-        try:
-            item = receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-        if not isinstance(item, bytes):
-            return frames, item
-        frames.append(item)
-        total += len(item)
-    return frames, None
+@asynccontextmanager
+async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
+    """``async with lock`` without a checkpoint when the lock is free: a read reply or a tail
+    frame is a handful of them per round trip, each a pass through the scheduler."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class _Broken(Exception):
     """The connection can no longer be used: a read promised bytes it cannot send."""
+
+
+class _EndOfInput(Exception):
+    """No more messages will be applied: the peer is gone, or the session is stopping."""
 
 
 def connection_handler(

@@ -157,7 +157,11 @@ class FrontDoor:
                 extra = [("sec-websocket-version", "13")] if status == 426 else []
                 await send_error(stream, conn, status, message, extra)
                 return "bad-request"
-            replay = ReplayStream(stream, _request_head(event) + conn.trailing_data[0])
+            replay = ReplayStream(
+                stream,
+                _request_head(event) + conn.trailing_data[0],
+                receive_size=self.config.receive_buffer_size,
+            )
             await self.transport.serve_stream(
                 replay,
                 self.websocket_handler,

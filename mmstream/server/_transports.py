@@ -9,7 +9,9 @@ head it already read, so neither library ever listens on a socket itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -18,7 +20,10 @@ import trio
 import trio_websocket
 import websockets.exceptions
 import websockets.protocol
+from websockets.exceptions import TooManyFragments
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.server import ServerProtocol
+from websockets.trio.messages import MAX_FRAGMENTS
 from websockets.trio.server import Server as _WebsocketsServer
 from websockets.trio.server import ServerConnection
 from websockets.typing import Subprotocol
@@ -82,8 +87,20 @@ class Connection(Protocol):
         """The next whole message; raises :class:`ConnectionClosed` at the end."""
         ...
 
+    def receive_nowait(self) -> str | bytes:
+        """The next whole message if the library already holds one, else
+        :class:`trio.WouldBlock` (also at the end: :meth:`receive` then says how it
+        ended). The session takes queued upload frames as one batch this way, without a
+        checkpoint per message."""
+        ...
+
     async def send_text(self, text: str) -> None: ...
     async def send_bytes(self, data: bytes) -> None: ...
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Send ``messages`` in order, nothing between them, written out together where
+        the library allows (a ``read`` reply and its first data frame: one system call)."""
+        ...
+
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start (and wait a bounded time for) the closing handshake; idempotent."""
         ...
@@ -169,6 +186,10 @@ class _Adapter:
     async def send_bytes(self, data: bytes) -> None:
         await self._send(data)
 
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        for message in messages:
+            await self._send(message)
+
     async def _send(self, message: str | bytes) -> None:
         raise NotImplementedError
 
@@ -190,6 +211,14 @@ class _TrioWebsocketConnection(_Adapter):
             return await self.ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise _closed_from_trio_websocket(exc) from None
+
+    def receive_nowait(self) -> str | bytes:
+        # get_message() is a receive on this bounded channel (message_queue_size); there
+        # is no public non-blocking form of it.
+        try:
+            return self.ws._recv_channel.receive_nowait()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.WouldBlock from None
 
     async def _send(self, message: str | bytes) -> None:
         try:
@@ -262,23 +291,148 @@ class TrioWebsocketTransport:
 # --- websockets (native Trio implementation, websockets >= 17) ---------------------------
 
 
+#: What a :class:`_MessageQueue` holds: a whole message, or why the next one is refused.
+_Queued = str | bytes | UnicodeDecodeError | TooManyFragments
+
+
+class _MessageQueue:
+    """Stands in for websockets' frame assembler (``ServerConnection.recv_messages``): the
+    connection puts frames in as it parses them, whole messages come out of a trio memory
+    channel, and the session can take every queued one without a checkpoint each
+    (:meth:`get_nowait`), which the library's ``recv()`` cannot do.
+
+    Flow control is websockets' own: past ``high`` queued messages the connection stops
+    reading the socket until they drain to a quarter of that, so TCP slows the client
+    down and the queue stays bounded. Text is decoded here; a message that is not UTF-8,
+    or has too many fragments, is queued as its error and fails the connection when it
+    is reached, as ``recv()`` would.
+    """
+
+    def __init__(self, ws: ServerConnection, high: int) -> None:
+        self._send, self._receive = trio.open_memory_channel[_Queued](math.inf)
+        self._fragments: list[Frame] = []
+        self._queued = 0
+        self._high, self._low = high, high // 4
+        self._ws = ws
+        self._paused = False
+        self.closed = False
+
+    # -- the connection's side (websockets calls these) ----------------------------------------
+
+    def put(self, frame: Frame) -> None:
+        if self.closed:
+            raise EOFError("stream of frames ended")
+        if frame.fin and not self._fragments:
+            data, text = frame.data, frame.opcode is Opcode.TEXT
+        else:
+            self._fragments.append(frame)
+            if not frame.fin:
+                if len(self._fragments) > MAX_FRAGMENTS:
+                    self._fragments = []
+                    self._queue(TooManyFragments(MAX_FRAGMENTS))
+                return
+            frames, self._fragments = self._fragments, []
+            data, text = b"".join(f.data for f in frames), frames[0].opcode is Opcode.TEXT
+        if type(data) is not bytes:
+            data = bytes(data)
+        if text:
+            try:
+                self._queue(data.decode())
+            except UnicodeDecodeError as exc:
+                self._queue(exc)
+        else:
+            self._queue(data)
+
+    def _queue(self, item: _Queued) -> None:
+        self._send.send_nowait(item)
+        self._queued += 1
+        if self._queued > self._high and not self._paused:
+            self._paused = True
+            self._ws.pause_reading()
+
+    def close(self) -> None:
+        self.closed = True
+        self._send.close()
+
+    # -- the session's side ---------------------------------------------------------------------
+
+    def get_nowait(self) -> _Queued:
+        item = self._receive.receive_nowait()
+        self._taken()
+        return item
+
+    async def get(self) -> _Queued:
+        item = await self._receive.receive()
+        self._taken()
+        return item
+
+    def _taken(self) -> None:
+        self._queued -= 1
+        if self._paused and self._queued <= self._low:
+            self._paused = False
+            self._ws.resume_reading()
+
+
 @attrs.define(eq=False, kw_only=True)
 class _WebsocketsConnection(_Adapter):
     ws: ServerConnection
+    queue: _MessageQueue
+    #: An error taken by :meth:`receive_nowait`, for :meth:`receive` to act on.
+    _failure: UnicodeDecodeError | TooManyFragments | None = None
 
     @property
     def subprotocol(self) -> str | None:
         return self.ws.subprotocol
 
-    async def receive(self) -> str | bytes:
+    def receive_nowait(self) -> str | bytes:
+        if self._failure is not None:
+            raise trio.WouldBlock
         try:
-            return await self.ws.recv()
-        except websockets.exceptions.ConnectionClosed as exc:
-            raise _closed_from_websockets(exc) from None
+            item = self.queue.get_nowait()
+        except trio.EndOfChannel:
+            raise trio.WouldBlock from None
+        if isinstance(item, Exception):
+            self._failure = item
+            raise trio.WouldBlock
+        return item
+
+    async def receive(self) -> str | bytes:
+        failure, self._failure = self._failure, None
+        if failure is None:
+            try:
+                item = await self.queue.get()
+            except trio.EndOfChannel:
+                await self.ws.stream_closed.wait()
+                raise _closed_from_websockets(self.ws.close_exc) from None
+            if not isinstance(item, Exception):
+                return item
+            failure = item
+        # As websockets' recv() does: close with 1007 (not UTF-8) or 1009 (too many parts).
+        self.ws.set_connection_exc(failure)
+        if isinstance(failure, UnicodeDecodeError):
+            code, reason = CloseCode.INVALID_DATA, f"{failure.reason} at position {failure.start}"
+        else:
+            code, reason = CloseCode.MESSAGE_TOO_BIG, "too many fragments"
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            async with self.ws.send_context():
+                self.ws.protocol.fail(code, reason)
+        await self.ws.stream_closed.wait()
+        raise _closed_from_websockets(self.ws.close_exc)
 
     async def _send(self, message: str | bytes) -> None:
         try:
             await self.ws.send(message)
+        except websockets.exceptions.ConnectionClosed as exc:
+            raise _closed_from_websockets(exc) from None
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        try:
+            async with self.ws.send_context():
+                for message in messages:
+                    if isinstance(message, str):
+                        self.ws.protocol.send_text(message.encode())
+                    else:
+                        self.ws.protocol.send_binary(message)
         except websockets.exceptions.ConnectionClosed as exc:
             raise _closed_from_websockets(exc) from None
 
@@ -341,13 +495,18 @@ class WebsocketsTransport:
                 close_timeout=CLOSE_TIMEOUT,
                 max_queue=self.options.message_queue,
             )
+            # Whole messages the session can take in batches (see _MessageQueue).
+            queue = _MessageQueue(ws, self.options.message_queue)
+            ws.recv_messages = queue  # type: ignore[assignment]
             with trio.move_on_at(handshake_deadline):
                 await ws.handshake(server_header=f"mmstream/{__version__}")
             if ws.protocol.state is not websockets.protocol.OPEN:
                 await ws.close_stream()
                 return
             ws.start_keepalive()
-            connection = _WebsocketsConnection(ws=ws, id=connection_id, remote=remote, path=path)
+            connection = _WebsocketsConnection(
+                ws=ws, queue=queue, id=connection_id, remote=remote, path=path
+            )
             await _run_handler(handler, connection, stream)
 
 

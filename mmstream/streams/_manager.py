@@ -252,7 +252,14 @@ class StreamManager:
             ) from None
         if expected_offset is not None:
             check_size("expected_offset", expected_offset)
-        async with ctx.write_lock:
+        # No checkpoint when the lock is free: the hot path of every upload batch. The
+        # caller's loop checkpoints (the server's session, once per batch it did not wait for).
+        lock = ctx.write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             self._require_live(ctx)
             ctx.require_writable()
             offset = ctx.size
@@ -280,6 +287,8 @@ class StreamManager:
                 async with ctx.sync_lock:
                     await self._flush_locked(ctx)
             return ctx.size
+        finally:
+            lock.release()
 
     async def _write_chunks(
         self, ctx: StreamContext, offset: int, views: Sequence[memoryview]
@@ -380,8 +389,11 @@ class StreamManager:
 
     async def read(self, stream_id: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset``, clamped to the written size (``b""`` at the
-        end); works while UPLOADING and once READY."""
-        await trio.lowlevel.checkpoint()
+        end); works while UPLOADING and once READY.
+
+        A read of at most ``INLINE_READ_LIMIT`` bytes is one copy from the page cache and
+        does not checkpoint (the server's request loop does): a range read's round trip is a
+        count of passes through the scheduler. A larger read runs in a thread."""
         ctx = self._get(stream_id)
         cache = ctx.require_readable()
         start, stop = check_read(offset, length, ctx.size)
