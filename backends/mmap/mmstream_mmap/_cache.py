@@ -184,7 +184,9 @@ class MmapCache(FileDescriptorCache):
             self._fd, self._size, self._data_end = fd, size, 0
             self._prefaulted = 0
             self._count_locked(True)
-            self._prefault_first_window_locked()
+            # The first window now, in the creating thread (the manager creates in a
+            # worker thread), before the first byte arrives.
+            self._prefault_now_locked(0, 0)
 
     def open(self) -> None:
         with self._lock:
@@ -292,10 +294,7 @@ class MmapCache(FileDescriptorCache):
             fd = self._require_fd()
             if not total:
                 return 0
-            if high > self._size:
-                self._grow_locked(fd, grown_size(self._size, high, self._options))
-            if high > self._prefault_at:
-                self._schedule_prefault_locked(low, high)
+            self._make_room_locked(fd, low, high)
             base, segment = self._fast_base, self._fast_segment
             limit = base + len(segment)
             for offset, data in ops:
@@ -311,13 +310,18 @@ class MmapCache(FileDescriptorCache):
     def _write_locked(self, fd: int, offset: int, end: int, view: Buffer) -> None:
         """A write off the fast path: it grows the file, hands the next window to the
         prefault worker, or lands in an earlier segment or across two."""
+        self._make_room_locked(fd, offset, end)
+        self._write_span_locked(offset, view)
+        if end > self._data_end:
+            self._data_end = end
+
+    def _make_room_locked(self, fd: int, offset: int, end: int) -> None:
+        """Grow for a write of ``[offset, end)``, and hand the window ahead of it to the
+        prefault worker once the write crosses the window's middle (or the file's end)."""
         if end > self._size:
             self._grow_locked(fd, grown_size(self._size, end, self._options))
         if end > self._prefault_at:
             self._schedule_prefault_locked(offset, end)
-        self._write_span_locked(offset, view)
-        if end > self._data_end:
-            self._data_end = end
 
     def _write_span_locked(self, offset: int, data: Buffer) -> None:
         view = memoryview(data).cast("B")
@@ -542,17 +546,20 @@ class MmapCache(FileDescriptorCache):
         self._fast_segment, self._fast_base = segment, base
         self._fast_limit = min(self._size, self._prefault_at, base + len(segment))
 
-    def _prefault_first_window_locked(self) -> None:
-        """Populate the first window in the creating thread (the manager creates in a worker
-        thread), before any byte arrives: a worker started by the first write would fault
-        the very pages the writer is copying into, and the two together are slower than
-        either alone (measured: 4 MiB in 3-5 ms instead of 0.6 ms)."""
-        stop = min(self._size, _prefault_window())
-        if self._prefault and _madvise is not None and stop > 0:
+    def _prefault_now_locked(self, offset: int, end: int) -> None:
+        """Populate the window ahead of ``[offset, end)`` in this thread: for a fresh stream
+        (``create``), where a worker started by the first write would populate the very
+        pages the writer is copying into, and the two together fault them slower than
+        either alone (measured: 4 MiB in 3-5 ms instead of 0.6 ms). Not after a growth:
+        that holds the lock readers need for as long (populating takes 0.6-25 ms per 4 MiB
+        on ext4 here, with the journal), and followers read on the event loop."""
+        start = max(self._prefaulted, offset) // _PAGE * _PAGE
+        stop = min(self._size, max(end, start) + _prefault_window())
+        if self._prefault and _madvise is not None and start < stop:
             with self._map_lock:
-                if not self._populate_map_locked(0, stop):
-                    self._prefault = False
-            self._prefaulted = stop
+                if not self._populate_map_locked(start, stop):
+                    self._prefault = False  # refused: EINVAL before Linux 5.14
+            self._prefaulted = max(self._prefaulted, stop)
         self._rearm_prefault_locked()
 
     def _schedule_prefault_locked(self, offset: int, end: int) -> None:
