@@ -224,7 +224,7 @@ class MmapCache(FileDescriptorCache):
     # -- the hot paths ------------------------------------------------------------------------
 
     def write(self, offset: int, data: Buffer) -> int:
-        # The hot path: about 0.6 us of Python around the copy. Bytes, bytearrays and
+        # The hot path: about 0.35 us of Python around the copy. Bytes, bytearrays and
         # C-contiguous memoryviews go into the mapping as they are, a plain in-range int
         # offset skips the general checks, and a write that needs no growth, no prefault
         # hand-off and no segment span is one comparison and one slice assignment.
@@ -259,8 +259,8 @@ class MmapCache(FileDescriptorCache):
     def write_batch(self, ops: Sequence[tuple[int, Buffer]]) -> int:
         """Every op is checked before any is applied (a bad one anywhere applies nothing);
         then one lock, one growth to the batch's highest end, one prefault hand-off, and
-        one slice assignment per op: the server's batches of upload frames take this path,
-        about 0.5 us per op around the copy instead of a ``write`` call's 1 us."""
+        one slice assignment per op: the server's batches of upload frames take this path
+        (a 4 KiB op: ~0.4 us of CPU, the copy included, against ~0.55 us through ``write``)."""
         check_batch(ops, self._options.batch_limit)
         total = high = 0
         low = MAX_FILE_SIZE
