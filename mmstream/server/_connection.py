@@ -78,6 +78,8 @@ from ..protocol import (
 )
 from ..streams import StreamInfo, StreamManager, StreamStatus
 from ._fanout import FanoutHub
+from ._replay import Delivery
+from ._tail import Member
 from ._transports import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
@@ -166,12 +168,12 @@ class Session:
         if not self._peer_gone:
             await self.connection.close(*self._close)
 
-    def _stop_receiving(self, close: tuple[int, str]) -> None:
-        """Take no new message (what the transport already queued is still applied) and
-        close with ``close`` afterwards."""
+    def _stop_receiving(self, close: tuple[int, str], *, drain: bool = True) -> None:
+        """Take no new message and close with ``close`` afterwards; with ``drain``, what
+        the transport already queued is still applied (up to a queue's worth)."""
         self._close = close
         self._stopping = True
-        self._stop_budget = self.config.request_queue
+        self._stop_budget = self.config.request_queue if drain else 0
         if self._waiting is not None:
             self._waiting.cancel()
 
@@ -447,7 +449,8 @@ class Session:
         grant = self.authorizer.authenticate(request.token)
         if grant is None:
             log.warning("hello refused conn=%s: no valid token", self.connection.id)
-            self._stop_receiving((CLOSE_POLICY_VIOLATION, "unauthorized"))
+            # Nothing sent after a refused hello is applied.
+            self._stop_receiving((CLOSE_POLICY_VIOLATION, "unauthorized"), drain=False)
             raise UnauthorizedError("unauthorized: the token is not valid")
         self._grant = grant
 
@@ -533,6 +536,11 @@ class Session:
                 async with _holding(self._binary_lock):
                     await self._send_bytes(header)
             while not self._peer_gone:
+                if self.hub is not None:
+                    reached = await self._follow_in_group(self.hub, stream, position)
+                    if reached is None:
+                        break  # the peer is gone
+                    position = reached
                 try:
                     info = await self.manager.wait_for_data(stream, position)
                     if info.size > position:
@@ -566,6 +574,38 @@ class Session:
             self._tailing = False
             if self._receiving_since is not None:
                 self._receiving_since = trio.current_time()  # idle from the end of the tail
+
+    async def _follow_in_group(self, hub: FanoutHub, stream: str, position: int) -> int | None:
+        """Be fed by the stream's :class:`~._tail.TailGroup` while it can take this
+        follower (from ``position``, which must be the group's edge); return the position
+        reached (None: the peer is gone). Returns at once if this follower is behind the
+        group: it catches up alone."""
+        member = Member(position, self._send_frame_nowait)
+        while True:
+            try:
+                group = hub.tail_group(stream, position, piece=self.config.max_message_size)
+            except CacheClosedError:
+                return position
+            if group.join(member):
+                break
+            if group.edge > position:
+                return position
+            await group.wait_advanced()  # the group is behind: it is about to come by
+        try:
+            await member.released.wait()
+        finally:
+            group.leave(member)
+        try:
+            await self.connection.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._peer_gone = True
+            return None
+        return member.position
+
+    def _send_frame_nowait(self, frame: bytes) -> Delivery:
+        if self._peer_gone or self._binary_lock.locked():
+            return Delivery.REFUSED  # a read is sending its frames: no tail frame in between
+        return self.connection.send_frame_nowait(frame)
 
     # -- sending ---------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from ..config import IcecastConfig
 from ..errors import CacheClosedError, StorageError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus
+from ._tail import TailGroup
 
 __all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanout_hub"]
 
@@ -352,6 +353,7 @@ class FanoutHub:
         self.config = config
         self._nursery = nursery
         self._broadcasters: dict[str, Broadcaster] = {}
+        self._tail_groups: dict[str, TailGroup] = {}
 
     def get(self, stream_id: str) -> Broadcaster:
         """The stream's broadcaster, started if need be. The caller has checked that the
@@ -365,6 +367,26 @@ class FanoutHub:
                 raise CacheClosedError("the server is shutting down") from None
             self._broadcasters[stream_id] = broadcaster
         return broadcaster
+
+    def tail_group(self, stream_id: str, position: int, *, piece: int) -> TailGroup:
+        """The stream's group of caught-up WebSocket followers, started at ``position`` if
+        none runs (see :mod:`._tail`)."""
+        group = self._tail_groups.get(stream_id)
+        if group is None or group.ended:
+            group = TailGroup(self.manager, stream_id, position, piece=piece, metrics=self.metrics)
+            try:
+                self._nursery.start_soon(self._run_group, group)
+            except RuntimeError:  # the hub's nursery is closed: the server is stopping
+                raise CacheClosedError("the server is shutting down") from None
+            self._tail_groups[stream_id] = group
+        return group
+
+    async def _run_group(self, group: TailGroup) -> None:
+        try:
+            await group.run()
+        finally:
+            if self._tail_groups.get(group.stream_id) is group:
+                del self._tail_groups[group.stream_id]
 
     async def _run(self, broadcaster: Broadcaster) -> None:
         try:

@@ -1,4 +1,5 @@
-"""A stream that hands back, first, the bytes the front door already read.
+"""The stream a WebSocket library is driven over: it replays the request head the front door
+already read, and lets a follower group write a ready-made frame without a task switch.
 
 The front door must read a request head to decide between plain HTTP and a WebSocket
 upgrade; the WebSocket libraries then want to parse that same head themselves. Rather than
@@ -8,13 +9,34 @@ the socket again.
 It also sets how much a read asks the socket for when the library does not say (websockets
 never does): ``server.receive_buffer_size`` rather than Trio's 64 KiB, so that a 64 KiB
 upload frame, with its header, does not take two reads.
+
+Every byte the library sends goes through :meth:`ReplayStream.send_all`, so this is also
+the one place that knows whether a send is in progress. :meth:`ReplayStream.send_nowait`
+writes a whole WebSocket frame built elsewhere (one frame, built once, for every follower of
+a live stream) straight to the socket when none is; what the socket does not take at once
+is kept and sent before anything else, so frames never interleave.
 """
 
 from __future__ import annotations
 
+import enum
+import os
+
 import trio
 
-__all__ = ["ReplayStream"]
+__all__ = ["Delivery", "ReplayStream"]
+
+
+class Delivery(enum.Enum):
+    """What :meth:`ReplayStream.send_nowait` did with a frame."""
+
+    #: All of it is on the socket.
+    SENT = "sent"
+    #: The socket took part of it; the rest is sent before anything else (``flush``).
+    STARTED = "started"
+    #: Nothing was written: another send is in progress, a remainder is still owed, or the
+    #: socket is full or broken (the ordinary awaited path finds out which).
+    REFUSED = "refused"
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
@@ -28,6 +50,12 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self.transport_stream = stream
         self._prefix = memoryview(prefix) if prefix else None
         self._receive_size = receive_size
+        socket = getattr(stream, "socket", None)
+        #: The socket's descriptor for :meth:`send_nowait` (None: not a plain socket).
+        self._fd: int | None = socket.fileno() if socket is not None else None
+        self._send_lock = trio.Lock()
+        #: What the socket did not take of the last frame :meth:`send_nowait` wrote.
+        self._owed: memoryview | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix is None:
@@ -41,8 +69,39 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self._prefix = rest if len(rest) else None
         return chunk
 
+    def send_nowait(self, frame: bytes) -> Delivery:
+        """Write ``frame`` (a whole WebSocket frame) now, if nothing else is being sent."""
+        if self._fd is None or self._owed is not None or self._send_lock.locked():
+            return Delivery.REFUSED
+        try:
+            sent = os.write(self._fd, frame)
+        except OSError:  # full (BlockingIOError) or broken: nothing was written
+            return Delivery.REFUSED
+        if sent == len(frame):
+            return Delivery.SENT
+        self._owed = memoryview(frame)[sent:]
+        return Delivery.STARTED
+
+    async def flush(self) -> None:
+        """Send what :meth:`send_nowait` still owes, if anything."""
+        if self._owed is not None:
+            await self.send_all(b"")
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport_stream.send_all(data)
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            if self._owed is not None:
+                owed, self._owed = self._owed, None
+                await self.transport_stream.send_all(owed)
+                if not data:
+                    return
+            await self.transport_stream.send_all(data)
+        finally:
+            lock.release()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.transport_stream.wait_send_all_might_not_block()

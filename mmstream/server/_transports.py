@@ -30,6 +30,7 @@ from websockets.typing import Subprotocol
 
 from .. import __version__
 from ..config import ServerConfig
+from ._replay import Delivery, ReplayStream
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -99,6 +100,16 @@ class Connection(Protocol):
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
         """Send ``messages`` in order, nothing between them, written out together where
         the library allows (a ``read`` reply and its first data frame: one system call)."""
+        ...
+
+    def send_frame_nowait(self, frame: bytes) -> Delivery:
+        """Write ``frame``, a whole server data frame built once for many connections
+        (:func:`~mmstream.server._tail.binary_frame`), straight to the socket if nothing
+        else is being sent and the connection is open; see :class:`Delivery`."""
+        ...
+
+    async def flush(self) -> None:
+        """Send what :meth:`send_frame_nowait` left owed (:attr:`Delivery.STARTED`)."""
         ...
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -190,7 +201,25 @@ class _Adapter:
         for message in messages:
             await self._send(message)
 
+    def send_frame_nowait(self, frame: bytes) -> Delivery:
+        wire = self._wire()
+        if wire is None or not self._open():
+            return Delivery.REFUSED
+        return wire.send_nowait(frame)
+
+    async def flush(self) -> None:
+        wire = self._wire()
+        if wire is not None:
+            await wire.flush()
+
     async def _send(self, message: str | bytes) -> None:
+        raise NotImplementedError
+
+    def _wire(self) -> ReplayStream | None:
+        raise NotImplementedError
+
+    def _open(self) -> bool:
+        """Data frames may still be sent (no closing handshake has begun)."""
         raise NotImplementedError
 
 
@@ -211,6 +240,12 @@ class _TrioWebsocketConnection(_Adapter):
             return await self.ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise _closed_from_trio_websocket(exc) from None
+
+    def _wire(self) -> ReplayStream | None:
+        return self.stream if isinstance(self.stream, ReplayStream) else None
+
+    def _open(self) -> bool:
+        return self.ws.closed is None
 
     def receive_nowait(self) -> str | bytes:
         # get_message() is a receive on this bounded channel (message_queue_size); there
@@ -383,6 +418,13 @@ class _WebsocketsConnection(_Adapter):
     @property
     def subprotocol(self) -> str | None:
         return self.ws.subprotocol
+
+    def _wire(self) -> ReplayStream | None:
+        stream = self.ws.stream
+        return stream if isinstance(stream, ReplayStream) else None
+
+    def _open(self) -> bool:
+        return self.ws.protocol.state is websockets.protocol.OPEN
 
     def receive_nowait(self) -> str | bytes:
         if self._failure is not None:
