@@ -107,10 +107,10 @@ class MmapCache(FileDescriptorCache):
 
     Pages are pre-faulted (``MADV_POPULATE_WRITE``, Linux 5.14+) in a window of up to
     ``PREFAULT_AHEAD`` bytes ahead of the writer when ``options.prefault`` is set: one
-    madvise per half window written replaces hundreds of first-touch page faults. The
-    madvise runs in a process-wide worker thread, never in ``write``: a write that crosses
-    the middle of the window only schedules the next one (at most one in flight per cache)
-    and copies on. The worker holds ``_map_lock``, which every change of the mappings
+    madvise per half window written replaces hundreds of first-touch page faults.
+    ``create`` populates the first window itself; after that the madvise runs in a
+    process-wide worker thread, never in ``write``: a write that crosses the middle of the
+    window only schedules the next one (at most one in flight per cache) and copies on. The worker holds ``_map_lock``, which every change of the mappings
     (growth, shrink, close) takes too, and checks ``_map_generation`` under it, so it never
     advises a range that was unmapped or moved since it was scheduled; writes and reads do
     not take that lock.
@@ -551,8 +551,8 @@ class MmapCache(FileDescriptorCache):
         (``create``), where a worker started by the first write would populate the very
         pages the writer is copying into, and the two together fault them slower than
         either alone (measured: 4 MiB in 3-5 ms instead of 0.6 ms). Not after a growth:
-        that holds the lock readers need for as long (populating takes 0.6-25 ms per 4 MiB
-        on ext4 here, with the journal), and followers read on the event loop."""
+        that would hold the lock readers need for as long as populating takes (4 MiB of a
+        fallocated ext4 file: 0.6-25 ms here), and followers read on the event loop."""
         start = max(self._prefaulted, offset) // _PAGE * _PAGE
         stop = min(self._size, max(end, start) + _prefault_window())
         if self._prefault and _madvise is not None and start < stop:
