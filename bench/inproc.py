@@ -1,33 +1,45 @@
 """In-process storage throughput: ``python -m bench.inproc '<spec json>'`` prints JSON rows.
 
 Writes the same pre-built chunks through every path: a warm memcpy into a pre-touched buffer
-(the reference), a plain ``mmap`` (pages touched for the first time, then again warm),
-``os.pwrite``, and the built-in cache backends (``create`` with the default initial size
-included, so growth and pre-faulting count; timed by :mod:`bench.storage`'s runner, the mmap
-backend's own benchmark, so both measure the same thing). Reads: mmap slice copy, ``os.pread`` and each
-backend's ``read``. Files live on the disk the cache would use, never on tmpfs.
-"""
+(the reference), a memcpy into fresh memory, a plain ``mmap`` (pages touched for the first
+time, then again warm), ``os.pwrite``, and the built-in cache backends. The mmap backend's
+write path is timed as the server drives it (:func:`bench.storage._paced_run`: bytes
+arriving at ``PACE`` in the server's batches, only the ``write`` / ``write_batch`` calls
+timed); every backend also flat out (``create`` with the default initial size plus every
+``write``, back to back, so growth and page allocation count), and with ``all_cores`` in
+the spec only the mmap backend's flat-out write, for a child allowed on every core. Reads:
+mmap slice copy, ``os.pread`` and each backend's ``read``. Files live on the disk the cache
+would use, never on tmpfs."""
 
 from __future__ import annotations
 
 import json
 import mmap
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmstream.cache import CacheOptions, MiB
+from mmstream.cache import DEFAULT_INITIAL_SIZE, CacheOptions, GiB
 from mmstream.registry import BackendRegistry
 
-from .storage import _bytearray_copy, _cache_run, closers
+from .storage import SERVER_BATCH_BYTES, _bytearray_copy, _cache_run, _paced_run, closers
 
 Row = dict[str, Any]
 
 #: The backends measured: the built-in ones (test plugins are installed too, but are not ours).
 BUILT_IN_BACKENDS = ("mmap", "file")
+#: What the flat-out rows of each backend include, in their name.
+FLAT_OUT = {"mmap": ", one core, page allocation included", "file": ""}
+#: The mmap backend's two write paths (``cache.mmap_write``): pwrite into the page cache
+#: (the default, named plainly) and copies into the pre-faulted mapping.
+MMAP_WRITE_MODES = (("", CacheOptions()), (" (mapping writes)", CacheOptions(mmap_write="mapping")))
+#: The arrival rate of the paced rows: above what the server ingests on one stream (at most
+#: ~0.7 GB/s in these runs), below what the prefault worker populates (~5 GiB/s).
+PACE = 1 * GiB
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -48,7 +60,9 @@ def _each(n: int, fn: Callable[[int], object]) -> Callable[[], None]:
 
 def memcpy(total: int, chunk: int, data: bytes, row: Callable[[str, str, float], None]) -> None:
     """The reference: chunk-wise copies into a buffer whose pages are already touched."""
-    row("write", "memcpy", _bytearray_copy(total, data, warm=True)())
+    # Median of three, like the paced rows it divides: one slow spell must not set the ratio.
+    warm = _bytearray_copy(total, data, warm=True)
+    row("write", "memcpy", statistics.median(warm() for _ in range(3)))
     # Fresh memory: an anonymous mapping, so every page is faulted and zeroed on first touch
     # (a bytearray may reuse heap pages an earlier run already touched).
     fresh = mmap.mmap(-1, total)
@@ -103,11 +117,30 @@ def measure(directory: Path, total: int, chunk: int) -> list[Row]:
         path.unlink()
 
     installed = BackendRegistry().names()
+    if "mmap" in installed:
+        for mode, options in MMAP_WRITE_MODES:
+            for label, batch in (("write", False), ("write_batch", True)):
+                paced = _paced_run("mmap", directory, total, data, options, pace=PACE,
+                                   arrival=SERVER_BATCH_BYTES, batch=batch)  # fmt: skip
+                # Median of three: a run is only ~32 groups, and one hiccup of a shared
+                # machine (or a hand-off that lands the worker's page allocation inside a
+                # timed group) would otherwise decide the figure.
+                row(
+                    "write",
+                    f"backend mmap{mode}, {label}, paced",
+                    statistics.median(paced() for _ in range(3)),
+                )
+            write_once, _, _ = _cache_run(
+                "mmap", directory, total, data, DEFAULT_INITIAL_SIZE, options
+            )
+            row("write", f"backend mmap{mode}, flat out{FLAT_OUT['mmap']}", write_once())
     for name in [n for n in BUILT_IN_BACKENDS if n in installed]:
         write_once, read_once, _ = _cache_run(
-            name, directory, total, data, 64 * MiB, CacheOptions()
+            name, directory, total, data, DEFAULT_INITIAL_SIZE, CacheOptions()
         )
-        row("write", f"backend {name}", write_once())
+        seconds = write_once()  # the read below reads what it wrote
+        if name != "mmap":  # measured above, in both write modes
+            row("write", f"backend {name}, flat out{FLAT_OUT[name]}", seconds)
         row("read", f"backend {name}", read_once())
     for close in closers:
         close()
@@ -115,11 +148,30 @@ def measure(directory: Path, total: int, chunk: int) -> list[Row]:
     return rows
 
 
+def measure_two_cores(directory: Path, total: int, chunk: int) -> list[Row]:
+    """The mmap backend's flat-out write again, in a child allowed on every core: its
+    prefault worker can run beside the writer instead of taking turns with it."""
+    if "mmap" not in BackendRegistry().names():
+        return []
+    data = os.urandom(chunk)
+    write_once, _, _ = _cache_run(
+        "mmap", directory, total, data, DEFAULT_INITIAL_SIZE, CacheOptions(mmap_write="mapping")
+    )
+    seconds = write_once()
+    for close in closers:
+        close()
+    closers.clear()
+    gib_s = total / seconds / 2**30
+    return [{"op": "write", "impl": "backend mmap (mapping writes), flat out, all cores", "chunk": chunk,
+             "gib_s": gib_s}]  # fmt: skip
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     directory = Path(spec["dir"])
     directory.mkdir(parents=True, exist_ok=True)
-    rows = [row for chunk in spec["chunks"] for row in measure(directory, spec["total"], chunk)]
+    run = measure_two_cores if spec.get("all_cores") else measure
+    rows = [row for chunk in spec["chunks"] for row in run(directory, spec["total"], chunk)]
     sys.stdout.write(json.dumps({"rows": rows}))
 
 

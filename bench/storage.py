@@ -21,10 +21,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mmstream.cache import CacheOptions, MemoryMappedCache, MiB
+from mmstream.cache import DEFAULT_INITIAL_SIZE, CacheOptions, MemoryMappedCache, MiB
 from mmstream.registry import BackendRegistry
 
 KiB = 1024
+#: The most upload frames the server applies with one ``append_many`` (and so one
+#: ``write_batch``): its batches hold up to 256 frames and 1 MiB.
+SERVER_BATCH_OPS = 256
+SERVER_BATCH_BYTES = 1 * MiB
 
 
 #: Closes what the runs left open, before their directory is removed.
@@ -89,6 +93,60 @@ def _cache_run(
         return time.perf_counter() - started
 
     return write_once, read_once, rewrite_once
+
+
+def _paced_run(
+    backend: str,
+    directory: Path,
+    size: int,
+    chunk: bytes,
+    options: CacheOptions,
+    *,
+    pace: float,
+    arrival: int,
+    batch: bool,
+) -> Callable[[], float]:
+    """The write path as the server drives it: a fresh stream (``create`` with the default
+    initial size, not timed: the server creates in a worker thread, a round trip before the
+    first bytes), then its bytes arriving at ``pace`` bytes/s in groups of ``arrival``
+    bytes (at most ``SERVER_BATCH_OPS`` chunks: the server's batch of upload frames), each
+    group written by ``write`` calls (or one ``write_batch``) that are timed, with the
+    gaps between groups not. Growth and any page the pre-fault worker has not reached yet
+    count; the worker's own work, done in the gaps or on another core, does not."""
+    factory = BackendRegistry().load(backend)
+    path = directory / f"bench-{backend}-paced.data"
+    step = len(chunk)
+    per = max(1, min(SERVER_BATCH_OPS, arrival // step))
+    groups = [
+        [(offset, chunk) for offset in range(start, min(size, start + per * step), step)]
+        for start in range(0, size, per * step)
+    ]
+
+    def once() -> float:
+        path.unlink(missing_ok=True)
+        os.sync()
+        cache = factory(path, options)
+        cache.create(DEFAULT_INITIAL_SIZE)
+        spent = 0.0
+        try:
+            begun = time.perf_counter()
+            for index, group in enumerate(groups):
+                wait = begun + index * per * step / pace - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                started = time.perf_counter()
+                if batch:
+                    cache.write_batch(group)
+                else:
+                    for offset, data in group:
+                        cache.write(offset, data)
+                spent += time.perf_counter() - started
+        finally:
+            cache.close()
+            path.unlink(missing_ok=True)
+        return spent
+
+    return once
 
 
 def main() -> None:

@@ -293,23 +293,45 @@ class StreamManager:
     async def _write_chunks(
         self, ctx: StreamContext, offset: int, views: Sequence[memoryview]
     ) -> None:
-        """Write ``views`` at ``offset`` on, advancing ``ctx.size`` after each; the caller
-        holds ``ctx.write_lock``. Chunks that fit the reservation are copied inline."""
+        """Write ``views`` at ``offset`` on, advancing ``ctx.size`` as they land; the caller
+        holds ``ctx.write_lock``. Consecutive chunks that fit the reservation are copied
+        inline with one ``cache.write_batch`` (up to ``batch_limit`` of them): one lock and
+        one set of checks in the backend for the server's whole batch of upload frames.
+        A chunk that needs growth, or a large one, goes through a worker thread alone. If
+        a batch fails, ``ctx.size`` stays where it began: its chunks count as unwritten."""
         cache = _open_cache(ctx)
+        limit = self._options.batch_limit
+        run: list[tuple[int, memoryview]] = []
+
+        def write_run() -> None:
+            try:
+                if len(run) == 1:
+                    cache.write(*run[0])
+                else:
+                    cache.write_batch(run)
+            except StorageError as exc:
+                self._fail(ctx, exc)
+                raise
+            last, view = run[-1]
+            ctx.size = last + view.nbytes
+            run.clear()
+
         for view in views:
             count = view.nbytes
             if not count:
                 continue
             end = check_write(offset, count)
-            if end <= cache.size and count <= INLINE_WRITE_LIMIT:
-                try:
-                    cache.write(offset, view)
-                except StorageError as exc:
-                    self._fail(ctx, exc)
-                    raise
+            inline = end <= cache.size and count <= INLINE_WRITE_LIMIT
+            if run and (not inline or len(run) == limit):
+                write_run()
+            if inline:
+                run.append((offset, view))
             else:
                 await self._write_in_thread(ctx, cache, offset, view, end)
-            ctx.size = offset = end
+                ctx.size = end
+            offset = end
+        if run:
+            write_run()
 
     async def _write_in_thread(
         self, ctx: StreamContext, cache: MemoryMappedCache, offset: int, view: memoryview, end: int

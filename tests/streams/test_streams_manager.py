@@ -523,6 +523,23 @@ async def test_append_many_writes_the_chunks_in_order_with_one_wakeup(
         assert manager.stat("s").size == 4 + len(data)
 
 
+async def test_append_many_splits_into_backend_batches_and_growths(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    """More chunks than a backend batch holds, with some that need the file to grow (a
+    worker thread) between runs that fit the reservation (inline batches): every byte
+    lands in order and the size is exact."""
+    config = configure(batch_limit=8, initial_size=ByteSize(64 * KiB))
+    sizes = [1, 4 * KiB, 0, 7, *([3 * KiB] * 30), 200 * KiB, *([5] * 20), 2 * MiB, 11]
+    chunks = [_pattern(n, seed=i) for i, n in enumerate(sizes)]
+    data = b"".join(chunks)
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        assert await manager.append_many("s", [memoryview(c) for c in chunks]) == len(data)
+        assert manager.stat("s").size == len(data)
+        assert await manager.read("s", 0, len(data) + 1) == data
+
+
 async def test_append_many_stops_short_at_the_quota(
     configure: Callable[..., CacheConfig],
 ) -> None:

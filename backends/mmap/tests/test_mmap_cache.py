@@ -3,18 +3,24 @@ tests/test_backend_conformance.py (and here once more, on the msync path)."""
 
 from __future__ import annotations
 
+import array
+import itertools
 import mmap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mmstream_mmap import MmapCache
 from mmstream_mmap._cache import _prefault_executor, _prefault_window
 
-from mmstream.cache import CacheFactory, CacheOptions
-from mmstream.errors import InvalidArgumentError
+from mmstream.cache import CacheFactory, CacheOptions, MmapWrite
+from mmstream.errors import InvalidArgumentError, OutOfRangeError
 from mmstream.testing import SEGMENT, CacheConformance, pattern
 
 GRANULE = mmap.ALLOCATIONGRANULARITY
+_counter = itertools.count()
 
 
 class _MsyncCache(MmapCache):
@@ -171,3 +177,113 @@ def test_writes_after_finalize_grow_the_file_again(tmp_path: Path) -> None:
         assert cache.data_end == 2 * SEGMENT + 1
     finally:
         cache.close()
+
+
+def test_create_prefaults_the_first_window(tmp_path: Path) -> None:
+    """The first window is populated by ``create`` itself, before any byte arrives: a worker
+    started by the first write would fault the same pages as the writer."""
+    cache = MmapCache(tmp_path / "s", CacheOptions(mmap_write="mapping"))
+    cache.create(64 * 1024 * 1024)
+    try:
+        if not cache._prefault:
+            pytest.skip("this kernel refuses MADV_POPULATE_WRITE (before Linux 5.14)")
+        assert cache._prefaulted == _prefault_window()
+        assert not cache._populating
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("mmap_write", ["pwrite", "mapping"])
+@pytest.mark.parametrize(
+    "bad",
+    [-1, True, 2**63, "0", None],
+    ids=["negative", "bool", "too-large", "str", "none"],
+)
+def test_a_bad_op_anywhere_in_a_batch_applies_nothing(
+    tmp_path: Path, bad: object, mmap_write: MmapWrite
+) -> None:
+    options = CacheOptions(segment_size=SEGMENT, min_growth=4096, mmap_write=mmap_write)
+    cache = MmapCache(tmp_path / "s", options)
+    cache.create(0)
+    try:
+        cache.write(0, b"before")
+        size = cache.size
+        with pytest.raises((InvalidArgumentError, OutOfRangeError)):
+            cache.write_batch([(6, b"a"), (7, b"b" * 3 * SEGMENT), (bad, b"c")])  # type: ignore[list-item]
+        assert (cache.data_end, cache.size) == (6, size)
+        assert cache.read(0, 100) == b"before"
+    finally:
+        cache.close()
+
+
+@pytest.mark.parametrize("mmap_write", ["pwrite", "mapping"])
+def test_a_batch_with_a_non_contiguous_buffer_applies_nothing(
+    tmp_path: Path, mmap_write: MmapWrite
+) -> None:
+    options = CacheOptions(segment_size=SEGMENT, min_growth=4096, mmap_write=mmap_write)
+    cache = MmapCache(tmp_path / "s", options)
+    cache.create(0)
+    try:
+        with pytest.raises(TypeError, match="contiguous"):
+            cache.write_batch([(0, b"abc"), (3, memoryview(b"abcdef")[::2])])
+        assert cache.data_end == 0
+    finally:
+        cache.close()
+
+
+_BUFFERS = st.one_of(
+    st.binary(max_size=3 * SEGMENT),
+    st.binary(max_size=300).map(bytearray),
+    st.binary(max_size=300).map(memoryview),
+    st.binary(max_size=300).map(lambda b: memoryview(b)[1:]),
+    st.lists(st.integers(-(2**31), 2**31 - 1), max_size=50).map(lambda v: array.array("i", v)),
+    st.binary(min_size=4, max_size=400).map(
+        lambda b: memoryview(b[: len(b) // 2 * 2]).cast("B", (len(b) // 2, 2))
+    ),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.integers(0, 6 * SEGMENT), _BUFFERS), max_size=8),
+        min_size=1,
+        max_size=4,
+    ),
+    prefault=st.booleans(),
+    mmap_write=st.sampled_from(["pwrite", "mapping"]),
+)
+def test_batches_match_a_model_across_segments_and_growth(
+    tmp_path: Path, batches: list[list[tuple[int, Any]]], prefault: bool, mmap_write: MmapWrite
+) -> None:
+    """Batches of any buffers at any offsets (overwrites, holes, spans of segment ends,
+    growth, earlier segments, empty ops) leave exactly what the same writes in order
+    leave in a bytearray; single writes after them take the fast path correctly too."""
+    path = tmp_path / f"s{next(_counter)}"
+    options = CacheOptions(
+        segment_size=SEGMENT, min_growth=4096, prefault=prefault, mmap_write=mmap_write
+    )
+    cache = MmapCache(path, options)
+    cache.create(0)
+    model = bytearray()
+    try:
+        for batch in batches:
+            total = 0
+            for offset, data in batch:
+                flat = bytes(data)
+                if flat:
+                    model.extend(bytes(max(0, offset + len(flat) - len(model))))
+                    model[offset : offset + len(flat)] = flat
+                total += len(flat)
+            assert cache.write_batch(batch) == total
+            assert cache.data_end == len(model)
+        assert cache.read(0, len(model) + 1) == bytes(model)
+        cache.write(len(model), b"tail")
+        assert cache.read(0, len(model) + 4) == bytes(model) + b"tail"
+    finally:
+        cache.close()
+        path.unlink()
