@@ -17,7 +17,6 @@ the stream stays UPLOADING for the client to resume.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -150,6 +149,8 @@ class Session:
         self._stop_budget = 0
         #: The scope of the applier's wait for a message, while it waits.
         self._waiting: trio.CancelScope | None = None
+        #: Set when an upload has written bytes not yet acknowledged.
+        self._unacked = trio.Event()
         #: When the applier began waiting for the client's next message; None while it works.
         self._receiving_since: float | None = None
 
@@ -160,6 +161,7 @@ class Session:
             self._nursery = nursery
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_idle)
+            nursery.start_soon(self._acknowledge_when_due)
             try:
                 await self._apply_all()
             except _Broken as exc:
@@ -198,10 +200,25 @@ class Session:
             else:
                 await trio.sleep(timeout)
 
-    async def _next_message(self) -> str | bytes | None:
-        """The next message; None when an acknowledgement fell due first. Raises
-        :class:`_EndOfInput` at the end of the connection, at the idle timeout or when the
-        server shuts down.
+    async def _acknowledge_when_due(self) -> None:
+        """Acknowledge an upload ``ack_interval`` after its first unacknowledged byte, if
+        nothing did meanwhile: a timer beside the applier rather than a deadline on each
+        of its waits (a cancel scope per message, with slow streams one per frame)."""
+        interval = self.config.ack_interval
+        while True:
+            upload = self._upload
+            since = upload.unacked_since if upload is not None else None
+            if since is None:
+                await self._unacked.wait()
+                self._unacked = trio.Event()
+            elif trio.current_time() < since + interval:
+                await trio.sleep_until(since + interval)
+            else:
+                await self._acknowledge()
+
+    async def _next_message(self) -> str | bytes:
+        """The next message. Raises :class:`_EndOfInput` at the end of the connection, at
+        the idle timeout or when the server shuts down.
 
         The messages the transport already holds are taken without a checkpoint: a burst
         of upload frames is applied as one batch. The transport's queue is the bounded
@@ -225,13 +242,9 @@ class Session:
             return message
         if self._stopping:
             raise _EndOfInput
-        upload = self._upload
-        due = math.inf
-        if upload is not None and upload.unacked_since is not None:
-            due = upload.unacked_since + self.config.ack_interval
         self._receiving_since = trio.current_time()
         try:
-            with trio.CancelScope(deadline=due) as self._waiting:
+            with trio.CancelScope() as self._waiting:
                 return await self.connection.receive()
         except ConnectionClosed:
             self._peer_gone = True
@@ -239,12 +252,10 @@ class Session:
         finally:
             self._waiting = None
             self._receiving_since = None
-        if self._stopping:
-            raise _EndOfInput
-        return None
+        raise _EndOfInput  # cancelled: the session is stopping
 
     async def _apply_all(self) -> None:
-        """Apply every message in order; send a due acknowledgement while waiting for more."""
+        """Apply every message in order."""
         held: str | bytes | None = None  # taken while batching upload frames, applied next
         while True:
             message = held
@@ -255,8 +266,6 @@ class Session:
                 except _EndOfInput:
                     break
             match message:
-                case None:
-                    await self._acknowledge()
                 case bytes():
                     frames, held = self._take_frames(message)
                     await self._append_frames(frames)
@@ -327,6 +336,7 @@ class Session:
             await self._acknowledge()
         elif upload.offset > upload.acked and upload.unacked_since is None:
             upload.unacked_since = trio.current_time()
+            self._unacked.set()
 
     async def _append_frame(self, upload: _Upload, data: bytes) -> None:
         try:
