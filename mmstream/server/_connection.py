@@ -230,11 +230,8 @@ class Session:
             self._stop_budget -= 1
             if self._stop_budget < 0:
                 raise _EndOfInput
-        try:
-            message = self.connection.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        else:
+        message = self.connection.receive_nowait()
+        if message is not None:
             # The one checkpoint of a batch taken without waiting (the manager's append
             # takes a free lock without one): other connections get their turn. Shielded:
             # the message is already taken and must be applied.
@@ -284,9 +281,8 @@ class Session:
         frames = [first]
         total, limit = len(first), self._batch_limit()
         while total < limit and len(frames) < _BATCH_FRAMES:
-            try:
-                message = self.connection.receive_nowait()
-            except trio.WouldBlock:
+            message = self.connection.receive_nowait()
+            if message is None:
                 break
             if isinstance(message, str):
                 return frames, message

@@ -88,11 +88,12 @@ class Connection(Protocol):
         """The next whole message; raises :class:`ConnectionClosed` at the end."""
         ...
 
-    def receive_nowait(self) -> str | bytes:
-        """The next whole message if the library already holds one, else
-        :class:`trio.WouldBlock` (also at the end: :meth:`receive` then says how it
-        ended). The session takes queued upload frames as one batch this way, without a
-        checkpoint per message."""
+    def receive_nowait(self) -> str | bytes | None:
+        """The next whole message if the library already holds one, else None (also at
+        the end: :meth:`receive` then says how it ended). The session takes queued upload
+        frames as one batch this way, without a checkpoint per message; None rather than
+        an exception, because an empty queue is the common case (a slow stream's every
+        frame)."""
         ...
 
     async def send_text(self, text: str) -> None: ...
@@ -247,13 +248,13 @@ class _TrioWebsocketConnection(_Adapter):
     def _open(self) -> bool:
         return self.ws.closed is None
 
-    def receive_nowait(self) -> str | bytes:
+    def receive_nowait(self) -> str | bytes | None:
         # get_message() is a receive on this bounded channel (message_queue_size); there
         # is no public non-blocking form of it.
         try:
             return self.ws._recv_channel.receive_nowait()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise trio.WouldBlock from None
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None
 
     async def _send(self, message: str | bytes) -> None:
         try:
@@ -391,8 +392,14 @@ class _MessageQueue:
 
     # -- the session's side ---------------------------------------------------------------------
 
-    def get_nowait(self) -> _Queued:
-        item = self._receive.receive_nowait()
+    def get_nowait(self) -> _Queued | None:
+        """The next queued item, None if there is none (or the queue was closed)."""
+        if not self._queued:
+            return None
+        try:
+            item = self._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None
         self._taken()
         return item
 
@@ -426,16 +433,13 @@ class _WebsocketsConnection(_Adapter):
     def _open(self) -> bool:
         return self.ws.protocol.state is websockets.protocol.OPEN
 
-    def receive_nowait(self) -> str | bytes:
+    def receive_nowait(self) -> str | bytes | None:
         if self._failure is not None:
-            raise trio.WouldBlock
-        try:
-            item = self.queue.get_nowait()
-        except trio.EndOfChannel:
-            raise trio.WouldBlock from None
+            return None
+        item = self.queue.get_nowait()
         if isinstance(item, Exception):
             self._failure = item
-            raise trio.WouldBlock
+            return None
         return item
 
     async def receive(self) -> str | bytes:
