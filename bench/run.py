@@ -70,7 +70,7 @@ class Plan:
 
     @classmethod
     def full(cls) -> Plan:
-        return cls("full", 3, (4 * KiB, 64 * KiB, MiB), (1, 16), 0.5, 128 * MiB, 1000, 128 * MiB,
+        return cls("full", 3, (4 * KiB, 64 * KiB, MiB), (1, 16), 1.0, 128 * MiB, 1000, 128 * MiB,
                    (1, 100), 3.0, 100.0, 1000, 30.0, 200, 500, True, 5.0)  # fmt: skip
 
     @classmethod
