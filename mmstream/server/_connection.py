@@ -17,14 +17,14 @@ the stream stays UPLOADING for the client to resume.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import attrs
 import trio
 
 from .. import __version__
+from .._locks import holding
 from ..auth import Authorizer, Grant
 from ..config import AuthConfig, ServerConfig
 from ..errors import (
@@ -481,7 +481,7 @@ class Session:
         if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
             total = len(first)
         # Held: the stream is not evicted while the frames this reply promises are sent.
-        async with _holding(self._binary_lock):
+        async with holding(self._binary_lock):
             with self.manager.hold(stream):
                 # The reply and its first piece go out together: one write, one round trip.
                 reply = ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
@@ -539,7 +539,7 @@ class Session:
             self.metrics.followers.inc()
         try:
             if header:
-                async with _holding(self._binary_lock):
+                async with holding(self._binary_lock):
                     await self._send_bytes(header)
             while not self._peer_gone:
                 if self.hub is not None:
@@ -571,7 +571,7 @@ class Session:
                 except MmstreamError:
                     await self._send_event(End(stream=stream, size=position, status="error"))
                     return
-                async with _holding(self._binary_lock):
+                async with holding(self._binary_lock):
                     await self._send_bytes(data)
                 position += len(data)
         finally:
@@ -654,20 +654,6 @@ class Session:
 #: A batch of upload frames taken at once stops at this many bytes or frames.
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FRAMES = 256
-
-
-@asynccontextmanager
-async def _holding(lock: trio.Lock) -> AsyncIterator[None]:
-    """``async with lock`` without a checkpoint when the lock is free: a read reply or a tail
-    frame is a handful of them per round trip, each a pass through the scheduler."""
-    try:
-        lock.acquire_nowait()
-    except trio.WouldBlock:
-        await lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 class _Broken(Exception):

@@ -29,7 +29,8 @@ import enum
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
@@ -338,6 +339,18 @@ class Broadcaster:
             self.remove(listener)
 
 
+class _PerStream(Protocol):
+    """What the hub runs per stream: a broadcaster, a tail group."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    async def run(self) -> None: ...
+
+
+_Task = TypeVar("_Task", bound=_PerStream)
+
+
 class FanoutHub:
     """The broadcasters of a server, made on demand, each running until its stream ends."""
 
@@ -358,42 +371,43 @@ class FanoutHub:
     def get(self, stream_id: str) -> Broadcaster:
         """The stream's broadcaster, started if need be. The caller has checked that the
         stream exists and is UPLOADING."""
-        broadcaster = self._broadcasters.get(stream_id)
-        if broadcaster is None or broadcaster.ended:
-            broadcaster = Broadcaster(self.manager, stream_id, self.config, self.metrics)
-            try:
-                self._nursery.start_soon(self._run, broadcaster)
-            except RuntimeError:  # the hub's nursery is closed: the server is stopping
-                raise CacheClosedError("the server is shutting down") from None
-            self._broadcasters[stream_id] = broadcaster
-        return broadcaster
+        return self._running(
+            self._broadcasters,
+            stream_id,
+            lambda: Broadcaster(self.manager, stream_id, self.config, self.metrics),
+        )
 
     def tail_group(self, stream_id: str, position: int, *, piece: int) -> TailGroup:
         """The stream's group of caught-up WebSocket followers, started at ``position`` if
         none runs (see :mod:`._tail`)."""
-        group = self._tail_groups.get(stream_id)
-        if group is None or group.ended:
-            group = TailGroup(self.manager, stream_id, position, piece=piece, metrics=self.metrics)
+        return self._running(
+            self._tail_groups,
+            stream_id,
+            lambda: TailGroup(self.manager, stream_id, position, piece=piece, metrics=self.metrics),
+        )
+
+    def _running(
+        self, running: dict[str, _Task], stream_id: str, make: Callable[[], _Task]
+    ) -> _Task:
+        """The stream's task object in ``running``, or a new one from ``make``, started in
+        the hub's nursery and forgotten when it ends."""
+        task = running.get(stream_id)
+        if task is None or task.ended:
+            task = make()
             try:
-                self._nursery.start_soon(self._run_group, group)
+                self._nursery.start_soon(self._run, running, stream_id, task)
             except RuntimeError:  # the hub's nursery is closed: the server is stopping
                 raise CacheClosedError("the server is shutting down") from None
-            self._tail_groups[stream_id] = group
-        return group
+            running[stream_id] = task
+        return task
 
-    async def _run_group(self, group: TailGroup) -> None:
+    @staticmethod
+    async def _run(running: dict[str, _Task], stream_id: str, task: _Task) -> None:
         try:
-            await group.run()
+            await task.run()
         finally:
-            if self._tail_groups.get(group.stream_id) is group:
-                del self._tail_groups[group.stream_id]
-
-    async def _run(self, broadcaster: Broadcaster) -> None:
-        try:
-            await broadcaster.run()
-        finally:
-            if self._broadcasters.get(broadcaster.stream_id) is broadcaster:
-                del self._broadcasters[broadcaster.stream_id]
+            if running.get(stream_id) is task:
+                del running[stream_id]
 
     def statistics(self) -> dict[str, int]:
         return {

@@ -24,6 +24,8 @@ import os
 
 import trio
 
+from .._locks import acquire
+
 __all__ = ["Delivery", "ReplayStream"]
 
 
@@ -89,10 +91,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         lock = self._send_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        await acquire(lock)
         try:
             if self._owed is not None:
                 owed, self._owed = self._owed, None

@@ -33,6 +33,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from .._locks import acquire
 from ..audio import HEAD_SIZE, is_wav_content_type, wav_repairs
 from ..cache import (
     Buffer,
@@ -255,10 +256,7 @@ class StreamManager:
         # No checkpoint when the lock is free: the hot path of every upload batch. The
         # caller's loop checkpoints (the server's session, once per batch it did not wait for).
         lock = ctx.write_lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
+        await acquire(lock)
         try:
             self._require_live(ctx)
             ctx.require_writable()
