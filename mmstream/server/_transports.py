@@ -270,6 +270,27 @@ class _TrioWebsocketConnection(_Adapter):
             await trio.aclose_forcefully(self.stream)
 
 
+class _EagerSendChannel:
+    """trio-websocket's reader hands each message to ``get_message`` with an awaited
+    ``send`` on a bounded memory channel: a pass through the scheduler per message even
+    when the channel has room, so the session never finds a batch queued. This sends
+    without one while there is room and waits only when the channel is full: the same
+    bounded channel, the same backpressure, but the messages of one socket read arrive
+    together (4 KiB messages/s: about 2x)."""
+
+    def __init__(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
+        self._channel = channel
+
+    async def send(self, value: str | bytes) -> None:
+        try:
+            self._channel.send_nowait(value)
+        except trio.WouldBlock:
+            await self._channel.send(value)
+
+    async def aclose(self) -> None:
+        await self._channel.aclose()
+
+
 def _closed_from_trio_websocket(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
     reason = exc.reason
     if reason is None:
@@ -318,6 +339,8 @@ class TrioWebsocketTransport:
                 await trio.aclose_forcefully(stream)
                 nursery.cancel_scope.cancel()
                 return
+            # Its reader looks the channel up for every message (pinned: trio-websocket 0.12).
+            ws._send_channel = _EagerSendChannel(ws._send_channel)  # type: ignore[assignment]
             connection = _TrioWebsocketConnection(
                 ws=ws, stream=stream, id=connection_id, remote=remote, path=path
             )
