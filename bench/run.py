@@ -404,18 +404,23 @@ class Bench:
                   "duration": seconds + 1.0}  # fmt: skip
         tail = {"mode": "tail", "prefix": "pt", "chunk": 4 * KiB, "followers": 100,
                 "rate": self.plan.tail_rate, "duration": seconds + 1.5}  # fmt: skip
-        cases = [("websockets", "64 KiB ingest", {**ingest, "chunk": 64 * KiB}),
-                 ("websockets", "4 KiB ingest", {**ingest, "chunk": 4 * KiB}),
-                 ("trio-websocket", "64 KiB ingest", {**ingest, "chunk": 64 * KiB}),
-                 ("websockets", "live tail, 100 followers", tail)]  # fmt: skip
-        for transport, label, base in cases:
+        # 1,000 real-time streams: set-up (connect, create, append) takes seconds first.
+        slow = {"mode": "slow", "prefix": "ps", "chunk": 4 * KiB, "conns": self.plan.slow_conns,
+                "rate": 96_000, "duration": seconds + self.plan.slow_conns * 0.01 + 3.0}  # fmt: skip
+        cases = [("websockets", "64 KiB ingest", {**ingest, "chunk": 64 * KiB}, 1.0),
+                 ("websockets", "4 KiB ingest", {**ingest, "chunk": 4 * KiB}, 1.0),
+                 ("trio-websocket", "64 KiB ingest", {**ingest, "chunk": 64 * KiB}, 1.0),
+                 ("websockets", "live tail, 100 followers", tail, 1.0),
+                 ("websockets", f"{self.plan.slow_conns} slow streams", slow,
+                  self.plan.slow_conns * 0.01 + 2.0)]  # fmt: skip
+        for transport, label, base, settle in cases:
             name = f"mmstream {transport}/{backend}, {label}"
             log(f"profile: {name}")
             out = RESULTS / f"profile-{transport}-{label.split(',')[0].replace(' ', '-')}.txt"
             with self.mmstream(transport, backend, initial="4 MiB") as proc:
                 spec = {**base, "port": proc.port, "subprotocol": "mmstream.v1"}
                 gen = spawn_child("bench.loadgen", spec, cpu=self.cores.generator)
-                time.sleep(1.0)  # past the generator's start-up and set-up
+                time.sleep(settle)  # past the generator's start-up and set-up
                 try:
                     profile.record(proc.pid, seconds, out)
                 finally:
