@@ -25,11 +25,20 @@ HOST = "127.0.0.1"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held open together, so none repeats)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 @attrs.frozen

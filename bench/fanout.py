@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _procs import free_port  # run as `python bench/fanout.py`: bench/ is on sys.path
+
 RECORD = 320  # 20 ms at 128 kbit/s
 PERIOD_NS = 20_000_000
 MAGIC = b"MMBK"
@@ -236,12 +238,6 @@ send_interval = {interval}
 [logging]
 level = "WARNING"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from _procs import free_ports  # run as `python bench/scaleout.py`: bench/ is on sys.path
 
 from mmstream.config import parse_size
 from mmstream.scaleout import (
@@ -63,19 +64,6 @@ def machine_cpu_seconds() -> float:
     with open("/proc/stat") as f:
         user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
     return (user + nice + system + irq + softirq) / CLK_TCK
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 # ------------------------------------------------------------------ load generator process

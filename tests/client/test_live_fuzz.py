@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +14,12 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from threaded_server import server_in_a_thread
 from websockets.trio.client import connect as ws_connect
 
 from mmstream.client import connect
 from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
-from mmstream.server import RunningServer, serve
+from mmstream.server import RunningServer
 
 SCALE = int(os.environ.get("MMSTREAM_FUZZ_SCALE", "1"))
 
@@ -67,19 +66,8 @@ def threaded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
                           initial_size=ByteSize(1 << 20)),
         server=ServerConfig(port=0),
     )  # fmt: skip
-    ready: queue.Queue[tuple[RunningServer, trio.lowlevel.TrioToken]] = queue.Queue()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            server: RunningServer = await nursery.start(serve, config)
-            ready.put((server, trio.lowlevel.current_trio_token()))
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    server, token = ready.get(timeout=30)
-    yield server
-    trio.from_thread.run_sync(server.shutdown, trio_token=token)
-    thread.join(30)
+    with server_in_a_thread(config) as server:
+        yield server
 
 
 async def _exchange(url: str, batch: list[str | bytes]) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,12 +16,13 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from soak import rounds
+from threaded_server import server_in_a_thread
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect as ws_connect
 
 from mmstream.client import connect
 from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
-from mmstream.server import RunningServer, serve
+from mmstream.server import RunningServer
 
 #: Sequences per hypothesis example (sent on as many connections at once).
 PER_EXAMPLE = 8
@@ -125,21 +124,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServ
                           initial_size=ByteSize(64 * 1024)),
         server=ServerConfig(port=0, max_message_size=ByteSize(1 << 20)),
     )  # fmt: skip
-    ready: queue.Queue[tuple[RunningServer, trio.lowlevel.TrioToken]] = queue.Queue()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            server: RunningServer = await nursery.start(serve, config)
-            ready.put((server, trio.lowlevel.current_trio_token()))
-
-    thread = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    thread.start()
-    server, token = ready.get(timeout=30)
     try:
-        yield server, captured
+        with server_in_a_thread(config) as server:
+            yield server, captured
     finally:
-        trio.from_thread.run_sync(server.shutdown, trio_token=token)
-        thread.join(30)
         root.removeHandler(captured)
         root.setLevel(old_level)
 

@@ -57,14 +57,17 @@ def make_router() -> Router:
 
 @asynccontextmanager
 async def front_door(
-    transport: str, handler: Callable[[Connection], Awaitable[None]] = echo, **settings: Any
+    transport: str,
+    handler: Callable[[Connection], Awaitable[None]] = echo,
+    router: Router | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[FrontDoor, int]]:
     config = ServerConfig(transport=transport, **settings)  # type: ignore[arg-type]
     door = FrontDoor(
         config,
         make_transport(config),
         handler,
-        make_router(),
+        router if router is not None else make_router(),
         websocket_path=lambda p: p.startswith("/v1"),
     )
     async with trio.open_nursery() as nursery:
@@ -303,19 +306,7 @@ async def test_health_checks_log_quietly(transport: str, caplog: pytest.LogCaptu
     async def healthz(request: HttpRequest) -> HttpResponse:
         return json_response(200, {"status": "ok"})
 
-    config = ServerConfig(transport=transport)  # type: ignore[arg-type]
-    door = FrontDoor(
-        config, make_transport(config), echo, router_paths, websocket_path=lambda p: True
-    )
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(
-                trio.serve_listeners,
-                door.handle,
-                await trio.open_tcp_listeners(0, host="127.0.0.1"),
-            )
-        )
-        port = listeners[0].socket.getsockname()[1]
+    async with front_door(transport, router=router_paths) as (_door, port):
         assert (await http_get(port, "/healthz")).status == 200
         await trio.sleep(0.05)
         assert not [r for r in caplog.records if r.levelno >= logging.INFO]
@@ -324,4 +315,3 @@ async def test_health_checks_log_quietly(transport: str, caplog: pytest.LogCaptu
         messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
         assert any(m.startswith("connection open") for m in messages)
         assert any(m.startswith("connection close") for m in messages)
-        nursery.cancel_scope.cancel()
