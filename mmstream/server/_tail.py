@@ -19,7 +19,6 @@ releases everybody and each follower's task says ``end`` as before.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable
 
 import attrs
@@ -29,23 +28,11 @@ from ..errors import MmstreamError
 from ..metrics import Metrics
 from ..streams import StreamManager
 from ._replay import Delivery
+from ._wsframes import binary_frame
 
-__all__ = ["Member", "TailGroup", "binary_frame"]
+__all__ = ["Member", "TailGroup"]
 
 log = logging.getLogger("mmstream.server")
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """A whole server-to-client binary WebSocket frame (RFC 6455 5.2: FIN, no mask; no
-    extension is ever negotiated, so it is valid on every connection)."""
-    size = len(payload)
-    if size < 126:
-        head = struct.pack("!BB", 0x82, size)
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", 0x82, 126, size)
-    else:
-        head = struct.pack("!BBQ", 0x82, 127, size)
-    return head + payload
 
 
 @attrs.define(eq=False)

@@ -31,6 +31,7 @@ from websockets.typing import Subprotocol
 from .. import __version__
 from ..config import ServerConfig
 from ._replay import Delivery, ReplayStream
+from ._wsframes import FastBinaryProtocol
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -105,7 +106,7 @@ class Connection(Protocol):
 
     def send_frame_nowait(self, frame: bytes) -> Delivery:
         """Write ``frame``, a whole server data frame built once for many connections
-        (:func:`~mmstream.server._tail.binary_frame`), straight to the socket if nothing
+        (:func:`~mmstream.server._wsframes.binary_frame`), straight to the socket if nothing
         else is being sent and the connection is open; see :class:`Delivery`."""
         ...
 
@@ -454,7 +455,9 @@ class _WebsocketsConnection(_Adapter):
         return stream if isinstance(stream, ReplayStream) else None
 
     def _open(self) -> bool:
-        return self.ws.protocol.state is websockets.protocol.OPEN
+        # ...and nothing the library framed is still waiting to be written before it.
+        protocol = self.ws.protocol
+        return protocol.state is websockets.protocol.OPEN and not protocol.writes
 
     def receive_nowait(self) -> str | bytes | None:
         if self._failure is not None:
@@ -559,7 +562,7 @@ class WebsocketsTransport:
         handshake_deadline: float,
     ) -> None:
         async with trio.open_nursery() as nursery:
-            protocol = ServerProtocol(
+            protocol = FastBinaryProtocol(
                 subprotocols=[Subprotocol(name) for name in self.options.subprotocols],
                 select_subprotocol=_select_websockets_subprotocol,
                 max_size=self.options.max_message_size,

@@ -9,37 +9,16 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import trio
 from server_helpers import V1, make_config, v1_connect
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
 from mmstream.config import CacheConfig
 from mmstream.protocol import Create, Finalize, Read, Tail
 from mmstream.server import RunningServer, serve
 from mmstream.server._replay import Delivery, ReplayStream
-from mmstream.server._tail import Member, TailGroup, binary_frame
+from mmstream.server._tail import Member, TailGroup
+from mmstream.server._wsframes import binary_frame
 from mmstream.streams import open_stream_manager
-
-# -- the frame ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
-def test_binary_frame_parses_as_one_unmasked_binary_frame(size: int) -> None:
-    payload = os.urandom(size)
-    reader = StreamReader()
-    reader.feed_data(binary_frame(payload))
-    parser = Frame.parse(reader.read_exact, mask=False)
-    try:
-        next(parser)
-    except StopIteration as done:
-        frame = done.value
-    else:
-        raise AssertionError("the frame is incomplete")
-    assert (frame.opcode, frame.fin, bytes(frame.data)) == (Opcode.BINARY, True, payload)
-    assert not reader.buffer
-
 
 # -- the wire: whole frames or a remainder sent before anything else -----------------------
 
