@@ -24,6 +24,7 @@ from ..config import Config
 from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
+from ._acks import AckClock
 from ._connection import connection_handler
 from ._fanout import serve_fanout_hub
 from ._frontdoor import FrontDoor
@@ -123,11 +124,15 @@ async def serve(
             redact_library_logs()
             router = build_router(server, authorizer)
             hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
+            ack_clock = AckClock(config.server.ack_interval)
+            fanout.start_soon(ack_clock.run)
             add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown, metrics, authorizer, hub),
+                connection_handler(
+                    manager, config.server, shutdown, ack_clock, metrics, authorizer, hub
+                ),
                 router,
                 websocket_path=lambda path: parse_path(path) is not None,
                 origin_allowed=authorizer.origin_allowed,

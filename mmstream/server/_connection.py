@@ -76,6 +76,7 @@ from ..protocol import (
     resolve_stream,
 )
 from ..streams import StreamInfo, StreamManager, StreamStatus
+from ._acks import AckClock
 from ._fanout import FanoutHub
 from ._replay import Delivery
 from ._tail import Member
@@ -88,6 +89,7 @@ from ._transports import (
     ConnectionClosed,
     Handler,
 )
+from ._wsframes import text_frame
 
 __all__ = ["Session", "connection_handler"]
 
@@ -108,8 +110,8 @@ class _Upload:
     offset: int
     #: The last offset acknowledged to the client.
     acked: int
-    #: When the first byte not yet acknowledged was written (for ``ack_interval``).
-    unacked_since: float | None = None
+    #: Whether the ack clock holds this upload's session for bytes written since ``acked``.
+    ack_due: bool = False
 
 
 class Session:
@@ -119,11 +121,13 @@ class Session:
         manager: StreamManager,
         config: ServerConfig,
         shutting_down: trio.Event,
+        ack_clock: AckClock,
         metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
         hub: FanoutHub | None = None,
     ) -> None:
         self.connection = connection
+        self.ack_clock = ack_clock
         self.hub = hub
         self.metrics = metrics
         self.manager = manager
@@ -149,8 +153,8 @@ class Session:
         self._stop_budget = 0
         #: The scope of the applier's wait for a message, while it waits.
         self._waiting: trio.CancelScope | None = None
-        #: Set when an upload has written bytes not yet acknowledged.
-        self._unacked = trio.Event()
+        #: Set when the ack clock could not write an ack itself (the socket was busy).
+        self._ack_owed = trio.Event()
         #: When the applier began waiting for the client's next message; None while it works.
         self._receiving_since: float | None = None
 
@@ -161,11 +165,13 @@ class Session:
             self._nursery = nursery
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_idle)
-            nursery.start_soon(self._acknowledge_when_due)
+            nursery.start_soon(self._send_owed_acks)
             try:
                 await self._apply_all()
             except _Broken as exc:
                 self._close = (CLOSE_INTERNAL_ERROR, str(exc))
+            finally:
+                self.ack_clock.forget(self)
             nursery.cancel_scope.cancel()  # the tail and the watchers
         if not self._peer_gone:
             await self.connection.close(*self._close)
@@ -200,21 +206,32 @@ class Session:
             else:
                 await trio.sleep(timeout)
 
-    async def _acknowledge_when_due(self) -> None:
-        """Acknowledge an upload ``ack_interval`` after its first unacknowledged byte, if
-        nothing did meanwhile: a timer beside the applier rather than a deadline on each
-        of its waits (a cancel scope per message, with slow streams one per frame)."""
-        interval = self.config.ack_interval
+    def acknowledge_due(self) -> None:
+        """The ack clock's tick: acknowledge the upload's new bytes with a frame written
+        straight to the socket, or, if it is busy, leave the ack to :meth:`_send_owed_acks`."""
+        upload = self._upload
+        if upload is None:
+            return
+        upload.ack_due = False
+        if upload.offset <= upload.acked:
+            return
+        ack = text_frame(encode_event(Ack(stream=upload.stream, offset=upload.offset)))
+        outcome = self._send_frame_nowait(ack)
+        if outcome is not Delivery.REFUSED:
+            upload.acked = upload.offset
+        if outcome is not Delivery.SENT:
+            self._ack_owed.set()  # the rest of the frame, or the whole ack, is sent from there
+
+    async def _send_owed_acks(self) -> None:
         while True:
-            upload = self._upload
-            since = upload.unacked_since if upload is not None else None
-            if since is None:
-                await self._unacked.wait()
-                self._unacked = trio.Event()
-            elif trio.current_time() < since + interval:
-                await trio.sleep_until(since + interval)
-            else:
-                await self._acknowledge()
+            await self._ack_owed.wait()
+            self._ack_owed = trio.Event()
+            try:
+                await self.connection.flush()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._peer_gone = True
+                return
+            await self._acknowledge()
 
     async def _next_message(self) -> str | bytes:
         """The next message. Raises :class:`_EndOfInput` at the end of the connection, at
@@ -330,9 +347,9 @@ class Session:
             return
         if upload.offset - upload.acked >= self.config.ack_bytes:
             await self._acknowledge()
-        elif upload.offset > upload.acked and upload.unacked_since is None:
-            upload.unacked_since = trio.current_time()
-            self._unacked.set()
+        elif upload.offset > upload.acked and not upload.ack_due:
+            upload.ack_due = True
+            self.ack_clock.due(self)
 
     async def _append_frame(self, upload: _Upload, data: bytes) -> None:
         try:
@@ -348,7 +365,7 @@ class Session:
         upload = self._upload
         if upload is None or upload.offset <= upload.acked:
             return
-        upload.acked, upload.unacked_since = upload.offset, None
+        upload.acked = upload.offset
         await self._send_event(Ack(stream=upload.stream, offset=upload.offset))
 
     async def _end_upload(self, why: str) -> None:
@@ -370,8 +387,6 @@ class Session:
         upload = self._upload
         if upload is not None and upload.stream == info.stream_id:
             upload.acked = max(upload.acked, min(info.size, upload.offset))
-            if upload.acked >= upload.offset:
-                upload.unacked_since = None
 
     # -- requests --------------------------------------------------------------------------
 
@@ -668,16 +683,20 @@ def connection_handler(
     manager: StreamManager,
     config: ServerConfig,
     shutting_down: trio.Event,
+    ack_clock: AckClock,
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
     hub: FanoutHub | None = None,
 ) -> Handler:
-    """The transport handler serving protocol v1 on each connection."""
+    """The transport handler serving protocol v1 on each connection; ``ack_clock`` (run by
+    the caller) acknowledges every connection's uploads."""
 
     async def handle(connection: Connection) -> None:
         endpoint = parse_path(connection.path)
         with log_context(stream=endpoint.stream if endpoint is not None else None):
-            session = Session(connection, manager, config, shutting_down, metrics, authorizer, hub)
+            session = Session(
+                connection, manager, config, shutting_down, ack_clock, metrics, authorizer, hub
+            )
             await session.run()
 
     return handle

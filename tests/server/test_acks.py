@@ -1,0 +1,103 @@
+"""Acknowledgements by time: one clock for the whole server, each due session acknowledged at
+the next tick (never later than ``ack_interval`` after its first unacknowledged byte), with
+the ack written straight to the socket or, when the socket is busy, by the session's task."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import trio
+from server_helpers import make_config, v1_connect
+
+from mmstream.protocol import Append, Create, Read
+from mmstream.server import RunningServer, serve
+from mmstream.server._acks import AckClock
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def acknowledge_due(self) -> None:
+        self.calls.append(trio.current_time())
+
+
+async def test_each_due_session_is_acknowledged_once_at_the_next_tick(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    clock = AckClock(0.05)
+    nursery.start_soon(clock.run)
+    first, second, forgotten = Recorder(), Recorder(), Recorder()
+    await trio.sleep(1.0)  # idle: nothing is due, nothing is called
+    due_at = trio.current_time()
+    clock.due(first)
+    clock.due(first)
+    clock.due(forgotten)
+    await trio.sleep(0.03)
+    clock.due(second)
+    clock.forget(forgotten)
+    await trio.sleep(0.5)
+    assert len(first.calls) == 1 and due_at < first.calls[0] <= due_at + 0.05
+    assert len(second.calls) == 1 and second.calls[0] <= due_at + 0.03 + 0.05
+    assert forgotten.calls == []
+    clock.due(first)  # due again after a quiet spell: a fresh interval
+    again = trio.current_time()
+    await trio.sleep(0.5)
+    assert len(first.calls) == 2 and again < first.calls[1] <= again + 0.05
+
+
+async def test_slow_uploads_on_many_connections_are_all_acknowledged(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    config = make_config(tmp_path / "cache", transport, ack_interval=0.05)
+    server: RunningServer = await nursery.start(serve, config)
+
+    async def upload(name: str) -> None:
+        async with v1_connect(f"{server.url}/v1/streams/{name}", transport) as v1:
+            await v1.call(Create())
+            assert (await v1.call(Append(id=1, offset=0)))["ok"]
+            for count in range(1, 6):
+                await v1.ws.send(os.urandom(1000))
+                await v1.acks_until(count * 1000)  # by time alone: ack_bytes is 1 MiB
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as uploads:
+            for index in range(20):
+                uploads.start_soon(upload, f"s{index}")
+
+
+async def test_acks_fall_due_while_a_read_fills_the_socket(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    """The clock cannot write an ack into a socket a read is filling: the session's own
+    task sends it after the read, and every frame arrives whole and in order."""
+    config = make_config(tmp_path / "cache", transport, ack_interval=0.01)
+    server: RunningServer = await nursery.start(serve, config)
+    stored = os.urandom(32 << 20)  # more than loopback socket buffers hold
+    async with v1_connect(f"{server.url}/v1/streams/big", transport) as v1:
+        await v1.call(Create())
+        await v1.upload(stored)
+    fresh = os.urandom(64 * 1000)
+    async with v1_connect(f"{server.url}/v1", transport) as v1:
+        assert (await v1.call(Create(id="other", stream="small")))["ok"]
+        await v1.send(Append(id="append", stream="small", offset=0))
+        for start in range(0, len(fresh), 1000):
+            await v1.ws.send(fresh[start : start + 1000])
+        await v1.send(Read(id="read", stream="big", offset=0))
+        await trio.sleep(0.2)  # acks fall due while the read's frames wait in the socket
+        received, acked, replies = bytearray(), 0, []
+        while len(received) < len(stored) or acked < len(fresh):
+            message = await v1.ws.receive()
+            if isinstance(message, bytes):
+                received += message
+                continue
+            event = json.loads(message)
+            if event.get("op") == "ack":
+                assert event["offset"] > acked
+                acked = event["offset"]
+            else:
+                replies.append(event["re"])
+        assert replies == ["append", "read"]
+        assert received == stored and acked == len(fresh)
