@@ -151,8 +151,6 @@ class Session:
         #: Set once no new message is to be taken (shutdown, idle timeout, refused hello).
         self._stopping = False
         self._stop_budget = 0
-        #: The scope of the applier's wait for a message, while it waits.
-        self._waiting: trio.CancelScope | None = None
         #: Set when the ack clock could not write an ack itself (the socket was busy).
         self._ack_owed = trio.Event()
         #: When the applier began waiting for the client's next message; None while it works.
@@ -182,8 +180,8 @@ class Session:
         self._close = close
         self._stopping = True
         self._stop_budget = self.config.request_queue if drain else 0
-        if self._waiting is not None:
-            self._waiting.cancel()
+        if self._receiving_since is not None:  # the applier waits for a message
+            self.connection.interrupt_receive()
 
     async def _watch_shutdown(self) -> None:
         await self.shutting_down.wait()
@@ -258,15 +256,15 @@ class Session:
             raise _EndOfInput
         self._receiving_since = trio.current_time()
         try:
-            with trio.CancelScope() as self._waiting:
-                return await self.connection.receive()
+            message = await self.connection.receive()
         except ConnectionClosed:
             self._peer_gone = True
             raise _EndOfInput from None
         finally:
-            self._waiting = None
             self._receiving_since = None
-        raise _EndOfInput  # cancelled: the session is stopping
+        if message is None:  # interrupted: the session is stopping
+            raise _EndOfInput
+        return message
 
     async def _apply_all(self) -> None:
         """Apply every message in order."""

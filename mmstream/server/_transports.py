@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import attrs
 import trio
@@ -22,6 +22,7 @@ import websockets.exceptions
 import websockets.protocol
 from websockets.exceptions import TooManyFragments
 from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Event
 from websockets.server import ServerProtocol
 from websockets.trio.messages import MAX_FRAGMENTS
 from websockets.trio.server import Server as _WebsocketsServer
@@ -63,6 +64,13 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TIMEOUT = 5.0
 
 
+class _Interrupted:
+    """What ``interrupt_receive`` queues behind the messages already waiting."""
+
+
+_INTERRUPTED = _Interrupted()
+
+
 class ConnectionClosed(Exception):
     """The WebSocket is closed (by either side, or the network broke); ``code`` as received
     or sent, ``None`` when the TCP connection ended without a close frame."""
@@ -85,8 +93,16 @@ class Connection(Protocol):
     @property
     def subprotocol(self) -> str | None: ...
 
-    async def receive(self) -> str | bytes:
-        """The next whole message; raises :class:`ConnectionClosed` at the end."""
+    async def receive(self) -> str | bytes | None:
+        """The next whole message; None once :meth:`interrupt_receive` was called; raises
+        :class:`ConnectionClosed` at the end."""
+        ...
+
+    def interrupt_receive(self) -> None:
+        """Make a waiting :meth:`receive` return None (or the next one, if none waits): how
+        the session stops waiting for a client without a cancel scope around every
+        receive (one per message, with real-time streams one per frame). Messages queued
+        before this call are still returned first."""
         ...
 
     def receive_nowait(self) -> str | bytes | None:
@@ -232,16 +248,22 @@ class _Adapter:
 class _TrioWebsocketConnection(_Adapter):
     ws: trio_websocket.WebSocketConnection
     stream: trio.abc.Stream
+    #: The reader's side of the message channel (it also carries interruptions).
+    channel: _EagerSendChannel
 
     @property
     def subprotocol(self) -> str | None:
         return self.ws.subprotocol
 
-    async def receive(self) -> str | bytes:
+    async def receive(self) -> str | bytes | None:
         try:
-            return await self.ws.get_message()
+            message = await self.ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise _closed_from_trio_websocket(exc) from None
+        return message if isinstance(message, (str, bytes)) else None  # or _INTERRUPTED
+
+    def interrupt_receive(self) -> None:
+        self.channel.interrupt()
 
     def _wire(self) -> ReplayStream | None:
         return self.stream if isinstance(self.stream, ReplayStream) else None
@@ -253,9 +275,10 @@ class _TrioWebsocketConnection(_Adapter):
         # get_message() is a receive on this bounded channel (message_queue_size); there
         # is no public non-blocking form of it.
         try:
-            return self.ws._recv_channel.receive_nowait()
+            message = self.ws._recv_channel.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return None
+        return message if isinstance(message, (str, bytes)) else None  # or _INTERRUPTED
 
     async def _send(self, message: str | bytes) -> None:
         try:
@@ -287,6 +310,14 @@ class _EagerSendChannel:
             self._channel.send_nowait(value)
         except trio.WouldBlock:
             await self._channel.send(value)
+
+    def interrupt(self) -> None:
+        """Queue :data:`_INTERRUPTED` for ``get_message``; a full channel means messages
+        are waiting, so nobody waits for one."""
+        with contextlib.suppress(
+            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+        ):
+            self._channel.send_nowait(_INTERRUPTED)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         await self._channel.aclose()
@@ -341,9 +372,10 @@ class TrioWebsocketTransport:
                 nursery.cancel_scope.cancel()
                 return
             # Its reader looks the channel up for every message (pinned: trio-websocket 0.12).
-            ws._send_channel = _EagerSendChannel(ws._send_channel)  # type: ignore[assignment]
+            channel = _EagerSendChannel(ws._send_channel)
+            ws._send_channel = channel  # type: ignore[assignment]
             connection = _TrioWebsocketConnection(
-                ws=ws, stream=stream, id=connection_id, remote=remote, path=path
+                ws=ws, stream=stream, channel=channel, id=connection_id, remote=remote, path=path
             )
             await _run_handler(handler, connection, stream)
 
@@ -369,7 +401,7 @@ class _MessageQueue:
     """
 
     def __init__(self, ws: ServerConnection, high: int) -> None:
-        self._send, self._receive = trio.open_memory_channel[_Queued](math.inf)
+        self._send, self._receive = trio.open_memory_channel[_Queued | _Interrupted](math.inf)
         self._fragments: list[Frame] = []
         self._queued = 0
         self._high, self._low = high, high // 4
@@ -403,6 +435,13 @@ class _MessageQueue:
         else:
             self._queue(data)
 
+    def put_binary(self, data: bytes) -> None:
+        """A whole binary message (no fragmented message can be in progress: the fast
+        path takes none while the protocol is inside one)."""
+        if self.closed:
+            raise EOFError("stream of frames ended")
+        self._queue(data)
+
     def _queue(self, item: _Queued) -> None:
         self._send.send_nowait(item)
         self._queued += 1
@@ -417,20 +456,30 @@ class _MessageQueue:
     # -- the session's side ---------------------------------------------------------------------
 
     def get_nowait(self) -> _Queued | None:
-        """The next queued item, None if there is none (or the queue was closed)."""
+        """The next queued item, None if there is none (or the queue was closed, or it
+        reached the mark :meth:`interrupt` left)."""
         if not self._queued:
             return None
         try:
             item = self._receive.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return None
+        if isinstance(item, _Interrupted):
+            return None
         self._taken()
         return item
 
-    async def get(self) -> _Queued:
+    async def get(self) -> _Queued | None:
+        """The next item, waiting for it; None at the mark :meth:`interrupt` left."""
         item = await self._receive.receive()
+        if isinstance(item, _Interrupted):
+            return None
         self._taken()
         return item
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(trio.ClosedResourceError):
+            self._send.send_nowait(_INTERRUPTED)
 
     def _taken(self) -> None:
         self._queued -= 1
@@ -459,6 +508,9 @@ class _WebsocketsConnection(_Adapter):
         protocol = self.ws.protocol
         return protocol.state is websockets.protocol.OPEN and not protocol.writes
 
+    def interrupt_receive(self) -> None:
+        self.queue.interrupt()
+
     def receive_nowait(self) -> str | bytes | None:
         if self._failure is not None:
             return None
@@ -468,7 +520,7 @@ class _WebsocketsConnection(_Adapter):
             return None
         return item
 
-    async def receive(self) -> str | bytes:
+    async def receive(self) -> str | bytes | None:
         failure, self._failure = self._failure, None
         if failure is None:
             try:
@@ -521,7 +573,16 @@ def _closed_from_websockets(exc: websockets.exceptions.ConnectionClosed) -> Conn
 
 
 class _ServerConnection(ServerConnection):
-    """websockets' connection, less one pass through the scheduler per socket read."""
+    """websockets' connection, less one pass through the scheduler per socket read, and
+    with the binary messages :class:`FastBinaryProtocol` parsed (plain ``bytes`` among the
+    events) handed straight to the queue."""
+
+    def process_event(self, event: Event) -> None:
+        message: object = event
+        if type(message) is bytes:
+            cast(_MessageQueue, self.recv_messages).put_binary(message)
+        else:
+            super().process_event(event)
 
     async def send_data(self) -> None:
         # websockets calls this after every read, though a read rarely leaves anything to

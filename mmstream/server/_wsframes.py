@@ -7,7 +7,9 @@ without them (acks, a live stream's pieces for every follower), and a fast path 
 a thousand real-time streams each frame comes alone, so nothing amortises it (see
 docs/performance.md). :class:`FastBinaryProtocol` finds the frame boundaries in what the
 socket returned itself, and a whole, masked, final binary frame of allowed size goes straight
-to the events, unmasked with the library's own C ``apply_mask``. Every other frame (text,
+to the events, unmasked with the library's own C ``apply_mask``, as the payload's ``bytes``
+(the library's events are requests, responses and frames, never bytes: the connection hands
+these to its queue as they are). Every other frame (text,
 control, fragments, anything malformed) is handed to the library's parser whole, so it keeps
 every check and every close code, and since it only ever sees whole frames it stays at a
 frame boundary, where the fast path can take over again.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
@@ -137,7 +139,7 @@ class FastBinaryProtocol(ServerProtocol):
                     parse_from = None
                 if self.state is OPEN and self.current_size is None:
                     unmasked = apply_mask(view[payload:frame_end], data[start:payload])
-                    self.events.append(Frame(Opcode.BINARY, unmasked))
+                    self.events.append(unmasked)  # type: ignore[arg-type]  # see above
                     pos = frame_end
                     continue
             if parse_from is None:
