@@ -89,7 +89,7 @@ from ._transports import (
     ConnectionClosed,
     Handler,
 )
-from ._wsframes import text_frame
+from ._wsframes import binary_head, text_frame
 
 __all__ = ["Session", "connection_handler"]
 
@@ -632,11 +632,13 @@ class Session:
         """Send ``reply``, and ``data`` as a binary frame right behind it if given."""
         if self.metrics is not None and isinstance(reply, ErrorReply):
             self.metrics.errors.labels(reply.code).inc()
+        text = encode_reply(reply)
         if not data:
-            await self._send_text(encode_reply(reply))
+            await self._send_text(text)
             return
-        messages: Sequence[str | bytes] = (encode_reply(reply), data)
-        await self._deliver(self.connection.send_many, messages)
+        messages: Sequence[str | bytes] = (text, data)
+        head = binary_head(len(data))
+        await self._deliver(self.connection.send_many, messages, text_frame(text), head, data)
         if self.metrics is not None and not self._peer_gone:
             self.metrics.bytes_out.labels("websocket").inc(len(data))
 
@@ -646,21 +648,35 @@ class Session:
         await self._send_text(encode_event(event))
 
     async def _send_text(self, text: str) -> None:
-        await self._deliver(self.connection.send_text, text)
+        await self._deliver(self.connection.send_text, text, text_frame(text))
 
     async def _send_bytes(self, data: bytes) -> None:
-        await self._deliver(self.connection.send_bytes, data)
+        head = binary_head(len(data))
+        await self._deliver(self.connection.send_bytes, data, head, data)
         if self.metrics is not None and not self._peer_gone:
             self.metrics.bytes_out.labels("websocket").inc(len(data))
 
-    async def _deliver(self, send: Callable[[_M], Awaitable[None]], message: _M) -> None:
+    async def _deliver(
+        self, send: Callable[[_M], Awaitable[None]], message: _M, *frame: bytes
+    ) -> None:
         """Send, unless the peer is gone: then the applier keeps applying what it
-        received (uploads are kept) and only the replies are dropped."""
+        received (uploads are kept) and only the replies are dropped.
+
+        ``frame`` is ``message`` built as whole frames: written straight to the socket when
+        nothing else is being sent (no pass through the library's send path and the
+        scheduler: a ``read``'s round trip is mostly those), else ``message`` is sent the
+        ordinary way."""
         if self._peer_gone:
             return
+        outcome = self.connection.send_frame_nowait(*frame)
+        if outcome is Delivery.SENT:
+            return
         try:
-            await send(message)
-        except ConnectionClosed:
+            if outcome is Delivery.STARTED:
+                await self.connection.flush()  # the rest of the frame
+            else:
+                await send(message)
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             self._peer_gone = True
 
 

@@ -113,20 +113,22 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             self._read_full = count == size
             return bytes(buffer[:count])
 
-    def send_nowait(self, frame: bytes) -> Delivery:
-        """Write ``frame`` (a whole WebSocket frame) now, if nothing else is being sent."""
+    def send_nowait(self, *parts: bytes) -> Delivery:
+        """Write ``parts`` (whole WebSocket frames, or a frame's header and its payload)
+        now, in one system call, if nothing else is being sent."""
         if self._socket is None or self._owed is not None or self._send_lock.locked():
             return Delivery.REFUSED
         fd = self._socket.fileno()
         if fd < 0:
             return Delivery.REFUSED
         try:
-            sent = os.write(fd, frame)
+            sent = os.write(fd, parts[0]) if len(parts) == 1 else os.writev(fd, parts)
         except OSError:  # full (BlockingIOError) or broken: nothing was written
             return Delivery.REFUSED
-        if sent == len(frame):
+        if sent == sum(len(part) for part in parts):
             return Delivery.SENT
-        self._owed = memoryview(frame)[sent:]
+        whole = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._owed = memoryview(whole)[sent:]
         return Delivery.STARTED
 
     async def flush(self) -> None:

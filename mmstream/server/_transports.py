@@ -120,10 +120,10 @@ class Connection(Protocol):
         the library allows (a ``read`` reply and its first data frame: one system call)."""
         ...
 
-    def send_frame_nowait(self, frame: bytes) -> Delivery:
-        """Write ``frame``, a whole server data frame built once for many connections
-        (:func:`~mmstream.server._wsframes.binary_frame`), straight to the socket if nothing
-        else is being sent and the connection is open; see :class:`Delivery`."""
+    def send_frame_nowait(self, *parts: bytes) -> Delivery:
+        """Write ``parts``, whole server frames built here (:mod:`._wsframes`; a frame may
+        come as its header and its payload), straight to the socket in one system call if
+        nothing else is being sent and the connection is open; see :class:`Delivery`."""
         ...
 
     async def flush(self) -> None:
@@ -219,11 +219,11 @@ class _Adapter:
         for message in messages:
             await self._send(message)
 
-    def send_frame_nowait(self, frame: bytes) -> Delivery:
+    def send_frame_nowait(self, *parts: bytes) -> Delivery:
         wire = self._wire()
         if wire is None or not self._open():
             return Delivery.REFUSED
-        return wire.send_nowait(frame)
+        return wire.send_nowait(*parts)
 
     async def flush(self) -> None:
         wire = self._wire()

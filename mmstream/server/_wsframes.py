@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - a build of websockets without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["FastBinaryProtocol", "binary_frame", "text_frame"]
+__all__ = ["FastBinaryProtocol", "binary_frame", "binary_head", "frame_head", "text_frame"]
 
 #: First header byte of a final, unfragmented binary frame with no reserved bits set.
 _FINAL_BINARY = 0x80 | Opcode.BINARY.value
@@ -43,25 +43,29 @@ _MASKED = 0x80
 _AT_EOF = StreamReader.at_eof.__code__
 
 
-def _server_frame(opcode: Opcode, payload: bytes) -> bytes:
-    """A whole, final server-to-client frame (RFC 6455 5.2: no mask; no extension is ever
-    negotiated, so it is valid on every connection)."""
-    head1, size = 0x80 | opcode.value, len(payload)
+def frame_head(opcode: Opcode, size: int) -> bytes:
+    """The header of a whole, final server-to-client frame of ``size`` payload bytes
+    (RFC 6455 5.2: no mask; no extension is ever negotiated, so it is valid on every
+    connection). Written together with its payload (``os.writev``), nothing is copied."""
+    head1 = 0x80 | opcode.value
     if size < 126:
-        head = struct.pack("!BB", head1, size)
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", head1, 126, size)
-    else:
-        head = struct.pack("!BBQ", head1, 127, size)
-    return head + payload
+        return struct.pack("!BB", head1, size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", head1, 126, size)
+    return struct.pack("!BBQ", head1, 127, size)
+
+
+def binary_head(size: int) -> bytes:
+    return frame_head(Opcode.BINARY, size)
 
 
 def binary_frame(payload: bytes) -> bytes:
-    return _server_frame(Opcode.BINARY, payload)
+    return binary_head(len(payload)) + payload
 
 
 def text_frame(text: str) -> bytes:
-    return _server_frame(Opcode.TEXT, text.encode())
+    payload = text.encode()
+    return frame_head(Opcode.TEXT, len(payload)) + payload
 
 
 class FastBinaryProtocol(ServerProtocol):

@@ -49,6 +49,30 @@ async def test_send_nowait_keeps_what_the_socket_did_not_take_and_sends_it_first
     await wire.aclose()
 
 
+async def test_send_nowait_writes_parts_as_one_and_owes_the_rest_across_them() -> None:
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    left.setblocking(False)
+    wire = ReplayStream(trio.SocketStream(trio.socket.from_stdlib_socket(left)), b"")
+    head, big, tail = b"head", os.urandom(1 << 20), b"tail"
+    assert wire.send_nowait(b"a", b"b", b"c") is Delivery.SENT
+    assert wire.send_nowait(head, big, tail) is Delivery.STARTED
+    received = bytearray()
+
+    async def drain() -> None:
+        right.setblocking(False)
+        while len(received) < 3 + len(head) + len(big) + len(tail):
+            await trio.lowlevel.wait_readable(right)
+            received.extend(right.recv(1 << 20))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await wire.flush()
+    assert bytes(received) == b"abc" + head + big + tail
+    right.close()
+    await wire.aclose()
+
+
 async def test_send_nowait_refuses_while_a_send_is_in_progress() -> None:
     left, right = socket.socketpair()
     left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
