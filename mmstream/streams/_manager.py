@@ -275,7 +275,7 @@ class StreamManager:
                     if ctx.size == offset:
                         raise
                 finally:
-                    if ctx.size > offset:
+                    if ctx.size > offset and ctx.followers:  # nobody waits: no new event
                         ctx.notify()
                 if ctx.size > offset and self._metrics is not None:
                     self._metrics.observe_write(ctx.size - offset, time.perf_counter() - started)
