@@ -5,26 +5,39 @@ touched: each :class:`Metrics` owns its registry, so two servers in one test pro
 process embedding mmstream twice) do not collide.
 
 Counters and histograms are updated where things happen (the hot paths pay one
-``inc``/``observe``). What can be read off the manager at any moment — streams by status,
+``inc``/``observe``). The per-write ones are plain Python numbers read at scrape time
+(:class:`_LoopCounter`, :class:`_LoopHistogram`): ``prometheus_client``'s take a lock and
+cost 2 µs per append, 5% of the server's core with 1,000 real-time streams. What can be read off the manager at any moment — streams by status,
 cache bytes used/reserved against the maximum — is collected at scrape time from a
 :data:`CacheSnapshotSource` instead of being mirrored into gauges that could drift.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import attrs
 from attrs import validators as v
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 
 __all__ = ["CacheSnapshot", "CacheSnapshotSource", "Metrics"]
+
+#: How prometheus_client writes a bucket bound (``5e-05``, ``1.0``, ``+Inf``); untyped there.
+_bound_label = cast(Callable[[float], str], floatToGoString)
 
 # Appending 64 KiB to a mapping takes microseconds; an fsync takes milliseconds to seconds.
 _MEMORY_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025,
@@ -93,6 +106,46 @@ class _CacheCollector(Collector):
         ]
 
 
+class _LoopCounter(Collector):
+    """A counter updated only from the event loop's thread: a plain ``+=``, no lock."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def collect(self) -> Iterable[Metric]:
+        return [CounterMetricFamily(self.name, self.documentation, value=self.value)]
+
+
+class _LoopHistogram(Collector):
+    """A histogram updated only from the event loop's thread: a bisect and two ``+=``."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = sorted(buckets)
+        #: Observations per bucket (not cumulative), the last one for ``+Inf``.
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+    def collect(self) -> Iterable[Metric]:
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            cumulative += count
+            buckets.append((_bound_label(bound), cumulative))
+        return [
+            HistogramMetricFamily(
+                self.name, self.documentation, buckets=buckets, sum_value=self.sum
+            )
+        ]
+
+
 class Metrics:
     """Every metric mmstream exports, in one registry (a fresh one unless given)."""
 
@@ -100,7 +153,8 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         Info("mmstream_build", "mmstream's version.", registry=r).info({"version": __version__})
-        self.bytes_in = Counter("mmstream_bytes_in", "Audio bytes appended to streams.", registry=r)
+        self.bytes_in = _LoopCounter("mmstream_bytes_in", "Audio bytes appended to streams.")
+        r.register(self.bytes_in)
         self.bytes_out = Counter(
             "mmstream_bytes_out",
             "Stream bytes sent to clients, by path (websocket read/tail, or http).",
@@ -125,14 +179,14 @@ class Metrics:
         self.errors = Counter(
             "mmstream_errors", "Errors answered to clients, by wire code.", ["code"], registry=r
         )
-        self.write_seconds = Histogram(
-            "mmstream_write_seconds", "Time to append one chunk to the cache.",
-            buckets=_MEMORY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.read_seconds = Histogram(
-            "mmstream_read_seconds", "Time to read one piece from the cache.",
-            buckets=_MEMORY_BUCKETS, registry=r,
-        )  # fmt: skip
+        self.write_seconds = _LoopHistogram(
+            "mmstream_write_seconds", "Time to append one chunk to the cache.", _MEMORY_BUCKETS
+        )
+        self.read_seconds = _LoopHistogram(
+            "mmstream_read_seconds", "Time to read one piece from the cache.", _MEMORY_BUCKETS
+        )
+        r.register(self.write_seconds)
+        r.register(self.read_seconds)
         self.fsync_seconds = Histogram(
             "mmstream_fsync_seconds", "Time to make a stream durable (msync/fsync).",
             buckets=_DISK_BUCKETS, registry=r,
