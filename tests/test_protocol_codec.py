@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mmstream.errors import (
     ChecksumMismatchError,
@@ -49,6 +51,7 @@ from mmstream.protocol import (
     TailReply,
     decode_request,
     decode_server_message,
+    encode_ack,
     encode_event,
     encode_reply,
     encode_request,
@@ -335,3 +338,26 @@ def test_hostile_values_are_not_echoed_at_length() -> None:
         with pytest.raises(MalformedRequestError) as info:
             decode_request(json.dumps({"op": "read", field: {"k": "a" * 100_000}}))
         assert len(str(info.value)) < 200, field
+
+
+# -- the ack's direct formatting -------------------------------------------------------------
+
+
+@given(
+    stream=st.from_regex(r"[A-Za-z0-9_.\-]{1,128}", fullmatch=True),
+    offset=st.integers(min_value=0, max_value=MAX_OFFSET),
+)
+def test_encode_ack_is_encode_event_of_an_ack(stream: str, offset: int) -> None:
+    assert encode_ack(stream, offset) == encode_event(Ack(stream=stream, offset=offset))
+
+
+@given(stream=st.text(max_size=300), offset=st.integers(min_value=-5, max_value=MAX_OFFSET + 5))
+def test_encode_ack_of_anything_else_is_the_general_way(stream: str, offset: int) -> None:
+    try:
+        expected = encode_event(Ack(stream=stream, offset=offset))
+    except ValueError as exc:
+        with pytest.raises(type(exc)):
+            encode_ack(stream, offset)
+    else:
+        assert encode_ack(stream, offset) == expected
+        assert json.loads(expected) == {"op": "ack", "stream": stream, "offset": offset}

@@ -12,6 +12,7 @@ from .codec import WIRE_ERRORS as WIRE_ERRORS
 from .codec import MalformedRequestError as MalformedRequestError
 from .codec import decode_request as decode_request
 from .codec import decode_server_message as decode_server_message
+from .codec import encode_ack as encode_ack
 from .codec import encode_event as encode_event
 from .codec import encode_reply as encode_reply
 from .codec import encode_request as encode_request
@@ -39,6 +40,7 @@ __all__ = [
     "MalformedRequestError",
     "decode_request",
     "decode_server_message",
+    "encode_ack",
     "encode_event",
     "encode_reply",
     "encode_request",

@@ -9,6 +9,7 @@ against a newer server). Binary frames never pass through here: they are data, n
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from ..errors import (
     UnauthorizedError,
 )
 from .messages import (
+    MAX_OFFSET,
     Ack,
     Append,
     AppendReply,
@@ -245,6 +247,20 @@ def encode_event(event: Event) -> str:
             return _dumps({"op": "error", "stream": stream, "error": error})
         case _:
             return _dumps({"op": event.op, **_server.unstructure(event)})
+
+
+#: A stream name JSON writes as it is (no escape), short enough for ``Ack.stream``.
+_PLAIN_STREAM = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def encode_ack(stream: str, offset: int) -> str:
+    """``encode_event(Ack(stream=stream, offset=offset))``, formatted directly: the server
+    sends one per upload every ``ack_interval`` (20,000 a second with 1,000 real-time
+    streams), and building the event costs 7 µs where this costs under 1. Anything but a
+    plain stream name and a valid offset goes the general way (and raises the same)."""
+    if type(offset) is int and 0 <= offset <= MAX_OFFSET and _PLAIN_STREAM.fullmatch(stream):
+        return f'{{"op":"ack","stream":"{stream}","offset":{offset}}}'
+    return encode_event(Ack(stream=stream, offset=offset))
 
 
 def decode_server_message(

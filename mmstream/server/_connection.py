@@ -40,7 +40,6 @@ from ..logs import log_context
 from ..metrics import Metrics
 from ..protocol import (
     SUBPROTOCOL,
-    Ack,
     Append,
     AppendReply,
     Create,
@@ -67,6 +66,7 @@ from ..protocol import (
     Tail,
     TailReply,
     decode_request,
+    encode_ack,
     encode_event,
     encode_reply,
     error_event,
@@ -213,7 +213,7 @@ class Session:
         upload.ack_due = False
         if upload.offset <= upload.acked:
             return
-        ack = text_frame(encode_event(Ack(stream=upload.stream, offset=upload.offset)))
+        ack = text_frame(encode_ack(upload.stream, upload.offset))
         outcome = self._send_frame_nowait(ack)
         if outcome is not Delivery.REFUSED:
             upload.acked = upload.offset
@@ -364,7 +364,7 @@ class Session:
         if upload is None or upload.offset <= upload.acked:
             return
         upload.acked = upload.offset
-        await self._send_event(Ack(stream=upload.stream, offset=upload.offset))
+        await self._send_text(encode_ack(upload.stream, upload.offset))
 
     async def _end_upload(self, why: str) -> None:
         upload = self._upload
