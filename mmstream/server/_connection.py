@@ -224,10 +224,7 @@ class Session:
         while True:
             await self._ack_owed.wait()
             self._ack_owed = trio.Event()
-            try:
-                await self.connection.flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._peer_gone = True
+            if not await self._flush():
                 return
             await self._acknowledge()
 
@@ -614,10 +611,7 @@ class Session:
             await member.released.wait()
         finally:
             group.leave(member)
-        try:
-            await self.connection.flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._peer_gone = True
+        if not await self._flush():
             return None
         return member.position
 
@@ -657,27 +651,34 @@ class Session:
             self.metrics.bytes_out.labels("websocket").inc(len(data))
 
     async def _deliver(
-        self, send: Callable[[_M], Awaitable[None]], message: _M, *frame: bytes
+        self, send: Callable[[_M], Awaitable[None]], message: _M, frame: bytes, *more: bytes
     ) -> None:
         """Send, unless the peer is gone: then the applier keeps applying what it
         received (uploads are kept) and only the replies are dropped.
 
-        ``frame`` is ``message`` built as whole frames: written straight to the socket when
+        ``frame`` and ``more`` are ``message`` built as whole frames: written straight to the socket when
         nothing else is being sent (no pass through the library's send path and the
         scheduler: a ``read``'s round trip is mostly those), else ``message`` is sent the
         ordinary way."""
         if self._peer_gone:
             return
-        outcome = self.connection.send_frame_nowait(*frame)
-        if outcome is Delivery.SENT:
-            return
-        try:
-            if outcome is Delivery.STARTED:
-                await self.connection.flush()  # the rest of the frame
-            else:
+        outcome = self.connection.send_frame_nowait(frame, *more)
+        if outcome is Delivery.STARTED:
+            await self._flush()  # the rest of the frame
+        elif outcome is Delivery.REFUSED:
+            try:
                 await send(message)
-        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+            except ConnectionClosed:
+                self._peer_gone = True
+
+    async def _flush(self) -> bool:
+        """Send what a direct write left owed; False if the peer is gone."""
+        try:
+            await self.connection.flush()
+        except ConnectionClosed:
             self._peer_gone = True
+            return False
+        return True
 
 
 #: A batch of upload frames taken at once stops at this many bytes or frames.

@@ -1,5 +1,6 @@
 """The stream a WebSocket library is driven over: it replays the request head the front door
-already read, and lets a follower group write a ready-made frame without a task switch.
+already read, reads the socket cheaply, and lets the server write ready-made frames (acks,
+replies, a live stream's pieces) without a task switch.
 
 The front door must read a request head to decide between plain HTTP and a WebSocket
 upgrade; the WebSocket libraries then want to parse that same head themselves. Rather than
@@ -17,8 +18,8 @@ shrink and unmap it on every read (three system calls, about 24 µs, for a 4 KiB
 
 Every byte the library sends goes through :meth:`ReplayStream.send_all`, so this is also
 the one place that knows whether a send is in progress. :meth:`ReplayStream.send_nowait`
-writes a whole WebSocket frame built elsewhere (one frame, built once, for every follower of
-a live stream) straight to the socket when none is; what the socket does not take at once
+writes whole WebSocket frames built elsewhere (an ack, a reply and its data, one frame built
+once for every follower of a live stream) straight to the socket when none is; what the socket does not take at once
 is kept and sent before anything else, so frames never interleave.
 """
 
@@ -113,21 +114,22 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             self._read_full = count == size
             return bytes(buffer[:count])
 
-    def send_nowait(self, *parts: bytes) -> Delivery:
-        """Write ``parts`` (whole WebSocket frames, or a frame's header and its payload)
-        now, in one system call, if nothing else is being sent."""
+    def send_nowait(self, first: bytes, *more: bytes) -> Delivery:
+        """Write ``first`` and ``more`` (whole WebSocket frames, or a frame's header and its
+        payload) now, in one system call, if nothing else is being sent."""
         if self._socket is None or self._owed is not None or self._send_lock.locked():
             return Delivery.REFUSED
         fd = self._socket.fileno()
         if fd < 0:
             return Delivery.REFUSED
+        parts = (first, *more)
         try:
-            sent = os.write(fd, parts[0]) if len(parts) == 1 else os.writev(fd, parts)
+            sent = os.writev(fd, parts) if more else os.write(fd, first)
         except OSError:  # full (BlockingIOError) or broken: nothing was written
             return Delivery.REFUSED
         if sent == sum(len(part) for part in parts):
             return Delivery.SENT
-        whole = parts[0] if len(parts) == 1 else b"".join(parts)
+        whole = b"".join(parts) if more else first
         self._owed = memoryview(whole)[sent:]
         return Delivery.STARTED
 

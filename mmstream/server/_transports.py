@@ -120,14 +120,16 @@ class Connection(Protocol):
         the library allows (a ``read`` reply and its first data frame: one system call)."""
         ...
 
-    def send_frame_nowait(self, *parts: bytes) -> Delivery:
-        """Write ``parts``, whole server frames built here (:mod:`._wsframes`; a frame may
-        come as its header and its payload), straight to the socket in one system call if
-        nothing else is being sent and the connection is open; see :class:`Delivery`."""
+    def send_frame_nowait(self, first: bytes, *more: bytes) -> Delivery:
+        """Write ``first`` and ``more``, whole server frames built here (:mod:`._wsframes`;
+        a frame may come as its header and its payload), straight to the socket in one
+        system call if nothing else is being sent and the connection is open; see
+        :class:`Delivery`."""
         ...
 
     async def flush(self) -> None:
-        """Send what :meth:`send_frame_nowait` left owed (:attr:`Delivery.STARTED`)."""
+        """Send what :meth:`send_frame_nowait` left owed (:attr:`Delivery.STARTED`); raises
+        :class:`ConnectionClosed` if the socket broke meanwhile."""
         ...
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
@@ -219,16 +221,20 @@ class _Adapter:
         for message in messages:
             await self._send(message)
 
-    def send_frame_nowait(self, *parts: bytes) -> Delivery:
+    def send_frame_nowait(self, first: bytes, *more: bytes) -> Delivery:
         wire = self._wire()
         if wire is None or not self._open():
             return Delivery.REFUSED
-        return wire.send_nowait(*parts)
+        return wire.send_nowait(first, *more)
 
     async def flush(self) -> None:
         wire = self._wire()
-        if wire is not None:
+        if wire is None:
+            return
+        try:
             await wire.flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionClosed(None) from None
 
     async def _send(self, message: str | bytes) -> None:
         raise NotImplementedError
