@@ -18,6 +18,7 @@ import os
 import random
 import selectors
 import socket
+import statistics
 import struct
 import sys
 import threading
@@ -504,6 +505,7 @@ def slow(spec: Spec) -> Result:
     cpu0 = _cpu()
     max_lag = 0.0
     max_backlog = 0
+    samples: list[float] = []  # the worst connection's backlog (s), once a second
     next_sample = start + 1.0
     j = 0
     for _ in range(100_000_000):
@@ -517,7 +519,9 @@ def slow(spec: Spec) -> Result:
                 watch(c)
             j += 1
         if now >= next_sample:
-            max_backlog = max(max_backlog, sum(conns[i].sent - conns[i].acked for i in live))
+            behind = [conns[i].sent - conns[i].acked for i in live]
+            max_backlog = max(max_backlog, sum(behind))
+            samples.append(max(behind, default=0) / rate)
             next_sample += 1.0
         if j >= total_sends:
             break
@@ -548,6 +552,8 @@ def slow(spec: Spec) -> Result:
         "max_backlog_bytes": max_backlog,
         "backlog_at_end_bytes": backlog_at_end,
         "worst_conn_backlog_s": max(backlogs, default=math.inf),
+        "median_conn_backlog_s": statistics.median(backlogs) if backlogs else math.inf,
+        "worst_conn_backlog_samples_s": samples,
         "drain_s": drain_s,
         "unacked_after_drain": unacked,
     }

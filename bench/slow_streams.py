@@ -8,7 +8,7 @@ everything else, and on a shared machine one run says little about a margin of a
 of a second. Each run starts a server (default configuration, 4 MiB initial reservations,
 pinned to the server core as in ``make bench``), runs the generator's ``slow`` mode
 (96 KB/s in 4 KiB frames per connection) and prints a row: dropped connections, the worst
-connection's unacknowledged audio at any one-second sample, and the server's CPU share.
+connection's unacknowledged audio when the sending ends, and the generator's and the server's CPU shares.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def one_run(args: argparse.Namespace, cores: Cores, work: Path) -> dict[str, flo
         return {
             "dropped": result["dropped"],
             "worst_backlog_s": result["worst_conn_backlog_s"],
+            "median_backlog_s": result["median_conn_backlog_s"],
             "generator_lag_s": result["gen_max_lag_s"],
+            "generator_cpu": result["gen_cpu"],
             "server_cpu": (server.cpu_seconds() - cpu_before) / wall,
         }
     finally:
@@ -76,13 +78,16 @@ def main() -> None:
     args = parser.parse_args()
     cores = Cores.detect()
     print(f"{args.conns} streams for {args.seconds:g} s, {args.transport}/{args.backend}")
-    print("| run | dropped | worst backlog s | generator lag s | server CPU |")
-    print("|---|---|---|---|---|")
+    print("| run | dropped | worst backlog s | median backlog s | generator lag s "
+          "| generator CPU | server CPU |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent / "results") as tmp:
         for run in range(1, args.runs + 1):
             row = one_run(args, cores, Path(tmp))
             print(f"| {run} | {row['dropped']:.0f} | {row['worst_backlog_s']:.2f} | "
-                  f"{row['generator_lag_s']:.3f} | {row['server_cpu']:.2f} |", flush=True)  # fmt: skip
+                  f"{row['median_backlog_s']:.3f} | "
+                  f"{row['generator_lag_s']:.3f} | {row['generator_cpu']:.2f} | "
+                  f"{row['server_cpu']:.2f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -263,12 +263,20 @@ SYNCS = ("fsync", "fdatasync")
 
 
 class FailingOs:
-    """Counts calls of :data:`FAILABLE` functions and fails the ``fail_at``-th with
-    ``fail_errno``; installed as ``os`` in every module that makes such calls."""
+    """Counts calls of ``functions`` (:data:`FAILABLE` unless given: ``pwrite`` is the
+    other one a test may pick) and fails the ``fail_at``-th with ``fail_errno``; installed
+    as ``os`` in every module that makes such calls."""
 
-    def __init__(self, *, fail_at: int | None = None, fail_errno: int = errno.EIO) -> None:
+    def __init__(
+        self,
+        *,
+        fail_at: int | None = None,
+        fail_errno: int = errno.EIO,
+        functions: Sequence[str] = FAILABLE,
+    ) -> None:
         self.fail_at = fail_at
         self.fail_errno = fail_errno
+        self.functions = functions
         self.calls: list[str] = []
         #: Every injected failure, as ``(call number, function, name of the file)``.
         self.failed: list[tuple[int, str, str]] = []
@@ -276,7 +284,7 @@ class FailingOs:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(os, name)
-        if name not in FAILABLE:
+        if name not in self.functions:
             return attribute
 
         def call(*args: Any) -> Any:

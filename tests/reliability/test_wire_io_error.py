@@ -40,3 +40,27 @@ async def test_a_failed_sync_is_an_io_error_reply(
         for later in (client.sync("s"), client.finalize("s"), client.append("s", b"more")):
             with pytest.raises((StorageError, NotUploadingError), match="Input/output error"):
                 await later
+
+
+@pytest.mark.parametrize("backend", ["file", "mmap"])
+async def test_a_failed_write_of_an_upload_frame_is_reported_for_that_frame(
+    nursery: trio.Nursery, tmp_path: Path, backend: str
+) -> None:
+    """A frame that arrives while the session waits is written by the task that read it
+    off the socket; when that write fails, the client gets the write's own error
+    (``io-error``), not the ``not-uploading`` the failed stream answers from then on."""
+    config = Config(
+        cache=CacheConfig(directory=tmp_path / "cache", backend=backend, sync_policy="finalize"),
+        server=ServerConfig(port=0),
+    )
+    server: RunningServer = await nursery.start(serve, config)
+    async with connect(server.url) as client:
+        await client.create("s")
+        assert await client.append("s", b"a" * 1000) == 1000
+        failing = FailingOs(fail_at=1, fail_errno=errno.EIO, functions=("pwrite", "pwritev"))
+        with failing.installed(), pytest.raises(StorageError) as info:
+            await client.append("s", b"b" * 1000)
+        assert info.value.code == "io-error", info.value
+        assert failing.failed, "the injected failure did not happen"
+        stat = await client.stat("s")
+        assert (stat.status, stat.size) == ("error", 1000)

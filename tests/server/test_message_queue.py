@@ -5,10 +5,12 @@ fragmented messages whole, frames before a bad message applied, then the close c
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import struct
 from pathlib import Path
+from typing import cast
 
 import trio
 from server_helpers import make_config
@@ -153,3 +155,65 @@ async def test_a_fragmented_message_is_one_upload_frame_amid_whole_ones(
             got += payload
     assert got == data
     await client.stream.aclose()
+
+
+async def _reply(client: RawClient, request_id: object) -> dict[str, object]:
+    while True:
+        opcode, payload = await client.frame()
+        if opcode == TEXT and (message := json.loads(payload)).get("re") == request_id:
+            return cast(dict[str, object], message)
+
+
+async def test_frames_written_as_they_arrive_keep_their_place_among_messages(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    """On ``websockets`` a frame that arrives while the session waits, with nothing queued,
+    is written by the task that read it (no pass through the queue); frames behind a
+    queued message wait their turn. Either way every request sees exactly the frames
+    sent before it, and the stream holds every frame in order."""
+    server: RunningServer = await nursery.start(serve, make_config(tmp_path / "c", transport))
+    client = await RawClient.connect(server.port, "/v1/streams/o")
+    await client.stream.send_all(text({"op": "create", "id": 1}) + text({"op": "append", "id": 2}))
+    await _reply(client, 2)
+    chunks = [os.urandom(1500) for _ in range(60)]
+    for chunk in chunks[:20]:  # one at a time, each while the session waits
+        await client.stream.send_all(client_frame(BINARY, chunk))
+        await trio.sleep(0.002)
+    burst = b"".join(client_frame(BINARY, chunk) for chunk in chunks[20:40])
+    burst += text({"op": "stat", "id": 3})
+    burst += b"".join(client_frame(BINARY, chunk) for chunk in chunks[40:])
+    await client.stream.send_all(burst)
+    stat = await _reply(client, 3)
+    assert cast(dict[str, int], stat["stat"])["size"] == 40 * 1500
+    await client.stream.send_all(text({"op": "sync", "id": 4}))
+    assert cast(dict[str, int], (await _reply(client, 4))["stat"])["size"] == 60 * 1500
+    await client.stream.aclose()
+    assert await _size(server.port, "o") == 60 * 1500
+    reader = await RawClient.connect(server.port, "/v1/streams/o")
+    await reader.stream.send_all(text({"op": "read", "id": 5, "offset": 0}))
+    await _reply(reader, 5)
+    got = b""
+    while len(got) < 60 * 1500:
+        opcode, payload = await reader.frame()
+        if opcode == BINARY:
+            got += payload
+    assert got == b"".join(chunks)
+    await reader.stream.aclose()
+
+
+async def test_frames_behind_a_message_that_is_not_utf8_are_never_applied(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    server: RunningServer = await nursery.start(serve, make_config(tmp_path / "c", transport))
+    client = await RawClient.connect(server.port, "/v1/streams/b")
+    await client.stream.send_all(text({"op": "create", "id": 1}) + text({"op": "append", "id": 2}))
+    await _reply(client, 2)
+    await client.stream.send_all(client_frame(BINARY, b"a" * 100))
+    await trio.sleep(0.01)
+    bad = client_frame(TEXT, b"\xff\xfe") + client_frame(BINARY, b"b" * 100)
+    with contextlib.suppress(trio.BrokenResourceError):
+        await client.stream.send_all(bad)
+        await trio.sleep(0.01)
+        await client.stream.send_all(client_frame(BINARY, b"c" * 100))
+    await client.messages_until_close()
+    assert await _size(server.port, "b") == 100

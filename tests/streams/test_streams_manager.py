@@ -578,3 +578,46 @@ async def test_read_shared_reads_once_per_range_and_size(config: CacheConfig) ->
         await manager.delete("s")
         with pytest.raises(StreamNotFoundError):
             await manager.read_shared("s", 2, 100)
+
+
+async def test_append_now_does_what_append_would_or_nothing(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    """``append_now`` (the transport's reader appending a frame without awaiting) writes
+    and wakes the followers exactly as ``append``, or declines (None) with nothing changed
+    whenever ``append`` would have to await or to raise."""
+    config = configure(initial_size=ByteSize(64 * KiB))
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        assert manager.append_now("s", b"abc", 0) == 3
+        woken = []
+
+        async def follow() -> None:
+            woken.append((await manager.wait_for_data("s", 3)).size)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            assert manager.append_now("s", b"defg", 3) == 7
+        assert woken == [7]
+        declined = [
+            ("nobody", b"x", 0),  # no such stream: append raises StreamNotFoundError
+            ("s", b"x", 3),  # the wrong offset: OffsetConflictError
+            ("s", b"", 7),  # nothing to write
+            ("s", _pattern(64 * KiB), 7),  # past the reservation: a growth in a thread
+        ]
+        for stream, data, offset in declined:
+            assert manager.append_now(stream, data, offset) is None
+        async with manager._streams["s"].write_lock:  # as a write in a worker thread does
+            assert manager.append_now("s", b"x", 7) is None
+        await manager.finalize("s")
+        assert manager.append_now("s", b"x", 7) is None  # READY: append raises NotUploading
+        assert await manager.read("s", 0, 100) == b"abcdefg"
+        assert manager.stat("s").size == 7
+    assert manager.append_now("s", b"x", 7) is None  # the manager is closed
+
+    always = configure(directory=config.directory.parent / "always", sync_policy="always")
+    async with open_stream_manager(always) as manager:
+        await manager.create("s")
+        assert manager.append_now("s", b"x", 0) is None  # every write is synced: it awaits
+        assert manager.stat("s").size == 0
