@@ -16,15 +16,22 @@ from mmstream.errors import NotUploadingError, StorageError
 from mmstream.server import RunningServer, serve
 
 
-@pytest.mark.parametrize("backend", ["file", "mmap"])
-async def test_a_failed_sync_is_an_io_error_reply(
-    nursery: trio.Nursery, tmp_path: Path, backend: str
-) -> None:
+@pytest.fixture(params=["file", "mmap"])
+async def server(
+    nursery: trio.Nursery, tmp_path: Path, request: pytest.FixtureRequest
+) -> RunningServer:
+    """A server on each backend, syncing only when asked (no round meets the failures)."""
     config = Config(
-        cache=CacheConfig(directory=tmp_path / "cache", backend=backend, sync_policy="finalize"),
+        cache=CacheConfig(
+            directory=tmp_path / "cache", backend=request.param, sync_policy="finalize"
+        ),
         server=ServerConfig(port=0),
     )
-    server: RunningServer = await nursery.start(serve, config)
+    running: RunningServer = await nursery.start(serve, config)
+    return running
+
+
+async def test_a_failed_sync_is_an_io_error_reply(server: RunningServer) -> None:
     async with connect(server.url) as client:
         await client.create("s")
         await client.append("s", b"x" * 100_000)
@@ -42,18 +49,12 @@ async def test_a_failed_sync_is_an_io_error_reply(
                 await later
 
 
-@pytest.mark.parametrize("backend", ["file", "mmap"])
 async def test_a_failed_write_of_an_upload_frame_is_reported_for_that_frame(
-    nursery: trio.Nursery, tmp_path: Path, backend: str
+    server: RunningServer,
 ) -> None:
     """A frame that arrives while the session waits is written by the task that read it
     off the socket; when that write fails, the client gets the write's own error
     (``io-error``), not the ``not-uploading`` the failed stream answers from then on."""
-    config = Config(
-        cache=CacheConfig(directory=tmp_path / "cache", backend=backend, sync_policy="finalize"),
-        server=ServerConfig(port=0),
-    )
-    server: RunningServer = await nursery.start(serve, config)
     async with connect(server.url) as client:
         await client.create("s")
         assert await client.append("s", b"a" * 1000) == 1000
