@@ -117,8 +117,8 @@ class Connection(Protocol):
     def offer_binary(self, taker: BinaryTaker | None) -> None:
         """Offer each binary message that arrives while no message is queued to
         ``taker`` first, from the task that reads the socket; one it takes (True) is not
-        queued. A transport may never call it (trio-websocket does not): the offer saves
-        the receiver a task step per message and changes nothing else."""
+        queued. The offer saves the receiver a task step per message and changes nothing
+        else."""
         ...
 
     async def send_text(self, text: str) -> None: ...
@@ -221,9 +221,6 @@ class _Adapter:
     remote: str
     path: str
 
-    def offer_binary(self, taker: BinaryTaker | None) -> None:
-        pass  # only the websockets adapter's queue takes an offer
-
     async def send_text(self, text: str) -> None:
         await self._send(text)
 
@@ -284,6 +281,9 @@ class _TrioWebsocketConnection(_Adapter):
     def interrupt_receive(self) -> None:
         self.channel.interrupt()
 
+    def offer_binary(self, taker: BinaryTaker | None) -> None:
+        self.channel.taker = taker
+
     def _wire(self) -> ReplayStream | None:
         return self.stream if isinstance(self.stream, ReplayStream) else None
 
@@ -323,8 +323,17 @@ class _EagerSendChannel:
 
     def __init__(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
         self._channel = channel
+        #: Offered each binary message that would be the only one in the channel.
+        self.taker: BinaryTaker | None = None
 
     async def send(self, value: str | bytes) -> None:
+        taker = self.taker
+        if taker is not None and type(value) is bytes:
+            # Offered only while the session waits in the channel for a message: not when
+            # one is buffered, nor when one was just handed to it and not yet applied.
+            state = self._channel.statistics()
+            if state.tasks_waiting_receive and not state.current_buffer_used and taker(value):
+                return
         try:
             self._channel.send_nowait(value)
         except trio.WouldBlock:
