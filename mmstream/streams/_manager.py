@@ -295,8 +295,7 @@ class StreamManager:
 
         The server's transport hands an upload frame here from the task that read it off
         the socket, while the session waits for its next message: one task step per frame
-        instead of two, which is a third of the event loop's work for a real-time stream's
-        4 KiB frames (docs/performance.md)."""
+        of a real-time stream instead of two (docs/performance.md)."""
         ctx = self._streams.get(stream_id)
         if (
             ctx is None
