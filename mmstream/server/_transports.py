@@ -476,6 +476,8 @@ class _MessageQueue:
         self._queue(data)
 
     def _queue(self, item: _Queued) -> None:
+        if isinstance(item, Exception):
+            self.taker = None  # the connection fails there: nothing behind it is taken
         self._send.send_nowait(item)
         self._queued += 1
         if self._queued > self._high and not self._paused:
@@ -553,7 +555,6 @@ class _WebsocketsConnection(_Adapter):
         item = self.queue.get_nowait()
         if isinstance(item, Exception):
             self._failure = item
-            self.queue.taker = None  # nothing behind a failure is taken
             return None
         return item
 
@@ -568,7 +569,6 @@ class _WebsocketsConnection(_Adapter):
             if not isinstance(item, Exception):
                 return item
             failure = item
-        self.queue.taker = None  # nothing behind a failure is taken
         # As websockets' recv() does: close with 1007 (not UTF-8) or 1009 (too many parts).
         self.ws.set_connection_exc(failure)
         if isinstance(failure, UnicodeDecodeError):
