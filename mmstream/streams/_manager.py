@@ -180,14 +180,15 @@ class StreamManager:
         metadata: Mapping[str, str] | None = None,
     ) -> StreamInfo:
         """Create an empty UPLOADING stream, reserving ``initial_size`` (or what the quota
-        leaves) on disk. It exists once its sidecar is durable."""
+        leaves, maybe nothing: see :meth:`_initial_reservation`) on disk. It exists once its
+        sidecar is durable."""
         sid = check_stream_id(stream_id)
         content_type = _check_content_type(content_type)
         meta = _check_metadata(metadata)
         self._require_open()
+        await trio.lowlevel.checkpoint()
         self._require_new(sid)
-        room = await self._room_for(None, BLOCK)
-        self._require_new(sid)  # checked again: making room may have let another task in
+        reservation = self._initial_reservation()
         path = data_path(self._directory, sid)
         now = time.time()
         ctx = StreamContext(
@@ -200,7 +201,7 @@ class StreamManager:
             last_accessed_at=now,
             content_type=content_type,
             metadata=meta,
-            reserved=min(_blocks(self._config.initial_size), room // BLOCK * BLOCK),
+            reserved=reservation,
         )
         self._creating[sid] = ctx
         try:
@@ -394,10 +395,51 @@ class StreamManager:
         finally:
             ctx.reserved = cache.size
 
-    async def _room_for(self, ctx: StreamContext | None, needed: int) -> int:
-        """How large ``ctx``'s reservation may grow (a new stream's, for ``None``). Eviction
-        (if ``on_full`` allows) makes room for ``needed`` bytes only, never for the rest of a
-        geometric growth or initial reservation: READY data is not evicted to back a
+    def _initial_reservation(self) -> int:
+        """What a new stream reserves: ``initial_size``, or what is free, in whole blocks.
+
+        A reservation is speculative, so a create never evicts: with nothing free it
+        reserves nothing, and its first write evicts what those bytes need (``on_full =
+        "evict"``). Every UPLOADING stream claims at least one block (its first write's
+        need), so streams that reserved nothing are bounded too: a create is refused with
+        :class:`QuotaExceededError` unless its block is free or (``evict``) could be taken
+        from READY streams not yet claimed by others. Synchronous: the caller claims the
+        figure before any other task can."""
+        free = self._config.max_cache_size - self._claimed()
+        if free >= BLOCK:
+            return min(_blocks(self._config.initial_size), free // BLOCK * BLOCK)
+        if self._config.on_full == "evict":
+            evictable = sum(_blocks(c.reserved) for c in self._evictable(keep=None))
+            if free + evictable >= BLOCK:
+                return 0
+        raise QuotaExceededError(
+            f"the cache is full: {self._config.max_cache_size - max(free, 0)} of "
+            f"{self._config.max_cache_size} bytes are reserved or claimed by uploads"
+        )
+
+    def _claimed(self) -> int:
+        """:attr:`reserved`, with every UPLOADING stream counted as one block at least."""
+        return sum(
+            max(_blocks(ctx.reserved), BLOCK if ctx.status.writable else 0)
+            for streams in (self._streams, self._creating)
+            for ctx in streams.values()
+        )
+
+    def _evictable(self, keep: StreamContext | None) -> builtins.list[StreamContext]:
+        """READY streams not in use (nor ``keep``), least recently accessed first."""
+        return sorted(
+            (
+                c
+                for c in self._streams.values()
+                if c.status is StreamStatus.READY and c is not keep and not c.in_use
+            ),
+            key=lambda c: c.last_accessed_at,
+        )
+
+    async def _room_for(self, ctx: StreamContext, needed: int) -> int:
+        """How large ``ctx``'s reservation may grow for a write that needs ``needed`` bytes
+        reserved. Eviction (if ``on_full`` allows) makes room for those written bytes only,
+        never for the rest of a geometric growth: READY data is not evicted to back a
         speculative reservation. Raise
         :class:`QuotaExceededError` if ``needed`` bytes do not fit under ``max_cache_size``.
 
@@ -417,11 +459,10 @@ class StreamManager:
             )
         return room
 
-    def _room(self, ctx: StreamContext | None) -> int:
-        others = self.reserved - (_blocks(ctx.reserved) if ctx is not None else 0)
-        return self._config.max_cache_size - others
+    def _room(self, ctx: StreamContext) -> int:
+        return self._config.max_cache_size - (self.reserved - _blocks(ctx.reserved))
 
-    async def _reclaim(self, amount: int, *, keep: StreamContext | None) -> None:
+    async def _reclaim(self, amount: int, *, keep: StreamContext) -> None:
         """``on_full = "evict"``: delete READY streams, least recently accessed first, until
         ``amount`` reserved bytes are free. A stream in use (read in a thread, held, followed,
         being finalized or deleted) is never chosen; if the candidates together cannot free
@@ -430,14 +471,7 @@ class StreamManager:
         await trio.lowlevel.checkpoint()
         if self._config.on_full != "evict":
             return
-        candidates = sorted(
-            (
-                c
-                for c in self._streams.values()
-                if c.status is StreamStatus.READY and c is not keep and not c.in_use
-            ),
-            key=lambda c: c.last_accessed_at,
-        )
+        candidates = self._evictable(keep)
         if sum(_blocks(c.reserved) for c in candidates) < amount:
             return
         freed = 0
@@ -447,7 +481,9 @@ class StreamManager:
             if victim.deleted or victim.in_use:  # changed while an earlier one was removed
                 continue
             freed += _blocks(victim.reserved)
-            await self._remove(victim, "evicted (least recently used; the cache is full)")
+            removed = await self._remove(victim, "evicted (least recently used; the cache is full)")
+            if removed and self._metrics is not None:
+                self._metrics.evictions.inc()
 
     # -- read and follow -------------------------------------------------------------------
 
@@ -605,7 +641,9 @@ class StreamManager:
         if idle <= self._config.upload_ttl or not ctx.status.writable:
             await trio.lowlevel.checkpoint()
             return  # written to or finalized since the round started
-        await self._remove(ctx, f"expired (no data for {idle:.1f} s, upload_ttl reached)")
+        removed = await self._remove(ctx, f"expired (no data for {idle:.1f} s, upload_ttl reached)")
+        if removed and self._metrics is not None:
+            self._metrics.expiries.inc()
 
     async def _record_access(self, ctx: StreamContext) -> None:
         """Write ``last_accessed_at`` to the sidecar; a failure only costs LRU precision."""
@@ -708,23 +746,28 @@ class StreamManager:
         if unsynced is not None:
             raise unsynced
 
-    async def _remove(self, ctx: StreamContext, why: str) -> None:
-        """Evict or expire ``ctx`` unless a writer, flush or delete holds it."""
+    async def _remove(self, ctx: StreamContext, why: str) -> bool:
+        """Evict or expire ``ctx`` unless a writer, flush or delete holds it; whether it
+        was removed."""
         try:
             ctx.write_lock.acquire_nowait()
         except trio.WouldBlock:
-            return
+            return False
         try:
             try:
                 ctx.sync_lock.acquire_nowait()
             except trio.WouldBlock:
-                return
+                return False
             try:
-                if not ctx.deleted and not self._closed:
-                    with suppress(StorageError):  # logged by _remove_locked
-                        unsynced = await self._remove_locked(ctx, why)
-                        if unsynced is not None:
-                            log.warning("stream %s: %s", ctx.stream_id, unsynced)
+                if ctx.deleted or self._closed:
+                    return False
+                try:
+                    unsynced = await self._remove_locked(ctx, why)
+                except StorageError:
+                    return False  # logged by _remove_locked
+                if unsynced is not None:
+                    log.warning("stream %s: %s", ctx.stream_id, unsynced)
+                return True
             finally:
                 ctx.sync_lock.release()
         finally:

@@ -190,7 +190,9 @@ async def test_eviction_spares_uploads_and_followed_streams_and_reject_rejects(
         async with trio.open_nursery() as nursery:  # followed uploads are spared too
             nursery.start_soon(manager.wait_for_data, "x", 0)
             await trio.sleep(0.01)
-            await manager.create("z")  # evicts the one READY stream
+            await manager.create("z")  # reserves nothing: a create evicts nothing
+            assert {i.stream_id for i in manager.list()} == {"old", "up", "x", "y", "z"}
+            await manager.append("z", chunk("z", 0, 128 * KiB))  # evicts the one READY stream
             assert {i.stream_id for i in manager.list()} == {"up", "x", "y", "z"}
             with pytest.raises(QuotaExceededError):
                 await manager.create("w")  # only uploads are left: none is evicted
@@ -246,3 +248,47 @@ async def test_idle_uploads_expire(
         "the idle upload's files removed within 0.6 s and its follower told not-found; the "
         "others untouched",
     )
+
+
+async def test_creates_never_evict_ready_streams_only_written_bytes_do(
+    ram_path: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (issue 14, item 2): ten empty creates in a cache full of READY recordings
+    used to evict ten of them. A create's reservation is speculative: it takes what is free
+    (here nothing) and evicts nothing; the bytes written later evict what they need."""
+    caplog.set_level(logging.WARNING, logger="mmstream.streams")
+    config = config_for(ram_path / "cache", backend, max_cache_size=ByteSize(1 * MiB),
+                        initial_size=ByteSize(128 * KiB))  # fmt: skip
+    async with open_stream_manager(config, registry=one_backend(load_backend(backend))) as manager:
+        recordings = [f"rec{n}" for n in range(8)]
+        for sid in recordings:
+            await make_ready(manager, sid, 128 * KiB)  # 8 x 128 KiB: the cache is full
+        for n in range(10):
+            info = await manager.create(f"live-{n}")
+            assert info.reserved == 0  # nothing is free: nothing reserved
+        assert evicted(caplog) == []
+        assert [i.stream_id for i in manager.list() if i.status is StreamStatus.READY] == (
+            recordings
+        )
+        assert manager.reserved <= config.max_cache_size
+        # Bytes written need room: now the least recently used recording goes, one only.
+        await manager.append("live-0", chunk("live-0", 0, 64 * KiB))
+        assert evicted(caplog) == ["rec0"]
+        assert manager.reserved <= config.max_cache_size
+
+
+async def test_creates_claim_a_block_each_against_what_could_be_evicted(
+    ram_path: Path, backend: str
+) -> None:
+    """Streams created with nothing reserved still count one block each (what their first
+    write may evict), so their number stays bounded by the quota as before."""
+    config = config_for(ram_path / "cache", backend, max_cache_size=ByteSize(64 * KiB),
+                        initial_size=ByteSize(16 * KiB))  # fmt: skip
+    async with open_stream_manager(config, registry=one_backend(load_backend(backend))) as manager:
+        for n in range(4):
+            await make_ready(manager, f"rec{n}", 16 * KiB)  # full
+        for n in range(16):  # 16 x 4 KiB: what the four recordings could give back
+            await manager.create(f"live-{n}")
+        with pytest.raises(QuotaExceededError):
+            await manager.create("one-too-many")
+        assert len([i for i in manager.list() if i.status is StreamStatus.READY]) == 4
