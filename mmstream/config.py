@@ -96,6 +96,9 @@ class CacheConfig:
     on_full: Literal["evict", "reject"] = "evict"
     #: UPLOADING streams idle longer than this many seconds expire (0 disables).
     upload_ttl: float = attrs.field(default=24 * 3600.0, validator=_min(0))
+    #: A stream's writer that has written nothing for this many seconds may be replaced by
+    #: a new one (a connection that died unnoticed cannot hold its stream longer).
+    writer_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
     #: How the mmap backend writes: ``pwrite`` into the page cache, or ``mapping`` (copies
     #: into the mapped pages, pre-faulted ahead); reads use the mapping either way.
     mmap_write: MmapWrite = "pwrite"

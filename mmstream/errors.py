@@ -31,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "QuotaExceededError",
     "StorageError",
+    "StreamBusyError",
     "StreamExistsError",
     "StreamNotFoundError",
     "TooLargeError",
@@ -121,6 +122,13 @@ class OffsetConflictError(ConflictError):
     def __init__(self, message: str, *, actual: int) -> None:
         super().__init__(message)
         self.actual = actual
+
+
+class StreamBusyError(ConflictError):
+    """Another writer holds the stream: one writer at a time, whatever the route (WebSocket
+    upload, Icecast ``PUT``/``SOURCE``). The first keeps it; the second is refused."""
+
+    code = "busy"
 
 
 class NotUploadingError(ConflictError):

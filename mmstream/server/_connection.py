@@ -79,7 +79,7 @@ from ..protocol import (
     parse_path,
     resolve_stream,
 )
-from ..streams import StreamInfo, StreamManager, StreamStatus
+from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
 from ._acks import AckClock
 from ._fanout import FanoutHub
 from ._replay import Delivery
@@ -107,9 +107,11 @@ _M = TypeVar("_M", str, bytes, Sequence[str | bytes])
 
 @attrs.define
 class _Upload:
-    """The connection's upload binding (``append``)."""
+    """The connection's upload binding (``append``): it holds the stream's writer lease
+    until it ends."""
 
     stream: str
+    lease: WriterLease
     #: Where the next byte goes: the size after this binding's last write.
     offset: int
     #: The last offset acknowledged to the client.
@@ -179,6 +181,8 @@ class Session:
             finally:
                 self.connection.offer_binary(None)
                 self.ack_clock.forget(self)
+                if self._upload is not None:  # cancelled before it could end: the lease goes
+                    self._upload.lease.release()
             nursery.cancel_scope.cancel()  # the tail and the watchers
         if not self._peer_gone:
             await self.connection.close(*self._close)
@@ -335,7 +339,7 @@ class Session:
         if len(frames) > 1:
             try:
                 size = await self.manager.append_many(
-                    upload.stream, frames, expected_offset=upload.offset
+                    upload.stream, frames, expected_offset=upload.offset, writer=upload.lease
                 )
             except MmstreamError:
                 size = upload.offset  # nothing written: the first frame reports why below
@@ -361,7 +365,7 @@ class Session:
         if upload is None or self._receiving_since is None or self._stopping:
             return False
         try:
-            size = self.manager.append_now(upload.stream, data, upload.offset)
+            size = self.manager.append_now(upload.stream, data, upload.offset, upload.lease)
         except MmstreamError as exc:
             # The stream failed on this frame: the applier meets the frame next, and
             # reports this error for it rather than the failed status it now finds.
@@ -387,7 +391,9 @@ class Session:
 
     async def _append_frame(self, upload: _Upload, data: bytes) -> None:
         try:
-            size = await self.manager.append(upload.stream, data, expected_offset=upload.offset)
+            size = await self.manager.append(
+                upload.stream, data, expected_offset=upload.offset, writer=upload.lease
+            )
         except MmstreamError as exc:
             failure, self._taken_failure = self._taken_failure or exc, None
             await self._end_upload(f"failed: {failure.code}")
@@ -404,9 +410,15 @@ class Session:
         await self._send_text(encode_ack(upload.stream, upload.offset))
 
     async def _end_upload(self, why: str) -> None:
+        lease = await self._unbind(why)
+        if lease is not None:
+            lease.release()
+
+    async def _unbind(self, why: str) -> WriterLease | None:
+        """End the binding (acknowledging what it wrote) and hand back its lease, still held."""
         upload = self._upload
         if upload is None:
-            return
+            return None
         await self._acknowledge()
         self._upload = None
         log.info(
@@ -416,6 +428,7 @@ class Session:
             upload.offset,
             why,
         )
+        return upload.lease
 
     def _acknowledged_by_reply(self, info: StreamInfo) -> None:
         """``sync`` and ``finalize`` replies carry the size: they count as acks."""
@@ -442,6 +455,7 @@ class Session:
         """The reply to ``request``, or None when it was already sent (``read``, ``tail``)."""
         if isinstance(request, Hello):
             self._authenticate(request)
+            await self._recheck_upload()
         elif self._grant is None and self.authorizer.enabled:
             raise UnauthorizedError("unauthorized: send hello with a valid token first")
         stream = resolve_stream(request, self.bound)
@@ -476,11 +490,16 @@ class Session:
                 self._acknowledged_by_reply(info)
                 return StatReply(re=request.id, stat=StreamStat.from_info(info))
             case Finalize():
+                lease = None
                 if self._upload is not None and self._upload.stream == stream:
-                    await self._end_upload("finalize")
-                info = await self.manager.finalize(
-                    stream, expected_size=request.size, sha256=request.sha256
-                )
+                    lease = await self._unbind("finalize")
+                try:
+                    info = await self.manager.finalize(
+                        stream, expected_size=request.size, sha256=request.sha256, writer=lease
+                    )
+                finally:
+                    if lease is not None:
+                        lease.release()
                 return StatReply(re=request.id, stat=StreamStat.from_info(info))
             case Read():
                 await self._read(request, stream)
@@ -510,13 +529,30 @@ class Session:
             raise UnauthorizedError("unauthorized: the token is not valid")
         self._grant = grant
 
+    async def _recheck_upload(self) -> None:
+        """After a new ``hello``: the binding ends unless the new token may write its
+        stream (write rights come from the latest hello, not from any earlier one). Later
+        frames are then unbound: the first gets a ``bad-request`` event."""
+        upload = self._upload
+        if upload is None or self.authorizer.allows(self._grant, "append", upload.stream):
+            return
+        await self._end_upload("the new hello's token does not allow writing it")
+        self._report_unbound = True
+
     async def _bind(self, request: Append, stream: str) -> Reply:
         await self._end_upload("a new append")
         self._report_unbound = False  # a failed append binds nothing, silently
-        # An empty append checks what a bound upload needs: the stream exists, takes data,
-        # and is at the expected offset (else offset-conflict with the real one).
-        size = await self.manager.append(stream, b"", expected_offset=request.offset)
-        self._upload = _Upload(stream, offset=size, acked=size)
+        lease = self.manager.acquire_writer(stream, f"conn={self.connection.id}")
+        try:
+            # An empty append checks what a bound upload needs: the stream exists, takes
+            # data, and is at the expected offset (else offset-conflict with the real one).
+            size = await self.manager.append(
+                stream, b"", expected_offset=request.offset, writer=lease
+            )
+        except BaseException:
+            lease.release()
+            raise
+        self._upload = _Upload(stream, lease, offset=size, acked=size)
         self._report_unbound = True
         log.info("upload bound conn=%s stream=%s offset=%d", self.connection.id, stream, size)
         return AppendReply(re=request.id, stream=stream, offset=size)

@@ -15,7 +15,10 @@ here, as for an upgrade, the rest of the connection *is* the body: answer 100 (o
 - A source that drops (reset, ``icecast.source_timeout`` without a byte, a framed body cut
   short) leaves the stream UPLOADING with every byte received; a new ``PUT`` on the same id
   appends to it, and its listeners get the new source's header before its data.
-- One source per stream at a time: a second gets 409 while the first is connected.
+- One writer per stream at a time, whatever its route: a source holds the stream's writer
+  lease (``StreamManager.acquire_writer``) while connected, so a second source, or a
+  WebSocket upload, gets 409 ``busy`` (``busy`` too for a source while a WebSocket client
+  uploads), and the first is untouched.
 
 Listening. ``GET /streams/{id}`` on an UPLOADING stream, without ``Range``, is answered the
 Icecast way: ``200`` with no length and ``Connection: close``, the stream's header, a burst
@@ -38,9 +41,15 @@ import trio
 from ..audio import detect_format
 from ..auth import Authorizer, token_from_header
 from ..config import IcecastConfig
-from ..errors import MmstreamError, StreamNotFoundError, UnauthorizedError
+from ..errors import (
+    MmstreamError,
+    NotUploadingError,
+    OutOfRangeError,
+    StreamNotFoundError,
+    UnauthorizedError,
+)
 from ..metrics import Metrics
-from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
+from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus, WriterLease
 from ..web.playback import HTTP_STATUS
 from ._fanout import FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router
@@ -54,7 +63,7 @@ _RECEIVE_SIZE = 64 * 1024
 _DRAIN_TIMEOUT = 30.0
 _METADATA_PREFIXES = ("ice-", "icy-")
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
-_STATUS = {**HTTP_STATUS, "exists": 409, "not-uploading": 409, "offset-conflict": 409}
+_STATUS = {**HTTP_STATUS, "exists": 409, "not-uploading": 409, "offset-conflict": 409, "busy": 409}
 _MAX_METADATA = 64
 _MAX_VALUE = 1024
 
@@ -78,12 +87,10 @@ def _reply(status: int, reason: str, payload: object, version: bytes = b"1.1") -
     ) + body
 
 
-def _error(status: int, exc: MmstreamError | str) -> bytes:
+def _error(status: int, exc: MmstreamError) -> bytes:
     """A JSON error, shaped as the protocol's: ``{"error": {"code", "message"}}``."""
     reason = _REASONS.get(status, "Error")
-    if isinstance(exc, MmstreamError):
-        return _reply(status, reason, {"error": {"code": exc.code, "message": exc.message}})
-    return _reply(status, reason, {"error": {"code": "bad-request", "message": exc}})
+    return _reply(status, reason, {"error": {"code": exc.code, "message": exc.message}})
 
 
 #: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
@@ -118,7 +125,13 @@ class _Icecast:
         self.authorizer = authorizer
         self.hub = hub
         self.config = config
-        self._sources: set[str] = set()
+
+    async def _refuse(self, stream: trio.abc.Stream, exc: MmstreamError) -> None:
+        """Answer ``exc`` with the status playback uses for its code (conflicts: 409), and
+        count it in ``mmstream_errors_total`` as every route does."""
+        if self.metrics is not None:
+            self.metrics.errors.labels(exc.code).inc()
+        await _send_quietly(stream, _error_for(exc))
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -142,11 +155,9 @@ class _Icecast:
         headers = request.header_fields()
         version = conn.their_http_version or b"1.1"
         if not self._allowed(request, "PUT"):
+            if self.metrics is not None:
+                self.metrics.errors.labels(UnauthorizedError.code).inc()
             await _send_quietly(stream, _UNAUTHORIZED)
-            return True
-        if stream_id in self._sources:
-            reply = _error(409, f"stream {stream_id} has a source already")
-            await _send_quietly(stream, reply)
             return True
         try:
             info = self.manager.stat(stream_id)
@@ -157,20 +168,22 @@ class _Icecast:
                     stream_id, content_type=content_type, metadata=source_metadata(headers)
                 )
             except MmstreamError as exc:
-                await _send_quietly(stream, _error_for(exc))
+                await self._refuse(stream, exc)
                 return True
         except MmstreamError as exc:
-            await _send_quietly(stream, _error_for(exc))
+            await self._refuse(stream, exc)
             return True
-        if info.status is not StreamStatus.UPLOADING:
-            reply = _error(409, f"stream {stream_id} is {info.status.value}")
-            await _send_quietly(stream, reply)
-            return True
-        self._sources.add(stream_id)
         try:
-            await self._receive_source(request, stream, conn, headers, version, info.size)
+            if info.status is not StreamStatus.UPLOADING:
+                raise NotUploadingError(f"stream {stream_id} is {info.status.value}")
+            lease = self.manager.acquire_writer(stream_id, f"icecast source {request.remote}")
+        except MmstreamError as exc:
+            await self._refuse(stream, exc)
+            return True
+        try:
+            await self._receive_source(request, stream, conn, headers, version, lease)
         finally:
-            self._sources.discard(stream_id)
+            lease.release()
         return True
 
     async def _receive_source(
@@ -180,9 +193,10 @@ class _Icecast:
         conn: h11.Connection,
         headers: Mapping[str, str],
         version: bytes,
-        start: int,
+        lease: WriterLease,
     ) -> None:
         stream_id = request.params["stream_id"]
+        start = self.manager.stat(stream_id).size
         self.hub.get(stream_id).restart_at(start)  # a new source: a new header
         framed = "content-length" in headers or "transfer-encoding" in headers
         if request.method == "SOURCE":
@@ -209,7 +223,7 @@ class _Icecast:
                 if piece is None:
                     clean = True
                     break
-                size = await self.manager.append(stream_id, piece)
+                size = await self.manager.append(stream_id, piece, writer=lease)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass
         except MmstreamError as exc:
@@ -218,7 +232,7 @@ class _Icecast:
             await pieces.aclose()
         if problem is not None:
             log.warning("source failed stream=%s: %s", stream_id, problem)
-            await _send_quietly(stream, _error_for(problem))
+            await self._refuse(stream, problem)
             return
         if not clean:
             log.info("source dropped stream=%s size=%d (stays uploading)", stream_id, size)
@@ -226,9 +240,9 @@ class _Icecast:
         status = "uploading"
         if self.config.source_end == "finalize":
             try:
-                status = (await self.manager.finalize(stream_id)).status.value
+                status = (await self.manager.finalize(stream_id, writer=lease)).status.value
             except MmstreamError as exc:
-                await _send_quietly(stream, _error_for(exc))
+                await self._refuse(stream, exc)
                 return
         log.info("source ended stream=%s size=%d status=%s", stream_id, size, status)
         if request.method != "SOURCE":
@@ -244,6 +258,8 @@ class _Icecast:
         if request.header("range") is not None:
             return False
         if not self._allowed(request, "GET"):
+            if self.metrics is not None:
+                self.metrics.errors.labels(UnauthorizedError.code).inc()
             await _send_quietly(stream, _UNAUTHORIZED)
             return True
         stream_id = request.params["stream_id"]
@@ -258,8 +274,7 @@ class _Icecast:
             name, _, value = pair.partition("=")
             if name == "offset":
                 if not value.isdigit() or len(value) > 19 or int(value) > info.size:
-                    reply = _error(416, f"bad offset {value[:32]!r}")
-                    await _send_quietly(stream, reply)
+                    await self._refuse(stream, OutOfRangeError(f"bad offset {value[:32]!r}"))
                     return True
                 offset = int(value)
         if self.metrics is not None:

@@ -10,6 +10,7 @@ from ._context import TRANSITIONS as TRANSITIONS
 from ._context import StreamContext as StreamContext
 from ._context import StreamInfo as StreamInfo
 from ._context import StreamStatus as StreamStatus
+from ._context import WriterLease as WriterLease
 from ._ids import STREAM_ID_ALPHABET as STREAM_ID_ALPHABET
 from ._ids import STREAM_ID_MAX_LENGTH as STREAM_ID_MAX_LENGTH
 from ._ids import check_stream_id as check_stream_id
@@ -27,6 +28,7 @@ __all__ = [
     "StreamInfo",
     "StreamManager",
     "StreamStatus",
+    "WriterLease",
     "check_stream_id",
     "is_valid_stream_id",
     "open_stream_manager",

@@ -20,7 +20,7 @@ import trio
 from ..cache import MemoryMappedCache
 from ..errors import NotUploadingError, StorageError
 
-__all__ = ["TRANSITIONS", "StreamContext", "StreamInfo", "StreamStatus"]
+__all__ = ["TRANSITIONS", "StreamContext", "StreamInfo", "StreamStatus", "WriterLease"]
 
 log = logging.getLogger("mmstream.streams")
 
@@ -119,6 +119,9 @@ class StreamContext:
     readers: int = attrs.field(default=0, init=False, repr=False)
     #: Tasks in ``wait_for_data``: eviction and expiry skip a followed stream.
     followers: int = attrs.field(default=0, init=False, repr=False)
+    #: The one writer allowed to append and finalize, if one holds the stream (see
+    #: ``StreamManager.acquire_writer``); None: only writes that name no lease.
+    writer: WriterLease | None = attrs.field(default=None, init=False, repr=False)
     #: ``time.monotonic()`` of the last append, finalize or (re)load: the upload TTL clock.
     #: A restart starts it afresh: the server's downtime is not the client's idleness.
     idle_since: float = attrs.field(factory=time.monotonic, init=False, repr=False)
@@ -219,3 +222,33 @@ class StreamContext:
                 cache.close()
             except StorageError as exc:
                 log.warning("stream %s: closing the cache failed: %s", self.stream_id, exc)
+
+
+@attrs.define(eq=False)
+class WriterLease:
+    """The right to write one stream, held by one writer whatever its route (a WebSocket
+    upload binding, an Icecast source). Obtained from ``StreamManager.acquire_writer``,
+    passed to every append and to finalize, released when the writer is done or its
+    connection ends. While it is held, writes with another lease or none are refused with
+    :class:`~mmstream.errors.StreamBusyError`."""
+
+    stream_id: str
+    #: Who holds it, for the server log (never sent to other clients).
+    owner: str
+    _context: StreamContext = attrs.field(repr=False)
+    acquired_at: float = attrs.field(factory=time.monotonic, repr=False)
+
+    def of(self, context: StreamContext) -> bool:
+        """Whether this lease was taken on ``context`` (not on an earlier stream that had
+        the same id and was deleted)."""
+        return self._context is context
+
+    @property
+    def held(self) -> bool:
+        """False once released, taken over by a new writer, or the stream finalized."""
+        return self._context.writer is self
+
+    def release(self) -> None:
+        """Give the stream up (idempotent; a lease no longer held releases nothing)."""
+        if self._context.writer is self:
+            self._context.writer = None

@@ -1,7 +1,10 @@
 """StreamManager: the one owner of every stream, and the only way the server touches storage.
 
-Concurrency: one writer per stream (``append``, ``finalize`` and ``delete`` hold the stream's
-write lock), any number of readers (no lock). Short operations run inline on the event loop
+Concurrency: one writer per stream. A writer that outlives one call (an upload binding, an
+Icecast source) holds the stream's :class:`WriterLease` (:meth:`StreamManager.acquire_writer`),
+and appends or finalize with another lease or none are refused with ``busy`` meanwhile;
+each call holds the stream's write lock (``append``, ``finalize`` and ``delete``). Any number
+of readers (no lock). Short operations run inline on the event loop
 (a write that fits the reservation, a read of at most 1 MiB: a copy into or out of the page
 cache costs less than a thread hop); growth, large copies, fsync and hashing run in worker
 threads, so a slow disk never stalls the loop.
@@ -57,13 +60,14 @@ from ..errors import (
     OffsetConflictError,
     QuotaExceededError,
     StorageError,
+    StreamBusyError,
     StreamExistsError,
     StreamNotFoundError,
     TooLargeError,
 )
 from ..metrics import Metrics
 from ..registry import BackendRegistry
-from ._context import StreamContext, StreamInfo, StreamStatus
+from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
 from ._directory import data_path, prepare_cache_directory, sidecar_path
 from ._ids import check_stream_id
 from ._recovery import recover_directory
@@ -224,17 +228,68 @@ class StreamManager:
         log.info("stream %s: created (uploading, %d bytes reserved)", sid, ctx.reserved)
         return ctx.info()
 
+    # -- writers ---------------------------------------------------------------------------
+
+    def acquire_writer(self, stream_id: str, owner: str) -> WriterLease:
+        """Become the stream's one writer, whatever the route: until the lease is released,
+        appends and finalize that do not pass it are refused with :class:`StreamBusyError`.
+
+        A lease held by a writer that wrote nothing for ``writer_timeout`` seconds is taken
+        over (its next write is refused): a connection that died without the server
+        noticing holds its stream that long at most, and a resumed upload can go on.
+        Otherwise the second writer gets :class:`StreamBusyError` and the first is
+        untouched. Raises as ``append`` would for a missing or finished stream."""
+        ctx = self._get(stream_id)
+        ctx.require_writable()
+        current = ctx.writer
+        if current is not None:
+            idle = time.monotonic() - max(current.acquired_at, ctx.idle_since)
+            if idle < self._config.writer_timeout:
+                log.info("stream %s: %s refused, %s is writing it", ctx.stream_id, owner,
+                         current.owner)  # fmt: skip
+                raise StreamBusyError(f"stream {ctx.stream_id} has another writer")
+            log.warning("stream %s: writer %s idle for %.1f s, taken over by %s",
+                        ctx.stream_id, current.owner, idle, owner)  # fmt: skip
+        lease = WriterLease(ctx.stream_id, owner, ctx)
+        ctx.writer = lease
+        return lease
+
+    @staticmethod
+    def _require_writer(ctx: StreamContext, writer: WriterLease | None) -> None:
+        if ctx.writer is writer:
+            return
+        if writer is not None and not writer.of(ctx):
+            raise StreamNotFoundError(f"stream {ctx.stream_id} was deleted")
+        if writer is not None and ctx.writer is not None:
+            raise StreamBusyError(
+                f"stream {ctx.stream_id} was taken over by another writer (this one was idle)"
+            )
+        raise StreamBusyError(f"stream {ctx.stream_id} has another writer")
+
     # -- append ----------------------------------------------------------------------------
 
     async def append(
-        self, stream_id: str, data: Buffer, *, expected_offset: int | None = None
+        self,
+        stream_id: str,
+        data: Buffer,
+        *,
+        expected_offset: int | None = None,
+        writer: WriterLease | None = None,
     ) -> int:
         """Append ``data`` and return the new size. ``expected_offset``, when given, must
-        equal the current size, else :class:`OffsetConflictError` carries the real one."""
-        return await self.append_many(stream_id, (data,), expected_offset=expected_offset)
+        equal the current size, else :class:`OffsetConflictError` carries the real one.
+        ``writer`` must be the stream's lease if one is held (:meth:`acquire_writer`)."""
+        return await self.append_many(
+            stream_id, (data,), expected_offset=expected_offset, writer=writer
+        )
 
     async def append_many(
-        self, stream_id: str, chunks: Sequence[Buffer], *, expected_offset: int | None = None
+        self,
+        stream_id: str,
+        chunks: Sequence[Buffer],
+        *,
+        expected_offset: int | None = None,
+        writer: WriterLease | None = None,
     ) -> int:
         """Append ``chunks`` one after the other and return the new size: one lock, one
         offset check, one wakeup of the followers for the lot (the server's batch of the
@@ -261,6 +316,7 @@ class StreamManager:
         try:
             self._require_live(ctx)
             ctx.require_writable()
+            self._require_writer(ctx, writer)
             offset = ctx.size
             if expected_offset is not None and expected_offset != offset:
                 raise OffsetConflictError(
@@ -286,10 +342,16 @@ class StreamManager:
         finally:
             lock.release()
 
-    def append_now(self, stream_id: str, data: bytes, expected_offset: int) -> int | None:
+    def append_now(
+        self,
+        stream_id: str,
+        data: bytes,
+        expected_offset: int,
+        writer: WriterLease | None = None,
+    ) -> int | None:
         """Append ``data`` at ``expected_offset`` without awaiting, when that is the
-        whole of what :meth:`append` would do: the stream takes data at that offset, no
-        other write holds it, ``data`` fits its reservation and no sync follows each
+        whole of what :meth:`append` would do: the stream takes data at that offset from
+        ``writer``, no other write holds it, ``data`` fits its reservation and no sync follows each
         write. Returns the new size, or None with nothing done (``append`` then does it,
         or raises what it must). A storage error from the write itself is raised, the
         stream failed, as ``append`` raises it.
@@ -304,6 +366,7 @@ class StreamManager:
             or ctx.deleted
             or ctx.size != expected_offset
             or not ctx.status.writable
+            or ctx.writer is not writer
             or ctx.write_lock.locked()
             or self._config.sync_policy == "always"
         ):
@@ -670,8 +733,11 @@ class StreamManager:
         *,
         expected_size: int | None = None,
         sha256: str | None = None,
+        writer: WriterLease | None = None,
     ) -> StreamInfo:
         """Verify size and sha256 of the stored bytes, make them durable and go READY.
+        ``writer`` must be the stream's lease if one is held: no one finalizes a stream
+        another writer is uploading.
 
         A mismatch raises :class:`ChecksumMismatchError` and the stream stays UPLOADING, so
         the client can repair it (resume at the real size) and finalize again.
@@ -683,6 +749,7 @@ class StreamManager:
         async with ctx.write_lock:
             self._require_live(ctx)
             ctx.require_writable()
+            self._require_writer(ctx, writer)
             size = ctx.size
             if expected_size is not None and expected_size != size:
                 raise ChecksumMismatchError(
@@ -730,6 +797,7 @@ class StreamManager:
                     ctx.reserved = cache.size
                 ctx.durable_offset, ctx.finalized_at, ctx.sha256 = size, now, digest
                 ctx.access_recorded = record.last_accessed_at
+                ctx.writer = None  # nothing more to write
                 ctx.set_status(StreamStatus.READY)
         return ctx.info()
 

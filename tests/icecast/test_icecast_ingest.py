@@ -106,16 +106,15 @@ async def test_one_source_per_stream_and_none_for_a_finished_one(tmp_path: Path)
         await second.send_all(b"PUT /streams/busy HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
         status, _, rest = await read_head(second)
         assert status == 409
-        assert body_json(await read_to_end(second, rest))["error"]["message"].endswith(
-            "has a source already"
-        )
+        assert body_json(await read_to_end(second, rest))["error"]["code"] == "busy"
         await first.send_eof()
         await read_to_end(first)
         await wait_status(server, "busy", StreamStatus.READY)
         third = await connect(server)
         await third.send_all(b"PUT /streams/busy HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
-        status, _, _ = await read_head(third)
+        status, _, rest = await read_head(third)
         assert status == 409
+        assert body_json(await read_to_end(third, rest))["error"]["code"] == "not-uploading"
 
 
 async def test_hostile_ids_and_paths(tmp_path: Path) -> None:

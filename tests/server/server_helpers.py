@@ -4,7 +4,7 @@ client libraries, so each test can speak to a real server on a loopback port."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -211,3 +211,13 @@ class V1:
 async def v1_connect(url: str, library: str = "websockets") -> AsyncIterator[V1]:
     async with ws_connect(url, library, subprotocols=["mmstream.v1"]) as ws:
         yield V1(ws)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``check`` until it holds (10 s at most): a state the server reaches in its own
+    time."""
+    with trio.fail_after(10):
+        while True:
+            if await check():
+                return
+            await trio.sleep(0.02)

@@ -80,6 +80,7 @@ def test_public_surface() -> None:
         "StreamInfo",
         "StreamManager",
         "StreamStatus",
+        "WriterLease",
         "check_stream_id",
         "is_valid_stream_id",
         "open_stream_manager",
