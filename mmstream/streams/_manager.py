@@ -526,17 +526,20 @@ class StreamManager:
         return self._config.max_cache_size - (self.reserved - _blocks(ctx.reserved))
 
     async def _reclaim(self, amount: int, *, keep: StreamContext) -> None:
-        """``on_full = "evict"``: delete READY streams, least recently accessed first, until
-        ``amount`` reserved bytes are free. A stream in use (read in a thread, held, followed,
-        being finalized or deleted) is never chosen; if the candidates together cannot free
-        ``amount``, none is evicted: losing data and then refusing the write anyway helps
-        no one."""
+        """Free ``amount`` reserved bytes for a write into ``keep``: first from reservations
+        no byte was written into (other uploads' unwritten tails, the longest idle first,
+        only what is needed: a reservation is speculative), then, with ``on_full =
+        "evict"``, by deleting READY streams, least recently accessed first. A stream in use
+        (read in a thread, held, followed, being written, finalized or deleted) is never
+        evicted; if everything together cannot free ``amount``, nothing is done: losing data
+        and then refusing the write anyway helps no one."""
         await trio.lowlevel.checkpoint()
-        if self._config.on_full != "evict":
+        spares = self._spares(keep)
+        candidates = self._evictable(keep) if self._config.on_full == "evict" else []
+        available = sum(spare for _, spare in spares)
+        if available + sum(_blocks(c.reserved) for c in candidates) < amount:
             return
-        candidates = self._evictable(keep)
-        if sum(_blocks(c.reserved) for c in candidates) < amount:
-            return
+        amount -= await self._trim(spares, amount)
         freed = 0
         for victim in candidates:
             if freed >= amount:
@@ -547,6 +550,51 @@ class StreamManager:
             removed = await self._remove(victim, "evicted (least recently used; the cache is full)")
             if removed and self._metrics is not None:
                 self._metrics.evictions.inc()
+
+    def _spares(self, keep: StreamContext) -> builtins.list[tuple[StreamContext, int]]:
+        """Uploads (but ``keep``) with reserved blocks past their written ones, and how many:
+        the longest idle first. One being written is left alone."""
+        found = [
+            (c, _blocks(c.reserved) - _blocks(c.size))
+            for c in self._streams.values()
+            if c.status.writable and c is not keep and not c.write_lock.locked()
+        ]
+        return sorted(
+            ((c, spare) for c, spare in found if spare > 0), key=lambda item: item[0].idle_since
+        )
+
+    async def _trim(self, spares: Sequence[tuple[StreamContext, int]], amount: int) -> int:
+        """Shrink the reservations of ``spares`` in turn, never below their written bytes,
+        until ``amount`` bytes are free; return the bytes freed. A stream a writer took
+        meanwhile is skipped; one whose shrink fails keeps what it has (a lost trim costs
+        nothing but the room)."""
+        freed = 0
+        for ctx, _ in spares:
+            if freed >= amount:
+                break
+            try:
+                ctx.write_lock.acquire_nowait()
+            except trio.WouldBlock:
+                continue
+            try:
+                cache = ctx.cache
+                if ctx.deleted or self._closed or not ctx.status.writable or cache is None:
+                    continue
+                before = _blocks(ctx.reserved)
+                target = max(_blocks(ctx.size), before - _blocks(amount - freed))
+                if target >= before:
+                    continue
+                try:
+                    await trio.to_thread.run_sync(cache.resize, target)
+                except StorageError as exc:
+                    log.warning("stream %s: giving back unwritten space failed: %s",
+                                ctx.stream_id, exc)  # fmt: skip
+                finally:
+                    ctx.reserved = cache.size
+                freed += max(before - _blocks(ctx.reserved), 0)
+            finally:
+                ctx.write_lock.release()
+        return freed
 
     # -- read and follow -------------------------------------------------------------------
 

@@ -185,10 +185,11 @@ async def test_eviction_spares_uploads_and_followed_streams_and_reject_rejects(
         with pytest.raises(QuotaExceededError):
             await manager.append("up", chunk("up", 1, 512 * KiB))
         assert {i.stream_id for i in manager.list()} == {"old", "up"}
-        await manager.create("x")
-        await manager.create("y")  # the cap is reached
+        for sid in ("x", "y"):  # the cap is reached, every reservation written into
+            await manager.create(sid)
+            await manager.append(sid, chunk(sid, 0, 128 * KiB))
         async with trio.open_nursery() as nursery:  # followed uploads are spared too
-            nursery.start_soon(manager.wait_for_data, "x", 0)
+            nursery.start_soon(manager.wait_for_data, "x", 128 * KiB)
             await trio.sleep(0.01)
             await manager.create("z")  # reserves nothing: a create evicts nothing
             assert {i.stream_id for i in manager.list()} == {"old", "up", "x", "y", "z"}
@@ -196,7 +197,7 @@ async def test_eviction_spares_uploads_and_followed_streams_and_reject_rejects(
             assert {i.stream_id for i in manager.list()} == {"up", "x", "y", "z"}
             with pytest.raises(QuotaExceededError):
                 await manager.create("w")  # only uploads are left: none is evicted
-            await manager.append("x", b"wake the follower")
+            nursery.cancel_scope.cancel()
         assert {i.stream_id for i in manager.list()} == {"up", "x", "y", "z"}
     reject = config_for(
         ram_path / "cache2", backend, max_cache_size=ByteSize(256 * KiB),
@@ -292,3 +293,33 @@ async def test_creates_claim_a_block_each_against_what_could_be_evicted(
         with pytest.raises(QuotaExceededError):
             await manager.create("one-too-many")
         assert len([i for i in manager.list() if i.status is StreamStatus.READY]) == 4
+
+
+async def test_unwritten_reservations_give_way_before_ready_streams(
+    ram_path: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Empty creates that took every free byte must not make the next writer evict: bytes
+    that need room take it first from reservations nobody wrote into (the longest idle
+    first, only what is needed), and READY streams go only when that is not enough."""
+    caplog.set_level(logging.WARNING, logger="mmstream.streams")
+    config = config_for(ram_path / "cache", backend, max_cache_size=ByteSize(1 * MiB),
+                        initial_size=ByteSize(256 * KiB))  # fmt: skip
+    async with open_stream_manager(config, registry=one_backend(load_backend(backend))) as manager:
+        await make_ready(manager, "rec0", 256 * KiB)
+        await make_ready(manager, "rec1", 256 * KiB)
+        await manager.create("empty0")
+        await trio.sleep(0.01)
+        await manager.create("empty1")  # the cache is full: 512 KiB READY, 512 KiB unwritten
+        await manager.create("writer")
+        await manager.append("writer", chunk("writer", 0, 100 * KiB))
+        assert evicted(caplog) == []
+        assert manager.stat("empty0").reserved == 156 * KiB  # the longest idle gave 100 KiB
+        assert manager.stat("empty1").reserved == 256 * KiB
+        await manager.append("writer", chunk("writer", 1, 400 * KiB))
+        assert evicted(caplog) == []
+        assert manager.stat("empty0").reserved + manager.stat("empty1").reserved <= 12 * KiB
+        await manager.append("writer", chunk("writer", 2, 200 * KiB))  # now a READY one goes
+        assert evicted(caplog) == ["rec0"]
+        assert manager.reserved <= config.max_cache_size
+    data = sum(os.stat(p).st_blocks * 512 for p in config.directory.glob("*.data"))
+    assert data <= config.max_cache_size
