@@ -247,7 +247,10 @@ class StreamManager:
             if idle < self._config.writer_timeout:
                 log.info("stream %s: %s refused, %s is writing it", ctx.stream_id, owner,
                          current.owner)  # fmt: skip
-                raise StreamBusyError(f"stream {ctx.stream_id} has another writer")
+                raise StreamBusyError(
+                    f"stream {ctx.stream_id} has another writer; retry once it ends (or has "
+                    f"sent nothing for {self._config.writer_timeout:g} s, if its connection died)"
+                )
             log.warning("stream %s: writer %s idle for %.1f s, taken over by %s",
                         ctx.stream_id, current.owner, idle, owner)  # fmt: skip
         lease = WriterLease(ctx.stream_id, owner, ctx)

@@ -134,6 +134,9 @@ async def test_followers_count_websocket_tails_and_http_listeners(tmp_path: Path
             return value(await scrape(server), "mmstream_followers") == 0
 
         await eventually(none)
+        samples = await scrape(server)
+    assert value(samples, "mmstream_bytes_out_total", via="websocket") == 2002
+    assert value(samples, "mmstream_bytes_out_total", via="http") == 2002
 
 
 async def test_evictions(tmp_path: Path) -> None:
