@@ -252,7 +252,10 @@ async def test_idle_uploads_expire(
 
 
 async def test_creates_never_evict_ready_streams_only_written_bytes_do(
-    ram_path: Path, backend: str, caplog: pytest.LogCaptureFixture
+    ram_path: Path,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+    figure: Callable[[str, str, str], None],
 ) -> None:
     """Regression (issue 14, item 2): ten empty creates in a cache full of READY recordings
     used to evict ten of them. A create's reservation is speculative: it takes what is free
@@ -276,6 +279,13 @@ async def test_creates_never_evict_ready_streams_only_written_bytes_do(
         await manager.append("live-0", chunk("live-0", 0, 64 * KiB))
         assert evicted(caplog) == ["rec0"]
         assert manager.reserved <= config.max_cache_size
+    figure(
+        "5. Quota (creates)",
+        f"{backend} backend: 1 MiB cap full of 8 READY recordings, `on_full = evict`; "
+        "10 empty creates, then 64 KiB written to one of them",
+        "the creates reserved nothing and evicted 0 recordings; the write evicted 1 (the "
+        "least recently used)",
+    )
 
 
 async def test_creates_claim_a_block_each_against_what_could_be_evicted(
