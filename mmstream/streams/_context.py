@@ -238,7 +238,7 @@ class WriterLease:
     _context: StreamContext = attrs.field(repr=False)
     acquired_at: float = attrs.field(factory=time.monotonic, repr=False)
 
-    def of(self, context: StreamContext) -> bool:
+    def taken_on(self, context: StreamContext) -> bool:
         """Whether this lease was taken on ``context`` (not on an earlier stream that had
         the same id and was deleted)."""
         return self._context is context

@@ -261,13 +261,13 @@ class StreamManager:
     def _require_writer(ctx: StreamContext, writer: WriterLease | None) -> None:
         if ctx.writer is writer:
             return
-        if writer is not None and not writer.of(ctx):
+        if writer is None:
+            raise StreamBusyError(f"stream {ctx.stream_id} has another writer")
+        if not writer.taken_on(ctx):
             raise StreamNotFoundError(f"stream {ctx.stream_id} was deleted")
-        if writer is not None and ctx.writer is not None:
-            raise StreamBusyError(
-                f"stream {ctx.stream_id} was taken over by another writer (this one was idle)"
-            )
-        raise StreamBusyError(f"stream {ctx.stream_id} has another writer")
+        raise StreamBusyError(
+            f"stream {ctx.stream_id} was taken over by another writer (this one was idle)"
+        )
 
     # -- append ----------------------------------------------------------------------------
 
