@@ -32,6 +32,7 @@ def test_subprotocol() -> None:
         ("/v1/streams/show_42?from=0", Endpoint("show_42")),
         ("/v1/streams/%2e%2e", Endpoint("..")),  # the manager refuses it as invalid-id
         ("/v1/streams/a%2Fb", Endpoint("a/b")),
+        ("/v1/streams/%c0%ae", Endpoint("\ufffd\ufffd")),  # not UTF-8: invalid-id, no crash
         ("/", None),
         ("/v2", None),
         ("/v1/streams", None),

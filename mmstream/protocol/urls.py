@@ -32,7 +32,9 @@ class Endpoint:
 def parse_path(target: str) -> Endpoint | None:
     """An HTTP request target (path and optional query) → its endpoint, or ``None`` if the
     path is not a v1 endpoint (answer 404). The id is percent-decoded and otherwise passed
-    through: the manager checks its alphabet, so ``%2e%2e`` fails there as ``invalid-id``."""
+    through: the manager checks its alphabet, so ``%2e%2e`` fails there as ``invalid-id``, and
+    so does a percent-encoding that is not UTF-8 (each bad byte becomes U+FFFD, which no id
+    may hold), as the HTTP routes decode it too."""
     path = target.split("?", 1)[0]
     if path in (PATH_PREFIX, PATH_PREFIX + "/"):
         return Endpoint()
@@ -41,7 +43,7 @@ def parse_path(target: str) -> Endpoint | None:
     raw = path[len(_STREAMS_PREFIX) :]
     if not raw or "/" in raw or len(raw) > 3 * MAX_STREAM_FIELD_LENGTH:
         return None
-    stream = unquote(raw, errors="strict") if "%" in raw else raw
+    stream = unquote(raw, errors="replace") if "%" in raw else raw
     return Endpoint(stream) if len(stream) <= MAX_STREAM_FIELD_LENGTH else None
 
 

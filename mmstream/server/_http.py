@@ -249,7 +249,11 @@ async def _answer(
         taken = HttpRequest(method, unquote(raw_path), query, list(request.headers), params, remote)
         if await handler(taken, stream, conn):
             return False
-    body_read = await _discard_body(stream, conn)
+    try:
+        body_read = await _discard_body(stream, conn)
+    except h11.RemoteProtocolError as exc:  # a body cut short or badly framed: not served
+        await send_error(stream, conn, exc.error_status_hint, str(exc))
+        return False
     response = await _dispatch(settings.router, method, unquote(raw_path), query, request, remote)
     log.debug("http conn=%s %s %s -> %d", connection_id, method, target, response.status)
     close = not body_read or settings.shutting_down()
@@ -280,7 +284,8 @@ async def _dispatch(
 
 
 async def _discard_body(stream: trio.abc.Stream, conn: h11.Connection) -> bool:
-    """Read and drop a (small) request body; False when it was too big to bother."""
+    """Read and drop a (small) request body; False when it was too big to bother.
+    Raises h11.RemoteProtocolError for a body that breaks its framing."""
     seen = 0
     while True:
         event = await receive_event(stream, conn)

@@ -7,7 +7,6 @@ checks: tests/client/test_live_fuzz.py; the codec alone: tests/test_protocol_fuz
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from soak import rounds
-from threaded_server import server_in_a_thread
+from threaded_server import Captured, logged_server_in_a_thread
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect as ws_connect
 
@@ -93,43 +92,16 @@ frames = st.one_of(
 sequences = st.lists(frames, min_size=1, max_size=10)
 
 
-class Captured(logging.Handler):
-    """Every record of the server's loggers; the test fails on a traceback or an error."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def problems(self) -> list[str]:
-        return [
-            self.format(r)
-            for r in self.records
-            if r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage()
-        ]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Captured]]:
     """A server in its own thread and Trio run: each example runs its own ``trio.run``."""
-    captured = Captured()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(captured)
-    root.setLevel(logging.INFO)
     config = Config(
         cache=CacheConfig(directory=tmp_path_factory.mktemp("wirefuzz") / "cache",
                           initial_size=ByteSize(64 * 1024)),
         server=ServerConfig(port=0, max_message_size=ByteSize(1 << 20)),
     )  # fmt: skip
-    try:
-        with server_in_a_thread(config) as server:
-            yield server, captured
-    finally:
-        root.removeHandler(captured)
-        root.setLevel(old_level)
+    with logged_server_in_a_thread(config) as live:
+        yield live
 
 
 SENT = {"sequences": 0, "frames": 0, "replies": 0}
