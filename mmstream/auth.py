@@ -29,6 +29,7 @@ from .config import AuthConfig
 from .errors import UnauthorizedError
 
 __all__ = [
+    "CHALLENGE",
     "OPERATION_SCOPES",
     "Authorizer",
     "Grant",
@@ -128,6 +129,12 @@ class Authorizer:
         """An upgrade with an ``Origin`` header must name a listed origin when the list is
         set (cross-site WebSocket hijacking); clients that send none (not browsers) pass."""
         return not self._origins or origin is None or origin.lower() in self._origins
+
+
+#: The ``WWW-Authenticate`` of every HTTP 401. ``Bearer``, never ``Basic``: a Basic challenge
+#: makes a browser prompt for a password and then send it with every request to the origin.
+#: Icecast tools send Basic without being asked (ffmpeg does), and it is still accepted.
+CHALLENGE = 'Bearer realm="mmstream"'
 
 
 def token_from_header(value: str | None) -> str | None:

@@ -39,7 +39,7 @@ import h11
 import trio
 
 from ..audio import detect_format
-from ..auth import Authorizer, token_from_header
+from ..auth import CHALLENGE, Authorizer, token_from_header
 from ..config import IcecastConfig
 from ..errors import (
     MmstreamError,
@@ -50,6 +50,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus, WriterLease
+from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
 from ._fanout import FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router
@@ -96,7 +97,7 @@ def _error(status: int, exc: MmstreamError) -> bytes:
 #: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
 _UNAUTHORIZED = (
     b"HTTP/1.1 401 Unauthorized\r\nserver: " + SERVER_HEADER + b"\r\n"
-    b'www-authenticate: Basic realm="mmstream"\r\ncontent-type: text/plain; charset=utf-8\r\n'
+    b"www-authenticate: " + CHALLENGE.encode() + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 13\r\nconnection: close\r\n\r\nunauthorized\n"
 )
 
@@ -136,9 +137,10 @@ class _Icecast:
     # -- ingest ----------------------------------------------------------------------------
 
     def _allowed(self, request: HttpRequest, operation: str) -> bool:
-        """``[auth]`` tokens: Icecast sources send basic auth, whose password is taken as
-        the token (any user name: ffmpeg's ``icecast://source:TOKEN@host``); listeners
-        send ``Bearer`` or basic auth too. With auth off, everyone is allowed."""
+        """``[auth]`` tokens: Icecast sources send basic auth unasked, whose password is
+        taken as the token (any user name: ffmpeg's ``icecast://source:TOKEN@host``);
+        listeners send ``Bearer`` or basic auth too. A refusal challenges with ``Bearer``
+        only (:data:`~mmstream.auth.CHALLENGE`). With auth off, everyone is allowed."""
         if self.authorizer is None or not self.authorizer.enabled:
             return True
         token = token_from_header(request.header("authorization"))
@@ -341,14 +343,9 @@ class _Icecast:
             found = detect_format(await self.manager.read(stream_id, 0, 64))
             content_type = found.content_type if found is not None else content_type
         version = b"1.0" if conn.their_http_version == b"1.0" else b"1.1"
-        lines = [
-            b"HTTP/%s 200 OK" % version,
-            b"server: " + SERVER_HEADER,
-            b"content-type: " + content_type.encode("latin-1", "replace"),
-            b"cache-control: no-store",
-            b"x-content-type-options: nosniff",
-            b"connection: close",
-        ]
+        lines = [b"HTTP/%s 200 OK" % version, b"server: " + SERVER_HEADER]
+        lines += [f"{name}: {value}".encode() for name, value in served_type(content_type).headers]
+        lines += [b"cache-control: no-store", b"connection: close"]
         for name, value in metadata.items():
             # ice-name etc. are what sources send; listeners' players read icy-*.
             if (

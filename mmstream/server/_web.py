@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator
 
 import trio
 
-from ..auth import Authorizer, token_from_header
+from ..auth import CHALLENGE, Authorizer, token_from_header
 from ..errors import MmstreamError, UnauthorizedError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
@@ -97,8 +97,7 @@ def add_web_routes(
             try:
                 authorizer.authorize(token, "GET", request.params["stream_id"])
             except UnauthorizedError:
-                challenge = [("www-authenticate", 'Bearer realm="mmstream"')]
-                return text_response(401, "unauthorized", challenge)
+                return text_response(401, "unauthorized", [("www-authenticate", CHALLENGE)])
         response = await stream_response(
             manager,
             request.params["stream_id"],

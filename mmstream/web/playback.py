@@ -26,6 +26,7 @@ from ..audio import detect_format
 from ..errors import MmstreamError, StorageError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
+from .media import served_type
 from .ranges import Full, Live, Partial, Unsatisfiable, evaluate_range
 
 __all__ = ["HTTP_STATUS", "PIECE_SIZE", "Response", "error_response", "stream_response"]
@@ -110,11 +111,7 @@ async def stream_response(
             metrics.errors.labels(exc.code).inc()
         return error_response(exc)
     growing = info.status is StreamStatus.UPLOADING
-    headers: Headers = [
-        ("Content-Type", content_type),
-        ("Accept-Ranges", "bytes"),
-        ("X-Content-Type-Options", "nosniff"),
-    ]
+    headers: Headers = [*served_type(content_type).headers, ("Accept-Ranges", "bytes")]
     etag = last_modified = None
     if growing:
         headers.append(("Cache-Control", "no-store"))
