@@ -8,9 +8,11 @@ An unknown key or a bad value raises :class:`~mmstream.errors.ConfigError` namin
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal, NewType
 
@@ -194,12 +196,48 @@ def _make_converter() -> cattrs.Converter:
     converter = make_converter(forbid_extra_keys=True)
     converter.register_structure_hook(ByteSize, lambda value, _: parse_size(value))
     converter.register_structure_hook(Path, lambda value, _: Path(_expect_str(value)))
+    # cattrs would call int(), float() or str() on anything (true → 1, 80.5 → 80, 5 → "5")
+    # and word a failure as Python does; a config file deserves its own words.
+    converter.register_structure_hook(str, lambda value, _: _expect_str(value))
+    converter.register_structure_hook(int, lambda value, _: _expect_int(value))
+    converter.register_structure_hook(float, lambda value, _: _expect_number(value))
+    converter.register_structure_hook_func(_is_literal, _expect_choice)
     return converter
+
+
+def _is_literal(type_: object) -> bool:
+    origin: object = typing.get_origin(type_)
+    return origin is Literal
+
+
+def _show(value: object) -> str:
+    """A value as the TOML file spells it (``true``, ``'sometimes'``, ``80.5``)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _expect_str(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
+        raise ValueError(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _expect_int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {_show(value)}")
+    return value
+
+
+def _expect_number(value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"expected a number, got {_show(value)}")
+    return float(value)
+
+
+def _expect_choice(value: object, type_: Any) -> object:
+    choices = typing.get_args(type_)
+    if value not in choices or isinstance(value, bool):
+        names = ", ".join(str(choice) for choice in choices)
+        raise ValueError(f"must be one of {names}; got {_show(value)}")
     return value
 
 
@@ -217,27 +255,45 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
 def _describe(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required key missing"
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        # One line per key, each led by the key so that _tidy completes its path.
+        return "\n".join(
+            f"'{key}' unknown key; {_suggestion(key, exc.cl)}" for key in sorted(exc.extra_fields)
+        )
     if isinstance(exc, ValueError | TypeError) and str(exc):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)
 
 
-_VALIDATOR_MESSAGE = re.compile(r"^'(\w+)' (.*)$", re.DOTALL)
+def _suggestion(key: str, cls: type) -> str:
+    """The nearest valid key, or (none near) the keys there are."""
+    names = [field.name for field in attrs.fields(cls)]
+    nearest = difflib.get_close_matches(key, names, n=1)
+    if nearest:
+        return f"did you mean {nearest[0]}?"
+    return "the keys here are " + ", ".join(names)
+
+
+_KEYED_MESSAGE = re.compile(r"^'(\w+)' (.*)$")
 
 
 def _tidy(problem: str) -> str:
     # cattrs says "invalid value for type, expected int @ $.cache.initial_size";
     # lead with the key, which is what the reader is looking for. attrs validators run
     # in __init__, so cattrs places their errors on the section; their message starts
-    # with the attribute's name, which completes the key.
+    # with the attribute's name, which completes the key (so do unknown keys' lines).
     message, _, where = problem.rpartition(" @ ")
     if not message:
         return problem
-    key = where.removeprefix("$.").removeprefix("$")
-    if match := _VALIDATOR_MESSAGE.match(message):
-        key = f"{key}.{match.group(1)}" if key else match.group(1)
-        message = match.group(2)
-    return f"{key or '(top level)'}: {message}"
+    section = where.removeprefix("$.").removeprefix("$")
+    tidied = []
+    for line in message.split("\n"):
+        key = section
+        if match := _KEYED_MESSAGE.match(line):
+            key = f"{key}.{match.group(1)}" if key else match.group(1)
+            line = match.group(2)
+        tidied.append(f"{key or '(top level)'}: {line}")
+    return "; ".join(tidied)
 
 
 def config_path_from_env() -> Path | None:

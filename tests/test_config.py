@@ -55,6 +55,37 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[cache]\nsync_policy = 'sometimes'\n",
+         "cache.sync_policy: must be one of always, interval, finalize; got 'sometimes'"),
+        ("[server]\nport = 'eighty'\n", "server.port: expected an integer, got 'eighty'"),
+        ("[server]\nport = true\n", "server.port: expected an integer, got true"),
+        ("[server]\nport = 80.5\n", "server.port: expected an integer, got 80.5"),
+        ("[server]\nhost = 5\n", "server.host: expected a string, got 5"),
+        ("[server]\nhandshake_timeout = 'soon'\n",
+         "server.handshake_timeout: expected a number, got 'soon'"),
+        ("[cache]\nsync_polcy = 'always'\n",
+         "cache.sync_polcy: unknown key; did you mean sync_policy?"),
+        ("[servr]\nport = 1\n", "servr: unknown key; did you mean server?"),
+        ("[nonsense]\n",
+         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth"),
+        ("[[auth.tokens]]\ntoken = 'x'\nscopes = ['red']\n",
+         "auth.tokens[0].scopes[0]: must be one of read, write; got 'red'"),
+        ("[logging]\nlevel = 'info'\nformt = 'json'\n",
+         "logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'info'; "
+         "logging.formt: unknown key; did you mean format?"),
+    ],
+)  # fmt: skip
+def test_config_errors_in_plain_words(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml")

@@ -99,6 +99,10 @@ async def test_sigterm_flushes_every_stream_exits_0_and_a_restart_finds_them(
     [
         (["--config", "{missing}"], "config file not found"),
         (["--config", "{bad}"], "server.max_connections"),
+        (
+            ["--config", "{enum}"],
+            "cache.sync_policy: must be one of always, interval, finalize; got 'sometimes'",
+        ),
         (["--port", "70000"], "server.port"),
         (["--port", "0", "--cache-dir", "{bad}"], "bad.toml"),  # a file, not a directory
     ],
@@ -108,7 +112,9 @@ def test_bad_configuration_is_one_line_and_exit_2(
 ) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[server]\nmax_connections = 0\n")
-    values = {"missing": str(tmp_path / "missing.toml"), "bad": str(bad)}
+    enum = tmp_path / "enum.toml"
+    enum.write_text("[cache]\nsync_policy = 'sometimes'\n")
+    values = {"missing": str(tmp_path / "missing.toml"), "bad": str(bad), "enum": str(enum)}
     command = [sys.executable, "-m", "mmstream", "serve", *(a.format(**values) for a in arguments)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert result.returncode == 2
