@@ -113,6 +113,8 @@ async def connect(
     where every method's ``stream`` argument may be omitted. ``token`` is sent in ``hello``."""
     try:
         target = endpoint_url(url, stream)
+    except InvalidArgumentError:
+        raise  # an invalid stream id, as such
     except ValueError as exc:
         raise InvalidArgumentError(str(exc)) from None
     async with AsyncExitStack() as stack:

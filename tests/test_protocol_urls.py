@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmstream.errors import ProtocolError
+from mmstream.errors import InvalidStreamIdError, ProtocolError
 from mmstream.protocol import (
     SUBPROTOCOL,
     Append,
@@ -93,3 +93,9 @@ def test_protocol_package_imports_no_io() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("stream", ["", "a" * 400])
+def test_a_bound_endpoint_needs_an_id_its_path_can_carry(stream: str) -> None:
+    with pytest.raises(InvalidStreamIdError, match="invalid stream id"):
+        endpoint_url("ws://h:1", stream)

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
 
-from ..errors import ProtocolError
+from ..errors import InvalidStreamIdError, ProtocolError
 from .messages import MAX_STREAM_FIELD_LENGTH, List, Request
 
 __all__ = ["PATH_PREFIX", "SUBPROTOCOL", "Endpoint", "endpoint_url", "parse_path", "resolve_stream"]
@@ -49,7 +49,14 @@ def parse_path(target: str) -> Endpoint | None:
 
 def endpoint_url(base: str, stream: str | None = None) -> str:
     """``ws://host:port`` (or ``http://``, or a URL already ending in ``/v1``) → the URL of
-    the multiplexed endpoint, or of the endpoint bound to ``stream``."""
+    the multiplexed endpoint, or of the endpoint bound to ``stream``.
+
+    Raises :class:`InvalidStreamIdError` for an id no bound path can carry (empty, or longer
+    than the protocol's field): the server would only answer 404, which blames the server.
+    Other ids are left for the server to judge (``invalid-id``)."""
+    if stream is not None and not 0 < len(stream) <= MAX_STREAM_FIELD_LENGTH:
+        reason = "it is empty" if not stream else f"it is {len(stream)} characters long"
+        raise InvalidStreamIdError(f"invalid stream id {stream[:40]!r}: {reason}")
     parts = urlsplit(base)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss") or not parts.netloc:

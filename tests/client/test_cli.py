@@ -189,6 +189,16 @@ async def test_stat_ls_rm(one_server: RunningServer) -> None:
         assert [s.stream for s in await client.list()] == ["b"]
 
 
+async def test_an_empty_or_overlong_id_is_an_invalid_id(one_server: RunningServer) -> None:
+    """Not "HTTP 404": the bound endpoint's path cannot carry such an id, and saying so is
+    the client's job."""
+    for stream in ("", "a" * 400):
+        for args in (["put", "-", "--stream", stream], ["get", stream, "-o", os.devnull],
+                     ["stat", stream], ["rm", stream]):  # fmt: skip
+            line = one_line_error(await mmstream(one_server, *args, stdin=b"x"))
+            assert "invalid stream id" in line and "404" not in line, (args, line)
+
+
 async def test_errors_are_one_line_never_a_traceback(tmp_path: Path) -> None:
     with trio.socket.socket() as sock:
         await sock.bind(("127.0.0.1", 0))
