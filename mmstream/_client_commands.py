@@ -7,10 +7,12 @@ to the stream when there is one) and turns every failure into one line on stderr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import mimetypes
 import os
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -69,7 +71,13 @@ def add_client_commands(commands: Any) -> None:
 
     get = commands.add_parser("get", parents=[common], help="download a stream or a range")
     get.add_argument("stream", metavar="ID")
-    get.add_argument("-o", "--output", default="-", metavar="OUT", help="file, or - for stdout")
+    get.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        metavar="OUT",
+        help="file (replaced only once the download is whole), or - for stdout",
+    )
     get.add_argument("--offset", type=_size, default=0, metavar="N")
     get.add_argument("--length", type=_size, default=None, metavar="N")
     get.add_argument(
@@ -172,22 +180,61 @@ async def _put(args: argparse.Namespace) -> int:
 async def _get(args: argparse.Namespace) -> int:
     if args.live and (not args.follow or args.offset):
         raise InvalidArgumentError("--live goes with --follow and picks its own offset")
-    out: IO[bytes] = sys.stdout.buffer
     if args.output == "-" and sys.stdout.isatty():
         raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
-    if args.output != "-":
-        out = await trio.to_thread.run_sync(open, args.output, "wb")
+    output = await trio.to_thread.run_sync(_Output.open, args.output)
     try:
         async with connect(args.url, stream=args.stream, token=args.token) as client:
             if args.follow:
-                await _follow(client, args, out)
+                await _follow(client, args, output.file)
             else:
-                await _download(client, args, out)
-        await trio.to_thread.run_sync(out.flush)
+                await _download(client, args, output.file)
+        await trio.to_thread.run_sync(output.commit)
     finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+        await trio.to_thread.run_sync(output.discard)
     return 0
+
+
+@attrs.define
+class _Output:
+    """Where ``get`` writes. A regular file (or a new one) is written beside itself and
+    renamed over it only once the download is whole, so a failure leaves FILE as it was and
+    no partial file behind; stdout, devices and pipes are written in place."""
+
+    file: IO[bytes]
+    #: The temporary file and the path it becomes; None when written in place.
+    rename: tuple[str, str] | None = None
+
+    @classmethod
+    def open(cls, path: str) -> _Output:
+        if path == "-":
+            return cls(sys.stdout.buffer)
+        target = os.path.realpath(path)  # replace a symlink's target, not the link
+        if os.path.exists(target) and not os.path.isfile(target):
+            return cls(open(target, "wb"))
+        directory, name = os.path.split(target)
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.part")
+        # Mode 0o666 as open() would create FILE (the umask applies), or FILE's own mode.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        if os.path.exists(target):
+            os.fchmod(fd, os.stat(target).st_mode & 0o7777)
+        return cls(os.fdopen(fd, "wb"), (temporary, target))
+
+    def commit(self) -> None:
+        self.file.flush()
+        if self.rename is not None:
+            self.file.close()
+            os.replace(*self.rename)
+            self.rename = None
+
+    def discard(self) -> None:
+        """Close, and remove the temporary file unless committed (idempotent)."""
+        if self.file is not sys.stdout.buffer:
+            self.file.close()
+        if self.rename is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.rename[0])
+            self.rename = None
 
 
 async def _download(client: Any, args: argparse.Namespace, out: IO[bytes]) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,40 @@ async def test_stat_ls_rm(one_server: RunningServer) -> None:
     assert "invalid stream id" in one_line_error(await mmstream(one_server, "rm", "../a"))
     async with connect(one_server.url) as client:
         assert [s.stream for s in await client.list()] == ["b"]
+
+
+async def test_a_failed_get_leaves_the_output_file_as_it_was(
+    one_server: RunningServer, tmp_path: Path
+) -> None:
+    """-o FILE is written beside FILE and renamed over it only when the download is whole:
+    a failure (here: no such stream, an offset past the end) keeps FILE and leaves no
+    temporary file behind."""
+    where = tmp_path / "out"
+    where.mkdir()
+    out = where / "keep.bin"
+    out.write_bytes(b"precious")
+    out.chmod(0o640)
+    assert "no stream" in one_line_error(await mmstream(one_server, "get", "nope", "-o", str(out)))
+    put = await mmstream(one_server, "put", "-", "--stream", "short", stdin=b"0123456789")
+    assert put.returncode == 0, put.stderr
+    past = await mmstream(one_server, "get", "short", "--offset", "99", "-o", str(out))
+    assert "past the end" in one_line_error(past)
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in where.iterdir()) == ["keep.bin"]
+    # A whole download replaces it; a new file gets the usual permissions (umask).
+    got = await mmstream(one_server, "get", "short", "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == b"0123456789"
+    assert out.stat().st_mode & 0o777 == 0o640  # its mode kept
+    fresh = where / "fresh.bin"
+    assert (await mmstream(one_server, "get", "short", "-o", str(fresh))).returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in where.iterdir()) == ["fresh.bin", "keep.bin"]
+    # Not a regular file (a device, a pipe): written in place, never renamed over.
+    assert (await mmstream(one_server, "get", "short", "-o", os.devnull)).returncode == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)  # still the device
 
 
 async def test_an_empty_or_overlong_id_is_an_invalid_id(one_server: RunningServer) -> None:
