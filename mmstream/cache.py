@@ -22,6 +22,7 @@ Semantics every backend keeps (the conformance suite in :mod:`mmstream.testing` 
 from __future__ import annotations
 
 import errno as _errno
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -65,6 +66,8 @@ __all__ = [
     "os_errors",
     "reserve_blocks",
 ]
+
+log = logging.getLogger("mmstream.cache")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -226,7 +229,9 @@ def grown_size(current: int, needed: int, options: CacheOptions) -> int:
 @contextmanager
 def os_errors(what: str, path: Path) -> Iterator[None]:
     """Turn an ``OSError`` from the block into :class:`StorageError` (``NoSpaceError`` for
-    ENOSPC/EDQUOT), saying what was being done to which file."""
+    ENOSPC/EDQUOT), saying what was being done to which file: the whole path for the log,
+    only the file's name for clients (``public_message``). A full disk is logged here, with
+    the path, since the callers pass it on to clients as expected rather than log it."""
     try:
         yield
     except OSError as exc:
@@ -234,7 +239,10 @@ def os_errors(what: str, path: Path) -> Iterator[None]:
             raise
         cls = NoSpaceError if exc.errno in (_errno.ENOSPC, _errno.EDQUOT) else StorageError
         reason = exc.strerror or str(exc)
-        raise cls(f"{what} {path}: {reason}", errno=exc.errno) from exc
+        detail = f"{what} {path}: {reason}"
+        if cls is NoSpaceError:
+            log.warning("no space: %s", detail)
+        raise cls(detail, errno=exc.errno, public=f"{what} {path.name}: {reason}") from exc
 
 
 def reserve_blocks(fd: int, offset: int, length: int, path: Path) -> None:

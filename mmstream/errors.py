@@ -52,6 +52,12 @@ class MmstreamError(Exception):
         # KeyError would otherwise quote the message; one readable line everywhere.
         return self.message
 
+    @property
+    def public_message(self) -> str:
+        """What a client is told: the message, unless it holds details (the server's file
+        paths) that only the server's log should see."""
+        return self.message
+
 
 class ConfigError(MmstreamError, ValueError):
     """The configuration file or an option is wrong; the message names the key."""
@@ -163,9 +169,17 @@ class StorageError(MmstreamError, OSError):
 
     code = "io-error"
 
-    def __init__(self, message: str, *, errno: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, errno: int | None = None, public: str | None = None
+    ) -> None:
         MmstreamError.__init__(self, message)
         self.errno = errno
+        self._public = public
+
+    @property
+    def public_message(self) -> str:
+        """``public`` when given (the message without the server's paths), else the message."""
+        return self._public if self._public is not None else self.message
 
 
 class NoSpaceError(StorageError):

@@ -325,13 +325,13 @@ def _wire_code(exc: MmstreamError) -> tuple[str, dict[str, Any]]:
 def error_reply(request_id: RequestId | None, exc: MmstreamError) -> ErrorReply:
     """The reply for a request that failed with ``exc``."""
     code, extra = _wire_code(exc)
-    return ErrorReply(re=request_id, code=code, message=exc.message, extra=extra)
+    return ErrorReply(re=request_id, code=code, message=exc.public_message, extra=extra)
 
 
 def error_event(stream: str | None, exc: MmstreamError) -> ErrorEvent:
     """The unsolicited error for a failure no request is waiting on (an upload frame)."""
     code, extra = _wire_code(exc)
-    return ErrorEvent(stream=stream, code=code, message=exc.message, extra=extra)
+    return ErrorEvent(stream=stream, code=code, message=exc.public_message, extra=extra)
 
 
 def internal_error_reply(request_id: RequestId | None) -> ErrorReply:

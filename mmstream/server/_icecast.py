@@ -91,7 +91,7 @@ def _reply(status: int, reason: str, payload: object, version: bytes = b"1.1") -
 def _error(status: int, exc: MmstreamError) -> bytes:
     """A JSON error, shaped as the protocol's: ``{"error": {"code", "message"}}``."""
     reason = _REASONS.get(status, "Error")
-    return _reply(status, reason, {"error": {"code": exc.code, "message": exc.message}})
+    return _reply(status, reason, {"error": {"code": exc.code, "message": exc.public_message}})
 
 
 #: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.

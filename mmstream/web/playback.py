@@ -67,7 +67,7 @@ class Response:
 
 def error_response(exc: MmstreamError) -> Response:
     """A short plain-text error, its status from the error's wire code."""
-    body = f"{exc.code}: {exc.message}\n".encode()
+    body = f"{exc.code}: {exc.public_message}\n".encode()
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
         ("Content-Length", str(len(body))),

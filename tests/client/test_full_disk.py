@@ -63,6 +63,7 @@ async def test_a_full_disk_is_a_no_space_error(tmp_path: Path) -> None:
             with pytest.raises(NoSpaceError) as info:
                 await client.append("too-big", b"y" * (8 * MiB))
             assert info.value.code == "no-space"
+            assert str(mount) not in info.value.message  # the server's paths stay its own
             # The other stream is untouched and the server still answers.
             await client.finalize("fits", size=1000)
             assert await client.read("fits") == b"x" * 1000

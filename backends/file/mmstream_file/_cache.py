@@ -84,7 +84,11 @@ class FileCache(FileDescriptorCache):
             while got < stop - start:
                 more = os.pread(fd, stop - start - got, start + got)
                 if not more:
-                    raise StorageError(f"reading {self._path}: file shorter than written data")
+                    problem = "file shorter than written data"
+                    raise StorageError(
+                        f"reading {self._path}: {problem}",
+                        public=f"reading {self._path.name}: {problem}",
+                    )
                 parts.append(more)
                 got += len(more)
             return b"".join(parts)

@@ -501,7 +501,11 @@ class MmapCache(FileDescriptorCache):
         self._prefaulted = min(self._prefaulted, new_size)
         self._rearm_prefault_locked()
         if not released:
-            raise StorageError(f"cannot truncate {self._path}: a view of its mapping is in use")
+            problem = "a view of its mapping is in use"
+            raise StorageError(
+                f"cannot truncate {self._path}: {problem}",
+                public=f"cannot truncate {self._path.name}: {problem}",
+            )
         with os_errors("truncating", self._path):
             os.ftruncate(fd, new_size)
 
