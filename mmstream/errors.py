@@ -32,6 +32,7 @@ __all__ = [
     "QuotaExceededError",
     "StorageError",
     "StreamBusyError",
+    "StreamChangedError",
     "StreamExistsError",
     "StreamNotFoundError",
     "TooLargeError",
@@ -108,6 +109,14 @@ class InvalidStreamIdError(InvalidArgumentError):
 
 class StreamNotFoundError(MmstreamError, KeyError):
     code = "not-found"
+
+
+class StreamChangedError(StreamNotFoundError):
+    """The stream read in pieces was deleted and its id now names another stream (another
+    *generation*). A not-found, because the stream that was being read is gone; its own code,
+    so that a client knows the id exists again and is not the stream it had."""
+
+    code = "stream-changed"
 
 
 class ConflictError(MmstreamError):

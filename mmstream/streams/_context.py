@@ -3,12 +3,22 @@ immutable snapshot callers see.
 
 Every legal status change is in :data:`TRANSITIONS`; nothing else in the package decides
 whether a stream may change status (h11 style: one table, not scattered ``if``s).
+
+A stream id names a stream only until it is deleted: the same id may then be created again.
+So each stream also has a *generation*, drawn at random when it is created and kept in its
+sidecar, that no later stream under the same id shares (a counter would have to outlive the
+stream it counts, and a deleted stream leaves nothing behind). Whatever sends a stream in
+pieces names the generation it began with, and the manager refuses a piece of another one
+(:class:`~mmstream.errors.StreamChangedError`).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
+import re
+import secrets
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +30,38 @@ import trio
 from ..cache import MemoryMappedCache
 from ..errors import NotUploadingError, StorageError
 
-__all__ = ["TRANSITIONS", "StreamContext", "StreamInfo", "StreamStatus", "WriterLease"]
+__all__ = [
+    "TRANSITIONS",
+    "StreamContext",
+    "StreamInfo",
+    "StreamStatus",
+    "WriterLease",
+    "is_generation",
+    "legacy_generation",
+    "new_generation",
+]
 
 log = logging.getLogger("mmstream.streams")
+
+#: 64 random bits in hex: ids are reused a few times, never 2^32 times.
+_GENERATION = re.compile(r"[0-9a-f]{16}")
+
+
+def new_generation() -> str:
+    """A fresh stream's generation."""
+    return secrets.token_hex(8)
+
+
+def legacy_generation(stream_id: str, created_at: object) -> str:
+    """The generation of a stream recorded before generations were (sidecar version 1):
+    derived from its id and creation time, so it is the same at every start (a stable ETag)
+    and differs between two streams that had the same id (they were created at different
+    times)."""
+    return hashlib.sha256(f"{stream_id}\0{created_at!r}".encode()).hexdigest()[:16]
+
+
+def is_generation(value: object) -> bool:
+    return isinstance(value, str) and _GENERATION.fullmatch(value) is not None
 
 
 class StreamStatus(enum.Enum):
@@ -73,6 +112,8 @@ class StreamInfo:
     sha256: str | None
     #: Why the stream is in ERROR.
     error: str | None
+    #: Which stream of this id it is: another after a delete and a create (module docstring).
+    generation: str
 
 
 def _new_event() -> trio.Event:
@@ -105,6 +146,7 @@ class StreamContext:
     finalized_at: float | None = None
     sha256: str | None = None
     error: str | None = None
+    generation: str = attrs.field(factory=new_generation)
 
     # Run-time coordination, never persisted.
     #: One writer: append, finalize and delete hold it.
@@ -152,6 +194,7 @@ class StreamContext:
             finalized_at=self.finalized_at,
             sha256=self.sha256,
             error=self.error,
+            generation=self.generation,
         )
 
     @property

@@ -61,6 +61,7 @@ from ..errors import (
     QuotaExceededError,
     StorageError,
     StreamBusyError,
+    StreamChangedError,
     StreamExistsError,
     StreamNotFoundError,
     TooLargeError,
@@ -148,13 +149,22 @@ class StreamManager:
         if self._closed:
             raise CacheClosedError("the stream manager is closed")
 
-    def _get(self, stream_id: object) -> StreamContext:
+    def _get(self, stream_id: object, generation: str | None = None) -> StreamContext:
+        """The stream named ``stream_id``; with ``generation``, only if it is still that
+        stream (not one created under the same id after a delete): the one place that
+        checks a stream's identity (see :mod:`._context`)."""
         sid = check_stream_id(stream_id)
         self._require_open()
         try:
-            return self._streams[sid]
+            ctx = self._streams[sid]
         except KeyError:
             raise StreamNotFoundError(f"no stream {sid}") from None
+        if generation is not None and ctx.generation != generation:
+            raise StreamChangedError(
+                f"stream {sid} (generation {generation}) was deleted; the id now names "
+                f"another stream (generation {ctx.generation})"
+            )
+        return ctx
 
     def _require_live(self, ctx: StreamContext) -> None:
         """After waiting for a lock: the stream may have been deleted or the manager closed."""
@@ -166,8 +176,8 @@ class StreamManager:
         if sid in self._streams or sid in self._creating:
             raise StreamExistsError(f"stream {sid} already exists")
 
-    def stat(self, stream_id: str) -> StreamInfo:
-        return self._get(stream_id).info()
+    def stat(self, stream_id: str, *, generation: str | None = None) -> StreamInfo:
+        return self._get(stream_id, generation).info()
 
     def list(self) -> builtins.list[StreamInfo]:
         """Every stream, sorted by id."""
@@ -601,14 +611,20 @@ class StreamManager:
 
     # -- read and follow -------------------------------------------------------------------
 
-    async def read(self, stream_id: str, offset: int, length: int) -> bytes:
+    async def read(
+        self, stream_id: str, offset: int, length: int, *, generation: str | None = None
+    ) -> bytes:
         """Up to ``length`` bytes at ``offset``, clamped to the written size (``b""`` at the
-        end); works while UPLOADING and once READY.
+        end); works while UPLOADING and once READY. A caller that reads a stream in pieces
+        passes the ``generation`` of the stream it began with (from :meth:`stat` or
+        :meth:`hold`): if the id names another stream now, :class:`StreamChangedError`.
 
         A read of at most ``INLINE_READ_LIMIT`` bytes is one copy from the page cache and
         does not checkpoint (the server's request loop does): a range read's round trip is a
         count of passes through the scheduler. A larger read runs in a thread."""
-        ctx = self._get(stream_id)
+        return await self._read(self._get(stream_id, generation), offset, length)
+
+    async def _read(self, ctx: StreamContext, offset: int, length: int) -> bytes:
         cache = ctx.require_readable()
         start, stop = check_read(offset, length, ctx.size)
         ctx.last_accessed_at = time.time()
@@ -625,20 +641,24 @@ class StreamManager:
             self._metrics.observe_read(time.perf_counter() - started)
         return data
 
-    async def read_shared(self, stream_id: str, offset: int, length: int) -> bytes:
+    async def read_shared(
+        self, stream_id: str, offset: int, length: int, *, generation: str | None = None
+    ) -> bytes:
         """:meth:`read` for followers: every caller asking for the same range while the
         stream has the same size gets the same bytes object, read once (100 followers of a
         live stream wake together after each write and all want the new piece). Kept per
-        size: at most ``SHARED_READS`` ranges of at most ``SHARED_READ_LIMIT`` bytes."""
+        size: at most ``SHARED_READS`` ranges of at most ``SHARED_READ_LIMIT`` bytes. The
+        shared reads belong to one stream's context, so a stream created again under the
+        same id (another generation) never gets the old one's."""
         await trio.lowlevel.checkpoint()
-        ctx = self._get(stream_id)
+        ctx = self._get(stream_id, generation)
         size, reads = ctx.shared_reads
         key = (offset, length)
         if size == ctx.size and key in reads:
             ctx.require_readable()
             return reads[key]
         size = ctx.size
-        data = await self.read(stream_id, offset, length)
+        data = await self._read(ctx, offset, length)
         if ctx.size == size and len(data) <= SHARED_READ_LIMIT:
             if ctx.shared_reads[0] != size:
                 ctx.shared_reads = (size, {})
@@ -647,11 +667,14 @@ class StreamManager:
                 reads[key] = data
         return data
 
-    async def wait_for_data(self, stream_id: str, offset: int) -> StreamInfo:
+    async def wait_for_data(
+        self, stream_id: str, offset: int, *, generation: str | None = None
+    ) -> StreamInfo:
         """Return once the stream holds more than ``offset`` bytes or is no longer UPLOADING
-        (READY: no more data will come; ERROR). Deletion raises :class:`StreamNotFoundError`."""
+        (READY: no more data will come; ERROR). Deletion raises :class:`StreamNotFoundError`;
+        a ``generation`` that is no longer the id's, :class:`StreamChangedError`."""
         await trio.lowlevel.checkpoint()
-        ctx = self._get(stream_id)
+        ctx = self._get(stream_id, generation)
         position = check_size("offset", offset)
         ctx.followers += 1
         try:
@@ -665,12 +688,14 @@ class StreamManager:
             ctx.followers -= 1
 
     @contextmanager
-    def hold(self, stream_id: str) -> Iterator[StreamInfo]:
+    def hold(self, stream_id: str, *, generation: str | None = None) -> Iterator[StreamInfo]:
         """Hold a stream for a read that spans many calls (an HTTP response, a ``read`` sent
         in frames): eviction and expiry skip it meanwhile, and a ``delete`` closes its
         backend only after the hold ends (later reads then raise
-        :class:`StreamNotFoundError`, never touch an unmapped file)."""
-        ctx = self._get(stream_id)
+        :class:`StreamNotFoundError`, never touch an unmapped file). The reads pass the
+        held stream's ``generation``: a stream created under the same id after the delete
+        is another stream (:class:`StreamChangedError`)."""
+        ctx = self._get(stream_id, generation)
         ctx.require_readable()
         ctx.readers += 1
         try:

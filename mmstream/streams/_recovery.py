@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..cache import CacheFactory, CacheOptions, os_errors
 from ..errors import StorageError
-from ._context import StreamContext, StreamStatus
+from ._context import StreamContext, StreamStatus, legacy_generation
 from ._directory import DATA_SUFFIX, SIDECAR_SUFFIX, data_path, sidecar_path
 from ._ids import is_valid_stream_id
 from ._sidecar import TMP_SUFFIX, SidecarError, SidecarRecord, read_sidecar
@@ -147,6 +147,8 @@ def _quarantine(
             status=StreamStatus.ERROR,
             created_at=mtime,
             last_accessed_at=mtime,
+            # Stable while the files are: the same stat at every start until it is deleted.
+            generation=legacy_generation(stream_id, mtime),
         )
     else:
         ctx = record.to_context(directory, None)

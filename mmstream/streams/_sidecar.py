@@ -11,6 +11,11 @@ the sidecar and the directory fsynced; a reader sees the old record or the new o
 For an UPLOADING stream ``durable_offset`` is the last offset a successful flush made durable:
 recovery resumes the upload there and never exposes a byte past it. For a READY stream it is
 the final size.
+
+Versions: a reader accepts every version up to :data:`SIDECAR_VERSION`; a field added after
+version 1 is listed in :data:`ADDED_IN` and an older sidecar, which lacks it, gets it from
+:func:`_upgrade`. A sidecar is written in the current version only, the next time its stream
+records anything. Version 2 added ``generation``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ import attrs
 from attrs import validators as v
 
 from ..cache import MAX_FILE_SIZE, MemoryMappedCache, fsync_directory, os_errors
-from ._context import StreamContext, StreamStatus
+from ._context import StreamContext, StreamStatus, is_generation, legacy_generation
 from ._directory import data_path, sidecar_path
 
 __all__ = [
+    "ADDED_IN",
     "SIDECAR_FORMAT",
     "SIDECAR_VERSION",
     "SidecarError",
@@ -39,7 +45,9 @@ __all__ = [
 ]
 
 SIDECAR_FORMAT = "mmstream-sidecar"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2
+#: The version that added each field that version 1 did not have.
+ADDED_IN: Mapping[str, int] = {"generation": 2}
 #: A sidecar is a few hundred bytes; anything larger was not written by us.
 MAX_SIDECAR_BYTES = 256 * 1024
 TMP_SUFFIX = ".tmp"
@@ -64,6 +72,11 @@ def _str_map(instance: object, attribute: attrs.Attribute[Any], value: object) -
         raise SidecarError(f"{attribute.name} must map strings to strings")
 
 
+def _generation(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not is_generation(value):
+        raise SidecarError(f"{attribute.name} must be 16 lowercase hexadecimal digits")
+
+
 _opt_str = v.optional(v.instance_of(str))
 _opt_float = v.optional(v.instance_of((int, float)))
 
@@ -80,6 +93,7 @@ class SidecarRecord:
     finalized_at: float | None = attrs.field(validator=_opt_float)
     sha256: str | None = attrs.field(validator=_opt_str)
     error: str | None = attrs.field(validator=_opt_str)
+    generation: str = attrs.field(validator=_generation)
 
     @classmethod
     def of(cls, ctx: StreamContext) -> SidecarRecord:
@@ -94,6 +108,7 @@ class SidecarRecord:
             finalized_at=ctx.finalized_at,
             sha256=ctx.sha256,
             error=ctx.error,
+            generation=ctx.generation,
         )
 
     def to_context(self, directory: Path, cache: MemoryMappedCache | None) -> StreamContext:
@@ -113,6 +128,7 @@ class SidecarRecord:
             finalized_at=self.finalized_at,
             sha256=self.sha256,
             error=self.error,
+            generation=self.generation,
         )
         ctx.access_recorded = self.last_accessed_at
         return ctx
@@ -131,17 +147,24 @@ class SidecarRecord:
         if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
             raise SidecarError("not an mmstream sidecar")
         version = data.pop("version", None)
-        if version != SIDECAR_VERSION:
-            raise SidecarError(f"sidecar version {version!r} is not {SIDECAR_VERSION}")
+        if type(version) is not int or not 1 <= version <= SIDECAR_VERSION:
+            raise SidecarError(f"sidecar version {version!r} is not 1..{SIDECAR_VERSION}")
         data.pop("format")
-        fields = {f.name for f in attrs.fields(cls)}
+        fields = {f.name for f in attrs.fields(cls) if ADDED_IN.get(f.name, 1) <= version}
         if set(data) != fields:
             raise SidecarError(f"fields {sorted(set(data) ^ fields)} missing or unexpected")
+        _upgrade(data, version)
         try:
             data["status"] = StreamStatus(data["status"])
             return cls(**data)
         except (ValueError, TypeError) as exc:  # SidecarError is a ValueError
             raise SidecarError(str(exc)) from None
+
+
+def _upgrade(data: dict[str, Any], version: int) -> None:
+    """Give a sidecar of an older ``version`` the fields it lacks."""
+    if version < ADDED_IN["generation"]:
+        data["generation"] = legacy_generation(str(data["stream_id"]), data["created_at"])
 
 
 def write_sidecar(path: Path, record: SidecarRecord) -> None:
