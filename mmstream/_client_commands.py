@@ -238,11 +238,15 @@ class _Output:
 
 
 async def _download(client: Any, args: argparse.Namespace, out: IO[bytes]) -> None:
-    size = (await client.stat()).size
+    stat = await client.stat()
+    size = stat.size
     end = size if args.length is None else min(size, args.offset + args.length)
     position = args.offset
     while True:  # at least once, so an offset past the end gets the server's error
-        data = await client.read(None, position, min(_READ_PIECE, max(0, end - position)))
+        # Every piece from the stream stat saw: never the start of one and the end of another
+        # created under the same id meanwhile (the server refuses with stream-changed).
+        length = min(_READ_PIECE, max(0, end - position))
+        data = await client.read(None, position, length, generation=stat.generation)
         if data:
             await trio.to_thread.run_sync(out.write, data)
             position += len(data)

@@ -256,10 +256,18 @@ class Client:
         return stat
 
     async def read(
-        self, stream: str | None = None, offset: int = 0, length: int | None = None
+        self,
+        stream: str | None = None,
+        offset: int = 0,
+        length: int | None = None,
+        *,
+        generation: str | None = None,
     ) -> bytes:
-        """Bytes ``[offset, offset+length)``, clamped to what is written (``None``: to the end)."""
-        pending = await self._submit(Read(stream=stream, offset=offset, length=length))
+        """Bytes ``[offset, offset+length)``, clamped to what is written (``None``: to the end).
+        With ``generation`` (a :meth:`stat`'s), only from that stream: if the id was deleted
+        and created again since, :class:`~mmstream.errors.StreamChangedError`."""
+        request = Read(stream=stream, offset=offset, length=length, generation=generation)
+        pending = await self._submit(request)
         await pending.done.wait()
         if pending.error is not None:
             raise pending.error

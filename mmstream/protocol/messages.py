@@ -148,6 +148,9 @@ _OPTIONAL_STREAM = _bounded_str(MAX_STREAM_FIELD_LENGTH, optional=True)
 #: Server-side texts (messages, statuses) are bounded only by the message size.
 _TEXT = _bounded_str(MAX_OFFSET)
 _OPTIONAL_TEXT = _bounded_str(MAX_OFFSET, optional=True)
+#: A stream's generation is opaque to clients: a short string they pass back as it came.
+_MAX_GENERATION_LENGTH = 64
+_OPTIONAL_GENERATION = _bounded_str(_MAX_GENERATION_LENGTH, optional=True)
 
 
 def _frozen_dict(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -226,6 +229,9 @@ class Read(_StreamRequest):
     op: ClassVar[str] = "read"
     offset: int = attrs.field(default=0, validator=_offset)
     length: int | None = attrs.field(default=None, validator=_optional_offset)
+    #: Only from this stream (a ``stat``'s ``generation``), else ``stream-changed``: a client
+    #: that reads one stream in several requests never gets pieces of two.
+    generation: str | None = attrs.field(default=None, validator=_OPTIONAL_GENERATION)
 
 
 @attrs.frozen(kw_only=True)
@@ -238,6 +244,8 @@ class Tail(_StreamRequest):
     op: ClassVar[str] = "tail"
     offset: int | None = attrs.field(default=None, validator=_optional_offset)
     live: bool = attrs.field(default=False, validator=_flag)
+    #: As for ``read``: follow only this stream, else ``stream-changed``.
+    generation: str | None = attrs.field(default=None, validator=_OPTIONAL_GENERATION)
 
 
 @attrs.frozen(kw_only=True)
@@ -291,6 +299,8 @@ class StreamInfoLike(Protocol):
     def sha256(self) -> str | None: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def generation(self) -> str: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -313,6 +323,9 @@ class StreamStat:
     finalized_at: float | None = attrs.field(default=None, validator=_number)
     sha256: str | None = attrs.field(default=None, validator=_sha256)
     error: str | None = attrs.field(default=None, validator=_OPTIONAL_TEXT)
+    #: Which stream of this id it is: another one after a delete and a create. None from
+    #: servers older than generations.
+    generation: str | None = attrs.field(default=None, validator=_OPTIONAL_GENERATION)
 
     @classmethod
     def from_info(cls, info: StreamInfoLike) -> StreamStat:
@@ -330,6 +343,7 @@ class StreamStat:
             finalized_at=info.finalized_at,
             sha256=info.sha256,
             error=info.error,
+            generation=info.generation,
         )
 
 

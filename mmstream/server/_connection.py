@@ -558,27 +558,33 @@ class Session:
         return AppendReply(re=request.id, stream=stream, offset=size)
 
     async def _read(self, request: Read, stream: str) -> None:
-        info = self.manager.stat(stream)
+        info = self.manager.stat(stream, generation=request.generation)
         available = max(info.size - request.offset, 0)
         total = available if request.length is None else min(request.length, available)
         piece = self.config.max_message_size
         # The first piece is read before the reply so that its errors are the reply.
-        first = await self.manager.read(stream, request.offset, min(total, piece))
+        generation = info.generation  # every piece from this stream, never a successor's
+        first = await self.manager.read(
+            stream, request.offset, min(total, piece), generation=generation
+        )
         if len(first) < min(total, piece):  # cannot happen while sizes only grow; be exact
             total = len(first)
         # Held: the stream is not evicted while the frames this reply promises are sent.
         async with holding(self._binary_lock):
-            with self.manager.hold(stream):
+            with self.manager.hold(stream, generation=generation):
                 # The reply and its first piece go out together: one write, one round trip.
                 reply = ReadReply(re=request.id, stream=stream, offset=request.offset, length=total)
                 await self._send_reply(reply, first)
                 position, end = request.offset + len(first), request.offset + total
                 while position < end and not self._peer_gone:
                     try:
-                        data = await self.manager.read(stream, position, min(end - position, piece))
+                        data = await self.manager.read(
+                            stream, position, min(end - position, piece), generation=generation
+                        )
                     except MmstreamError as exc:
                         # The reply promised bytes that can no longer be read (the stream was
-                        # deleted or failed): the client cannot tell what follows, so stop.
+                        # deleted, replaced or failed): the client cannot tell what follows,
+                        # so stop.
                         log.warning(
                             "read broken conn=%s stream=%s: %s", self.connection.id, stream, exc
                         )
@@ -591,7 +597,7 @@ class Session:
     async def _follow(self, request: Tail, stream: str) -> None:
         if self._tailing:
             raise ProtocolError("this connection already follows a stream: open another")
-        info = self.manager.stat(stream)
+        info = self.manager.stat(stream, generation=request.generation)
         header = b""
         if request.live:
             if request.offset is not None:
@@ -604,22 +610,23 @@ class Session:
         self._tailing = True
         reply = TailReply(re=request.id, stream=stream, offset=offset, header=len(header))
         await self._send_reply(reply)
-        self._nursery.start_soon(self._push, stream, offset, header)
+        self._nursery.start_soon(self._push, stream, info.generation, offset, header)
 
     async def _live_start(self, info: StreamInfo) -> tuple[bytes, int]:
         """Header and decoder start point from the stream's broadcaster (the same ones HTTP
         live listeners get); the live edge for a finished stream or an unknown format."""
         if self.hub is None or info.status is not StreamStatus.UPLOADING:
             return b"", info.size
-        broadcaster = self.hub.get(info.stream_id)
+        broadcaster = self.hub.get(info.stream_id, info.generation)
         with trio.move_on_after(LIVE_START_WAIT):
             await broadcaster.wait_ready()
         if not broadcaster.ready or broadcaster.ended:
-            return b"", self.manager.stat(info.stream_id).size
+            return b"", self.manager.stat(info.stream_id, generation=info.generation).size
         return broadcaster.start_point()
 
-    async def _push(self, stream: str, position: int, header: bytes = b"") -> None:
-        """The tail task: the header if any, bytes as they are written, then ``end``."""
+    async def _push(self, stream: str, generation: str, position: int, header: bytes = b"") -> None:
+        """The tail task: the header if any, bytes as they are written (of the stream of
+        that ``generation`` only), then ``end``."""
         piece = self.config.max_message_size
         if self.metrics is not None:
             self.metrics.followers.inc()
@@ -629,15 +636,18 @@ class Session:
                     await self._send_bytes(header)
             while not self._peer_gone:
                 if self.hub is not None:
-                    reached = await self._follow_in_group(self.hub, stream, position)
+                    reached = await self._follow_in_group(self.hub, stream, generation, position)
                     if reached is None:
                         break  # the peer is gone
                     position = reached
                 try:
-                    info = await self.manager.wait_for_data(stream, position)
+                    info = await self.manager.wait_for_data(stream, position, generation=generation)
                     if info.size > position:
                         data = await self.manager.read_shared(
-                            stream, position, min(info.size - position, piece)
+                            stream,
+                            position,
+                            min(info.size - position, piece),
+                            generation=generation,
                         )
                     else:
                         await self._send_event(
@@ -667,7 +677,9 @@ class Session:
             if self._receiving_since is not None:
                 self._receiving_since = trio.current_time()  # idle from the end of the tail
 
-    async def _follow_in_group(self, hub: FanoutHub, stream: str, position: int) -> int | None:
+    async def _follow_in_group(
+        self, hub: FanoutHub, stream: str, generation: str, position: int
+    ) -> int | None:
         """Be fed by the stream's :class:`~._tail.TailGroup` while it can take this
         follower (from ``position``, which must be the group's edge); return the position
         reached (None: the peer is gone). Returns at once if this follower is behind the
@@ -675,7 +687,9 @@ class Session:
         member = Member(position, self._send_frame_nowait)
         while True:
             try:
-                group = hub.tail_group(stream, position, piece=self.config.max_message_size)
+                group = hub.tail_group(
+                    stream, position, piece=self.config.max_message_size, generation=generation
+                )
             except CacheClosedError:
                 return position
             if group.join(member):

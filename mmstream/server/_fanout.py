@@ -88,10 +88,15 @@ class Broadcaster:
         stream_id: str,
         config: IcecastConfig,
         metrics: Metrics | None = None,
+        *,
+        generation: str | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self.stream_id = stream_id
+        #: The stream followed (None: whichever the id names); another stream created under
+        #: the same id ends this broadcaster as a deletion does.
+        self.generation = generation
         self.config = config
         self.window = bytearray()
         #: Stream offset of ``window[0]``.
@@ -147,10 +152,15 @@ class Broadcaster:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_rounds)
             while True:
-                info = await self.manager.wait_for_data(self.stream_id, position)
+                info = await self.manager.wait_for_data(
+                    self.stream_id, position, generation=self.generation
+                )
                 if info.size > position:
                     data = await self.manager.read(
-                        self.stream_id, position, min(_READ_SIZE, info.size - position)
+                        self.stream_id,
+                        position,
+                        min(_READ_SIZE, info.size - position),
+                        generation=self.generation,
                     )
                     position += len(data)
                     # Listeners start at the live edge, not somewhere in a long stream this
@@ -349,6 +359,8 @@ class _PerStream(Protocol):
 
 
 _Task = TypeVar("_Task", bound=_PerStream)
+#: A stream id and the generation of the stream it names.
+_Key = tuple[str, str]
 
 
 class FanoutHub:
@@ -365,49 +377,68 @@ class FanoutHub:
         self.metrics = metrics
         self.config = config
         self._nursery = nursery
-        self._broadcasters: dict[str, Broadcaster] = {}
-        self._tail_groups: dict[str, TailGroup] = {}
+        #: Keyed by stream id and generation: a stream deleted and created again under the
+        #: same id gets its own, never the old one's (which ends as its stream was deleted).
+        self._broadcasters: dict[_Key, Broadcaster] = {}
+        self._tail_groups: dict[_Key, TailGroup] = {}
 
-    def get(self, stream_id: str) -> Broadcaster:
-        """The stream's broadcaster, started if need be. The caller has checked that the
-        stream exists and is UPLOADING."""
+    def get(self, stream_id: str, generation: str | None = None) -> Broadcaster:
+        """The broadcaster of the stream (of that ``generation``; None: the one the id
+        names now), started if need be. The caller has checked that the stream exists and
+        is UPLOADING."""
+        key = self._key(stream_id, generation)
         return self._running(
             self._broadcasters,
-            stream_id,
-            lambda: Broadcaster(self.manager, stream_id, self.config, self.metrics),
+            key,
+            lambda: Broadcaster(
+                self.manager, stream_id, self.config, self.metrics, generation=key[1]
+            ),
         )
 
-    def tail_group(self, stream_id: str, position: int, *, piece: int) -> TailGroup:
+    def tail_group(
+        self, stream_id: str, position: int, *, piece: int, generation: str | None = None
+    ) -> TailGroup:
         """The stream's group of caught-up WebSocket followers, started at ``position`` if
         none runs (see :mod:`._tail`)."""
+        key = self._key(stream_id, generation)
         return self._running(
             self._tail_groups,
-            stream_id,
-            lambda: TailGroup(self.manager, stream_id, position, piece=piece, metrics=self.metrics),
+            key,
+            lambda: TailGroup(
+                self.manager,
+                stream_id,
+                position,
+                piece=piece,
+                metrics=self.metrics,
+                generation=key[1],
+            ),
         )
 
-    def _running(
-        self, running: dict[str, _Task], stream_id: str, make: Callable[[], _Task]
-    ) -> _Task:
+    def _key(self, stream_id: str, generation: str | None) -> _Key:
+        if generation is None:
+            generation = self.manager.stat(stream_id).generation
+        return stream_id, generation
+
+    def _running(self, running: dict[_Key, _Task], key: _Key, make: Callable[[], _Task]) -> _Task:
         """The stream's task object in ``running``, or a new one from ``make``, started in
         the hub's nursery and forgotten when it ends."""
-        task = running.get(stream_id)
+        task = running.get(key)
         if task is None or task.ended:
             task = make()
             try:
-                self._nursery.start_soon(self._run, running, stream_id, task)
+                self._nursery.start_soon(self._run, running, key, task)
             except RuntimeError:  # the hub's nursery is closed: the server is stopping
                 raise CacheClosedError("the server is shutting down") from None
-            running[stream_id] = task
+            running[key] = task
         return task
 
     @staticmethod
-    async def _run(running: dict[str, _Task], stream_id: str, task: _Task) -> None:
+    async def _run(running: dict[_Key, _Task], key: _Key, task: _Task) -> None:
         try:
             await task.run()
         finally:
-            if running.get(stream_id) is task:
-                del running[stream_id]
+            if running.get(key) is task:
+                del running[key]
 
     def statistics(self) -> dict[str, int]:
         return {

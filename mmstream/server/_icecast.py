@@ -198,8 +198,9 @@ class _Icecast:
         lease: WriterLease,
     ) -> None:
         stream_id = request.params["stream_id"]
-        start = self.manager.stat(stream_id).size
-        self.hub.get(stream_id).restart_at(start)  # a new source: a new header
+        start = self.manager.stat(stream_id, generation=lease.generation).size
+        # A new source: a new header, for the broadcaster of this stream.
+        self.hub.get(stream_id, lease.generation).restart_at(start)
         framed = "content-length" in headers or "transfer-encoding" in headers
         if request.method == "SOURCE":
             await stream.send_all(b"HTTP/1.0 200 OK\r\n\r\n")
@@ -283,6 +284,11 @@ class _Icecast:
             self.metrics.followers.inc()
         try:
             return await self._listen(request, stream, conn, info, offset)
+        except MmstreamError as exc:
+            # Deleted, replaced (another generation) or failed while being sent: the end
+            # of the connection is the end of the response, so the client sees it cut.
+            log.info("listener cut short stream=%s: %s", stream_id, exc)
+            return True
         finally:
             if self.metrics is not None:
                 self.metrics.followers.dec()
@@ -295,10 +301,10 @@ class _Icecast:
         info: StreamInfo,
         offset: int | None,
     ) -> bool:
-        stream_id = info.stream_id
-        head = await self._response_head(info.content_type, info.metadata, stream_id, conn)
+        stream_id, generation = info.stream_id, info.generation
+        head = await self._response_head(info, conn)
         await stream.send_all(head)
-        broadcaster = self.hub.get(stream_id)
+        broadcaster = self.hub.get(stream_id, generation)
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         if fd is None:
             async for piece in broadcaster.follow(offset):
@@ -313,7 +319,9 @@ class _Icecast:
             # from the cache at this listener's own pace, until it is close enough to join.
             queue = self.config.queue_size // 2
             while position < broadcaster.base or broadcaster.edge - position > queue:
-                piece = await self.manager.read(stream_id, position, _RECEIVE_SIZE)
+                piece = await self.manager.read(
+                    stream_id, position, _RECEIVE_SIZE, generation=generation
+                )
                 if not piece:
                     break
                 await stream.send_all(piece)
@@ -332,15 +340,11 @@ class _Icecast:
                 await _send_quietly(stream, broadcaster.rest(listener))
         return True
 
-    async def _response_head(
-        self,
-        content_type: str,
-        metadata: Mapping[str, str],
-        stream_id: str,
-        conn: h11.Connection,
-    ) -> bytes:
+    async def _response_head(self, info: StreamInfo, conn: h11.Connection) -> bytes:
+        content_type, metadata = info.content_type, info.metadata
         if content_type == DEFAULT_CONTENT_TYPE:
-            found = detect_format(await self.manager.read(stream_id, 0, 64))
+            head = await self.manager.read(info.stream_id, 0, 64, generation=info.generation)
+            found = detect_format(head)
             content_type = found.content_type if found is not None else content_type
         version = b"1.0" if conn.their_http_version == b"1.0" else b"1.1"
         lines = [b"HTTP/%s 200 OK" % version, b"server: " + SERVER_HEADER]

@@ -58,9 +58,12 @@ class TailGroup:
         *,
         piece: int,
         metrics: Metrics | None = None,
+        generation: str | None = None,
     ) -> None:
         self.manager = manager
         self.stream_id = stream_id
+        #: The stream fed (None: whichever the id names); see ``Broadcaster.generation``.
+        self.generation = generation
         #: The offset up to which every member has been given the stream.
         self.edge = edge
         self.piece = piece
@@ -95,11 +98,15 @@ class TailGroup:
         failed or deleted: the followers' own tasks say ``end``)."""
         try:
             while self._members:
-                info = await self.manager.wait_for_data(self.stream_id, self.edge)
+                info = await self.manager.wait_for_data(
+                    self.stream_id, self.edge, generation=self.generation
+                )
                 if info.size <= self.edge:
                     break
                 size = min(info.size - self.edge, self.piece)
-                data = await self.manager.read_shared(self.stream_id, self.edge, size)
+                data = await self.manager.read_shared(
+                    self.stream_id, self.edge, size, generation=self.generation
+                )
                 if not data:
                     break
                 self._deliver(binary_frame(data), len(data))

@@ -281,6 +281,12 @@ class WriterLease:
     _context: StreamContext = attrs.field(repr=False)
     acquired_at: float = attrs.field(factory=time.monotonic, repr=False)
 
+    @property
+    def generation(self) -> str:
+        """The generation of the stream the lease was taken on: a writer's appends name it,
+        so they never go into another stream created under the same id."""
+        return self._context.generation
+
     def taken_on(self, context: StreamContext) -> bool:
         """Whether this lease was taken on ``context`` (not on an earlier stream that had
         the same id and was deleted)."""

@@ -9,9 +9,9 @@ one piece, whatever the stream's size.
 
 A stream still UPLOADING is served live: a request without a range (or ``bytes=0-``) gets
 200 with no length (chunked), the bytes written so far, then more as they arrive, and the
-body ends when the stream is finalized. If the stream is deleted or fails meanwhile, the
-body stops short and the connection must be closed, so the client sees an incomplete
-response rather than a clean end. See :mod:`mmstream.web.ranges` for ranges on a growing
+body ends when the stream is finalized. If the stream is deleted (or deleted and created
+again: another generation) or fails meanwhile, the body stops short and the connection must be
+closed, so the client sees an incomplete response rather than a clean end. See :mod:`mmstream.web.ranges` for ranges on a growing
 stream.
 """
 
@@ -29,7 +29,14 @@ from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamSta
 from .media import served_type
 from .ranges import Full, Live, Partial, Unsatisfiable, evaluate_range
 
-__all__ = ["HTTP_STATUS", "PIECE_SIZE", "Response", "error_response", "stream_response"]
+__all__ = [
+    "HTTP_STATUS",
+    "PIECE_SIZE",
+    "Response",
+    "error_response",
+    "etag_of",
+    "stream_response",
+]
 
 #: Bytes read from the cache and sent per piece.
 PIECE_SIZE = 64 * 1024
@@ -40,6 +47,7 @@ HTTP_STATUS: Mapping[str, int] = {
     "invalid-id": 400,
     "unauthorized": 401,
     "not-found": 404,
+    "stream-changed": 404,
     "out-of-range": 416,
     "too-large": 413,
     "quota": 507,
@@ -81,11 +89,20 @@ def _http_date(unix: float) -> str:
     return email.utils.formatdate(unix, usegmt=True)
 
 
+def etag_of(info: StreamInfo) -> str | None:
+    """A READY stream's entity tag: its generation and its sha256. Its bytes never change,
+    but the same id may name another stream later (delete, then create): the generation
+    tells them apart, even when the bytes are the same."""
+    if info.status is not StreamStatus.READY or info.sha256 is None:
+        return None
+    return f'"{info.generation}-{info.sha256}"'
+
+
 async def _content_type(manager: StreamManager, info: StreamInfo) -> str:
     """The stored type, or, for the generic default, what the first bytes say."""
     if info.content_type != DEFAULT_CONTENT_TYPE or info.size == 0:
         return info.content_type
-    found = detect_format(await manager.read(info.stream_id, 0, 64))
+    found = detect_format(await manager.read(info.stream_id, 0, 64, generation=info.generation))
     return found.content_type if found is not None else info.content_type
 
 
@@ -116,7 +133,7 @@ async def stream_response(
     if growing:
         headers.append(("Cache-Control", "no-store"))
     else:
-        etag = f'"{info.sha256}"' if info.sha256 else None
+        etag = etag_of(info)
         last_modified = _http_date(info.finalized_at or info.created_at)
         headers += [("Cache-Control", "no-cache"), ("Last-Modified", last_modified)]
         if etag:
@@ -132,7 +149,7 @@ async def stream_response(
         etag=etag,
         last_modified=last_modified,
     )
-    pieces = _Pieces(manager, stream_id, piece_size, metrics)
+    pieces = _Pieces(manager, stream_id, info.generation, piece_size, metrics)
     match decision:
         case Full(size=size):
             headers.append(("Content-Length", str(size)))
@@ -161,11 +178,14 @@ def _none_match(value: str | None, etag: str) -> bool:
 class _Pieces:
     manager: StreamManager
     stream_id: str
+    #: The stream the head describes: a piece of another one under the same id is refused
+    #: (StreamChangedError), and the response is cut short.
+    generation: str
     piece_size: int
     metrics: Metrics | None
 
     async def _read(self, offset: int, length: int) -> bytes:
-        data = await self.manager.read(self.stream_id, offset, length)
+        data = await self.manager.read(self.stream_id, offset, length, generation=self.generation)
         if not data:
             # Shorter than its Content-Length promised: only if the stream changed under us.
             raise StreamNotFoundError(f"stream {self.stream_id} ended at {offset}")
@@ -175,7 +195,8 @@ class _Pieces:
 
     async def span(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
         position = start
-        with self.manager.hold(self.stream_id):  # not evicted while the response is sent
+        # Not evicted while the response is sent.
+        with self.manager.hold(self.stream_id, generation=self.generation):
             while position < stop:
                 data = await self._read(position, min(self.piece_size, stop - position))
                 position += len(data)
@@ -188,7 +209,9 @@ class _Pieces:
         try:
             position = start
             while True:
-                info = await self.manager.wait_for_data(self.stream_id, position)
+                info = await self.manager.wait_for_data(
+                    self.stream_id, position, generation=self.generation
+                )
                 if info.size > position:
                     data = await self._read(position, min(self.piece_size, info.size - position))
                     position += len(data)

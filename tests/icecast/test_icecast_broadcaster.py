@@ -58,6 +58,32 @@ async def test_follow_raises_when_the_stream_is_deleted(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_a_broadcaster_never_follows_a_stream_created_again_under_its_id(
+    tmp_path: Path,
+) -> None:
+    """The hub keeps one broadcaster per stream *generation*: the old stream's ends as at a
+    deletion, even if it was not waiting when the new stream came, and never reads it."""
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, IcecastConfig())
+        old = (await manager.create("s")).generation
+        await manager.append("s", b"\x01" * 100)
+        await manager.delete("s")
+        new = (await manager.create("s")).generation
+        await manager.append("s", b"\x02" * 100)
+        stale = hub.get("s", old)  # started only now: the id already names the new stream
+        current = hub.get("s")
+        assert stale is not current and current is hub.get("s", new)
+        with trio.fail_after(10):
+            await stale.wait_ready()  # ready once it ended
+        assert stale.ended and stale.failed is not None and "generation" in stale.failed
+        assert b"\x02" not in stale.window
+        follower = current.follow(0)
+        assert await anext(follower) == b"\x02" * 100
+        await follower.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_listener_of_a_long_stream_starts_near_its_live_edge(tmp_path: Path) -> None:
     """A broadcaster made for a stream that is already long (written over WebSocket, or
     before a restart) reads it from the start for its header; a listener that arrives
