@@ -313,7 +313,9 @@ class StreamManager:
         append the rest again to learn why); an error is raised only when nothing was
         written, exactly as :meth:`append` would raise it for the first chunk.
         """
-        ctx = self._get(stream_id)
+        # A writer's lease names the stream it was taken on: never another one created
+        # under the same id since (StreamChangedError), as for readers.
+        ctx = self._get(stream_id, writer.generation if writer is not None else None)
         try:
             views = [memoryview(data).cast("B") for data in chunks]
         except TypeError as exc:
@@ -818,7 +820,7 @@ class StreamManager:
         A mismatch raises :class:`ChecksumMismatchError` and the stream stays UPLOADING, so
         the client can repair it (resume at the real size) and finalize again.
         """
-        ctx = self._get(stream_id)
+        ctx = self._get(stream_id, writer.generation if writer is not None else None)
         if expected_size is not None:
             check_size("expected_size", expected_size)
         wanted = _check_sha256(sha256)

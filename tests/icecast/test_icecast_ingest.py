@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import trio
 from icecast_helpers import (
     body_json,
     connect,
@@ -197,3 +199,25 @@ async def test_a_broken_chunked_body_is_a_drop(tmp_path: Path) -> None:
         assert await read_to_end(stream) == b""  # dropped, no reply
         info = server.manager.stat("z")
         assert (info.status, info.size) == (StreamStatus.UPLOADING, 3)
+
+
+async def test_a_source_never_writes_into_a_stream_created_again_under_its_id(
+    tmp_path: Path,
+) -> None:
+    """Issue 14, item 1: the stream a source writes to is deleted and its id created again
+    (by a WebSocket client, say): the source's next bytes are refused, never appended to
+    the new stream."""
+    async with running_server(tmp_path) as server:
+        source = await open_source(server, "s")
+        await source.send_all(b"\x01" * 1000)
+        await wait_until(has_size(server, "s", 1000))
+        await server.manager.delete("s")
+        await server.manager.create("s")
+        await server.manager.append("s", b"\x02" * 10)
+        with contextlib.suppress(trio.BrokenResourceError):  # refused and closed already
+            await source.send_all(b"\x01" * 1000)
+        status, _, rest = await read_head(source)
+        assert status == 404
+        assert body_json(await read_to_end(source, rest))["error"]["code"] == "stream-changed"
+        assert await server.manager.read("s", 0, 100) == b"\x02" * 10
+        await source.aclose()
