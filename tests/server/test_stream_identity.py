@@ -120,9 +120,12 @@ async def test_http_live_listener_is_cut_when_the_stream_is_replaced(
     manager = server.manager
     await put(manager, "s", OLD, finalize=False)
     # A listener at the live edge starts the stream's broadcaster, which reads up to it.
-    edge, _, _ = await slow_http_get(server.port, f"/streams/s?offset={SIZE}")
+    edge, _, got = await slow_http_get(server.port, f"/streams/s?offset={SIZE}")
     async with edge:
-        await trio.sleep(SETTLE)
+        await manager.append("s", b"\x01")  # the edge listener gets it: the broadcaster is there
+        with trio.fail_after(10):
+            while not got:
+                got = await edge.receive_some(1)
         # Far behind the broadcaster: catches up from the cache at its own pace.
         stream, _, first = await slow_http_get(server.port, "/streams/s?offset=0")
         async with stream:
