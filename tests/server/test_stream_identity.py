@@ -137,8 +137,11 @@ async def test_http_live_listener_is_cut_when_the_stream_is_replaced(
     assert_old_only(body)
 
 
-async def ws_bytes_until_close(ws: object, got: bytearray, limit: int) -> int | None:
-    """Binary frames into ``got`` until the connection closes (its close code) or ``limit``."""
+async def ws_bytes_until_close(
+    ws: object, got: bytearray, limit: int
+) -> tuple[int | None, str | None]:
+    """Binary frames into ``got`` until the connection closes (its close code and reason)
+    or ``limit`` bytes came."""
     receive = ws.receive  # type: ignore[attr-defined]
     with trio.fail_after(30):
         while len(got) < limit:
@@ -146,12 +149,12 @@ async def ws_bytes_until_close(ws: object, got: bytearray, limit: int) -> int | 
                 message = await receive()
             except websockets.exceptions.ConnectionClosed as exc:
                 frame = exc.rcvd or exc.sent
-                return frame.code if frame else None
+                return (frame.code, frame.reason) if frame else (None, None)
             except trio_websocket.ConnectionClosed as exc:
-                return exc.reason.code if exc.reason else None
+                return (exc.reason.code, exc.reason.reason) if exc.reason else (None, None)
             assert isinstance(message, bytes), message
             got += message
-    return None
+    return None, None
 
 
 async def test_ws_read_ends_with_1011_when_the_stream_is_replaced(
@@ -165,9 +168,10 @@ async def test_ws_read_ends_with_1011_when_the_stream_is_replaced(
             got = bytearray(await v1.receive_bytes(64 * KiB))
             await trio.sleep(SETTLE)
             await replace(server.manager, "s", finalize=True)
-            code = await ws_bytes_until_close(v1.ws, got, SIZE)
+            code, reason = await ws_bytes_until_close(v1.ws, got, SIZE)
     assert len(got) < SIZE, "the read went on to its announced length"
     assert code == 1011
+    assert reason == "read of s failed: stream-changed"
     assert_old_only(got)
 
 
