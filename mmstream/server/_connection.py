@@ -81,6 +81,7 @@ from ..protocol import (
 )
 from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
 from ._acks import AckClock
+from ._admission import Slot
 from ._fanout import FanoutHub
 from ._replay import Delivery
 from ._tail import Member
@@ -89,9 +90,9 @@ from ._transports import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     Connection,
     ConnectionClosed,
-    Handler,
 )
 from ._wsframes import binary_head, text_frame
 
@@ -131,8 +132,12 @@ class Session:
         metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
         hub: FanoutHub | None = None,
+        slot: Slot | None = None,
     ) -> None:
         self.connection = connection
+        #: The connection's place under the connection caps: idle while the applier waits
+        #: for a message and no tail runs (then it may be closed to make room).
+        self.slot = slot
         self.ack_clock = ack_clock
         self.hub = hub
         self.metrics = metrics
@@ -173,6 +178,10 @@ class Session:
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_idle)
             nursery.start_soon(self._send_owed_acks)
+            if self.authorizer.enabled:
+                nursery.start_soon(self._watch_hello)
+            if self.slot is not None:
+                self.slot.evict = self._evicted
             self.connection.offer_binary(self._take_upload_frame)
             try:
                 await self._apply_all()
@@ -199,6 +208,31 @@ class Session:
     async def _watch_shutdown(self) -> None:
         await self.shutting_down.wait()
         self._stop_receiving((CLOSE_GOING_AWAY, "server shutting down"))
+
+    async def _watch_hello(self) -> None:
+        """With access control on, a connection that has not said ``hello`` with a valid
+        token within ``handshake_timeout`` is closed: unauthenticated, it could only hold
+        a connection slot."""
+        await trio.sleep(self.config.handshake_timeout)
+        if self._grant is None and not self._stopping:
+            log.info("hello timeout conn=%s", self.connection.id)
+            self._stop_receiving((CLOSE_POLICY_VIOLATION, "no hello in time"), drain=False)
+
+    def _evicted(self) -> None:
+        """The connection caps closed this idle connection to make room for a newcomer."""
+        log.info("idle connection closed to make room conn=%s", self.connection.id)
+        self._stop_receiving((CLOSE_TRY_AGAIN_LATER, "server full: idle connection closed"))
+
+    def _mark_activity(self) -> None:
+        """Tell the connection caps whether this connection is idle (the applier waits for
+        a message and no tail runs) or busy."""
+        slot = self.slot
+        if slot is None:
+            return
+        if self._receiving_since is not None and not self._tailing:
+            slot.idle()
+        else:
+            slot.busy()
 
     async def _watch_idle(self) -> None:
         """Close the connection once the applier has waited ``idle_timeout`` for a message.
@@ -265,6 +299,7 @@ class Session:
         if self._stopping:
             raise _EndOfInput
         self._receiving_since = trio.current_time()
+        self._mark_activity()
         try:
             message = await self.connection.receive()
         except ConnectionClosed:
@@ -272,6 +307,7 @@ class Session:
             raise _EndOfInput from None
         finally:
             self._receiving_since = None
+            self._mark_activity()
         if message is None:  # interrupted: the session is stopping
             raise _EndOfInput
         return message
@@ -375,6 +411,7 @@ class Session:
             return False
         upload.offset = size
         self._receiving_since = trio.current_time()  # not idle: it is uploading
+        self._mark_activity()
         if self._ack_now(upload):
             self.acknowledge_due()
         return True
@@ -676,6 +713,7 @@ class Session:
             self._tailing = False
             if self._receiving_since is not None:
                 self._receiving_since = trio.current_time()  # idle from the end of the tail
+            self._mark_activity()
 
     async def _follow_in_group(
         self, hub: FanoutHub, stream: str, generation: str, position: int
@@ -792,15 +830,23 @@ def connection_handler(
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
     hub: FanoutHub | None = None,
-) -> Handler:
-    """The transport handler serving protocol v1 on each connection; ``ack_clock`` (run by
-    the caller) acknowledges every connection's uploads."""
+) -> Callable[[Connection, Slot | None], Awaitable[None]]:
+    """The handler serving protocol v1 on each connection (given its connection slot);
+    ``ack_clock`` (run by the caller) acknowledges every connection's uploads."""
 
-    async def handle(connection: Connection) -> None:
+    async def handle(connection: Connection, slot: Slot | None = None) -> None:
         endpoint = parse_path(connection.path)
         with log_context(stream=endpoint.stream if endpoint is not None else None):
             session = Session(
-                connection, manager, config, shutting_down, ack_clock, metrics, authorizer, hub
+                connection,
+                manager,
+                config,
+                shutting_down,
+                ack_clock,
+                metrics,
+                authorizer,
+                hub,
+                slot,
             )
             await session.run()
 

@@ -1,7 +1,9 @@
 """The front door: one listening port for WebSockets and plain HTTP.
 
-Each accepted TCP connection is counted against the global and per-IP caps, its first
-request head is read with h11 within the handshake timeout (slow or silent clients are
+Each accepted TCP connection gets a slot from the :class:`~._admission.ConnectionLimiter`
+(at a cap, the longest-idle connection is closed to make room; when every slot is busy the
+newcomer is read briefly, a health check answered and anything else refused with 503), its
+first request head is read with h11 within the handshake timeout (slow or silent clients are
 dropped at that deadline), and then:
 
 - a WebSocket upgrade goes on to the configured transport over a :class:`ReplayStream`
@@ -16,29 +18,36 @@ from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import h11
 import trio
 
 from ..config import ServerConfig
 from ..logs import tag_task
+from ._admission import ConnectionLimiter, Slot
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
 from ._replay import ReplayStream
-from ._transports import Handler, Transport
+from ._transports import Connection, Transport
 
-__all__ = ["FrontDoor"]
+__all__ = ["FrontDoor", "SessionHandler"]
 
 log = logging.getLogger("mmstream.server")
 
 #: How long a refused client gets to read its 503 before the socket is closed.
 _REFUSAL_LINGER = 1.0
+#: How long a connection beyond the cap (an overflow slot) may take to send its request head.
+_OVERFLOW_HEAD_TIMEOUT = 1.0
 #: The `kind` of a connection that only served a load-balancer health check.
 _HEALTH_CHECK = "health-check"
+
+#: Serves protocol v1 on an open WebSocket; the session marks its slot idle or busy and
+#: takes over what evicting it means (a closing handshake rather than a dropped socket).
+SessionHandler = Callable[[Connection, Slot | None], Awaitable[None]]
 
 
 class FrontDoor:
@@ -46,7 +55,7 @@ class FrontDoor:
         self,
         config: ServerConfig,
         transport: Transport,
-        websocket_handler: Handler,
+        websocket_handler: SessionHandler,
         router: Router,
         *,
         websocket_path: Callable[[str], bool] = lambda path: True,
@@ -58,15 +67,16 @@ class FrontDoor:
         self.websocket_path = websocket_path
         self.origin_allowed = origin_allowed
         self.http = HttpSettings(router, config.handshake_timeout, lambda: self.shutting_down)
+        #: For the one request of a connection beyond the cap: answered, then closed.
+        self._http_once = HttpSettings(router, config.handshake_timeout, lambda: True)
         self.shutting_down = False
         self._ids = itertools.count(1)
-        self._active = 0
-        self._per_ip: collections.Counter[str] = collections.Counter()
+        self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_ip)
         self._idle_scopes: set[trio.CancelScope] = set()
 
     @property
     def active_connections(self) -> int:
-        return self._active
+        return self.limiter.active
 
     def begin_shutdown(self) -> None:
         """Refuse new work: handshakes in progress get 503, idle keep-alive connections
@@ -81,46 +91,74 @@ class FrontDoor:
         ip, remote = _peer(stream)
         connection_id = f"c{next(self._ids)}"
         tag_task(connection=connection_id)
-        refusal = self._refusal(ip)
-        if refusal is not None:
-            log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, refusal)
-            await _refuse(stream, refusal)
+        if self.shutting_down:
+            log.warning(
+                "connection refused conn=%s remote=%s: shutting down", connection_id, remote
+            )
+            await _refuse(stream, "server is shutting down")
             return
-        self._active += 1
-        self._per_ip[ip] += 1
+        slot = self.limiter.admit(ip)
         started = trio.current_time()
         kind = "none"
-        try:
-            kind = await self._serve(stream, connection_id, remote)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("connection broken conn=%s: %r", connection_id, exc)
-        except Exception:
-            log.exception("connection failed conn=%s remote=%s", connection_id, remote)
-        finally:
-            self._active -= 1
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
-            await trio.aclose_forcefully(stream)
-            log.log(
-                logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,
-                "connection close conn=%s remote=%s kind=%s duration=%.3fs",
-                connection_id,
-                remote,
-                kind,
-                trio.current_time() - started,
+        with trio.CancelScope() as scope:
+            slot.evict = partial(_evict, scope, connection_id, remote)
+            try:
+                if slot.refusal is not None:
+                    kind = await self._serve_over_cap(stream, slot.refusal, connection_id, remote)
+                else:
+                    kind = await self._serve(stream, slot, connection_id, remote)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("connection broken conn=%s: %r", connection_id, exc)
+            except Exception:
+                log.exception("connection failed conn=%s remote=%s", connection_id, remote)
+            finally:
+                self.limiter.release(slot)
+                await trio.aclose_forcefully(stream)
+        log.log(
+            logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,
+            "connection close conn=%s remote=%s kind=%s duration=%.3fs",
+            connection_id,
+            remote,
+            kind,
+            trio.current_time() - started,
+        )
+
+    async def _serve_over_cap(
+        self, stream: trio.SocketStream, refusal: str, connection_id: str, remote: str
+    ) -> str:
+        """Every slot does real work: answer a health check (never refused for load), and
+        refuse anything else with 503, both after reading the request head briefly."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        event: object = None
+        with trio.move_on_after(min(_OVERFLOW_HEAD_TIMEOUT, self.config.handshake_timeout)):
+            try:
+                event = await receive_event(stream, conn)
+            except h11.RemoteProtocolError as exc:
+                await send_error(stream, conn, exc.error_status_hint, str(exc))
+                return "bad-request"
+        if (
+            isinstance(event, h11.Request)
+            and event.target.partition(b"?")[0] == b"/healthz"
+            and not _is_websocket_upgrade(event)
+        ):
+            await serve_http(
+                stream,
+                conn,
+                event,
+                self._http_once,
+                remote=remote,
+                connection_id=connection_id,
+                idle_scope=self._idle_scope,
             )
+            return _HEALTH_CHECK
+        log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, refusal)
+        await send_error(stream, conn, 503, refusal, [("retry-after", "1")])
+        await _linger(stream)
+        return "refused"
 
-    def _refusal(self, ip: str) -> str | None:
-        if self.shutting_down:
-            return "server is shutting down"
-        if self._active >= self.config.max_connections:
-            return "too many connections"
-        if self._per_ip[ip] >= self.config.max_connections_per_ip:
-            return "too many connections from this address"
-        return None
-
-    async def _serve(self, stream: trio.SocketStream, connection_id: str, remote: str) -> str:
+    async def _serve(
+        self, stream: trio.SocketStream, slot: Slot, connection_id: str, remote: str
+    ) -> str:
         deadline = trio.current_time() + self.config.handshake_timeout
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         event: object = None
@@ -130,6 +168,7 @@ class FrontDoor:
             except h11.RemoteProtocolError as exc:
                 await send_error(stream, conn, exc.error_status_hint, str(exc))
                 return "bad-request"
+        slot.busy()
         if not isinstance(event, h11.Request):
             log.info("connection open conn=%s remote=%s", connection_id, remote)
             if event is None:
@@ -164,7 +203,7 @@ class FrontDoor:
             )
             await self.transport.serve_stream(
                 replay,
-                self.websocket_handler,
+                lambda connection: self.websocket_handler(connection, slot),
                 connection_id=connection_id,
                 remote=remote,
                 path=path,
@@ -178,21 +217,33 @@ class FrontDoor:
             self.http,
             remote=remote,
             connection_id=connection_id,
-            idle_scope=self._idle_scope,
+            idle_scope=partial(self._idle_scope, slot),
         )
         return _HEALTH_CHECK if health_check else "http"
 
     @contextmanager
-    def _idle_scope(self) -> Iterator[trio.CancelScope]:
+    def _idle_scope(self, slot: Slot | None = None) -> Iterator[trio.CancelScope]:
+        """The wait for a keep-alive connection's next request: idle (a shutdown closes it
+        at once, a full cap may close it to make room)."""
         scope = trio.CancelScope()
-        if self.shutting_down:
+        if self.shutting_down or slot is None:
             scope.cancel()
         self._idle_scopes.add(scope)
+        if slot is not None:
+            slot.idle()
         try:
             with scope:
                 yield scope
         finally:
             self._idle_scopes.discard(scope)
+            if slot is not None:
+                slot.busy()
+
+
+def _evict(scope: trio.CancelScope, connection_id: str, remote: str) -> None:
+    """Close an idle connection to make room for a newcomer."""
+    log.info("connection closed to make room conn=%s remote=%s: idle", connection_id, remote)
+    scope.cancel()
 
 
 def _peer(stream: trio.SocketStream) -> tuple[str, str]:
@@ -264,6 +315,16 @@ async def _refuse(stream: trio.SocketStream, reason: str) -> None:
     try:
         with trio.move_on_after(_REFUSAL_LINGER):
             await stream.send_all(head + body)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    await _linger(stream)
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close and read what the client still sends, briefly, so that closing does not
+    reset a reply just sent away; then close."""
+    try:
+        with trio.move_on_after(_REFUSAL_LINGER):
             await stream.send_eof()
             while await stream.receive_some(MAX_HEAD_SIZE):
                 pass

@@ -41,6 +41,7 @@ __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TRY_AGAIN_LATER",
     "BinaryTaker",
     "Connection",
     "ConnectionClosed",
@@ -60,6 +61,8 @@ CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
+#: RFC 6455's registry: "the server is overloaded"; the client may reconnect later.
+CLOSE_TRY_AGAIN_LATER = 1013
 
 #: How long a closing handshake may take before the socket is simply closed.
 CLOSE_TIMEOUT = 5.0

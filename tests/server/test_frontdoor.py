@@ -66,7 +66,7 @@ async def front_door(
     door = FrontDoor(
         config,
         make_transport(config),
-        handler,
+        lambda connection, slot: handler(connection),
         router if router is not None else make_router(),
         websocket_path=lambda p: p.startswith("/v1"),
     )

@@ -21,6 +21,7 @@ from server_helpers import http_client
 from mmstream.cache import KiB, MiB
 from mmstream.config import ByteSize, CacheConfig, ServerConfig
 from mmstream.metrics import Metrics
+from mmstream.server._admission import Slot
 from mmstream.server._frontdoor import FrontDoor
 from mmstream.server._http import Router
 from mmstream.server._transports import Connection, make_transport
@@ -30,7 +31,7 @@ from mmstream.streams import StreamManager, open_stream_manager
 DATA = random.Random(7).randbytes(1_000_000)
 
 
-async def _no_websockets(connection: Connection) -> None:
+async def _no_websockets(connection: Connection, slot: Slot) -> None:
     await connection.close()
 
 
