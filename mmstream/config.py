@@ -128,6 +128,13 @@ class ServerConfig:
     max_connections_per_ip: int = attrs.field(default=256, validator=_min(1))
     #: Messages queued per connection before the transport stops reading (the bounded channel).
     request_queue: int = attrs.field(default=16, validator=_min(1))
+    #: Bytes one WebSocket may hold received and not yet applied (queued messages and the
+    #: frame still arriving) before the server stops reading it; at least
+    #: ``max_message_size`` + 64 KiB is used, so the largest message can always arrive.
+    connection_buffer: ByteSize = attrs.field(default=ByteSize(8 * MiB), validator=_min(1))
+    #: Bytes all WebSockets together may hold so; beyond it a connection holding more than
+    #: 512 KiB is not read until others drain (docs/reliability.md, "Memory").
+    receive_budget: ByteSize = attrs.field(default=ByteSize(128 * MiB), validator=_min(1))
     #: Acknowledge uploaded data every this many bytes (or on request, or at ack_interval).
     ack_bytes: ByteSize = attrs.field(default=ByteSize(1 * MiB), validator=_min(1))
     ack_interval: float = attrs.field(default=0.05, validator=v.gt(0))

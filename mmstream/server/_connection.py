@@ -598,7 +598,7 @@ class Session:
         info = self.manager.stat(stream, generation=request.generation)
         available = max(info.size - request.offset, 0)
         total = available if request.length is None else min(request.length, available)
-        piece = self.config.max_message_size
+        piece = self._send_piece
         # The first piece is read before the reply so that its errors are the reply.
         generation = info.generation  # every piece from this stream, never a successor's
         first = await self.manager.read(
@@ -664,7 +664,7 @@ class Session:
     async def _push(self, stream: str, generation: str, position: int, header: bytes = b"") -> None:
         """The tail task: the header if any, bytes as they are written (of the stream of
         that ``generation`` only), then ``end``."""
-        piece = self.config.max_message_size
+        piece = self._send_piece
         if self.metrics is not None:
             self.metrics.followers.inc()
         try:
@@ -743,6 +743,13 @@ class Session:
             return None
         return member.position
 
+    @property
+    def _send_piece(self) -> int:
+        """The largest data frame a read or a tail sends: each is read from the stream
+        only once the socket took the one before, so a client that does not read holds
+        at most about this much of the server's memory (plus the socket's buffer)."""
+        return min(self.config.max_message_size, SEND_PIECE)
+
     def _send_frame_nowait(self, frame: bytes) -> Delivery:
         if self._peer_gone or self._binary_lock.locked():
             return Delivery.REFUSED  # a read is sending its frames: no tail frame in between
@@ -809,6 +816,8 @@ class Session:
         return True
 
 
+#: The largest data frame of a read or a tail (smaller if ``max_message_size`` is).
+SEND_PIECE = 256 * 1024
 #: A batch of upload frames taken at once stops at this many bytes or frames.
 _BATCH_BYTES = 1024 * 1024
 _BATCH_FRAMES = 256

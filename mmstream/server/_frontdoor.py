@@ -30,6 +30,7 @@ import trio
 from ..config import ServerConfig
 from ..logs import tag_task
 from ._admission import ConnectionLimiter, Slot
+from ._budget import ByteBudget
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
 from ._replay import ReplayStream
 from ._transports import Connection, Transport
@@ -42,6 +43,8 @@ log = logging.getLogger("mmstream.server")
 _REFUSAL_LINGER = 1.0
 #: How long a connection beyond the cap (an overflow slot) may take to send its request head.
 _OVERFLOW_HEAD_TIMEOUT = 1.0
+#: What a connection may hold beyond its largest message (the frame's header, the next one).
+_FRAME_ROOM = 64 * 1024
 #: The `kind` of a connection that only served a load-balancer health check.
 _HEALTH_CHECK = "health-check"
 
@@ -72,6 +75,11 @@ class FrontDoor:
         self.shutting_down = False
         self._ids = itertools.count(1)
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_ip)
+        #: What WebSockets may hold received and not yet applied (see :mod:`._budget`).
+        self.receive_budget = ByteBudget(
+            config.receive_budget,
+            max(config.connection_buffer, config.max_message_size + _FRAME_ROOM),
+        )
         self._idle_scopes: set[trio.CancelScope] = set()
 
     @property
@@ -196,19 +204,24 @@ class FrontDoor:
                 extra = [("sec-websocket-version", "13")] if status == 426 else []
                 await send_error(stream, conn, status, message, extra)
                 return "bad-request"
+            account = self.receive_budget.open_account()
             replay = ReplayStream(
                 stream,
                 _request_head(event) + conn.trailing_data[0],
                 receive_size=self.config.receive_buffer_size,
+                account=account,
             )
-            await self.transport.serve_stream(
-                replay,
-                lambda connection: self.websocket_handler(connection, slot),
-                connection_id=connection_id,
-                remote=remote,
-                path=path,
-                handshake_deadline=deadline,
-            )
+            try:
+                await self.transport.serve_stream(
+                    replay,
+                    lambda connection: self.websocket_handler(connection, slot),
+                    connection_id=connection_id,
+                    remote=remote,
+                    path=path,
+                    handshake_deadline=deadline,
+                )
+            finally:
+                account.close()
             return "websocket"
         await serve_http(
             stream,

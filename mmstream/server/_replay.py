@@ -32,6 +32,7 @@ import threading
 import trio
 
 from .._locks import acquire
+from ._budget import Account
 
 __all__ = ["Delivery", "ReplayStream"]
 
@@ -67,8 +68,12 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         prefix: bytes,
         *,
         receive_size: int | None = None,
+        account: Account | None = None,
     ) -> None:
         self.transport_stream = stream
+        #: The connection's share of the server's receive budget: every socket read is
+        #: charged to it and waits while it has no room (:mod:`._budget`).
+        self.account = account
         self._prefix = memoryview(prefix) if prefix else None
         self._receive_size = receive_size
         #: The socket under ``stream`` when it is a plain one (None: go through ``stream``).
@@ -84,7 +89,11 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             if max_bytes is None:
                 max_bytes = self._receive_size
             if self._socket is None or max_bytes is None:
-                return await self.transport_stream.receive_some(max_bytes)
+                if self.account is not None:
+                    max_bytes = await self._room(max_bytes)
+                data = await self.transport_stream.receive_some(max_bytes)
+                self._charge(len(data))
+                return data
             return await self._receive_from_socket(self._socket, max_bytes)
         await trio.lowlevel.checkpoint()
         size = len(self._prefix) if max_bytes is None else max_bytes
@@ -99,11 +108,16 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.wait_readable(socket)
+        account = self.account
         while True:
             fd = socket.fileno()
             if fd < 0:
                 raise trio.ClosedResourceError("the socket was closed")
-            buffer = _read_buffer(size)[:size]
+            allowed = size if account is None else min(size, account.allowance())
+            if not allowed:
+                await self._room(size)  # and read again: the socket may be drained meanwhile
+                continue
+            buffer = _read_buffer(allowed)[:allowed]
             try:
                 count = os.readv(fd, [buffer])
             except BlockingIOError:
@@ -111,8 +125,43 @@ class ReplayStream(trio.abc.HalfCloseableStream):
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
-            self._read_full = count == size
+            self._read_full = count == allowed
+            self._charge(count)
             return bytes(buffer[:count])
+
+    async def _room(self, size: int | None) -> int | None:
+        """Wait until the account lets this connection receive; how much it may."""
+        account = self.account
+        if account is None:
+            return size
+        while not (allowed := account.allowance()):
+            if account.closed:
+                raise trio.ClosedResourceError("the connection ended")
+            room = trio.Event()
+            account.wait_for_room(room.set)
+            try:
+                await room.wait()
+            finally:
+                account.stop_waiting()
+        return allowed if size is None else min(size, allowed)
+
+    def _charge(self, size: int) -> None:
+        if self.account is not None:
+            self.account.charge(size)
+
+    def consumed(self, size: int, *, queue_empty: bool) -> None:
+        """The session took a message of ``size`` bytes (or the reader handed it over):
+        they are no longer held. Frame headers and control frames are never taken, so
+        when nothing is queued and the last read emptied the socket, the account is
+        settled to zero instead (what goes uncounted then is at most the start of a frame
+        that last read brought)."""
+        account = self.account
+        if account is None:
+            return
+        if queue_empty and not self._read_full:
+            account.release(account.held)
+        else:
+            account.release(size)
 
     def send_nowait(self, first: bytes, *more: bytes) -> Delivery:
         """Write ``first`` and ``more`` (whole WebSocket frames, or a frame's header and its
@@ -159,4 +208,6 @@ class ReplayStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         self._prefix = None
+        if self.account is not None:
+            self.account.close()  # a read waiting for room ends (ClosedResourceError)
         await self.transport_stream.aclose()

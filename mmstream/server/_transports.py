@@ -279,7 +279,7 @@ class _TrioWebsocketConnection(_Adapter):
             message = await self.ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
             raise _closed_from_trio_websocket(exc) from None
-        return message if isinstance(message, (str, bytes)) else None  # or _INTERRUPTED
+        return self.channel.taken(message)
 
     def interrupt_receive(self) -> None:
         self.channel.interrupt()
@@ -300,7 +300,7 @@ class _TrioWebsocketConnection(_Adapter):
             message = self.ws._recv_channel.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
             return None
-        return message if isinstance(message, (str, bytes)) else None  # or _INTERRUPTED
+        return self.channel.taken(message)
 
     async def _send(self, message: str | bytes) -> None:
         try:
@@ -324,8 +324,11 @@ class _EagerSendChannel:
     bounded channel, the same backpressure, but the messages of one socket read arrive
     together (4 KiB messages/s: about 2x)."""
 
-    def __init__(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
+    def __init__(
+        self, channel: trio.MemorySendChannel[str | bytes], wire: ReplayStream | None
+    ) -> None:
         self._channel = channel
+        self._wire = wire
         #: Offered each binary message that would be the only one in the channel.
         self.taker: BinaryTaker | None = None
 
@@ -336,11 +339,23 @@ class _EagerSendChannel:
             # one is buffered, nor when one was just handed to it and not yet applied.
             state = self._channel.statistics()
             if state.tasks_waiting_receive and not state.current_buffer_used and taker(value):
+                if self._wire is not None:
+                    self._wire.consumed(len(value), queue_empty=True)
                 return
         try:
             self._channel.send_nowait(value)
         except trio.WouldBlock:
             await self._channel.send(value)
+
+    def taken(self, message: object) -> str | bytes | None:
+        """A message the session took from the channel (its bytes are no longer held), or
+        None for the mark :meth:`interrupt` left."""
+        if not isinstance(message, (str, bytes)):
+            return None
+        if self._wire is not None:
+            empty = not self._channel.statistics().current_buffer_used
+            self._wire.consumed(len(message), queue_empty=empty)
+        return message
 
     def interrupt(self) -> None:
         """Queue :data:`_INTERRUPTED` for ``get_message``; a full channel means messages
@@ -403,7 +418,9 @@ class TrioWebsocketTransport:
                 nursery.cancel_scope.cancel()
                 return
             # Its reader looks the channel up for every message (pinned: trio-websocket 0.12).
-            channel = _EagerSendChannel(ws._send_channel)
+            channel = _EagerSendChannel(
+                ws._send_channel, stream if isinstance(stream, ReplayStream) else None
+            )
             ws._send_channel = channel  # type: ignore[assignment]
             connection = _TrioWebsocketConnection(
                 ws=ws, stream=stream, channel=channel, id=connection_id, remote=remote, path=path
@@ -431,8 +448,10 @@ class _MessageQueue:
     is reached, as ``recv()`` would.
     """
 
-    def __init__(self, ws: ServerConnection, high: int) -> None:
+    def __init__(self, ws: ServerConnection, high: int, wire: ReplayStream | None) -> None:
         self._send, self._receive = trio.open_memory_channel[_Queued | _Interrupted](math.inf)
+        #: Told what the session takes, for the connection's receive budget.
+        self._wire = wire
         self._fragments: list[Frame] = []
         self._queued = 0
         self._high, self._low = high, high // 4
@@ -475,6 +494,8 @@ class _MessageQueue:
             raise EOFError("stream of frames ended")
         taker = self.taker
         if taker is not None and not self._queued and taker(data):
+            if self._wire is not None:
+                self._wire.consumed(len(data), queue_empty=True)
             return
         self._queue(data)
 
@@ -504,7 +525,7 @@ class _MessageQueue:
             return None
         if isinstance(item, _Interrupted):
             return None
-        self._taken()
+        self._taken(item)
         return item
 
     async def get(self) -> _Queued | None:
@@ -512,15 +533,18 @@ class _MessageQueue:
         item = await self._receive.receive()
         if isinstance(item, _Interrupted):
             return None
-        self._taken()
+        self._taken(item)
         return item
 
     def interrupt(self) -> None:
         with contextlib.suppress(trio.ClosedResourceError):
             self._send.send_nowait(_INTERRUPTED)
 
-    def _taken(self) -> None:
+    def _taken(self, item: _Queued) -> None:
         self._queued -= 1
+        if self._wire is not None:
+            size = len(item) if isinstance(item, (str, bytes)) else 0
+            self._wire.consumed(size, queue_empty=not self._queued)
         if self._paused and self._queued <= self._low:
             self._paused = False
             self._ws.resume_reading()
@@ -680,7 +704,9 @@ class WebsocketsTransport:
                 max_queue=self.options.message_queue,
             )
             # Whole messages the session can take in batches (see _MessageQueue).
-            queue = _MessageQueue(ws, self.options.message_queue)
+            queue = _MessageQueue(
+                ws, self.options.message_queue, stream if isinstance(stream, ReplayStream) else None
+            )
             ws.recv_messages = queue  # type: ignore[assignment]
             with trio.move_on_at(handshake_deadline):
                 await ws.handshake(server_header=f"mmstream/{__version__}")
