@@ -74,11 +74,11 @@ async def test_idle_connections_cannot_lock_everyone_out(
     sockets = rounds(64, 2000)
     websockets_count = rounds(32, 1024)
     held: list[trio.SocketStream] = []
-    refused = 0
     opened_ws = 0
+    checks: list[tuple[int, float]] = []  # /healthz status and latency, throughout
 
     async def idle_websocket(address: str, done: trio.Event) -> None:
-        nonlocal refused, opened_ws
+        nonlocal opened_ws
         try:
             stream = await open_from(address, port)
             async with ws_connect(url, stream=stream, compression=None, ping_interval=None) as ws:
@@ -89,11 +89,21 @@ async def test_idle_connections_cannot_lock_everyone_out(
                 done.set()
                 await trio.sleep_forever()
         except (InvalidStatus, ConnectionClosed, OSError, trio.BrokenResourceError):
-            refused += 1
+            pass  # closed to make room for a later one
         finally:
             done.set()
 
+    async def health_checks() -> None:
+        while True:
+            started = trio.current_time()
+            with trio.move_on_after(SERVED_WITHIN * 5):
+                checks.append((await healthz(port), trio.current_time() - started))
+                await trio.sleep(0.05)
+                continue
+            checks.append((0, trio.current_time() - started))
+
     async with trio.open_nursery() as attackers:
+        attackers.start_soon(health_checks)
         for n in range(sockets):
             held.append(await open_from(ADDRESSES[n % len(ADDRESSES)], port))
         for n in range(websockets_count):
@@ -102,11 +112,8 @@ async def test_idle_connections_cannot_lock_everyone_out(
             await done.wait()
         await trio.sleep(0.2)
         worst = 0.0
-        statuses = []
         for n in range(5):
             started = trio.current_time()
-            with trio.move_on_after(SERVED_WITHIN * 5):
-                statuses.append(await healthz(port))
             async with connect(server.url, token=TOKEN if auth else None) as client:
                 await client.create(f"normal-{n}")
                 await client.append(f"normal-{n}", b"still served")
@@ -114,16 +121,22 @@ async def test_idle_connections_cannot_lock_everyone_out(
         attackers.cancel_scope.cancel()
     for stream in held:
         await stream.aclose()
-    assert statuses == [200] * 5
-    assert worst < SERVED_WITHIN
+    statuses = [status for status, _ in checks]
+    slowest = max(latency for _, latency in checks)
+    assert statuses == [200] * len(checks)
+    # The goal in the soak; a sanity bound in the fast variant, which shares a loaded machine.
+    bound = SERVED_WITHIN if SOAK else SERVED_WITHIN * 5
+    assert slowest < bound
+    assert worst < bound
     figure(
         "11. Lockout",
         f"{transport}, auth {'on' if auth else 'off'}: max_connections "
         f"{CAP}, {sockets} idle sockets and {websockets_count} idle WebSockets "
-        f"({'no hello' if auth else 'after hello'}) from {len(ADDRESSES)} addresses, then "
-        "/healthz and a normal client (connect, create, append), 5 times",
-        f"/healthz 200 5/5; the normal client served in {worst * 1000:.0f} ms at worst "
-        f"({opened_ws} of the idle WebSockets opened before the cap made room)",
+        f"({'no hello' if auth else 'after hello'}) from {len(ADDRESSES)} addresses, "
+        "/healthz every 50 ms throughout; then a normal client (connect, create, append), "
+        "5 times",
+        f"/healthz 200 {len(checks)}/{len(checks)}, in {slowest * 1000:.0f} ms at worst; the "
+        f"normal client served in {worst * 1000:.0f} ms at worst",
     )
 
 
