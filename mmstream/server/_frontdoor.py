@@ -136,14 +136,11 @@ class FrontDoor:
     ) -> str:
         """Every slot does real work: answer a health check (never refused for load), and
         refuse anything else with 503, both after reading the request head briefly."""
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
-        event: object = None
-        with trio.move_on_after(min(_OVERFLOW_HEAD_TIMEOUT, self.config.handshake_timeout)):
-            try:
-                event = await receive_event(stream, conn)
-            except h11.RemoteProtocolError as exc:
-                await send_error(stream, conn, exc.error_status_hint, str(exc))
-                return "bad-request"
+        timeout = min(_OVERFLOW_HEAD_TIMEOUT, self.config.handshake_timeout)
+        head = await _first_head(stream, trio.current_time() + timeout)
+        if head is None:
+            return "bad-request"
+        conn, event = head
         if (
             isinstance(event, h11.Request)
             and event.target.partition(b"?")[0] == b"/healthz"
@@ -168,14 +165,10 @@ class FrontDoor:
         self, stream: trio.SocketStream, slot: Slot, connection_id: str, remote: str
     ) -> str:
         deadline = trio.current_time() + self.config.handshake_timeout
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
-        event: object = None
-        with trio.move_on_at(deadline):
-            try:
-                event = await receive_event(stream, conn)
-            except h11.RemoteProtocolError as exc:
-                await send_error(stream, conn, exc.error_status_hint, str(exc))
-                return "bad-request"
+        head = await _first_head(stream, deadline)
+        if head is None:
+            return "bad-request"
+        conn, event = head
         slot.busy()
         if not isinstance(event, h11.Request):
             log.info("connection open conn=%s remote=%s", connection_id, remote)
@@ -251,6 +244,22 @@ class FrontDoor:
             self._idle_scopes.discard(scope)
             if slot is not None:
                 slot.busy()
+
+
+async def _first_head(
+    stream: trio.SocketStream, deadline: float
+) -> tuple[h11.Connection, object] | None:
+    """The connection's first h11 event by ``deadline`` (None in its place if nothing whole
+    came in time); None instead when the head was malformed (then answered with its 4xx)."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+    event: object = None
+    with trio.move_on_at(deadline):
+        try:
+            event = await receive_event(stream, conn)
+        except h11.RemoteProtocolError as exc:
+            await send_error(stream, conn, exc.error_status_hint, str(exc))
+            return None
+    return conn, event
 
 
 def _evict(scope: trio.CancelScope, connection_id: str, remote: str) -> None:
