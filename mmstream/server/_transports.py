@@ -431,6 +431,8 @@ class TrioWebsocketTransport:
 # --- websockets (native Trio implementation, websockets >= 17) ---------------------------
 
 
+#: The header of a client's control frame: 2 bytes and the 4-byte mask (payload ≤ 125).
+_CONTROL_HEADER = 6
 #: What a :class:`_MessageQueue` holds: a whole message, or why the next one is refused.
 _Queued = str | bytes | UnicodeDecodeError | TooManyFragments
 
@@ -498,6 +500,13 @@ class _MessageQueue:
                 self._wire.consumed(len(data), queue_empty=True)
             return
         self._queue(data)
+
+    def control_frame(self, size: int) -> None:
+        """A ping or pong of ``size`` payload bytes was handled: never taken by the session,
+        its bytes (and its 6-byte masked header) are released here, so a connection that
+        only pings for months is not slowly charged full."""
+        if self._wire is not None:
+            self._wire.consumed(size + _CONTROL_HEADER, queue_empty=not self._queued)
 
     def _queue(self, item: _Queued) -> None:
         if isinstance(item, Exception):
@@ -646,8 +655,10 @@ class _ServerConnection(ServerConnection):
         message: object = event
         if type(message) is bytes:
             cast(_MessageQueue, self.recv_messages).put_binary(message)
-        else:
-            super().process_event(event)
+            return
+        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
+            cast(_MessageQueue, self.recv_messages).control_frame(len(event.data))
+        super().process_event(event)
 
     async def send_data(self) -> None:
         # websockets calls this after every read, though a read rarely leaves anything to

@@ -19,6 +19,7 @@ import pytest
 import trio
 from soak import SOAK, rounds
 from test_crash import start_server
+from websockets.trio.client import connect as ws_connect
 
 from mmstream.client import connect
 from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
@@ -213,3 +214,19 @@ async def open_connections(port: int) -> int:
     found = re.search(rb"^mmstream_active_connections (\S+)$", text, re.MULTILINE)
     assert found is not None
     return int(float(found.group(1)))
+
+
+async def test_pings_are_never_charged_full(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Control frames are never taken by the session: a connection that only pings (a
+    follower of a quiet stream, for months) must not slowly fill its share and stop being
+    read. websockets only: trio-websocket answers pings where the server cannot see them."""
+    config = Config(
+        cache=CacheConfig(directory=tmp_path / "cache", initial_size=ByteSize(MiB)),
+        server=ServerConfig(port=0, max_message_size=ByteSize(1024),
+                            connection_buffer=ByteSize(1), receive_budget=ByteSize(1)),
+    )  # fmt: skip
+    server: RunningServer = await nursery.start(serve, config)
+    async with ws_connect(server.url + "/v1", compression=None, ping_interval=None) as ws:
+        for n in range(1000):  # 131 KB of pings: twice what the connection may hold
+            with trio.fail_after(5):
+                await (await ws.ping(n.to_bytes(2) * 62)).wait()
