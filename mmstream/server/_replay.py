@@ -33,6 +33,7 @@ import trio
 
 from .._locks import acquire
 from ._budget import Account
+from ._wsframes import client_frame_size
 
 __all__ = ["Delivery", "ReplayStream"]
 
@@ -150,18 +151,19 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             self.account.charge(size)
 
     def consumed(self, size: int, *, queue_empty: bool) -> None:
-        """The session took a message of ``size`` bytes (or the reader handed it over):
-        they are no longer held. Frame headers and control frames are never taken, so
-        when nothing is queued and the last read emptied the socket, the account is
-        settled to zero instead (what goes uncounted then is at most the start of a frame
-        that last read brought)."""
+        """A frame of ``size`` payload bytes is no longer held: the session took its message
+        (or the reader handed it over), or the library handled it (a ping). What such
+        releases miss (the extra headers of a fragmented message; pings a library answers
+        unseen) is settled when nothing is queued and the last read emptied the socket: the
+        account goes to zero (what goes uncounted then is at most the start of a frame that
+        last read brought)."""
         account = self.account
         if account is None:
             return
         if queue_empty and not self._read_full:
             account.release(account.held)
         else:
-            account.release(size)
+            account.release(client_frame_size(size))
 
     def send_nowait(self, first: bytes, *more: bytes) -> Delivery:
         """Write ``first`` and ``more`` (whole WebSocket frames, or a frame's header and its

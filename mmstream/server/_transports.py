@@ -32,7 +32,7 @@ from websockets.typing import Subprotocol
 from .. import __version__
 from ..config import ServerConfig
 from ._replay import Delivery, ReplayStream
-from ._wsframes import FastBinaryProtocol
+from ._wsframes import FastBinaryProtocol, payload_size
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -354,7 +354,7 @@ class _EagerSendChannel:
             return None
         if self._wire is not None:
             empty = not self._channel.statistics().current_buffer_used
-            self._wire.consumed(len(message), queue_empty=empty)
+            self._wire.consumed(payload_size(message), queue_empty=empty)
         return message
 
     def interrupt(self) -> None:
@@ -431,8 +431,6 @@ class TrioWebsocketTransport:
 # --- websockets (native Trio implementation, websockets >= 17) ---------------------------
 
 
-#: The header of a client's control frame: 2 bytes and the 4-byte mask (payload ≤ 125).
-_CONTROL_HEADER = 6
 #: What a :class:`_MessageQueue` holds: a whole message, or why the next one is refused.
 _Queued = str | bytes | UnicodeDecodeError | TooManyFragments
 
@@ -503,10 +501,10 @@ class _MessageQueue:
 
     def control_frame(self, size: int) -> None:
         """A ping or pong of ``size`` payload bytes was handled: never taken by the session,
-        its bytes (and its 6-byte masked header) are released here, so a connection that
-        only pings for months is not slowly charged full."""
+        its bytes are released here, so a connection that only pings for months is not
+        slowly charged full."""
         if self._wire is not None:
-            self._wire.consumed(size + _CONTROL_HEADER, queue_empty=not self._queued)
+            self._wire.consumed(size, queue_empty=not self._queued)
 
     def _queue(self, item: _Queued) -> None:
         if isinstance(item, Exception):
@@ -552,7 +550,7 @@ class _MessageQueue:
     def _taken(self, item: _Queued) -> None:
         self._queued -= 1
         if self._wire is not None:
-            size = len(item) if isinstance(item, (str, bytes)) else 0
+            size = payload_size(item) if isinstance(item, (str, bytes)) else 0
             self._wire.consumed(size, queue_empty=not self._queued)
         if self._paused and self._queued <= self._low:
             self._paused = False

@@ -34,7 +34,15 @@ try:
 except ImportError:  # pragma: no cover - a build of websockets without its C extension
     from websockets.utils import apply_mask
 
-__all__ = ["FastBinaryProtocol", "binary_frame", "binary_head", "frame_head", "text_frame"]
+__all__ = [
+    "FastBinaryProtocol",
+    "binary_frame",
+    "binary_head",
+    "client_frame_size",
+    "frame_head",
+    "payload_size",
+    "text_frame",
+]
 
 #: First header byte of a final, unfragmented binary frame with no reserved bits set.
 _FINAL_BINARY = 0x80 | Opcode.BINARY.value
@@ -53,6 +61,23 @@ def frame_head(opcode: Opcode, size: int) -> bytes:
     if size < 1 << 16:
         return struct.pack("!BBH", head1, 126, size)
     return struct.pack("!BBQ", head1, 127, size)
+
+
+def client_frame_size(size: int) -> int:
+    """The bytes a client's whole frame of ``size`` payload bytes takes on the wire: its
+    header (2, 4 or 10 bytes) and the 4-byte mask a client must send."""
+    if size < 126:
+        return size + 6
+    if size < 1 << 16:
+        return size + 8
+    return size + 14
+
+
+def payload_size(message: str | bytes) -> int:
+    """The bytes ``message`` took as a frame's payload (text is UTF-8)."""
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode())
 
 
 def binary_head(size: int) -> bytes:

@@ -15,7 +15,13 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 
-from mmstream.server._wsframes import FastBinaryProtocol, binary_frame, text_frame
+from mmstream.server._wsframes import (
+    FastBinaryProtocol,
+    binary_frame,
+    client_frame_size,
+    payload_size,
+    text_frame,
+)
 
 MAX_SIZE = 4096
 
@@ -38,6 +44,18 @@ def test_binary_frame_parses_as_one_unmasked_binary_frame(size: int) -> None:
     payload = os.urandom(size)
     frame = _parse_server_frame(binary_frame(payload))
     assert (frame.opcode, frame.fin, bytes(frame.data)) == (Opcode.BINARY, True, payload)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+def test_client_frame_size_is_what_a_client_frame_takes(size: int) -> None:
+    frame = Frame(Opcode.BINARY, bytes(size))
+    assert client_frame_size(size) == len(frame.serialize(mask=True))
+
+
+def test_payload_size_counts_utf8_bytes() -> None:
+    assert payload_size(b"\xff\x00") == 2
+    assert payload_size("abc") == 3
+    assert payload_size("é✓") == len("é✓".encode())
 
 
 def test_text_frame_parses_as_one_text_frame() -> None:
