@@ -83,6 +83,7 @@ from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
 from ._acks import AckClock
 from ._admission import Slot
 from ._fanout import FanoutHub
+from ._frontdoor import SessionHandler
 from ._replay import Delivery
 from ._tail import Member
 from ._transports import (
@@ -839,7 +840,7 @@ def connection_handler(
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
     hub: FanoutHub | None = None,
-) -> Callable[[Connection, Slot | None], Awaitable[None]]:
+) -> SessionHandler:
     """The handler serving protocol v1 on each connection (given its connection slot);
     ``ack_clock`` (run by the caller) acknowledges every connection's uploads."""
 

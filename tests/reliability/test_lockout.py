@@ -176,3 +176,30 @@ async def test_a_websocket_that_never_says_hello_is_closed_at_the_deadline(
     async with connect(server.url, token=TOKEN) as client:  # with hello: stays open
         await trio.sleep(0.8)
         await client.create("said-hello")
+
+
+async def test_the_longest_idle_connection_makes_room(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    server: RunningServer = await nursery.start(
+        serve, lockout_config(tmp_path, transport, auth=False, max_connections=2)
+    )
+    async with ws_connect(server.url + "/v1", compression=None, ping_interval=None) as oldest:
+        await oldest.send(json.dumps({"op": "hello", "id": 1}))
+        await oldest.recv()
+        keep_alive = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await keep_alive.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"}\n"):  # the whole answer: the connection is idle again
+            answer += await keep_alive.receive_some(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        async with connect(server.url) as newcomer:  # the WebSocket idle longest makes room
+            with trio.fail_after(5), pytest.raises(ConnectionClosed):
+                await oldest.recv()
+            assert oldest.close_code == 1013
+            await newcomer.create("newcomer")
+            async with connect(server.url) as another:  # then the idle keep-alive
+                with trio.fail_after(5):
+                    assert await keep_alive.receive_some(4096) == b""
+                await another.create("another")
+        await keep_alive.aclose()
