@@ -17,6 +17,7 @@ import pytest
 import trio
 from soak import SOAK, rounds
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
 
 from mmstream.client import connect
@@ -48,6 +49,18 @@ async def open_from(address: str, port: int) -> trio.SocketStream:
     await sock.bind((address, 0))
     await sock.connect(("127.0.0.1", port))
     return trio.SocketStream(sock)
+
+
+async def start(nursery: trio.Nursery, config: Config) -> RunningServer:
+    server: RunningServer = await nursery.start(serve, config)
+    return server
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    """Wait (a bounded time) for the server to close ``ws``; its close code."""
+    with trio.fail_after(5), pytest.raises(ConnectionClosed):
+        await ws.recv()
+    return ws.close_code
 
 
 async def healthz(port: int) -> int:
@@ -143,8 +156,8 @@ async def test_idle_connections_cannot_lock_everyone_out(
 async def test_health_checks_are_answered_when_every_slot_is_busy(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    server: RunningServer = await nursery.start(
-        serve, lockout_config(tmp_path, transport, auth=False, max_connections=4)
+    server = await start(
+        nursery, lockout_config(tmp_path, transport, auth=False, max_connections=4)
     )
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(connect(server.url))
@@ -164,14 +177,12 @@ async def test_health_checks_are_answered_when_every_slot_is_busy(
 async def test_a_websocket_that_never_says_hello_is_closed_at_the_deadline(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    server: RunningServer = await nursery.start(
-        serve, lockout_config(tmp_path, transport, auth=True, handshake_timeout=0.5)
+    server = await start(
+        nursery, lockout_config(tmp_path, transport, auth=True, handshake_timeout=0.5)
     )
     async with ws_connect(server.url + "/v1", compression=None, ping_interval=None) as ws:
         started = trio.current_time()
-        with trio.fail_after(5), pytest.raises(ConnectionClosed):
-            await ws.recv()
-        assert ws.close_code == 1008
+        assert await close_code(ws) == 1008
         assert trio.current_time() - started >= 0.4
     async with connect(server.url, token=TOKEN) as client:  # with hello: stays open
         await trio.sleep(0.8)
@@ -181,8 +192,8 @@ async def test_a_websocket_that_never_says_hello_is_closed_at_the_deadline(
 async def test_the_longest_idle_connection_makes_room(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
-    server: RunningServer = await nursery.start(
-        serve, lockout_config(tmp_path, transport, auth=False, max_connections=2)
+    server = await start(
+        nursery, lockout_config(tmp_path, transport, auth=False, max_connections=2)
     )
     async with ws_connect(server.url + "/v1", compression=None, ping_interval=None) as oldest:
         await oldest.send(json.dumps({"op": "hello", "id": 1}))
@@ -194,9 +205,7 @@ async def test_the_longest_idle_connection_makes_room(
             answer += await keep_alive.receive_some(4096)
         assert answer.startswith(b"HTTP/1.1 200")
         async with connect(server.url) as newcomer:  # the WebSocket idle longest makes room
-            with trio.fail_after(5), pytest.raises(ConnectionClosed):
-                await oldest.recv()
-            assert oldest.close_code == 1013
+            assert await close_code(oldest) == 1013
             await newcomer.create("newcomer")
             async with connect(server.url) as another:  # then the idle keep-alive
                 with trio.fail_after(5):
