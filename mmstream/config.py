@@ -157,7 +157,8 @@ class IcecastConfig:
     burst_size: ByteSize = attrs.field(default=ByteSize(64 * KiB), validator=_min(0))
     #: Bytes a listener may fall behind the live edge (Icecast's queue-size).
     queue_size: ByteSize = attrs.field(default=ByteSize(512 * KiB), validator=_min(4 * KiB))
-    #: What a listener past ``queue_size`` gets: a jump to the live edge, or disconnected.
+    #: What a live-edge listener past ``queue_size`` gets: a jump to the live edge, or
+    #: disconnected (a listener that gave ``?offset=`` catches up from the cache instead).
     slow_listener: SlowListener = "skip"
     #: Seconds between sends to the listeners of a stream (latency vs. CPU); 0 = every write.
     send_interval: float = attrs.field(default=0.05, validator=[_min(0), v.le(1)])

@@ -11,9 +11,12 @@ broadcaster sends itself, in *rounds*: at most every ``send_interval`` seconds, 
 listeners once and gives each everything new in one non-blocking ``write`` on the socket
 (listeners at the same position share one slice of the window, no copies). A write that
 would block writes what fits, and the rest waits for the next round; nobody awaits a slow
-socket, so a slow listener never delays the uploader or the other listeners. A listener more
-than ``queue_size`` behind the live edge jumps to the newest sync point (``skip``) or is
-disconnected (``disconnect``), like Icecast's queue-size.
+socket, so a slow listener never delays the uploader or the other listeners. A live-edge
+listener more than ``queue_size`` behind the live edge jumps to the newest sync point
+(``skip``) or is disconnected (``disconnect``), like Icecast's queue-size. A listener that
+asked for an offset asked for every byte from it: when it falls behind it leaves the rounds,
+and :meth:`Broadcaster.join` reads what it lacks from the cache at its own pace until it is
+close enough to the live edge to rejoin them.
 
 Each listener's own task only watches its socket for the client going away (an idle
 ``receive``), and, when the stream is finalized, sends what its listener still lacks with
@@ -61,6 +64,8 @@ class ListenerState(enum.Enum):
     DROPPED = "dropped"
     #: The client went away.
     GONE = "gone"
+    #: A catch-up listener fell behind: out of the rounds, to be caught up from the cache.
+    BEHIND = "behind"
 
 
 @attrs.define(eq=False)
@@ -71,6 +76,8 @@ class Listener:
     position: int
     #: Bytes owed before the stream data at ``position`` (response head, stream header).
     pending: bytes = b""
+    #: It asked for an offset: when behind, caught up from the cache rather than skipped.
+    catch_up: bool = False
     state: ListenerState = ListenerState.LIVE
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     wake: trio.Event = attrs.Factory(trio.Event)
@@ -266,7 +273,11 @@ class Broadcaster:
             listener.wake.set()
 
     def _overflow(self, listener: Listener) -> bool:
-        """``listener`` fell behind: skip it ahead (True) or drop it (False)."""
+        """``listener`` fell behind: skip it ahead (True) or take it out of the rounds
+        (False): to be caught up from the cache, or dropped."""
+        if listener.catch_up:
+            listener.state = ListenerState.BEHIND
+            return False
         if self.config.slow_listener == "skip" and self.sync_points:
             newest = self.sync_points[-1]
             listener.skipped += newest - listener.position
@@ -294,6 +305,29 @@ class Broadcaster:
             if point <= target:
                 return header, point
         return header, self.sync_points[0]
+
+    async def join(self, listener: Listener) -> AsyncIterator[bytes]:
+        """Put ``listener`` in the rounds. A catch-up listener first gets, as the pieces
+        yielded here, the bytes from its position read from the cache, until it is in the
+        window and at most half a queue behind the live edge (the other half is its slack
+        before it falls behind again). Raises :class:`StreamNotFoundError` or
+        :class:`StreamChangedError` if the stream is deleted or replaced meanwhile."""
+        near = self.config.queue_size // 2
+        while listener.catch_up and (
+            listener.position < self.base or self.edge - listener.position > near
+        ):
+            piece = await self.manager.read(
+                self.stream_id, listener.position, _READ_SIZE, generation=self.generation
+            )
+            if not piece:  # shorter than the window: only if the stream changed under us
+                raise StreamNotFoundError(f"stream {self.stream_id} ended at {listener.position}")
+            listener.position += len(piece)
+            listener.sent += len(piece)
+            yield piece
+        listener.state = ListenerState.LIVE
+        listener.scope = trio.CancelScope()
+        listener.wake = trio.Event()
+        self.add(listener)
 
     def add(self, listener: Listener) -> None:
         """Start sending to ``listener`` (its ``position`` must not be before ``base``)."""
@@ -324,18 +358,28 @@ class Broadcaster:
         return data
 
     async def follow(self, start: int | None = None) -> AsyncIterator[bytes]:
-        """A task-driven listener: the header first (``start`` None) or the bytes from
-        ``start`` (within the window), then each round's new bytes, until finalize.
-        Raises :class:`StreamNotFoundError` if the stream fails or is deleted."""
-        await self.wait_ready()
+        """A task-driven listener: the header first (``start`` None) or every byte from
+        ``start`` (caught up from the cache when behind), then each round's new bytes, until
+        finalize. Raises :class:`StreamNotFoundError` if the stream fails or is deleted."""
         if start is None:
+            await self.wait_ready()
             header, position = self.start_point()
+            listener = Listener(None, position, header)
         else:
-            header, position = b"", max(start, self.base)
-        listener = Listener(None, position, header)
-        self.add(listener)
+            listener = Listener(None, start, catch_up=True)
         try:
+            async for piece in self.join(listener):
+                yield piece
             while True:
+                # Behind in the rounds, or the window moved on before this task took its
+                # bytes: a catch-up follower reads the gap from the cache.
+                if listener.state is ListenerState.BEHIND or (
+                    listener.catch_up and listener.position < self.base
+                ):
+                    self.remove(listener)
+                    async for piece in self.join(listener):
+                        yield piece
+                    continue
                 if listener.position < self.edge or listener.pending:
                     yield self.take(listener)
                     continue

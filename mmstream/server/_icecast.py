@@ -313,28 +313,21 @@ class _Icecast:
         if offset is None:
             await broadcaster.wait_ready()
             header, position = broadcaster.start_point()
+            listener = Listener(fd, position, header)
         else:
-            header, position = b"", offset
-            # Far behind the live edge (past the window, or more than a queue behind):
-            # from the cache at this listener's own pace, until it is close enough to join.
-            queue = self.config.queue_size // 2
-            while position < broadcaster.base or broadcaster.edge - position > queue:
-                piece = await self.manager.read(
-                    stream_id, position, _RECEIVE_SIZE, generation=generation
-                )
-                if not piece:
-                    break
+            listener = Listener(fd, offset, catch_up=True)
+        while True:
+            async for piece in broadcaster.join(listener):  # deleted, replaced: raises
                 await stream.send_all(piece)
-                position += len(piece)
-        listener = Listener(fd, position, header)
-        broadcaster.add(listener)
-        try:
-            with listener.scope:
-                while await stream.receive_some(4096):
-                    pass  # nothing is expected from a listener; its close ends the response
-                listener.state = ListenerState.GONE
-        finally:
-            broadcaster.remove(listener)
+            try:
+                with listener.scope:
+                    while await stream.receive_some(4096):
+                        pass  # nothing is expected from a listener; its close ends the response
+                    listener.state = ListenerState.GONE
+            finally:
+                broadcaster.remove(listener)
+            if listener.state is not ListenerState.BEHIND:
+                break  # else: a catch-up listener fell behind, and joins again
         if listener.state is ListenerState.ENDED:
             with trio.move_on_after(_DRAIN_TIMEOUT):
                 await _send_quietly(stream, broadcaster.rest(listener))

@@ -100,3 +100,27 @@ async def test_a_listener_of_a_long_stream_starts_near_its_live_edge(tmp_path: P
         assert first == HEADER + page(1999)
         await follower.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_follower_from_an_offset_gets_every_byte_from_the_cache(tmp_path: Path) -> None:
+    """``follow(start)`` for a start before the window, and a follower slower than the
+    writer: the gap comes from the cache, never skipped (regression: it started at the
+    window's base and was skipped to the live edge when it fell behind)."""
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    settings = IcecastConfig(queue_size=ByteSize(4096), burst_size=ByteSize(0), send_interval=0.001)
+    written = bytes(range(256)) * 2000  # 512 KB, far more than the window
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, settings)
+        await manager.create("far", content_type="application/octet-stream")
+        await manager.append("far", written[:100_000])
+        follower = hub.get("far").follow(0)
+        with trio.fail_after(10):
+            got = bytearray(await anext(follower))
+            for at in range(100_000, len(written), 50_000):  # each append leaves it behind
+                await manager.append("far", written[at : at + 50_000])
+                await trio.sleep(0.01)
+            await manager.finalize("far")
+            async for piece in follower:
+                got += piece
+        assert got == written
+        nursery.cancel_scope.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from pathlib import Path
@@ -205,3 +206,38 @@ async def test_slow_listener_disconnect_policy(tmp_path: Path) -> None:
             # Dropped: its connection ends although the stream is still uploading.
             await read_to_end(stuck)
         assert server.manager.stat("d").status is StreamStatus.UPLOADING
+
+
+async def _read_slowly(stream: trio.SocketStream, out: bytearray) -> None:
+    """A listener on a slow link: small reads with pauses, far slower than the source."""
+    while piece := await stream.receive_some(8192):
+        out += piece
+        await trio.sleep(0.002)
+
+
+async def test_a_slow_listener_with_an_offset_gets_every_byte(tmp_path: Path) -> None:
+    """``?offset=0`` asked for bytes, not for the live edge: however far behind the listener
+    falls, it catches up from the cache and is never skipped ahead (regression: it was
+    skipped to the newest sync point like a live-edge listener)."""
+    written = os.urandom(2 * 1024 * 1024)
+    async with running_server(
+        tmp_path, queue_size=64 * 1024, burst_size=0, send_interval=0.005
+    ) as server:
+        source = await open_source(server, "fast", content_type="application/octet-stream")
+        await source.send_all(written[:4096])
+        await wait_size(server, "fast", 4096)
+        listener = await connect(server)
+        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        await listener.send_all(b"GET /streams/fast?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, rest = await read_head(listener)
+        assert status == 200
+        received = bytearray(rest)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_slowly, listener, received)
+                for at in range(4096, len(written), 32 * 1024):  # as fast as it goes
+                    await source.send_all(written[at : at + 32 * 1024])
+                await source.send_eof()
+        assert server.manager.stat("fast").status is StreamStatus.READY
+        assert len(received) == len(written)
+        assert received == written
