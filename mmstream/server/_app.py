@@ -163,9 +163,10 @@ async def serve(
                         accepting.cancel_scope.cancel()  # closes the listeners
                     grace = config.server.shutdown_grace
                     log.info(
-                        "shutting down: %d connections get %.1fs to finish",
+                        "shutting down: %d connections get %s s of the %s s grace to finish",
                         door.active_connections,
-                        grace * _CONNECTIONS_SHARE,
+                        f"{grace * _CONNECTIONS_SHARE:g}",
+                        f"{grace:g}",
                     )
                     door.begin_shutdown()
                     connections.cancel_scope.deadline = (

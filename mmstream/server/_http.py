@@ -30,6 +30,7 @@ __all__ = [
     "HttpResponse",
     "HttpSettings",
     "Router",
+    "ShutdownScope",
     "TakeoverHandler",
     "json_response",
     "receive_event",
@@ -99,11 +100,16 @@ def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = (
 
 
 RouteHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+#: A cancel scope that a graceful shutdown cancels (at once if one has begun), for the waits
+#: that would otherwise hold it up until its deadline: the wait for a keep-alive
+#: connection's next request, a live response, a source's next piece.
+ShutdownScope = Callable[[], AbstractContextManager[trio.CancelScope]]
 #: A handler that may take the connection over (a request body read as it streams in, a
 #: response that never ends): it returns True once it has answered, and the connection is
-#: then closed; False to let the ordinary route answer. It gets the request before its body.
+#: then closed; False to let the ordinary route answer. It gets the request before its body,
+#: and the :data:`ShutdownScope` for its open-ended waits.
 TakeoverHandler = Callable[
-    [HttpRequest, trio.abc.HalfCloseableStream, h11.Connection], Awaitable[bool]
+    [HttpRequest, trio.abc.HalfCloseableStream, h11.Connection, ShutdownScope], Awaitable[bool]
 ]
 _SEGMENT = re.compile(r"\{(\w+)\}")
 
@@ -205,15 +211,21 @@ async def serve_http(
     *,
     remote: str,
     connection_id: str,
-    idle_scope: Callable[[], AbstractContextManager[trio.CancelScope]],
+    idle_scope: ShutdownScope,
 ) -> None:
     """Answer ``request`` and every following request on the connection (keep-alive).
 
-    ``idle_scope`` gives a cancel scope for the wait between requests, which a shutdown
-    cancels so idle keep-alive connections close at once."""
+    A shutdown cancels ``idle_scope``'s scopes, so that idle keep-alive connections, live
+    responses and takeovers' open-ended waits end at once."""
     while True:
         keep_alive = await _answer(
-            stream, conn, request, settings, remote=remote, connection_id=connection_id
+            stream,
+            conn,
+            request,
+            settings,
+            remote=remote,
+            connection_id=connection_id,
+            idle_scope=idle_scope,
         )
         if not keep_alive or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
@@ -238,6 +250,7 @@ async def _answer(
     *,
     remote: str,
     connection_id: str,
+    idle_scope: ShutdownScope,
 ) -> bool:
     """Send one response; whether the connection may serve another request."""
     method = request.method.decode("ascii", "replace").upper()
@@ -247,7 +260,7 @@ async def _answer(
     if takeover is not None:
         handler, params = takeover
         taken = HttpRequest(method, unquote(raw_path), query, list(request.headers), params, remote)
-        if await handler(taken, stream, conn):
+        if await handler(taken, stream, conn, idle_scope):
             return False
     try:
         body_read = await _discard_body(stream, conn)
@@ -257,8 +270,14 @@ async def _answer(
     response = await _dispatch(settings.router, method, unquote(raw_path), query, request, remote)
     log.debug("http conn=%s %s %s -> %d", connection_id, method, target, response.status)
     close = not body_read or settings.shutting_down()
-    await _send_response(stream, conn, response, head_only=method == "HEAD", close=close)
-    return not close
+    head_only = method == "HEAD"
+    if head_only or isinstance(response.body, bytes) or response.length is not None:
+        await _send_response(stream, conn, response, head_only=head_only, close=close)
+        return not close
+    # No length: a live stream's body, which ends when its stream does, not at a shutdown.
+    with idle_scope() as scope:
+        await _send_response(stream, conn, response, head_only=False, close=close)
+    return not (close or scope.cancelled_caught)
 
 
 async def _not_taken(request: HttpRequest) -> HttpResponse:

@@ -19,12 +19,16 @@ here, as for an upgrade, the rest of the connection *is* the body: answer 100 (o
   lease (``StreamManager.acquire_writer``) while connected, so a second source, or a
   WebSocket upload, gets 409 ``busy`` (``busy`` too for a source while a WebSocket client
   uploads), and the first is untouched.
+- A graceful shutdown closes a source at once, between two pieces (``PUT`` gets a 503
+  ``closed``): the stream stays UPLOADING with every byte received, flushed as the server
+  stops, for the source to resume on the next server.
 
 Listening. ``GET /streams/{id}`` on an UPLOADING stream, without ``Range``, is answered the
 Icecast way: ``200`` with no length and ``Connection: close``, the stream's header, a burst
 of recent audio from a sync point, then the live bytes as they arrive, until finalize (see
 :mod:`._fanout`). ``?offset=N`` gives the bytes from ``N`` instead (no header). Requests
-with ``Range``, ``HEAD``, and finished streams are left to the playback routes.
+with ``Range``, ``HEAD``, and finished streams are left to the playback routes. A graceful
+shutdown closes live listeners at once.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from ..audio import detect_format
 from ..auth import CHALLENGE, Authorizer, token_from_header
 from ..config import IcecastConfig
 from ..errors import (
+    CacheClosedError,
     MmstreamError,
     NotUploadingError,
     OutOfRangeError,
@@ -53,7 +58,7 @@ from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamSta
 from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
 from ._fanout import FanoutHub, Listener, ListenerState
-from ._http import SERVER_HEADER, HttpRequest, Router
+from ._http import SERVER_HEADER, HttpRequest, Router, ShutdownScope
 
 __all__ = ["add_icecast_routes", "source_metadata"]
 
@@ -151,7 +156,11 @@ class _Icecast:
         return True
 
     async def ingest(
-        self, request: HttpRequest, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
+        self,
+        request: HttpRequest,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        until_shutdown: ShutdownScope,
     ) -> bool:
         stream_id = request.params["stream_id"]
         headers = request.header_fields()
@@ -183,7 +192,9 @@ class _Icecast:
             await self._refuse(stream, exc)
             return True
         try:
-            await self._receive_source(request, stream, conn, headers, version, lease)
+            await self._receive_source(
+                request, stream, conn, headers, version, lease, until_shutdown
+            )
         finally:
             lease.release()
         return True
@@ -196,6 +207,7 @@ class _Icecast:
         headers: Mapping[str, str],
         version: bytes,
         lease: WriterLease,
+        until_shutdown: ShutdownScope,
     ) -> None:
         stream_id = request.params["stream_id"]
         start = self.manager.stat(stream_id, generation=lease.generation).size
@@ -215,13 +227,16 @@ class _Icecast:
         )
         pieces = _framed_body(stream, conn) if framed else _raw_body(stream, conn)
         size = start
-        clean = False
+        clean = stopped = False
         problem: MmstreamError | None = None
         try:
             while True:
-                with trio.move_on_after(self.config.source_timeout) as idle:
+                # Only the wait for a piece is cut short: a piece received is appended.
+                timeout = self.config.source_timeout
+                with until_shutdown() as shutdown, trio.move_on_after(timeout) as idle:
                     piece = await anext(pieces, None)
-                if idle.cancelled_caught:
+                if shutdown.cancelled_caught or idle.cancelled_caught:
+                    stopped = shutdown.cancelled_caught
                     break
                 if piece is None:
                     clean = True
@@ -236,6 +251,14 @@ class _Icecast:
         if problem is not None:
             log.warning("source failed stream=%s: %s", stream_id, problem)
             await self._refuse(stream, problem)
+            return
+        if stopped:
+            log.info(
+                "source closed at shutdown stream=%s size=%d (stays uploading)", stream_id, size
+            )
+            if request.method != "SOURCE":  # SOURCE had its answer (200) at the start
+                closed = CacheClosedError("the server is shutting down: resume the stream later")
+                await self._refuse(stream, closed)
             return
         if not clean:
             log.info("source dropped stream=%s size=%d (stays uploading)", stream_id, size)
@@ -256,7 +279,11 @@ class _Icecast:
     # -- listeners -------------------------------------------------------------------------
 
     async def listen(
-        self, request: HttpRequest, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
+        self,
+        request: HttpRequest,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        until_shutdown: ShutdownScope,
     ) -> bool:
         if request.header("range") is not None:
             return False
@@ -283,24 +310,24 @@ class _Icecast:
         if self.metrics is not None:
             self.metrics.followers.inc()
         try:
-            return await self._listen(request, stream, conn, info, offset)
+            with until_shutdown():  # a live response never ends by itself: cut it
+                await self._listen(stream, conn, info, offset)
         except MmstreamError as exc:
             # Deleted, replaced (another generation) or failed while being sent: the end
             # of the connection is the end of the response, so the client sees it cut.
             log.info("listener cut short stream=%s: %s", stream_id, exc)
-            return True
         finally:
             if self.metrics is not None:
                 self.metrics.followers.dec()
+        return True
 
     async def _listen(
         self,
-        request: HttpRequest,
         stream: trio.abc.HalfCloseableStream,
         conn: h11.Connection,
         info: StreamInfo,
         offset: int | None,
-    ) -> bool:
+    ) -> None:
         stream_id, generation = info.stream_id, info.generation
         head = await self._response_head(info, conn)
         await stream.send_all(head)
@@ -309,7 +336,7 @@ class _Icecast:
         if fd is None:
             async for piece in broadcaster.follow(offset):
                 await stream.send_all(piece)
-            return True
+            return
         if offset is None:
             await broadcaster.wait_ready()
             header, position = broadcaster.start_point()
@@ -331,7 +358,6 @@ class _Icecast:
         if listener.state is ListenerState.ENDED:
             with trio.move_on_after(_DRAIN_TIMEOUT):
                 await _send_quietly(stream, broadcaster.rest(listener))
-        return True
 
     async def _response_head(self, info: StreamInfo, conn: h11.Connection) -> bytes:
         content_type, metadata = info.content_type, info.metadata

@@ -48,13 +48,18 @@ async def start(config: Path, cache: Path) -> tuple[ServeProcess, int]:
     return serving, int(found.group(1))
 
 
+def flushed_at_shutdown_only(tmp_path: Path, *, grace: float) -> tuple[Path, Path]:
+    """A config file and a cache directory where only the shutdown flushes streams (the
+    background sync would not run for an hour)."""
+    config = tmp_path / "mmstream.toml"
+    config.write_text(f'[cache]\nsync_policy = "finalize"\n[server]\nshutdown_grace = {grace}\n')
+    return config, tmp_path / "cache"
+
+
 async def test_sigterm_flushes_every_stream_exits_0_and_a_restart_finds_them(
     tmp_path: Path,
 ) -> None:
-    # Only the shutdown flushes: the background sync would not run for an hour.
-    config = tmp_path / "mmstream.toml"
-    config.write_text('[cache]\nsync_policy = "finalize"\n[server]\nshutdown_grace = 5.0\n')
-    cache = tmp_path / "cache"
+    config, cache = flushed_at_shutdown_only(tmp_path, grace=5.0)
     data = os.urandom(3 * CHUNK)
     serving, port = await start(config, cache)
     try:
@@ -79,19 +84,89 @@ async def test_sigterm_flushes_every_stream_exits_0_and_a_restart_finds_them(
             serving.process.kill()
             await serving.process.wait()
 
+    await check_resumable_after_restart(config, cache, "kept", len(data), signal.SIGINT)
+
+
+async def check_resumable_after_restart(
+    config: Path, cache: Path, stream_id: str, size: int, stop: signal.Signals
+) -> None:
+    """A new server finds ``stream_id`` UPLOADING with ``size`` bytes, all durable; ``stop``
+    then stops it cleanly."""
     serving, port = await start(config, cache)
     try:
-        async with v1_connect(f"ws://127.0.0.1:{port}/v1/streams/kept") as v1:
+        async with v1_connect(f"ws://127.0.0.1:{port}/v1/streams/{stream_id}") as v1:
             stat = (await v1.call(Stat()))["stat"]
             assert stat["status"] == "uploading"
-            assert stat["size"] == stat["durable_offset"] == len(data)
-        serving.process.send_signal(signal.SIGINT)
+            assert stat["size"] == stat["durable_offset"] == size
+        serving.process.send_signal(stop)
         with trio.fail_after(10):
             assert await serving.process.wait() == 0
     finally:
         if serving.process.returncode is None:
             serving.process.kill()
             await serving.process.wait()
+
+
+async def _receive_until(stream: trio.SocketStream, data: bytearray, size: int) -> None:
+    while len(data) < size:
+        piece = await stream.receive_some(65536)
+        assert piece, f"closed after {len(data)} bytes"
+        data += piece
+
+
+async def test_sigterm_closes_icecast_sources_and_listeners_at_once(tmp_path: Path) -> None:
+    """A connected Icecast source and live listeners never end by themselves: a SIGTERM
+    closes them at once instead of waiting out the grace, and the source's bytes are kept
+    (regression: the shutdown waited 80% of the grace for them, and its log line gave that
+    share as "8.0s" for a 10 s grace)."""
+    config, cache = flushed_at_shutdown_only(tmp_path, grace=10.0)
+    data = os.urandom(3 * CHUNK)
+    serving, port = await start(config, cache)
+    try:
+        source = await trio.open_tcp_stream("127.0.0.1", port)
+        await source.send_all(
+            b"PUT /streams/radio HTTP/1.1\r\nHost: x\r\nContent-Type: audio/mpeg\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        head = bytearray()
+        await _receive_until(source, head, len(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        assert head.startswith(b"HTTP/1.1 100 ")
+        await source.send_all(data)
+        # Two live listeners: the Icecast route, and playback's ranged GET (which reads the
+        # cache, so it has every byte once the server stored them all).
+        icecast = await trio.open_tcp_stream("127.0.0.1", port)
+        await icecast.send_all(b"GET /streams/radio?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        ranged = await trio.open_tcp_stream("127.0.0.1", port)
+        await ranged.send_all(b"GET /streams/radio HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n")
+        with trio.fail_after(10):
+            received = bytearray()
+            await _receive_until(icecast, received, 1)
+            received = bytearray()
+            await _receive_until(ranged, received, len(data))
+            while data[-1000:] not in received:  # chunked: the last piece, then its CRLF
+                await _receive_until(ranged, received, len(received) + 1)
+        serving.process.send_signal(signal.SIGTERM)
+        started = trio.current_time()
+        with trio.fail_after(20):
+            assert await serving.process.wait() == 0
+        took = trio.current_time() - started
+        assert took < 10.0 / 2, f"shutdown took {took:.1f} s with a source connected"
+        reply = await source.receive_some(65536)  # told why (a PUT has a final answer owed)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b'"closed"' in reply
+        log = await serving.read_rest_of_log()
+        assert re.search(r"shutting down: \d+ connections get 8 s of the 10 s grace", log), log
+        assert re.search(
+            r"source closed at shutdown stream=radio size=196608 \(stays uploading\)", log
+        )
+        assert "Traceback" not in log
+        for stream in [source, icecast, ranged]:
+            await stream.aclose()
+    finally:
+        if serving.process.returncode is None:
+            serving.process.kill()
+            await serving.process.wait()
+
+    await check_resumable_after_restart(config, cache, "radio", len(data), signal.SIGTERM)
 
 
 @pytest.mark.parametrize(
