@@ -120,12 +120,16 @@ _DURATION_JS = """async () => {
 }"""
 
 
+def _launch(p: Any) -> Any:
+    return p.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, timeout=30_000, args=LAUNCH_ARGS
+    )
+
+
 def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
     stream_id = f"browser-{os.getpid()}"
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, timeout=30_000, args=LAUNCH_ARGS
-        )
+        browser = _launch(p)
         errors: list[str] = []
 
         def open_page() -> Any:
@@ -200,4 +204,59 @@ def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
                     print(f"screenshot: {tmp_path / name}")
             raise
         finally:
+            browser.close()
+
+
+#: One MPEG-1 Layer III frame of silence: 128 kbit/s, 44.1 kHz, mono, all side info zero.
+SILENT_MP3_FRAME = b"\xff\xfb\x90\xc4" + bytes(413)
+
+
+def _mp3_source(server: str, stream_id: str) -> socket.socket:
+    """An Icecast-style source (``PUT``, no length) that has sent 10 s of MP3 silence and
+    stays connected: a live stream the page plays over HTTP, not MediaSource."""
+    host, _, port = server.removeprefix("http://").partition(":")
+    source = socket.create_connection((host, int(port)), timeout=10)
+    source.sendall(
+        f"PUT /streams/{stream_id} HTTP/1.1\r\nHost: x\r\nContent-Type: audio/mpeg\r\n"
+        "Expect: 100-continue\r\n\r\n".encode()
+    )
+    assert source.recv(1024).startswith(b"HTTP/1.1 100 ")
+    source.sendall(SILENT_MP3_FRAME * 383)
+    return source
+
+
+def test_the_player_badge_follows_the_stream_not_the_transport(server: str, tmp_path: Path) -> None:
+    """A live stream played over HTTP (MP3, so no MediaSource) is badged "live", and "ready"
+    once it is finalized (regression: the badge said how it was played, so "ready" for any
+    stream played over HTTP, and never changed after)."""
+    stream_id = f"http-live-{os.getpid()}"
+    badge = "document.querySelector('#player-badge')"
+    with playwright.sync_playwright() as p:
+        browser = _launch(p)
+        page = None
+        source = _mp3_source(server, stream_id)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(server + "/")
+            item = f'li[data-stream-id="{stream_id}"]'
+            page.wait_for_selector(f'{item}[data-status="uploading"]')
+            page.click(f"{item} button.play")
+            _wait_until(page, f"document.querySelector('#audio').src.endsWith('{stream_id}')")
+            _wait_until(page, f"{badge}.textContent !== ''")
+            assert page.evaluate(f"{badge}.textContent") == "live"
+            assert page.evaluate(f"{badge}.classList.contains('uploading')")
+
+            source.shutdown(socket.SHUT_WR)  # a clean end: the server finalizes the stream
+            assert b" 200 " in source.recv(1024)
+            page.wait_for_selector(f'{item}[data-status="ready"]')
+            _wait_until(page, f"{badge}.textContent === 'ready'")
+            assert page.evaluate(f"{badge}.classList.contains('ready')")
+        except BaseException:
+            if page is not None:
+                page.screenshot(path=str(tmp_path / "failure.png"))
+                print(f"screenshot: {tmp_path / 'failure.png'}")
+            raise
+        finally:
+            source.close()
             browser.close()

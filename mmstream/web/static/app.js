@@ -140,6 +140,13 @@ function formatWhen(unixSeconds) {
     : date.toLocaleDateString([], { month: "short", day: "numeric" });
 }
 
+// A badge says the stream's state ("live" while uploading), never how it is being played:
+// a live stream may play over HTTP, and it is still live.
+function showStatus(badge, status) {
+  badge.textContent = status === "uploading" ? "live" : status;
+  badge.className = `badge ${status}`;
+}
+
 function newStreamName() {
   const now = new Date();
   const pad = (n) => String(n).padStart(2, "0");
@@ -295,11 +302,10 @@ class Player {
     const webm = (info.content_type ?? "").startsWith("audio/webm");
     if (info.status === "uploading" && webm && window.MediaSource?.isTypeSupported(LIVE_MIME)) {
       await this.#playLive(this.streamId);
-      return "live";
+      return;
     }
     this.audio.src = streamUrl(this.streamId);
     await this.audio.play().catch(() => {}); // autoplay may be refused; the controls remain
-    return "http";
   }
 
   async #playLive(id) {
@@ -411,6 +417,9 @@ class Page {
     const items = this.streams.map((info) => this.renderItem(info));
     list.replaceChildren(...items);
     $("#empty").hidden = this.streams.length > 0;
+    // The player's badge follows the list: a live stream becomes ready while it plays.
+    const playing = this.streams.find((info) => info.stream === this.player.streamId);
+    if (playing) showStatus($("#player-badge"), playing.status);
   }
 
   renderItem(info) {
@@ -428,8 +437,7 @@ class Page {
     const meta = document.createElement("div");
     meta.className = "meta";
     const badge = document.createElement("span");
-    badge.className = `badge ${info.status}`;
-    badge.textContent = info.status === "uploading" ? "live" : info.status;
+    showStatus(badge, info.status);
     const size = document.createElement("span");
     size.className = "size";
     size.textContent = formatBytes(info.size ?? 0);
@@ -471,11 +479,9 @@ class Page {
     const id = info.stream;
     $("#player").hidden = false;
     $("#player-name").textContent = id;
-    const badge = $("#player-badge");
+    showStatus($("#player-badge"), info.status);
     try {
-      const how = await this.player.play(info);
-      badge.textContent = how === "live" ? "live" : "ready";
-      badge.className = `badge ${how === "live" ? "uploading" : "ready"}`;
+      await this.player.play(info);
     } catch (error) {
       this.fail(error);
     }
