@@ -43,6 +43,7 @@ from ..config import IcecastConfig
 from ..errors import CacheClosedError, StorageError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus
+from ..web.playback import PIECE_SIZE
 from ._tail import TailGroup
 
 __all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanout_hub"]
@@ -316,8 +317,9 @@ class Broadcaster:
         while listener.catch_up and (
             listener.position < self.base or self.edge - listener.position > near
         ):
+            # A piece at a time, as a ranged GET sends it: what one listener holds.
             piece = await self.manager.read(
-                self.stream_id, listener.position, _READ_SIZE, generation=self.generation
+                self.stream_id, listener.position, PIECE_SIZE, generation=self.generation
             )
             if not piece:  # shorter than the window: only if the stream changed under us
                 raise StreamNotFoundError(f"stream {self.stream_id} ended at {listener.position}")
