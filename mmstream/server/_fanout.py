@@ -266,8 +266,7 @@ class Broadcaster:
                 listener.sent += written
                 total += written
             del slices
-        if self.metrics is not None and total:
-            self.metrics.bytes_out.labels("http").inc(total)
+        self._count(total)
         for listener in gone:
             self.listeners.remove(listener)
             listener.scope.cancel()
@@ -325,6 +324,7 @@ class Broadcaster:
                 raise StreamNotFoundError(f"stream {self.stream_id} ended at {listener.position}")
             listener.position += len(piece)
             listener.sent += len(piece)
+            self._count(len(piece))
             yield piece
         listener.state = ListenerState.LIVE
         listener.scope = trio.CancelScope()
@@ -346,9 +346,17 @@ class Broadcaster:
             self.listeners.remove(listener)
 
     def rest(self, listener: Listener) -> bytes:
-        """What an ENDED listener still lacks (the window holds the stream's end)."""
+        """What an ENDED listener still lacks (the window holds the stream's end), counted
+        as sent."""
         at = max(0, listener.position - self.base)
-        return listener.pending + bytes(self.window[at:])
+        data = bytes(self.window[at:])
+        self._count(len(data))
+        return listener.pending + data
+
+    def _count(self, sent: int) -> None:
+        """Stream bytes handed to listeners (all of them HTTP; not their heads or headers)."""
+        if self.metrics is not None and sent:
+            self.metrics.bytes_out.labels("http").inc(sent)
 
     def take(self, listener: Listener) -> bytes:
         """For task-driven listeners: everything new, after the round's overflow rule."""
@@ -356,6 +364,7 @@ class Broadcaster:
         data = listener.pending + bytes(self.window[at:])
         listener.pending = b""
         listener.sent += self.edge - listener.position
+        self._count(self.edge - listener.position)
         listener.position = self.edge
         return data
 

@@ -241,3 +241,7 @@ async def test_a_slow_listener_with_an_offset_gets_every_byte(tmp_path: Path) ->
         assert server.manager.stat("fast").status is StreamStatus.READY
         assert len(received) == len(written)
         assert received == written
+        # Counted as sent, whichever way they went (rounds, the cache, the drain at the end).
+        assert server.metrics is not None
+        sent = server.metrics.registry.get_sample_value("mmstream_bytes_out_total", {"via": "http"})
+        assert sent == len(written)
