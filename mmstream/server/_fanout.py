@@ -10,7 +10,8 @@ task switches and sends a second at 5,000 listeners: far more than one core does
 broadcaster sends itself, in *rounds*: at most every ``send_interval`` seconds, it walks its
 listeners once and gives each everything new in one non-blocking ``write`` on the socket
 (listeners at the same position share one slice of the window, no copies). A write that
-would block writes what fits, and the rest waits for the next round; nobody awaits a slow
+would block writes what fits, and the rest waits for the next round (brought by new data or,
+for a quiet source, by a retry timer while a socket was left full); nobody awaits a slow
 socket, so a slow listener never delays the uploader or the other listeners. A live-edge
 listener more than ``queue_size`` behind the live edge jumps to the newest sync point
 (``skip``) or is disconnected (``disconnect``), like Icecast's queue-size. A listener that
@@ -54,6 +55,9 @@ log = logging.getLogger("mmstream.server")
 _TRIM_SLACK = 64 * 1024
 #: Largest read from the cache per step of the follower.
 _READ_SIZE = 256 * 1024
+#: Seconds before bytes that a full socket refused are offered again, when no new data
+#: brings the next round sooner (at least ``send_interval``).
+_RETRY_INTERVAL = 0.05
 
 
 class ListenerState(enum.Enum):
@@ -120,6 +124,8 @@ class Broadcaster:
         self._new_data = trio.Event()
         self._changed = trio.Event()
         self.rounds = 0
+        #: The last round left a listener's socket full with bytes still owed to it.
+        self._owed = False
 
     @property
     def edge(self) -> int:
@@ -220,7 +226,10 @@ class Broadcaster:
         interval = self.config.send_interval
         last = -math.inf
         while True:
-            await self._new_data.wait()
+            # A quiet source brings no next round: what full sockets refused is retried.
+            retry = max(interval, _RETRY_INTERVAL) if self._owed else math.inf
+            with trio.move_on_after(retry):
+                await self._new_data.wait()
             self._new_data = trio.Event()
             await trio.sleep_until(last + interval)
             last = trio.current_time()
@@ -232,6 +241,7 @@ class Broadcaster:
         edge, base, queue = self.edge, self.base, self.config.queue_size
         gone: list[Listener] = []
         total = 0
+        self._owed = False
         with memoryview(self.window) as window:
             slices: dict[int, memoryview] = {}
             for listener in self.listeners:
@@ -253,6 +263,7 @@ class Broadcaster:
                 try:
                     written = os.write(listener.fd, piece)
                 except BlockingIOError:
+                    self._owed = True
                     continue
                 except OSError:
                     listener.state = ListenerState.GONE
@@ -265,6 +276,7 @@ class Broadcaster:
                 listener.position += written
                 listener.sent += written
                 total += written
+                self._owed = self._owed or listener.position < edge or bool(listener.pending)
             del slices
         self._count(total)
         for listener in gone:

@@ -215,6 +215,24 @@ async def _read_slowly(stream: trio.SocketStream, out: bytearray) -> None:
         await trio.sleep(0.002)
 
 
+async def source_and_small_offset_listener(
+    server: RunningServer, stream_id: str, first: bytes
+) -> tuple[trio.SocketStream, trio.SocketStream, bytes]:
+    """A source that has sent ``first``, and a ``?offset=0`` listener with a tiny receive
+    buffer (its socket fills at once); the bytes read past the listener's response head."""
+    source = await open_source(server, stream_id, content_type="application/octet-stream")
+    await source.send_all(first)
+    await wait_size(server, stream_id, len(first))
+    listener = await connect(server)
+    listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    await listener.send_all(
+        f"GET /streams/{stream_id}?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    status, _, rest = await read_head(listener)
+    assert status == 200
+    return source, listener, rest
+
+
 async def test_a_slow_listener_with_an_offset_gets_every_byte(tmp_path: Path) -> None:
     """``?offset=0`` asked for bytes, not for the live edge: however far behind the listener
     falls, it catches up from the cache and is never skipped ahead (regression: it was
@@ -223,14 +241,9 @@ async def test_a_slow_listener_with_an_offset_gets_every_byte(tmp_path: Path) ->
     async with running_server(
         tmp_path, queue_size=64 * 1024, burst_size=0, send_interval=0.005
     ) as server:
-        source = await open_source(server, "fast", content_type="application/octet-stream")
-        await source.send_all(written[:4096])
-        await wait_size(server, "fast", 4096)
-        listener = await connect(server)
-        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-        await listener.send_all(b"GET /streams/fast?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, _, rest = await read_head(listener)
-        assert status == 200
+        source, listener, rest = await source_and_small_offset_listener(
+            server, "fast", written[:4096]
+        )
         received = bytearray(rest)
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
@@ -245,3 +258,21 @@ async def test_a_slow_listener_with_an_offset_gets_every_byte(tmp_path: Path) ->
         assert server.metrics is not None
         sent = server.metrics.registry.get_sample_value("mmstream_bytes_out_total", {"via": "http"})
         assert sent == len(written)
+
+
+async def test_a_listener_gets_the_bytes_its_socket_refused_while_the_source_is_quiet(
+    tmp_path: Path,
+) -> None:
+    """Bytes a round could not write (the listener's socket was full) are sent once the
+    socket drains, even if the source sends nothing more (regression: they waited for the
+    source's next bytes, so a listener of a paused stream stalled short of its end)."""
+    written = os.urandom(512 * 1024)
+    async with running_server(tmp_path, burst_size=0, send_interval=0.005) as server:
+        source, listener, rest = await source_and_small_offset_listener(
+            server, "quiet", written[:4096]
+        )
+        await source.send_all(written[4096:])  # then nothing: the source stays connected
+        await wait_size(server, "quiet", len(written))
+        await trio.sleep(0.2)  # the rounds are over: the listener's socket is long full
+        with trio.fail_after(10):
+            assert await read_exactly(listener, len(written), rest) == written
