@@ -69,9 +69,13 @@ class FrontDoor:
         self.websocket_handler = websocket_handler
         self.websocket_path = websocket_path
         self.origin_allowed = origin_allowed
-        self.http = HttpSettings(router, config.handshake_timeout, lambda: self.shutting_down)
+        self.http = HttpSettings(
+            router, config.handshake_timeout, lambda: self.shutting_down, self._until_shutdown
+        )
         #: For the one request of a connection beyond the cap: answered, then closed.
-        self._http_once = HttpSettings(router, config.handshake_timeout, lambda: True)
+        self._http_once = HttpSettings(
+            router, config.handshake_timeout, lambda: True, self._until_shutdown
+        )
         self.shutting_down = False
         self._ids = itertools.count(1)
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_ip)
@@ -80,18 +84,20 @@ class FrontDoor:
             config.receive_budget,
             max(config.connection_buffer, config.max_message_size + _FRAME_ROOM),
         )
-        self._idle_scopes: set[trio.CancelScope] = set()
+        #: What a shutdown cancels: waits for a next request, live responses, sources.
+        self._shutdown_scopes: set[trio.CancelScope] = set()
 
     @property
     def active_connections(self) -> int:
         return self.limiter.active
 
     def begin_shutdown(self) -> None:
-        """Refuse new work: handshakes in progress get 503, idle keep-alive connections
-        close now, HTTP responses in progress finish and then close."""
+        """Refuse new work: handshakes in progress get 503, idle keep-alive connections,
+        live responses and Icecast sources close now, other HTTP responses in progress
+        finish and then close."""
         self.shutting_down = True
         self.transport.begin_shutdown()
-        for scope in self._idle_scopes:
+        for scope in self._shutdown_scopes:
             scope.cancel()
 
     async def handle(self, stream: trio.SocketStream) -> None:
@@ -231,19 +237,30 @@ class FrontDoor:
     def _idle_scope(self, slot: Slot | None = None) -> Iterator[trio.CancelScope]:
         """The wait for a keep-alive connection's next request: idle (a shutdown closes it
         at once, a full cap may close it to make room)."""
+        with self._until_shutdown() as scope:
+            if slot is None:
+                scope.cancel()
+            else:
+                slot.idle()
+            try:
+                yield scope
+            finally:
+                if slot is not None:
+                    slot.busy()
+
+    @contextmanager
+    def _until_shutdown(self) -> Iterator[trio.CancelScope]:
+        """A wait a shutdown cuts at once (see :data:`ShutdownScope`); by itself it leaves
+        the connection busy."""
         scope = trio.CancelScope()
-        if self.shutting_down or slot is None:
+        if self.shutting_down:
             scope.cancel()
-        self._idle_scopes.add(scope)
-        if slot is not None:
-            slot.idle()
+        self._shutdown_scopes.add(scope)
         try:
             with scope:
                 yield scope
         finally:
-            self._idle_scopes.discard(scope)
-            if slot is not None:
-                slot.busy()
+            self._shutdown_scopes.discard(scope)
 
 
 async def _first_head(

@@ -101,8 +101,9 @@ def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = (
 
 RouteHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 #: A cancel scope that a graceful shutdown cancels (at once if one has begun), for the waits
-#: that would otherwise hold it up until its deadline: the wait for a keep-alive
-#: connection's next request, a live response, a source's next piece.
+#: that never end by themselves and would hold it up until its deadline: a live response, a
+#: source's next piece. The connection stays busy meanwhile (not idle: never closed to make
+#: room for a newcomer).
 ShutdownScope = Callable[[], AbstractContextManager[trio.CancelScope]]
 #: A handler that may take the connection over (a request body read as it streams in, a
 #: response that never ends): it returns True once it has answered, and the connection is
@@ -201,6 +202,8 @@ class HttpSettings:
     head_timeout: float
     #: Set when the server shuts down: finish the current response, then close.
     shutting_down: Callable[[], bool]
+    #: For live responses and takeovers' open-ended waits.
+    until_shutdown: ShutdownScope
 
 
 async def serve_http(
@@ -211,21 +214,15 @@ async def serve_http(
     *,
     remote: str,
     connection_id: str,
-    idle_scope: ShutdownScope,
+    idle_scope: Callable[[], AbstractContextManager[trio.CancelScope]],
 ) -> None:
     """Answer ``request`` and every following request on the connection (keep-alive).
 
-    A shutdown cancels ``idle_scope``'s scopes, so that idle keep-alive connections, live
-    responses and takeovers' open-ended waits end at once."""
+    ``idle_scope`` gives a cancel scope for the wait between requests, which a shutdown
+    cancels so idle keep-alive connections close at once."""
     while True:
         keep_alive = await _answer(
-            stream,
-            conn,
-            request,
-            settings,
-            remote=remote,
-            connection_id=connection_id,
-            idle_scope=idle_scope,
+            stream, conn, request, settings, remote=remote, connection_id=connection_id
         )
         if not keep_alive or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
@@ -250,7 +247,6 @@ async def _answer(
     *,
     remote: str,
     connection_id: str,
-    idle_scope: ShutdownScope,
 ) -> bool:
     """Send one response; whether the connection may serve another request."""
     method = request.method.decode("ascii", "replace").upper()
@@ -260,7 +256,7 @@ async def _answer(
     if takeover is not None:
         handler, params = takeover
         taken = HttpRequest(method, unquote(raw_path), query, list(request.headers), params, remote)
-        if await handler(taken, stream, conn, idle_scope):
+        if await handler(taken, stream, conn, settings.until_shutdown):
             return False
     try:
         body_read = await _discard_body(stream, conn)
@@ -275,7 +271,7 @@ async def _answer(
         await _send_response(stream, conn, response, head_only=head_only, close=close)
         return not close
     # No length: a live stream's body, which ends when its stream does, not at a shutdown.
-    with idle_scope() as scope:
+    with settings.until_shutdown() as scope:
         await _send_response(stream, conn, response, head_only=False, close=close)
     return not (close or scope.cancelled_caught)
 

@@ -23,10 +23,15 @@ needs_ffmpeg = pytest.mark.skipif(
 )
 
 
-def make_config(cache_dir: Path, auth: AuthConfig | None = None, **icecast: Any) -> Config:
+def make_config(
+    cache_dir: Path,
+    auth: AuthConfig | None = None,
+    server: ServerConfig | None = None,
+    **icecast: Any,
+) -> Config:
     return Config(
         cache=CacheConfig(directory=cache_dir, initial_size=ByteSize(1 << 20)),
-        server=ServerConfig(port=0),
+        server=server or ServerConfig(port=0),
         icecast=IcecastConfig(**icecast),
         auth=auth or AuthConfig(),
     )
@@ -34,10 +39,13 @@ def make_config(cache_dir: Path, auth: AuthConfig | None = None, **icecast: Any)
 
 @asynccontextmanager
 async def running_server(
-    tmp_path: Path, auth: AuthConfig | None = None, **icecast: Any
+    tmp_path: Path,
+    auth: AuthConfig | None = None,
+    server_config: ServerConfig | None = None,
+    **icecast: Any,
 ) -> AsyncIterator[RunningServer]:
     async with trio.open_nursery() as nursery:
-        config = make_config(tmp_path / "c", auth, **icecast)
+        config = make_config(tmp_path / "c", auth, server_config, **icecast)
         server: RunningServer = await nursery.start(serve, config)
         yield server
         server.abort()

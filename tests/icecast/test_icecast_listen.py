@@ -20,6 +20,7 @@ from icecast_helpers import (
     wait_until,
 )
 
+from mmstream.config import ServerConfig
 from mmstream.server import RunningServer
 from mmstream.streams import StreamStatus
 
@@ -276,3 +277,29 @@ async def test_a_listener_gets_the_bytes_its_socket_refused_while_the_source_is_
         await trio.sleep(0.2)  # the rounds are over: the listener's socket is long full
         with trio.fail_after(10):
             assert await read_exactly(listener, len(written), rest) == written
+
+
+async def test_sources_and_live_listeners_are_not_idle_connections(tmp_path: Path) -> None:
+    """A source waiting for its next piece and live listeners are busy connections: at the
+    connection cap a newcomer is refused rather than one of them closed to make room (they
+    wait in the scope a shutdown cuts, which must not mark them idle)."""
+    cap = ServerConfig(port=0, max_connections=3, max_connections_per_ip=3)
+    async with running_server(tmp_path, server_config=cap, burst_size=0) as server:
+        source = await open_source(server, "busy", content_type="application/octet-stream")
+        await source.send_all(b"a" * 1000)
+        await wait_size(server, "busy", 1000)
+        listener, _, rest = await open_listener(server, "/streams/busy?offset=0")
+        ranged = await connect(server)
+        await ranged.send_all(b"GET /streams/busy HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n")
+        status, _, _ = await read_head(ranged)
+        assert status == 200
+        await read_exactly(listener, 1000, rest)
+        newcomer = await connect(server)
+        await newcomer.send_all(b"GET /streams/busy?offset=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, _ = await read_head(newcomer)
+        assert status == 503  # every slot does real work
+        await source.send_all(b"b" * 1000)  # and all three go on
+        assert await read_exactly(listener, 1000) == b"b" * 1000
+        await source.send_eof()
+        assert await read_to_end(listener) == b""
+        assert server.manager.stat("busy").status is StreamStatus.READY
