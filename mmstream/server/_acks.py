@@ -1,7 +1,8 @@
-"""One clock for every connection's upload acknowledgements.
+"""One clock for every connection's upload acknowledgements while frames keep arriving.
 
-An upload is acknowledged at most ``ack_interval`` after a byte is written (or every
-``ack_bytes``, which the session does itself). A timer per connection costs, for every ack,
+An upload that goes quiet is acknowledged at once (the session does that when its transport
+has no frame left on its way); while frames keep arriving, at most ``ack_interval`` after a
+byte is written (or every ``ack_bytes``, which the session does itself). A timer per connection costs, for every ack,
 a pass through the scheduler, a cancel scope and the exception that ends a timed sleep: with
 1,000 real-time streams, 20,000 of each a second, more than everything else the server does
 for those streams together (docs/performance.md). On the machines we measure, each timed

@@ -184,12 +184,14 @@ class Session:
             if self.slot is not None:
                 self.slot.evict = self._evicted
             self.connection.offer_binary(self._take_upload_frame)
+            self.connection.on_input_idle(self._input_idle)
             try:
                 await self._apply_all()
             except _Broken as exc:
                 self._close = (CLOSE_INTERNAL_ERROR, str(exc))
             finally:
                 self.connection.offer_binary(None)
+                self.connection.on_input_idle(None)
                 self.ack_clock.forget(self)
                 if self._upload is not None:  # cancelled before it could end: the lease goes
                     self._upload.lease.release()
@@ -253,8 +255,9 @@ class Session:
                 await trio.sleep(timeout)
 
     def acknowledge_due(self) -> None:
-        """The ack clock's tick: acknowledge the upload's new bytes with a frame written
-        straight to the socket, or, if it is busy, leave the ack to :meth:`_send_owed_acks`."""
+        """Acknowledge the upload's new bytes with a frame written straight to the socket,
+        or, if it is busy, leave the ack to :meth:`_send_owed_acks`: at the ack clock's tick
+        while frames keep arriving, and at once when the upload goes quiet."""
         upload = self._upload
         if upload is None:
             return
@@ -267,6 +270,14 @@ class Session:
             upload.acked = upload.offset
         if outcome is not Delivery.SENT:
             self._ack_owed.set()  # the rest of the frame, or the whole ack, is sent from there
+
+    def _input_idle(self) -> None:
+        """The transport's reader handed on everything it read: if the applier waits with
+        nothing to apply, no upload frame is on its way, so what was written is acknowledged
+        now rather than at the clock's next tick (a client finishing a clip waits for that
+        ack). An applier still busy acknowledges when it comes to wait (:meth:`_next_message`)."""
+        if self._receiving_since is not None:
+            self.acknowledge_due()
 
     async def _send_owed_acks(self) -> None:
         while True:
@@ -299,6 +310,8 @@ class Session:
             return message
         if self._stopping:
             raise _EndOfInput
+        if self.connection.input_idle:
+            self.acknowledge_due()  # nothing queued, nothing on its way: the upload is quiet
         self._receiving_since = trio.current_time()
         self._mark_activity()
         try:

@@ -21,6 +21,10 @@ the one place that knows whether a send is in progress. :meth:`ReplayStream.send
 writes whole WebSocket frames built elsewhere (an ack, a reply and its data, one frame built
 once for every follower of a live stream) straight to the socket when none is; what the socket does not take at once
 is kept and sent before anything else, so frames never interleave.
+
+Being the reader's way to the socket, it is also the one place that knows when the reader has
+handed on everything it read and goes back to wait for more: it calls :attr:`ReplayStream.on_idle`
+then, which is when a session acknowledges an upload that went quiet (docs/protocol.md §5).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
+from collections.abc import Callable
 
 import trio
 
@@ -84,6 +89,12 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self._send_lock = trio.Lock()
         #: What the socket did not take of the last frame :meth:`send_nowait` wrote.
         self._owed: memoryview | None = None
+        #: Called, without awaiting, each time the reader comes back for more with nothing
+        #: left over from its last read: the socket was empty at that read (it came back
+        #: short) or is empty now.
+        self.on_idle: Callable[[], None] | None = None
+        #: True from that moment until a read returns bytes again.
+        self.idle = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._prefix is None:
@@ -92,7 +103,9 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             if self._socket is None or max_bytes is None:
                 if self.account is not None:
                     max_bytes = await self._room(max_bytes)
+                self._went_idle()  # no way to tell whether more is waiting: say so each time
                 data = await self.transport_stream.receive_some(max_bytes)
+                self.idle = False
                 self._charge(len(data))
                 return data
             return await self._receive_from_socket(self._socket, max_bytes)
@@ -108,6 +121,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         if self._read_full:
             await trio.lowlevel.checkpoint()
         else:
+            self._went_idle()
             await trio.lowlevel.wait_readable(socket)
         account = self.account
         while True:
@@ -122,13 +136,20 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             try:
                 count = os.readv(fd, [buffer])
             except BlockingIOError:
+                self._went_idle()
                 await trio.lowlevel.wait_readable(socket)
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
             self._read_full = count == allowed
+            self.idle = False
             self._charge(count)
             return bytes(buffer[:count])
+
+    def _went_idle(self) -> None:
+        self.idle = True
+        if self.on_idle is not None:
+            self.on_idle()
 
     async def _room(self, size: int | None) -> int | None:
         """Wait until the account lets this connection receive; how much it may."""

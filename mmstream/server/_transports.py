@@ -124,6 +124,18 @@ class Connection(Protocol):
         else."""
         ...
 
+    def on_input_idle(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback``, from the task that reads the socket and without awaiting, each
+        time that task has handed on every message it read and goes back to the socket with
+        nothing more to read there: the moment :attr:`input_idle` becomes true."""
+        ...
+
+    @property
+    def input_idle(self) -> bool:
+        """Whether everything that arrived was handed on (queued, offered or taken): no
+        upload frame is on its way through the transport."""
+        ...
+
     async def send_text(self, text: str) -> None: ...
     async def send_bytes(self, data: bytes) -> None: ...
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
@@ -239,6 +251,16 @@ class _Adapter:
         if wire is None or not self._open():
             return Delivery.REFUSED
         return wire.send_nowait(first, *more)
+
+    def on_input_idle(self, callback: Callable[[], None] | None) -> None:
+        wire = self._wire()
+        if wire is not None:
+            wire.on_idle = callback
+
+    @property
+    def input_idle(self) -> bool:
+        wire = self._wire()
+        return wire is None or wire.idle
 
     async def flush(self) -> None:
         wire = self._wire()

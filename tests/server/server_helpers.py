@@ -14,7 +14,11 @@ import h11
 import trio
 import trio_websocket
 import websockets.exceptions
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
 from websockets.trio.client import connect as websockets_connect
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
 from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
 from mmstream.protocol import Append, Request, encode_request
@@ -221,3 +225,49 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
             if await check():
                 return
             await trio.sleep(0.02)
+
+
+class BurstClient:
+    """Protocol v1 over websockets' Sans-I/O client on a plain Trio socket, for what the
+    client libraries cannot do: write many frames with one system call (a burst that
+    arrives together)."""
+
+    def __init__(self, stream: trio.SocketStream, protocol: ClientProtocol) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self._texts: list[str] = []
+
+    async def send_all_at_once(self, messages: list[str | bytes]) -> None:
+        for message in messages:
+            if isinstance(message, str):
+                self.protocol.send_text(message.encode())
+            else:
+                self.protocol.send_binary(message)
+        await self.stream.send_all(b"".join(self.protocol.data_to_send()))
+
+    async def receive_json(self) -> dict[str, Any]:
+        while not self._texts:
+            data = await self.stream.receive_some()
+            assert data, "the server closed the connection"
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    self._texts.append(event.data.decode())
+        return json.loads(self._texts.pop(0))  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def burst_connect(url: str) -> AsyncIterator[BurstClient]:
+    uri = parse_uri(url)
+    protocol = ClientProtocol(uri, subprotocols=[Subprotocol("mmstream.v1")])
+    stream = await trio.open_tcp_stream(uri.host, uri.port)
+    async with stream:
+        protocol.send_request(protocol.connect())
+        await stream.send_all(b"".join(protocol.data_to_send()))
+        while protocol.handshake_exc is None and protocol.state is not websockets.protocol.OPEN:
+            data = await stream.receive_some()
+            assert data, "the server closed the connection during the handshake"
+            protocol.receive_data(data)
+            protocol.events_received()  # the handshake response
+        assert protocol.handshake_exc is None, protocol.handshake_exc
+        yield BurstClient(stream, protocol)

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 import trio
-from server_helpers import make_config, v1_connect
+from server_helpers import burst_connect, make_config, v1_connect
 
-from mmstream.protocol import Append, Create, Read
+from mmstream.protocol import Append, Create, Read, encode_request
 from mmstream.server import RunningServer, serve
 from mmstream.server._acks import AckClock
 
@@ -101,3 +101,42 @@ async def test_acks_fall_due_while_a_read_fills_the_socket(
                 replies.append(event["re"])
         assert replies == ["append", "read"]
         assert received == stored and acked == len(fresh)
+
+
+async def test_an_upload_that_goes_quiet_is_acknowledged_without_waiting_for_the_clock(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    """A clip: one frame, then silence. Its ack must not wait for the clock (here a minute
+    away): the server acknowledges once no upload frame is left on its way."""
+    config = make_config(tmp_path / "cache", transport, ack_interval=60)
+    server: RunningServer = await nursery.start(serve, config)
+    async with v1_connect(f"{server.url}/v1/streams/clip", transport) as v1:
+        await v1.call(Create())
+        assert (await v1.call(Append(id=1, offset=0)))["ok"]
+        with trio.fail_after(10):
+            for count in range(1, 4):  # again after each pause
+                await v1.ws.send(os.urandom(16 * 1024))
+                await v1.acks_until(count * 16 * 1024)
+
+
+async def test_frames_that_keep_arriving_share_acks(
+    nursery: trio.Nursery, tmp_path: Path, transport: str
+) -> None:
+    """A burst of frames written at once is acknowledged when the burst is read and applied,
+    not frame by frame."""
+    config = make_config(tmp_path / "cache", transport, ack_interval=60)
+    server: RunningServer = await nursery.start(serve, config)
+    frames: list[str | bytes] = [os.urandom(1000) for _ in range(256)]
+    async with burst_connect(f"{server.url}/v1/streams/burst") as client:
+        await client.send_all_at_once([encode_request(Create()), encode_request(Append(id=1))])
+        assert (await client.receive_json())["ok"]
+        assert (await client.receive_json())["ok"]
+        await client.send_all_at_once(frames)
+        acks, last = 0, 0
+        with trio.fail_after(10):
+            while last < 256 * 1000:
+                event = await client.receive_json()
+                assert event["op"] == "ack", event
+                acks, last = acks + 1, event["offset"]
+    assert last == 256 * 1000
+    assert acks <= 16, f"{acks} acks for 256 frames"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 
 import trio
-from server_helpers import http_client, make_config, v1_connect, ws_connect
+from server_helpers import burst_connect, http_client, make_config, v1_connect, ws_connect
 
 from mmstream.protocol import (
     Append,
@@ -20,6 +21,7 @@ from mmstream.protocol import (
     Stat,
     Sync,
     Tail,
+    encode_request,
 )
 from mmstream.server import RunningServer, serve
 
@@ -300,22 +302,27 @@ async def test_graceful_shutdown_applies_queued_frames_and_a_restart_finds_them(
 async def test_acks_are_coalesced_every_ack_bytes(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
+    """While frames keep arriving (here seven written at once), an ack every ``ack_bytes``;
+    the rest when the burst is applied, without waiting for the (minute-long) interval."""
     config = make_config(tmp_path / "cache", transport, ack_bytes=2 * CHUNK, ack_interval=60.0)
     server: RunningServer = await nursery.start(serve, config)
     async with v1_connect(f"{server.url}/v1/streams/a") as v1:
-        await v1.call(Create())
         hello = await v1.call(Hello())
         assert hello["ack_bytes"] == 2 * CHUNK and hello["ack_interval"] == 60.0
-        await v1.send(Append(id=1, offset=0))
-        for _ in range(7):
-            await v1.ws.send(bytes(CHUNK))
-        assert (await v1.ws.receive_json())["re"] == 1
-        acks = [await v1.ws.receive_json() for _ in range(3)]
-        assert [a["offset"] for a in acks] == [2 * CHUNK, 4 * CHUNK, 6 * CHUNK]
-        # The seventh chunk waits for the interval, or for a sync (whose reply counts).
-        synced = await v1.call(Sync(id=2))
-        assert synced["stat"]["size"] == 7 * CHUNK
-        assert (await v1.call(Stat(id=3)))["re"] == 3  # and no stale ack came in between
+    async with burst_connect(f"{server.url}/v1/streams/a") as client:
+        await client.send_all_at_once([encode_request(Create()), encode_request(Append(id=1))])
+        assert (await client.receive_json())["ok"]
+        assert (await client.receive_json())["re"] == 1
+        await client.send_all_at_once([bytes(CHUNK)] * 7)
+        offsets = [0]
+        with trio.fail_after(10):
+            while offsets[-1] < 7 * CHUNK:
+                event = await client.receive_json()
+                assert event["op"] == "ack", event
+                offsets.append(event["offset"])
+        steps = [b - a for a, b in itertools.pairwise(offsets)]
+        assert all(0 < step <= 2 * CHUNK for step in steps), offsets
+        assert offsets[-1] == 7 * CHUNK
 
 
 async def test_a_blocked_connection_stops_reading_its_client(
