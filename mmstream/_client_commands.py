@@ -164,6 +164,7 @@ async def _put(args: argparse.Namespace) -> int:
                     finalize=not args.no_finalize,
                     chunk_size=args.chunk_size,
                     progress=progress,
+                    size_hint=total,
                 )
             except StreamExistsError as exc:
                 raise StreamExistsError(f"{exc} (--resume continues it)") from None

@@ -227,8 +227,16 @@ class Client:
         *,
         content_type: str = DEFAULT_CONTENT_TYPE,
         metadata: Mapping[str, str] | None = None,
+        size_hint: int | None = None,
     ) -> StreamStat:
-        request = Create(stream=stream, content_type=content_type, metadata=metadata or {})
+        """``size_hint``: the size the stream will likely reach, if known (a file's, a
+        clip's); the server then reserves no more than that up front."""
+        request = Create(
+            stream=stream,
+            content_type=content_type,
+            metadata=metadata or {},
+            size_hint=size_hint,
+        )
         return (await self._call(request, StatReply)).stat
 
     async def stat(self, stream: str | None = None) -> StreamStat:
@@ -335,18 +343,24 @@ class Client:
         finalize: bool = True,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         progress: Callable[[int], None] | None = None,
+        size_hint: int | None = None,
     ) -> StreamStat:
         """Create ``stream`` and upload ``source`` (a binary file, a pipe, or bytes), then
-        finalize it with the size and sha256 computed on the way.
+        finalize it with the size and sha256 computed on the way. ``size_hint`` is passed
+        to :meth:`create` (bytes given as ``source`` are their own hint).
 
         With ``resume``, an existing stream is continued from its size on the server: a
         seekable source is repositioned, a pipe skips that many bytes (hashing them), and an
         ``offset-conflict`` (someone's bytes landed meanwhile) continues from the real size.
         """
+        if size_hint is None and isinstance(source, Buffer):
+            size_hint = memoryview(source).nbytes
         reader = _Source(source, chunk_size)
         start = 0
         try:
-            stat = await self.create(stream, content_type=content_type, metadata=metadata)
+            stat = await self.create(
+                stream, content_type=content_type, metadata=metadata, size_hint=size_hint
+            )
         except MmstreamError as exc:
             if not (resume and exc.code == "exists"):
                 raise

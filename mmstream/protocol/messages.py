@@ -194,6 +194,9 @@ class Create(_StreamRequest):
     metadata: Mapping[str, str] = attrs.field(
         factory=dict, converter=_frozen_dict, validator=_metadata
     )
+    #: The size the stream is expected to reach, when the client knows it (a file, a clip):
+    #: the server reserves no more than that up front. A hint, never checked.
+    size_hint: int | None = attrs.field(default=None, validator=_optional_offset)
 
 
 @attrs.frozen(kw_only=True)

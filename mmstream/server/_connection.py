@@ -531,7 +531,10 @@ class Session:
         match request:
             case Create():
                 info = await self.manager.create(
-                    stream, content_type=request.content_type, metadata=request.metadata
+                    stream,
+                    content_type=request.content_type,
+                    metadata=request.metadata,
+                    size_hint=request.size_hint,
                 )
                 return StatReply(re=request.id, stat=StreamStat.from_info(info))
             case Append():

@@ -176,7 +176,10 @@ class _Icecast:
             content_type = headers.get("content-type", DEFAULT_CONTENT_TYPE)
             try:
                 info = await self.manager.create(
-                    stream_id, content_type=content_type, metadata=source_metadata(headers)
+                    stream_id,
+                    content_type=content_type,
+                    metadata=source_metadata(headers),
+                    size_hint=_content_length(headers),
                 )
             except MmstreamError as exc:
                 await self._refuse(stream, exc)
@@ -379,6 +382,15 @@ class _Icecast:
                 icy = "icy-" + name[4:]
                 lines.append(f"{icy}: {value}".encode("latin-1", "replace"))
         return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    """The body's declared size (h11 has checked the header), a size hint for the new
+    stream's reservation; None for a chunked or unframed body."""
+    value = headers.get("content-length")
+    if value is None or "transfer-encoding" in headers or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
 
 
 async def _raw_body(stream: trio.abc.Stream, conn: h11.Connection) -> AsyncGenerator[bytes]:

@@ -192,17 +192,26 @@ class StreamManager:
         *,
         content_type: str = DEFAULT_CONTENT_TYPE,
         metadata: Mapping[str, str] | None = None,
+        size_hint: int | None = None,
     ) -> StreamInfo:
         """Create an empty UPLOADING stream, reserving ``initial_size`` (or what the quota
         leaves, maybe nothing: see :meth:`_initial_reservation`) on disk. It exists once its
-        sidecar is durable."""
+        sidecar is durable.
+
+        ``size_hint``, the size the caller expects the stream to reach (a clip's, a file's),
+        makes the reservation that small when it is below ``initial_size``: a 16 KiB clip
+        does not reserve (and zero) 64 MiB. Growth covers a hint that was too small."""
         sid = check_stream_id(stream_id)
+        initial: int = self._config.initial_size
+        if size_hint is not None:
+            check_size("size_hint", size_hint)
+            initial = max(BLOCK, min(initial, size_hint))
         content_type = _check_content_type(content_type)
         meta = _check_metadata(metadata)
         self._require_open()
         await trio.lowlevel.checkpoint()
         self._require_new(sid)
-        reservation = self._initial_reservation()
+        reservation = self._initial_reservation(initial)
         path = data_path(self._directory, sid)
         now = time.time()
         ctx = StreamContext(
@@ -473,7 +482,7 @@ class StreamManager:
         finally:
             ctx.reserved = cache.size
 
-    def _initial_reservation(self) -> int:
+    def _initial_reservation(self, initial_size: int) -> int:
         """What a new stream reserves: ``initial_size``, or what is free, in whole blocks.
 
         A reservation is speculative, so a create never evicts: with nothing free it
@@ -485,7 +494,7 @@ class StreamManager:
         figure before any other task can."""
         free = self._config.max_cache_size - self._claimed()
         if free >= BLOCK:
-            return min(_blocks(self._config.initial_size), free // BLOCK * BLOCK)
+            return min(_blocks(initial_size), free // BLOCK * BLOCK)
         if self._config.on_full == "evict":
             evictable = sum(_blocks(c.reserved) for c in self._evictable(keep=None))
             if free + evictable >= BLOCK:

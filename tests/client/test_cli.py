@@ -168,6 +168,19 @@ async def test_killed_upload_then_put_resume_yields_the_exact_file(
     assert out.read_bytes() == data
 
 
+async def test_put_reserves_the_files_size_not_the_default(
+    one_server: RunningServer, tmp_path: Path
+) -> None:
+    """``put`` tells the server the file's size (``create``'s ``size_hint``): a clip
+    reserves a clip's worth, not ``initial_size`` (1 MiB here)."""
+    clip = tmp_path / "clip.ogg"
+    clip.write_bytes(os.urandom(20_000))
+    put = await mmstream(one_server, "put", str(clip), "--stream", "clip", "--no-finalize")
+    assert put.returncode == 0, put.stderr
+    stat = json.loads((await mmstream(one_server, "stat", "clip", "--json")).stdout)
+    assert (stat["size"], stat["reserved"]) == (20_000, 20_480)
+
+
 async def test_stat_ls_rm(one_server: RunningServer) -> None:
     for name in ("b", "a"):
         put = await mmstream(one_server, "put", "-", "--stream", name, "--content-type", "audio/ogg",

@@ -221,3 +221,20 @@ async def test_a_source_never_writes_into_a_stream_created_again_under_its_id(
         assert body_json(await read_to_end(source, rest))["error"]["code"] == "stream-changed"
         assert await server.manager.read("s", 0, 100) == b"\x02" * 10
         await source.aclose()
+
+
+async def test_a_put_with_a_length_reserves_that_length(tmp_path: Path) -> None:
+    """``Content-Length`` says how big the stream will be: the new stream reserves that
+    (in whole blocks), not ``initial_size`` (1 MiB here)."""
+    async with running_server(tmp_path) as server:
+        stream = await connect(server)
+        await stream.send_all(
+            b"PUT /streams/clip HTTP/1.1\r\nHost: x\r\nContent-Type: audio/ogg\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(AUDIO) + AUDIO[:1000]
+        )
+        await wait_until(has_size(server, "clip", 1000))
+        assert server.manager.stat("clip").reserved == 12 * 1024  # 10,240 bytes: 3 blocks
+        await stream.send_all(AUDIO[1000:])
+        status, _, rest = await read_head(stream)
+        assert status == 200
+        assert body_json(await read_to_end(stream, rest))["status"] == "ready"

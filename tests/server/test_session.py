@@ -80,6 +80,17 @@ async def test_upload_read_finalize_list_delete(server: RunningServer) -> None:
         assert gone["error"]["code"] == "not-found"
 
 
+async def test_create_with_a_size_hint_reserves_that_much(server: RunningServer) -> None:
+    async with v1_connect(f"{server.url}/v1") as v1:
+        reply = await v1.call(Create(id=1, stream="clip", size_hint=16 * 1024))
+        assert reply["stat"]["reserved"] == 16 * 1024
+        reply = await v1.call(Create(id=2, stream="show"))
+        assert reply["stat"]["reserved"] == 1 << 20  # the configured initial_size
+        await v1.ws.send_json({"op": "create", "id": 3, "stream": "bad", "size_hint": -5})
+        reply = await v1.ws.receive_json()
+        assert reply["error"]["code"] == "bad-request", reply
+
+
 async def test_large_read_comes_in_frames_of_at_most_max_message_size(
     nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:

@@ -153,6 +153,27 @@ async def test_hostile_numbers_in_read(config: CacheConfig) -> None:
                 await manager.wait_for_data("s", offset)
 
 
+async def test_a_size_hint_makes_the_first_reservation_no_larger(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    """A clip says its size in ``create``: it reserves that (in whole blocks), not the
+    default ``initial_size``; a hint is never more than ``initial_size`` and never a limit."""
+    config = configure(initial_size=ByteSize(MiB))
+    data = _pattern(40_000)
+    async with open_stream_manager(config) as manager:
+        assert (await manager.create("clip", size_hint=16 * KiB)).reserved == 16 * KiB
+        assert (await manager.create("odd", size_hint=5000)).reserved == 8 * KiB
+        assert (await manager.create("empty", size_hint=0)).reserved == 4 * KiB
+        assert (await manager.create("big", size_hint=10 * MiB)).reserved == MiB
+        assert (await manager.create("plain")).reserved == MiB
+        with pytest.raises(InvalidArgumentError):
+            await manager.create("bad", size_hint=-1)
+        assert await manager.append("odd", data) == len(data)  # the hint was wrong: it grows
+        info = await manager.finalize("odd", expected_size=len(data))
+        assert await manager.read("odd", 0, len(data) + 1) == data
+        assert info.size == len(data)
+
+
 async def test_large_writes_and_reads_go_through_threads(config: CacheConfig) -> None:
     data = _pattern(3 * MiB + 17)
     async with open_stream_manager(config) as manager:
