@@ -313,24 +313,46 @@ class Client:
         """Upload ``data`` to the end of ``stream`` and return its size once every byte is
         acknowledged. ``offset`` (the size the caller believes the stream has) makes a
         mismatch an :class:`~mmstream.errors.OffsetConflictError` carrying the real size.
-        ``progress`` is called with the stream's size after each chunk is sent."""
+        ``progress`` is called with the stream's size after each chunk is sent.
+
+        The data follows the ``append`` request without waiting for its reply (the server
+        drops the frames of an ``append`` that failed, and the reply's error is raised): a
+        short upload costs one round trip less."""
         async with self._upload_lock:
             self._upload_stream = None
             self._upload_error = None
-            reply = await self._call(Append(stream=stream, offset=offset), AppendReply)
-            self._upload_stream = reply.stream
-            self._acked = end = reply.offset
+            pending = await self._submit(Append(stream=stream, offset=offset))
+            if offset is None and progress is not None:
+                offset = await self._bound(pending)  # progress reports sizes from the start
+            sent = 0
             async for chunk in _chunks(data, chunk_size):
-                while end - self._acked >= self._max_in_flight:
-                    await self._wait_for_progress()
-                self._raise_upload_error(reply.stream)
+                while True:
+                    if pending.done.is_set():
+                        if await self._bound(pending) + sent - self._acked < self._max_in_flight:
+                            break
+                        await self._wait_for_progress()
+                    elif sent < self._max_in_flight:
+                        break
+                    else:
+                        await pending.done.wait()
+                self._check_upload()
                 await self._send(chunk)
-                end += len(chunk)
-                if progress is not None:
-                    progress(end)
+                sent += len(chunk)
+                if progress is not None and offset is not None:
+                    progress(offset + sent)
+            end = await self._bound(pending) + sent
             while self._acked < end:
                 await self._wait_for_progress()
             return end
+
+    async def _bound(self, pending: _Pending) -> int:
+        """The offset the ``append`` request ``pending`` bound the upload at (its reply's);
+        raises its error."""
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert isinstance(pending.reply, AppendReply), pending.reply
+        return pending.reply.offset
 
     async def upload(
         self,
@@ -433,11 +455,15 @@ class Client:
         if self._upload_error is not None and self._upload_stream == stream:
             raise self._upload_error
 
-    async def _wait_for_progress(self) -> None:
-        event = self._progress
+    def _check_upload(self) -> None:
+        """Raise what ended the connection, or the running upload."""
         self._check_open()
         if self._upload_error is not None:
             raise self._upload_error
+
+    async def _wait_for_progress(self) -> None:
+        event = self._progress
+        self._check_upload()
         await event.wait()
 
     def _pulse(self) -> None:
@@ -499,6 +525,9 @@ class Client:
                     head.reply, head.remaining = message, message.length
                     self._reads.append(head)
                 else:
+                    if isinstance(message, AppendReply):
+                        # Set here, before the acks that follow the reply are read.
+                        self._upload_stream, self._acked = message.stream, message.offset
                     head.reply = message
                     head.done.set()
 
