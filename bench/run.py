@@ -44,6 +44,8 @@ RESULTS = ROOT / "bench" / "results"
 KiB, MiB = 1024, 1024 * 1024
 #: The mmstream servers' max_cache_size, and (plus headroom) the free disk a run needs.
 CACHE_LIMIT_GIB = 16
+#: Issue 19's clips: their size, and how many connections (threads) send them at once.
+CLIP_SIZE, CLIP_CONNS = 16 * KiB, 16
 
 
 @attrs.frozen
@@ -67,16 +69,23 @@ class Plan:
     idle_conns: int
     all_backends: bool
     profile_seconds: float
+    #: Short clips: one connection's clips in a row, each of 16 connections' clips, and
+    #: how long each disk loop runs.
+    clips_sequential: int
+    clips_per_conn: int
+    clips_disk_seconds: float
+    #: The WebSocket and PUT runs take turns in this many slices each.
+    clips_slices: int
 
     @classmethod
     def full(cls) -> Plan:
         return cls("full", 3, (4 * KiB, 64 * KiB, MiB), (1, 16), 1.0, 128 * MiB, 1000, 128 * MiB,
-                   (1, 100), 3.0, 100.0, 1000, 30.0, 200, 500, True, 5.0)  # fmt: skip
+                   (1, 100), 3.0, 100.0, 1000, 30.0, 200, 500, True, 5.0, 300, 40, 2.0, 10)  # fmt: skip
 
     @classmethod
     def quick(cls) -> Plan:
         return cls("quick", 1, (4 * KiB, 64 * KiB), (1, 16), 0.25, 32 * MiB, 200, 32 * MiB,
-                   (1, 100), 0.7, 100.0, 100, 2.0, 0, 100, False, 2.0)  # fmt: skip
+                   (1, 100), 0.7, 100.0, 100, 2.0, 0, 100, False, 2.0, 100, 16, 0.5, 4)  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -393,6 +402,28 @@ class Bench:
                                             "conns": conns, "rate": 96_000,
                                             "duration": self.plan.slow_seconds}, proc)  # fmt: skip
 
+    def clips(self) -> None:
+        """16 KiB clips made READY through the Python client and through ``PUT``, and the
+        disk's own file-plus-directory fsync rate, on one default-configuration server
+        (64 MiB initial reservations unless a size says otherwise)."""
+        backend = self.backends()[0]
+        with self.mmstream("websockets", backend) as proc:
+            runs = []
+            for rep in range(self.plan.reps):
+                spec = {"port": proc.port, "prefix": f"clip{rep}", "size": CLIP_SIZE,
+                        "conns": CLIP_CONNS, "sequential": self.plan.clips_sequential,
+                        "per_conn": self.plan.clips_per_conn,
+                        "disk_seconds": self.plan.clips_disk_seconds, "slices": self.plan.clips_slices,
+                        "dir": str(self.workdir / "disk-loop"), "server_pid": proc.pid}  # fmt: skip
+                out = run_child("bench.clips", spec, cpu=self.cores.generator, timeout=600)
+                runs.append(out)
+                log(f"  clips: WS p50 {out['ws_seq']['p50_ms']:.1f} ms, PUT p50 "
+                    f"{out['put_seq']['p50_ms']:.1f} ms; {CLIP_CONNS} at once: WS "
+                    f"{out['ws_conc']['clips_s']:.0f}/s, PUT {out['put_conc']['clips_s']:.0f}/s, "
+                    f"disk {out['disk_conc']['files_s']:.0f}/s")  # fmt: skip
+        self.results["clips"] = {"server": f"mmstream websockets/{backend}", "size": CLIP_SIZE,
+                                 "conns": CLIP_CONNS, "runs": runs}  # fmt: skip
+
     def profile(self) -> None:
         """py-spy samples of the mmstream server under load: the top self-time costs."""
         if profile.py_spy() is None:
@@ -452,8 +483,8 @@ STARTERS: dict[str, Callable[[Bench, contextlib.ExitStack], list[IngestTarget]]]
     "redis": Bench.start_redis,
     "mmstream": Bench.start_mmstream,
 }
-GROUPS = ["storage", *STARTERS, "mmstream-extras", "profile"]
-NEEDS_MMSTREAM = {"mmstream", "mmstream-extras", "profile"}
+GROUPS = ["storage", *STARTERS, "mmstream-extras", "clips", "profile"]
+NEEDS_MMSTREAM = {"mmstream", "mmstream-extras", "clips", "profile"}
 #: Quick mode leaves out the profile (py-spy needs seconds of samples to say anything).
 QUICK_GROUPS = [g for g in GROUPS if g != "profile"]
 
@@ -478,6 +509,9 @@ def run_groups(bench: Bench, groups: Sequence[str]) -> None:
                     server["peak_rss_kib"] = proc.status()["VmHWM"]
     if "mmstream-extras" in groups:
         bench.mmstream_extras()
+    if "clips" in groups:
+        log("clips: 16 KiB, WebSocket and PUT, and the disk loop")
+        bench.clips()
     if "profile" in groups:
         bench.profile()
 
