@@ -4,9 +4,10 @@
 
 One process, against one running server (``port``), on the disk of ``dir``:
 
-- ``ws``: through :mod:`mmstream.client`: ``create`` (with the clip's size as ``size_hint``),
-  ``append``, ``finalize`` with size and sha256, until the ``finalize`` reply (READY); one
-  connection, clip after clip, then ``conns`` connections at once.
+- ``ws``: through :mod:`mmstream.client`, ``Client.upload`` of the clip's bytes: ``create``
+  (with the clip's size as ``size_hint``), ``append``, ``finalize`` with size and sha256,
+  until the ``finalize`` reply (READY); one connection, clip after clip, then ``conns``
+  connections at once.
 - ``put``: the same clips through the Icecast ``PUT`` route with ``Content-Length`` (what
   ``curl -T`` sends), one connection per clip until the reply (READY); one thread, then
   ``conns`` threads.
@@ -58,12 +59,10 @@ async def _ws_clips(client: Client, names: list[str], data: bytes, latencies: li
     digest = hashlib.sha256(data).hexdigest()
     for name in names:
         started = time.perf_counter()
-        await client.create(name, size_hint=len(data))
-        await client.append(name, data)
-        stat = await client.finalize(name, size=len(data), sha256=digest)
+        stat = await client.upload(name, data)  # create, append, finalize with size and sha256
         latencies.append(time.perf_counter() - started)
-        if stat.status != "ready":
-            raise RuntimeError(f"clip {name} is {stat.status} after finalize")
+        if stat.status != "ready" or stat.sha256 != digest:
+            raise RuntimeError(f"clip {name} is {stat.status} ({stat.sha256}) after finalize")
 
 
 async def _ws_run(clients: list[Client], prefix: str, per_conn: int, size: int) -> list[float]:

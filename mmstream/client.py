@@ -319,31 +319,46 @@ class Client:
         drops the frames of an ``append`` that failed, and the reply's error is raised): a
         short upload costs one round trip less."""
         async with self._upload_lock:
-            self._upload_stream = None
-            self._upload_error = None
-            pending = await self._submit(Append(stream=stream, offset=offset))
-            if offset is None and progress is not None:
-                offset = await self._bound(pending)  # progress reports sizes from the start
-            sent = 0
-            async for chunk in _chunks(data, chunk_size):
-                while True:
-                    if pending.done.is_set():
-                        if await self._bound(pending) + sent - self._acked < self._max_in_flight:
-                            break
-                        await self._wait_for_progress()
-                    elif sent < self._max_in_flight:
+            pending, sent = await self._send_upload(stream, data, offset, chunk_size, progress)
+            return await self._acknowledged(await self._bound(pending) + sent)
+
+    async def _send_upload(
+        self,
+        stream: str | None,
+        data: Data,
+        offset: int | None,
+        chunk_size: int,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[_Pending, int]:
+        """Send ``append`` and the data behind it (under the upload lock); the ``append``
+        request and the number of bytes sent."""
+        self._upload_stream = None
+        self._upload_error = None
+        pending = await self._submit(Append(stream=stream, offset=offset))
+        if offset is None and progress is not None:
+            offset = await self._bound(pending)  # progress reports sizes from the start
+        sent = 0
+        async for chunk in _chunks(data, chunk_size):
+            while True:
+                if pending.done.is_set():
+                    if await self._bound(pending) + sent - self._acked < self._max_in_flight:
                         break
-                    else:
-                        await pending.done.wait()
-                self._check_upload()
-                await self._send(chunk)
-                sent += len(chunk)
-                if progress is not None and offset is not None:
-                    progress(offset + sent)
-            end = await self._bound(pending) + sent
-            while self._acked < end:
-                await self._wait_for_progress()
-            return end
+                    await self._wait_for_progress()
+                elif sent < self._max_in_flight:
+                    break
+                else:
+                    await pending.done.wait()
+            self._check_upload()
+            await self._send(chunk)
+            sent += len(chunk)
+            if progress is not None and offset is not None:
+                progress(offset + sent)
+        return pending, sent
+
+    async def _acknowledged(self, end: int) -> int:
+        while self._acked < end:
+            await self._wait_for_progress()
+        return end
 
     async def _bound(self, pending: _Pending) -> int:
         """The offset the ``append`` request ``pending`` bound the upload at (its reply's);
@@ -393,22 +408,47 @@ class Client:
         for attempt in range(4):
             await reader.seek(start)
             try:
-                size = await self.append(
-                    stat.stream,
-                    reader.chunks(),
-                    offset=start,
-                    chunk_size=chunk_size,
-                    progress=progress,
-                )
+                return await self._upload_from(stat.stream, reader, start, chunk_size,
+                                               progress, finalize=finalize)  # fmt: skip
             except OffsetConflictError as exc:
                 if not resume or attempt == 3 or exc.actual < 0:
                     raise
                 start = exc.actual
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _upload_from(
+        self,
+        stream: str,
+        reader: _Source,
+        start: int,
+        chunk_size: int,
+        progress: Callable[[int], None] | None,
+        *,
+        finalize: bool,
+    ) -> StreamStat:
+        """``append`` from ``start`` and, with ``finalize``, the ``finalize`` right behind
+        the data: its reply counts as the acknowledgement, so a clip is one round trip
+        after ``create``. Safe to send unconfirmed: it carries the size and sha256 of what
+        was sent, so it cannot finalize anything else (a failed ``append`` or write makes
+        it fail, and that first failure is raised)."""
+        async with self._upload_lock:
+            chunks = reader.chunks()
+            pending, sent = await self._send_upload(stream, chunks, start, chunk_size, progress)
+            if not finalize:
+                await self._acknowledged(await self._bound(pending) + sent)
+                closing = None
             else:
-                break
-        if not finalize:
-            return await self.stat(stat.stream)
-        return await self.finalize(stat.stream, size=size, sha256=reader.hexdigest())
+                request = Finalize(stream=stream, size=start + sent, sha256=reader.hexdigest())
+                closing = await self._submit(request)
+                await self._bound(pending)
+        if closing is None:
+            return await self.stat(stream)
+        await closing.done.wait()
+        self._raise_upload_error(stream)
+        if closing.error is not None:
+            raise closing.error
+        assert isinstance(closing.reply, StatReply), closing.reply
+        return closing.reply.stat
 
     async def _check_complete(self, stat: StreamStat, reader: _Source) -> StreamStat:
         async for _ in reader.chunks():

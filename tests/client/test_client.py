@@ -269,6 +269,20 @@ async def test_error_codes_from_the_server(start_server: StartServer) -> None:
     }  # fmt: skip
 
 
+async def test_an_upload_whose_write_fails_is_not_finalized(start_server: StartServer) -> None:
+    """``upload`` sends ``finalize`` behind the data without waiting for acks: a write that
+    fails on the way must still be the error raised, and leave the stream uploading."""
+    server = await start_server(max_cache_size=3 * MiB, on_full="reject")
+    async with connect(server.url) as client:
+        with pytest.raises(QuotaExceededError):
+            await client.upload("big", payload(4 * MiB))
+        stat = await client.stat("big")
+        assert stat.status == "uploading" and stat.size < 4 * MiB
+        await client.delete("big")
+        done = await client.upload("clip", payload(20_000))  # the connection still works
+        assert (done.status, done.size) == ("ready", 20_000)
+
+
 #: Codes in the table no test of this build can provoke, and why (see the report).
 NOT_PRODUCIBLE_HERE = {
     "conflict": "reserved; nothing raises a bare ConflictError",
