@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from mmstream.client import connect
@@ -179,6 +180,61 @@ async def test_put_reserves_the_files_size_not_the_default(
     assert put.returncode == 0, put.stderr
     stat = json.loads((await mmstream(one_server, "stat", "clip", "--json")).stdout)
     assert (stat["size"], stat["reserved"]) == (20_000, 20_480)
+
+
+#: What no client command may import: the server, its storage and metrics, the config and
+#: scale-out machinery, the server side of the WebSocket libraries.
+SERVER_SIDE = (
+    "mmstream.server", "mmstream.streams", "mmstream.metrics", "mmstream.config",
+    "mmstream.registry", "mmstream.scaleout", "mmstream._serve_command", "mmstream.cache",
+    "mmstream.web", "prometheus_client", "trio_websocket", "wsproto", "h11",
+    "websockets.server", "websockets.trio.server", "websockets.asyncio", "websockets.legacy",
+)  # fmt: skip
+
+#: Runs ``mmstream`` as ``python -m mmstream`` does, then writes the modules it imported.
+_MODULES_AFTER = """
+import json, runpy, sys
+out, sys.argv = sys.argv[1], ["mmstream", *sys.argv[2:]]
+try:
+    runpy.run_module("mmstream", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+with open(out, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+@pytest.mark.parametrize("command", ["put", "get", "stat"])
+async def test_client_commands_import_nothing_of_the_server(
+    one_server: RunningServer, tmp_path: Path, command: str
+) -> None:
+    clip = tmp_path / "clip.ogg"
+    clip.write_bytes(os.urandom(16 * 1024))
+    args = {"put": ["put", str(clip), "--stream", "clip"], "get": ["get", "clip", "-o", str(tmp_path / "back")],
+            "stat": ["stat", "clip"]}[command]  # fmt: skip
+    if command != "put":
+        assert (await mmstream(one_server, "put", str(clip), "--stream", "clip")).returncode == 0
+    report = tmp_path / "modules.json"
+    ran = await trio.run_process(
+        [sys.executable, "-c", _MODULES_AFTER, str(report), *args, "--url", one_server.url],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    result = json.loads(report.read_text())
+    assert result["code"] == 0, ran.stderr
+    loaded = [m for m in result["modules"] if m.startswith(SERVER_SIDE)]
+    assert loaded == [], f"mmstream {command} imported {loaded}"
+
+
+async def test_help_lists_every_command_and_version_reads_the_metadata() -> None:
+    """The whole parser is still built when no command is named."""
+    shown = await mmstream("ws://127.0.0.1:9", "--help")
+    assert shown.returncode == 0
+    for command in ("backends", "serve", "put", "get", "stat", "ls", "rm", "haproxy-config"):
+        assert command in shown.stdout.decode()
+    version = await mmstream("ws://127.0.0.1:9", "--version")
+    assert version.returncode == 0 and version.stdout.decode().startswith("mmstream 0")
+    typo = await mmstream("ws://127.0.0.1:9", "putt")
+    assert typo.returncode == 2 and "invalid choice: 'putt'" in typo.stderr.decode()
 
 
 async def test_stat_ls_rm(one_server: RunningServer) -> None:
