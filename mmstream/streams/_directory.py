@@ -4,10 +4,17 @@ mmstream refuses to start on a directory that someone else could tamper with: a 
 could be pointed elsewhere after the check), one owned by another user, or one that is group-
 or world-writable (others could plant files or symlinks with stream names). A missing
 directory is created with mode 0700.
+
+One manager per directory: two servers on one directory would each recover (and remove)
+the other's half-written files. :func:`lock_cache_directory` takes an exclusive
+``flock`` on the directory itself (no lock file to leave behind or mistake for a stream) for
+the manager's life; the kernel drops it when the process dies, so a crash never leaves a
+stale lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -15,7 +22,14 @@ from pathlib import Path
 from ..cache import fsync_directory, os_errors
 from ..errors import ConfigError
 
-__all__ = ["DATA_SUFFIX", "SIDECAR_SUFFIX", "data_path", "prepare_cache_directory", "sidecar_path"]
+__all__ = [
+    "DATA_SUFFIX",
+    "SIDECAR_SUFFIX",
+    "data_path",
+    "lock_cache_directory",
+    "prepare_cache_directory",
+    "sidecar_path",
+]
 
 DATA_SUFFIX = ".data"
 SIDECAR_SUFFIX = ".json"
@@ -64,3 +78,24 @@ def prepare_cache_directory(directory: Path) -> Path:
             f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 700 {path}"
         )
     return path
+
+
+def lock_cache_directory(directory: Path) -> int:
+    """Take the directory's exclusive lock and return its descriptor (close it to release).
+
+    Raises :class:`ConfigError` naming the directory if another process holds it."""
+    with os_errors("opening cache directory", directory):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if isinstance(exc, BlockingIOError):
+            raise ConfigError(
+                f"cache.directory {directory} is in use by another mmstream server; stop it "
+                "or choose another directory"
+            ) from None
+        raise ConfigError(
+            f"cache.directory {directory}: cannot be locked: {exc.strerror}"
+        ) from None
+    return fd

@@ -69,7 +69,7 @@ from ..errors import (
 from ..metrics import Metrics
 from ..registry import BackendRegistry
 from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
-from ._directory import data_path, prepare_cache_directory, sidecar_path
+from ._directory import data_path, lock_cache_directory, prepare_cache_directory, sidecar_path
 from ._ids import check_stream_id
 from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar
@@ -996,6 +996,19 @@ async def open_stream_manager(
     and close every stream (shielded from cancellation, so a shutdown still syncs)."""
     factory = (registry if registry is not None else BackendRegistry()).load(config.backend)
     directory = await trio.to_thread.run_sync(prepare_cache_directory, config.directory)
+    lock = await trio.to_thread.run_sync(lock_cache_directory, directory)
+    try:
+        async with _open_locked(config, factory, directory, metrics) as manager:
+            yield manager
+    finally:
+        os.close(lock)
+
+
+@asynccontextmanager
+async def _open_locked(
+    config: CacheConfig, factory: CacheFactory, directory: Path, metrics: Metrics | None
+) -> AsyncIterator[StreamManager]:
+    """:func:`open_stream_manager` once the directory is ours."""
     streams = await trio.to_thread.run_sync(recover_directory, directory, factory, config.options())
     manager = StreamManager(config, factory, directory, streams, metrics)
     log.info("stream manager on %s (%s backend): %d streams", directory, config.backend,

@@ -208,3 +208,37 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "cannot serve on 127.0.0.1:" in result.stderr
+
+
+async def test_a_second_server_on_the_same_cache_directory_exits_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """Two servers on one directory would recover and delete each other's files: the
+    second one finds the directory locked and exits at once, the first is untouched."""
+    config = tmp_path / "mmstream.toml"
+    config.write_text("")
+    cache = tmp_path / "cache"
+    first, port = await start(config, cache)
+    try:
+        async with v1_connect(f"ws://127.0.0.1:{port}/v1/streams/kept") as v1:
+            await v1.call(Create())
+        command = [sys.executable, "-m", "mmstream", "serve", "--config", str(config),
+                   "--port", "0", "--cache-dir", str(cache)]  # fmt: skip
+        try:
+            second = await trio.to_thread.run_sync(
+                lambda: subprocess.run(command, capture_output=True, text=True, timeout=20)
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second server kept running on a cache directory in use")
+        assert second.returncode != 0
+        assert second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith("mmstream: error: ")
+        assert "in use by another mmstream server" in second.stderr
+        assert "Traceback" not in second.stderr
+        async with v1_connect(f"ws://127.0.0.1:{port}/v1/streams/kept") as v1:
+            assert (await v1.call(Stat()))["stat"]["status"] == "uploading"
+        assert (cache / "kept.json").exists()
+    finally:
+        first.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await first.process.wait()

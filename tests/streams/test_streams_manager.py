@@ -16,6 +16,7 @@ from mmstream.config import ByteSize, CacheConfig
 from mmstream.errors import (
     CacheClosedError,
     ChecksumMismatchError,
+    ConfigError,
     InvalidArgumentError,
     NotUploadingError,
     OffsetConflictError,
@@ -70,6 +71,17 @@ async def test_files_live_in_the_cache_directory_private(config: CacheConfig) ->
     assert os.stat(config.directory).st_mode & 0o777 == 0o700
     for name in names:
         assert os.stat(config.directory / name).st_mode & 0o077 == 0
+
+
+async def test_a_second_manager_on_the_same_directory_is_refused(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("s")
+        with pytest.raises(ConfigError, match="in use by another mmstream server"):
+            async with open_stream_manager(config):
+                pass  # pragma: no cover
+        assert manager.stat("s").size == 0
+    async with open_stream_manager(config) as manager:  # released with the first
+        assert [info.stream_id for info in manager.list()] == ["s"]
 
 
 @pytest.mark.parametrize(
