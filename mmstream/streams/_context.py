@@ -29,6 +29,8 @@ import trio
 
 from ..cache import MemoryMappedCache
 from ..errors import NotUploadingError, StorageError
+from ._checksums import RunningChecksum
+from ._directory import checksum_path
 
 __all__ = [
     "TRANSITIONS",
@@ -147,6 +149,9 @@ class StreamContext:
     sha256: str | None = None
     error: str | None = None
     generation: str = attrs.field(factory=new_generation)
+    #: An upload's running checksum and open ``.sum`` file (None once READY or in ERROR
+    #: from recovery); see :mod:`._checksums`.
+    checksum: RunningChecksum | None = attrs.field(default=None, repr=False)
 
     # Run-time coordination, never persisted.
     #: One writer: append, finalize and delete hold it.
@@ -177,6 +182,10 @@ class StreamContext:
     shared_reads: tuple[int, dict[tuple[int, int], bytes]] = attrs.field(
         factory=lambda: (-1, {}), init=False, repr=False
     )
+
+    @property
+    def checksum_path(self) -> Path:
+        return checksum_path(self.data_path.parent, self.stream_id)
 
     def info(self) -> StreamInfo:
         cache = self.cache
@@ -258,7 +267,14 @@ class StreamContext:
         if self.readers == 0 and self.close_pending:
             self._close()
 
+    def drop_checksum(self) -> None:
+        """Close the ``.sum`` file: the stream is READY or gone, no more appends."""
+        checksum, self.checksum = self.checksum, None
+        if checksum is not None:
+            checksum.close()
+
     def _close(self) -> None:
+        self.drop_checksum()
         cache = self.cache
         if cache is not None and cache.is_open:
             try:

@@ -25,6 +25,8 @@ from ..errors import ConfigError
 __all__ = [
     "DATA_SUFFIX",
     "SIDECAR_SUFFIX",
+    "SUM_SUFFIX",
+    "checksum_path",
     "data_path",
     "lock_cache_directory",
     "prepare_cache_directory",
@@ -33,6 +35,7 @@ __all__ = [
 
 DATA_SUFFIX = ".data"
 SIDECAR_SUFFIX = ".json"
+SUM_SUFFIX = ".sum"
 
 
 def data_path(directory: Path, stream_id: str) -> Path:
@@ -41,6 +44,10 @@ def data_path(directory: Path, stream_id: str) -> Path:
 
 def sidecar_path(directory: Path, stream_id: str) -> Path:
     return directory / (stream_id + SIDECAR_SUFFIX)
+
+
+def checksum_path(directory: Path, stream_id: str) -> Path:
+    return directory / (stream_id + SUM_SUFFIX)
 
 
 def prepare_cache_directory(directory: Path) -> Path:

@@ -68,6 +68,7 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..registry import BackendRegistry
+from ._checksums import open_checksum
 from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
 from ._directory import data_path, lock_cache_directory, prepare_cache_directory, sidecar_path
 from ._ids import check_stream_id
@@ -406,15 +407,24 @@ class StreamManager:
             self._fail(ctx, exc)
             raise
         ctx.size = end
+        if ctx.checksum is not None:
+            ctx.checksum.add(data)
         self._appended(ctx, expected_offset, started)
         ctx.last_accessed_at = time.time()
         ctx.idle_since = time.monotonic()
         return end
 
     def _appended(self, ctx: StreamContext, offset: int, started: float) -> None:
-        """After a write from ``offset`` (begun at ``started``): wake the followers and
-        count the bytes that landed."""
+        """After a write from ``offset`` (begun at ``started``): record the checksum of the
+        new bytes (before the caller can acknowledge them), wake the followers and count
+        the bytes that landed."""
         if ctx.size > offset:
+            checksum = ctx.checksum
+            if checksum is not None:
+                try:
+                    checksum.record(ctx.checksum_path)
+                except StorageError as exc:  # the bytes are written; a crash would cut them
+                    self._fail(ctx, exc)
             if ctx.followers:  # nobody waits: no new event
                 ctx.notify()
             if self._metrics is not None:
@@ -444,6 +454,9 @@ class StreamManager:
                 raise
             last, view = run[-1]
             ctx.size = last + view.nbytes
+            if ctx.checksum is not None:
+                for _, written in run:
+                    ctx.checksum.add(written)
             run.clear()
 
         for view in views:
@@ -459,6 +472,8 @@ class StreamManager:
             else:
                 await self._write_in_thread(ctx, cache, offset, view, end)
                 ctx.size = end
+                if ctx.checksum is not None:
+                    ctx.checksum.add(view)
             offset = end
         if run:
             write_run()
@@ -734,12 +749,17 @@ class StreamManager:
         cache = _open_cache(ctx)
         record = attrs.evolve(SidecarRecord.of(ctx), durable_offset=target)
         started = time.perf_counter()
+        checksum = ctx.checksum
+        if checksum is not None:
+            checksum.mark()
         # One trip to a worker thread for both steps: with 1,000 live uploads the sync
         # round is 1,000 of them a second, and each trip costs the event loop.
         try:
             flush_error = await trio.to_thread.run_sync(
                 _flush_then_record, cache, ctx.sidecar_path, record
             )
+            if flush_error is None:
+                ctx.durable_offset = target
         except NoSpaceError:
             # The bytes are synced, only their record could not be written (a full disk):
             # the old record stands, durable_offset stays, and a later flush records it.
@@ -748,12 +768,14 @@ class StreamManager:
         except StorageError as exc:
             self._fail(ctx, exc)
             raise
+        finally:
+            if checksum is not None:
+                checksum.settle(ctx.durable_offset)
         if flush_error is not None:
             self._fail(ctx, flush_error)
             raise flush_error
         if self._metrics is not None:
             self._metrics.observe_fsync(time.perf_counter() - started)
-        ctx.durable_offset = target
         ctx.access_recorded = record.last_accessed_at
 
     async def _housekeep(self, interval: float) -> None:
@@ -810,6 +832,9 @@ class StreamManager:
                 ctx.access_recorded = record.last_accessed_at
 
     def _fail(self, ctx: StreamContext, exc: StorageError) -> None:
+        if ctx.checksum is not None:  # a restart resumes at the durable offset
+            ctx.checksum.invalidate()
+            ctx.drop_checksum()
         ctx.set_status(StreamStatus.ERROR, error=str(exc))
 
     # -- finalize and delete ---------------------------------------------------------------
@@ -886,6 +911,10 @@ class StreamManager:
                 ctx.access_recorded = record.last_accessed_at
                 ctx.writer = None  # nothing more to write
                 ctx.set_status(StreamStatus.READY)
+                ctx.drop_checksum()
+                # No sync: a leftover checksum file of a READY stream is removed at start.
+                with suppress(OSError):
+                    os.unlink(ctx.checksum_path)
         return ctx.info()
 
     async def delete(self, stream_id: str) -> None:
@@ -1046,12 +1075,14 @@ def _create_files(ctx: StreamContext, initial_size: int) -> None:
     cache = _open_cache(ctx)
     cache.create(initial_size)  # O_CREAT|O_EXCL|O_NOFOLLOW, inside the cache directory
     try:
+        ctx.checksum = open_checksum(ctx.checksum_path, create=True, base=0, end=0, crc=0)
         write_sidecar(ctx.sidecar_path, SidecarRecord.of(ctx))
     except BaseException:
         # The sidecar may be in place (only the directory sync failed): the create failed,
-        # so neither file may stay behind for the next start to find.
+        # so no file may stay behind for the next start to find.
         cache.close()
-        for path in (ctx.sidecar_path, ctx.data_path):
+        ctx.drop_checksum()
+        for path in (ctx.sidecar_path, ctx.checksum_path, ctx.data_path):
             with suppress(OSError):
                 os.unlink(path)
         raise
@@ -1110,6 +1141,8 @@ def _remove_files(ctx: StreamContext) -> StorageError | None:
         pass
     except OSError as exc:
         log.warning("stream %s: deleted, but removing its data failed: %s", ctx.stream_id, exc)
+    with suppress(OSError):  # a leftover is removed with the data file at the next start
+        os.unlink(ctx.checksum_path)
     try:
         fsync_directory(ctx.data_path)
     except StorageError as exc:

@@ -7,24 +7,30 @@ found                                       outcome
 ==========================================  ===============================================
 sidecar READY, data length == its size      READY, readable byte-identical
 sidecar READY, any other data length        ERROR (quarantined: files kept, not served)
-sidecar UPLOADING, data >= durable offset   UPLOADING at the durable offset; the data file
-                                            is cut back to it, so no unrecorded byte is
-                                            ever served or kept
+sidecar UPLOADING, data >= durable offset   UPLOADING at the end its checksum record
+                                            proves intact (``<id>.sum``, see
+                                            ``_checksums``), else at the durable offset;
+                                            the data file is cut back to that size, so no
+                                            unproven byte is ever served or kept
 sidecar UPLOADING, data < durable offset    ERROR (bytes that were made durable are gone)
 sidecar ERROR                               ERROR, as recorded
 sidecar unreadable, malformed, of another   ERROR (quarantined; the operator inspects it,
 version or naming another id                ``delete`` removes both files)
 sidecar without data file                   ERROR (quarantined)
-data file without sidecar                   removed: the sidecar is the commit record, so
-                                            this is a create or delete that never finished
+data file without sidecar                   removed (with its ``.sum``): the sidecar is the
+                                            commit record, so this is a create or delete
+                                            that never finished
+``<id>.sum`` of a READY stream              removed (a finalize that stopped just after
+                                            its commit)
 ``<id>.json.tmp``                           removed (an interrupted sidecar write)
 a symlink or non-regular file               never followed; ERROR for its stream
 any other name                              ignored, logged
 ==========================================  ===============================================
 
 Quarantine never rewrites the files, so the same verdict is reached at every start until
-the stream is deleted. Recovery checks lengths, not checksums: hashing every READY stream at
-start would make start-up time proportional to the cache size.
+the stream is deleted. A READY stream's length is checked, not its sha256: hashing every READY
+stream at start would make start-up time proportional to the cache size. Only an upload's
+bytes since its last commit but one are hashed, to keep them.
 """
 
 from __future__ import annotations
@@ -37,8 +43,16 @@ from pathlib import Path
 
 from ..cache import CacheFactory, CacheOptions, os_errors
 from ..errors import StorageError
+from ._checksums import open_checksum, verified_end
 from ._context import StreamContext, StreamStatus, legacy_generation
-from ._directory import DATA_SUFFIX, SIDECAR_SUFFIX, data_path, sidecar_path
+from ._directory import (
+    DATA_SUFFIX,
+    SIDECAR_SUFFIX,
+    SUM_SUFFIX,
+    checksum_path,
+    data_path,
+    sidecar_path,
+)
 from ._ids import is_valid_stream_id
 from ._sidecar import TMP_SUFFIX, SidecarError, SidecarRecord, read_sidecar
 
@@ -59,7 +73,7 @@ def recover_directory(
     for name in names:
         stem, dot, suffix = name.partition(".")
         if dot and is_valid_stream_id(stem):
-            if "." + suffix in (DATA_SUFFIX, SIDECAR_SUFFIX):
+            if "." + suffix in (DATA_SUFFIX, SIDECAR_SUFFIX, SUM_SUFFIX):
                 found[stem].add("." + suffix)
                 continue
             if "." + suffix == SIDECAR_SUFFIX + TMP_SUFFIX:
@@ -83,10 +97,12 @@ def _recover_one(
     options: CacheOptions,
 ) -> StreamContext | None:
     data, sidecar = data_path(directory, stream_id), sidecar_path(directory, stream_id)
+    sums = checksum_path(directory, stream_id)
     if SIDECAR_SUFFIX not in suffixes:
-        log.warning("stream %s: data file without sidecar (create or delete interrupted); "
-                    "removing it", stream_id)  # fmt: skip
+        log.warning("stream %s: files without sidecar (create or delete interrupted); "
+                    "removing them", stream_id)  # fmt: skip
         _remove(data)
+        _remove(sums)
         return None
     try:
         record = read_sidecar(sidecar)
@@ -114,16 +130,34 @@ def _recover_one(
         return _quarantine(directory, stream_id, record,
                            f"data file is {st.st_size} bytes, below the durable "
                            f"offset {durable}")  # fmt: skip
+    if record.status is StreamStatus.READY:
+        if SUM_SUFFIX in suffixes:
+            _remove(sums)
+        base, end, crc = durable, durable, 0
+    else:
+        try:
+            base, end, crc = verified_end(sums, data, durable)
+        except OSError as exc:
+            return _quarantine(directory, stream_id, record, f"data file: {exc.strerror}")
     cache = factory(data, options)
     try:
-        if st.st_size > durable:
-            _cut_back(data, durable)
+        if st.st_size > end:
+            _cut_back(data, end)
         cache.open()
+        if record.status is StreamStatus.UPLOADING:
+            checksum = open_checksum(sums, create=False, base=base, end=end, crc=crc)
     except StorageError as exc:
-        return _quarantine(directory, stream_id, record, f"cannot open data file: {exc}")
+        if cache.is_open:
+            cache.close()
+        return _quarantine(directory, stream_id, record, f"cannot open its files: {exc}")
     ctx = record.to_context(directory, cache)
     ctx.reserved = cache.size
-    log.info("stream %s: recovered %s at %d bytes", stream_id, record.status.value, durable)
+    if record.status is StreamStatus.UPLOADING:
+        ctx.size, ctx.checksum = end, checksum
+    kept = (
+        f" ({end - durable} bytes past the durable offset proven intact)" if end > durable else ""
+    )
+    log.info("stream %s: recovered %s at %d bytes%s", stream_id, record.status.value, end, kept)
     return ctx
 
 
@@ -160,8 +194,8 @@ def _quarantine(
 
 
 def _cut_back(path: Path, size: int) -> None:
-    """Truncate an upload to its durable offset: bytes past it were never recorded as
-    durable, so they may be torn and must not be served or resumed from.
+    """Truncate an upload to what is proven: bytes past its durable offset that its checksum
+    record does not cover may be torn and must not be served or resumed from.
 
     No fsync here: if the truncation is lost, the next recovery cuts back again, and the
     next durable offset recorded for the stream comes after a flush that syncs the file.

@@ -67,7 +67,7 @@ async def test_files_live_in_the_cache_directory_private(config: CacheConfig) ->
         await manager.create("s")
         await manager.flush("s")
     names = sorted(os.listdir(config.directory))
-    assert names == ["s.data", "s.json"]
+    assert names == ["s.data", "s.json", "s.sum"]
     assert os.stat(config.directory).st_mode & 0o777 == 0o700
     for name in names:
         assert os.stat(config.directory / name).st_mode & 0o077 == 0
@@ -279,7 +279,14 @@ async def test_quota_applies_to_create(configure: Callable[..., CacheConfig]) ->
         await manager.append("b", _pattern(24 * KiB))
         with pytest.raises(QuotaExceededError):
             await manager.create("c")
-        assert sorted(os.listdir(config.directory)) == ["a.data", "a.json", "b.data", "b.json"]
+        assert sorted(os.listdir(config.directory)) == [
+            "a.data",
+            "a.json",
+            "a.sum",
+            "b.data",
+            "b.json",
+            "b.sum",
+        ]
 
 
 async def test_wait_for_data_wakes_on_append_finalize_and_delete(config: CacheConfig) -> None:

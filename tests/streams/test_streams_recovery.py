@@ -88,11 +88,14 @@ def _write_then_kill_9(directory: Path, backend: str) -> None:
         proc.wait()
 
 
-async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_offset(
+async def test_kill_9_keeps_ready_streams_and_every_acknowledged_byte(
     config: CacheConfig, backend: str
 ) -> None:
+    """Regression test (issue 14, item 8): the bytes acknowledged past the durable offset
+    survive kill -9, shown intact by their checksum record (on main they were cut)."""
     _write_then_kill_9(config.directory, backend)
     durable = b"durable " * 1000
+    acked = durable + b"acknowledged but never flushed " * 1000
     async with open_stream_manager(config) as manager:
         done = manager.stat("done")
         assert done.status is StreamStatus.READY
@@ -101,15 +104,64 @@ async def test_kill_9_keeps_ready_streams_and_resumes_uploads_at_the_durable_off
         up = manager.stat("up")
         assert (up.status, up.size, up.durable_offset) == (
             StreamStatus.UPLOADING,
-            len(durable),
+            len(acked),
             len(durable),
         )
-        assert await manager.read("up", 0, 10**6) == durable  # nothing past the durable offset
-        assert os.stat(config.directory / "up.data").st_size == len(durable)  # cut back
+        assert await manager.read("up", 0, 10**6) == acked
+        assert os.stat(config.directory / "up.data").st_size == len(acked)  # reservation cut
         assert manager.stat("fresh").size == 0
-        await manager.append("up", b"resumed", expected_offset=len(durable))
-        await manager.finalize("up", expected_size=len(durable) + 7)
-        assert await manager.read("up", 0, 10**6) == durable + b"resumed"
+        await manager.append("up", b"resumed", expected_offset=len(acked))
+        await manager.finalize("up", expected_size=len(acked) + 7)
+        assert await manager.read("up", 0, 10**6) == acked + b"resumed"
+    assert not (config.directory / "up.sum").exists()
+
+
+def _flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+_DURABLE = len(b"durable " * 1000)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda d: (d / "up.sum").unlink(), id="checksum-missing"),
+        pytest.param(lambda d: _truncate(d / "up.sum", 0), id="checksum-empty"),
+        pytest.param(lambda d: _truncate(d / "up.sum", 20), id="checksum-short"),
+        pytest.param(lambda d: _flip(d / "up.sum", 9), id="checksum-torn"),
+        pytest.param(lambda d: _flip(d / "up.sum", 25), id="checksum-seal-torn"),
+        pytest.param(lambda d: _flip(d / "up.data", _DURABLE + 5000), id="data-torn"),
+        pytest.param(lambda d: _truncate(d / "up.data", _DURABLE + 100), id="data-short"),
+        pytest.param(
+            lambda d: (d / "up.data").write_bytes(
+                (d / "up.data").read_bytes()[:_DURABLE] + bytes(31_000)
+            ),
+            id="data-zeros",
+        ),
+    ],
+)
+async def test_bytes_past_the_durable_offset_not_proven_intact_are_cut(
+    config: CacheConfig, backend: str, tamper: object
+) -> None:
+    """What a power cut can leave: a missing, short or torn checksum record, or data torn,
+    missing or never written (zeros); the upload comes back at its durable offset, never
+    with a byte the client did not send."""
+    _write_then_kill_9(config.directory, backend)
+    tamper(config.directory)  # type: ignore[operator]
+    async with open_stream_manager(config) as manager:
+        up = manager.stat("up")
+        assert (up.status, up.size, up.durable_offset) == (
+            StreamStatus.UPLOADING,
+            _DURABLE,
+            _DURABLE,
+        )
+        assert await manager.read("up", 0, 10**6) == b"durable " * 1000
+        await manager.append("up", b"resumed", expected_offset=_DURABLE)  # and it goes on
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("up").size == _DURABLE + 7
 
 
 async def _make(config: CacheConfig, ready: bool = True) -> None:
@@ -183,7 +235,8 @@ async def test_untrustworthy_streams_are_quarantined(
         await manager.delete("victim")  # and deleting reclaims it
         with pytest.raises(StreamNotFoundError):
             manager.stat("victim")
-    assert sorted(os.listdir(config.directory)) == ["good.data", "good.json"]
+    kept = ["good.data", "good.json"] + ([] if ready else ["good.sum"])
+    assert sorted(os.listdir(config.directory)) == kept
 
 
 async def test_leftovers_are_removed_or_ignored(config: CacheConfig) -> None:
