@@ -214,6 +214,12 @@ class Client:
         self._upload_error: MmstreamError | None = None
         self._acked = 0
 
+    @property
+    def acknowledged(self) -> int:
+        """The size of the stream being uploaded as the server last acknowledged it (its
+        written offset): a crash of the server keeps at least this much (protocol.md §9)."""
+        return self._acked
+
     # ---------------------------------------------------------------- operations
 
     async def hello(self, token: str | None = None) -> HelloReply:
