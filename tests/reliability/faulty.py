@@ -81,6 +81,13 @@ class PowerModel:
         self.crashed = False
         #: Set by a test to drop the directory sync of sidecar writes (it must then fail).
         self.skip_sidecar_directory_sync = False
+        #: Set by a test: files with these suffixes keep their unsynced bytes through the
+        #: cut (the disk happened to write them back), e.g. ``(".sum",)``.
+        self.keep_unsynced: tuple[str, ...] = ()
+        #: Set by a test: ``(suffix, n)`` flips the nth byte from the first unsynced change
+        #: of each kept file with that suffix (a torn write; synced bytes are never torn).
+        self.tear: tuple[str, int] | None = None
+        self.kept: dict[str, bytes] = {}
         self._lock = threading.Lock()
         #: The durable directory (name -> inode) and the durable bytes of each inode.
         self.names: dict[str, int] = {}
@@ -97,6 +104,7 @@ class PowerModel:
             self.steps.append(what)
             if len(self.steps) == self.crash_at:
                 self.crashed = True
+                self.kept = self._unsynced_kept()  # nothing done after the cut reaches them
                 raise PowerCut(what)
 
     def synced_fd(self, fd: int) -> None:
@@ -117,10 +125,30 @@ class PowerModel:
 
     def cut(self) -> None:
         """Rebuild the directory as a power cut leaves it (call once the manager is gone)."""
+        kept = self.kept if self.crashed else self._unsynced_kept()
         for name in os.listdir(self.directory):
             os.unlink(self.directory / name)
         for name, inode in self.names.items():
-            (self.directory / name).write_bytes(self.contents.get(inode, b""))
+            synced = self.contents.get(inode, b"")
+            data = kept.get(name, synced)
+            tear = None
+            if self.tear is not None and name.endswith(self.tear[0]):
+                tear = _first_difference(data, synced) + self.tear[1]
+            if name in kept and tear is not None and len(data) > tear:
+                torn = bytearray(data)
+                torn[tear] ^= 0x40
+                data = bytes(torn)
+            (self.directory / name).write_bytes(data)
+
+    def _unsynced_kept(self) -> dict[str, bytes]:
+        """The files whose unsynced bytes the disk keeps, as they are now."""
+        if not self.keep_unsynced:
+            return {}
+        return {
+            entry.name: Path(entry.path).read_bytes()
+            for entry in os.scandir(self.directory)
+            if entry.name.endswith(self.keep_unsynced) and entry.is_file(follow_symlinks=False)
+        }
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -149,6 +177,13 @@ class PowerModel:
             return ModelledCache(base(path, options), self)
 
         return make
+
+
+def _first_difference(data: bytes, synced: bytes) -> int:
+    return next(
+        (i for i, (a, b) in enumerate(zip(data, synced, strict=False)) if a != b),
+        min(len(data), len(synced)),
+    )
 
 
 class OsProxy:

@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 
 from mmstream.cache import KiB
-from mmstream.config import ByteSize, CacheConfig
+from mmstream.config import ByteSize, CacheConfig, SyncPolicy
 from mmstream.errors import MmstreamError
 from mmstream.streams import StreamManager, StreamStatus
 
@@ -28,7 +28,7 @@ class Acked:
 
     #: Bytes sent, whether or not acknowledged (recovered bytes must be a prefix of these).
     sent: dict[str, bytearray] = attrs.Factory(dict)
-    #: The durable offset each stream's last successful append/flush acknowledged.
+    #: The durable offset each stream had after its last successful append/flush.
     durable: dict[str, int] = attrs.Factory(dict)
     #: Streams whose finalize returned, with their sha256.
     ready: dict[str, str] = attrs.Factory(dict)
@@ -62,13 +62,15 @@ SCRIPT: list[tuple[str, str, int]] = [
 ]
 
 
-def workload_config(directory: Path, backend: str) -> CacheConfig:
+def workload_config(
+    directory: Path, backend: str, sync_policy: SyncPolicy = "always"
+) -> CacheConfig:
     return CacheConfig(
         directory=directory,
         backend=backend,
         initial_size=ByteSize(16 * KiB),
         segment_size=ByteSize(1024 * KiB),
-        sync_policy="always",
+        sync_policy=sync_policy,
         sync_interval=3600.0,  # no background step: the step numbering is the script's
     )
 
@@ -92,7 +94,8 @@ async def run_script(
                 case "append":
                     data = chunk(sid, index, size)
                     acked.sent.setdefault(sid, bytearray()).extend(data)
-                    acked.durable[sid] = await manager.append(sid, data)
+                    await manager.append(sid, data)
+                    acked.durable[sid] = manager.stat(sid).durable_offset
                 case "flush":
                     acked.durable[sid] = (await manager.flush(sid)).durable_offset
                 case "finalize":
