@@ -175,6 +175,11 @@ class StreamContext:
     #: ``last_accessed_at`` as the sidecar last recorded it; reads only update memory and
     #: the housekeeping loop records the time now and then (LRU order survives a restart).
     access_recorded: float = attrs.field(default=0.0, init=False, repr=False)
+    #: ``(status, durable_offset)`` as the sidecar records them: while they differ from the
+    #: stream's, the journal carries its state (see ``_journal``).
+    recorded: tuple[StreamStatus, int] = attrs.field(
+        default=(StreamStatus.UPLOADING, 0), init=False, repr=False
+    )
     close_pending: bool = attrs.field(default=False, init=False, repr=False)
     deleted: bool = attrs.field(default=False, init=False, repr=False)
     #: The followers' reads at one size, ``(size, {(offset, length): data})``: followers at
@@ -205,6 +210,19 @@ class StreamContext:
             error=self.error,
             generation=self.generation,
         )
+
+    @property
+    def committed_status(self) -> StreamStatus:
+        """The status last made durable: an ERROR is kept in memory only, so a stream in
+        ERROR is on disk what it was before (READY once a finalize committed)."""
+        if self.status is not StreamStatus.ERROR:
+            return self.status
+        return StreamStatus.UPLOADING if self.finalized_at is None else StreamStatus.READY
+
+    @property
+    def sidecar_lags(self) -> bool:
+        """The sidecar records an older status or durable offset than the stream has."""
+        return self.recorded != (self.committed_status, self.durable_offset)
 
     @property
     def in_use(self) -> bool:

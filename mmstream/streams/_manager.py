@@ -69,11 +69,13 @@ from ..errors import (
 from ..metrics import Metrics
 from ..registry import BackendRegistry
 from ._checksums import open_checksum
+from ._commit import CommitStatistics, GroupCommit
 from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
 from ._directory import data_path, lock_cache_directory, prepare_cache_directory, sidecar_path
 from ._ids import check_stream_id
+from ._journal import JournalEntry, remove_journal, write_journal
 from ._recovery import recover_directory
-from ._sidecar import SidecarRecord, write_sidecar
+from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StreamManager", "open_stream_manager"]
 
@@ -87,6 +89,9 @@ INLINE_READ_LIMIT = 1 * MiB
 SHARED_READS = 16
 SHARED_READ_LIMIT = 256 * KiB
 HASH_CHUNK = 1 * MiB
+#: A finalize hashes up to this many bytes inline (a short clip: well under a millisecond),
+#: so finalizes arriving together reach the group commit together.
+INLINE_HASH_LIMIT = 256 * KiB
 #: Reservations are whole blocks, so the quota bounds the blocks the file system allocates.
 BLOCK = 4096
 #: A read updates ``last_accessed_at`` in memory only; the housekeeping loop records it in
@@ -127,6 +132,7 @@ class StreamManager:
         #: Streams whose files are being created: they hold a quota claim and their id.
         self._creating: dict[str, StreamContext] = {}
         self._closed = False
+        self._group: GroupCommit[_Commit] = GroupCommit(self._commit)
 
     @property
     def config(self) -> CacheConfig:
@@ -179,6 +185,10 @@ class StreamManager:
 
     def stat(self, stream_id: str, *, generation: str | None = None) -> StreamInfo:
         return self._get(stream_id, generation).info()
+
+    def commit_statistics(self) -> CommitStatistics:
+        """Group commits run so far, and the flushes and finalizes they carried."""
+        return self._group.statistics()
 
     def list(self) -> builtins.list[StreamInfo]:
         """Every stream, sorted by id."""
@@ -743,40 +753,50 @@ class StreamManager:
         """Flush and record the durable offset; the caller holds ``ctx.sync_lock``."""
         if ctx.status is StreamStatus.ERROR:
             raise StorageError(f"stream {ctx.stream_id} is in error: {ctx.error}")
-        target = ctx.size
-        if not ctx.status.writable or target == ctx.durable_offset:
+        if not ctx.status.writable or ctx.size == ctx.durable_offset:
             return  # READY streams were made durable by finalize
-        cache = _open_cache(ctx)
-        record = attrs.evolve(SidecarRecord.of(ctx), durable_offset=target)
+        request = self._commit_request(ctx)
         started = time.perf_counter()
-        checksum = ctx.checksum
-        if checksum is not None:
-            checksum.mark()
-        # One trip to a worker thread for both steps: with 1,000 live uploads the sync
-        # round is 1,000 of them a second, and each trip costs the event loop.
-        try:
-            flush_error = await trio.to_thread.run_sync(
-                _flush_then_record, cache, ctx.sidecar_path, record
-            )
-            if flush_error is None:
-                ctx.durable_offset = target
-        except NoSpaceError:
-            # The bytes are synced, only their record could not be written (a full disk):
-            # the old record stands, durable_offset stays, and a later flush records it.
-            # Nothing failed that a retry could turn into a false success.
-            raise
-        except StorageError as exc:
-            self._fail(ctx, exc)
-            raise
-        finally:
-            if checksum is not None:
-                checksum.settle(ctx.durable_offset)
-        if flush_error is not None:
-            self._fail(ctx, flush_error)
-            raise flush_error
+        await self._group.submit([request])
+        self._committed(request)
+        if request.error is not None:
+            raise request.error
         if self._metrics is not None:
             self._metrics.observe_fsync(time.perf_counter() - started)
-        ctx.access_recorded = record.last_accessed_at
+
+    def _commit_request(
+        self, ctx: StreamContext, ready: tuple[str, float] | None = None
+    ) -> _Commit:
+        """A flush (or, with ``ready``, a finalize) of everything written to ``ctx``; the
+        caller holds its sync lock until :meth:`_committed`."""
+        _open_cache(ctx)
+        if ctx.checksum is not None:
+            ctx.checksum.mark()
+        return _Commit(ctx=ctx, target=ctx.size, ready=ready)
+
+    def _committed(self, request: _Commit) -> None:
+        """After the commit: settle the checksum and put a stream whose flush failed in
+        ERROR (a full disk while writing the journal leaves it UPLOADING: its bytes are
+        synced, only their record is not, and a later commit records them)."""
+        ctx, error = request.ctx, request.error
+        if ctx.checksum is not None:
+            ctx.checksum.settle(ctx.durable_offset)
+        if error is None:
+            return
+        if request.data_failed or request.ready is not None or not isinstance(error, NoSpaceError):
+            self._fail(ctx, error)
+
+    async def _commit(self, batch: builtins.list[_Commit]) -> None:
+        """One group commit (see ``_commit``): flush or finalize the data of every request
+        in one worker-thread trip, then write the journal once with the state of every
+        stream whose sidecar lags, the requests' new state included."""
+        entries = {
+            sid: JournalEntry.of(ctx) for sid, ctx in self._streams.items() if ctx.sidecar_lags
+        }
+        await trio.to_thread.run_sync(_commit_files, self._directory, batch, entries)
+        for request in batch:
+            if request.error is None:
+                request.ctx.durable_offset = request.target
 
     async def _housekeep(self, interval: float) -> None:
         """Every ``sync_interval`` seconds: flush streams with unflushed bytes (``sync_policy
@@ -787,24 +807,69 @@ class StreamManager:
             await self.housekeep()
 
     async def housekeep(self) -> None:
-        """One round of :meth:`_housekeep` (public so tests and tools can run it at will)."""
+        """One round of :meth:`_housekeep` (public so tests and tools can run it at will):
+        the streams to flush go in one group commit, the finalized streams whose sidecars
+        lag get them in one worker trip."""
         now, ttl = time.monotonic(), self._config.upload_ttl
         sync = self._config.sync_policy == "interval"
+        flushes: builtins.list[StreamContext] = []
         async with trio.open_nursery() as nursery:
             for ctx in builtins.list(self._streams.values()):
                 if ctx.status.writable and ttl and now - ctx.idle_since > ttl:
                     nursery.start_soon(self._expire, ctx)
                 elif sync and ctx.status.writable and ctx.size > ctx.durable_offset:
-                    nursery.start_soon(self._sync_quietly, ctx)
+                    flushes.append(ctx)
                 elif ctx.last_accessed_at - ctx.access_recorded > ACCESS_RECORD_INTERVAL:
                     nursery.start_soon(self._record_access, ctx)
+            nursery.start_soon(self._sync_round, flushes)
+            nursery.start_soon(self._record_sidecars, (StreamStatus.READY,))
 
-    async def _sync_quietly(self, ctx: StreamContext) -> None:
-        async with ctx.sync_lock:
-            if self._closed or ctx.deleted:
+    async def _sync_round(self, streams: builtins.list[StreamContext]) -> None:
+        """Flush ``streams`` in one group commit; a stream whose flush is already under way
+        (its sync lock held) is left to it. Failures are logged by the move to ERROR."""
+        held = [ctx for ctx in streams if _try_lock(ctx.sync_lock)]
+        try:
+            requests = [
+                self._commit_request(ctx)
+                for ctx in held
+                if not self._closed and not ctx.deleted and ctx.status.writable
+            ]
+            if requests:
+                started = time.perf_counter()
+                await self._group.submit(requests)
+                for request in requests:
+                    self._committed(request)
+                if self._metrics is not None:
+                    self._metrics.observe_fsync(time.perf_counter() - started)
+            else:
+                await trio.lowlevel.checkpoint()
+        finally:
+            for ctx in held:
+                ctx.sync_lock.release()
+
+    async def _record_sidecars(self, statuses: tuple[StreamStatus, ...]) -> None:
+        """Rewrite the lagging sidecars of streams in ``statuses`` (one worker trip, one
+        directory sync): the finalized streams that only the journal records as READY,
+        during a round; every stream, at shutdown. They leave the journal at its next
+        write."""
+        held = [
+            ctx
+            for ctx in builtins.list(self._streams.values())
+            if ctx.status in statuses and ctx.sidecar_lags and _try_lock(ctx.sync_lock)
+        ]
+        try:
+            records = [(ctx.sidecar_path, SidecarRecord.of(ctx)) for ctx in held if not ctx.deleted]
+            try:
+                await trio.to_thread.run_sync(write_sidecars, records)
+            except StorageError as exc:  # the journal still records them: nothing is lost
+                log.warning("recording finalized streams in their sidecars failed: %s", exc)
                 return
-            with suppress(StorageError):  # the stream is in ERROR and the failure logged
-                await self._flush_locked(ctx)
+            for ctx, (_, record) in zip(held, records, strict=False):
+                ctx.recorded = (record.status, record.durable_offset)
+                ctx.access_recorded = record.last_accessed_at
+        finally:
+            for ctx in held:
+                ctx.sync_lock.release()
 
     async def _expire(self, ctx: StreamContext) -> None:
         """Remove an abandoned upload (unless an append holds it right now). Followers get
@@ -830,6 +895,7 @@ class StreamManager:
                             ctx.stream_id, exc)  # fmt: skip
             else:
                 ctx.access_recorded = record.last_accessed_at
+                ctx.recorded = (record.status, record.durable_offset)
 
     def _fail(self, ctx: StreamContext, exc: StorageError) -> None:
         if ctx.checksum is not None:  # a restart resumes at the durable offset
@@ -869,7 +935,10 @@ class StreamManager:
                 )
             cache = _open_cache(ctx)
             try:
-                digest = await trio.to_thread.run_sync(_sha256_of, cache, size)
+                if size <= INLINE_HASH_LIMIT:
+                    digest = _sha256_of(cache, size)
+                else:
+                    digest = await trio.to_thread.run_sync(_sha256_of, cache, size)
             except StorageError as exc:
                 self._fail(ctx, exc)
                 raise
@@ -880,35 +949,25 @@ class StreamManager:
                 )
             # A WAV recorded to a pipe carries placeholder sizes: fix them now that the size
             # is final (after checking what the client sent; the new digest is what is stored).
-            try:
-                digest = await trio.to_thread.run_sync(
-                    _repair_audio_header, cache, ctx.info(), digest
-                )
-            except StorageError as exc:
-                self._fail(ctx, exc)
-                raise
-            async with ctx.sync_lock:
-                now = time.time()
-                record = attrs.evolve(
-                    SidecarRecord.of(ctx),
-                    status=StreamStatus.READY,
-                    durable_offset=size,
-                    finalized_at=now,
-                    sha256=digest,
-                )
+            if is_wav_content_type(ctx.content_type):
                 try:
-                    # Shielded: once the backend is finalized the record must follow, or
-                    # memory (UPLOADING) and disk (truncated, unmapped) would disagree.
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(cache.finalize, size)
-                        await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+                    digest = await trio.to_thread.run_sync(
+                        _repair_audio_header, cache, ctx.info(), digest
+                    )
                 except StorageError as exc:
                     self._fail(ctx, exc)
                     raise
-                finally:
-                    ctx.reserved = cache.size
-                ctx.durable_offset, ctx.finalized_at, ctx.sha256 = size, now, digest
-                ctx.access_recorded = record.last_accessed_at
+            async with ctx.sync_lock:
+                now = time.time()
+                # The group commit is shielded: once the backend is finalized the record
+                # must follow, or memory (UPLOADING) and disk (truncated) would disagree.
+                request = self._commit_request(ctx, ready=(digest, now))
+                await self._group.submit([request])
+                ctx.reserved = cache.size
+                self._committed(request)
+                if request.error is not None:
+                    raise request.error
+                ctx.finalized_at, ctx.sha256 = now, digest
                 ctx.writer = None  # nothing more to write
                 ctx.set_status(StreamStatus.READY)
                 ctx.drop_checksum()
@@ -988,6 +1047,12 @@ class StreamManager:
         async with trio.open_nursery() as nursery:
             for ctx in streams:
                 nursery.start_soon(self._close_stream, ctx)
+        await self._record_sidecars((StreamStatus.UPLOADING, StreamStatus.READY))
+        if not any(ctx.sidecar_lags for ctx in streams):
+            with suppress(StorageError):  # a journal left behind only repeats the sidecars
+                await trio.to_thread.run_sync(remove_journal, self._directory)
+        for ctx in streams:
+            ctx.close_when_idle()
 
     async def _close_stream(self, ctx: StreamContext) -> None:
         async with ctx.write_lock:
@@ -997,20 +1062,65 @@ class StreamManager:
                         await self._flush_locked(ctx)
             if not ctx.deleted and ctx.last_accessed_at != ctx.access_recorded:
                 await self._record_access(ctx)
-            ctx.close_when_idle()
 
 
-def _flush_then_record(
-    cache: MemoryMappedCache, path: Path, record: SidecarRecord
-) -> StorageError | None:
-    """Flush, then write the sidecar that records the flushed size (blocking). Returns the
-    flush's failure (nothing is recorded then); the sidecar's failure is raised."""
+@attrs.define(eq=False)
+class _Commit:
+    """One stream's part of a group commit: flush (or finalize) it up to ``target``."""
+
+    ctx: StreamContext
+    target: int
+    #: A finalize: the sha256 and time to record with READY.
+    ready: tuple[str, float] | None = None
+    #: Why it was not committed; the default holds until the commit says otherwise.
+    error: StorageError | None = attrs.field(factory=lambda: StorageError("the commit did not run"))
+    #: The data's flush failed (never retried into a success), not the journal's write.
+    data_failed: bool = False
+
+    def entry(self) -> JournalEntry:
+        entry = attrs.evolve(JournalEntry.of(self.ctx), durable_offset=self.target)
+        if self.ready is None:
+            return entry
+        digest, now = self.ready
+        return attrs.evolve(entry, status=StreamStatus.READY, sha256=digest, finalized_at=now)
+
+
+def _commit_files(
+    directory: Path, batch: Sequence[_Commit], entries: dict[str, JournalEntry]
+) -> None:
+    """A group commit's blocking part: the data of every request, then the journal once.
+    Sets each request's ``error`` (None: committed)."""
+    synced = []
+    for request in batch:
+        cache = _open_cache(request.ctx)
+        try:
+            if request.ready is not None:
+                cache.finalize(request.target)
+            else:
+                cache.flush()
+        except StorageError as exc:
+            request.error, request.data_failed = exc, True
+            continue
+        entries[request.ctx.stream_id] = request.entry()
+        synced.append(request)
+    if not synced:
+        return
     try:
-        cache.flush()
+        write_journal(directory, entries)
     except StorageError as exc:
-        return exc
-    write_sidecar(path, record)
-    return None
+        for request in synced:
+            request.error = exc
+        return
+    for request in synced:
+        request.error = None
+
+
+def _try_lock(lock: trio.Lock) -> bool:
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        return False
+    return True
 
 
 @asynccontextmanager

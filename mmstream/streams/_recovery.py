@@ -22,7 +22,11 @@ data file without sidecar                   removed (with its ``.sum``): the sid
                                             that never finished
 ``<id>.sum`` of a READY stream              removed (a finalize that stopped just after
                                             its commit)
-``<id>.json.tmp``                           removed (an interrupted sidecar write)
+``<id>.json.tmp``, ``mmstream.journal.tmp``  removed (an interrupted sidecar or journal
+                                            write)
+an entry in ``mmstream.journal``            applied over an UPLOADING sidecar of the same
+                                            incarnation (``created_at``): its durable
+                                            offset, or READY with its sha256
 a symlink or non-regular file               never followed; ERROR for its stream
 any other name                              ignored, logged
 ==========================================  ===============================================
@@ -41,6 +45,8 @@ import stat
 from collections import defaultdict
 from pathlib import Path
 
+import attrs
+
 from ..cache import CacheFactory, CacheOptions, os_errors
 from ..errors import StorageError
 from ._checksums import open_checksum, verified_end
@@ -54,6 +60,7 @@ from ._directory import (
     sidecar_path,
 )
 from ._ids import is_valid_stream_id
+from ._journal import JOURNAL_NAME, JournalEntry, read_journal
 from ._sidecar import TMP_SUFFIX, SidecarError, SidecarRecord, read_sidecar
 
 __all__ = ["recover_directory"]
@@ -70,7 +77,14 @@ def recover_directory(
     found: defaultdict[str, set[str]] = defaultdict(set)
     with os_errors("listing cache directory", directory), os.scandir(directory) as entries:
         names = [entry.name for entry in entries]
+    journal = read_journal(directory) if JOURNAL_NAME in names else {}
     for name in names:
+        if name == JOURNAL_NAME:
+            continue
+        if name == JOURNAL_NAME + TMP_SUFFIX:
+            log.warning("removing %s: an interrupted journal write", name)
+            _remove(directory / name)
+            continue
         stem, dot, suffix = name.partition(".")
         if dot and is_valid_stream_id(stem):
             if "." + suffix in (DATA_SUFFIX, SIDECAR_SUFFIX, SUM_SUFFIX):
@@ -83,7 +97,8 @@ def recover_directory(
         log.warning("ignoring %s in the cache directory: not a stream file", name)
     streams = []
     for stream_id in sorted(found):
-        ctx = _recover_one(directory, stream_id, found[stream_id], factory, options)
+        entry = journal.get(stream_id)
+        ctx = _recover_one(directory, stream_id, found[stream_id], entry, factory, options)
         if ctx is not None:
             streams.append(ctx)
     return streams
@@ -93,6 +108,7 @@ def _recover_one(
     directory: Path,
     stream_id: str,
     suffixes: set[str],
+    entry: JournalEntry | None,
     factory: CacheFactory,
     options: CacheOptions,
 ) -> StreamContext | None:
@@ -114,6 +130,19 @@ def _recover_one(
         return _quarantine(directory, stream_id, None, "sidecar names another stream")
     if record.status is StreamStatus.ERROR:
         return _quarantine(directory, stream_id, record, record.error or "recorded as error")
+    recorded = (record.status, record.durable_offset)
+    if (
+        entry is not None
+        and entry.created_at == record.created_at
+        and record.status is StreamStatus.UPLOADING
+    ):
+        record = attrs.evolve(
+            record,
+            status=entry.status,
+            durable_offset=max(entry.durable_offset, record.durable_offset),
+            sha256=entry.sha256,
+            finalized_at=entry.finalized_at,
+        )
     if DATA_SUFFIX not in suffixes:
         return _quarantine(directory, stream_id, record, "data file missing")
     try:
@@ -152,6 +181,7 @@ def _recover_one(
         return _quarantine(directory, stream_id, record, f"cannot open its files: {exc}")
     ctx = record.to_context(directory, cache)
     ctx.reserved = cache.size
+    ctx.recorded = recorded  # what the sidecar says: the journal keeps the rest until then
     if record.status is StreamStatus.UPLOADING:
         ctx.size, ctx.checksum = end, checksum
     kept = (

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,9 @@ __all__ = [
     "SidecarError",
     "SidecarRecord",
     "read_sidecar",
+    "write_atomically",
     "write_sidecar",
+    "write_sidecars",
 ]
 
 SIDECAR_FORMAT = "mmstream-sidecar"
@@ -131,6 +133,7 @@ class SidecarRecord:
             generation=self.generation,
         )
         ctx.access_recorded = self.last_accessed_at
+        ctx.recorded = (self.status, self.durable_offset)
         return ctx
 
     def encode(self) -> bytes:
@@ -169,7 +172,20 @@ def _upgrade(data: dict[str, Any], version: int) -> None:
 
 def write_sidecar(path: Path, record: SidecarRecord) -> None:
     """Atomically replace ``path`` with ``record`` (blocking: call it in a worker thread)."""
-    payload = record.encode()
+    write_atomically(path, record.encode())
+
+
+def write_sidecars(records: Sequence[tuple[Path, SidecarRecord]]) -> None:
+    """:func:`write_sidecar` for many, with one directory sync for them all (blocking)."""
+    for path, record in records:
+        write_atomically(path, record.encode(), sync_directory=False)
+    if records:
+        fsync_directory(records[0][0])
+
+
+def write_atomically(path: Path, payload: bytes, *, sync_directory: bool = True) -> None:
+    """Replace ``path`` with ``payload``: a temporary file written and fsynced, renamed over
+    it, and the directory fsynced (unless the caller syncs it once for several files)."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     with os_errors("writing", tmp):
         try:
@@ -189,7 +205,8 @@ def write_sidecar(path: Path, record: SidecarRecord) -> None:
         except BaseException:
             _unlink_quietly(tmp)
             raise
-    fsync_directory(path)
+    if sync_directory:
+        fsync_directory(path)
 
 
 def read_sidecar(path: Path) -> SidecarRecord:

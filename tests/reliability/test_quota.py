@@ -240,8 +240,8 @@ async def test_idle_uploads_expire(
         assert names == {"busy", "done"}
         assert manager.stat("busy").status is StreamStatus.UPLOADING
         assert follower_saw == [StreamNotFoundError]
-    assert sorted(os.listdir(config.directory)) == ["busy.data", "busy.json", "done.data",
-                                                    "done.json"]  # fmt: skip
+    assert sorted(os.listdir(config.directory)) == ["busy.data", "busy.json", "busy.sum",
+                                                    "done.data", "done.json"]  # fmt: skip
     figure(
         "5. Quota",
         f"{backend} backend: upload_ttl 0.3 s; one upload idle, one writing every 20 ms, "

@@ -1,0 +1,138 @@
+"""The journal ``mmstream.journal``: one metadata commit for many streams.
+
+A sidecar write costs two fsyncs (the file and its directory). Recording each durable
+offset in its own sidecar made a durability round with 1,000 live uploads 3,000 fsyncs, and
+a burst of finalizes one sidecar commit each. The journal holds, for every stream whose
+sidecar lags behind its committed state, that state (status, durable offset, and for a
+finalized stream its sha256 and time): a group commit flushes the data of all the streams it
+carries (one trip to a worker thread), then writes the journal once (a temporary file,
+fsync, rename, directory fsync), so a round or a burst of finalizes is one metadata commit.
+
+Recovery reads the journal and applies an entry over the stream's sidecar when both belong
+to the same incarnation (same ``created_at``: a stream deleted and created again under the
+same id is another stream). An entry is written only after the data it declares durable was
+flushed, so recovery is never ahead of the data. A finalized stream's sidecar is rewritten
+later, off the finalize path (batched, one directory sync), after which it drops out of the
+journal; an upload stays in it until it is finalized or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+from attrs import validators as v
+
+from ..cache import fsync_directory, os_errors
+from ._context import StreamContext, StreamStatus
+from ._sidecar import _offset, _opt_float, _opt_str, write_atomically
+
+__all__ = ["JOURNAL_NAME", "JournalEntry", "read_journal", "remove_journal", "write_journal"]
+
+log = logging.getLogger("mmstream.streams")
+
+#: Not a stream file name: recovery knows it (and its ``.tmp``) by name.
+JOURNAL_NAME = "mmstream.journal"
+JOURNAL_FORMAT = "mmstream-journal"
+JOURNAL_VERSION = 1
+#: An entry is about 200 bytes: room for 100,000 streams.
+MAX_JOURNAL_BYTES = 100_000 * 256
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@attrs.frozen
+class JournalEntry:
+    """A stream's committed state where its sidecar may lag."""
+
+    created_at: float = attrs.field(validator=v.instance_of((int, float)))
+    status: StreamStatus = attrs.field(
+        validator=v.in_((StreamStatus.UPLOADING, StreamStatus.READY))
+    )
+    durable_offset: int = attrs.field(validator=_offset)
+    sha256: str | None = attrs.field(default=None, validator=_opt_str)
+    finalized_at: float | None = attrs.field(default=None, validator=_opt_float)
+
+    @classmethod
+    def of(cls, ctx: StreamContext) -> JournalEntry:
+        return cls(
+            created_at=ctx.created_at,
+            status=ctx.committed_status,
+            durable_offset=ctx.durable_offset,
+            sha256=ctx.sha256,
+            finalized_at=ctx.finalized_at,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        data = attrs.asdict(self)
+        data["status"] = self.status.value
+        return data
+
+
+def write_journal(directory: Path, entries: Mapping[str, JournalEntry]) -> None:
+    """Replace the journal with ``entries`` (blocking: call it in a worker thread)."""
+    payload = {
+        "format": JOURNAL_FORMAT,
+        "version": JOURNAL_VERSION,
+        "streams": {sid: entry.to_json() for sid, entry in sorted(entries.items())},
+    }
+    write_atomically(directory / JOURNAL_NAME, json.dumps(payload).encode() + b"\n")
+
+
+def remove_journal(directory: Path) -> None:
+    """Remove the journal once every sidecar is current (a clean shutdown; blocking)."""
+    path = directory / JOURNAL_NAME
+    with os_errors("removing", path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+    fsync_directory(path)
+
+
+def read_journal(directory: Path) -> dict[str, JournalEntry]:
+    """The journal's entries; none if there is no journal. One that cannot be trusted is
+    logged and ignored: the sidecars alone are then what recovery has (blocking)."""
+    path = directory / JOURNAL_NAME
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.error("cannot read %s: %s; using the sidecars alone", path, exc.strerror)
+        return {}
+    try:
+        raw = os.read(fd, MAX_JOURNAL_BYTES + 1)
+        while len(raw) <= MAX_JOURNAL_BYTES and (more := os.read(fd, MAX_JOURNAL_BYTES)):
+            raw += more
+    finally:
+        os.close(fd)
+    try:
+        return _decode(raw)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        log.error("%s is malformed (%s); using the sidecars alone", path, exc)
+        return {}
+
+
+def _decode(raw: bytes) -> dict[str, JournalEntry]:
+    if len(raw) > MAX_JOURNAL_BYTES:
+        raise ValueError(f"larger than {MAX_JOURNAL_BYTES} bytes")
+    data = json.loads(raw)
+    if not isinstance(data, dict) or data.get("format") != JOURNAL_FORMAT:
+        raise ValueError("not an mmstream journal")
+    if data.get("version") != JOURNAL_VERSION:
+        raise ValueError(f"version {data.get('version')!r} is not {JOURNAL_VERSION}")
+    streams = data["streams"]
+    if not isinstance(streams, dict):
+        raise ValueError("streams is not an object")
+    entries = {}
+    for sid, item in streams.items():
+        if not isinstance(item, dict):
+            raise ValueError(f"entry {sid!r} is not an object")
+        fields = dict(item)
+        fields["status"] = StreamStatus(fields["status"])
+        entries[str(sid)] = JournalEntry(**fields)
+    return entries
