@@ -31,7 +31,14 @@ from ..cache import fsync_directory, os_errors
 from ._context import StreamContext, StreamStatus
 from ._sidecar import _offset, _opt_float, _opt_str, write_atomically
 
-__all__ = ["JOURNAL_NAME", "JournalEntry", "read_journal", "remove_journal", "write_journal"]
+__all__ = [
+    "JOURNAL_NAME",
+    "JournalEntry",
+    "entry_of",
+    "read_journal",
+    "remove_journal",
+    "write_journal",
+]
 
 log = logging.getLogger("mmstream.streams")
 
@@ -46,7 +53,7 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 @attrs.frozen
 class JournalEntry:
-    """A stream's committed state where its sidecar may lag."""
+    """A stream's committed state where its sidecar may lag, as recovery reads it."""
 
     created_at: float = attrs.field(validator=v.instance_of((int, float)))
     status: StreamStatus = attrs.field(
@@ -56,29 +63,31 @@ class JournalEntry:
     sha256: str | None = attrs.field(default=None, validator=_opt_str)
     finalized_at: float | None = attrs.field(default=None, validator=_opt_float)
 
-    @classmethod
-    def of(cls, ctx: StreamContext) -> JournalEntry:
-        return cls(
-            created_at=ctx.created_at,
-            status=ctx.committed_status,
-            durable_offset=ctx.durable_offset,
-            sha256=ctx.sha256,
-            finalized_at=ctx.finalized_at,
-        )
 
-    def to_json(self) -> dict[str, object]:
-        data = attrs.asdict(self)
-        data["status"] = self.status.value
-        return data
-
-
-def write_journal(directory: Path, entries: Mapping[str, JournalEntry]) -> None:
-    """Replace the journal with ``entries`` (blocking: call it in a worker thread)."""
-    payload = {
-        "format": JOURNAL_FORMAT,
-        "version": JOURNAL_VERSION,
-        "streams": {sid: entry.to_json() for sid, entry in sorted(entries.items())},
+def entry_of(
+    ctx: StreamContext, *, durable_offset: int | None = None, ready: tuple[str, float] | None = None
+) -> dict[str, object]:
+    """``ctx``'s committed state as a journal entry (JSON-ready, unvalidated: built on the
+    event loop for every lagging stream at every commit, so it must be cheap); with
+    ``durable_offset``, the state a flush to there commits; with ``ready`` (sha256, time),
+    the state a finalize commits."""
+    status, sha256, finalized_at = ctx.committed_status, ctx.sha256, ctx.finalized_at
+    if ready is not None:
+        status = StreamStatus.READY
+        sha256, finalized_at = ready
+    return {
+        "created_at": ctx.created_at,
+        "status": status.value,
+        "durable_offset": ctx.durable_offset if durable_offset is None else durable_offset,
+        "sha256": sha256,
+        "finalized_at": finalized_at,
     }
+
+
+def write_journal(directory: Path, entries: Mapping[str, Mapping[str, object]]) -> None:
+    """Replace the journal with ``entries`` (from :func:`entry_of`; blocking: call it in
+    a worker thread)."""
+    payload = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "streams": entries}
     write_atomically(directory / JOURNAL_NAME, json.dumps(payload).encode() + b"\n")
 
 

@@ -73,7 +73,7 @@ from ._commit import CommitStatistics, GroupCommit
 from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
 from ._directory import data_path, lock_cache_directory, prepare_cache_directory, sidecar_path
 from ._ids import check_stream_id
-from ._journal import JournalEntry, remove_journal, write_journal
+from ._journal import entry_of, remove_journal, write_journal
 from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
 
@@ -92,6 +92,8 @@ HASH_CHUNK = 1 * MiB
 #: A finalize hashes up to this many bytes inline (a short clip: well under a millisecond),
 #: so finalizes arriving together reach the group commit together.
 INLINE_HASH_LIMIT = 256 * KiB
+#: A group commit flushes its streams' data in up to this many worker threads at once.
+FLUSH_THREADS = 8
 #: Reservations are whole blocks, so the quota bounds the blocks the file system allocates.
 BLOCK = 4096
 #: A read updates ``last_accessed_at`` in memory only; the housekeeping loop records it in
@@ -787,16 +789,31 @@ class StreamManager:
             self._fail(ctx, error)
 
     async def _commit(self, batch: builtins.list[_Commit]) -> None:
-        """One group commit (see ``_commit``): flush or finalize the data of every request
-        in one worker-thread trip, then write the journal once with the state of every
-        stream whose sidecar lags, the requests' new state included."""
-        entries = {
-            sid: JournalEntry.of(ctx) for sid, ctx in self._streams.items() if ctx.sidecar_lags
-        }
-        await trio.to_thread.run_sync(_commit_files, self._directory, batch, entries)
-        for request in batch:
-            if request.error is None:
-                request.ctx.durable_offset = request.target
+        """One group commit (see ``_commit``): flush or finalize the data of every request,
+        spread over up to :data:`FLUSH_THREADS` worker threads (the file system joins
+        concurrent syncs into one transaction; one thread syncing 1,000 files in turn waits
+        for 1,000), then write the journal once with the state of every stream whose
+        sidecar lags, the requests' new state included."""
+        entries = {sid: entry_of(ctx) for sid, ctx in self._streams.items() if ctx.sidecar_lags}
+        share = -(-len(batch) // FLUSH_THREADS)
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(batch), share):
+                nursery.start_soon(
+                    trio.to_thread.run_sync, _sync_data, batch[start : start + share]
+                )
+        synced = [request for request in batch if not request.data_failed]
+        for request in synced:
+            entries[request.ctx.stream_id] = request.entry()
+        if synced:
+            try:
+                await trio.to_thread.run_sync(write_journal, self._directory, entries)
+            except StorageError as exc:
+                for request in synced:
+                    request.error = exc
+                return
+        for request in synced:
+            request.error = None
+            request.ctx.durable_offset = request.target
 
     async def _housekeep(self, interval: float) -> None:
         """Every ``sync_interval`` seconds: flush streams with unflushed bytes (``sync_policy
@@ -1077,21 +1094,13 @@ class _Commit:
     #: The data's flush failed (never retried into a success), not the journal's write.
     data_failed: bool = False
 
-    def entry(self) -> JournalEntry:
-        entry = attrs.evolve(JournalEntry.of(self.ctx), durable_offset=self.target)
-        if self.ready is None:
-            return entry
-        digest, now = self.ready
-        return attrs.evolve(entry, status=StreamStatus.READY, sha256=digest, finalized_at=now)
+    def entry(self) -> dict[str, object]:
+        return entry_of(self.ctx, durable_offset=self.target, ready=self.ready)
 
 
-def _commit_files(
-    directory: Path, batch: Sequence[_Commit], entries: dict[str, JournalEntry]
-) -> None:
-    """A group commit's blocking part: the data of every request, then the journal once.
-    Sets each request's ``error`` (None: committed)."""
-    synced = []
-    for request in batch:
+def _sync_data(requests: Sequence[_Commit]) -> None:
+    """Flush (or finalize) each request's data (blocking); a failure marks the request."""
+    for request in requests:
         cache = _open_cache(request.ctx)
         try:
             if request.ready is not None:
@@ -1100,19 +1109,6 @@ def _commit_files(
                 cache.flush()
         except StorageError as exc:
             request.error, request.data_failed = exc, True
-            continue
-        entries[request.ctx.stream_id] = request.entry()
-        synced.append(request)
-    if not synced:
-        return
-    try:
-        write_journal(directory, entries)
-    except StorageError as exc:
-        for request in synced:
-            request.error = exc
-        return
-    for request in synced:
-        request.error = None
 
 
 def _try_lock(lock: trio.Lock) -> bool:
