@@ -811,9 +811,15 @@ class StreamManager:
                 for request in synced:
                     request.error = exc
                 return
+        # The new state goes into memory before any other task runs: the next commit's
+        # journal is built from it and must not take a READY stream for an upload.
         for request in synced:
             request.error = None
-            request.ctx.durable_offset = request.target
+            ctx = request.ctx
+            ctx.durable_offset = request.target
+            if request.ready is not None:
+                ctx.sha256, ctx.finalized_at = request.ready
+                ctx.set_status(StreamStatus.READY)
 
     async def _housekeep(self, interval: float) -> None:
         """Every ``sync_interval`` seconds: flush streams with unflushed bytes (``sync_policy
@@ -875,7 +881,7 @@ class StreamManager:
             if ctx.status in statuses and ctx.sidecar_lags and _try_lock(ctx.sync_lock)
         ]
         try:
-            records = [(ctx.sidecar_path, SidecarRecord.of(ctx)) for ctx in held if not ctx.deleted]
+            records = [(ctx.sidecar_path, SidecarRecord.of(ctx)) for ctx in held]
             try:
                 await trio.to_thread.run_sync(write_sidecars, records)
             except StorageError as exc:  # the journal still records them: nothing is lost
@@ -984,9 +990,7 @@ class StreamManager:
                 self._committed(request)
                 if request.error is not None:
                     raise request.error
-                ctx.finalized_at, ctx.sha256 = now, digest
                 ctx.writer = None  # nothing more to write
-                ctx.set_status(StreamStatus.READY)
                 ctx.drop_checksum()
                 # No sync: a leftover checksum file of a READY stream is removed at start.
                 with suppress(OSError):

@@ -137,7 +137,10 @@ async def crash_lane(
     await trio.Path(directory).mkdir()
     cache, log, config = directory / "cache", directory / "server.log", directory / "c.toml"
     await trio.Path(config).write_text(
-        f"[cache]\nsync_interval = {sync_interval}\n[server]\nack_interval = 0.01\n"
+        # Small reservations: the last round resumes every unfinished upload at once, and
+        # 64 MiB each would fill the 8 GiB quota (evictions and refusals, not crashes).
+        f'[cache]\nsync_interval = {sync_interval}\ninitial_size = "256 KiB"\n'
+        "[server]\nack_interval = 0.01\n"
     )
     items: dict[str, Upload] = {}
     sizes = 0

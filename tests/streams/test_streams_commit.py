@@ -56,6 +56,31 @@ async def test_concurrent_finalizes_share_one_commit(
                 assert info.sha256 == hashlib.sha256(_clip(n)).hexdigest()
 
 
+async def test_finalizes_committed_one_batch_after_another_all_survive_a_crash(
+    configure: Callable[..., CacheConfig], tmp_path: Path
+) -> None:
+    """Clips hashed inline commit first; larger ones, hashed in worker threads, arrive
+    while that commit runs and form the next batch, whose journal must still hold the
+    first batch's streams as READY (it once took them for uploads: their tasks had not
+    resumed yet)."""
+    config = configure(sync_policy="finalize", sync_interval=3600.0)
+    sizes = {f"s{n}": (CLIP if n % 2 else 300 * KiB) for n in range(16)}
+    async with open_stream_manager(config) as manager:
+        for sid, size in sizes.items():
+            await manager.create(sid)
+            await manager.append(sid, bytes(size))
+        before = manager.commit_statistics()
+        async with trio.open_nursery() as nursery:
+            for sid in sizes:
+                nursery.start_soon(manager.finalize, sid)
+        assert manager.commit_statistics().commits - before.commits >= 2
+        crashed = _crash_copy(config, tmp_path)
+    async with open_stream_manager(crashed) as manager:
+        for sid, size in sizes.items():
+            info = manager.stat(sid)
+            assert (info.status, info.size) == (StreamStatus.READY, size), sid
+
+
 async def test_a_durability_round_is_one_commit(
     configure: Callable[..., CacheConfig], tmp_path: Path
 ) -> None:
