@@ -69,11 +69,16 @@ async def start_server(cache: Path, log: Path, config: Path) -> tuple[trio.Proce
             await trio.sleep(0.02)
 
 
+#: Uploads at once per server: the last round resumes every unfinished one, which must stay
+#: under the server's connections-per-address cap (256).
+CONNECTIONS = trio.CapacityLimiter(100)
+
+
 async def upload(url: str, sid: str, item: Upload, rng: random.Random) -> None:
     """Create (or resume) and finalize; a dead server ends the attempt quietly."""
     client: Client | None = None
     try:
-        async with connect(url) as client:
+        async with CONNECTIONS, connect(url) as client:
             stat = await client.upload(sid, chunks(item.data, rng), resume=True, chunk_size=CHUNK)
     except (MmstreamError, OSError):
         if client is not None:
