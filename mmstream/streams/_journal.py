@@ -9,8 +9,8 @@ carries (one trip to a worker thread), then writes the journal once (a temporary
 fsync, rename, directory fsync), so a round or a burst of finalizes is one metadata commit.
 
 Recovery reads the journal and applies an entry over the stream's sidecar when both belong
-to the same incarnation (same ``created_at``: a stream deleted and created again under the
-same id is another stream). An entry is written only after the data it declares durable was
+to the same stream (same ``generation``: a stream deleted and created again under the same
+id is another stream). An entry is written only after the data it declares durable was
 flushed, so recovery is never ahead of the data. A finalized stream's sidecar is rewritten
 later, off the finalize path (batched, one directory sync), after which it drops out of the
 journal; an upload stays in it until it is finalized or deleted.
@@ -29,7 +29,7 @@ from attrs import validators as v
 
 from ..cache import fsync_directory, os_errors
 from ._context import StreamContext, StreamStatus
-from ._sidecar import _offset, _opt_float, _opt_str, write_atomically
+from ._sidecar import _generation, _offset, _opt_float, _opt_str, write_atomically
 
 __all__ = [
     "JOURNAL_NAME",
@@ -55,7 +55,7 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 class JournalEntry:
     """A stream's committed state where its sidecar may lag, as recovery reads it."""
 
-    created_at: float = attrs.field(validator=v.instance_of((int, float)))
+    generation: str = attrs.field(validator=_generation)
     status: StreamStatus = attrs.field(
         validator=v.in_((StreamStatus.UPLOADING, StreamStatus.READY))
     )
@@ -76,7 +76,7 @@ def entry_of(
         status = StreamStatus.READY
         sha256, finalized_at = ready
     return {
-        "created_at": ctx.created_at,
+        "generation": ctx.generation,
         "status": status.value,
         "durable_offset": ctx.durable_offset if durable_offset is None else durable_offset,
         "sha256": sha256,

@@ -25,7 +25,7 @@ data file without sidecar                   removed (with its ``.sum``): the sid
 ``<id>.json.tmp``, ``mmstream.journal.tmp``  removed (an interrupted sidecar or journal
                                             write)
 an entry in ``mmstream.journal``            applied over an UPLOADING sidecar of the same
-                                            incarnation (``created_at``): its durable
+                                            stream (``generation``): its durable
                                             offset, or READY with its sha256
 a symlink or non-regular file               never followed; ERROR for its stream
 any other name                              ignored, logged
@@ -133,7 +133,7 @@ def _recover_one(
     recorded = (record.status, record.durable_offset)
     if (
         entry is not None
-        and entry.created_at == record.created_at
+        and entry.generation == record.generation
         and record.status is StreamStatus.UPLOADING
     ):
         record = attrs.evolve(
