@@ -41,6 +41,7 @@ __all__ = [
     "IcecastConfig",
     "LoggingConfig",
     "ServerConfig",
+    "TierConfig",
     "TokenConfig",
     "config_path_from_env",
     "load_config",
@@ -191,6 +192,71 @@ class AuthConfig:
     origins: tuple[str, ...] = ()
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_ENDPOINT = re.compile(r"https?://[^/@\s?#]+/?")
+_PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
+#: S3's bounds on a multipart upload's parts (the last part may be smaller).
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
+
+
+def _bucket_name(instance: TierConfig, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not _BUCKET.fullmatch(value):
+        raise ValueError(
+            f"'{attribute.name}' must be an S3 bucket name: 3-63 lowercase letters, digits, "
+            f"dots and hyphens, starting and ending with a letter or digit; got {value!r}"
+        )
+
+
+def _endpoint_url(instance: TierConfig, attribute: attrs.Attribute[str], value: str) -> None:
+    # No user:password@ part: credentials come from the AWS environment, never the config
+    # (and the message does not repeat them).
+    if "@" in value:
+        raise ValueError(
+            f"'{attribute.name}' must not hold credentials (user:password@); they come from "
+            "the AWS environment or ~/.aws/credentials"
+        )
+    if value and not _ENDPOINT.fullmatch(value):
+        raise ValueError(
+            f"'{attribute.name}' must be http(s)://host[:port] with no path or query; got {value!r}"
+        )
+
+
+def _key_prefix(instance: TierConfig, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _PREFIX.fullmatch(value) or value.startswith("/") or "//" in value:
+        raise ValueError(
+            f"'{attribute.name}' must be a key prefix of letters, digits and !_.*'()/- "
+            f"without a leading or doubled slash; got {value!r}"
+        )
+
+
+@attrs.frozen
+class TierConfig:
+    """The object-storage tier (docs/tiering.md): READY streams copied to an S3-compatible
+    bucket. Off unless ``enabled``; credentials come only from the standard AWS environment
+    variables and shared files, never from here."""
+
+    enabled: bool = False
+    #: ``http(s)://host:port`` of an S3-compatible service; empty means AWS itself.
+    endpoint: str = attrs.field(default="", validator=_endpoint_url)
+    bucket: str = attrs.field(default="", validator=_bucket_name)
+    #: Prepended to every key, so several clusters (or other data) can share a bucket.
+    prefix: str = attrs.field(default="mmstream/", validator=_key_prefix)
+    region: str = attrs.field(default="us-east-1", validator=v.matches_re(r"[a-z0-9-]{1,32}"))
+    #: Streams uploaded at the same time.
+    upload_concurrency: int = attrs.field(default=2, validator=[_min(1), v.le(64)])
+    #: Multipart part size; raised for a stream so large it would need more than 10,000 parts.
+    part_size: ByteSize = attrs.field(
+        default=ByteSize(16 * MiB), validator=[_min(MIN_PART_SIZE), v.le(ByteSize(MAX_PART_SIZE))]
+    )
+    #: Seconds one request to the bucket may take (connect and transfer) before it is retried.
+    request_timeout: float = attrs.field(default=30.0, validator=v.gt(0))
+
+    def __attrs_post_init__(self) -> None:
+        if self.enabled and not self.bucket:
+            raise ValueError("'bucket' is required when the tier is enabled")
+
+
 @attrs.frozen
 class Config:
     cache: CacheConfig = attrs.Factory(CacheConfig)
@@ -198,6 +264,7 @@ class Config:
     icecast: IcecastConfig = attrs.Factory(IcecastConfig)
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
     auth: AuthConfig = attrs.Factory(AuthConfig)
+    tier: TierConfig = attrs.Factory(TierConfig)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -209,6 +276,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, lambda value, _: _expect_str(value))
     converter.register_structure_hook(int, lambda value, _: _expect_int(value))
     converter.register_structure_hook(float, lambda value, _: _expect_number(value))
+    converter.register_structure_hook(bool, lambda value, _: _expect_bool(value))
     converter.register_structure_hook_func(_is_literal, _expect_choice)
     return converter
 
@@ -232,6 +300,12 @@ def _expect_str(value: object) -> str:
 def _expect_int(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"expected an integer, got {_show(value)}")
+    return value
+
+
+def _expect_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_show(value)}")
     return value
 
 

@@ -70,12 +70,28 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
          "cache.sync_polcy: unknown key; did you mean sync_policy?"),
         ("[servr]\nport = 1\n", "servr: unknown key; did you mean server?"),
         ("[nonsense]\n",
-         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth"),
+         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth, tier"),
         ("[[auth.tokens]]\ntoken = 'x'\nscopes = ['red']\n",
          "auth.tokens[0].scopes[0]: must be one of read, write; got 'red'"),
         ("[logging]\nlevel = 'info'\nformt = 'json'\n",
          "logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'info'; "
          "logging.formt: unknown key; did you mean format?"),
+        ("[tier]\nenabled = true\n", "tier.bucket: is required when the tier is enabled"),
+        ("[tier]\nenabled = 'yes'\n", "tier.enabled: expected true or false, got 'yes'"),
+        ("[tier]\nbucket = 'My_Bucket'\n",
+         "tier.bucket: must be an S3 bucket name: 3-63 lowercase letters, digits, dots and "
+         "hyphens, starting and ending with a letter or digit; got 'My_Bucket'"),
+        ("[tier]\nendpoint = 'http://key:secret@s3.local:9000'\n",
+         "tier.endpoint: must not hold credentials (user:password@); they come from the AWS "
+         "environment or ~/.aws/credentials"),
+        ("[tier]\nendpoint = 's3.local:9000/x'\n",
+         "tier.endpoint: must be http(s)://host[:port] with no path or query; "
+         "got 's3.local:9000/x'"),
+        ("[tier]\npart_size = '1 MiB'\n", "tier.part_size: must be >= 5242880: 1048576"),
+        ("[tier]\nprefix = '/abs'\n",
+         "tier.prefix: must be a key prefix of letters, digits and !_.*'()/- without a "
+         "leading or doubled slash; got '/abs'"),
+        ("[tier]\nbuckets = 'x'\n", "tier.buckets: unknown key; did you mean bucket?"),
     ],
 )  # fmt: skip
 def test_config_errors_in_plain_words(tmp_path: Path, toml: str, message: str) -> None:

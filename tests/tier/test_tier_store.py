@@ -1,0 +1,174 @@
+"""The S3 object store against a real S3 endpoint (moto's server mode in its own process)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mmstream.cache import MiB
+from mmstream.config import TierConfig
+from mmstream.errors import StorageError
+from mmstream.tier import (
+    MAX_PARTS,
+    AwsCredentials,
+    ObjectNotFoundError,
+    ObjectStore,
+    find_credentials,
+    open_object_store,
+    part_size_for,
+)
+
+
+def test_store_meets_the_protocol(tier_config: TierConfig) -> None:
+    assert isinstance(open_object_store(tier_config), ObjectStore)
+
+
+def test_multipart_put_reads_back_byte_identical_with_ranges(tier_config: TierConfig) -> None:
+    store = open_object_store(tier_config)
+    data = os.urandom(12 * MiB + 12345)  # three parts of 5 MiB, the last one short
+    chunks = [data[i : i + MiB] for i in range(0, len(data), MiB)]
+    attributes = {"sha256": hashlib.sha256(data).hexdigest(), "Content-Type": "audio/ogg"}
+    store.put("s/a.data", chunks, size=len(data), attributes=attributes)
+    assert store.get("s/a.data") == data
+    for start, length in ((0, 1), (5 * MiB - 3, 7), (len(data) - 10, 10), (len(data) - 4, 100)):
+        assert store.get_range("s/a.data", start, length) == data[start : start + length]
+    assert store.get_range("s/a.data", 5, 0) == b""
+
+
+def test_a_failing_source_leaves_no_object(tier_config: TierConfig) -> None:
+    """The multipart completion is the commit: an upload whose source fails half-way (a
+    checksum mismatch, a read error) leaves nothing visible under the key."""
+    store = open_object_store(tier_config)
+
+    def chunks() -> Iterator[bytes]:
+        yield os.urandom(6 * MiB)  # more than one part went up
+        raise OSError("the disk failed")
+
+    with pytest.raises((StorageError, OSError)):
+        store.put("s/broken.data", chunks(), size=12 * MiB, attributes={})
+    with pytest.raises(ObjectNotFoundError):
+        store.get("s/broken.data")
+
+
+def test_missing_objects_and_idempotent_delete(tier_config: TierConfig) -> None:
+    store = open_object_store(tier_config)
+    with pytest.raises(ObjectNotFoundError):
+        store.get("nothing")
+    with pytest.raises(ObjectNotFoundError):
+        store.get_range("nothing", 0, 10)
+    store.put("x", [b"abc"], size=3, attributes={})
+    store.delete("x")
+    store.delete("x")
+    with pytest.raises(ObjectNotFoundError):
+        store.get("x")
+    store.check()
+
+
+def test_unreachable_endpoint_is_a_short_storage_error(aws_env: None) -> None:
+    from tier_moto import free_port
+
+    config = TierConfig(
+        enabled=True,
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        bucket="nowhere",
+        request_timeout=1.0,
+    )
+    with pytest.raises(StorageError) as info:
+        open_object_store(config).check()
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    assert "testing-secret" not in message
+
+
+def test_wrong_bucket_is_an_error(tier_config: TierConfig) -> None:
+    store = open_object_store(TierConfig(enabled=True, endpoint=tier_config.endpoint,
+                                         bucket="no-such-bucket-here"))  # fmt: skip
+    with pytest.raises(StorageError):
+        store.put("k", [b"x"], size=1, attributes={})
+
+
+def test_part_size_grows_for_huge_streams() -> None:
+    assert part_size_for(1, 16 * MiB) == 16 * MiB
+    assert part_size_for(16 * MiB * MAX_PARTS, 16 * MiB) == 16 * MiB
+    huge = 5 * 1024**4  # 5 TiB, S3's largest object
+    part = part_size_for(huge, 16 * MiB)
+    assert part * MAX_PARTS >= huge and part % MiB == 0 and part <= 5 * 1024**3
+
+
+# -- credentials -----------------------------------------------------------------------
+
+
+def test_credentials_from_environment_first(tmp_path: Path) -> None:
+    env = {"AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "s3cr3t-env",
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}  # fmt: skip
+    found = find_credentials(env)
+    assert found == AwsCredentials("AKIAENV", "s3cr3t-env", None, "environment")
+    assert "s3cr3t" not in repr(found) and "AKIAENV" not in repr(found)
+
+
+def test_credentials_from_the_shared_file_and_profile(tmp_path: Path) -> None:
+    path = tmp_path / "credentials"
+    path.write_text(
+        "[default]\naws_access_key_id = AKIADEF\naws_secret_access_key = def-secret\n"
+        "[other]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = other-secret\n"
+        "aws_session_token = tok\n"
+    )
+    env = {"AWS_SHARED_CREDENTIALS_FILE": str(path)}
+    found = find_credentials(env)
+    assert found is not None and found.access_key_id == "AKIADEF"
+    other = find_credentials({**env, "AWS_PROFILE": "other"})
+    assert other is not None and other.session_token == "tok"
+    assert find_credentials({**env, "AWS_PROFILE": "missing"}) is None
+    assert find_credentials({"HOME": str(tmp_path / "nohome")}) is None
+
+
+def test_a_broken_credentials_file_error_quotes_none_of_it(tmp_path: Path) -> None:
+    from mmstream.errors import ConfigError
+
+    path = tmp_path / "credentials"
+    path.write_text("aws_secret_access_key = leaked-secret\n[x\n")
+    with pytest.raises(ConfigError) as info:
+        find_credentials({"AWS_SHARED_CREDENTIALS_FILE": str(path)})
+    assert "leaked-secret" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_credentials_never_reach_the_log(
+    tier_config: TierConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = open_object_store(tier_config)
+    store.put("k", [b"x"], size=1, attributes={})
+    assert store.get("k") == b"x"
+    assert "testing-secret" not in caplog.text and "testing-secret" not in repr(store)
+
+
+def test_nothing_s3_is_imported_with_the_tier_off(tmp_path: Path) -> None:
+    """A server with the tier off (the default) loads no S3 client."""
+    code = (
+        "import sys, trio\n"
+        "from mmstream.config import load_config\n"
+        "from mmstream.server import serve\n"
+        "import mmstream.cli, mmstream.tier\n"
+        f"config = load_config(None, **{{'cache.directory': {str(tmp_path)!r}, "
+        "'server.port': 0})\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        server = await n.start(serve, config)\n"
+        "        server.shutdown()\n"
+        "trio.run(main)\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in "
+        "('obstore', 'boto3', 'botocore', 'mmstream.tier._s3')]\n"
+        "loaded += [m for m in sys.modules if m == 'mmstream.tier._s3']\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
