@@ -191,8 +191,28 @@ class Metrics:
             "mmstream_fsync_seconds", "Time to make a stream durable (msync/fsync).",
             buckets=_DISK_BUCKETS, registry=r,
         )  # fmt: skip
+        # The object-storage tier (docs/tiering.md); zero while it is off.
+        #: The tier points this at its count of streams waiting to be copied or deleted.
+        self.tier_backlog = Gauge(
+            "mmstream_tier_backlog", "Streams waiting to be copied to (or deleted from) the bucket.",
+            registry=r,
+        )  # fmt: skip
+        self.tier_uploads = Counter(
+            "mmstream_tier_uploads", "Streams copied to the bucket.", registry=r
+        )
+        self.tier_uploaded_bytes = Counter(
+            "mmstream_tier_uploaded_bytes", "Stream bytes copied to the bucket.", registry=r
+        )
+        self.tier_errors = Counter(
+            "mmstream_tier_errors",
+            "Failed bucket operations (upload, delete, read), each retried or answered.",
+            ["op"],
+            registry=r,
+        )
         for via in ("websocket", "http"):
             self.bytes_out.labels(via)
+        for op in ("upload", "delete", "read"):
+            self.tier_errors.labels(op)
         self._cache = _CacheCollector()
         r.register(self._cache)
         if process:

@@ -303,6 +303,8 @@ class StreamInfoLike(Protocol):
     @property
     def error(self) -> str | None: ...
     @property
+    def location(self) -> str: ...
+    @property
     def generation(self) -> str: ...
 
 
@@ -329,6 +331,9 @@ class StreamStat:
     #: Which stream of this id it is: another one after a delete and a create. None from
     #: servers older than generations.
     generation: str | None = attrs.field(default=None, validator=_OPTIONAL_GENERATION)
+    #: Where the bytes are: "local", "local+remote" (also in the object-storage tier) or
+    #: "remote" (only there, read through). None from servers older than the tier.
+    location: str | None = attrs.field(default=None, validator=_OPTIONAL_TEXT)
 
     @classmethod
     def from_info(cls, info: StreamInfoLike) -> StreamStat:
@@ -347,6 +352,7 @@ class StreamStat:
             sha256=info.sha256,
             error=info.error,
             generation=info.generation,
+            location=info.location,
         )
 
 

@@ -124,6 +124,10 @@ async def serve(
             redact_library_logs()
             router = build_router(server, authorizer)
             hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
+            if config.tier.enabled:  # only then is anything of the tier imported
+                from ..tier import serve_tier
+
+                await fanout.start(serve_tier, config.tier, manager, metrics)
             ack_clock = AckClock(config.server.ack_interval)
             fanout.start_soon(ack_clock.run)
             add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer)

@@ -11,6 +11,7 @@ from ._context import StreamContext as StreamContext
 from ._context import StreamInfo as StreamInfo
 from ._context import StreamStatus as StreamStatus
 from ._context import WriterLease as WriterLease
+from ._context import is_generation as is_generation
 from ._ids import STREAM_ID_ALPHABET as STREAM_ID_ALPHABET
 from ._ids import STREAM_ID_MAX_LENGTH as STREAM_ID_MAX_LENGTH
 from ._ids import check_stream_id as check_stream_id
@@ -18,6 +19,7 @@ from ._ids import is_valid_stream_id as is_valid_stream_id
 from ._manager import DEFAULT_CONTENT_TYPE as DEFAULT_CONTENT_TYPE
 from ._manager import StreamManager as StreamManager
 from ._manager import open_stream_manager as open_stream_manager
+from ._tiering import StreamTier as StreamTier
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
@@ -28,8 +30,10 @@ __all__ = [
     "StreamInfo",
     "StreamManager",
     "StreamStatus",
+    "StreamTier",
     "WriterLease",
     "check_stream_id",
+    "is_generation",
     "is_valid_stream_id",
     "open_stream_manager",
 ]

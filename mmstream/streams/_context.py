@@ -116,6 +116,9 @@ class StreamInfo:
     error: str | None
     #: Which stream of this id it is: another after a delete and a create (module docstring).
     generation: str
+    #: Where its bytes are: ``local`` (the cache only), ``local+remote`` (also copied to the
+    #: object-storage tier, docs/tiering.md).
+    location: str = "local"
 
 
 def _new_event() -> trio.Event:
@@ -182,6 +185,9 @@ class StreamContext:
     )
     close_pending: bool = attrs.field(default=False, init=False, repr=False)
     deleted: bool = attrs.field(default=False, init=False, repr=False)
+    #: A byte-identical copy is in the object-storage tier (set by the tier, never persisted:
+    #: the tier checks the bucket again at start): evicted before streams that are not.
+    tiered: bool = attrs.field(default=False, init=False, repr=False)
     #: The followers' reads at one size, ``(size, {(offset, length): data})``: followers at
     #: the same offset after the same write share them (see ``StreamManager.read_shared``).
     shared_reads: tuple[int, dict[tuple[int, int], bytes]] = attrs.field(
@@ -209,6 +215,7 @@ class StreamContext:
             sha256=self.sha256,
             error=self.error,
             generation=self.generation,
+            location="local+remote" if self.tiered else "local",
         )
 
     @property

@@ -76,6 +76,7 @@ from ._ids import check_stream_id
 from ._journal import entry_of, remove_journal, write_journal
 from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
+from ._tiering import StreamTier
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StreamManager", "open_stream_manager"]
 
@@ -135,6 +136,7 @@ class StreamManager:
         self._creating: dict[str, StreamContext] = {}
         self._closed = False
         self._group: GroupCommit[_Commit] = GroupCommit(self._commit)
+        self._tier: StreamTier | None = None
 
     @property
     def config(self) -> CacheConfig:
@@ -196,6 +198,24 @@ class StreamManager:
         """Every stream, sorted by id."""
         self._require_open()
         return [self._streams[sid].info() for sid in sorted(self._streams)]
+
+    # -- the object-storage tier (docs/tiering.md) -----------------------------------------
+
+    def attach_tier(self, tier: StreamTier) -> None:
+        """Tell ``tier`` of every READY stream now and of each stream finalized or deleted
+        from now on."""
+        self._require_open()
+        self._tier = tier
+        for ctx in self._streams.values():
+            if ctx.status is StreamStatus.READY and not ctx.tiered:
+                tier.stream_ready(ctx.info())
+
+    def mark_tiered(self, stream_id: str, *, generation: str) -> StreamInfo:
+        """Record that the tier holds a byte-identical copy of this generation of the stream:
+        ``stat`` says ``local+remote``, and eviction takes it before streams held only here."""
+        ctx = self._get(stream_id, generation)
+        ctx.tiered = True
+        return ctx.info()
 
     # -- create ----------------------------------------------------------------------------
 
@@ -540,14 +560,16 @@ class StreamManager:
         )
 
     def _evictable(self, keep: StreamContext | None) -> builtins.list[StreamContext]:
-        """READY streams not in use (nor ``keep``), least recently accessed first."""
+        """READY streams not in use (nor ``keep``): tiered ones first, then the rest, each
+        least recently accessed first."""
         return sorted(
             (
                 c
                 for c in self._streams.values()
                 if c.status is StreamStatus.READY and c is not keep and not c.in_use
             ),
-            key=lambda c: c.last_accessed_at,
+            # A tiered stream's bytes stay in the bucket: evict those first.
+            key=lambda c: (not c.tiered, c.last_accessed_at),
         )
 
     async def _room_for(self, ctx: StreamContext, needed: int) -> int:
@@ -995,6 +1017,8 @@ class StreamManager:
                 # No sync: a leftover checksum file of a READY stream is removed at start.
                 with suppress(OSError):
                     os.unlink(ctx.checksum_path)
+                if self._tier is not None:
+                    self._tier.stream_ready(ctx.info())
         return ctx.info()
 
     async def delete(self, stream_id: str) -> None:
@@ -1047,6 +1071,8 @@ class StreamManager:
             raise
         ctx.deleted = True
         del self._streams[ctx.stream_id]
+        if why == "deleted" and self._tier is not None:
+            self._tier.stream_deleted(ctx.info())
         ctx.close_when_idle()
         ctx.notify()
         log.log(logging.INFO if why == "deleted" else logging.WARNING,

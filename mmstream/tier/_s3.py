@@ -8,7 +8,7 @@ tier runs them in trio worker threads as the manager runs fsyncs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 
@@ -69,18 +69,21 @@ class S3ObjectStore:
         self, key: str, chunks: Iterable[Buffer], *, size: int, attributes: Mapping[str, str]
     ) -> None:
         part = part_size_for(size, self._config.part_size)
+        source = _Source(chunks)
         try:
-            obstore.put(
-                self._store,
-                key,
-                iter(chunks),
-                attributes=dict(attributes),
-                use_multipart=True,
-                chunk_size=part,
-                max_concurrency=4,
-            )
+            if size > part:
+                obstore.put(self._store, key, source, attributes=dict(attributes),
+                            use_multipart=True, chunk_size=part, max_concurrency=4)  # fmt: skip
+            else:
+                body = b"".join(bytes(chunk) for chunk in source)
+                obstore.put(self._store, key, body, attributes=dict(attributes),
+                            use_multipart=False)  # fmt: skip
         except (BaseError, OSError) as exc:
+            if source.error is not None:  # the source failed, not the bucket: say so
+                raise source.error from None
             _raise(f"uploading {key}", exc, missing="the bucket does not exist")
+        if source.error is not None:
+            raise source.error
 
     def get(self, key: str) -> bytes:
         try:
@@ -111,6 +114,28 @@ class S3ObjectStore:
             return  # the bucket answered
         except (BaseError, OSError) as exc:
             _raise(f"reaching bucket {self._config.bucket}", exc)
+
+
+class _Source:
+    """The chunks of an upload, remembering what the source itself raised: the client
+    turns it into its own error, and the caller must see the original (a stream deleted
+    meanwhile, a checksum mismatch), not a bucket failure."""
+
+    def __init__(self, chunks: Iterable[Buffer]) -> None:
+        self._chunks = iter(chunks)
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[Buffer]:
+        return self
+
+    def __next__(self) -> Buffer:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self.error = exc
+            raise
 
 
 def _static(credentials: AwsCredentials) -> S3CredentialProvider:

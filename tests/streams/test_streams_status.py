@@ -80,8 +80,10 @@ def test_public_surface() -> None:
         "StreamInfo",
         "StreamManager",
         "StreamStatus",
+        "StreamTier",
         "WriterLease",
         "check_stream_id",
+        "is_generation",
         "is_valid_stream_id",
         "open_stream_manager",
     }

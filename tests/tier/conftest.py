@@ -11,14 +11,25 @@ from mmstream.config import TierConfig
 _buckets = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
+def _running_moto() -> Iterator[MotoServer]:
     server = MotoServer(free_port())
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """The session's S3 endpoint: each test takes a fresh bucket on it (``tier_config``)."""
+    yield from _running_moto()
+
+
+@pytest.fixture
+def own_moto(aws_env: None) -> Iterator[MotoServer]:
+    """A moto server of the test's own, to pause, stop and start."""
+    yield from _running_moto()
 
 
 @pytest.fixture
