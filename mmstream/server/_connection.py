@@ -528,6 +528,8 @@ class Session:
                 streams = tuple(StreamStat.from_info(i) for i in infos if i.stream_id in shown)
                 return ListReply(re=request.id, streams=streams)
         assert stream is not None  # every other request names (or is bound to) a stream
+        if isinstance(request, Read | Tail | Stat | Delete):
+            await self.manager.find(stream)  # not here: maybe in the tier (docs/tiering.md)
         match request:
             case Create():
                 info = await self.manager.create(

@@ -188,6 +188,11 @@ class StreamContext:
     #: A byte-identical copy is in the object-storage tier (set by the tier, never persisted:
     #: the tier checks the bucket again at start): evicted before streams that are not.
     tiered: bool = attrs.field(default=False, init=False, repr=False)
+    #: Its bytes are only in the tier (evicted here, or found there on a local miss): no
+    #: files, no cache; reads go to the bucket.
+    remote: bool = attrs.field(default=False, init=False, repr=False)
+    #: Reads of a remote stream since it became remote: the second brings it back.
+    remote_reads: int = attrs.field(default=0, init=False, repr=False)
     #: The followers' reads at one size, ``(size, {(offset, length): data})``: followers at
     #: the same offset after the same write share them (see ``StreamManager.read_shared``).
     shared_reads: tuple[int, dict[tuple[int, int], bytes]] = attrs.field(
@@ -215,7 +220,7 @@ class StreamContext:
             sha256=self.sha256,
             error=self.error,
             generation=self.generation,
-            location="local+remote" if self.tiered else "local",
+            location="remote" if self.remote else "local+remote" if self.tiered else "local",
         )
 
     @property

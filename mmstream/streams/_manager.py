@@ -217,6 +217,81 @@ class StreamManager:
         ctx.tiered = True
         return ctx.info()
 
+    async def find(self, stream_id: str) -> StreamInfo:
+        """:meth:`stat`, except that a stream this node does not hold is looked for in the
+        tier: any node serves any tiered stream. Found there, it is kept as a ``remote``
+        stream (reads go to the bucket). Without a tier, exactly :meth:`stat`."""
+        sid = check_stream_id(stream_id)
+        self._require_open()
+        if self._tier is None or sid in self._streams or sid in self._creating:
+            await trio.lowlevel.checkpoint()
+            return self.stat(sid)
+        info = await self._tier.lookup(sid)
+        self._require_open()
+        if info is not None and sid not in self._streams and sid not in self._creating:
+            ctx = StreamContext(
+                stream_id=sid,
+                data_path=data_path(self._directory, sid),
+                sidecar_path=sidecar_path(self._directory, sid),
+                cache=None,
+                status=StreamStatus.READY,
+                created_at=info.created_at,
+                last_accessed_at=time.time(),
+                content_type=info.content_type,
+                metadata=dict(info.metadata),
+                size=info.size,
+                durable_offset=info.size,
+                finalized_at=info.finalized_at,
+                sha256=info.sha256,
+                generation=info.generation,
+            )
+            ctx.tiered = ctx.remote = True
+            self._streams[sid] = ctx
+            log.info("stream %s: found in the bucket (%d bytes)", sid, info.size)
+        return self.stat(sid)
+
+    async def restore(self, stream_id: str, *, generation: str) -> StreamInfo:
+        """Bring a remote stream back into the cache (the tier calls this for a stream read
+        again): reserve its blocks (evicting as a write would), fetch it into a new data
+        file, verify it, and write the sidecar last, so a crash leaves at most a data file
+        without a sidecar, which recovery removes. Raises :class:`QuotaExceededError` if
+        it does not fit."""
+        ctx = self._get(stream_id, generation)
+        tier = self._tier
+        async with ctx.write_lock, ctx.sync_lock:
+            self._require_live(ctx)
+            if not ctx.remote or tier is None:
+                return ctx.info()
+            needed = _blocks(ctx.size)
+            room = self._room(ctx)
+            if needed > room and self._config.on_full == "evict":
+                await self._reclaim(needed - room, keep=ctx)
+                room = self._room(ctx)
+            if needed > room:
+                raise QuotaExceededError(
+                    f"stream {ctx.stream_id} ({ctx.size} bytes) does not fit the cache now"
+                )
+            ctx.reserved = needed  # claimed before the first await: claims add up
+            cache = self._factory(ctx.data_path, self._options)
+            try:
+                await trio.to_thread.run_sync(cache.create, needed)
+                await tier.fetch(ctx.info(), cache.write)
+                record = SidecarRecord.of(ctx)
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(cache.finalize, ctx.size)
+                    await trio.to_thread.run_sync(write_sidecar, ctx.sidecar_path, record)
+            except BaseException:
+                ctx.reserved = 0
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_discard, cache, ctx.data_path)
+                raise
+            ctx.cache, ctx.remote, ctx.remote_reads = cache, False, 0
+            ctx.reserved = cache.size
+            ctx.access_recorded = record.last_accessed_at
+            log.info("stream %s: brought back from the bucket (%d bytes)", ctx.stream_id,
+                     ctx.size)  # fmt: skip
+            return ctx.info()
+
     # -- create ----------------------------------------------------------------------------
 
     async def create(
@@ -566,7 +641,10 @@ class StreamManager:
             (
                 c
                 for c in self._streams.values()
-                if c.status is StreamStatus.READY and c is not keep and not c.in_use
+                if c.status is StreamStatus.READY
+                and c is not keep
+                and not c.in_use
+                and not c.remote
             ),
             # A tiered stream's bytes stay in the bucket: evict those first.
             key=lambda c: (not c.tiered, c.last_accessed_at),
@@ -685,6 +763,8 @@ class StreamManager:
         return await self._read(self._get(stream_id, generation), offset, length)
 
     async def _read(self, ctx: StreamContext, offset: int, length: int) -> bytes:
+        if ctx.remote:
+            return await self._read_remote(ctx, offset, length)
         cache = ctx.require_readable()
         start, stop = check_read(offset, length, ctx.size)
         ctx.last_accessed_at = time.time()
@@ -701,6 +781,21 @@ class StreamManager:
             self._metrics.observe_read(time.perf_counter() - started)
         return data
 
+    async def _read_remote(self, ctx: StreamContext, offset: int, length: int) -> bytes:
+        """A read of a stream whose bytes are only in the bucket; the second such read asks
+        the tier to bring it back (a stream read again is hot)."""
+        tier = self._tier
+        if tier is None:
+            raise StorageError(f"stream {ctx.stream_id} is in the bucket, and the tier is off")
+        start, stop = check_read(offset, length, ctx.size)
+        ctx.last_accessed_at = time.time()
+        info = ctx.info()
+        data = await tier.read(info, start, stop - start) if stop > start else b""
+        ctx.remote_reads += 1
+        if ctx.remote_reads == 2:
+            tier.stream_hot(info)
+        return data
+
     async def read_shared(
         self, stream_id: str, offset: int, length: int, *, generation: str | None = None
     ) -> bytes:
@@ -715,7 +810,8 @@ class StreamManager:
         size, reads = ctx.shared_reads
         key = (offset, length)
         if size == ctx.size and key in reads:
-            ctx.require_readable()
+            if not ctx.remote:
+                ctx.require_readable()
             return reads[key]
         size = ctx.size
         data = await self._read(ctx, offset, length)
@@ -756,7 +852,8 @@ class StreamManager:
         held stream's ``generation``: a stream created under the same id after the delete
         is another stream (:class:`StreamChangedError`)."""
         ctx = self._get(stream_id, generation)
-        ctx.require_readable()
+        if not ctx.remote:  # a remote stream's reads go to the bucket
+            ctx.require_readable()
         ctx.readers += 1
         try:
             yield ctx.info()
@@ -929,6 +1026,9 @@ class StreamManager:
 
     async def _record_access(self, ctx: StreamContext) -> None:
         """Write ``last_accessed_at`` to the sidecar; a failure only costs LRU precision."""
+        if ctx.remote:  # no sidecar: nothing to record, and none must appear
+            await trio.lowlevel.checkpoint()
+            return
         async with ctx.sync_lock:
             if ctx.deleted or ctx.status is StreamStatus.ERROR:
                 return
@@ -1064,6 +1164,8 @@ class StreamManager:
     async def _remove_locked(self, ctx: StreamContext, why: str) -> StorageError | None:
         """Remove the files and forget the stream (both locks held). Raise if nothing was
         removed; return the directory-sync failure if the removal may not be durable."""
+        if why != "deleted" and ctx.tiered and self._tier is not None:
+            return await self._demote_locked(ctx, why)
         try:
             unsynced = await trio.to_thread.run_sync(_remove_files, ctx)
         except StorageError as exc:
@@ -1078,6 +1180,21 @@ class StreamManager:
         log.log(logging.INFO if why == "deleted" else logging.WARNING,
                 "stream %s: %s (was %s, %d bytes)", ctx.stream_id, why, ctx.status.value,
                 ctx.size)  # fmt: skip
+        return unsynced
+
+    async def _demote_locked(self, ctx: StreamContext, why: str) -> StorageError | None:
+        """Evict a tiered stream: its files go, the stream stays, ``remote`` (both locks
+        held; nothing reads it in a thread, or it would not have been chosen)."""
+        try:
+            unsynced = await trio.to_thread.run_sync(_remove_files, ctx)
+        except StorageError as exc:
+            log.error("stream %s: removing its files failed: %s", ctx.stream_id, exc)
+            raise
+        ctx.close_when_idle()
+        ctx.close_pending = False
+        ctx.cache, ctx.remote, ctx.remote_reads, ctx.reserved = None, True, 0, 0
+        ctx.shared_reads = (-1, {})
+        log.info("stream %s: %s; still in the bucket (%d bytes)", ctx.stream_id, why, ctx.size)
         return unsynced
 
     # -- shutdown --------------------------------------------------------------------------
@@ -1288,6 +1405,14 @@ def _remove_files(ctx: StreamContext) -> StorageError | None:
             errno=exc.errno,
         )
     return None
+
+
+def _discard(cache: MemoryMappedCache, path: Path) -> None:
+    """Undo a restore that failed: close and remove the data file it began."""
+    with suppress(StorageError):
+        cache.close()
+    with suppress(OSError):
+        os.unlink(path)
 
 
 def _blocks(size: int) -> int:

@@ -3,11 +3,16 @@ manager calls these hooks and never imports the tier, which stays optional."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
+from ..cache import Buffer
 from ._context import StreamInfo
 
-__all__ = ["StreamTier"]
+#: Where a restore writes the bytes it fetches: ``write(offset, data)``, from a worker thread.
+Writer = Callable[[int, Buffer], object]
+
+__all__ = ["StreamTier", "Writer"]
 
 
 class StreamTier(Protocol):
@@ -20,4 +25,21 @@ class StreamTier(Protocol):
 
     def stream_deleted(self, info: StreamInfo) -> None:
         """``info`` was deleted (not evicted): delete its copy too."""
+        ...
+
+    async def lookup(self, stream_id: str) -> StreamInfo | None:
+        """The READY stream the bucket holds under ``stream_id`` (a local miss), or None."""
+        ...
+
+    async def read(self, info: StreamInfo, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` of a remote stream (clamped by the caller)."""
+        ...
+
+    def stream_hot(self, info: StreamInfo) -> None:
+        """A remote stream is being read again: bring it back (``StreamManager.restore``)."""
+        ...
+
+    async def fetch(self, info: StreamInfo, write: Writer) -> None:
+        """Write every byte of ``info``'s copy through ``write`` (in a worker thread), and
+        raise unless they match its size and sha256."""
         ...

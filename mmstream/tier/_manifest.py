@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ..streams import StreamInfo, check_stream_id, is_generation
+from ..streams import StreamInfo, StreamStatus, check_stream_id, is_generation
 
 __all__ = ["MANIFEST_FORMAT", "Manifest", "data_key", "manifest_key"]
 
@@ -60,6 +60,15 @@ class Manifest:
             raise ValueError(f"stream {info.stream_id} is not READY")
         return cls(info.stream_id, info.generation, info.size, info.sha256, info.content_type,
                    info.metadata, info.created_at, info.finalized_at)  # fmt: skip
+
+    def info(self) -> StreamInfo:
+        """The stream as a node that does not hold it locally shows it."""
+        return StreamInfo(stream_id=self.stream_id, status=StreamStatus.READY,
+                          content_type=self.content_type, metadata=self.metadata,
+                          size=self.size, durable_offset=self.size, reserved=0,
+                          created_at=self.created_at, last_accessed_at=self.finalized_at,
+                          finalized_at=self.finalized_at, sha256=self.sha256, error=None,
+                          generation=self.generation, location="remote")  # fmt: skip
 
     def matches(self, info: StreamInfo) -> bool:
         """Whether this manifest describes exactly ``info``'s bytes."""

@@ -1,5 +1,6 @@
 """The tier engine: copies READY streams to the bucket in the background, retries with
-backoff through an outage, and deletes the copy when the stream is deleted.
+backoff through an outage, deletes the copy when the stream is deleted, answers a node's
+local misses and remote reads, and brings hot streams back into the cache.
 
 The manager tells it what happened through :class:`~mmstream.streams.StreamTier`'s hooks
 (which only record the work); ``upload_concurrency`` worker tasks do the work, the blocking
@@ -12,19 +13,29 @@ manifest already in the bucket for the same generation and sha256 is taken as do
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
 
+import attrs
 import trio
 
 from ..config import TierConfig
-from ..errors import ChecksumMismatchError, MmstreamError, StreamNotFoundError
+from ..errors import (
+    ChecksumMismatchError,
+    MmstreamError,
+    QuotaExceededError,
+    StorageError,
+    StreamNotFoundError,
+)
 from ..metrics import Metrics
 from ..streams import StreamInfo, StreamManager
+from ..streams._tiering import Writer
 from ._manifest import Manifest, data_key, manifest_key
 from ._store import ObjectNotFoundError, ObjectStore
 
@@ -32,10 +43,33 @@ __all__ = ["Tier"]
 
 log = logging.getLogger("mmstream.tier")
 
-#: Bytes read from the cache per call while uploading (several make one multipart part).
-UPLOAD_PIECE = 4 * 1024 * 1024
+#: Bytes moved per call between the cache and the bucket (several make one multipart part).
+PIECE = 4 * 1024 * 1024
+#: A local miss the bucket did not have either is not asked again for this long: a client
+#: asking for random ids costs the bucket at most one request per id per interval.
+MISS_TTL = 2.0
+MAX_MISSES = 4096
 _JSON = {"Content-Type": "application/json"}
 T = TypeVar("T")
+
+
+class Kind(enum.Enum):
+    DELETE = "delete"
+    UPLOAD = "upload"
+    RESTORE = "restore"
+
+
+#: A job: what to do to which generation of which stream.
+Job = tuple[Kind, str, str]
+
+
+@attrs.define
+class _Lookup:
+    """One local miss being looked up in the bucket, and its answer for every asker."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    manifest: Manifest | None = None
+    error: StorageError | None = None
 
 
 class Tier:
@@ -55,13 +89,17 @@ class Tier:
         self._metrics = metrics
         self._retry_base, self._retry_max = retry_base, retry_max
         self._manager: StreamManager | None = None
-        #: Streams to copy, and copies to delete, by id (the latest word on an id wins).
-        self._uploads: dict[str, StreamInfo] = {}
-        self._deletes: dict[str, StreamInfo] = {}
+        #: Work to do, oldest first; one job per kind, stream and generation.
+        self._jobs: dict[Job, StreamInfo] = {}
+        #: Streams a worker is busy with: one job per stream at a time.
         self._busy: set[str] = set()
-        self._attempts: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}
+        self._attempts: dict[Job, int] = {}
+        self._retry_at: dict[Job, float] = {}
         self._wake = trio.Event()
+        #: Local misses being looked up (one request per id however many ask), and recent
+        #: ones the bucket did not have.
+        self._lookups: dict[str, _Lookup] = {}
+        self._misses: dict[str, float] = {}
         if metrics is not None:
             metrics.tier_backlog.set_function(lambda: self.backlog)
 
@@ -71,22 +109,82 @@ class Tier:
 
     @property
     def backlog(self) -> int:
-        """Streams waiting to be copied or deleted, and those being done now."""
-        return len(self._uploads) + len(self._deletes) + len(self._busy)
+        """Jobs waiting (copies, deletes, restores), and those being done now."""
+        return len(self._jobs) + len(self._busy)
 
     # -- the manager's hooks (StreamTier) --------------------------------------------------
 
-    def stream_ready(self, info: StreamInfo) -> None:
-        self._uploads[info.stream_id] = info
-        self._retry_at.pop(info.stream_id, None)
-        self._attempts.pop(info.stream_id, None)
+    def _add(self, kind: Kind, info: StreamInfo) -> None:
+        job = (kind, info.stream_id, info.generation)
+        self._jobs[job] = info
+        self._retry_at.pop(job, None)
+        self._attempts.pop(job, None)
         self._wake.set()
 
+    def _drop(self, stream_id: str, *kinds: Kind) -> None:
+        for job in [job for job in self._jobs if job[1] == stream_id and job[0] in kinds]:
+            del self._jobs[job]
+
+    def stream_ready(self, info: StreamInfo) -> None:
+        self._drop(info.stream_id, Kind.UPLOAD, Kind.RESTORE)
+        self._misses.pop(info.stream_id, None)
+        self._add(Kind.UPLOAD, info)
+
     def stream_deleted(self, info: StreamInfo) -> None:
-        self._uploads.pop(info.stream_id, None)
-        self._deletes[info.stream_id] = info
-        self._retry_at.pop(info.stream_id, None)
-        self._wake.set()
+        self._drop(info.stream_id, Kind.UPLOAD, Kind.RESTORE)
+        self._add(Kind.DELETE, info)
+
+    def stream_hot(self, info: StreamInfo) -> None:
+        if (Kind.RESTORE, info.stream_id, info.generation) not in self._jobs:
+            self._add(Kind.RESTORE, info)
+
+    async def lookup(self, stream_id: str) -> StreamInfo | None:
+        missed = self._misses.get(stream_id)
+        if missed is not None and time.monotonic() - missed < MISS_TTL:
+            await trio.lowlevel.checkpoint()
+            return None
+        pending = self._lookups.get(stream_id)
+        if pending is None:  # the first to ask asks the bucket; the others wait for it
+            pending = self._lookups[stream_id] = _Lookup()
+            try:
+                pending.manifest = await self.manifest(stream_id)
+            except StorageError as exc:
+                self._count_error("read")
+                pending.error = StorageError(
+                    f"stream {stream_id} is not here and the bucket failed: {exc}",
+                    public=f"stream {stream_id} is not here and the bucket failed",
+                )
+            finally:
+                del self._lookups[stream_id]
+                pending.done.set()
+            if pending.manifest is None and pending.error is None:
+                self._note_miss(stream_id)
+        else:
+            await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.manifest.info() if pending.manifest is not None else None
+
+    def _note_miss(self, stream_id: str) -> None:
+        if len(self._misses) >= MAX_MISSES:
+            self._misses.clear()
+        self._misses[stream_id] = time.monotonic()
+
+    async def read(self, info: StreamInfo, offset: int, length: int) -> bytes:
+        key = data_key(info.stream_id, info.generation)
+        try:
+            data = await self._call(partial(self._store.get_range, key, offset, length))
+        except StorageError:
+            self._count_error("read")
+            raise
+        if len(data) != length:
+            self._count_error("read")
+            raise StorageError(f"stream {info.stream_id}: the bucket's copy is short")
+        return data
+
+    async def fetch(self, info: StreamInfo, write: Writer) -> None:
+        key = data_key(info.stream_id, info.generation)
+        await self._call(partial(_copy_down, self._store, key, info, write))
 
     # -- running ---------------------------------------------------------------------------
 
@@ -100,7 +198,7 @@ class Tier:
         the uploads wait), attach to ``manager`` and work until cancelled."""
         where = f"bucket {self._config.bucket} at {self._config.endpoint or 'AWS'}"
         try:
-            await trio.to_thread.run_sync(self._store.check, abandon_on_cancel=True)
+            await self._call(self._store.check)
         except MmstreamError as exc:
             log.warning("tier: %s cannot be reached (%s); streams are served from the cache "
                         "and copied once it answers", where, exc)  # fmt: skip
@@ -113,62 +211,69 @@ class Tier:
             for _ in range(self._config.upload_concurrency):
                 nursery.start_soon(self._worker)
 
-    def _next(self) -> tuple[str, StreamInfo, bool] | float:
-        """The next job ``(id, info, is_delete)``, or how long until one is due."""
+    def _next(self) -> tuple[Job, StreamInfo] | float:
+        """The next job due (deletes first), or how long until one is."""
         now = trio.current_time()
         soonest = float("inf")
-        for jobs, is_delete in ((self._deletes, True), (self._uploads, False)):
-            for sid, info in jobs.items():
-                if sid in self._busy:
+        for kind in Kind:
+            for job, info in self._jobs.items():
+                if job[0] is not kind or job[1] in self._busy:
                     continue
-                due = self._retry_at.get(sid, now)
+                due = self._retry_at.get(job, now)
                 if due <= now:
-                    del jobs[sid]
-                    return sid, info, is_delete
+                    del self._jobs[job]
+                    return job, info
                 soonest = min(soonest, due - now)
         return soonest
 
     async def _worker(self) -> None:
         while True:
-            job = self._next()
-            if isinstance(job, float):
+            found = self._next()
+            if isinstance(found, float):
                 self._wake = trio.Event()
-                with trio.move_on_after(job):
+                with trio.move_on_after(found):
                     await self._wake.wait()
                 continue
-            sid, info, is_delete = job
-            self._busy.add(sid)
+            job, info = found
+            self._busy.add(job[1])
             try:
-                if is_delete:
-                    await self._delete(info)
-                else:
-                    await self._upload(info)
+                await self._do(job[0], info)
             except MmstreamError as exc:
-                self._failed(info, is_delete, exc)
+                self._failed(job, info, exc)
             else:
-                self._attempts.pop(sid, None)
-                self._retry_at.pop(sid, None)
+                self._attempts.pop(job, None)
+                self._retry_at.pop(job, None)
             finally:
-                self._busy.discard(sid)
+                self._busy.discard(job[1])
+                self._wake.set()
 
-    def _failed(self, info: StreamInfo, is_delete: bool, exc: MmstreamError) -> None:
-        """Retry later with exponential backoff and jitter (unless newer work replaced it)."""
-        sid = info.stream_id
-        op = "delete" if is_delete else "upload"
+    async def _do(self, kind: Kind, info: StreamInfo) -> None:
+        match kind:
+            case Kind.UPLOAD:
+                await self._upload(info)
+            case Kind.DELETE:
+                await self._delete(info)
+            case Kind.RESTORE:
+                await self._restore(info)
+
+    def _count_error(self, op: str) -> None:
         if self._metrics is not None:
             self._metrics.tier_errors.labels(op).inc()
-        attempt = self._attempts.get(sid, 0) + 1
-        self._attempts[sid] = attempt
+
+    def _failed(self, job: Job, info: StreamInfo, exc: MmstreamError) -> None:
+        """Retry later with exponential backoff and jitter (unless newer work replaced it)."""
+        kind, sid, _ = job
+        self._count_error("read" if kind is Kind.RESTORE else kind.value)
+        attempt = self._attempts.get(job, 0) + 1
+        self._attempts[job] = attempt
         delay = min(self._retry_base * 2 ** (attempt - 1), self._retry_max)
         delay *= 0.5 + random.random() / 2
         log.warning("tier: %s of stream %s failed (attempt %d, again in %.1f s): %s",
-                    op, sid, attempt, delay, exc)  # fmt: skip
-        jobs = self._deletes if is_delete else self._uploads
-        other = self._uploads if is_delete else self._deletes
-        if sid not in jobs and sid not in other:  # nothing newer came for this id
-            jobs[sid] = info
-            self._retry_at[sid] = trio.current_time() + delay
-        self._wake.set()
+                    kind.value, sid, attempt, delay, exc)  # fmt: skip
+        newer = any(other[1] == sid for other in self._jobs)
+        if not newer:
+            self._jobs[job] = info
+            self._retry_at[job] = trio.current_time() + delay
 
     # -- the jobs --------------------------------------------------------------------------
 
@@ -234,6 +339,14 @@ class Tier:
         await self._call(partial(self._store.delete, data_key(sid, info.generation)))
         log.info("stream %s: deleted from the bucket", sid)
 
+    async def _restore(self, info: StreamInfo) -> None:
+        try:
+            await self._require_manager().restore(info.stream_id, generation=info.generation)
+        except StreamNotFoundError:
+            return  # deleted meanwhile
+        except QuotaExceededError as exc:
+            log.info("tier: stream %s stays remote: %s", info.stream_id, exc)
+
     def _require_manager(self) -> StreamManager:
         if self._manager is None:
             raise RuntimeError("the tier is not running")
@@ -246,15 +359,32 @@ def _pieces(
     """The stream's bytes, read through the manager from the upload's worker thread, hashed
     on the way: a mismatch raises before the upload completes, so it never does."""
     digest = hashlib.sha256()
-    for offset in range(0, info.size, UPLOAD_PIECE):
-        length = min(UPLOAD_PIECE, info.size - offset)
+    for offset in range(0, info.size, PIECE):
+        length = min(PIECE, info.size - offset)
         read = partial(manager.read, info.stream_id, offset, length, generation=info.generation)
         data = trio.from_thread.run(read, trio_token=token)
         if len(data) != length:
             raise ChecksumMismatchError(f"stream {info.stream_id} is shorter than {info.size}")
         digest.update(data)
         yield data
-    if digest.hexdigest() != info.sha256:
+    _check_digest(info, digest.hexdigest())
+
+
+def _copy_down(store: ObjectStore, key: str, info: StreamInfo, write: Writer) -> None:
+    """Fetch the copy piece by piece into ``write`` (blocking), checking size and sha256."""
+    digest = hashlib.sha256()
+    for offset in range(0, info.size, PIECE):
+        length = min(PIECE, info.size - offset)
+        data = store.get_range(key, offset, length)
+        if len(data) != length:
+            raise StorageError(f"stream {info.stream_id}: the bucket's copy is short")
+        digest.update(data)
+        write(offset, data)
+    _check_digest(info, digest.hexdigest())
+
+
+def _check_digest(info: StreamInfo, digest: str) -> None:
+    if digest != info.sha256:
         raise ChecksumMismatchError(
-            f"stream {info.stream_id}: the bytes read do not match its sha256; not copied"
+            f"stream {info.stream_id}: its bytes do not match its sha256 {info.sha256}"
         )

@@ -118,7 +118,7 @@ async def stream_response(
     sender sends the same head and drops the body (an iterator it never starts reads
     nothing)."""
     try:
-        info = manager.stat(stream_id)
+        info = await manager.find(stream_id)  # stat, or found in the tier (docs/tiering.md)
         if info.status is StreamStatus.ERROR:
             # Quarantined: its bytes are not trusted (the manager refuses to read them too).
             raise StorageError(f"stream {stream_id} is in error: {info.error}")
