@@ -80,10 +80,11 @@ class LocalCluster:
 
 @asynccontextmanager
 async def open_local_cluster(
-    tmp_path: Path, count: int = 3, *, check_interval: float = 1.0
+    tmp_path: Path, count: int = 3, *, check_interval: float = 1.0, node_config: Path | None = None
 ) -> AsyncIterator[LocalCluster]:
     """``count`` nodes and HAProxy, all UP in HAProxy's view; every process is stopped by
-    PID on the way out. Nodes are not restarted: tests kill them on purpose."""
+    PID on the way out. Nodes are not restarted: tests kill them on purpose.
+    ``node_config`` is the nodes' shared config file."""
     assert HAPROXY is not None
     *node_ports, lb_port = free_ports(count + 1)
     # Free ports are rarely consecutive, so no plan_workers: the same layout, any ports.
@@ -99,7 +100,8 @@ async def open_local_cluster(
     config = tmp_path / "haproxy.cfg"
     config.write_text(render_haproxy_config([w.node for w in workers], options))
     children = [
-        Child(w.node.name, serve_argv(w, log_level="WARNING"), w.node.endpoint) for w in workers
+        Child(w.node.name, serve_argv(w, config=node_config, log_level="WARNING"), w.node.endpoint)
+        for w in workers
     ]
     children.append(
         Child("haproxy", (HAPROXY, "-db", "-f", str(config)), options.bind, after_others=True)

@@ -4,6 +4,7 @@ port (``moto_server -H 127.0.0.1 -p PORT``), like every other real part the test
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,13 +80,30 @@ class MotoServer:
             self.process.wait()
         self.process = None
 
-    def create_bucket(self, name: str) -> None:
-        """``PUT /name``: moto accepts an unsigned request, so no S3 client is needed here."""
+    def request(self, method: str, target: str) -> tuple[int, bytes]:
+        """One unsigned request (moto accepts them): no S3 client needed in the tests."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
             sock.sendall(
-                f"PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                 f"Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
             )
-            reply = sock.recv(4096)
-        if not reply.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"creating bucket {name}: {reply[:200]!r}")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    def create_bucket(self, name: str) -> None:
+        status, body = self.request("PUT", f"/{name}")
+        if status != 200:
+            raise RuntimeError(f"creating bucket {name}: {status} {body[:200]!r}")
+
+    def keys(self, bucket: str) -> list[str]:
+        """Every visible object's key (one page, enough for tests)."""
+        _, body = self.request("GET", f"/{bucket}?list-type=2")
+        return re.findall(r"<Key>([^<]+)</Key>", body.decode())
+
+    def uploads_in_progress(self, bucket: str) -> list[str]:
+        """Keys of multipart uploads begun and neither completed nor aborted."""
+        _, body = self.request("GET", f"/{bucket}?uploads")
+        return re.findall(r"<Key>([^<]+)</Key>", body.decode())
