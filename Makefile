@@ -10,7 +10,7 @@ DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
 LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py tests/plugins/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint check unit bench bench-quick bench-fanout bench-scaleout soak cluster clean
+.PHONY: serve test lint check unit bench bench-quick bench-fanout bench-scaleout bench-tier soak cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ cluster: $(VENV)/.runtime
 
 # One live stream, 100/1,000/5,000 listeners, mmstream beside Debian's icecast2 (if installed).
 FANOUT_ARGS ?=
+# Object-storage tier figures against moto's S3 server (docs/performance.md, docs/tiering.md).
+bench-tier: $(VENV)/.test
+	$(BIN)/python bench/tier.py $(TIER_ARGS)
+
 bench-fanout: $(VENV)/.runtime
 	$(BIN)/python bench/fanout.py $(FANOUT_ARGS)
 
