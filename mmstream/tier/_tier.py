@@ -34,7 +34,7 @@ from ..errors import (
     StreamNotFoundError,
 )
 from ..metrics import Metrics
-from ..streams import StreamInfo, StreamManager
+from ..streams import StreamInfo, StreamManager, StreamStatus
 from ..streams._tiering import Writer
 from ._manifest import Manifest, data_key, manifest_key
 from ._store import ObjectNotFoundError, ObjectStore
@@ -238,6 +238,10 @@ class Tier:
             self._busy.add(job[1])
             try:
                 await self._do(job[0], info)
+            except ChecksumMismatchError as exc:
+                # The local bytes are not the stream's any more: copying again cannot help.
+                self._count_error(job[0].value if job[0] is not Kind.RESTORE else "read")
+                log.error("tier: %s of stream %s abandoned: %s", job[0].value, job[1], exc)
             except MmstreamError as exc:
                 self._failed(job, info, exc)
             else:
@@ -297,6 +301,12 @@ class Tier:
     async def _upload(self, info: StreamInfo) -> None:
         manager = self._require_manager()
         sid, generation = info.stream_id, info.generation
+        try:
+            current = manager.stat(sid, generation=generation)
+        except StreamNotFoundError:
+            return  # deleted, or another stream under the id now (its own job copies it)
+        if current.status is not StreamStatus.READY or current.location != "local":
+            return  # quarantined since, or copied already
         existing = await self.manifest(sid)
         if existing is not None and existing.matches(info):
             self._mark(info)  # copied before a restart

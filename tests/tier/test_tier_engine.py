@@ -145,6 +145,9 @@ async def test_a_stream_whose_bytes_changed_on_disk_is_not_copied(
     flip_first_byte(directory / "rot.data")
     async with tiered_manager(directory, tier_config, metrics) as (manager, tier):
         await wait_until(lambda: sample(metrics, "mmstream_tier_errors_total", op="upload") > 0)
+        await trio.sleep(0.5)  # retries (backoff 0.05 s here) would have come by now
+        assert sample(metrics, "mmstream_tier_errors_total", op="upload") == 1  # abandoned
+        assert tier.backlog == 0
         assert location(manager, "rot") == "local"
         with pytest.raises(ObjectNotFoundError):
             tier.store.get(manifest_key("rot"))
