@@ -8,6 +8,7 @@ tier runs them in trio worker threads as the manager runs fsyncs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
@@ -29,6 +30,11 @@ __all__ = ["S3ObjectStore"]
 
 #: Longest error text passed on from the client (its messages can quote a whole response).
 _ERROR_TEXT = 300
+#: What in a response could carry (part of) a credential, redacted from errors after it.
+_SIGNED = re.compile(
+    r"(AWSAccessKeyId>|<StringToSign>|<CanonicalRequest>|Credential=|Signature=|"
+    r"x-amz-security-token:?|X-Amz-Security-Token=?|Authorization:?)[^ <>,;&]*"
+)
 
 
 class S3ObjectStore:
@@ -37,6 +43,17 @@ class S3ObjectStore:
     def __init__(self, config: TierConfig, credentials: AwsCredentials | None = None) -> None:
         self._config = config
         found = credentials if credentials is not None else find_credentials()
+        #: Never in an error message: the client's messages can quote a response body,
+        #: and S3 echoes the key id, the string to sign and signed headers in some.
+        self._secrets = tuple(
+            value
+            for value in (
+                (found.access_key_id, found.secret_access_key, found.session_token)
+                if found is not None
+                else ()
+            )
+            if value
+        )
         client: ClientConfig = {
             "timeout": timedelta(seconds=config.request_timeout),
             "connect_timeout": timedelta(seconds=min(config.request_timeout, 5.0)),
@@ -65,6 +82,20 @@ class S3ObjectStore:
         where = self._config.endpoint or "aws"
         return f"<S3ObjectStore {where} bucket={self._config.bucket!r}>"
 
+    def _raise(self, what: str, exc: BaseException, *, missing: str | None = None) -> NoReturn:
+        """Raise the short error for ``exc``: on a read, a missing object; on a write (where
+        ``missing`` says what it means), a missing bucket, which is the world's fault. The
+        client's text is cut to one line, and nothing of the credentials stays in it."""
+        if isinstance(exc, FileNotFoundError):
+            if missing is None:
+                raise ObjectNotFoundError(f"{what}: no such object") from None
+            raise StorageError(f"{what}: {missing}") from None
+        text = " ".join(str(exc).split())
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = _SIGNED.sub(lambda m: m.group(1) + "***", text)[:_ERROR_TEXT]
+        raise StorageError(f"{what}: {text or type(exc).__name__}") from None
+
     def put(
         self, key: str, chunks: Iterable[Buffer], *, size: int, attributes: Mapping[str, str]
     ) -> None:
@@ -81,7 +112,7 @@ class S3ObjectStore:
         except (BaseError, OSError) as exc:
             if source.error is not None:  # the source failed, not the bucket: say so
                 raise source.error from None
-            _raise(f"uploading {key}", exc, missing="the bucket does not exist")
+            self._raise(f"uploading {key}", exc, missing="the bucket does not exist")
         if source.error is not None:
             raise source.error
 
@@ -89,7 +120,7 @@ class S3ObjectStore:
         try:
             return obstore.get(self._store, key).bytes().to_bytes()
         except (BaseError, OSError) as exc:
-            _raise(f"reading {key}", exc)
+            self._raise(f"reading {key}", exc)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if length <= 0:
@@ -97,7 +128,7 @@ class S3ObjectStore:
         try:
             return obstore.get_range(self._store, key, start=start, length=length).to_bytes()
         except (BaseError, OSError) as exc:
-            _raise(f"reading {key} at {start}", exc)
+            self._raise(f"reading {key} at {start}", exc)
 
     def delete(self, key: str) -> None:
         try:
@@ -105,7 +136,7 @@ class S3ObjectStore:
         except FileNotFoundError:
             return
         except (BaseError, OSError) as exc:
-            _raise(f"deleting {key}", exc)
+            self._raise(f"deleting {key}", exc)
 
     def check(self) -> None:
         try:
@@ -113,7 +144,7 @@ class S3ObjectStore:
         except FileNotFoundError:
             return  # the bucket answered
         except (BaseError, OSError) as exc:
-            _raise(f"reaching bucket {self._config.bucket}", exc)
+            self._raise(f"reaching bucket {self._config.bucket}", exc)
 
 
 class _Source:
@@ -148,14 +179,3 @@ def _static(credentials: AwsCredentials) -> S3CredentialProvider:
         }
 
     return provide
-
-
-def _raise(what: str, exc: BaseException, *, missing: str | None = None) -> NoReturn:
-    """Raise the short error for ``exc``: on a read, a missing object; on a write (where
-    ``missing`` says what it means), a missing bucket, which is the world's fault."""
-    if isinstance(exc, FileNotFoundError):
-        if missing is None:
-            raise ObjectNotFoundError(f"{what}: no such object") from None
-        raise StorageError(f"{what}: {missing}") from None
-    text = " ".join(str(exc).split())[:_ERROR_TEXT] or type(exc).__name__
-    raise StorageError(f"{what}: {text}") from None

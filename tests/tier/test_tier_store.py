@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +174,53 @@ def test_nothing_s3_is_imported_with_the_tier_off(tmp_path: Path) -> None:
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+class _EchoingS3(http.server.BaseHTTPRequestHandler):
+    """Answers every request as S3 answers a bad signature: 403 with a body that quotes the
+    key id, the canonical request (with the session token header) and the string to sign."""
+
+    def _refuse(self) -> None:
+        token = self.headers.get("x-amz-security-token", "")
+        body = (
+            "<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>AKIATESTKEYID0001"
+            "</AWSAccessKeyId><CanonicalRequest>GET /b/k host:x\nx-amz-security-token:"
+            f"{token}\n</CanonicalRequest><StringToSign>AWS4-HMAC-SHA256 "
+            f"{self.headers.get('Authorization', '')}</StringToSign></Error>"
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _refuse
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_errors_quoting_a_response_carry_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 quotes the key id and signed headers back in some errors, and the client passes
+    the body on: none of the credentials may reach the message (nor so the log)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEYID0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-key")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-tok-123456")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = TierConfig(enabled=True, endpoint=f"http://127.0.0.1:{server.server_port}",
+                            bucket="echo", request_timeout=2.0)  # fmt: skip
+        store = open_object_store(config)
+        for call in (lambda: store.get("k"), lambda: store.get_range("k", 0, 5),
+                     lambda: store.put("k", [b"x"], size=1, attributes={}), store.check):  # fmt: skip
+            with pytest.raises(StorageError) as info:
+                call()
+            message = str(info.value)
+            for leaked in ("AKIATESTKEYID0001", "very-secret-key", "session-tok-123456"):
+                assert leaked not in message, message
+            assert "Signature=" not in message or "Signature=***" in message
+    finally:
+        server.shutdown()
+        server.server_close()
