@@ -26,10 +26,21 @@ from ._store import ObjectNotFoundError, part_size_for
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, RetryConfig, S3Credential, S3CredentialProvider
 
-__all__ = ["S3ObjectStore"]
+__all__ = ["S3ObjectStore", "parts_in_flight"]
 
 #: Longest error text passed on from the client (its messages can quote a whole response).
 _ERROR_TEXT = 300
+#: Parts of one upload in flight at once hold at most this much memory (at least one part).
+UPLOAD_MEMORY = 64 * 1024 * 1024
+MAX_PARTS_IN_FLIGHT = 4
+
+
+def parts_in_flight(part: int) -> int:
+    """Up to four parts at a time, fewer when parts are large: a 5 TiB stream's 525 MiB
+    parts go one at a time, so an upload holds max(64 MiB, one part) of memory."""
+    return max(1, min(MAX_PARTS_IN_FLIGHT, UPLOAD_MEMORY // part))
+
+
 #: What in a response could carry (part of) a credential, redacted from errors after it.
 _SIGNED = re.compile(
     r"(AWSAccessKeyId>|<StringToSign>|<CanonicalRequest>|Credential=|Signature=|"
@@ -104,7 +115,8 @@ class S3ObjectStore:
         try:
             if size > part:
                 obstore.put(self._store, key, source, attributes=dict(attributes),
-                            use_multipart=True, chunk_size=part, max_concurrency=4)  # fmt: skip
+                            use_multipart=True, chunk_size=part,
+                            max_concurrency=parts_in_flight(part))  # fmt: skip
             else:
                 body = b"".join(bytes(chunk) for chunk in source)
                 obstore.put(self._store, key, body, attributes=dict(attributes),

@@ -96,6 +96,18 @@ def test_wrong_bucket_is_an_error(tier_config: TierConfig) -> None:
         store.put("k", [b"x"], size=1, attributes={})
 
 
+def test_an_upload_holds_bounded_memory() -> None:
+    from mmstream.tier._s3 import UPLOAD_MEMORY, parts_in_flight
+
+    assert parts_in_flight(5 * MiB) == 4
+    assert parts_in_flight(16 * MiB) == 4
+    assert parts_in_flight(32 * MiB) == 2
+    huge_part = part_size_for(5 * 1024**4, 16 * MiB)
+    assert parts_in_flight(huge_part) == 1
+    for part in (5 * MiB, 16 * MiB, 20 * MiB, 64 * MiB, huge_part):
+        assert parts_in_flight(part) * part <= max(UPLOAD_MEMORY, part)
+
+
 def test_part_size_grows_for_huge_streams() -> None:
     assert part_size_for(1, 16 * MiB) == 16 * MiB
     assert part_size_for(16 * MiB * MAX_PARTS, 16 * MiB) == 16 * MiB
