@@ -246,6 +246,7 @@ class StreamManager:
                 generation=info.generation,
             )
             ctx.tiered = ctx.remote = True
+            ctx.recorded = (StreamStatus.READY, info.size)  # no sidecar, and none lags
             self._streams[sid] = ctx
             log.info("stream %s: found in the bucket (%d bytes)", sid, info.size)
         return self.stat(sid)
@@ -288,6 +289,7 @@ class StreamManager:
             ctx.cache, ctx.remote, ctx.remote_reads = cache, False, 0
             ctx.reserved = cache.size
             ctx.access_recorded = record.last_accessed_at
+            ctx.recorded = (record.status, record.durable_offset)
             log.info("stream %s: brought back from the bucket (%d bytes)", ctx.stream_id,
                      ctx.size)  # fmt: skip
             return ctx.info()
@@ -1193,6 +1195,7 @@ class StreamManager:
         ctx.close_when_idle()
         ctx.close_pending = False
         ctx.cache, ctx.remote, ctx.remote_reads, ctx.reserved = None, True, 0, 0
+        ctx.recorded = (ctx.committed_status, ctx.durable_offset)  # no sidecar to catch up
         ctx.shared_reads = (-1, {})
         log.info("stream %s: %s; still in the bucket (%d bytes)", ctx.stream_id, why, ctx.size)
         return unsynced

@@ -181,3 +181,29 @@ async def test_a_node_serves_another_nodes_stream_over_http_and_websocket(
     assert whole.status_code == 200 and whole.content == data
     one.shutdown()
     two.shutdown()
+
+
+async def test_remote_streams_leave_no_files_behind_a_restart(
+    tmp_path: Path, tier_config: TierConfig
+) -> None:
+    """A remote stream has no sidecar, and shutdown (which records lagging sidecars) must
+    not write one: a sidecar without data would be an ERROR stream after the restart."""
+    data = os.urandom(2 * MiB)
+    async with trio.open_nursery() as nursery:
+        one, _ = await run_node(nursery, tmp_path / "one", tier_config,
+                                max_cache_size=ByteSize(3 * MiB),
+                                initial_size=ByteSize(64 * 1024))  # fmt: skip
+        await put_stream(one, "evicted", data)
+        await wait_until(lambda: location(one, "evicted") == "local+remote")
+        await put_stream(one, "newer", os.urandom(2 * MiB))
+        assert location(one, "evicted") == "remote"
+        two, _ = await run_node(nursery, tmp_path / "two", tier_config)
+        await two.find("evicted")
+        nursery.cancel_scope.cancel()
+    for directory in (tmp_path / "one", tmp_path / "two"):
+        assert not (directory / "evicted.json").exists()
+        assert not (directory / "evicted.data").exists()
+        async with open_stream_manager(CacheConfig(directory=directory)) as manager:
+            assert [i.stream_id for i in manager.list() if i.status.value == "error"] == []
+            with pytest.raises(StreamNotFoundError):
+                manager.stat("evicted")
