@@ -179,6 +179,10 @@ async def test_a_node_serves_another_nodes_stream_over_http_and_websocket(
         assert await client.read("song", 0, len(data)) == data
     whole = await trio.to_thread.run_sync(lambda: httpx.get(url))
     assert whole.status_code == 200 and whole.content == data
+    async with connect(two.url) as client:  # tail of a finished remote stream: its bytes, end
+        follower = await client.tail("song", 0)
+        got = b"".join([piece async for piece in follower])
+        assert got == data
     one.shutdown()
     two.shutdown()
 
