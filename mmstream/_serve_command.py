@@ -40,6 +40,11 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any (server.port)")
     serve.add_argument("--cache-dir", type=Path, help="where streams live (cache.directory)")
     serve.add_argument(
+        "--peers",
+        metavar="HOST:PORT,...",
+        help="the cluster's workers, to relay their live streams to listeners here (cluster.peers)",
+    )
+    serve.add_argument(
         "--log-level",
         dest="serve_log_level",
         type=str.upper,
@@ -54,7 +59,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = load_config(
         args.config,
-        **{"server.host": args.host, "server.port": args.port, "cache.directory": args.cache_dir},
+        **{
+            "server.host": args.host,
+            "server.port": args.port,
+            "cache.directory": args.cache_dir,
+            "cluster.peers": args.peers.split(",") if args.peers else None,
+        },
     )
     level = args.serve_log_level or getattr(args, "log_level", None) or config.logging.level
     configure_logging(config.logging, level=level)

@@ -37,6 +37,7 @@ __all__ = [
     "AuthConfig",
     "ByteSize",
     "CacheConfig",
+    "ClusterConfig",
     "Config",
     "IcecastConfig",
     "LoggingConfig",
@@ -165,6 +166,33 @@ class IcecastConfig:
     send_interval: float = attrs.field(default=0.05, validator=[_min(0), v.le(1)])
 
 
+def _peer_urls(value: object) -> tuple[str, ...]:
+    """``["h1:9001", "ws://h2:9002"]`` or ``"h1:9001,h2:9002"`` → WebSocket base URLs."""
+    items = value.split(",") if isinstance(value, str) else list(typing.cast("list[object]", value))
+    urls = []
+    for item in items:
+        text = _expect_str(item).strip()
+        if not text:
+            raise ValueError("a peer is an empty string")
+        urls.append(text if "://" in text else f"ws://{text}")
+    return tuple(urls)
+
+
+@attrs.frozen
+class ClusterConfig:
+    """The other workers of a cluster, for relays (docs/scaling.md, "Relays")."""
+
+    #: Every worker's WebSocket address (``host:port`` or ``ws://host:port``); this worker's
+    #: own may be listed too. A live ``GET`` for a stream this worker does not hold is
+    #: relayed from the peer uploading it. Empty: no relays.
+    peers: tuple[str, ...] = attrs.field(default=(), converter=_peer_urls)
+    #: The token a relay sends its owner in ``hello`` (read scope) when auth is on; empty:
+    #: none.
+    token: str = attrs.field(default="", repr=False)
+    #: Seconds to find a stream's owner among the peers before the listener is redirected.
+    lookup_timeout: float = attrs.field(default=5.0, validator=v.gt(0))
+
+
 @attrs.frozen
 class LoggingConfig:
     level: LogLevel = "INFO"
@@ -265,6 +293,7 @@ class Config:
     logging: LoggingConfig = attrs.Factory(LoggingConfig)
     auth: AuthConfig = attrs.Factory(AuthConfig)
     tier: TierConfig = attrs.Factory(TierConfig)
+    cluster: ClusterConfig = attrs.Factory(ClusterConfig)
 
 
 def _make_converter() -> cattrs.Converter:

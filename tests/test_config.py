@@ -70,7 +70,7 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
          "cache.sync_polcy: unknown key; did you mean sync_policy?"),
         ("[servr]\nport = 1\n", "servr: unknown key; did you mean server?"),
         ("[nonsense]\n",
-         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth, tier"),
+         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth, tier, cluster"),
         ("[[auth.tokens]]\ntoken = 'x'\nscopes = ['red']\n",
          "auth.tokens[0].scopes[0]: must be one of read, write; got 'red'"),
         ("[logging]\nlevel = 'info'\nformt = 'json'\n",

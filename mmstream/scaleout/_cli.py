@@ -82,6 +82,12 @@ def add_balancer_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="retry a failed connect on the same node only (503 while the owner is down)",
     )
+    group.add_argument(
+        "--relay-listeners",
+        action="store_true",
+        help="live listener GETs to the least-loaded node, which relays from the owner "
+        "(nodes need cluster.peers; serve --workers passes them)",
+    )
     group.add_argument("--stats-socket", type=Path, metavar="PATH", help="UNIX stats socket")
     group.add_argument(
         "--haproxy-log", action="store_true", help="HAProxy logs node DOWN/UP notices to stderr"
@@ -102,6 +108,7 @@ def balancer_options_from_args(args: argparse.Namespace) -> BalancerOptions:
         redispatch=args.redispatch,
         stats_socket=args.stats_socket,
         log_to_stderr=args.haproxy_log,
+        relay_listeners=args.relay_listeners,
     )
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and options.maxconn > max_maxconn(soft):
@@ -211,12 +218,21 @@ def run_workers(
         base_port=config.server.port,
         cache_dir=config.cache.directory,
     )
+    # Every worker may relay any other's streams to its own listeners (docs/scaling.md).
+    peers = [w.node.endpoint for w in plan]
     children = [
-        Child(w.node.name, serve_argv(w, config=config_path, log_level=log_level), w.node.endpoint)
+        Child(
+            w.node.name,
+            serve_argv(w, config=config_path, log_level=log_level, peers=peers),
+            w.node.endpoint,
+        )
         for w in plan
     ]
     # No log_to_stderr: in the foreground (-db) HAProxy prints node DOWN/UP notices itself.
-    options = BalancerOptions(bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND)
+    options = BalancerOptions(
+        bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND,
+        relay_listeners=True,
+    )
     text = render_haproxy_config([w.node for w in plan], options)
     nodes = ",".join(str(w.node.endpoint) for w in plan)
     if haproxy_bind is not None:

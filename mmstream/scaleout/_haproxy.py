@@ -150,6 +150,10 @@ class BalancerOptions:
     #: Send HAProxy's notices (a node marked DOWN/UP) to stderr; per-request lines are
     #: info level and stay off.
     log_to_stderr: bool = False
+    #: Send live listeners (a plain ``GET /streams/{id}``: no ``Range``, no query) to the
+    #: least-loaded node, which relays the stream from its owner (the nodes need
+    #: ``cluster.peers``; docs/scaling.md, "Relays"). Everything else still goes by id.
+    relay_listeners: bool = False
 
 
 @attrs.frozen
@@ -264,6 +268,19 @@ def render_haproxy_config(
         f"    bind {opts.bind}",
         "    # Nodes see the client's address in X-Forwarded-For.",
         "    option forwardfor",
+    ]
+    if opts.relay_listeners:
+        lines += [
+            "    # Live listeners (GET /streams/{id}, no Range, no query) to the least-loaded",
+            "    # node: it relays the stream from its owner (cluster.peers). A node holding no",
+            "    # live copy anywhere redirects to /streams/{id}?owner, which goes by id.",
+            "    acl listen_get method GET",
+            "    acl listen_path path_reg ^/streams/[^/]+$",
+            "    acl ranged req.hdr(range) -m found",
+            "    acl queried query -m found",
+            "    use_backend mmstream_listeners if listen_get listen_path !ranged !queried",
+        ]
+    lines += [
         "    default_backend mmstream_nodes",
         "",
         "backend mmstream_nodes",
@@ -283,4 +300,14 @@ def render_haproxy_config(
         "    # A server's id fixes its place on the hash ring: a node keeps its number for good.",
     ]
     lines += [f"    server {n.name} {n.endpoint} id {n.index + 1} check" for n in nodes]
+    if opts.relay_listeners:
+        lines += [
+            "",
+            "backend mmstream_listeners",
+            "    # The node with the fewest connections; each serves its listeners from one relay.",
+            "    balance leastconn",
+            "    http-response set-header X-Mmstream-Node %s",
+            "    # Up and down with the same node in mmstream_nodes: one health check per node.",
+        ]
+        lines += [f"    server {n.name} {n.endpoint} track mmstream_nodes/{n.name}" for n in nodes]
     return "\n".join(lines) + "\n"

@@ -84,10 +84,11 @@ def serve_argv(
     *,
     config: Path | None = None,
     log_level: str | None = None,
+    peers: Sequence[Endpoint] = (),
     python: str = sys.executable,
 ) -> tuple[str, ...]:
     """The ``mmstream serve`` command line of one worker: the shared config file with this
-    worker's host, port and cache directory on top."""
+    worker's host, port and cache directory on top, and the workers it relays from."""
     argv = [python, "-m", "mmstream", "serve"]
     if config is not None:
         argv += ["--config", str(config)]
@@ -95,6 +96,8 @@ def serve_argv(
     argv += ["--cache-dir", str(worker.cache_dir)]
     if log_level is not None:
         argv += ["--log-level", log_level]
+    if peers:
+        argv += ["--peers", ",".join(str(peer) for peer in peers)]
     return tuple(argv)
 
 

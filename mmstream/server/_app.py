@@ -30,6 +30,7 @@ from ._fanout import serve_fanout_hub
 from ._frontdoor import FrontDoor
 from ._http import HttpRequest, HttpResponse, Router, json_response
 from ._icecast import add_icecast_routes
+from ._relay import Relays
 from ._transports import make_transport
 from ._web import add_web_routes
 
@@ -130,7 +131,14 @@ async def serve(
                 await fanout.start(serve_tier, config.tier, manager, metrics)
             ack_clock = AckClock(config.server.ack_interval)
             fanout.start_soon(ack_clock.run)
-            add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer)
+            relays = None
+            if config.cluster.peers:
+                host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(
+                    config.server.host, config.server.host
+                )
+                own = f"ws://{host}:{port}"
+                relays = Relays(hub, config.cluster, own_url=own)
+            add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer, relays)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),

@@ -33,7 +33,7 @@ import enum
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import attrs
@@ -47,7 +47,15 @@ from ..streams import StreamManager, StreamStatus
 from ..web.playback import PIECE_SIZE
 from ._tail import TailGroup
 
-__all__ = ["Broadcaster", "FanoutHub", "Listener", "ListenerState", "serve_fanout_hub"]
+__all__ = [
+    "Broadcaster",
+    "FanoutHub",
+    "Feed",
+    "Listener",
+    "ListenerState",
+    "Source",
+    "serve_fanout_hub",
+]
 
 log = logging.getLogger("mmstream.server")
 
@@ -58,6 +66,15 @@ _READ_SIZE = 256 * 1024
 #: Seconds before bytes that a full socket refused are offered again, when no new data
 #: brings the next round sooner (at least ``send_interval``).
 _RETRY_INTERVAL = 0.05
+
+
+#: Takes the stream's next bytes, and whether they reach its live edge.
+Feed = Callable[[bytes, bool], None]
+#: Feeds a broadcaster the stream in order until it ends (returns: finalized, or the source
+#: is gone for good) or fails (:class:`StreamNotFoundError` and the like). The local one
+#: follows the cache; a relay's tails the stream's owner (:mod:`._relay`). One broadcaster
+#: and one set of listeners either way: the follow path is the same.
+Source = Callable[[Feed], Awaitable[None]]
 
 
 class ListenerState(enum.Enum):
@@ -102,10 +119,13 @@ class Broadcaster:
         metrics: Metrics | None = None,
         *,
         generation: str | None = None,
+        source: Source | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self.stream_id = stream_id
+        #: Where the bytes come from (None: this server's cache, through the manager).
+        self.source = source
         #: The stream followed (None: whichever the id names); another stream created under
         #: the same id ends this broadcaster as a deletion does.
         self.generation = generation
@@ -162,31 +182,39 @@ class Broadcaster:
             self._notify()
 
     async def _follow(self) -> None:
-        position = 0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_rounds)
-            while True:
-                info = await self.manager.wait_for_data(
-                    self.stream_id, position, generation=self.generation
-                )
-                if info.size > position:
-                    data = await self.manager.read(
-                        self.stream_id,
-                        position,
-                        min(_READ_SIZE, info.size - position),
-                        generation=self.generation,
-                    )
-                    position += len(data)
-                    # Listeners start at the live edge, not somewhere in a long stream this
-                    # broadcaster is still reading from the start.
-                    self.caught_up = position >= info.size
-                    self._append(data)
-                    self._new_data.set()
-                elif info.status is StreamStatus.READY:
-                    break
-                else:
-                    raise StreamNotFoundError(f"stream {self.stream_id} failed: {info.error}")
+            await (self.source or self._from_cache)(self._take_piece)
             nursery.cancel_scope.cancel()
+
+    def _take_piece(self, data: bytes, caught_up: bool) -> None:
+        """The next bytes of the stream, from whichever :data:`Source` feeds it."""
+        # Listeners start at the live edge, not somewhere in a long stream this
+        # broadcaster is still reading from the start.
+        self.caught_up = caught_up
+        self._append(data)
+        self._new_data.set()
+
+    async def _from_cache(self, feed: Feed) -> None:
+        """The local source: the stream as it is appended to this server's cache."""
+        position = 0
+        while True:
+            info = await self.manager.wait_for_data(
+                self.stream_id, position, generation=self.generation
+            )
+            if info.size > position:
+                data = await self.manager.read(
+                    self.stream_id,
+                    position,
+                    min(_READ_SIZE, info.size - position),
+                    generation=self.generation,
+                )
+                position += len(data)
+                feed(data, position >= info.size)
+            elif info.status is StreamStatus.READY:
+                return
+            else:
+                raise StreamNotFoundError(f"stream {self.stream_id} failed: {info.error}")
 
     def _append(self, data: bytes) -> None:
         start = self.edge
@@ -459,6 +487,23 @@ class FanoutHub:
             key,
             lambda: Broadcaster(
                 self.manager, stream_id, self.config, self.metrics, generation=key[1]
+            ),
+        )
+
+    def relay(self, stream_id: str, generation: str, source: Source) -> Broadcaster:
+        """The broadcaster of a stream held by another server, fed by ``source`` (started
+        if none runs for that stream's ``generation``)."""
+        key = (stream_id, generation)
+        return self._running(
+            self._broadcasters,
+            key,
+            lambda: Broadcaster(
+                self.manager,
+                stream_id,
+                self.config,
+                self.metrics,
+                generation=generation,
+                source=source,
             ),
         )
 

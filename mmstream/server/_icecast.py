@@ -37,7 +37,9 @@ import contextlib
 import http
 import json
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from functools import partial
+from urllib.parse import quote
 
 import h11
 import trio
@@ -57,8 +59,9 @@ from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus, WriterLease
 from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
-from ._fanout import FanoutHub, Listener, ListenerState
+from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router, ShutdownScope
+from ._relay import Relays
 
 __all__ = ["add_icecast_routes", "source_metadata"]
 
@@ -125,7 +128,9 @@ class _Icecast:
         config: IcecastConfig,
         metrics: Metrics | None,
         authorizer: Authorizer | None,
+        relays: Relays | None,
     ) -> None:
+        self.relays = relays
         self.manager = manager
         self.metrics = metrics
         self.authorizer = authorizer
@@ -298,6 +303,11 @@ class _Icecast:
         stream_id = request.params["stream_id"]
         try:
             info = self.manager.stat(stream_id)
+        except StreamNotFoundError:
+            if self.relays is None or request.query:
+                return False  # the playback route answers errors
+            relay = partial(self._relay, stream_id, stream, conn)
+            return await self._counted(stream_id, until_shutdown, relay)
         except MmstreamError:
             return False  # the playback route answers errors
         if info.status is not StreamStatus.UPLOADING:
@@ -310,11 +320,19 @@ class _Icecast:
                     await self._refuse(stream, OutOfRangeError(f"bad offset {value[:32]!r}"))
                     return True
                 offset = int(value)
+        local = partial(self._local, info, stream, conn, offset)
+        return await self._counted(stream_id, until_shutdown, local)
+
+    async def _counted(
+        self, stream_id: str, until_shutdown: ShutdownScope, serve: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Serve a live listener, counted in ``mmstream_followers``, until it ends or the
+        server shuts down."""
         if self.metrics is not None:
             self.metrics.followers.inc()
         try:
             with until_shutdown():  # a live response never ends by itself: cut it
-                await self._listen(stream, conn, info, offset)
+                await serve()
         except MmstreamError as exc:
             # Deleted, replaced (another generation) or failed while being sent: the end
             # of the connection is the end of the response, so the client sees it cut.
@@ -324,17 +342,47 @@ class _Icecast:
                 self.metrics.followers.dec()
         return True
 
+    async def _local(
+        self,
+        info: StreamInfo,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        offset: int | None,
+    ) -> None:
+        """A live listener of a stream this worker holds."""
+        head = await self._response_head(info, conn)
+        await self._listen(stream, head, self.hub.get(info.stream_id, info.generation), offset)
+
+    async def _relay(
+        self, stream_id: str, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
+    ) -> None:
+        """A live listener of a stream another worker holds: served from this worker's
+        relay of it (:mod:`._relay`); if no peer is uploading it, sent to its owner with a
+        redirect that the balancer hashes to the owner (a query keeps it off the relays)."""
+        assert self.relays is not None
+        relayed = await self.relays.get(stream_id)
+        if relayed is None:
+            location = f"/streams/{quote(stream_id, safe='')}?owner"
+            await _send_quietly(stream, _redirect(location))
+            return
+        broadcaster, stat = relayed
+        await broadcaster.wait_ready()
+        content_type = stat.content_type
+        if content_type == DEFAULT_CONTENT_TYPE:
+            found = detect_format(bytes((broadcaster.sync.header or broadcaster.window)[:64]))
+            content_type = found.content_type if found is not None else content_type
+        await self._listen(stream, _head(content_type, stat.metadata, conn), broadcaster, None)
+
     async def _listen(
         self,
         stream: trio.abc.HalfCloseableStream,
-        conn: h11.Connection,
-        info: StreamInfo,
+        head: bytes,
+        broadcaster: Broadcaster,
         offset: int | None,
     ) -> None:
-        stream_id, generation = info.stream_id, info.generation
-        head = await self._response_head(info, conn)
+        """One listener of ``broadcaster`` (local or a relay); ``offset`` (local streams
+        only) starts it there, caught up from the cache while it is far behind."""
         await stream.send_all(head)
-        broadcaster = self.hub.get(stream_id, generation)
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         if fd is None:
             async for piece in broadcaster.follow(offset):
@@ -363,25 +411,33 @@ class _Icecast:
                 await _send_quietly(stream, broadcaster.rest(listener))
 
     async def _response_head(self, info: StreamInfo, conn: h11.Connection) -> bytes:
-        content_type, metadata = info.content_type, info.metadata
+        content_type = info.content_type
         if content_type == DEFAULT_CONTENT_TYPE:
             head = await self.manager.read(info.stream_id, 0, 64, generation=info.generation)
             found = detect_format(head)
             content_type = found.content_type if found is not None else content_type
-        version = b"1.0" if conn.their_http_version == b"1.0" else b"1.1"
-        lines = [b"HTTP/%s 200 OK" % version, b"server: " + SERVER_HEADER]
-        lines += [f"{name}: {value}".encode() for name, value in served_type(content_type).headers]
-        lines += [b"cache-control: no-store", b"connection: close"]
-        for name, value in metadata.items():
-            # ice-name etc. are what sources send; listeners' players read icy-*.
-            if (
-                name.startswith(_METADATA_PREFIXES)
-                and name != "icy-metadata"
-                and value.isprintable()
-            ):
-                icy = "icy-" + name[4:]
-                lines.append(f"{icy}: {value}".encode("latin-1", "replace"))
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+        return _head(content_type, info.metadata, conn)
+
+
+def _head(content_type: str, metadata: Mapping[str, str], conn: h11.Connection) -> bytes:
+    """A live listener's response head: the served type and the source's ``icy-*``."""
+    version = b"1.0" if conn.their_http_version == b"1.0" else b"1.1"
+    lines = [b"HTTP/%s 200 OK" % version, b"server: " + SERVER_HEADER]
+    lines += [f"{name}: {value}".encode() for name, value in served_type(content_type).headers]
+    lines += [b"cache-control: no-store", b"connection: close"]
+    for name, value in metadata.items():
+        # ice-name etc. are what sources send; listeners' players read icy-*.
+        if name.startswith(_METADATA_PREFIXES) and name != "icy-metadata" and value.isprintable():
+            icy = "icy-" + name[4:]
+            lines.append(f"{icy}: {value}".encode("latin-1", "replace"))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _redirect(location: str) -> bytes:
+    return (
+        b"HTTP/1.1 307 Temporary Redirect\r\nserver: %s\r\nlocation: %s\r\n"
+        b"content-length: 0\r\nconnection: close\r\n\r\n" % (SERVER_HEADER, location.encode())
+    )
 
 
 def _content_length(headers: Mapping[str, str]) -> int | None:
@@ -427,9 +483,11 @@ def add_icecast_routes(
     config: IcecastConfig,
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
+    relays: Relays | None = None,
 ) -> None:
-    """``PUT``/``SOURCE /streams/{id}`` for sources; live ``GET /streams/{id}``."""
-    icecast = _Icecast(manager, hub, config, metrics, authorizer)
+    """``PUT``/``SOURCE /streams/{id}`` for sources; live ``GET /streams/{id}`` (relayed
+    from another worker with ``relays``)."""
+    icecast = _Icecast(manager, hub, config, metrics, authorizer, relays)
     router.add_takeover("PUT", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("SOURCE", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("GET", "/streams/{stream_id}", icecast.listen)

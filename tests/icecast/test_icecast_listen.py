@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 from pathlib import Path
 
 import trio
@@ -19,25 +18,11 @@ from icecast_helpers import (
     running_server,
     wait_until,
 )
+from ogg_pages import HEADER, page
 
 from mmstream.config import ServerConfig
 from mmstream.server import RunningServer
 from mmstream.streams import StreamStatus
-
-
-def ogg_page(payload: bytes, *, granule: int, flags: int = 0, seq: int = 0) -> bytes:
-    lacing = [255] * (len(payload) // 255) + [len(payload) % 255]
-    head = b"OggS" + struct.pack("<BBqIIIB", 0, flags, granule, 77, seq, 0, len(lacing))
-    return head + bytes(lacing) + payload
-
-
-HEADER = ogg_page(b"OpusHead" + bytes(11), granule=0, flags=2) + ogg_page(
-    b"OpusTags" + bytes(8), granule=0, seq=1
-)
-
-
-def page(i: int) -> bytes:
-    return ogg_page(bytes([i % 251]) * 1000, granule=960 * (i + 1), seq=i + 2)
 
 
 async def wait_size(server: RunningServer, stream_id: str, size: int) -> None:

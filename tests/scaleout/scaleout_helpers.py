@@ -80,11 +80,17 @@ class LocalCluster:
 
 @asynccontextmanager
 async def open_local_cluster(
-    tmp_path: Path, count: int = 3, *, check_interval: float = 1.0, node_config: Path | None = None
+    tmp_path: Path,
+    count: int = 3,
+    *,
+    check_interval: float = 1.0,
+    node_config: Path | None = None,
+    relays: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """``count`` nodes and HAProxy, all UP in HAProxy's view; every process is stopped by
     PID on the way out. Nodes are not restarted: tests kill them on purpose.
-    ``node_config`` is the nodes' shared config file."""
+    ``node_config`` is the nodes' shared config file. With ``relays``, live listeners go to
+    the least-loaded node, which relays from the owner."""
     assert HAPROXY is not None
     *node_ports, lb_port = free_ports(count + 1)
     # Free ports are rarely consecutive, so no plan_workers: the same layout, any ports.
@@ -96,11 +102,17 @@ async def open_local_cluster(
         bind=Endpoint("127.0.0.1", lb_port),
         check_interval=check_interval,
         stats_socket=tmp_path / "haproxy.sock",
+        relay_listeners=relays,
     )
     config = tmp_path / "haproxy.cfg"
     config.write_text(render_haproxy_config([w.node for w in workers], options))
+    peers = [w.node.endpoint for w in workers] if relays else []
     children = [
-        Child(w.node.name, serve_argv(w, config=node_config, log_level="WARNING"), w.node.endpoint)
+        Child(
+            w.node.name,
+            serve_argv(w, config=node_config, log_level="WARNING", peers=peers),
+            w.node.endpoint,
+        )
         for w in workers
     ]
     children.append(

@@ -74,6 +74,17 @@ def test_options_reach_the_text() -> None:
     assert text.count("    server ") == 1
 
 
+def test_relay_listeners_go_to_the_least_loaded_node_and_the_rest_by_id() -> None:
+    plain = render_haproxy_config(DEFAULT_NODES)
+    assert "mmstream_listeners" not in plain
+    text = render_haproxy_config(DEFAULT_NODES, BalancerOptions(relay_listeners=True))
+    assert "use_backend mmstream_listeners if listen_get listen_path !ranged !queried" in text
+    listeners = text.split("backend mmstream_listeners", 1)[1]
+    assert "balance leastconn" in listeners
+    for node in DEFAULT_NODES:
+        assert f"server {node.name} {node.endpoint} track mmstream_nodes/{node.name}" in listeners
+
+
 def test_parse_nodes_numbers_by_position_or_explicitly() -> None:
     assert parse_nodes("a:1,b:2") == (Node(0, Endpoint("a", 1)), Node(1, Endpoint("b", 2)))
     removed_middle = parse_nodes("0=h1:9001, 2=h3:9001")
@@ -190,6 +201,7 @@ def test_cli_bad_input_is_one_line(argv: list[str], capsys: pytest.CaptureFixtur
         BalancerOptions(
             check_interval=0.2, redispatch=False, retries=0, log_to_stderr=True, maxconn=500
         ),
+        BalancerOptions(relay_listeners=True),
     ],
 )
 def test_haproxy_accepts_generated_configs(

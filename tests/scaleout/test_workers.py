@@ -112,7 +112,7 @@ async def test_workers_behind_haproxy_restart_with_their_streams_and_stop_on_sig
             with trio.fail_after(30):
                 await stderr.wait_for("cluster ready")
             workers = plan_workers(2, host="127.0.0.1", base_port=base, cache_dir=cache)
-            options = BalancerOptions(bind=Endpoint("127.0.0.1", lb))
+            options = BalancerOptions(bind=Endpoint("127.0.0.1", lb), relay_listeners=True)
             expected = render_haproxy_config([w.node for w in workers], options)
             assert (cache / "haproxy.cfg").read_text() == expected
 
@@ -160,7 +160,8 @@ async def test_workers_without_haproxy_print_its_config(tmp_path: Path) -> None:
     proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     workers = plan_workers(2, host="127.0.0.1", base_port=base, cache_dir=cache)
-    expected = render_haproxy_config([w.node for w in workers]).encode()
+    options = BalancerOptions(relay_listeners=True)
+    expected = render_haproxy_config([w.node for w in workers], options).encode()
     try:
         stderr = Lines()
         async with trio.open_nursery() as nursery:

@@ -1,0 +1,138 @@
+"""Relays: a stream's live listeners on any worker, not only on the one that owns it.
+
+Sharding by id keeps a stream's upload on one worker (its owner); listening need not stay
+there. A worker asked for a live stream it does not hold finds the peer uploading it (a
+``stat`` to every peer of ``cluster.peers`` at once), follows it from there with *one*
+WebSocket ``tail`` (``live``: the stream's header, a burst from a sync point, then the live
+bytes, as an HTTP listener of the owner gets them) and feeds those bytes to a broadcaster of
+its own (:meth:`~._fanout.FanoutHub.relay`). Its listeners are then served exactly as local
+ones are, by the same broadcaster code: a relay is only another :data:`~._fanout.Source`.
+
+So the owner sends each byte once per relaying worker, whatever the number of listeners,
+and each worker's listeners cost that worker's core only (docs/scaling.md, "Relays").
+
+When the owner goes away (its process dies, the connection drops) the relay's stream ends
+cleanly for its listeners: they get what the relay had, then the end of the response, as
+at a finalize; a player reconnects and lands wherever the balancer sends it. A stream
+deleted or failed at the owner drops them, as a local one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from ..client import connect
+from ..config import ClusterConfig
+from ..errors import ConnectionFailedError, MmstreamError, StreamNotFoundError
+from ..protocol import StreamStat
+from ._fanout import Broadcaster, FanoutHub, Feed, Source
+
+__all__ = ["Relays", "find_owner", "relay_source"]
+
+log = logging.getLogger("mmstream.server")
+
+
+async def find_owner(
+    peers: Sequence[str], stream_id: str, *, token: str | None
+) -> tuple[str, StreamStat] | None:
+    """The peer uploading ``stream_id`` and its ``stat``, asking all peers at once; None if
+    none is (not found, finished, or unreachable). The caller bounds the wait."""
+    found: list[tuple[str, StreamStat]] = []
+
+    async def ask(url: str, cancel: trio.CancelScope) -> None:
+        stat = None
+        try:
+            async with connect(url, token=token) as client:
+                # Errors are caught inside: raised through the client's nursery, they
+                # would come out as a group.
+                with contextlib.suppress(MmstreamError):
+                    stat = await client.stat(stream_id)
+        except MmstreamError:
+            return
+        if stat is None:
+            return
+        if stat.status == "uploading":
+            found.append((url, stat))
+            cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for url in peers:
+            nursery.start_soon(ask, url, nursery.cancel_scope)
+    return found[0] if found else None
+
+
+def relay_source(url: str, stream_id: str, *, token: str | None) -> Source:
+    """A :data:`~._fanout.Source` that follows ``stream_id`` on the peer at ``url`` with one
+    live ``tail``. The relay's offsets are its own: the header, then the owner's bytes from
+    the sync point it chose, back to back (listeners of a relay join at the live edge)."""
+
+    async def follow(feed: Feed) -> None:
+        try:
+            problem: MmstreamError | None = None
+            async with connect(url, stream=stream_id, token=token) as client:
+                # Errors are caught inside: raised through the client's nursery, they
+                # would come out as a group.
+                try:
+                    async for data in await client.tail(stream_id, live=True):
+                        feed(data, True)
+                except MmstreamError as exc:
+                    problem = exc
+            if problem is not None:
+                raise problem
+        except ConnectionFailedError as exc:
+            log.info("relay of %s: the owner %s is gone (%s); its listeners end", stream_id,
+                     url, exc)  # fmt: skip
+        except StreamNotFoundError:
+            raise
+        except MmstreamError as exc:
+            raise StreamNotFoundError(f"relay of {stream_id} from {url}: {exc}") from None
+
+    return follow
+
+
+@attrs.define
+class _Relayed:
+    broadcaster: Broadcaster
+    #: The owner's ``stat`` when the relay started: content type and metadata for the
+    #: listeners' response head.
+    stat: StreamStat
+
+
+class Relays:
+    """One worker's relays: at most one per stream, shared by all its listeners."""
+
+    def __init__(self, hub: FanoutHub, config: ClusterConfig, *, own_url: str | None) -> None:
+        self.hub = hub
+        self.config = config
+        #: Every peer but this worker (asking itself would only cost a connection).
+        self.peers = tuple(url for url in config.peers if url != own_url)
+        self._relayed: dict[str, _Relayed] = {}
+
+    async def get(self, stream_id: str) -> tuple[Broadcaster, StreamStat] | None:
+        """The running relay of ``stream_id``, or a new one from the peer uploading it; None
+        if no peer is uploading it."""
+        relayed = self._relayed.get(stream_id)
+        if relayed is None or relayed.broadcaster.ended:
+            self._relayed.pop(stream_id, None)
+            found = None
+            with trio.move_on_after(self.config.lookup_timeout):
+                found = await find_owner(self.peers, stream_id, token=self.config.token or None)
+            if found is None:
+                return None
+            url, stat = found
+            relayed = self._relayed.get(stream_id)  # another listener may have been quicker
+            if relayed is None or relayed.broadcaster.ended:
+                # Ended relays keep their window for their last listeners: forget them now.
+                for name in [k for k, r in self._relayed.items() if r.broadcaster.ended]:
+                    del self._relayed[name]
+                source = relay_source(url, stream_id, token=self.config.token or None)
+                generation = stat.generation or "relay"
+                log.info("relay of %s from %s starts", stream_id, url)
+                relayed = _Relayed(self.hub.relay(stream_id, generation, source), stat)
+                self._relayed[stream_id] = relayed
+        return relayed.broadcaster, relayed.stat

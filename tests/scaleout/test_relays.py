@@ -1,0 +1,124 @@
+"""One stream's live listeners spread over every node of a real cluster behind real HAProxy:
+the owner takes the upload, the other nodes relay it (docs/scaling.md, "Relays")."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+from ogg_pages import HEADER, page
+from scaleout_helpers import LocalCluster, needs_haproxy, open_local_cluster, served_by
+
+from mmstream.client import Client, connect
+
+pytestmark = [needs_haproxy, pytest.mark.slow]
+
+
+class Listener:
+    """A raw HTTP listener through the balancer: the node that answered and every byte."""
+
+    def __init__(self, stream: trio.SocketStream, node: str, body: bytes) -> None:
+        self.stream = stream
+        self.node = node
+        self.body = bytearray(body)
+        self.closed = trio.Event()
+
+    async def read_all(self) -> None:
+        try:
+            while piece := await self.stream.receive_some(65536):
+                self.body += piece
+        except trio.BrokenResourceError:
+            pass
+        self.closed.set()
+
+
+async def listen(cluster: LocalCluster, stream_id: str) -> Listener:
+    stream = await trio.open_tcp_stream(cluster.balancer.host, cluster.balancer.port)
+    await stream.send_all(f"GET /streams/{stream_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = await stream.receive_some(65536)
+        assert piece, data
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].split()[1] == "200", head
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert headers["content-type"].startswith("audio/ogg"), headers
+    return Listener(stream, headers["x-mmstream-node"], rest)
+
+
+async def start_source(client: Client, stream_id: str, pages: int) -> bytes:
+    await client.create(stream_id, content_type="audio/ogg")
+    sent = HEADER + b"".join(page(i) for i in range(pages))
+    await client.append(stream_id, sent)
+    await client.sync(stream_id)
+    return sent
+
+
+def check_body(listener: Listener, stream: bytes) -> int:
+    """A listener got the header, then the stream from a page boundary on, byte for byte;
+    returns where in the stream it started."""
+    body = bytes(listener.body)
+    assert body.startswith(HEADER), listener.node
+    rest = body[len(HEADER) :]
+    start = len(stream) - len(rest)
+    assert start >= len(HEADER), (listener.node, start)
+    assert stream[start:] == rest, listener.node
+    assert rest.startswith(b"OggS"), listener.node
+    return start
+
+
+async def test_listeners_on_every_node_get_the_same_live_bytes(tmp_path: Path) -> None:
+    async with open_local_cluster(tmp_path, 3, relays=True) as cluster:
+        async with connect(cluster.url, stream="radio") as client:
+            stream = await start_source(client, "radio", 20)
+            listeners = [await listen(cluster, "radio") for _ in range(6)]
+            # leastconn: each listener holds its connection, so they spread over the nodes.
+            assert len({listener.node for listener in listeners}) == 3
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for listener in listeners:
+                        nursery.start_soon(listener.read_all)
+                    for i in range(20, 60):
+                        await client.append("radio", page(i))
+                        stream += page(i)
+                        await trio.sleep(0.01)
+                    await client.finalize("radio")
+        # Every listener, on the owner or on a relay, ends cleanly with every byte.
+        starts = [check_body(listener, stream) for listener in listeners]
+        assert max(starts) <= len(HEADER) + 20 * len(page(0))
+        # A stream no node uploads (finished, or unknown): sent to its owner, by id.
+        assert (await served_by(cluster.balancer, "/streams/nosuch"))[0] == 307
+        assert (await served_by(cluster.balancer, "/streams/radio?owner"))[0] == 200
+        assert (await served_by(cluster.balancer, "/streams/nosuch?owner"))[0] == 404
+
+
+async def test_the_owners_loss_ends_the_relays_listeners_cleanly(tmp_path: Path) -> None:
+    async with open_local_cluster(tmp_path, 3, relays=True) as cluster:
+        async with connect(cluster.url, stream="radio") as client:
+            stream = await start_source(client, "radio", 20)
+        owner = cluster.holders("radio")
+        assert len(owner) == 1
+        listeners = [await listen(cluster, "radio") for _ in range(6)]
+        relayed = [x for x in listeners if x.node != f"node-{owner[0]}"]
+        assert len({x.node for x in relayed}) == 2
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for listener in relayed:
+                    nursery.start_soon(listener.read_all)
+                await trio.sleep(0.5)
+                pid = cluster.pid(owner[0])
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                for listener in relayed:
+                    await listener.closed.wait()
+        # The relays' listeners got the header and the stream from a page on, up to its
+        # edge, then the end of the response: no garbage, no hang.
+        for listener in relayed:
+            assert check_body(listener, stream) > 0
+        for listener in listeners:
+            await listener.stream.aclose()
