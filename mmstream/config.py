@@ -32,6 +32,7 @@ from .cache import (
     MmapWrite,
 )
 from .errors import ConfigError
+from .fallbacks import FallbackRule
 
 __all__ = [
     "AuthConfig",
@@ -164,6 +165,9 @@ class IcecastConfig:
     slow_listener: SlowListener = "skip"
     #: Seconds between sends to the listeners of a stream (latency vs. CPU); 0 = every write.
     send_interval: float = attrs.field(default=0.05, validator=[_min(0), v.le(1)])
+    #: ``[[icecast.fallback]]`` rules: what a stream's listeners hear while it has no
+    #: source (docs/icecast.md, "Fallbacks"); the first rule whose pattern matches applies.
+    fallback: tuple[FallbackRule, ...] = ()
 
 
 def _peer_urls(value: object) -> tuple[str, ...]:

@@ -55,6 +55,7 @@ from ..errors import (
     StreamNotFoundError,
     UnauthorizedError,
 )
+from ..fallbacks import choose, fallback_chain, overrides
 from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus, WriterLease
 from ..web.media import served_type
@@ -62,6 +63,7 @@ from ..web.playback import HTTP_STATUS
 from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router, ShutdownScope
 from ._relay import Relays
+from ._switch import OnAir, listen_switching
 
 __all__ = ["add_icecast_routes", "source_metadata"]
 
@@ -131,6 +133,7 @@ class _Icecast:
         relays: Relays | None,
     ) -> None:
         self.relays = relays
+        self.on_air = OnAir(manager)
         self.manager = manager
         self.metrics = metrics
         self.authorizer = authorizer
@@ -199,12 +202,14 @@ class _Icecast:
         except MmstreamError as exc:
             await self._refuse(stream, exc)
             return True
+        self.on_air.source_started(stream_id, lease.generation)
         try:
             await self._receive_source(
                 request, stream, conn, headers, version, lease, until_shutdown
             )
         finally:
             lease.release()
+            self.on_air.source_stopped(stream_id, lease.generation)
         return True
 
     async def _receive_source(
@@ -301,6 +306,14 @@ class _Icecast:
             await _send_quietly(stream, _UNAUTHORIZED)
             return True
         stream_id = request.params["stream_id"]
+        chain = fallback_chain(stream_id, self.config.fallback)
+        if len(chain) > 1 and not request.query and isinstance(stream, trio.SocketStream):
+            override = overrides(stream_id, self.config.fallback)
+            start = choose(chain, self.on_air, None, override=override)
+            if start is not None:
+                serve = partial(self._switching, chain, start, override, stream, conn)
+                return await self._counted(stream_id, until_shutdown, serve)
+            # Nothing of the chain on air: as without fallbacks.
         try:
             info = self.manager.stat(stream_id)
         except StreamNotFoundError:
@@ -352,6 +365,20 @@ class _Icecast:
         """A live listener of a stream this worker holds."""
         head = await self._response_head(info, conn)
         await self._listen(stream, head, self.hub.get(info.stream_id, info.generation), offset)
+
+    async def _switching(
+        self,
+        chain: tuple[str, ...],
+        start: str,
+        override: bool,
+        stream: trio.SocketStream,
+        conn: h11.Connection,
+    ) -> None:
+        """A live listener of a stream with fallbacks: it hears the first of ``chain`` on
+        air and moves along it as sources come and go (:mod:`._switch`); the response
+        head is the first stream's."""
+        await stream.send_all(await self._response_head(self.manager.stat(start), conn))
+        await listen_switching(stream, self.hub, self.on_air, chain, start, override=override)
 
     async def _relay(
         self, stream_id: str, stream: trio.abc.HalfCloseableStream, conn: h11.Connection

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,6 +50,18 @@ async def running_server(
         server: RunningServer = await nursery.start(serve, config)
         yield server
         server.abort()
+
+
+def decode_s16(path: Path) -> tuple[bytes, bytes]:
+    """Decode with ffmpeg (it must succeed) to 8 kHz mono s16: (samples, its error output)."""
+    assert FFMPEG is not None
+    done = subprocess.run(
+        [FFMPEG, "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "8000", "-"],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
 
 
 async def connect(server: RunningServer) -> trio.SocketStream:

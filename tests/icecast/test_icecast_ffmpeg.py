@@ -3,13 +3,13 @@ and what mmstream serves back decodes, with the right duration."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import trio
 from icecast_helpers import (
     FFMPEG,
+    decode_s16,
     has_size,
     needs_ffmpeg,
     open_listener,
@@ -46,14 +46,8 @@ def push_command(
 
 def decoded_seconds(path: Path) -> tuple[float, bytes]:
     """Decode with ffmpeg to 8 kHz mono s16: (seconds of audio, ffmpeg's error output)."""
-    assert FFMPEG is not None
-    done = subprocess.run(
-        [FFMPEG, "-v", "error", "-i", str(path), "-f", "s16le", "-ac", "1", "-ar", "8000", "-"],
-        capture_output=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return len(done.stdout) / 16000, done.stderr
+    samples, errors = decode_s16(path)
+    return len(samples) / 16000, errors
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -1,0 +1,167 @@
+"""Live listeners that move between a stream and its fallbacks without being disconnected.
+
+The decisions are :mod:`mmstream.fallbacks`' (which stream of the chain to hear); this is
+the moving. A listener is attached to one stream's broadcaster at a time, as every live
+listener is (:mod:`._fanout`): the same rounds send it its bytes. When its stream goes off
+air (its source dropped, it was finalized, deleted or failed) or, with ``override``, an
+earlier stream of its chain comes back, the listener waits until the next stream's
+broadcaster is ready (header known, a sync point to start at) while it still hears the old
+one, then leaves the old broadcaster and joins the new one at its start point, with the new
+stream's header first (a new Ogg logical stream, a new WebM header: players treat it as a
+chained stream). Nothing else happens in between, so the gap is the switch itself.
+
+Which streams are on air: an UPLOADING stream is, unless its Icecast source dropped and has
+not come back (:class:`OnAir`; a finalized, failed or deleted stream is not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import trio
+
+from ..errors import MmstreamError
+from ..fallbacks import choose
+from ..streams import StreamManager, StreamStatus
+from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
+
+__all__ = ["OnAir", "listen_switching"]
+
+#: Seconds a listener leaving a finished stream gets to take its end.
+_DRAIN_TIMEOUT = 30.0
+
+
+class OnAir:
+    """Which streams have a source now, and an event whenever a source comes or goes."""
+
+    def __init__(self, manager: StreamManager) -> None:
+        self.manager = manager
+        #: UPLOADING streams (id, generation) whose Icecast source dropped (or ended,
+        #: keeping the stream); another stream created under the id is not silent.
+        self._silent: set[tuple[str, str]] = set()
+        self._changed = trio.Event()
+
+    def __call__(self, stream_id: str) -> bool:
+        try:
+            info = self.manager.stat(stream_id)
+        except MmstreamError:
+            return False
+        silent = (stream_id, info.generation) in self._silent
+        return info.status is StreamStatus.UPLOADING and not silent
+
+    def source_started(self, stream_id: str, generation: str) -> None:
+        self._silent.discard((stream_id, generation))
+        self._notify()
+
+    def source_stopped(self, stream_id: str, generation: str) -> None:
+        """The source went away: its stream is silent while it stays UPLOADING."""
+        try:
+            uploading = self.manager.stat(stream_id, generation=generation).status
+        except MmstreamError:
+            uploading = None
+        if uploading is StreamStatus.UPLOADING:
+            self._silent.add((stream_id, generation))
+        else:
+            self._silent.discard((stream_id, generation))
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def changed(self) -> trio.Event:
+        """Set at the next change (take it before deciding, wait on it after)."""
+        return self._changed
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Until one of ``events`` is set."""
+
+    async def wait(event: trio.Event, scope: trio.CancelScope) -> None:
+        await event.wait()
+        scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for event in events:
+            nursery.start_soon(wait, event, nursery.cancel_scope)
+
+
+async def listen_switching(
+    stream: trio.SocketStream,
+    hub: FanoutHub,
+    on_air: OnAir,
+    chain: Sequence[str],
+    start: str,
+    *,
+    override: bool,
+) -> None:
+    """Serve one listener of ``chain[0]`` (its response head already sent) from ``start``
+    on, along the chain, until the client goes or nothing of the chain is on air after its
+    stream ended."""
+    fd = stream.socket.fileno()
+    async with trio.open_nursery() as nursery:
+
+        async def until_gone() -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while await stream.receive_some(4096):
+                    pass  # nothing is expected from a listener; its close ends the response
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(until_gone)
+        current: str | None = start
+        while current is not None:
+            broadcaster = hub.get(current)
+            await broadcaster.wait_ready()
+            header, position = broadcaster.start_point()
+            listener = Listener(fd, position, header)
+            broadcaster.add(listener)
+            try:
+                current = await _until_switch(
+                    listener, broadcaster, current, hub, on_air, chain, override
+                )
+            finally:
+                broadcaster.remove(listener)
+            if listener.state is ListenerState.GONE:
+                break
+            if listener.state is ListenerState.ENDED:
+                await _drain(stream, broadcaster, listener)
+        nursery.cancel_scope.cancel()
+
+
+async def _until_switch(
+    listener: Listener,
+    broadcaster: Broadcaster,
+    current: str,
+    hub: FanoutHub,
+    on_air: OnAir,
+    chain: Sequence[str],
+    override: bool,
+) -> str | None:
+    """Wait while ``listener`` should stay on ``current``; the stream to move to (its
+    broadcaster ready), or None to end (the client went, or nothing is on air)."""
+    while True:
+        changed = on_air.changed
+        if listener.state is ListenerState.GONE:
+            return None
+        if listener.state is not ListenerState.LIVE:
+            # Finalized, failed or deleted (or dropped as too slow: then it ends).
+            if listener.state is ListenerState.DROPPED and broadcaster.failed is None:
+                return None
+            return choose(chain, lambda s: s != current and on_air(s), None, override=override)
+        target = choose(chain, on_air, current, override=override)
+        if target is not None and target != current:
+            # Still hearing ``current`` until the next one can start.
+            await hub.get(target).wait_ready()
+            return target
+        await _first_of(listener.wake, changed)
+
+
+async def _drain(stream: trio.SocketStream, broadcaster: Broadcaster, listener: Listener) -> None:
+    """The end of a finished stream, before the next one."""
+    with (
+        trio.move_on_after(_DRAIN_TIMEOUT),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+    ):
+        await stream.send_all(broadcaster.rest(listener))

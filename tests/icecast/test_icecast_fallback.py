@@ -1,0 +1,198 @@
+"""Fallbacks that keep listeners: real sources and a raw HTTP listener on a real server.
+
+The listener asks for ``live-a``; ``[[icecast.fallback]]`` sends ``live-*`` to ``jingles``.
+It must hear jingles before live-a starts, live-a while its source sends, jingles again when
+that source drops, live-a again when a source continues it, and never be disconnected.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import socket
+import struct
+from pathlib import Path
+
+import trio
+from icecast_helpers import (
+    FFMPEG,
+    decode_s16,
+    has_size,
+    needs_ffmpeg,
+    open_listener,
+    open_source,
+    read_to_end,
+    running_server,
+    wait_until,
+)
+from ogg_pages import HEADER, page
+
+from mmstream.fallbacks import FallbackRule
+from mmstream.streams import StreamStatus
+
+RULES = (FallbackRule("live-*", "jingles"),)
+
+
+class Pages:
+    """What a listener hears, as labels of Ogg pages: "H" for a header (OpusHead) page, the
+    data byte of a data page; ``ended`` once the response ends."""
+
+    def __init__(self, stream: trio.SocketStream, rest: bytes) -> None:
+        self.stream = stream
+        self.buffer = bytearray(rest)
+        self.labels: list[str | int] = []
+        self.ended = False
+
+    async def run(self) -> None:
+        while True:
+            self._parse()
+            piece = await self.stream.receive_some(65536)
+            if not piece:
+                self.ended = True
+                return
+            self.buffer += piece
+
+    def _parse(self) -> None:
+        while len(self.buffer) >= 27:
+            assert self.buffer[:4] == b"OggS", bytes(self.buffer[:32])
+            count = self.buffer[26]
+            if len(self.buffer) < 27 + count:
+                return
+            size = 27 + count + sum(self.buffer[27 : 27 + count])
+            if len(self.buffer) < size:
+                return
+            payload = bytes(self.buffer[27 + count : size])
+            del self.buffer[:size]
+            if payload.startswith(b"OpusHead"):
+                self.labels.append("H")
+            elif not payload.startswith(b"OpusTags"):
+                self.labels.append(payload[0])
+
+    def segments(self) -> list[list[str | int]]:
+        """The labels split at each header: one list per stream heard."""
+        out: list[list[str | int]] = []
+        for label in self.labels:
+            if label == "H":
+                out.append([])
+            else:
+                out[-1].append(label)
+        return out
+
+    async def heard(self, label: int) -> None:
+        """Until the current stream (after the last header) has given ``label``."""
+        await wait_until(lambda: bool(self.segments()) and label in self.segments()[-1])
+
+
+def drop(source: trio.SocketStream) -> None:
+    """Cut the connection as a crashed source does (a reset, no clean end)."""
+    source.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    source.socket.close()
+
+
+def pages(numbers: range) -> bytes:
+    return b"".join(page(i) for i in numbers)
+
+
+async def test_listeners_move_to_the_fallback_and_back_without_a_disconnect(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, fallback=RULES, burst_size=2500) as server:
+        jingles = await open_source(server, "jingles")
+        await jingles.send_all(HEADER + pages(range(100, 110)))
+        await wait_until(has_size(server, "jingles", len(HEADER) + 10 * len(page(0))))
+        # Before live-a exists: jingles.
+        stream, headers, rest = await open_listener(server, "/streams/live-a")
+        assert headers["content-type"].startswith("audio/ogg")
+        heard = Pages(stream, rest)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(heard.run)
+            await heard.heard(109)
+            # live-a starts: its listener moves there (header first, then its pages).
+            live = await open_source(server, "live-a")
+            await live.send_all(HEADER + pages(range(0, 5)))
+            await heard.heard(4)
+            # Its source drops: back to jingles, which kept playing.
+            size = len(HEADER) + 5 * len(page(0))
+            await wait_until(has_size(server, "live-a", size))
+            drop(live)
+            await jingles.send_all(pages(range(110, 112)))
+            await heard.heard(111)
+            # A source continues live-a (the same stream, from where it was): back again.
+            live = await open_source(server, "live-a")
+            await live.send_all(HEADER + pages(range(5, 8)))
+            await heard.heard(7)
+            # live-a finalized: the rest of it, then jingles.
+            await live.send_all(page(8))
+            await live.send_eof()
+            await wait_until(lambda: server.manager.stat("live-a").status is StreamStatus.READY)
+            await jingles.send_all(pages(range(112, 114)))
+            await heard.heard(113)
+            # Nothing of the chain on air any more: the response ends.
+            await jingles.send_eof()
+            await wait_until(lambda: heard.ended)
+        info = server.manager.stat("live-a")
+        assert info.size == 2 * len(HEADER) + 9 * len(page(0))  # one stream, two sources
+        # One list per stretch of one stream (a source that continues live-a sends its
+        # header again: the listener may hear it in-band, within the stretch).
+        stretches: list[list[int]] = []
+        for segment in heard.segments():
+            pages_heard = [label for label in segment if isinstance(label, int)]
+            if stretches and (stretches[-1][0] >= 100) == (pages_heard[0] >= 100):
+                stretches[-1] += pages_heard
+            else:
+                stretches.append(pages_heard)
+        kinds = ["jingles" if stretch[0] >= 100 else "live" for stretch in stretches]
+        assert kinds == ["jingles", "live", "jingles", "live", "jingles"], heard.segments()
+        assert stretches[1][-1] == 4 and stretches[3][-2:] == [7, 8]
+        assert stretches[2][-1] == 111 and stretches[4][-1] == 113
+        for stretch in stretches:  # each stream's pages in order, none twice
+            assert stretch == sorted(set(stretch)), stretch
+
+
+async def test_a_listener_without_anything_on_air_is_answered_as_before(tmp_path: Path) -> None:
+    async with running_server(tmp_path, fallback=RULES) as server:
+        target = "/streams/live-x"
+        conn = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await conn.send_all(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert (await conn.receive_some(100)).startswith(b"HTTP/1.1 404")
+
+
+def tone_push(port: int, stream_id: str, frequency: int, seconds: float) -> list[str]:
+    """Debian's ffmpeg pushing a sine tone as live MP3 (paced in real time)."""
+    assert FFMPEG is not None
+    return [FFMPEG, "-hide_banner", "-nostdin", "-v", "error", "-re", "-f", "lavfi",
+            "-i", f"sine=frequency={frequency}:duration={seconds}", "-c:a", "libmp3lame",
+            "-b:a", "128k", "-f", "mp3", "-content_type", "audio/mpeg",
+            f"icecast://source:hackme@127.0.0.1:{port}/streams/{stream_id}"]  # fmt: skip
+
+
+def tones(path: Path) -> list[int]:
+    """Decode with ffmpeg (it must succeed) and name the tone of each 0.25 s: 440 or 880
+    Hz by its zero crossings (0 for anything else, such as silence)."""
+    samples = array.array("h", decode_s16(path)[0])
+    named = []
+    for at in range(0, len(samples) - 2000, 2000):
+        window = samples[at : at + 2000]
+        crossings = sum(1 for a, b in itertools.pairwise(window) if (a < 0) != (b < 0))
+        named.append(440 if 200 <= crossings <= 240 else 880 if 420 <= crossings <= 460 else 0)
+    return named
+
+
+@needs_ffmpeg
+async def test_ffmpeg_sources_and_a_listener_that_decodes_across_the_switches(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, fallback=RULES, burst_size=4096) as server:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.run_process, tone_push(server.port, "jingles", 440, 5))
+            await wait_until(has_size(server, "jingles", 8192))
+            stream, headers, rest = await open_listener(server, "/streams/live-a")
+            assert headers["content-type"] == "audio/mpeg"
+            await trio.sleep(1)
+            await trio.run_process(tone_push(server.port, "live-a", 880, 1.5))
+            with trio.fail_after(20):
+                body = await read_to_end(stream, rest)  # jingles ends: so does the response
+        out = tmp_path / "heard.mp3"
+        out.write_bytes(body)
+        heard = [tone for tone, _ in itertools.groupby(t for t in tones(out) if t)]
+        assert heard == [440, 880, 440]
