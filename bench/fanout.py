@@ -235,6 +235,8 @@ max_connections_per_ip = 30000
 idle_timeout = 3600.0
 [icecast]
 send_interval = {interval}
+[cluster]
+peers = [{peers}]
 [logging]
 level = "WARNING"
 """
@@ -251,7 +253,24 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_server(kind: str, workdir: Path, port: int, interval: float) -> subprocess.Popen[bytes]:
+def start_servers(
+    kind: str, workdir: Path, ports: list[int], interval: float
+) -> list[subprocess.Popen[bytes]]:
+    """One server, or (mmstream with several ports) one worker per port, each relaying the
+    others' streams (``cluster.peers``): the first is the owner the source pushes to."""
+    if len(ports) == 1:
+        return [start_server(kind, workdir, ports[0], interval)]
+    peers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
+    procs = []
+    for index, port in enumerate(ports):
+        (workdir / f"node-{index}").mkdir()
+        procs.append(start_server(kind, workdir / f"node-{index}", port, interval, peers))
+    return procs
+
+
+def start_server(
+    kind: str, workdir: Path, port: int, interval: float, peers: str = ""
+) -> subprocess.Popen[bytes]:
     if kind == "icecast":
         workdir.chmod(0o777)
         config = workdir / "icecast.xml"
@@ -259,17 +278,14 @@ def start_server(kind: str, workdir: Path, port: int, interval: float) -> subpro
         command = [shutil.which("icecast2") or "icecast2", "-c", str(config)]
     else:
         config = workdir / "mmstream.toml"
-        config.write_text(MMSTREAM_TOML.format(port=port, dir=workdir, interval=interval))
+        toml = MMSTREAM_TOML.format(port=port, dir=workdir, interval=interval, peers=peers)
+        config.write_text(toml)
         command = [sys.executable, "-m", "mmstream", "serve", "--config", str(config)]
     log = (workdir / f"{kind}.out").open("wb")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=raise_fd_limit)  # fmt: skip
     wait_port(port)
     return proc
-
-
-def server_pid(kind: str, proc: subprocess.Popen[bytes], workdir: Path) -> int:
-    return proc.pid
 
 
 def cpu_seconds(pid: int) -> float:
@@ -299,8 +315,10 @@ def percentile(hist: dict[int, int], q: float) -> float:
 def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"fanout-{kind}-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
-        proc = start_server(kind, workdir, port, args.send_interval)
+        workers = args.workers if kind == "mmstream" else 1
+        ports = [free_port() for _ in range(workers)]
+        port = ports[0]
+        servers = start_servers(kind, workdir, ports, args.send_interval)
         path = f"/streams/{STREAM_ID}" if kind == "mmstream" else f"/{STREAM_ID}"
         auth = "source:hackme" if kind == "icecast" else None
         until = now_ns() + int((60 + count / 200 + args.duration) * 1e9)  # a safety net
@@ -313,7 +331,7 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
             if source.stdout.readline().strip() != b"streaming":
                 raise RuntimeError(f"{kind}: the source could not connect")
             time.sleep(0.3)  # the stream exists before the first listener asks
-            procs = max(1, min(args.procs, count // 50 or 1))
+            procs = max(workers, min(args.procs, count // 50 or 1))
             shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
             listeners = [
                 subprocess.Popen(
@@ -321,7 +339,8 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
                         sys.executable,
                         __file__,
                         "listen",
-                        str(port),
+                        # Spread over the workers: the owner's listeners and the relays'.
+                        str(ports[i % workers]),
                         path,
                         str(share),
                         str(until),
@@ -330,7 +349,7 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                 )
-                for share in shares
+                for i, share in enumerate(shares)
             ]
             # Measure once every listener has data, or after a deadline (the ones without
             # data then count as not delivered to).
@@ -348,23 +367,26 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
                 p.stdin.write(f"{lo} {hi}\n".encode())
                 p.stdin.flush()
             time.sleep(max(0.0, (lo - now_ns()) / 1e9))
-            pid = server_pid(kind, proc, workdir)
-            cpu0 = cpu_seconds(pid)
+            pids = [server.pid for server in servers]
+            cpu0 = [cpu_seconds(pid) for pid in pids]
             time.sleep(max(0.0, (hi - now_ns()) / 1e9))
-            cpu1 = cpu_seconds(pid)
-            rss = rss_mib(pid)
+            cpu1 = [cpu_seconds(pid) for pid in pids]
+            rss = sum(rss_mib(pid) for pid in pids)
             load = os.getloadavg()[0]  # other work on the machine shows in the lags
             results = [_result(p) for p in listeners]
             for p in listeners:
                 p.kill()
             source.kill()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            shutil.copy(workdir / f"{kind}.out", Path(tempfile.gettempdir()) / f"fanout-{kind}.out")
+            for proc in servers:
+                proc.send_signal(signal.SIGTERM)
+            for proc in servers:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            logdir = workdir if workers == 1 else workdir / "node-0"
+            shutil.copy(logdir / f"{kind}.out", Path(tempfile.gettempdir()) / f"fanout-{kind}.out")
             if kind == "icecast":
                 shutil.copy(
                     workdir / "error.log", Path(tempfile.gettempdir()) / "fanout-icecast.log"
@@ -384,7 +406,9 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
         "p50_ms": percentile(hist, 0.5),
         "p99_ms": percentile(hist, 0.99),
         "max_ms": float(max(hist)) if hist else float("nan"),
-        "server_cpu": (cpu1 - cpu0) / args.duration,
+        "workers": workers,
+        "server_cpu": (sum(cpu1) - sum(cpu0)) / args.duration,
+        "busiest_worker_cpu": max(b - a for a, b in zip(cpu0, cpu1, strict=True)) / args.duration,
         "server_rss_mib": rss,
         "listener_cpu_max": max(r["cpu"] for r in results) / args.duration,
         "listener_procs": len(results),
@@ -405,14 +429,15 @@ def _result(listener: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    out = ["| server | listeners | 100% delivery | bytes delivered | lag p50 | lag p99 | lag max "
+    out = ["| server | workers | listeners | 100% delivery | bytes delivered | lag p50 | lag p99 | lag max "
            "| server CPU | server RSS | busiest listener proc | load avg |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
         out.append(
-            f"| {r['server']} | {r['listeners']} | {r['full_delivery']}/{r['listeners']} "
+            f"| {r['server']} | {r['workers']} | {r['listeners']} | {r['full_delivery']}/{r['listeners']} "
             f"| {100 * float(r['delivery']):.2f}% | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms "
             f"| {r['max_ms']:.0f} ms | {100 * float(r['server_cpu']):.0f}% "
+            f"(busiest {100 * float(r['busiest_worker_cpu']):.0f}%) "
             f"| {float(r['server_rss_mib']):.0f} MiB "
             f"| {100 * float(r['listener_cpu_max']):.0f}% of {r['listener_procs']} "
             f"| {float(r['load']):.1f} |"
@@ -437,6 +462,13 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=NICE, help="listener processes' nice")
     parser.add_argument("--procs", type=int, default=4, help="listener processes")
     parser.add_argument("--send-interval", type=float, default=0.05)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="mmstream workers: the source pushes to the first, listeners spread over all, "
+        "the others relay the stream (docs/scaling.md)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     raise_fd_limit()
