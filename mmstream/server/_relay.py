@@ -36,6 +36,10 @@ __all__ = ["Relays", "find_owner", "relay_source"]
 
 log = logging.getLogger("mmstream.server")
 
+#: Owner look-ups under way at once: each opens a connection to every peer, so requests for
+#: ids no peer has cannot make a node open connections without bound.
+_LOOKUPS = 32
+
 
 async def find_owner(
     peers: Sequence[str], stream_id: str, *, token: str | None
@@ -112,6 +116,7 @@ class Relays:
         #: Every peer but this worker (asking itself would only cost a connection).
         self.peers = tuple(url for url in config.peers if url != own_url)
         self._relayed: dict[str, _Relayed] = {}
+        self._lookups = trio.CapacityLimiter(_LOOKUPS)
 
     async def get(self, stream_id: str) -> tuple[Broadcaster, StreamStat] | None:
         """The running relay of ``stream_id``, or a new one from the peer uploading it; None
@@ -120,8 +125,10 @@ class Relays:
         if relayed is None or relayed.broadcaster.ended:
             self._relayed.pop(stream_id, None)
             found = None
-            with trio.move_on_after(self.config.lookup_timeout):
-                found = await find_owner(self.peers, stream_id, token=self.config.token or None)
+            async with self._lookups:
+                with trio.move_on_after(self.config.lookup_timeout):
+                    token = self.config.token or None
+                    found = await find_owner(self.peers, stream_id, token=token)
             if found is None:
                 return None
             url, stat = found
