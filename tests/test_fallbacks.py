@@ -62,6 +62,11 @@ def test_config_reads_fallback_rules() -> None:
         {"icecast": {"fallback": [{"pattern": "live-*", "fallback": "jingles"}]}}
     )
     assert config.icecast.fallback == (FallbackRule("live-*", "jingles"),)
+    rule = {"pattern": "a", "fallback": "b", "override": False}
+    config = config_from_dict({"icecast": {"fallback": [rule]}})
+    assert config.icecast.fallback == (FallbackRule("a", "b", override=False),)
+    with pytest.raises(ConfigError, match="override: expected true or false"):
+        config_from_dict({"icecast": {"fallback": [{**rule, "override": 1}]}})
     with pytest.raises(ConfigError, match="fallback"):
         config_from_dict({"icecast": {"fallback": [{"pattern": "live-*"}]}})
     with pytest.raises(ConfigError, match="fallback"):
