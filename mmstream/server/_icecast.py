@@ -307,7 +307,14 @@ class _Icecast:
             return True
         stream_id = request.params["stream_id"]
         chain = fallback_chain(stream_id, self.config.fallback)
-        if len(chain) > 1 and not request.query and isinstance(stream, trio.SocketStream):
+        if (
+            len(chain) > 1
+            and "offset=" not in request.query
+            and isinstance(stream, trio.SocketStream)
+            and (self.relays is None or request.query or self._holds(stream_id))
+        ):
+            # In a cluster, a stream held elsewhere is relayed first (a fallback held here
+            # must not win over the stream live on its owner); its owner decides fallbacks.
             override = overrides(stream_id, self.config.fallback)
             start = choose(chain, self.on_air, None, override=override)
             if start is not None:
@@ -335,6 +342,13 @@ class _Icecast:
                 offset = int(value)
         local = partial(self._local, info, stream, conn, offset)
         return await self._counted(stream_id, until_shutdown, local)
+
+    def _holds(self, stream_id: str) -> bool:
+        try:
+            self.manager.stat(stream_id)
+        except MmstreamError:
+            return False
+        return True
 
     async def _counted(
         self, stream_id: str, until_shutdown: ShutdownScope, serve: Callable[[], Awaitable[None]]

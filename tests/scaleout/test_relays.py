@@ -122,3 +122,38 @@ async def test_the_owners_loss_ends_the_relays_listeners_cleanly(tmp_path: Path)
             assert check_body(listener, stream) > 0
         for listener in listeners:
             await listener.stream.aclose()
+
+
+async def test_a_stream_live_on_its_owner_wins_over_a_fallback_held_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """``live-*`` falls back to ``jingles``; a listener of a live ``live-*`` that lands on
+    the node holding ``jingles`` hears the live stream, relayed from its owner."""
+    config = tmp_path / "mmstream.toml"
+    config.write_text('[[icecast.fallback]]\npattern = "live-*"\nfallback = "jingles"\n')
+    async with open_local_cluster(tmp_path, 3, relays=True, node_config=config) as cluster:
+        async with connect(cluster.url, stream="jingles") as client:
+            await client.create("jingles", content_type="audio/ogg")
+            await client.append("jingles", HEADER + b"".join(page(i) for i in range(100, 110)))
+            await client.sync("jingles")
+        (holder,) = cluster.holders("jingles")
+        jingles_node = f"node-{holder}"
+        live = ""
+        for i in range(100):  # an id HAProxy hashes to another node than jingles
+            live = f"live-{i}"
+            if (await served_by(cluster.balancer, f"/streams/{live}?owner"))[1] != jingles_node:
+                break
+        async with connect(cluster.url, stream=live) as client:
+            await start_source(client, live, 20)
+            listeners = [await listen(cluster, live) for _ in range(6)]
+            assert jingles_node in {x.node for x in listeners}
+            with trio.move_on_after(20):
+                async with trio.open_nursery() as nursery:
+                    for listener in listeners:
+                        nursery.start_soon(listener.read_all)
+                    await client.finalize(live)
+            owner = (await served_by(cluster.balancer, f"/streams/{live}?owner"))[1]
+            stuck = [(x.node, len(x.body)) for x in listeners if not x.closed.is_set()]
+            assert not stuck, (owner, jingles_node, stuck)
+        for listener in listeners:
+            check_body(listener, HEADER + b"".join(page(i) for i in range(20)))
