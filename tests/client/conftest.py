@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from client_support import StartServer
 
 from mmstream.config import ByteSize, CacheConfig, Config, ServerConfig
 from mmstream.registry import BackendRegistry
 from mmstream.server import RunningServer, serve
 
 BACKENDS = [name for name in ("file", "mmap") if name in BackendRegistry().names()]
-
-StartServer = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture

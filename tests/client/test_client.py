@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import StartServer
+from client_support import StartServer
 from websockets.trio.client import connect as ws_connect
 
 from mmstream.client import connect
