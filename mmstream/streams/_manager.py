@@ -1045,10 +1045,14 @@ class StreamManager:
                 ctx.recorded = (record.status, record.durable_offset)
 
     def _fail(self, ctx: StreamContext, exc: StorageError) -> None:
+        """Put ``ctx`` in ERROR. The stream keeps the client's version of the error (``stat``
+        shows it, a refused write quotes it); the server's paths in it go to the log only."""
         if ctx.checksum is not None:  # a restart resumes at the durable offset
             ctx.checksum.invalidate()
             ctx.drop_checksum()
-        ctx.set_status(StreamStatus.ERROR, error=str(exc))
+        if exc.public_message != str(exc) and ctx.status is not StreamStatus.ERROR:
+            log.error("stream %s failed: %s", ctx.stream_id, exc)
+        ctx.set_status(StreamStatus.ERROR, error=exc.public_message)
 
     # -- finalize and delete ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@ a test-only subclass; the bytes still go to real files)."""
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from mmstream.errors import NoSpaceError, NotUploadingError, StorageError
 from mmstream.registry import BackendRegistry
 from mmstream.streams import StreamStatus, open_stream_manager
 
+SERVER_PATH = "/srv/private-layout/s.data"
+
 
 class Faults:
     """Which backend calls fail next; shared with the worker threads the manager uses."""
@@ -27,7 +30,12 @@ class Faults:
         if what in self.failing:
             exc_type = NoSpaceError if what == "resize" else StorageError
             code = errno.ENOSPC if what == "resize" else errno.EIO
-            raise exc_type(f"{what}: injected failure", errno=code)
+            # Like os_errors: the whole path for the log, only the failure for clients.
+            raise exc_type(
+                f"{what} {SERVER_PATH}: injected failure",
+                errno=code,
+                public=f"{what}: injected failure",
+            )
 
 
 def faulty_registry(backend: str, faults: Faults) -> BackendRegistry:
@@ -146,3 +154,29 @@ async def test_write_failure_is_an_error_but_no_space_is_retryable(
             await manager.append("broken", b"abc")
         assert manager.stat("broken").status is StreamStatus.ERROR
         assert manager.stat("full").status is StreamStatus.UPLOADING
+
+
+async def test_a_failed_stream_tells_clients_no_server_path(
+    configure: Callable[..., CacheConfig],
+    backend: str,
+    faults: Faults,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``stat`` shows a stream's error to clients, and a refused append quotes it: both say
+    what failed, never where the server keeps its files; the log has the path."""
+    config = configure(sync_policy="always")
+    with caplog.at_level(logging.WARNING, logger="mmstream"):
+        async with open_stream_manager(
+            config, registry=faulty_registry(backend, faults)
+        ) as manager:
+            await manager.create("s")
+            faults.failing.add("flush")
+            with pytest.raises(StorageError):
+                await manager.append("s", b"abc")
+            error = manager.stat("s").error
+            assert error is not None and "flush: injected failure" in error
+            assert "private-layout" not in error
+            with pytest.raises(NotUploadingError) as refused:
+                await manager.append("s", b"x")
+            assert "private-layout" not in str(refused.value)
+    assert SERVER_PATH in caplog.text
