@@ -238,13 +238,10 @@ class StreamContext:
 
     @property
     def in_use(self) -> bool:
-        """Read in a worker thread, held, followed or being written: never evicted."""
-        return (
-            self.readers > 0
-            or self.followers > 0
-            or self.write_lock.locked()
-            or self.sync_lock.locked()
-        )
+        """Read in a worker thread, held, followed or being written: never evicted. (A
+        READY stream's sync lock only guards a record of it being written, a moment:
+        eviction waits for it instead of passing the stream over.)"""
+        return self.readers > 0 or self.followers > 0 or self.write_lock.locked()
 
     def notify(self) -> None:
         """Wake every ``wait_for_data`` waiter. Waiters take ``changed`` before checking

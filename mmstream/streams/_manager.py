@@ -1142,7 +1142,8 @@ class StreamManager:
 
     async def _remove(self, ctx: StreamContext, why: str) -> bool:
         """Evict or expire ``ctx`` unless a writer, flush or delete holds it; whether it
-        was removed."""
+        was removed. A READY stream whose sidecar is being recorded is removed once the
+        record is written (a worker thread's moment), not passed over."""
         try:
             ctx.write_lock.acquire_nowait()
         except trio.WouldBlock:
@@ -1151,7 +1152,12 @@ class StreamManager:
             try:
                 ctx.sync_lock.acquire_nowait()
             except trio.WouldBlock:
-                return False
+                if ctx.status is not StreamStatus.READY:
+                    return False
+                await ctx.sync_lock.acquire()
+                if ctx.readers or ctx.followers:  # in use since
+                    ctx.sync_lock.release()
+                    return False
             try:
                 if ctx.deleted or self._closed:
                     return False

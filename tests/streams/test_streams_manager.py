@@ -289,6 +289,33 @@ async def test_quota_applies_to_create(configure: Callable[..., CacheConfig]) ->
         ]
 
 
+async def test_a_ready_stream_whose_sidecar_is_being_recorded_can_still_be_evicted(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    """A durability round rewrites a finalized stream's sidecar in a worker thread under its
+    sync lock. Meanwhile the stream is not in use: a create must not be refused with quota
+    for it, and the write that needs its room waits for the record, then evicts it."""
+    config = configure(max_cache_size=ByteSize(32 * KiB), on_full="evict")
+    async with open_stream_manager(config) as manager:
+        await manager.create("old")
+        await manager.append("old", _pattern(32 * KiB))
+        await manager.finalize("old")
+        recording = manager._streams["old"].sync_lock  # as _record_sidecars holds it
+        await recording.acquire()
+        try:
+            await manager.create("new")  # reserves nothing: the cache is full
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(manager.append, "new", _pattern(16 * KiB))
+                await trio.testing.wait_all_tasks_blocked()
+                assert manager.stat("old").status is StreamStatus.READY  # not under the record
+                recording.release()
+        finally:
+            if recording.locked():
+                recording.release()
+        assert [info.stream_id for info in manager.list()] == ["new"]
+        assert manager.stat("new").size == 16 * KiB
+
+
 async def test_wait_for_data_wakes_on_append_finalize_and_delete(config: CacheConfig) -> None:
     async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
         await manager.create("s")
