@@ -38,7 +38,43 @@ class _Parser(Protocol):
     def feed(self, data: bytes, start: int, out: list[int]) -> None: ...
 
 
-class StreamSync:
+class _Sniffer:
+    """Counts a stream's bytes and holds its first ones until the container is known:
+    what :class:`StreamSync` and the time parser (:mod:`mmstream.media`) share."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._pending = bytearray()
+        self._start = start
+        self._position = start
+        self.format: AudioFormat | None = None
+
+    @property
+    def position(self) -> int:
+        """How many bytes of the stream have been fed (its absolute end)."""
+        return self._position
+
+    def _take(self, data: bytes, known: bool) -> tuple[bytes, int] | None:
+        """Count ``data`` in; return it and its offset to parse, or, until the container
+        is ``known``, ``None`` (held) and then everything held (:attr:`format` set)."""
+        start = self._position
+        self._position += len(data)
+        if known:
+            return data, start
+        self._pending += data
+        if len(self._pending) < _DETECT_SIZE:
+            return None
+        data, start = bytes(self._pending), self._start
+        self._pending = bytearray()
+        self.format = detect_format(data)
+        return data, start
+
+    def _forget(self) -> None:
+        self._pending = bytearray()
+        self._start = self._position
+        self.format = None
+
+
+class StreamSync(_Sniffer):
     """Feed a stream's bytes in order; learn its header and its sync points.
 
     ``header`` is ``None`` while unknown (not yet complete, or the format has none);
@@ -46,16 +82,8 @@ class StreamSync:
     """
 
     def __init__(self, start: int = 0) -> None:
-        self._pending = bytearray()
-        self._start = start
-        self._position = start
+        super().__init__(start)
         self._parser: _Parser | None = None
-        self.format: AudioFormat | None = None
-
-    @property
-    def position(self) -> int:
-        """How many bytes of the stream have been fed (its absolute end)."""
-        return self._position
 
     @property
     def header(self) -> bytes | None:
@@ -75,23 +103,17 @@ class StreamSync:
     def restart(self) -> None:
         """A new source starts at :attr:`position`: what follows is a fresh stream, whose
         header replaces the old one."""
-        self._pending = bytearray()
-        self._start = self._position
+        self._forget()
         self._parser = None
-        self.format = None
 
     def feed(self, data: bytes) -> list[int]:
         """Take the next bytes; return the sync points that begin within them."""
         found: list[int] = []
-        start = self._position
-        self._position += len(data)
+        taken = self._take(data, self._parser is not None)
+        if taken is None:
+            return found
+        data, start = taken
         if self._parser is None:
-            self._pending += data
-            if len(self._pending) < _DETECT_SIZE:
-                return found
-            data, start = bytes(self._pending), self._start
-            self._pending = bytearray()
-            self.format = detect_format(data)
             self._parser = _make_parser(self.format, start)
         self._parser.feed(data, start, found)
         return found
@@ -182,6 +204,25 @@ _OGG_CONTINUED = 0x01
 _OGG_BOS = 0x02
 
 
+def _ogg_page(buf: bytearray) -> tuple[int, int] | None:
+    """``(head length, body length)`` of the Ogg page starting ``buf``: ``None`` if its head
+    is incomplete, head length 0 if ``buf`` does not start with a page."""
+    if len(buf) < _OGG_HEAD:
+        return None
+    if buf[:4] != b"OggS":
+        return 0, 0
+    segments = buf[26]
+    if len(buf) < _OGG_HEAD + segments:
+        return None
+    return _OGG_HEAD + segments, sum(buf[_OGG_HEAD : _OGG_HEAD + segments])
+
+
+def _ogg_resync(buf: bytearray) -> int:
+    """Bytes to drop to resynchronise on the next capture pattern."""
+    at = buf.find(b"OggS", 1)
+    return len(buf) - 3 if at < 0 else at
+
+
 class _Ogg(_Chunked):
     """Pages (RFC 3533). The header is every page from the first BOS up to the first page
     with a real granule position (Opus, Vorbis, FLAC and Speex give header pages granule 0);
@@ -198,15 +239,12 @@ class _Ogg(_Chunked):
 
     def _step(self, out: list[int]) -> int:
         buf = self._buffer
-        if len(buf) < _OGG_HEAD:
+        page = _ogg_page(buf)
+        if page is None:
             return 0
-        if buf[:4] != b"OggS":
-            at = buf.find(b"OggS", 1)
-            return len(buf) - 3 if at < 0 else at  # resync on the capture pattern
-        segments = buf[26]
-        if len(buf) < _OGG_HEAD + segments:
-            return 0
-        body = sum(buf[_OGG_HEAD : _OGG_HEAD + segments])
+        head, body = page
+        if head == 0:
+            return _ogg_resync(buf)
         flags = buf[5]
         granule = int.from_bytes(buf[6:14], "little", signed=True)
         if flags & _OGG_BOS and self._in_data:
@@ -221,7 +259,7 @@ class _Ogg(_Chunked):
         if self._in_data and not flags & _OGG_CONTINUED:
             out.append(self._buffer_at)
         self._skip = body
-        return _OGG_HEAD + segments
+        return head
 
 
 # -- EBML (WebM, Matroska) -----------------------------------------------------------------
@@ -255,6 +293,28 @@ def _vint(buf: bytearray, at: int, *, keep_marker: bool) -> tuple[int, int] | No
     return value, length
 
 
+def _element_head(buf: bytearray) -> tuple[int, int, int] | None:
+    """``(id, head length, size)`` of the EBML element starting ``buf``: ``None`` if
+    incomplete, head length 0 if invalid, size -1 if unknown."""
+    ident = _vint(buf, 0, keep_marker=True)
+    if ident is None:
+        return None
+    if ident[1] == 0 or ident[1] > 4:
+        return 0, 0, 0
+    size = _vint(buf, ident[1], keep_marker=False)
+    if size is None:
+        return None
+    if size[1] == 0:
+        return 0, 0, 0
+    return ident[0], ident[1] + size[1], size[0]
+
+
+def _next_cluster(buf: bytearray) -> int:
+    """Bytes to drop to resynchronise on the next ``Cluster`` id."""
+    at = buf.find(b"\x1f\x43\xb6\x75", 1)
+    return len(buf) - 3 if at < 0 else at
+
+
 class _Ebml(_Chunked):
     """Top-level elements. The header is every byte before the first ``Cluster``; sync
     points are ``Cluster`` starts. Unknown-size clusters (MediaRecorder, live ffmpeg) are
@@ -266,38 +326,32 @@ class _Ebml(_Chunked):
         self._segment_size_at: int | None = None  # where, in the header, a size to patch is
 
     def _step(self, out: list[int]) -> int:
-        buf = self._buffer
-        ident = _vint(buf, 0, keep_marker=True)
-        if ident is None:
+        found = _element_head(self._buffer)
+        if found is None:
             return 0
-        if ident[1] == 0 or ident[1] > 4:
+        element, head, size = found
+        if head == 0:
             return self._resync()
-        size = _vint(buf, ident[1], keep_marker=False)
-        if size is None:
-            return 0
-        if size[1] == 0:
-            return self._resync()
-        element, head = ident[0], ident[1] + size[1]
         match element:
             case 0x1A45DFA3:  # _EBML: a (new) stream begins
                 if self._collect is None or self.header is not None:
                     self._collect, self.header = bytearray(), None
-                if size[0] < 0:
+                if size < 0:
                     return self._resync()
-                self._skip = size[0]
+                self._skip = size
             case 0x18538067:  # _SEGMENT: enter it (its children are the top level)
-                if self._collect is not None and size[1] == 8:
-                    self._segment_size_at = len(self._collect) + ident[1]
+                if self._collect is not None and head == 12:  # a 4-byte id, an 8-byte size
+                    self._segment_size_at = len(self._collect) + 4
             case 0x1F43B675:  # _CLUSTER
                 self._finish_header()
                 out.append(self._buffer_at)
-                if size[0] >= 0:
-                    self._skip = size[0]
+                if size >= 0:
+                    self._skip = size
                 # else: unknown size: walk its children, which are skipped one by one
             case _:
-                if size[0] < 0:
+                if size < 0:
                     return self._resync()
-                self._skip = size[0]
+                self._skip = size
         return head
 
     def _finish_header(self) -> None:
@@ -314,8 +368,7 @@ class _Ebml(_Chunked):
 
     def _resync(self) -> int:
         """Lost (bad data, or a source cut mid-element): skip to the next Cluster id."""
-        at = self._buffer.find(b"\x1f\x43\xb6\x75", 1)
-        return len(self._buffer) - 3 if at < 0 else at
+        return _next_cluster(self._buffer)
 
 
 # -- MPEG audio / ADTS frames --------------------------------------------------------------
@@ -355,6 +408,18 @@ def _frame_length(buf: bytearray) -> int:
     return per_frame * bitrate // rate + padding
 
 
+def _id3_size(buf: bytearray) -> int:
+    """Bytes after the 10-byte head of the ID3v2 tag starting ``buf`` (footer included)."""
+    size = (buf[6] << 21) | (buf[7] << 14) | (buf[8] << 7) | buf[9]
+    return size + (10 if buf[5] & 0x10 else 0)
+
+
+def _next_frame(buf: bytearray) -> int:
+    """Bytes to drop to resynchronise on the next possible frame sync."""
+    at = buf.find(b"\xff", 1)
+    return len(buf) if at < 0 else at
+
+
 class _Frames(_Chunked):
     """MP3 and AAC (ADTS): no header to keep; each frame start is a sync point. An ID3v2
     tag at the start is skipped."""
@@ -364,13 +429,11 @@ class _Frames(_Chunked):
         if len(buf) < 10:
             return 0
         if buf[:3] == b"ID3":
-            size = (buf[6] << 21) | (buf[7] << 14) | (buf[8] << 7) | buf[9]
-            self._skip = size + (10 if buf[5] & 0x10 else 0)
+            self._skip = _id3_size(buf)
             return 10
         length = _frame_length(buf)
         if length < 7:
-            at = buf.find(b"\xff", 1)
-            return len(buf) if at < 0 else at  # resync on the next possible frame sync
+            return _next_frame(buf)
         out.append(self._buffer_at)
         self._skip = length - 6
         return 6

@@ -24,10 +24,12 @@ from ..errors import ConfigError
 
 __all__ = [
     "DATA_SUFFIX",
+    "INDEX_SUFFIX",
     "SIDECAR_SUFFIX",
     "SUM_SUFFIX",
     "checksum_path",
     "data_path",
+    "index_path",
     "lock_cache_directory",
     "prepare_cache_directory",
     "sidecar_path",
@@ -36,6 +38,8 @@ __all__ = [
 DATA_SUFFIX = ".data"
 SIDECAR_SUFFIX = ".json"
 SUM_SUFFIX = ".sum"
+#: Arrival times of a stream's bytes (see :mod:`._timeindex`); rebuilt if lost.
+INDEX_SUFFIX = ".idx"
 
 
 def data_path(directory: Path, stream_id: str) -> Path:
@@ -48,6 +52,10 @@ def sidecar_path(directory: Path, stream_id: str) -> Path:
 
 def checksum_path(directory: Path, stream_id: str) -> Path:
     return directory / (stream_id + SUM_SUFFIX)
+
+
+def index_path(directory: Path, stream_id: str) -> Path:
+    return directory / (stream_id + INDEX_SUFFIX)
 
 
 def prepare_cache_directory(directory: Path) -> Path:

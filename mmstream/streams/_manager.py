@@ -71,12 +71,19 @@ from ..registry import BackendRegistry
 from ._checksums import open_checksum
 from ._commit import CommitStatistics, GroupCommit
 from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
-from ._directory import data_path, lock_cache_directory, prepare_cache_directory, sidecar_path
+from ._directory import (
+    data_path,
+    index_path,
+    lock_cache_directory,
+    prepare_cache_directory,
+    sidecar_path,
+)
 from ._ids import check_stream_id
 from ._journal import entry_of, remove_journal, write_journal
 from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
 from ._tiering import StreamTier
+from ._timeindex import Seek, TimeIndexes
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StreamManager", "open_stream_manager"]
 
@@ -137,6 +144,8 @@ class StreamManager:
         self._closed = False
         self._group: GroupCommit[_Commit] = GroupCommit(self._commit)
         self._tier: StreamTier | None = None
+        #: Told of every append (arrival times); builds media time lazily, on a seek.
+        self._times = TimeIndexes(directory)
 
     @property
     def config(self) -> CacheConfig:
@@ -536,6 +545,7 @@ class StreamManager:
                     self._fail(ctx, exc)
             if ctx.followers:  # nobody waits: no new event
                 ctx.notify()
+            self._times.appended(ctx.stream_id, ctx.generation, ctx.created_at, offset, ctx.size)
             if self._metrics is not None:
                 self._metrics.observe_write(ctx.size - offset, time.perf_counter() - started)
 
@@ -862,6 +872,51 @@ class StreamManager:
         finally:
             ctx.reader_done()
 
+    # -- time ------------------------------------------------------------------------------
+
+    async def seek(
+        self,
+        stream_id: str,
+        *,
+        seconds: float | None = None,
+        at: float | None = None,
+        generation: str | None = None,
+    ) -> Seek:
+        """Where to start reading for a time: ``seconds`` of media from the start (negative:
+        back from the end, the live edge of an upload), or the wall clock ``at`` (Unix
+        time). Clamped to the stream; the answer starts on a boundary a decoder can start
+        at, and carries the header it needs first (see :mod:`._timeindex`)."""
+        if (seconds is None) == (at is None):
+            raise InvalidArgumentError("seek takes seconds or a wall-clock time, one of them")
+        for value in (seconds, at):
+            if value is not None and not -1e12 < value < 1e12:
+                raise InvalidArgumentError(f"time {value!r} is out of range")
+        ctx = self._get(stream_id, generation)
+        cache = ctx.require_readable()
+        index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
+        async with index.lock:
+            size = ctx.size
+            ctx.readers += 1  # delete closes the backend only after the build is done
+            try:
+                if size - index.position > INLINE_READ_LIMIT:
+                    await trio.to_thread.run_sync(index.build, cache.read, size)
+                else:
+                    index.build(cache.read, size)
+                if at is not None:
+                    seconds = index.seconds_at_wall(at)
+                elif seconds is not None and seconds < 0:
+                    seconds = max(index.duration + seconds, 0.0)
+                assert seconds is not None
+                return index.seek(seconds, cache.read, size)
+            finally:
+                ctx.reader_done()
+
+    async def offset_at(
+        self, stream_id: str, seconds: float, *, generation: str | None = None
+    ) -> int:
+        """The offset :meth:`seek` starts at for ``seconds`` (the WebSocket ``time``)."""
+        return (await self.seek(stream_id, seconds=seconds, generation=generation)).offset
+
     # -- durability ------------------------------------------------------------------------
 
     async def flush(self, stream_id: str) -> StreamInfo:
@@ -1187,6 +1242,7 @@ class StreamManager:
         del self._streams[ctx.stream_id]
         if why == "deleted" and self._tier is not None:
             self._tier.stream_deleted(ctx.info())
+        self._times.forget(ctx.stream_id)
         ctx.close_when_idle()
         ctx.notify()
         log.log(logging.INFO if why == "deleted" else logging.WARNING,
@@ -1409,6 +1465,8 @@ def _remove_files(ctx: StreamContext) -> StorageError | None:
         log.warning("stream %s: deleted, but removing its data failed: %s", ctx.stream_id, exc)
     with suppress(OSError):  # a leftover is removed with the data file at the next start
         os.unlink(ctx.checksum_path)
+    with suppress(OSError):  # a leftover is removed at the next start (recovery)
+        os.unlink(index_path(ctx.data_path.parent, ctx.stream_id))
     try:
         fsync_directory(ctx.data_path)
     except StorageError as exc:

@@ -27,6 +27,8 @@ data file without sidecar                   removed (with its ``.sum``): the sid
 an entry in ``mmstream.journal``            applied over an UPLOADING sidecar of the same
                                             stream (``generation``): its durable
                                             offset, or READY with its sha256
+``<id>.idx`` (arrival times)                kept with its stream (checked at first use,
+                                            see :mod:`._timeindex`); removed without one
 a symlink or non-regular file               never followed; ERROR for its stream
 any other name                              ignored, logged
 ==========================================  ===============================================
@@ -53,6 +55,7 @@ from ._checksums import open_checksum, verified_end
 from ._context import StreamContext, StreamStatus, legacy_generation
 from ._directory import (
     DATA_SUFFIX,
+    INDEX_SUFFIX,
     SIDECAR_SUFFIX,
     SUM_SUFFIX,
     checksum_path,
@@ -75,6 +78,7 @@ def recover_directory(
 ) -> list[StreamContext]:
     """Blocking (run it in a worker thread): one context per stream found, sorted by id."""
     found: defaultdict[str, set[str]] = defaultdict(set)
+    indexes: list[str] = []
     with os_errors("listing cache directory", directory), os.scandir(directory) as entries:
         names = [entry.name for entry in entries]
     journal = read_journal(directory) if JOURNAL_NAME in names else {}
@@ -90,11 +94,17 @@ def recover_directory(
             if "." + suffix in (DATA_SUFFIX, SIDECAR_SUFFIX, SUM_SUFFIX):
                 found[stem].add("." + suffix)
                 continue
+            if "." + suffix == INDEX_SUFFIX:
+                indexes.append(stem)
+                continue
             if "." + suffix == SIDECAR_SUFFIX + TMP_SUFFIX:
                 log.warning("removing %s: an interrupted sidecar write", name)
                 _remove(directory / name)
                 continue
         log.warning("ignoring %s in the cache directory: not a stream file", name)
+    for stem in indexes:
+        if SIDECAR_SUFFIX not in found.get(stem, ()):
+            _remove(directory / (stem + INDEX_SUFFIX))  # its stream is gone
     streams = []
     for stream_id in sorted(found):
         entry = journal.get(stream_id)

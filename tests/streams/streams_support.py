@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +29,15 @@ def make_config(directory: Path, backend: str, **changes: Any) -> CacheConfig:
         sync_policy="finalize",
     )
     return attrs.evolve(config, **changes)
+
+
+def run_then_kill_9(script: str, *args: str) -> None:
+    """Run ``script`` in a fresh interpreter until it prints ``written``, then SIGKILL it:
+    a crash at a moment the test chose."""
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"written\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

@@ -182,7 +182,7 @@ async def test_planted_symlinks_are_never_followed(
     target.write_bytes(b"not yours")
     directory = config.directory
     directory.mkdir(mode=0o700)
-    planted = ["victim.json", "victim.data", "tmp.json.tmp", "tmp.data"]
+    planted = ["victim.json", "victim.data", "tmp.json.tmp", "tmp.data", "tmp.idx", "victim.idx"]
     for name in planted:
         os.symlink(target, directory / name)
     os.symlink(outside, directory / "dir.json")

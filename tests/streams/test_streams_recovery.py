@@ -5,13 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from streams_support import run_then_kill_9
 
 from mmstream.cache import MiB
 from mmstream.config import CacheConfig
@@ -76,24 +74,12 @@ _CRASHING_WRITER = textwrap.dedent(
 )
 
 
-def _write_then_kill_9(directory: Path, backend: str) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_WRITER, str(directory), backend], stdout=subprocess.PIPE
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == b"written\n"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-
 async def test_kill_9_keeps_ready_streams_and_every_acknowledged_byte(
     config: CacheConfig, backend: str
 ) -> None:
     """Regression test (issue 14, item 8): the bytes acknowledged past the durable offset
     survive kill -9, shown intact by their checksum record (on main they were cut)."""
-    _write_then_kill_9(config.directory, backend)
+    run_then_kill_9(_CRASHING_WRITER, str(config.directory), backend)
     durable = b"durable " * 1000
     acked = durable + b"acknowledged but never flushed " * 1000
     async with open_stream_manager(config) as manager:
@@ -149,7 +135,7 @@ async def test_bytes_past_the_durable_offset_not_proven_intact_are_cut(
     """What a power cut can leave: a missing, short or torn checksum record, or data torn,
     missing or never written (zeros); the upload comes back at its durable offset, never
     with a byte the client did not send."""
-    _write_then_kill_9(config.directory, backend)
+    run_then_kill_9(_CRASHING_WRITER, str(config.directory), backend)
     tamper(config.directory)  # type: ignore[operator]
     async with open_stream_manager(config) as manager:
         up = manager.stat("up")

@@ -1,0 +1,389 @@
+"""Time in a stream, from the container's own clock: which byte a decoder can start at for
+a given second.
+
+Sans-I/O, like :class:`~mmstream.audio_sync.StreamSync` (whose chunk walker, EBML integers
+and frame lengths it shares): :class:`TimeParser` is fed a stream's bytes in order, in pieces
+of any size, and answers with :class:`IndexPoint`\\ s — ``(time, offset)``: media seconds
+since the stream's first sample, and the absolute offset of a decodable boundary that starts
+there. Feeding a stream whole or cut anywhere gives the same points (a hypothesis test checks
+it), and memory stays at one page or element head whatever the stream's length.
+
+Where the time comes from:
+
+- **Ogg** (Opus, Vorbis): the granule position of the page before, minus Opus's pre-skip,
+  over the codec's rate (48 kHz for Opus; the identification header's for Vorbis). One
+  point per page that begins a packet. Other codecs in Ogg have no known rate: no points.
+- **WebM/Matroska**: each ``Cluster``'s ``Timecode`` times the ``TimecodeScale``.
+- **MP3** and **AAC (ADTS)**: frames counted (1152/576/384 samples per MPEG frame, 1024 per
+  AAC raw data block) over each frame's own rate; an ID3v2 tag and a Xing/Info/VBRI frame
+  count for nothing. Frames are ~25 ms, so a point is kept only every :attr:`spacing`
+  seconds; :meth:`TimeParser.refine` walks frames from a point to the exact one.
+- **WAV**: the byte rate of the ``fmt`` chunk; points every :attr:`spacing` seconds on
+  sample frames, and :meth:`TimeParser.refine` computes the exact sample frame.
+- Anything else: no points (:attr:`TimeParser.timed` is False); the caller uses arrival
+  time instead.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import attrs
+
+from ..audio import AudioFormat, parse_wav
+from ..audio_sync import (
+    _Chunked,
+    _element_head,
+    _frame_length,
+    _id3_size,
+    _next_cluster,
+    _next_frame,
+    _ogg_page,
+    _ogg_resync,
+    _Sniffer,
+)
+
+__all__ = ["DEFAULT_SPACING", "IndexPoint", "TimeParser", "frame_duration"]
+
+#: Seconds between two kept points for formats whose boundaries are closer than that.
+DEFAULT_SPACING = 0.5
+
+
+@attrs.frozen
+class IndexPoint:
+    """A decoder can start at byte ``offset``, which plays at ``time`` seconds."""
+
+    time: float
+    offset: int
+
+
+class _Timed(_Chunked):
+    """A chunk walker that also knows the media time reached so far."""
+
+    def __init__(self, start_time: float) -> None:
+        super().__init__()
+        #: Media seconds of everything consumed so far (the end of the last frame or page).
+        self.time = start_time
+
+    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
+        raw: list[int] = []
+        self._points: list[IndexPoint] = []
+        self.feed(data, start, raw)
+        return self._points
+
+    def _emit(self, time: float, offset: int) -> None:
+        self._points.append(IndexPoint(time, offset))
+
+
+# -- Ogg -----------------------------------------------------------------------------------
+
+_OGG_BOS = 0x02
+_OGG_CONTINUED = 0x01
+#: Body bytes of a BOS page needed to read the codec's rate (Vorbis: 16).
+_CODEC_HEAD = 19
+
+
+class _OggTimes(_Timed):
+    """Pages of the first logical stream. A new BOS after data (a new chain, or a new
+    source) starts its own clock where the last one stopped."""
+
+    def __init__(self, start_time: float) -> None:
+        super().__init__(start_time)
+        self._serial: int | None = None
+        self._rate = 0
+        self._preskip = 0
+        self._base = start_time  # media time where the current chain began
+        self._granule = 0  # last granule of the current chain
+        self._in_data = False
+
+    def _step(self, out: list[int]) -> int:
+        buf = self._buffer
+        page = _ogg_page(buf)
+        if page is None:
+            return 0
+        head, body = page
+        if head == 0:
+            return _ogg_resync(buf)
+        flags = buf[5]
+        (granule, serial) = struct.unpack_from("<qI", buf, 6)
+        if flags & _OGG_BOS and (self._serial is None or self._in_data):
+            if len(buf) < head + min(body, _CODEC_HEAD):
+                return 0
+            self._begin_chain(serial, bytes(buf[head : head + _CODEC_HEAD]))
+        if serial == self._serial and self._rate:
+            if not self._in_data and granule > 0:
+                self._in_data = True
+            if self._in_data and not flags & _OGG_CONTINUED:
+                self._emit(self._clock(self._granule), self._buffer_at)
+            if granule > 0:
+                self._granule = granule
+                self.time = self._clock(granule)
+        self._skip = body
+        return head
+
+    def _begin_chain(self, serial: int, codec: bytes) -> None:
+        self._base = self.time
+        self._serial, self._granule, self._in_data = serial, 0, False
+        if codec.startswith(b"OpusHead"):
+            self._rate, self._preskip = 48000, int.from_bytes(codec[10:12], "little")
+        elif codec.startswith(b"\x01vorbis"):
+            self._rate, self._preskip = int.from_bytes(codec[12:16], "little"), 0
+        else:
+            self._rate = 0
+
+    def _clock(self, granule: int) -> float:
+        return self._base + max(granule - self._preskip, 0) / self._rate
+
+
+# -- EBML (WebM, Matroska) -----------------------------------------------------------------
+
+_SEGMENT, _INFO, _CLUSTER = 0x18538067, 0x1549A966, 0x1F43B675
+_TIMECODE_SCALE, _CLUSTER_TIMECODE, _EBML_HEAD = 0x2AD7B1, 0xE7, 0x1A45DFA3
+_ENTERED = frozenset({_SEGMENT, _INFO, _CLUSTER})
+
+
+class _EbmlTimes(_Timed):
+    """Enter ``Segment``, ``Info`` and each ``Cluster``; read ``TimecodeScale`` and each
+    cluster's ``Timecode`` (its first child); skip every other element."""
+
+    def __init__(self, start_time: float) -> None:
+        super().__init__(start_time)
+        self._scale = 1_000_000  # ns per timecode tick (the Matroska default)
+        self._cluster_at: int | None = None
+        self._base = start_time
+        self._clusters = 0
+
+    def _step(self, out: list[int]) -> int:
+        buf = self._buffer
+        found = _element_head(buf)
+        if found is None:
+            return 0
+        element, head, length = found
+        if head == 0:
+            return _next_cluster(buf)
+        if element in _ENTERED:
+            if element == _CLUSTER:
+                self._cluster_at = self._buffer_at
+            return head
+        if length < 0:
+            return _next_cluster(buf)
+        if element in (_TIMECODE_SCALE, _CLUSTER_TIMECODE) and 0 < length <= 8:
+            if len(buf) < head + length:
+                return 0
+            value = int.from_bytes(buf[head : head + length], "big")
+            if element == _TIMECODE_SCALE and value > 0:
+                self._scale = value
+            elif element == _CLUSTER_TIMECODE and self._cluster_at is not None:
+                time = self._base + value * self._scale / 1e9
+                self._emit(time, self._cluster_at)
+                self.time = max(self.time, time)
+                self._cluster_at = None
+            return head + length
+        if element == _EBML_HEAD:  # a new stream (a new source): its clock restarts
+            self._base, self._scale = self.time, 1_000_000
+        self._skip = length
+        return head
+
+
+# -- MPEG audio / ADTS frames --------------------------------------------------------------
+
+_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
+               8000, 7350)  # fmt: skip
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def frame_duration(head: bytes | bytearray) -> float:
+    """Seconds of audio in the MPEG audio or ADTS frame whose header starts ``head``
+    (at least 7 bytes); 0.0 if it is not one."""
+    if len(head) < 7 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return 0.0
+    if head[1] & 0xF6 == 0xF0:  # ADTS
+        rate_index = (head[2] >> 2) & 0x0F
+        if rate_index >= len(_ADTS_RATES):
+            return 0.0
+        return 1024 * ((head[6] & 0x03) + 1) / _ADTS_RATES[rate_index]
+    version, layer_bits, rate_index = (head[1] >> 3) & 3, (head[1] >> 1) & 3, (head[2] >> 2) & 3
+    if version == 1 or layer_bits == 0 or rate_index == 3:
+        return 0.0
+    samples = 384 if layer_bits == 3 else 1152 if layer_bits == 2 or version == 3 else 576
+    return samples / _MP3_RATES[version][rate_index]
+
+
+def _is_info_frame(buf: bytearray, length: int) -> bool:
+    """A Xing/Info/VBRI frame: the encoder's table of contents, not audio."""
+    if buf[1] & 0xF6 == 0xF0:
+        return False
+    mono = buf[3] >> 6 == 3
+    side = (17 if mono else 32) if (buf[1] >> 3) & 3 == 3 else (9 if mono else 17)
+    at = 4 + side + (0 if buf[1] & 1 else 2)
+    return bytes(buf[at : at + 4]) in (b"Xing", b"Info") or bytes(buf[36:40]) == b"VBRI"
+
+
+#: Bytes of a frame read before it is skipped: enough for the header and a Xing tag.
+_FRAME_PEEK = 48
+
+
+class _FrameTimes(_Timed):
+    def __init__(self, start_time: float, spacing: float) -> None:
+        super().__init__(start_time)
+        self._spacing = spacing
+        self._last: float | None = None
+        self._first = True
+
+    def _step(self, out: list[int]) -> int:
+        buf = self._buffer
+        if len(buf) < 10:
+            return 0
+        if buf[:3] == b"ID3":
+            self._skip = _id3_size(buf)
+            return 10
+        length = _frame_length(buf)
+        duration = frame_duration(buf) if length >= 7 else 0.0
+        if not duration:
+            return _next_frame(buf)
+        peek = min(length, _FRAME_PEEK)
+        if self._first:
+            if len(buf) < peek:
+                return 0
+            self._first = False
+            if _is_info_frame(buf, length):
+                self._skip = length - 6
+                return 6
+        if self._last is None or self.time - self._last >= self._spacing - 1e-9:
+            self._last = self.time
+            self._emit(self.time, self._buffer_at)
+        self.time += duration
+        self._skip = length - 6
+        return 6
+
+
+# -- WAV -----------------------------------------------------------------------------------
+
+
+class _WavTimes:
+    """The header up to the samples, then points every ``spacing`` seconds on sample frames."""
+
+    def __init__(self, origin: int, start_time: float, spacing: float) -> None:
+        self._origin = origin
+        self._head = bytearray()
+        self._spacing = max(spacing, 0.001)
+        self._start_time = start_time
+        self.data_at: int | None = None
+        self.byte_rate = 0
+        self.align = 1
+        self._next = 0  # the next point's offset
+        self.time = start_time
+
+    def time_of(self, offset: int) -> float:
+        assert self.data_at is not None
+        return self._start_time + (offset - self.data_at) / self.byte_rate
+
+    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
+        end = start + len(data)
+        if self.data_at is None:
+            self._head += data
+            info = parse_wav(bytes(self._head), len(self._head))
+            if info is None or info.byte_rate <= 0:
+                if len(self._head) > 1024 * 1024 or (info is not None):
+                    self._head = bytearray()  # not one we can time: give up
+                    self.data_at = -1
+                return []
+            self._head = bytearray()
+            self.data_at = self._next = self._origin + info.data_offset
+            self.byte_rate, self.align = info.byte_rate, max(1, info.block_align)
+        if self.data_at < 0:
+            return []
+        points = []
+        step = max(self.align, int(self._spacing * self.byte_rate) // self.align * self.align)
+        while self._next < end:
+            points.append(IndexPoint(self.time_of(self._next), self._next))
+            self._next += step
+        whole = (end - self.data_at) // self.align * self.align
+        self.time = max(self.time, self.time_of(self.data_at + whole))
+        return points
+
+
+class _Untimed:
+    time = 0.0
+
+    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
+        return []
+
+
+# -- the façade ----------------------------------------------------------------------------
+
+_Walker = _OggTimes | _EbmlTimes | _FrameTimes | _WavTimes | _Untimed
+
+
+class TimeParser(_Sniffer):
+    """Feed a stream's bytes in order; get its index points (see the module docstring)."""
+
+    def __init__(self, start: int = 0, *, spacing: float = DEFAULT_SPACING) -> None:
+        super().__init__(start)
+        self.spacing = spacing
+        self._walker: _Walker | None = None
+
+    @property
+    def time(self) -> float:
+        """Media seconds of what was fed so far (the end of the last whole frame, page or
+        cluster start): a live stream's duration."""
+        return 0.0 if self._walker is None else self._walker.time
+
+    @property
+    def timed(self) -> bool:
+        """Whether the container carries time (once known): False means arrival time."""
+        return self._walker is not None and not isinstance(self._walker, _Untimed)
+
+    def feed(self, data: bytes) -> list[IndexPoint]:
+        taken = self._take(data, self._walker is not None)
+        if taken is None:
+            return []
+        data, start = taken
+        if self._walker is None:
+            self._walker = _make_walker(self.format, start, self.spacing)
+        return self._walker.walk(data, start)
+
+    def refine(self, point: IndexPoint, data: bytes, time: float) -> IndexPoint:
+        """The boundary nearest before ``time``, from ``point`` and the stream's ``data``
+        that follow it (up to the next kept point): the exact MP3/AAC frame or WAV sample
+        frame. Pages and clusters are kept one by one, so they are exact already."""
+        walker = self._walker
+        if isinstance(walker, _WavTimes) and walker.data_at is not None and walker.data_at >= 0:
+            frames = int(max(time - point.time, 0.0) * walker.byte_rate) // walker.align
+            offset = min(point.offset + frames * walker.align, point.offset + len(data))
+            offset -= (offset - walker.data_at) % walker.align
+            return IndexPoint(walker.time_of(offset), offset)
+        if isinstance(walker, _FrameTimes):
+            return _walk_frames(point, data, time)
+        return point
+
+
+def _make_walker(fmt: AudioFormat | None, start: int, spacing: float) -> _Walker:
+    makers: dict[AudioFormat | None, Callable[[], _Walker]] = {
+        AudioFormat.OGG: lambda: _OggTimes(0.0),
+        AudioFormat.WEBM: lambda: _EbmlTimes(0.0),
+        AudioFormat.MATROSKA: lambda: _EbmlTimes(0.0),
+        AudioFormat.MP3: lambda: _FrameTimes(0.0, spacing),
+        AudioFormat.AAC: lambda: _FrameTimes(0.0, spacing),
+        AudioFormat.WAV: lambda: _WavTimes(start, 0.0, spacing),
+    }
+    return makers.get(fmt, _Untimed)()
+
+
+def _walk_frames(point: IndexPoint, data: bytes, time: float) -> IndexPoint:
+    """From a frame start at ``point``, the last frame that starts at or before ``time``."""
+    at, now = 0, point.time
+    best = point
+    while at + 7 <= len(data):
+        head = bytearray(data[at : at + 7])
+        length = _frame_length(head) if head[0] == 0xFF else 0
+        duration = frame_duration(head) if length >= 7 else 0.0
+        if not duration:
+            break
+        if now > time + 1e-9:
+            break
+        best = IndexPoint(now, point.offset + at)
+        now += duration
+        at += length
+    return best

@@ -1,0 +1,69 @@
+"""Real audio files made by ffmpeg and sox, once per test session, and ffprobe's view of them."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+FFMPEG, SOX, FFPROBE = shutil.which("ffmpeg"), shutil.which("sox"), shutil.which("ffprobe")
+needs_tools = pytest.mark.skipif(
+    None in (FFMPEG, SOX, FFPROBE),
+    reason="ffmpeg and sox are not installed (apt-get install ffmpeg sox)",
+)
+
+#: kind → (ffmpeg output options, file suffix)
+_FFMPEG_KINDS = {
+    "opus": (["-c:a", "libopus", "-b:a", "64k"], "opus"),
+    "vorbis": (["-c:a", "libvorbis"], "ogg"),
+    "webm": (["-c:a", "libopus", "-cluster_time_limit", "1000"], "webm"),
+    "mp3": (["-c:a", "libmp3lame", "-b:a", "128k"], "mp3"),
+    "aac": (["-c:a", "aac", "-f", "adts"], "aac"),
+}
+KINDS = (*_FFMPEG_KINDS, "wav")
+SECONDS = 12
+
+
+@functools.cache
+def media(kind: str) -> bytes:
+    """A 12 s tone of ``kind`` (one of :data:`KINDS`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "wav":
+            out = Path(tmp) / "a.wav"
+            subprocess.run([str(SOX), "-n", "-r", "8000", "-c", "1", "-b", "16", str(out),
+                            "synth", str(SECONDS), "sine", "440"], check=True)  # fmt: skip
+        else:
+            options, suffix = _FFMPEG_KINDS[kind]
+            out = Path(tmp) / f"a.{suffix}"
+            subprocess.run([str(FFMPEG), "-loglevel", "error", "-f", "lavfi", "-i",
+                            f"sine=frequency=440:duration={SECONDS}", *options, str(out)],
+                           check=True)  # fmt: skip
+        return out.read_bytes()
+
+
+def packets(data: bytes) -> list[tuple[float, int]]:
+    """ffprobe's ``(pts_time, pos)`` of every audio packet in ``data``."""
+    with tempfile.NamedTemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.flush()
+        out = subprocess.run([str(FFPROBE), "-v", "error", "-select_streams", "a:0",
+                              "-show_entries", "packet=pts_time,pos", "-of", "csv=p=0", tmp.name],
+                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+    found = []
+    for line in out.splitlines():
+        fields = line.strip().strip(",").split(",")
+        if len(fields) >= 2 and fields[0] not in ("", "N/A") and fields[1] not in ("", "N/A"):
+            found.append((float(fields[0]), int(fields[1])))
+    return found
+
+
+def first_pts(data: bytes) -> float:
+    """The presentation time ffprobe gives the first packet of ``data`` (a header plus the
+    stream from a seek point)."""
+    found = packets(data)
+    assert found, "ffprobe found no packet"
+    return found[0][0]
