@@ -25,6 +25,7 @@ import trio
 from .audio import HEAD_SIZE, describe_audio
 from .client import DEFAULT_CHUNK_SIZE, DEFAULT_URL, Client, connect
 from .errors import InvalidArgumentError, MmstreamError, StreamExistsError, StreamNotFoundError
+from .media import parse_clock
 from .protocol import StreamStat
 
 __all__ = ["URL_ENV", "add_client_commands"]
@@ -81,6 +82,18 @@ def add_client_commands(commands: Any) -> None:
     get.add_argument("--offset", type=_size, default=0, metavar="N")
     get.add_argument("--length", type=_size, default=None, metavar="N")
     get.add_argument(
+        "--from",
+        dest="start",
+        type=_clock,
+        default=None,
+        metavar="T",
+        help="from this time of the stream: seconds or [h:]m:s from its start (10:00 is ten "
+        "minutes in), negative back from its end; the stream's header comes first",
+    )
+    get.add_argument(
+        "--to", dest="stop", type=_clock, default=None, metavar="T", help="up to this time"
+    )
+    get.add_argument(
         "--follow",
         action="store_true",
         help="keep writing as the stream grows until it is finalized; waits for a stream "
@@ -116,6 +129,13 @@ def _size(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
+
+
+def _clock(text: str) -> float:
+    try:
+        return parse_clock(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sync(
@@ -181,12 +201,19 @@ async def _put(args: argparse.Namespace) -> int:
 async def _get(args: argparse.Namespace) -> int:
     if args.live and (not args.follow or args.offset):
         raise InvalidArgumentError("--live goes with --follow and picks its own offset")
+    timed = args.start is not None or args.stop is not None
+    if timed and (args.live or args.offset or args.length is not None):
+        raise InvalidArgumentError(
+            "--from/--to pick the bytes: not with --offset, --length, --live"
+        )
     if args.output == "-" and sys.stdout.isatty():
         raise InvalidArgumentError("not writing audio bytes to a terminal: use -o FILE or a pipe")
     output = await trio.to_thread.run_sync(_Output.open, args.output)
     try:
         async with connect(args.url, stream=args.stream, token=args.token) as client:
-            if args.follow:
+            if timed:
+                await _download_times(client, args, output.file)
+            elif args.follow:
                 await _follow(client, args, output.file)
             else:
                 await _download(client, args, output.file)
@@ -252,6 +279,23 @@ async def _download(client: Any, args: argparse.Namespace, out: IO[bytes]) -> No
             await trio.to_thread.run_sync(out.write, data)
             position += len(data)
         if not data or position >= end:
+            return
+
+
+async def _download_times(client: Any, args: argparse.Namespace, out: IO[bytes]) -> None:
+    """The stream's header, then its bytes from ``--from`` up to ``--to`` (or its end; with
+    ``--follow``, until it is finalized)."""
+    stop = None if args.stop is None else await client.offset_at(None, args.stop)
+    if stop is None and not args.follow:
+        stop = (await client.stat()).size
+    follower = await client.tail(None, time=args.start or 0.0)
+    left = math.inf if stop is None else follower.header + stop - follower.offset
+    if left <= follower.header:
+        raise InvalidArgumentError("--to is not after --from: nothing to get")
+    async for chunk in follower:
+        await trio.to_thread.run_sync(_write_and_flush, out, chunk[: int(min(left, len(chunk)))])
+        left -= len(chunk)
+        if left <= 0:
             return
 
 

@@ -287,20 +287,33 @@ class Client:
             raise pending.error
         return bytes(pending.data)
 
+    async def offset_at(self, stream: str | None, seconds: float) -> int:
+        """The offset a decoder can start at for ``seconds`` of media (negative: back from
+        the end): a ``read`` of nothing from that time."""
+        reply = await self._call(Read(stream=stream, length=0, time=seconds), ReadReply)
+        return reply.offset
+
     async def tail(
-        self, stream: str | None = None, offset: int | None = 0, *, live: bool = False
+        self,
+        stream: str | None = None,
+        offset: int | None = 0,
+        *,
+        live: bool = False,
+        time: float | None = None,
     ) -> Follower:
         """Follow a stream from ``offset`` (``None``: from its live edge): iterate the result
         for its bytes as they are written; the iteration ends when the stream is finalized.
         ``live`` joins as a player does: the stream's header first (``Follower.header``
-        bytes), then from a decoder start point shortly before the live edge."""
+        bytes), then from a decoder start point shortly before the live edge; ``time``
+        (media seconds, negative: back from the end) the same way, from that time."""
         if self._tail is not None:
             raise InvalidArgumentError("this connection already follows a stream")
         send, receive = trio.open_memory_channel[bytes | End](_TAIL_BUFFER)
         # Set before the request goes out: the frames follow the reply without a gap.
         self._tail = send
         try:
-            request = Tail(stream=stream, offset=None if live else offset, live=live)
+            start = None if live or time is not None else offset
+            request = Tail(stream=stream, offset=start, live=live, time=time)
             reply = await self._call(request, TailReply)
         except BaseException:
             self._tail = None

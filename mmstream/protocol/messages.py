@@ -78,6 +78,25 @@ def _optional_offset(_: object, attribute: attrs.Attribute[Any], value: int | No
         _offset(_, attribute, value)
 
 
+#: A ``time`` beyond this many seconds is refused: no stream lasts that long.
+MAX_TIME = 1e10
+
+
+def _time(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    """Media seconds (negative: back from the end); instead of an offset, never with one."""
+    if value is None:
+        return
+    if type(value) not in (int, float) or not -MAX_TIME <= value <= MAX_TIME:
+        raise ValueError(f"{attribute.name}: expected seconds (a number), got {_short(value)}")
+    offset = getattr(instance, "offset", None)
+    if hasattr(instance, "live"):  # a tail: its offset is None unless given
+        given = offset is not None or getattr(instance, "live", False)
+    else:  # a read: its offset defaults to 0
+        given = bool(offset)
+    if given:
+        raise ValueError(f"{attribute.name}: give a time or an offset (or live), not both")
+
+
 def _request_id(_: object, attribute: attrs.Attribute[Any], value: RequestId | None) -> None:
     if value is None:
         return
@@ -232,6 +251,9 @@ class Read(_StreamRequest):
     op: ClassVar[str] = "read"
     offset: int = attrs.field(default=0, validator=_offset)
     length: int | None = attrs.field(default=None, validator=_optional_offset)
+    #: Read from the boundary a decoder can start at for this media time (the reply's
+    #: ``offset`` says where), instead of from ``offset``.
+    time: float | None = attrs.field(default=None, validator=_time)
     #: Only from this stream (a ``stat``'s ``generation``), else ``stream-changed``: a client
     #: that reads one stream in several requests never gets pieces of two.
     generation: str | None = attrs.field(default=None, validator=_OPTIONAL_GENERATION)
@@ -247,6 +269,9 @@ class Tail(_StreamRequest):
     op: ClassVar[str] = "tail"
     offset: int | None = attrs.field(default=None, validator=_optional_offset)
     live: bool = attrs.field(default=False, validator=_flag)
+    #: Follow from this media time (negative: back from the end): the stream's header
+    #: first, as for ``live``, then the bytes from a boundary a decoder can start at.
+    time: float | None = attrs.field(default=None, validator=_time)
     #: As for ``read``: follow only this stream, else ``stream-changed``.
     generation: str | None = attrs.field(default=None, validator=_OPTIONAL_GENERATION)
 

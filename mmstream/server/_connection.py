@@ -615,6 +615,9 @@ class Session:
 
     async def _read(self, request: Read, stream: str) -> None:
         info = self.manager.stat(stream, generation=request.generation)
+        if request.time is not None:  # a time: the offset a decoder can start at
+            request = attrs.evolve(request, offset=await self.manager.offset_at(
+                stream, request.time, generation=info.generation), time=None)  # fmt: skip
         available = max(info.size - request.offset, 0)
         total = available if request.length is None else min(request.length, available)
         piece = self._send_piece
@@ -659,6 +662,11 @@ class Session:
             if request.offset is not None:
                 raise InvalidArgumentError("tail: 'live' picks its own start; give no offset")
             header, offset = await self._live_start(info)
+        elif request.time is not None:
+            found = await self.manager.seek(
+                stream, seconds=request.time, generation=info.generation
+            )
+            header, offset = found.header, found.offset
         else:
             offset = info.size if request.offset is None else request.offset
         if offset > info.size:

@@ -60,6 +60,7 @@ from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus, WriterLease
 from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
+from ..web.timeseek import asks_time
 from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
 from ._http import SERVER_HEADER, HttpRequest, Router, ShutdownScope
 from ._relay import Relays
@@ -298,8 +299,8 @@ class _Icecast:
         conn: h11.Connection,
         until_shutdown: ShutdownScope,
     ) -> bool:
-        if request.header("range") is not None:
-            return False
+        if request.header("range") is not None or asks_time(request.query):
+            return False  # a range or a time (a 400 if malformed): the playback route's
         if not self._allowed(request, "GET"):
             if self.metrics is not None:
                 self.metrics.errors.labels(UnauthorizedError.code).inc()

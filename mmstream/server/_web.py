@@ -104,6 +104,7 @@ def add_web_routes(
             request.header_fields(),
             piece_size=piece_size,
             metrics=metrics,
+            query=request.query,
         )
         return _to_http(response)
 

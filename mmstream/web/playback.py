@@ -28,6 +28,7 @@ from ..metrics import Metrics
 from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus
 from .media import served_type
 from .ranges import Full, Live, Partial, Unsatisfiable, evaluate_range
+from .timeseek import parse_time_query
 
 __all__ = [
     "HTTP_STATUS",
@@ -113,22 +114,40 @@ async def stream_response(
     *,
     piece_size: int = PIECE_SIZE,
     metrics: Metrics | None = None,
+    query: str = "",
 ) -> Response:
     """Answer ``GET /streams/{stream_id}``; header names are lower case. For ``HEAD`` the
     sender sends the same head and drops the body (an iterator it never starts reads
-    nothing)."""
+    nothing). A ``query`` with ``t=`` or ``at=`` asks for a time (:mod:`.timeseek`)."""
     try:
+        asked = parse_time_query(query)
         info = await manager.find(stream_id)  # stat, or found in the tier (docs/tiering.md)
         if info.status is StreamStatus.ERROR:
             # Quarantined: its bytes are not trusted (the manager refuses to read them too).
             raise StorageError(f"stream {stream_id} is in error: {info.error}")
         content_type = await _content_type(manager, info)
+        if asked is not None:
+            found = await manager.seek(
+                stream_id, seconds=asked.seconds, at=asked.at, generation=info.generation
+            )
     except MmstreamError as exc:
         if metrics is not None:
             metrics.errors.labels(exc.code).inc()
         return error_response(exc)
     growing = info.status is StreamStatus.UPLOADING
     headers: Headers = [*served_type(content_type).headers, ("Accept-Ranges", "bytes")]
+    pieces = _Pieces(manager, stream_id, info.generation, piece_size, metrics)
+    if asked is not None:
+        # From a time: the header a decoder needs, then the stream from a boundary. The
+        # body is not the stream's (no validators); a live one goes on as bytes arrive.
+        headers += [("X-Mmstream-Time", f"{found.time:.3f}"),
+                    ("X-Mmstream-Offset", str(found.offset))]  # fmt: skip
+        if growing:
+            headers.append(("Cache-Control", "no-store"))
+            return Response(200, headers, pieces.live(found.offset, found.header))
+        headers += [("Cache-Control", "no-cache"),
+                    ("Content-Length", str(len(found.header) + info.size - found.offset))]  # fmt: skip
+        return Response(200, headers, pieces.span(found.offset, info.size, found.header))
     etag = last_modified = None
     if growing:
         headers.append(("Cache-Control", "no-store"))
@@ -149,7 +168,6 @@ async def stream_response(
         etag=etag,
         last_modified=last_modified,
     )
-    pieces = _Pieces(manager, stream_id, info.generation, piece_size, metrics)
     match decision:
         case Full(size=size):
             headers.append(("Content-Length", str(size)))
@@ -193,20 +211,25 @@ class _Pieces:
             self.metrics.bytes_out.labels("http").inc(len(data))
         return data
 
-    async def span(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
+    async def span(self, start: int, stop: int, header: bytes = b"") -> AsyncGenerator[bytes, None]:
         position = start
         # Not evicted while the response is sent.
         with self.manager.hold(self.stream_id, generation=self.generation):
+            if header:
+                yield header
             while position < stop:
                 data = await self._read(position, min(self.piece_size, stop - position))
                 position += len(data)
                 yield data
 
-    async def live(self, start: int) -> AsyncGenerator[bytes, None]:
-        """Everything from ``start``, waiting for more until the stream is finalized."""
+    async def live(self, start: int, header: bytes = b"") -> AsyncGenerator[bytes, None]:
+        """``header``, then everything from ``start``, waiting for more until the stream
+        is finalized."""
         if self.metrics is not None:
             self.metrics.followers.inc()
         try:
+            if header:
+                yield header
             position = start
             while True:
                 info = await self.manager.wait_for_data(
