@@ -18,6 +18,7 @@ from ..errors import MmstreamError, UnauthorizedError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
+from ..web.hls_http import playlist_response, segment_response
 from ..web.playback import PIECE_SIZE, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 
@@ -91,13 +92,20 @@ def add_web_routes(
     """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
     ``/metrics`` (whose cache figures are then read from ``manager``)."""
 
-    async def stream(request: HttpRequest) -> HttpResponse:
+    def _refused(request: HttpRequest) -> HttpResponse | None:
+        """401 unless the request may read the stream (tokens in a header, never the URL)."""
         if authorizer is not None and authorizer.enabled:
             token = token_from_header(request.header("authorization"))
             try:
                 authorizer.authorize(token, "GET", request.params["stream_id"])
             except UnauthorizedError:
                 return text_response(401, "unauthorized", [("www-authenticate", CHALLENGE)])
+        return None
+
+    async def stream(request: HttpRequest) -> HttpResponse:
+        refused = _refused(request)
+        if refused is not None:
+            return refused
         response = await stream_response(
             manager,
             request.params["stream_id"],
@@ -119,6 +127,26 @@ def add_web_routes(
         return HttpResponse(200, headers, asset.body)
 
     router.add("GET", "/streams/{stream_id}", stream)
+
+    async def playlist(request: HttpRequest) -> HttpResponse:
+        refused = _refused(request)
+        if refused is not None:
+            return refused
+        response = await playlist_response(manager, request.params["stream_id"], metrics=metrics)
+        return _to_http(response)
+
+    async def segment(request: HttpRequest) -> HttpResponse:
+        refused = _refused(request)
+        if refused is not None:
+            return refused
+        response = await segment_response(
+            manager, request.params["stream_id"], request.params["segment"],
+            request.header_fields(), metrics=metrics,
+        )  # fmt: skip
+        return _to_http(response)
+
+    router.add("GET", "/streams/{stream_id}/index.m3u8", playlist)
+    router.add("GET", "/streams/{stream_id}/hls/{segment}", segment)
     router.add("GET", "/", page)
     router.add("GET", "/index.html", page)
     router.add("GET", "/static/{name}", page)

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
@@ -83,7 +83,7 @@ from ._journal import entry_of, remove_journal, write_journal
 from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
 from ._tiering import StreamTier
-from ._timeindex import Seek, TimeIndexes
+from ._timeindex import Seek, TimeIndex, TimeIndexes
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StreamManager", "open_stream_manager"]
 
@@ -891,6 +891,31 @@ class StreamManager:
         for value in (seconds, at):
             if value is not None and not -1e12 < value < 1e12:
                 raise InvalidArgumentError(f"time {value!r} is out of range")
+        async with self._indexed(stream_id, generation) as (index, read, size):
+            if at is not None:
+                seconds = index.seconds_at_wall(at)
+            elif seconds is not None and seconds < 0:
+                seconds = max(index.duration + seconds, 0.0)
+            assert seconds is not None
+            return index.seek(seconds, read, size)
+
+    async def boundaries(
+        self, stream_id: str, every: float, *, generation: str | None = None
+    ) -> builtins.list[Seek]:
+        """:meth:`seek` for ``0, every, 2 * every, …`` up to the media time written so far
+        (where HLS cuts its segments): one build of the index for them all."""
+        if not 0.1 <= every <= 3600:
+            raise InvalidArgumentError(f"segment duration {every!r} is out of range")
+        async with self._indexed(stream_id, generation) as (index, read, size):
+            count = int(index.duration // every) + 1
+            return [index.seek(n * every, read, size) for n in range(count)]
+
+    @asynccontextmanager
+    async def _indexed(
+        self, stream_id: str, generation: str | None
+    ) -> AsyncIterator[tuple[TimeIndex, Callable[[int, int], bytes], int]]:
+        """The stream's time index, built up to its current size (in a worker thread past
+        ``INLINE_READ_LIMIT`` new bytes), its reader and that size; held locked."""
         ctx = self._get(stream_id, generation)
         cache = ctx.require_readable()
         index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
@@ -902,12 +927,7 @@ class StreamManager:
                     await trio.to_thread.run_sync(index.build, cache.read, size)
                 else:
                     index.build(cache.read, size)
-                if at is not None:
-                    seconds = index.seconds_at_wall(at)
-                elif seconds is not None and seconds < 0:
-                    seconds = max(index.duration + seconds, 0.0)
-                assert seconds is not None
-                return index.seek(seconds, cache.read, size)
+                yield index, cache.read, size
             finally:
                 ctx.reader_done()
 
