@@ -55,6 +55,16 @@ async def start(command: list[str]) -> tuple[trio.Process, int]:
     return process, int(found.group(1))
 
 
+async def stop(process: trio.Process) -> None:
+    """SIGINT (a graceful shutdown), then SIGKILL after 10 s."""
+    process.send_signal(2)
+    with trio.move_on_after(10):
+        await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
 async def upload(url: str, total: int, chunk: bytes, *, protocol: bool) -> float:
     async with connect(url, compression=None, max_size=2**26) as ws:
         if protocol:
@@ -106,12 +116,7 @@ async def run_once(transport: str, total: int, chunk: bytes) -> float:
         try:
             return await upload(url, total, chunk, protocol=transport != "bare")
         finally:
-            process.send_signal(2)
-            with trio.move_on_after(10):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await stop(process)
 
 
 async def main() -> None:

@@ -18,7 +18,7 @@ from ..errors import MmstreamError, UnauthorizedError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
-from ..web.hls_http import playlist_response, segment_response
+from ..web.hls_http import SegmentPlans, playlist_response, segment_response
 from ..web.playback import PIECE_SIZE, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 
@@ -128,11 +128,15 @@ def add_web_routes(
 
     router.add("GET", "/streams/{stream_id}", stream)
 
+    plans = SegmentPlans()
+
     async def playlist(request: HttpRequest) -> HttpResponse:
         refused = _refused(request)
         if refused is not None:
             return refused
-        response = await playlist_response(manager, request.params["stream_id"], metrics=metrics)
+        response = await playlist_response(
+            manager, request.params["stream_id"], metrics=metrics, plans=plans
+        )
         return _to_http(response)
 
     async def segment(request: HttpRequest) -> HttpResponse:
@@ -141,7 +145,7 @@ def add_web_routes(
             return refused
         response = await segment_response(
             manager, request.params["stream_id"], request.params["segment"],
-            request.header_fields(), metrics=metrics,
+            request.header_fields(), metrics=metrics, plans=plans,
         )  # fmt: skip
         return _to_http(response)
 

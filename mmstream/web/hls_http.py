@@ -27,7 +27,7 @@ from .hls import (
 )
 from .playback import Response, error_response
 
-__all__ = ["PLAYLIST_TYPE", "playlist_response", "segment_response"]
+__all__ = ["PLAYLIST_TYPE", "SegmentPlans", "playlist_response", "segment_response"]
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -43,14 +43,31 @@ async def _kind(manager: StreamManager, info: StreamInfo) -> HlsKind:
     return found
 
 
-async def _segments(manager: StreamManager, info: StreamInfo, target: float) -> list[Segment]:
-    seeks = await manager.boundaries(info.stream_id, target, generation=info.generation)
-    return plan_segments(
-        [(s.time, s.offset, s.wall) for s in seeks],
-        end_time=seeks[0].duration,
-        end_offset=info.size,
-        complete=info.status is StreamStatus.READY,
-    )
+class SegmentPlans:
+    """The segments of the streams asked for lately, by what determines them (id,
+    generation, size, status, target): every listener of a stream asks for the same plan
+    until its next write, and a finished stream's never changes. At most ``limit`` kept."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._plans: dict[tuple[str, str, int, StreamStatus, float], list[Segment]] = {}
+
+    async def get(self, manager: StreamManager, info: StreamInfo, target: float) -> list[Segment]:
+        key = (info.stream_id, info.generation, info.size, info.status, target)
+        found = self._plans.get(key)
+        if found is not None:
+            return found
+        seeks = await manager.boundaries(info.stream_id, target, generation=info.generation)
+        plan = plan_segments(
+            [(s.time, s.offset, s.wall) for s in seeks],
+            end_time=seeks[0].duration,
+            end_offset=info.size,
+            complete=info.status is StreamStatus.READY,
+        )
+        if len(self._plans) >= self._limit:
+            del self._plans[next(iter(self._plans))]  # the oldest
+        self._plans[key] = plan
+        return plan
 
 
 def _count(metrics: Metrics | None, exc: MmstreamError) -> Response:
@@ -65,12 +82,13 @@ async def playlist_response(
     *,
     target: float = DEFAULT_TARGET_DURATION,
     metrics: Metrics | None = None,
+    plans: SegmentPlans | None = None,
 ) -> Response:
     """The stream's media playlist (404 saying why for a format HLS is not served for)."""
     try:
         info = manager.stat(stream_id)
         kind = await _kind(manager, info)
-        segments = await _segments(manager, info, target)
+        segments = await (plans or SegmentPlans()).get(manager, info, target)
     except MmstreamError as exc:
         return _count(metrics, exc)
     ended = info.status is StreamStatus.READY
@@ -93,6 +111,7 @@ async def segment_response(
     *,
     target: float = DEFAULT_TARGET_DURATION,
     metrics: Metrics | None = None,
+    plans: SegmentPlans | None = None,
 ) -> Response:
     """One packed-audio segment; 404 for one that does not exist (yet)."""
     try:
@@ -105,7 +124,12 @@ async def segment_response(
         if kind.extension != match.group(3):
             raise StreamNotFoundError(f"no segment {name!r}: this stream's are .{kind.extension}")
         segment = next(
-            (s for s in await _segments(manager, info, target) if s.sequence == sequence), None
+            (
+                s
+                for s in await (plans or SegmentPlans()).get(manager, info, target)
+                if s.sequence == sequence
+            ),
+            None,
         )
         if segment is None:
             raise StreamNotFoundError(f"no segment {sequence} of {stream_id} (yet)")

@@ -16,6 +16,7 @@ from mmstream.audio import AudioFormat
 from mmstream.client import connect
 from mmstream.config import CacheConfig, Config, ServerConfig
 from mmstream.server import RunningServer, serve
+from mmstream.streams import open_stream_manager
 from mmstream.web.hls import (
     HlsKind,
     Segment,
@@ -24,6 +25,7 @@ from mmstream.web.hls import (
     media_playlist,
     plan_segments,
 )
+from mmstream.web.hls_http import SegmentPlans
 
 # -- the rules, without I/O ------------------------------------------------------------
 
@@ -180,3 +182,20 @@ async def test_ffmpeg_follows_a_live_stream_to_its_end(server: RunningServer) ->
     code, errors, seconds = result[0]
     assert (code, errors) == (0, "")
     assert abs(seconds - 12) < 0.2
+
+
+@needs_tools
+async def test_segment_plans_are_shared_until_the_stream_changes(tmp_path: Path) -> None:
+    config = CacheConfig(directory=tmp_path / "cache", sync_policy="finalize")
+    data = media("mp3")
+    async with open_stream_manager(config) as manager:
+        await manager.create("s", content_type="audio/mpeg")
+        await manager.append("s", data[: len(data) // 2])
+        plans = SegmentPlans(limit=1)
+        first = await plans.get(manager, manager.stat("s"), 4.0)
+        assert await plans.get(manager, manager.stat("s"), 4.0) is first
+        await manager.append("s", data[len(data) // 2 :])
+        await manager.finalize("s")
+        finished = await plans.get(manager, manager.stat("s"), 4.0)
+        assert finished is not first and finished[: len(first)] == first  # only grows
+        assert finished[-1].stop == len(data)
