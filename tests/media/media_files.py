@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 FFMPEG, SOX, FFPROBE = shutil.which("ffmpeg"), shutil.which("sox"), shutil.which("ffprobe")
@@ -67,3 +73,53 @@ def first_pts(data: bytes) -> float:
     found = packets(data)
     assert found, "ffprobe found no packet"
     return found[0][0]
+
+
+def real_time_source(base: str, data: bytes, seconds: int, stop: threading.Event) -> None:
+    """An Icecast source sending ``data`` at its own pace (a quarter second at a time)."""
+    step = len(data) // (seconds * 4)
+
+    def body() -> Iterator[bytes]:
+        for at in range(0, len(data), step):
+            if stop.is_set():
+                return
+            yield data[at : at + step]
+            time.sleep(0.25)
+
+    httpx.put(f"{base}/streams/radio", content=body(), timeout=seconds + 30,
+              headers={"content-type": "audio/aac"})  # fmt: skip
+
+
+@contextlib.contextmanager
+def live_radio(base: str, seconds: int, *, listed: int) -> Iterator[None]:
+    """Stream ``radio`` on the server at ``base``: ``seconds`` of AAC sent in real time by an
+    Icecast source; entered once its live playlist lists ``listed`` segments."""
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = Path(tmp) / "tone.aac"
+        subprocess.run([str(FFMPEG), "-v", "error", "-f", "lavfi", "-i",
+                        f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-f", "adts",
+                        str(audio)], check=True)  # fmt: skip
+        data = audio.read_bytes()
+    stop = threading.Event()
+    source = threading.Thread(target=real_time_source, args=(base, data, seconds, stop),
+                              daemon=True)  # fmt: skip
+    source.start()
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/streams/radio/index.m3u8").text.count("#EXTINF") < listed:
+            assert time.monotonic() < deadline, f"the live playlist never listed {listed}"
+            time.sleep(0.25)
+        yield
+    finally:
+        stop.set()
+        source.join(timeout=seconds + 30)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
