@@ -917,6 +917,11 @@ class StreamManager:
         """The stream's time index, built up to its current size (in a worker thread past
         ``INLINE_READ_LIMIT`` new bytes), its reader and that size; held locked."""
         ctx = self._get(stream_id, generation)
+        if ctx.remote:
+            raise StorageError(
+                f"stream {ctx.stream_id} is held only in the object store: a time seek needs "
+                "its bytes in the cache (a second read brings them back)"
+            )
         cache = ctx.require_readable()
         index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
         async with index.lock:
