@@ -13,7 +13,10 @@ to the same stream (same ``generation``: a stream deleted and created again unde
 id is another stream). An entry is written only after the data it declares durable was
 flushed, so recovery is never ahead of the data. A finalized stream's sidecar is rewritten
 later, off the finalize path (batched, one directory sync), after which it drops out of the
-journal; an upload stays in it until it is finalized or deleted.
+journal; an upload stays in it until it is finalized or deleted. Recovery reads at most
+:data:`MAX_JOURNAL_BYTES`, so a commit whose journal would hold more than
+:func:`journal_capacity` entries first brings the lagging sidecars up to date (one batch)
+and drops their entries: the journal is never written in a form recovery refuses.
 """
 
 from __future__ import annotations
@@ -27,14 +30,18 @@ from pathlib import Path
 import attrs
 from attrs import validators as v
 
-from ..cache import fsync_directory, os_errors
+from ..cache import MAX_FILE_SIZE, fsync_directory, os_errors
+from ..errors import StorageError
 from ._context import StreamContext, StreamStatus
+from ._ids import STREAM_ID_MAX_LENGTH
 from ._sidecar import _generation, _offset, _opt_float, _opt_str, write_atomically
 
 __all__ = [
     "JOURNAL_NAME",
     "JournalEntry",
+    "committed_state",
     "entry_of",
+    "journal_capacity",
     "read_journal",
     "remove_journal",
     "write_journal",
@@ -46,7 +53,7 @@ log = logging.getLogger("mmstream.streams")
 JOURNAL_NAME = "mmstream.journal"
 JOURNAL_FORMAT = "mmstream-journal"
 JOURNAL_VERSION = 1
-#: An entry is about 200 bytes: room for 100,000 streams.
+#: What recovery reads; the writer keeps below it (see :func:`journal_capacity`).
 MAX_JOURNAL_BYTES = 100_000 * 256
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -64,6 +71,16 @@ class JournalEntry:
     finalized_at: float | None = attrs.field(default=None, validator=_opt_float)
 
 
+def committed_state(
+    ctx: StreamContext, ready: tuple[str, float] | None = None
+) -> tuple[StreamStatus, str | None, float | None]:
+    """``ctx``'s committed status, sha256 and finalize time; with ``ready`` (sha256, time),
+    those a finalize commits."""
+    if ready is None:
+        return ctx.committed_status, ctx.sha256, ctx.finalized_at
+    return StreamStatus.READY, *ready
+
+
 def entry_of(
     ctx: StreamContext, *, durable_offset: int | None = None, ready: tuple[str, float] | None = None
 ) -> dict[str, object]:
@@ -71,10 +88,7 @@ def entry_of(
     event loop for every lagging stream at every commit, so it must be cheap); with
     ``durable_offset``, the state a flush to there commits; with ``ready`` (sha256, time),
     the state a finalize commits."""
-    status, sha256, finalized_at = ctx.committed_status, ctx.sha256, ctx.finalized_at
-    if ready is not None:
-        status = StreamStatus.READY
-        sha256, finalized_at = ready
+    status, sha256, finalized_at = committed_state(ctx, ready)
     return {
         "generation": ctx.generation,
         "status": status.value,
@@ -84,11 +98,41 @@ def entry_of(
     }
 
 
+def _encode(entries: Mapping[str, Mapping[str, object]]) -> bytes:
+    payload = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "streams": entries}
+    return json.dumps(payload).encode() + b"\n"
+
+
+#: The largest entry there can be (longest id, largest values) and the journal around none.
+_ENTRY_BYTES = len(
+    _encode(
+        {
+            "x" * STREAM_ID_MAX_LENGTH: {
+                "generation": "0" * 16,
+                "status": StreamStatus.UPLOADING.value,
+                "durable_offset": MAX_FILE_SIZE,
+                "sha256": "0" * 64,
+                "finalized_at": -1.7976931348623157e308,
+            },
+            "y": {},
+        }
+    )
+) - len(_encode({"y": {}}))
+_EMPTY_BYTES = len(_encode({}))
+
+
+def journal_capacity() -> int:
+    """How many entries a journal may hold and still be read by recovery."""
+    return (MAX_JOURNAL_BYTES - _EMPTY_BYTES) // _ENTRY_BYTES
+
+
 def write_journal(directory: Path, entries: Mapping[str, Mapping[str, object]]) -> None:
     """Replace the journal with ``entries`` (from :func:`entry_of`; blocking: call it in
-    a worker thread)."""
-    payload = {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, "streams": entries}
-    write_atomically(directory / JOURNAL_NAME, json.dumps(payload).encode() + b"\n")
+    a worker thread); one recovery would refuse is not written."""
+    raw = _encode(entries)
+    if len(raw) > MAX_JOURNAL_BYTES:
+        raise StorageError(f"the journal would exceed {MAX_JOURNAL_BYTES} bytes")
+    write_atomically(directory / JOURNAL_NAME, raw)
 
 
 def remove_journal(directory: Path) -> None:

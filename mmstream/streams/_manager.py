@@ -79,7 +79,7 @@ from ._directory import (
     sidecar_path,
 )
 from ._ids import check_stream_id
-from ._journal import entry_of, remove_journal, write_journal
+from ._journal import committed_state, entry_of, journal_capacity, remove_journal, write_journal
 from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
 from ._tiering import StreamTier
@@ -1007,7 +1007,12 @@ class StreamManager:
             entries[request.ctx.stream_id] = request.entry()
         if synced:
             try:
-                await trio.to_thread.run_sync(write_journal, self._directory, entries)
+                if len(entries) > journal_capacity():
+                    await self._catch_up(entries, synced)
+                # Still too many (locks held elsewhere): the requests are in their sidecars
+                # now, and the journal on disk still holds every other stream's state.
+                if len(entries) <= journal_capacity():
+                    await trio.to_thread.run_sync(write_journal, self._directory, entries)
             except StorageError as exc:
                 for request in synced:
                     request.error = exc
@@ -1021,6 +1026,39 @@ class StreamManager:
             if request.ready is not None:
                 ctx.sha256, ctx.finalized_at = request.ready
                 ctx.set_status(StreamStatus.READY)
+
+    async def _catch_up(
+        self, entries: dict[str, dict[str, object]], synced: builtins.list[_Commit]
+    ) -> None:
+        """Rewrite lagging sidecars (one worker trip, one directory sync) and drop their
+        entries, for a journal that would outgrow what recovery reads: the requests' streams
+        at their new state (their data is synced; their submitters hold their sync locks
+        and wait), and every other lagging stream whose sync lock is free at the state it
+        has. A stream whose lock is held elsewhere (a sidecar record under way, a request
+        waiting for the next batch) keeps its entry: its sidecar may be being written."""
+        ours = {request.ctx.stream_id for request in synced}
+        held = [
+            ctx
+            for sid in entries
+            if sid not in ours
+            and (ctx := self._streams.get(sid)) is not None
+            and not ctx.deleted
+            and ctx.status in (StreamStatus.UPLOADING, StreamStatus.READY)
+            and _try_lock(ctx.sync_lock)
+        ]
+        try:
+            records = [(ctx, SidecarRecord.of(ctx)) for ctx in held]
+            records += [(request.ctx, request.record()) for request in synced]
+            await trio.to_thread.run_sync(
+                write_sidecars, [(ctx.sidecar_path, record) for ctx, record in records]
+            )
+            for ctx, record in records:
+                ctx.recorded = (record.status, record.durable_offset)
+                ctx.access_recorded = record.last_accessed_at
+                del entries[ctx.stream_id]
+        finally:
+            for ctx in held:
+                ctx.sync_lock.release()
 
     async def _housekeep(self, interval: float) -> None:
         """Every ``sync_interval`` seconds: flush streams with unflushed bytes (``sync_policy
@@ -1337,6 +1375,18 @@ class _Commit:
 
     def entry(self) -> dict[str, object]:
         return entry_of(self.ctx, durable_offset=self.target, ready=self.ready)
+
+    def record(self) -> SidecarRecord:
+        """The sidecar this commit's state makes (what :meth:`entry` says, in full)."""
+        status, sha256, finalized_at = committed_state(self.ctx, self.ready)
+        return attrs.evolve(
+            SidecarRecord.of(self.ctx),
+            status=status,
+            durable_offset=self.target,
+            sha256=sha256,
+            finalized_at=finalized_at,
+            error=None,
+        )
 
 
 def _sync_data(requests: Sequence[_Commit]) -> None:

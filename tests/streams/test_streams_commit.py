@@ -14,7 +14,7 @@ import trio
 
 from mmstream.cache import KiB
 from mmstream.config import CacheConfig
-from mmstream.streams import StreamStatus, open_stream_manager
+from mmstream.streams import StreamStatus, _journal, open_stream_manager
 
 CLIP = 16 * KiB
 
@@ -147,3 +147,43 @@ async def test_an_untrustworthy_journal_is_ignored(
     async with open_stream_manager(config) as manager:
         assert manager.stat("s").size == 5
     assert "using the sidecars alone" in caplog.text
+
+
+@pytest.mark.parametrize("one_round", [False, True], ids=["commit-each", "one-round"])
+async def test_a_journal_at_its_bound_still_recovers_every_stream(
+    configure: Callable[..., CacheConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_round: bool,
+) -> None:
+    """Regression test (journal bound): with more lagging streams than the journal's bound
+    holds (one commit each, half of them finalizes; or one round whose batch alone is too
+    many), a commit brings sidecars up to date instead of writing a journal recovery refuses
+    (on main the journal grew past it and, after a crash, READY streams came back UPLOADING
+    and uploads lost their durable offsets)."""
+    bound = 4 * KiB  # about a dozen entries
+    monkeypatch.setattr(_journal, "MAX_JOURNAL_BYTES", bound)
+    policy = "interval" if one_round else "finalize"
+    config = configure(sync_policy=policy, sync_interval=3600.0)
+    journal, count = config.directory / "mmstream.journal", 40
+    ready = {f"s{n}" for n in range(count) if n % 2 and not one_round}
+    async with open_stream_manager(config) as manager:
+        for n in range(count):
+            await manager.create(f"s{n}")
+            await manager.append(f"s{n}", _clip(n)[: 1000 + n])
+            if f"s{n}" in ready:
+                await manager.finalize(f"s{n}")
+            elif not one_round:
+                await manager.flush(f"s{n}")
+            assert not journal.exists() or journal.stat().st_size <= bound
+        if one_round:
+            await manager.housekeep()
+        for n in range(count):
+            (config.directory / f"s{n}.sum").unlink(missing_ok=True)  # only the records say
+        assert not journal.exists() or journal.stat().st_size <= bound
+        crashed = _crash_copy(config, tmp_path)
+    async with open_stream_manager(crashed) as manager:
+        for n in range(count):
+            info = manager.stat(f"s{n}")
+            status = StreamStatus.READY if f"s{n}" in ready else StreamStatus.UPLOADING
+            assert (info.status, info.durable_offset, info.size) == (status, 1000 + n, 1000 + n)
