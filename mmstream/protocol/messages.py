@@ -9,7 +9,7 @@ manager snapshots, and both go through the same validators. The full text is
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final, Protocol, TypeAlias
 
 import attrs
@@ -48,6 +48,7 @@ __all__ = [
     "Sync",
     "Tail",
     "TailReply",
+    "TitleMark",
 ]
 
 #: Offsets, lengths and sizes are non-negative signed 64-bit integers on the wire.
@@ -331,6 +332,17 @@ class StreamInfoLike(Protocol):
     def location(self) -> str: ...
     @property
     def generation(self) -> str: ...
+    @property
+    def titles(self) -> Sequence[Any]: ...
+
+
+@attrs.frozen(kw_only=True)
+class TitleMark:
+    """One title of a live stream and where it began (byte ``offset``, Unix ``time``)."""
+
+    title: str = attrs.field(validator=_TEXT)
+    offset: int = attrs.field(validator=_offset)
+    time: float = attrs.field(validator=_number)
 
 
 @attrs.frozen(kw_only=True)
@@ -359,6 +371,8 @@ class StreamStat:
     #: Where the bytes are: "local", "local+remote" (also in the object-storage tier) or
     #: "remote" (only there, read through). None from servers older than the tier.
     location: str | None = attrs.field(default=None, validator=_OPTIONAL_TEXT)
+    #: The titles a live stream was given, oldest first; the last is the current one.
+    titles: tuple[TitleMark, ...] = ()
 
     @classmethod
     def from_info(cls, info: StreamInfoLike) -> StreamStat:
@@ -378,6 +392,9 @@ class StreamStat:
             error=info.error,
             generation=info.generation,
             location=info.location,
+            titles=tuple(
+                TitleMark(title=t.title, offset=t.offset, time=t.time) for t in info.titles
+            ),
         )
 
 

@@ -10,6 +10,7 @@ from ._context import TRANSITIONS as TRANSITIONS
 from ._context import StreamContext as StreamContext
 from ._context import StreamInfo as StreamInfo
 from ._context import StreamStatus as StreamStatus
+from ._context import Title as Title
 from ._context import WriterLease as WriterLease
 from ._context import is_generation as is_generation
 from ._ids import STREAM_ID_ALPHABET as STREAM_ID_ALPHABET
@@ -31,6 +32,7 @@ __all__ = [
     "StreamManager",
     "StreamStatus",
     "StreamTier",
+    "Title",
     "WriterLease",
     "check_stream_id",
     "is_generation",

@@ -93,6 +93,26 @@ TRANSITIONS: Mapping[StreamStatus, frozenset[StreamStatus]] = MappingProxyType(
 )
 
 
+#: Characters in one title; more than an ICY block can carry (4,065 bytes) is never heard.
+MAX_TITLE_LENGTH = 1024
+
+
+@attrs.frozen
+class Title:
+    """One title of a live stream (Icecast's ``song``) and where it began: the stream's size
+    and the wall-clock time when it was set."""
+
+    title: str = attrs.field(
+        validator=attrs.validators.and_(
+            attrs.validators.instance_of(str), attrs.validators.max_len(MAX_TITLE_LENGTH)
+        )
+    )
+    offset: int = attrs.field(
+        validator=attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.ge(0))
+    )
+    time: float = attrs.field(validator=attrs.validators.instance_of((int, float)))
+
+
 @attrs.frozen
 class StreamInfo:
     """An immutable snapshot of one stream: what ``stat`` and ``list`` return."""
@@ -119,6 +139,8 @@ class StreamInfo:
     #: Where its bytes are: ``local`` (the cache only), ``local+remote`` (also copied to the
     #: object-storage tier, docs/tiering.md).
     location: str = "local"
+    #: Its titles, oldest first (the last is the current one); kept in ``<id>.titles``.
+    titles: tuple[Title, ...] = ()
 
 
 def _new_event() -> trio.Event:
@@ -155,6 +177,7 @@ class StreamContext:
     #: An upload's running checksum and open ``.sum`` file (None once READY or in ERROR
     #: from recovery); see :mod:`._checksums`.
     checksum: RunningChecksum | None = attrs.field(default=None, repr=False)
+    titles: tuple[Title, ...] = ()
 
     # Run-time coordination, never persisted.
     #: One writer: append, finalize and delete hold it.
@@ -221,6 +244,7 @@ class StreamContext:
             error=self.error,
             generation=self.generation,
             location="remote" if self.remote else "local+remote" if self.tiered else "local",
+            titles=self.titles,
         )
 
     @property

@@ -70,7 +70,7 @@ from ..metrics import Metrics
 from ..registry import BackendRegistry
 from ._checksums import open_checksum
 from ._commit import CommitStatistics, GroupCommit
-from ._context import StreamContext, StreamInfo, StreamStatus, WriterLease
+from ._context import MAX_TITLE_LENGTH, StreamContext, StreamInfo, StreamStatus, Title, WriterLease
 from ._directory import (
     data_path,
     index_path,
@@ -84,6 +84,7 @@ from ._recovery import recover_directory
 from ._sidecar import SidecarRecord, write_sidecar, write_sidecars
 from ._tiering import StreamTier
 from ._timeindex import Seek, TimeIndex, TimeIndexes
+from ._titles import MAX_TITLES, remove_titles, titles_path, write_titles
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StreamManager", "open_stream_manager"]
 
@@ -146,6 +147,8 @@ class StreamManager:
         self._tier: StreamTier | None = None
         #: Told of every append (arrival times); builds media time lazily, on a seek.
         self._times = TimeIndexes(directory)
+        #: Title records are rewritten whole: one at a time, so the newest is the one left.
+        self._titles_lock = trio.Lock()
 
     @property
     def config(self) -> CacheConfig:
@@ -365,6 +368,26 @@ class StreamManager:
         self._streams[sid] = ctx
         log.info("stream %s: created (uploading, %d bytes reserved)", sid, ctx.reserved)
         return ctx.info()
+
+    # -- titles ----------------------------------------------------------------------------
+
+    async def set_title(self, stream_id: str, title: str) -> Title:
+        """Record ``title`` as the live stream's current one, beginning at its size now
+        (Icecast's ``/admin/metadata``). Only an UPLOADING stream has a "now". The newest
+        :data:`~._titles.MAX_TITLES` are kept, in ``<id>.titles`` beside the sidecar."""
+        if not isinstance(title, str):
+            raise InvalidArgumentError("a title must be a string")
+        if len(title) > MAX_TITLE_LENGTH:
+            raise TooLargeError(f"a title is at most {MAX_TITLE_LENGTH} characters")
+        ctx = self._get(stream_id)
+        ctx.require_writable()
+        entry = Title(title, ctx.size, time.time())
+        ctx.titles = (*ctx.titles, entry)[-MAX_TITLES:]
+        async with self._titles_lock:
+            self._require_live(ctx)
+            await trio.to_thread.run_sync(write_titles, titles_path(ctx.sidecar_path), ctx.titles)
+        log.info("stream %s: title at %d: %r", ctx.stream_id, entry.offset, title[:80])
+        return entry
 
     # -- writers ---------------------------------------------------------------------------
 
@@ -1469,6 +1492,7 @@ def _open_cache(ctx: StreamContext) -> MemoryMappedCache:
 
 
 def _create_files(ctx: StreamContext, initial_size: int) -> None:
+    remove_titles(titles_path(ctx.sidecar_path))  # a deleted namesake's, if its removal failed
     cache = _open_cache(ctx)
     cache.create(initial_size)  # O_CREAT|O_EXCL|O_NOFOLLOW, inside the cache directory
     try:
@@ -1542,6 +1566,7 @@ def _remove_files(ctx: StreamContext) -> StorageError | None:
         os.unlink(ctx.checksum_path)
     with suppress(OSError):  # a leftover is removed at the next start (recovery)
         os.unlink(index_path(ctx.data_path.parent, ctx.stream_id))
+    remove_titles(titles_path(ctx.sidecar_path))
     try:
         fsync_directory(ctx.data_path)
     except StorageError as exc:

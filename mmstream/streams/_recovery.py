@@ -65,6 +65,7 @@ from ._directory import (
 from ._ids import is_valid_stream_id
 from ._journal import JOURNAL_NAME, JournalEntry, read_journal
 from ._sidecar import TMP_SUFFIX, SidecarError, SidecarRecord, read_sidecar
+from ._titles import TITLES_SUFFIX, read_titles, titles_path
 
 __all__ = ["recover_directory"]
 
@@ -97,6 +98,8 @@ def recover_directory(
             if "." + suffix == INDEX_SUFFIX:
                 indexes.append(stem)
                 continue
+            if "." + suffix == TITLES_SUFFIX:
+                continue  # read with its stream; a stream's create removes an orphan
             if "." + suffix == SIDECAR_SUFFIX + TMP_SUFFIX:
                 log.warning("removing %s: an interrupted sidecar write", name)
                 _remove(directory / name)
@@ -110,6 +113,7 @@ def recover_directory(
         entry = journal.get(stream_id)
         ctx = _recover_one(directory, stream_id, found[stream_id], entry, factory, options)
         if ctx is not None:
+            ctx.titles = read_titles(titles_path(ctx.sidecar_path))
             streams.append(ctx)
     return streams
 

@@ -40,6 +40,7 @@ __all__ = [
     "SIDECAR_VERSION",
     "SidecarError",
     "SidecarRecord",
+    "read_limited",
     "read_sidecar",
     "write_atomically",
     "write_sidecar",
@@ -212,19 +213,25 @@ def write_atomically(path: Path, payload: bytes, *, sync_directory: bool = True)
 def read_sidecar(path: Path) -> SidecarRecord:
     """Read and validate a sidecar; :class:`SidecarError` if it cannot be trusted, the
     ``OSError`` if it cannot be read (a symlink is refused with ELOOP, never followed)."""
+    raw = read_limited(path, MAX_SIDECAR_BYTES)
+    if len(raw) > MAX_SIDECAR_BYTES:
+        raise SidecarError(f"larger than {MAX_SIDECAR_BYTES} bytes")
+    return SidecarRecord.decode(raw)
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path`` (more than ``limit``: not a file of ours),
+    never following a symlink."""
     fd = os.open(path, _READ_FLAGS)
     try:
         chunks: list[bytes] = []
         got = 0
-        while got <= MAX_SIDECAR_BYTES and (chunk := os.read(fd, MAX_SIDECAR_BYTES + 1 - got)):
+        while got <= limit and (chunk := os.read(fd, limit + 1 - got)):
             chunks.append(chunk)
             got += len(chunk)
-        raw = b"".join(chunks)
     finally:
         os.close(fd)
-    if len(raw) > MAX_SIDECAR_BYTES:
-        raise SidecarError(f"larger than {MAX_SIDECAR_BYTES} bytes")
-    return SidecarRecord.decode(raw)
+    return b"".join(chunks)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -81,6 +81,7 @@ def test_public_surface() -> None:
         "StreamManager",
         "StreamStatus",
         "StreamTier",
+        "Title",
         "WriterLease",
         "check_stream_id",
         "is_generation",
