@@ -116,6 +116,11 @@ def add_client_commands(commands: Any) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=_sync(_ls))
 
+    title = commands.add_parser("title", parents=[common], help="set a live stream's title")
+    title.add_argument("stream", metavar="ID")
+    title.add_argument("title", metavar="TITLE")
+    title.set_defaults(handler=_sync(_title))
+
     rm = commands.add_parser("rm", parents=[common], help="delete a stream")
     rm.add_argument("stream", metavar="ID")
     rm.set_defaults(handler=_sync(_rm))
@@ -338,7 +343,11 @@ async def _stat(args: argparse.Namespace) -> int:
         print(json.dumps(fields, indent=2))
     else:
         for key, value in fields.items():
-            if key in ("metadata", "audio"):
+            if key == "titles":
+                for item in value:
+                    where = f"{_time(item['time'])} at byte {item['offset']}"
+                    print(f"{'title':<17} {where}: {item['title']}")
+            elif key in ("metadata", "audio"):
                 for name, item in value.items():
                     print(f"{key + '.' + name:<17} {_human(name, item)}")
             else:
@@ -367,6 +376,12 @@ async def _ls(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[4]]))
+    return 0
+
+
+async def _title(args: argparse.Namespace) -> int:
+    async with connect(args.url, stream=args.stream, token=args.token) as client:
+        await client.set_title(args.title)
     return 0
 
 

@@ -5,7 +5,8 @@ Off unless ``[auth] tokens`` lists at least one token. Then every WebSocket sess
 open with ``hello`` carrying a token (never the URL: URLs end up in proxy and access logs),
 and HTTP requests carry it as ``Authorization: Bearer <token>`` (or as the password of
 ``Basic``, for tools that only speak that). A token grants scopes (``read``: stat, list,
-read, tail, GET; ``write``: create, append, sync, finalize, delete, PUT) on the streams
+read, tail, GET; ``write``: create, append, sync, finalize, delete, PUT, titles; ``admin``:
+Icecast's admin and status API) on the streams
 whose id matches its ``streams`` pattern (``fnmatch`` style: ``"*"``, ``"live-*"``).
 
 Tokens are compared in constant time and never logged or echoed: errors say "unauthorized"
@@ -34,6 +35,7 @@ __all__ = [
     "Authorizer",
     "Grant",
     "TokenRedactor",
+    "basic_credentials",
     "redact_library_logs",
     "token_from_header",
 ]
@@ -53,6 +55,10 @@ OPERATION_SCOPES: dict[str, str] = {
     "delete": "write",
     "PUT": "write",
     "DELETE": "write",
+    #: Icecast's ``/admin/metadata``: a source sets its own stream's title.
+    "metadata": "write",
+    #: Icecast's admin and status API (listing listeners, killing clients and sources).
+    "admin": "admin",
 }
 
 
@@ -147,13 +153,22 @@ def token_from_header(value: str | None) -> str | None:
         case "bearer":
             return rest.strip() or None
         case "basic":
-            try:
-                decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-            _, colon, password = decoded.partition(":")
-            return password if colon and password else None
+            _, password = basic_credentials(value) or ("", "")
+            return password or None
     return None
+
+
+def basic_credentials(value: str | None) -> tuple[str, str] | None:
+    """User name and password of a ``Basic`` ``Authorization`` header; None otherwise."""
+    scheme, _, rest = (value or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 _TOKEN_FIELD = re.compile(r"""(["']token["']\s*:\s*)(["'])(?:\\.|(?!\2).)*\2""")

@@ -60,6 +60,7 @@ from .protocol import (
     HelloReply,
     List,
     ListReply,
+    Metadata,
     OkReply,
     Read,
     ReadReply,
@@ -254,6 +255,11 @@ class Client:
 
     async def delete(self, stream: str | None = None) -> None:
         await self._call(Delete(stream=stream), OkReply)
+
+    async def set_title(self, title: str, stream: str | None = None) -> StreamStat:
+        """Set a live stream's current title: its ICY listeners hear it in their next
+        metadata block, and ``stat`` records where it began."""
+        return (await self._call(Metadata(stream=stream, title=title), StatReply)).stat
 
     async def sync(self, stream: str | None = None) -> StreamStat:
         """Every byte sent so far is written and durable (survives power loss)."""

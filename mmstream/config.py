@@ -9,6 +9,8 @@ An unknown key or a bad value raises :class:`~mmstream.errors.ConfigError` namin
 from __future__ import annotations
 
 import difflib
+import fnmatch
+import ipaddress
 import os
 import re
 import tomllib
@@ -42,6 +44,7 @@ __all__ = [
     "Config",
     "IcecastConfig",
     "LoggingConfig",
+    "MountConfig",
     "ServerConfig",
     "TierConfig",
     "TokenConfig",
@@ -72,6 +75,16 @@ def parse_size(value: object) -> ByteSize:
         if match and match.group(2).lower() in _UNITS:
             return ByteSize(int(match.group(1)) * _UNITS[match.group(2).lower()])
     raise ValueError(f"expected a size such as 65536 or '64 MiB', got {value!r}")
+
+
+def _networks(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{attribute.name}: {entry!r} is not an address or a network like 10.0.0.0/8"
+            ) from None
 
 
 def _min(bound: float) -> Any:
@@ -142,10 +155,33 @@ class ServerConfig:
     ack_bytes: ByteSize = attrs.field(default=ByteSize(1 * MiB), validator=_min(1))
     ack_interval: float = attrs.field(default=0.05, validator=v.gt(0))
     shutdown_grace: float = attrs.field(default=10.0, validator=_min(0))
+    #: Origins whose pages may read HTTP responses (CORS; ``"*"``: any); empty: CORS off.
+    cors_origins: tuple[str, ...] = ()
+    #: Proxies (addresses or networks, ``"10.0.0.0/8"``) whose PROXY protocol v1 line and
+    #: ``X-Forwarded-For`` header name the client; nobody else's are believed.
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), validator=_networks)
 
 
 SourceEnd = Literal["finalize", "keep"]
 SlowListener = Literal["skip", "disconnect"]
+
+
+HookPolicy = Literal["allow", "deny"]
+
+
+def _hook_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
+        raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
+
+
+@attrs.frozen
+class MountConfig:
+    """Settings for the live streams whose id matches ``streams`` (fnmatch; the first
+    matching entry of ``icecast.mounts`` wins), as Icecast's ``<mount>``."""
+
+    streams: str = attrs.field(validator=v.min_len(1))
+    #: Live listeners at once; 0 = unlimited.
+    max_listeners: int = attrs.field(default=0, validator=_min(0))
 
 
 @attrs.frozen
@@ -165,6 +201,28 @@ class IcecastConfig:
     slow_listener: SlowListener = "skip"
     #: Seconds between sends to the listeners of a stream (latency vs. CPU); 0 = every write.
     send_interval: float = attrs.field(default=0.05, validator=[_min(0), v.le(1)])
+    #: Audio bytes between in-band title blocks for listeners that send ``Icy-MetaData: 1``.
+    icy_metaint: int = attrs.field(default=16000, validator=[v.ge(256), v.le(1 << 20)])
+    #: Icecast's URL listener auth: POSTed before a live listener is admitted (it must
+    #: answer 200 with ``icecast-auth-user: 1``) and when it leaves; empty: no hook.
+    listener_add: str = attrs.field(default="", validator=_hook_url)
+    listener_remove: str = attrs.field(default="", validator=_hook_url)
+    #: Seconds a hook may take; a hook that takes longer or cannot be reached decides as
+    #: ``auth_failure`` says: "deny" the listener (as Icecast) or "allow" it.
+    auth_timeout: float = attrs.field(default=5.0, validator=[v.gt(0), v.le(60)])
+    auth_failure: HookPolicy = "deny"
+    #: Live listeners of one stream at once; 0 = unlimited. ``mounts`` may set it per stream.
+    max_listeners: int = attrs.field(default=0, validator=_min(0))
+    mounts: tuple[MountConfig, ...] = ()
+
+    def mount(self, stream_id: str) -> MountConfig:
+        """The settings of ``stream_id``: the first matching ``mounts`` entry, else the
+        defaults above."""
+        for mount in self.mounts:
+            if fnmatch.fnmatchcase(stream_id, mount.streams):
+                return mount
+        return MountConfig("*", max_listeners=self.max_listeners)
+
     #: ``[[icecast.fallback]]`` rules: what a stream's listeners hear while it has no
     #: source (docs/icecast.md, "Fallbacks"); the first rule whose pattern matches applies.
     fallback: tuple[FallbackRule, ...] = ()
@@ -203,7 +261,7 @@ class LoggingConfig:
     format: LogFormat = "text"
 
 
-Scope = Literal["read", "write"]
+Scope = Literal["read", "write", "admin"]
 
 
 @attrs.frozen

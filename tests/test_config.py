@@ -72,7 +72,7 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
         ("[nonsense]\n",
          "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth, tier, cluster"),
         ("[[auth.tokens]]\ntoken = 'x'\nscopes = ['red']\n",
-         "auth.tokens[0].scopes[0]: must be one of read, write; got 'red'"),
+         "auth.tokens[0].scopes[0]: must be one of read, write, admin; got 'red'"),
         ("[logging]\nlevel = 'info'\nformt = 'json'\n",
          "logging.level: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; got 'info'; "
          "logging.formt: unknown key; did you mean format?"),

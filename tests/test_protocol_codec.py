@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -39,6 +40,7 @@ from mmstream.protocol import (
     List,
     ListReply,
     MalformedRequestError,
+    Metadata,
     OkReply,
     Read,
     ReadReply,
@@ -49,6 +51,7 @@ from mmstream.protocol import (
     Sync,
     Tail,
     TailReply,
+    TitleMark,
     decode_request,
     decode_server_message,
     encode_ack,
@@ -94,6 +97,7 @@ REQUESTS: list[Request] = [
     Stat(id=11, stream="s1"),
     List(id=-(2**63)),
     Delete(id="x" * 64, stream="s1"),
+    Metadata(id=12, stream="s1", title="Guns N' Roses - Don't Cry"),
 ]
 
 
@@ -130,6 +134,7 @@ REPLIES = [
     (List, ListReply(re=10, streams=[STAT, STAT])),
     (List, ListReply(re=10, streams=[])),
     (Delete, OkReply(re=12)),
+    (Metadata, StatReply(re=12, stat=attrs.evolve(STAT, titles=(TitleMark(title="t", offset=3, time=1.5),)))),
 ]  # fmt: skip
 
 

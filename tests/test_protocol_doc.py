@@ -77,7 +77,15 @@ _ABBREVIATION = [
     (re.compile(r"(?<=[{\[])\s*\.\.\.\s*,"), ""),  # {...,"b":2}
 ]
 #: Values that differ from run to run (the doc shows plausible ones): only their type counts.
-_VOLATILE = {"created_at", "last_accessed_at", "finalized_at", "reserved", "server", "generation"}
+_VOLATILE = {
+    "created_at",
+    "last_accessed_at",
+    "finalized_at",
+    "reserved",
+    "server",
+    "generation",
+    "time",
+}
 
 
 def _parse(text: str) -> tuple[Any, bool]:
@@ -215,6 +223,9 @@ async def _prepare(url: str, first: Request) -> bool:
             case ("append", 3):
                 await client.create("show-42")
             case ("sync", 4) | ("finalize", 5):
+                await client.create("show-42")
+                await client.append("show-42", bytes(131072))
+            case ("metadata", 11):
                 await client.create("show-42")
                 await client.append("show-42", bytes(131072))
             case ("append", 1):  # resuming

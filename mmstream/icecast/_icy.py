@@ -78,7 +78,7 @@ class IcyInterleaver:
         if self.until_block < 0:
             self.until_block = self.metaint
 
-    def feed(self, data: bytes | memoryview, title: str | None) -> bytes:
+    def feed(self, data: bytes | bytearray | memoryview, title: str | None) -> bytes:
         """The body bytes for the next ``data`` of audio, while the current title is
         ``title`` (None: none was ever set)."""
         out = bytearray()

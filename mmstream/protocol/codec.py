@@ -51,6 +51,7 @@ from .messages import (
     HelloReply,
     List,
     ListReply,
+    Metadata,
     OkReply,
     Read,
     ReadReply,
@@ -82,7 +83,8 @@ __all__ = [
 ]
 
 REQUEST_TYPES: Final[Mapping[str, type[Request]]] = {
-    cls.op: cls for cls in (Hello, Create, Append, Sync, Finalize, Read, Tail, Stat, List, Delete)
+    cls.op: cls
+    for cls in (Hello, Create, Append, Sync, Finalize, Read, Tail, Stat, List, Delete, Metadata)
 }
 
 #: What a successful reply to each request looks like; the client decodes by it.
@@ -97,6 +99,7 @@ REPLY_TYPES: Final[Mapping[type[Request], type[OkReply]]] = {
     Stat: StatReply,
     List: ListReply,
     Delete: OkReply,
+    Metadata: StatReply,
 }
 
 _EVENT_TYPES: Final[Mapping[str, type[Event]]] = {"ack": Ack, "end": End}

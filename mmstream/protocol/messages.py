@@ -34,6 +34,7 @@ __all__ = [
     "HelloReply",
     "List",
     "ListReply",
+    "Metadata",
     "OkReply",
     "Read",
     "ReadReply",
@@ -294,7 +295,17 @@ class Delete(_StreamRequest):
     op: ClassVar[str] = "delete"
 
 
-Request: TypeAlias = Hello | Create | Append | Sync | Finalize | Read | Tail | Stat | List | Delete
+@attrs.frozen(kw_only=True)
+class Metadata(_StreamRequest):
+    """Set a live stream's current title (Icecast's ``/admin/metadata``); replies ``stat``."""
+
+    op: ClassVar[str] = "metadata"
+    title: str = attrs.field(validator=_TEXT)
+
+
+Request: TypeAlias = (
+    Hello | Create | Append | Sync | Finalize | Read | Tail | Stat | List | Delete | Metadata
+)
 
 
 # --------------------------------------------------------------------------------------

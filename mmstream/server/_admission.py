@@ -107,6 +107,28 @@ class ConnectionLimiter:
         self.mark_idle(slot)
         return slot
 
+    def rebind(self, slot: Slot, ip: str) -> bool:
+        """Count ``slot`` for ``ip`` from now on (a trusted proxy named the client behind
+        it): made room for as :meth:`admit` does, among that address's idle connections;
+        False, and the slot unchanged, when every one of them does real work."""
+        if slot.released or slot.refusal is not None or ip == slot.ip:
+            return True
+        if self._per_ip[ip] >= self.max_per_ip:
+            victim = next(iter(self._idle_per_ip.get(ip, ())), None)
+            if victim is None:
+                return False
+            self._evict(victim)
+        idle = slot in self._idle
+        self.mark_busy(slot)
+        self._per_ip[slot.ip] -= 1
+        if not self._per_ip[slot.ip]:
+            del self._per_ip[slot.ip]
+        slot.ip = ip
+        self._per_ip[ip] += 1
+        if idle:
+            self.mark_idle(slot)
+        return True
+
     def release(self, slot: Slot) -> None:
         """The connection closed; idempotent (an evicted slot is already released)."""
         if slot.released:

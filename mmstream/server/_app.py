@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from functools import partial
 
 import attrs
@@ -30,6 +31,7 @@ from ._fanout import serve_fanout_hub
 from ._frontdoor import FrontDoor
 from ._http import HttpRequest, HttpResponse, Router, json_response
 from ._icecast import add_icecast_routes
+from ._icecast_admin import add_icecast_admin_routes
 from ._relay import Relays
 from ._transports import make_transport
 from ._web import add_web_routes
@@ -81,10 +83,12 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def build_router(server: RunningServer, authorizer: Authorizer | None = None) -> Router:
+def build_router(
+    server: RunningServer, authorizer: Authorizer | None = None, cors_origins: Sequence[str] = ()
+) -> Router:
     """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
     :func:`add_web_routes`."""
-    router = Router()
+    router = Router(cors_origins)
     add_web_routes(router, server.manager, server.metrics, authorizer=authorizer)
 
     @router.route("GET", "/healthz")
@@ -123,7 +127,7 @@ async def serve(
             server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
             authorizer = Authorizer(config.auth)
             redact_library_logs()
-            router = build_router(server, authorizer)
+            router = build_router(server, authorizer, config.server.cors_origins)
             hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
             if config.tier.enabled:  # only then is anything of the tier imported
                 from ..tier import serve_tier
@@ -138,7 +142,10 @@ async def serve(
                 )
                 own = f"ws://{host}:{port}"
                 relays = Relays(hub, config.cluster, own_url=own)
-            add_icecast_routes(router, manager, hub, config.icecast, metrics, authorizer, relays)
+            icecast = add_icecast_routes(
+                router, manager, hub, config.icecast, metrics, authorizer, relays
+            )
+            add_icecast_admin_routes(router, manager, hub, icecast, metrics, authorizer)
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),

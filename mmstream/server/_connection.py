@@ -58,6 +58,7 @@ from ..protocol import (
     List,
     ListReply,
     MalformedRequestError,
+    Metadata,
     OkReply,
     Read,
     ReadReply,
@@ -570,6 +571,13 @@ class Session:
             case Delete():
                 await self.manager.delete(stream)
                 return OkReply(re=request.id)
+            case Metadata():
+                title = await self.manager.set_title(stream, request.title)
+                if self.hub is not None:
+                    self.hub.set_title(stream, title.title)
+                return StatReply(
+                    re=request.id, stat=StreamStat.from_info(self.manager.stat(stream))
+                )
         raise AssertionError(f"unhandled request {request!r}")
 
     def _authenticate(self, request: Hello) -> None:

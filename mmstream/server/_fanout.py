@@ -29,6 +29,7 @@ them (see :meth:`Broadcaster.follow`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import logging
 import math
@@ -42,6 +43,7 @@ import trio
 from ..audio_sync import StreamSync
 from ..config import IcecastConfig
 from ..errors import CacheClosedError, StorageError, StreamNotFoundError
+from ..icecast import IcyInterleaver
 from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.playback import PIECE_SIZE
@@ -52,6 +54,7 @@ __all__ = [
     "FanoutHub",
     "Feed",
     "Listener",
+    "ListenerClient",
     "ListenerState",
     "Source",
     "serve_fanout_hub",
@@ -90,6 +93,17 @@ class ListenerState(enum.Enum):
     BEHIND = "behind"
 
 
+@attrs.frozen
+class ListenerClient:
+    """Who a listener is, for Icecast's ``listclients`` and ``killclient``."""
+
+    id: int
+    address: str
+    user_agent: str
+    #: Wall-clock time it connected.
+    since: float
+
+
 @attrs.define(eq=False)
 class Listener:
     #: The socket to write to in rounds, or ``None``: its task sends (woken by ``wake``).
@@ -106,6 +120,15 @@ class Listener:
     #: Bytes skipped because the listener fell behind.
     skipped: int = 0
     sent: int = 0
+    #: For a listener that asked for in-band titles (``Icy-MetaData: 1``): its body is the
+    #: stream with a metadata block every ``metaint`` bytes, made as bytes are taken, so
+    #: ``pending`` then holds body bytes already past ``position``.
+    icy: IcyInterleaver | None = None
+    client: ListenerClient | None = None
+
+    def body(self, data: bytes | bytearray | memoryview, title: str | None) -> bytes:
+        """What this listener is sent for ``data`` of the stream."""
+        return bytes(data) if self.icy is None else self.icy.feed(data, title)
 
 
 class Broadcaster:
@@ -139,6 +162,14 @@ class Broadcaster:
         self.ended = False
         self.caught_up = False
         self.failed: str | None = None
+        #: The current title, for listeners with in-band metadata (see :meth:`set_title`).
+        self.title: str | None = None
+        #: Most listeners at once, and bytes sent to them in rounds (Icecast's stats).
+        self.listener_peak = 0
+        self.bytes_sent = 0
+        with contextlib.suppress(StreamNotFoundError, CacheClosedError):
+            titles = manager.stat(stream_id).titles
+            self.title = titles[-1].title if titles else None
         self._keep = config.queue_size + config.burst_size
         self._restarts: collections.deque[int] = collections.deque()
         self._new_data = trio.Event()
@@ -157,6 +188,11 @@ class Broadcaster:
         if self.ended:
             return True
         return self.caught_up and self.sync.header_done and bool(self.sync_points)
+
+    def set_title(self, title: str) -> None:
+        """From now on, metadata blocks carry ``title``: each listener's next block (at
+        most ``metaint`` bytes away) announces it."""
+        self.title = title
 
     def restart_at(self, offset: int) -> None:
         """A new source begins at ``offset``: its bytes bring a new header."""
@@ -282,6 +318,12 @@ class Broadcaster:
                 if listener.fd is None:
                     listener.wake.set()
                     continue
+                if listener.icy is not None and not listener.pending:
+                    # Interleaved bodies are the listener's own: made once a round, when
+                    # the last one is out, so a slow listener still stalls its position.
+                    at = listener.position - base
+                    listener.pending = listener.icy.feed(window[at:], self.title)
+                    listener.position = edge
                 at = listener.position - base
                 piece: bytes | memoryview | None = slices.get(at)
                 if piece is None:
@@ -297,15 +339,19 @@ class Broadcaster:
                     listener.state = ListenerState.GONE
                     gone.append(listener)
                     continue
-                if listener.pending:
+                if listener.icy is not None:  # its position is already past its body
+                    listener.pending = listener.pending[written:]
+                elif listener.pending:
                     owed = len(listener.pending)
                     listener.pending = listener.pending[written:]
                     written = max(0, written - owed)
-                listener.position += written
+                if listener.icy is None:
+                    listener.position += written
                 listener.sent += written
                 total += written
                 self._owed = self._owed or listener.position < edge or bool(listener.pending)
             del slices
+        self.bytes_sent += total
         self._count(total)
         for listener in gone:
             self.listeners.remove(listener)
@@ -353,6 +399,10 @@ class Broadcaster:
         before it falls behind again). Raises :class:`StreamNotFoundError` or
         :class:`StreamChangedError` if the stream is deleted or replaced meanwhile."""
         near = self.config.queue_size // 2
+        if listener.catch_up and listener.pending:
+            # An interleaved body made before it fell behind: owed before the cache's bytes.
+            piece, listener.pending = listener.pending, b""
+            yield piece
         while listener.catch_up and (
             listener.position < self.base or self.edge - listener.position > near
         ):
@@ -365,7 +415,7 @@ class Broadcaster:
             listener.position += len(piece)
             listener.sent += len(piece)
             self._count(len(piece))
-            yield piece
+            yield listener.body(piece, self.title)
         listener.state = ListenerState.LIVE
         listener.scope = trio.CancelScope()
         listener.wake = trio.Event()
@@ -379,7 +429,20 @@ class Broadcaster:
             listener.wake.set()
             return
         self.listeners.append(listener)
+        self.listener_peak = max(self.listener_peak, len(self.listeners))
         self._new_data.set()
+
+    def drop(self, client_id: int) -> bool:
+        """Disconnect the listener with this :class:`ListenerClient` id (Icecast's
+        ``killclient``); whether it was here."""
+        for listener in self.listeners:
+            if listener.client is not None and listener.client.id == client_id:
+                self.listeners.remove(listener)
+                listener.state = ListenerState.DROPPED
+                listener.scope.cancel()
+                listener.wake.set()
+                return True
+        return False
 
     def remove(self, listener: Listener) -> None:
         if listener in self.listeners:
@@ -391,7 +454,7 @@ class Broadcaster:
         at = max(0, listener.position - self.base)
         data = bytes(self.window[at:])
         self._count(len(data))
-        return listener.pending + data
+        return listener.pending + listener.body(data, self.title)
 
     def _count(self, sent: int) -> None:
         """Stream bytes handed to listeners (all of them HTTP; not their heads or headers)."""
@@ -401,23 +464,30 @@ class Broadcaster:
     def take(self, listener: Listener) -> bytes:
         """For task-driven listeners: everything new, after the round's overflow rule."""
         at = max(0, listener.position - self.base)
-        data = listener.pending + bytes(self.window[at:])
+        data = listener.pending + listener.body(self.window[at:], self.title)
         listener.pending = b""
         listener.sent += self.edge - listener.position
         self._count(self.edge - listener.position)
         listener.position = self.edge
         return data
 
-    async def follow(self, start: int | None = None) -> AsyncIterator[bytes]:
+    async def follow(
+        self,
+        start: int | None = None,
+        icy: IcyInterleaver | None = None,
+        client: ListenerClient | None = None,
+    ) -> AsyncIterator[bytes]:
         """A task-driven listener: the header first (``start`` None) or every byte from
         ``start`` (caught up from the cache when behind), then each round's new bytes, until
-        finalize. Raises :class:`StreamNotFoundError` if the stream fails or is deleted."""
+        finalize; with ``icy``, interleaved with titles. Raises :class:`StreamNotFoundError`
+        if the stream fails or is deleted."""
         if start is None:
             await self.wait_ready()
             header, position = self.start_point()
-            listener = Listener(None, position, header)
+            listener = Listener(None, position, icy=icy, client=client)
+            listener.pending = listener.body(header, self.title)
         else:
-            listener = Listener(None, start, catch_up=True)
+            listener = Listener(None, start, catch_up=True, icy=icy, client=client)
         try:
             async for piece in self.join(listener):
                 yield piece
@@ -506,6 +576,17 @@ class FanoutHub:
                 source=source,
             ),
         )
+
+    def running(self, stream_id: str) -> Broadcaster | None:
+        """The broadcaster of the stream the id names now, if one runs (nothing started)."""
+        broadcaster = self._broadcasters.get((stream_id, self.manager.stat(stream_id).generation))
+        return broadcaster if broadcaster is not None and not broadcaster.ended else None
+
+    def set_title(self, stream_id: str, title: str) -> None:
+        """Tell the stream's listeners (a broadcaster started later reads the manager)."""
+        broadcaster = self.running(stream_id)
+        if broadcaster is not None:
+            broadcaster.set_title(title)
 
     def tail_group(
         self, stream_id: str, position: int, *, piece: int, generation: str | None = None

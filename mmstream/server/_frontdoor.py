@@ -20,6 +20,7 @@ import base64
 import binascii
 import itertools
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -29,6 +30,7 @@ import trio
 
 from ..config import ServerConfig
 from ..logs import tag_task
+from ..web.clientaddr import MAX_PROXY_LINE, TrustedProxies, forwarded_client, parse_proxy_v1
 from ._admission import ConnectionLimiter, Slot
 from ._budget import ByteBudget
 from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
@@ -45,6 +47,8 @@ _REFUSAL_LINGER = 1.0
 _OVERFLOW_HEAD_TIMEOUT = 1.0
 #: What a connection may hold beyond its largest message (the frame's header, the next one).
 _FRAME_ROOM = 64 * 1024
+#: Seconds between looks at a PROXY line that came in pieces.
+_PROXY_POLL = 0.005
 #: The `kind` of a connection that only served a load-balancer health check.
 _HEALTH_CHECK = "health-check"
 
@@ -69,13 +73,19 @@ class FrontDoor:
         self.websocket_handler = websocket_handler
         self.websocket_path = websocket_path
         self.origin_allowed = origin_allowed
+        self.trusted_proxies = TrustedProxies(config.trusted_proxies)
         self.http = HttpSettings(
-            router, config.handshake_timeout, lambda: self.shutting_down, self._until_shutdown
+            router,
+            config.handshake_timeout,
+            lambda: self.shutting_down,
+            self._until_shutdown,
+            self.trusted_proxies,
         )
         #: For the one request of a connection beyond the cap: answered, then closed.
         self._http_once = HttpSettings(
-            router, config.handshake_timeout, lambda: True, self._until_shutdown
-        )
+            router, config.handshake_timeout, lambda: True, self._until_shutdown,
+            self.trusted_proxies,
+        )  # fmt: skip
         self.shutting_down = False
         self._ids = itertools.count(1)
         self.limiter = ConnectionLimiter(config.max_connections, config.max_connections_per_ip)
@@ -105,6 +115,18 @@ class FrontDoor:
         ip, remote = _peer(stream)
         connection_id = f"c{next(self._ids)}"
         tag_task(connection=connection_id)
+        if ip in self.trusted_proxies:
+            # Before admission: the per-address cap counts the client, not the proxy.
+            deadline = trio.current_time() + self.config.handshake_timeout
+            try:
+                client = await _proxy_header(stream, deadline)
+            except (ValueError, OSError) as exc:
+                log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, exc)
+                await trio.aclose_forcefully(stream)
+                return
+            if client is not None:
+                ip, port = client
+                remote = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         if self.shutting_down:
             log.warning(
                 "connection refused conn=%s remote=%s: shutting down", connection_id, remote
@@ -181,6 +203,10 @@ class FrontDoor:
             if event is None:
                 log.info("handshake timeout conn=%s remote=%s", connection_id, remote)
             return "none"
+        if slot.ip in self.trusted_proxies and not self._count_forwarded(slot, event):
+            await send_error(stream, conn, 503, "too many connections from this address",
+                             [("retry-after", "1")])  # fmt: skip
+            return "refused"
         # A load balancer checks /healthz every second or so: those connections log at DEBUG.
         health_check = event.target.startswith(b"/healthz")
         log.log(
@@ -233,6 +259,13 @@ class FrontDoor:
         )
         return _HEALTH_CHECK if health_check else "http"
 
+    def _count_forwarded(self, slot: Slot, request: h11.Request) -> bool:
+        """A trusted proxy's connection counts, from its first request on, for the client
+        its ``X-Forwarded-For`` names (the per-address cap); False if that client is at its
+        cap with no idle connection to close."""
+        client = forwarded_client(slot.ip, request.headers, self.trusted_proxies)
+        return client == slot.ip or self.limiter.rebind(slot, client)
+
     @contextmanager
     def _idle_scope(self, slot: Slot | None = None) -> Iterator[trio.CancelScope]:
         """The wait for a keep-alive connection's next request: idle (a shutdown closes it
@@ -277,6 +310,30 @@ async def _first_head(
             await send_error(stream, conn, exc.error_status_hint, str(exc))
             return None
     return conn, event
+
+
+async def _proxy_header(stream: trio.SocketStream, deadline: float) -> tuple[str, int] | None:
+    """Take a PROXY protocol v1 line off the connection if it starts with one: the client's
+    address and port; None when it does not (or for ``PROXY UNKNOWN``). The line is only
+    peeked at until whole, so a request without one is left untouched for h11. Raises
+    ValueError for a malformed line or one not whole by ``deadline``."""
+    sock = stream.socket
+    with trio.move_on_at(deadline):
+        while True:
+            seen = await sock.recv(MAX_PROXY_LINE, socket.MSG_PEEK)
+            if not seen or not (seen.startswith(b"PROXY ") or b"PROXY ".startswith(seen)):
+                return None
+            end = seen.find(b"\r\n")
+            if end >= 0:
+                line = seen[: end + 2]
+                taken = b""
+                while len(taken) < len(line):  # already received: no wait
+                    taken += await sock.recv(len(line) - len(taken))
+                return parse_proxy_v1(line)
+            if len(seen) >= MAX_PROXY_LINE:
+                raise ValueError("PROXY line longer than 107 bytes")
+            await trio.sleep(_PROXY_POLL)  # a line split across segments: rare
+    raise ValueError("no whole PROXY line in time")
 
 
 def _evict(scope: trio.CancelScope, connection_id: str, remote: str) -> None:

@@ -23,6 +23,8 @@ import h11
 import trio
 
 from .. import __version__
+from ..web.clientaddr import TrustedProxies, forwarded_client, host_of
+from ..web.cors import cors_headers, preflight
 
 __all__ = [
     "MAX_HEAD_SIZE",
@@ -126,8 +128,11 @@ class Router:
     """Method + path → handler. Patterns are literal paths with ``{name}`` segments, each
     matching one non-empty path segment. ``HEAD`` is served wherever ``GET`` is."""
 
-    def __init__(self) -> None:
+    def __init__(self, cors_origins: Sequence[str] = ()) -> None:
         self._routes: dict[str, _Route] = {}
+        #: ``server.cors_origins``: every answer carries the CORS headers its request's
+        #: ``Origin`` earns, and ``OPTIONS`` preflights are answered (:mod:`mmstream.web.cors`).
+        self.cors_origins = tuple(cors_origins)
 
     def add(self, method: str, pattern: str, handler: RouteHandler) -> None:
         route = self._routes.get(pattern)
@@ -204,6 +209,8 @@ class HttpSettings:
     shutting_down: Callable[[], bool]
     #: For live responses and takeovers' open-ended waits.
     until_shutdown: ShutdownScope
+    #: ``server.trusted_proxies``: their ``X-Forwarded-For`` names a request's client.
+    trusted_proxies: TrustedProxies = attrs.Factory(TrustedProxies)
 
 
 async def serve_http(
@@ -252,6 +259,8 @@ async def _answer(
     method = request.method.decode("ascii", "replace").upper()
     target = request.target.decode("ascii", "replace")
     raw_path, _, query = target.partition("?")
+    if settings.trusted_proxies:
+        remote = _forwarded(remote, request, settings.trusted_proxies)
     takeover = settings.router.takeover(method, unquote(raw_path))
     if takeover is not None:
         handler, params = takeover
@@ -263,7 +272,10 @@ async def _answer(
     except h11.RemoteProtocolError as exc:  # a body cut short or badly framed: not served
         await send_error(stream, conn, exc.error_status_hint, str(exc))
         return False
-    response = await _dispatch(settings.router, method, unquote(raw_path), query, request, remote)
+    router = settings.router
+    response = await _dispatch(router, method, unquote(raw_path), query, request, remote)
+    if router.cors_origins:
+        response = _with_cors(router, method, unquote(raw_path), request, response)
     log.debug("http conn=%s %s %s -> %d", connection_id, method, target, response.status)
     close = not body_read or settings.shutting_down()
     head_only = method == "HEAD"
@@ -274,6 +286,33 @@ async def _answer(
     with settings.until_shutdown() as scope:
         await _send_response(stream, conn, response, head_only=False, close=close)
     return not (close or scope.cancelled_caught)
+
+
+def _forwarded(remote: str, request: h11.Request, trusted: TrustedProxies) -> str:
+    """The request's client: ``remote``, or the address a trusted proxy forwarded."""
+    peer = host_of(remote)
+    client = forwarded_client(peer, request.headers, trusted)
+    return remote if client == peer else client
+
+
+def _with_cors(
+    router: Router, method: str, path: str, request: h11.Request, response: HttpResponse
+) -> HttpResponse:
+    """Add the CORS headers ``Origin`` earns; answer a preflight ``OPTIONS`` on a path that
+    serves ``GET`` with 204 (else the 405 stands)."""
+    fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
+    origin = fields.get("origin")
+    if method == "OPTIONS" and not isinstance(router.resolve("GET", path), list):
+        answer = preflight(
+            origin,
+            fields.get("access-control-request-method"),
+            fields.get("access-control-request-headers"),
+            router.cors_origins,
+        )
+        if answer is not None:
+            return HttpResponse(204, answer)
+    extra = cors_headers(origin, router.cors_origins)
+    return attrs.evolve(response, headers=[*response.headers, *extra]) if extra else response
 
 
 async def _not_taken(request: HttpRequest) -> HttpResponse:

@@ -33,19 +33,23 @@ shutdown closes live listeners at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http
+import itertools
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from urllib.parse import quote
 
+import attrs
 import h11
 import trio
 
 from ..audio import detect_format
-from ..auth import CHALLENGE, Authorizer, token_from_header
+from ..auth import CHALLENGE, Authorizer, basic_credentials, token_from_header
 from ..config import IcecastConfig
 from ..errors import (
     CacheClosedError,
@@ -56,17 +60,28 @@ from ..errors import (
     UnauthorizedError,
 )
 from ..fallbacks import choose, fallback_chain, overrides
+from ..icecast import IcyInterleaver, ListenerHookCall, admitted
 from ..metrics import Metrics
-from ..streams import DEFAULT_CONTENT_TYPE, StreamInfo, StreamManager, StreamStatus, WriterLease
+from ..streams import (
+    DEFAULT_CONTENT_TYPE,
+    StreamInfo,
+    StreamManager,
+    StreamStatus,
+    WriterLease,
+    is_valid_stream_id,
+)
+from ..web.clientaddr import host_of
+from ..web.cors import cors_headers
 from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
 from ..web.timeseek import asks_time
-from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
+from ._fanout import Broadcaster, FanoutHub, Listener, ListenerClient, ListenerState
+from ._hooks import post_form
 from ._http import SERVER_HEADER, HttpRequest, Router, ShutdownScope
 from ._relay import Relays
 from ._switch import OnAir, listen_switching
 
-__all__ = ["add_icecast_routes", "source_metadata"]
+__all__ = ["Icecast", "SourceRecord", "add_icecast_routes", "source_metadata"]
 
 log = logging.getLogger("mmstream.server")
 
@@ -77,6 +92,20 @@ _METADATA_PREFIXES = ("ice-", "icy-")
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _STATUS = {**HTTP_STATUS, "exists": 409, "not-uploading": 409, "offset-conflict": 409, "busy": 409}
 _MAX_METADATA = 64
+
+
+@attrs.define(eq=False)
+class SourceRecord:
+    """A connected Icecast source, for ``/admin/`` (``listmounts``, ``stats``,
+    ``killsource``)."""
+
+    address: str
+    user_agent: str
+    #: Wall-clock time it connected.
+    since: float
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+
+
 _MAX_VALUE = 1024
 
 
@@ -106,6 +135,13 @@ def _error(status: int, exc: MmstreamError) -> bytes:
 
 
 #: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
+#: Icecast's answer when a mount has its ``max-listeners``.
+_FULL = (
+    b"HTTP/1.1 403 Forbidden\r\nserver: " + SERVER_HEADER + b"\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 22\r\nconnection: close\r\n\r\nmax listeners reached\n"
+)
+
 _UNAUTHORIZED = (
     b"HTTP/1.1 401 Unauthorized\r\nserver: " + SERVER_HEADER + b"\r\n"
     b"www-authenticate: " + CHALLENGE.encode() + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -123,7 +159,9 @@ async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
         await stream.send_all(data)
 
 
-class _Icecast:
+class Icecast:
+    """The Icecast routes' state: the sources connected, the listener ids given."""
+
     def __init__(
         self,
         manager: StreamManager,
@@ -140,6 +178,17 @@ class _Icecast:
         self.authorizer = authorizer
         self.hub = hub
         self.config = config
+        #: ``server.cors_origins``, which the router's answers honour too.
+        self.cors_origins: Sequence[str] = ()
+        #: The connected Icecast sources, by stream id (``/admin/`` lists and kills them).
+        self.sources: dict[str, SourceRecord] = {}
+        #: Connections since start, by kind, and the ids given to listeners.
+        self.source_connections = 0
+        self.listener_connections = 0
+        self._listener_ids = itertools.count(1)
+        #: Live listeners admitted per stream, counted from admission (before the header
+        #: is sent), so concurrent joins cannot pass ``max_listeners`` together.
+        self.admitted: collections.Counter[str] = collections.Counter()
 
     async def _refuse(self, stream: trio.abc.Stream, exc: MmstreamError) -> None:
         """Answer ``exc`` with the status playback uses for its code (conflicts: 409), and
@@ -174,7 +223,11 @@ class _Icecast:
         stream_id = request.params["stream_id"]
         headers = request.header_fields()
         version = conn.their_http_version or b"1.1"
-        if not self._allowed(request, "PUT"):
+        probe = headers.get("content-length") == "0" and "authorization" not in headers
+        if (probe and is_valid_stream_id(stream_id)) or not self._allowed(request, "PUT"):
+            # An empty source without credentials is libshout's probe (MPD, ices, ezstream):
+            # Icecast answers it 401 and libshout retries with its password, so answer the
+            # same even with auth off, and an empty probe never creates a stream.
             if self.metrics is not None:
                 self.metrics.errors.labels(UnauthorizedError.code).inc()
             await _send_quietly(stream, _UNAUTHORIZED)
@@ -243,24 +296,31 @@ class _Icecast:
         size = start
         clean = stopped = False
         problem: MmstreamError | None = None
+        user_agent = request.header("user-agent") or ""
+        record = SourceRecord(host_of(request.remote), user_agent, time.time())
+        self.sources[stream_id] = record
+        self.source_connections += 1
         try:
-            while True:
-                # Only the wait for a piece is cut short: a piece received is appended.
-                timeout = self.config.source_timeout
-                with until_shutdown() as shutdown, trio.move_on_after(timeout) as idle:
-                    piece = await anext(pieces, None)
-                if shutdown.cancelled_caught or idle.cancelled_caught:
-                    stopped = shutdown.cancelled_caught
-                    break
-                if piece is None:
-                    clean = True
-                    break
-                size = await self.manager.append(stream_id, piece, writer=lease)
+            with record.scope:  # cancelled by /admin/killsource: then as a dropped source
+                while True:
+                    # Only the wait for a piece is cut short: a piece received is appended.
+                    timeout = self.config.source_timeout
+                    with until_shutdown() as shutdown, trio.move_on_after(timeout) as idle:
+                        piece = await anext(pieces, None)
+                    if shutdown.cancelled_caught or idle.cancelled_caught:
+                        stopped = shutdown.cancelled_caught
+                        break
+                    if piece is None:
+                        clean = True
+                        break
+                    size = await self.manager.append(stream_id, piece, writer=lease)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass
         except MmstreamError as exc:
             problem = exc
         finally:
+            if self.sources.get(stream_id) is record:
+                del self.sources[stream_id]
             await pieces.aclose()
         if problem is not None:
             log.warning("source failed stream=%s: %s", stream_id, problem)
@@ -299,7 +359,11 @@ class _Icecast:
         conn: h11.Connection,
         until_shutdown: ShutdownScope,
     ) -> bool:
-        if request.header("range") is not None or asks_time(request.query):
+        # ffmpeg-based players (ffplay, mpv) send ``Range: bytes=0-`` with
+        # ``Icy-MetaData: 1``: a player that asks for titles wants the radio, and gets it,
+        # as from Icecast, which ignores Range. Other ranged requests are playback's.
+        wants_titles = request.header("icy-metadata") == "1"
+        if (request.header("range") is not None and not wants_titles) or asks_time(request.query):
             return False  # a range or a time (a 400 if malformed): the playback route's
         if not self._allowed(request, "GET"):
             if self.metrics is not None:
@@ -319,8 +383,9 @@ class _Icecast:
             override = overrides(stream_id, self.config.fallback)
             start = choose(chain, self.on_air, None, override=override)
             if start is not None:
+                # The switch sends bytes itself: no in-band titles through fallbacks.
                 serve = partial(self._switching, chain, start, override, stream, conn)
-                return await self._counted(stream_id, until_shutdown, serve)
+                return await self._counted(request, stream, stream_id, until_shutdown, serve)
             # Nothing of the chain on air: as without fallbacks.
         try:
             info = self.manager.stat(stream_id)
@@ -328,7 +393,9 @@ class _Icecast:
             if self.relays is None or request.query:
                 return False  # the playback route answers errors
             relay = partial(self._relay, stream_id, stream, conn)
-            return await self._counted(stream_id, until_shutdown, relay)
+            return await self._counted(
+                request, stream, stream_id, until_shutdown, relay, wants_titles
+            )
         except MmstreamError:
             return False  # the playback route answers errors
         if info.status is not StreamStatus.UPLOADING:
@@ -342,7 +409,7 @@ class _Icecast:
                     return True
                 offset = int(value)
         local = partial(self._local, info, stream, conn, offset)
-        return await self._counted(stream_id, until_shutdown, local)
+        return await self._counted(request, stream, stream_id, until_shutdown, local, wants_titles)
 
     def _holds(self, stream_id: str) -> bool:
         try:
@@ -352,23 +419,82 @@ class _Icecast:
         return True
 
     async def _counted(
-        self, stream_id: str, until_shutdown: ShutdownScope, serve: Callable[[], Awaitable[None]]
+        self,
+        request: HttpRequest,
+        stream: trio.abc.HalfCloseableStream,
+        stream_id: str,
+        until_shutdown: ShutdownScope,
+        serve: Callable[[_Join], Awaitable[None]],
+        wants_titles: bool = False,
     ) -> bool:
-        """Serve a live listener, counted in ``mmstream_followers``, until it ends or the
-        server shuts down."""
+        """Admit a live listener (``max_listeners``, the ``listener_add`` hook) and serve
+        it, counted in ``mmstream_followers``, until it ends or the server shuts down; then
+        tell ``listener_remove``."""
+        limit = self.config.mount(stream_id).max_listeners
+        if limit and self.admitted[stream_id] >= limit:
+            log.info("listener refused stream=%s: max_listeners %d reached", stream_id, limit)
+            await _send_quietly(stream, _FULL)
+            return True
+        self.admitted[stream_id] += 1
         if self.metrics is not None:
             self.metrics.followers.inc()
+        user_agent = request.header("user-agent") or ""
+        client = ListenerClient(
+            next(self._listener_ids), host_of(request.remote), user_agent, time.time()
+        )
+        join = _Join(
+            IcyInterleaver(self.config.icy_metaint) if wants_titles else None,
+            client,
+            cors_headers(request.header("origin"), self.cors_origins),
+        )
+        hook = self._hook_call(request, stream_id, client)
+        joined = False  # admitted: listener_remove is told when it leaves
         try:
+            if self.config.listener_add and not await self._hook_admits(hook):
+                log.info("listener refused stream=%s client=%d by listener_add", stream_id,
+                         client.id)  # fmt: skip
+                await _send_quietly(stream, _UNAUTHORIZED)
+                return True
+            joined = True
+            self.listener_connections += 1
             with until_shutdown():  # a live response never ends by itself: cut it
-                await serve()
+                await serve(join)
         except MmstreamError as exc:
             # Deleted, replaced (another generation) or failed while being sent: the end
             # of the connection is the end of the response, so the client sees it cut.
             log.info("listener cut short stream=%s: %s", stream_id, exc)
         finally:
+            self.admitted[stream_id] -= 1
+            if not self.admitted[stream_id]:
+                del self.admitted[stream_id]
+            if joined and self.config.listener_remove:
+                with trio.CancelScope(shield=True):  # also when the server stops
+                    body = hook.remove_body(time.time() - client.since)
+                    await post_form(self.config.listener_remove, body, self.config.auth_timeout)
             if self.metrics is not None:
                 self.metrics.followers.dec()
         return True
+
+    def _hook_call(
+        self, request: HttpRequest, stream_id: str, client: ListenerClient
+    ) -> ListenerHookCall:
+        host, _, port = (request.header("host") or "").rpartition(":")
+        if not port.isdigit():
+            host, port = request.header("host") or "", "80"
+        user, password = basic_credentials(request.header("authorization")) or ("", "")
+        return ListenerHookCall(
+            server=host[:256], port=int(port[:5]), client=client.id,
+            mount=f"/streams/{stream_id}", ip=client.address, agent=client.user_agent[:1024],
+            user=user, password=password,
+        )  # fmt: skip
+
+    async def _hook_admits(self, call: ListenerHookCall) -> bool:
+        """Icecast's ``listener_add``: admitted on 200 with ``icecast-auth-user: 1``; a hook
+        that times out or cannot be reached decides by ``auth_failure``."""
+        outcome, status, headers = await post_form(
+            self.config.listener_add, call.add_body(), self.config.auth_timeout
+        )
+        return admitted(outcome, status, headers, on_failure=self.config.auth_failure)
 
     async def _local(
         self,
@@ -376,10 +502,12 @@ class _Icecast:
         stream: trio.abc.HalfCloseableStream,
         conn: h11.Connection,
         offset: int | None,
+        join: _Join,
     ) -> None:
         """A live listener of a stream this worker holds."""
-        head = await self._response_head(info, conn)
-        await self._listen(stream, head, self.hub.get(info.stream_id, info.generation), offset)
+        head = await self._response_head(info, conn, join)
+        broadcaster = self.hub.get(info.stream_id, info.generation)
+        await self._listen(stream, head, broadcaster, offset, join)
 
     async def _switching(
         self,
@@ -388,15 +516,21 @@ class _Icecast:
         override: bool,
         stream: trio.SocketStream,
         conn: h11.Connection,
+        join: _Join,
     ) -> None:
         """A live listener of a stream with fallbacks: it hears the first of ``chain`` on
         air and moves along it as sources come and go (:mod:`._switch`); the response
         head is the first stream's."""
-        await stream.send_all(await self._response_head(self.manager.stat(start), conn))
+        head = await self._response_head(self.manager.stat(start), conn, join)
+        await stream.send_all(head)
         await listen_switching(stream, self.hub, self.on_air, chain, start, override=override)
 
     async def _relay(
-        self, stream_id: str, stream: trio.abc.HalfCloseableStream, conn: h11.Connection
+        self,
+        stream_id: str,
+        stream: trio.abc.HalfCloseableStream,
+        conn: h11.Connection,
+        join: _Join,
     ) -> None:
         """A live listener of a stream another worker holds: served from this worker's
         relay of it (:mod:`._relay`); if no peer is uploading it, sent to its owner with a
@@ -413,7 +547,8 @@ class _Icecast:
         if content_type == DEFAULT_CONTENT_TYPE:
             found = detect_format(bytes((broadcaster.sync.header or broadcaster.window)[:64]))
             content_type = found.content_type if found is not None else content_type
-        await self._listen(stream, _head(content_type, stat.metadata, conn), broadcaster, None)
+        head = _head(content_type, stat.metadata, conn, join)
+        await self._listen(stream, head, broadcaster, None, join)
 
     async def _listen(
         self,
@@ -421,21 +556,24 @@ class _Icecast:
         head: bytes,
         broadcaster: Broadcaster,
         offset: int | None,
+        join: _Join,
     ) -> None:
         """One listener of ``broadcaster`` (local or a relay); ``offset`` (local streams
         only) starts it there, caught up from the cache while it is far behind."""
         await stream.send_all(head)
+        icy, client = join.icy, join.client
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         if fd is None:
-            async for piece in broadcaster.follow(offset):
+            async for piece in broadcaster.follow(offset, icy, client):
                 await stream.send_all(piece)
             return
         if offset is None:
             await broadcaster.wait_ready()
             header, position = broadcaster.start_point()
-            listener = Listener(fd, position, header)
+            listener = Listener(fd, position, icy=icy, client=client)
+            listener.pending = listener.body(header, broadcaster.title)
         else:
-            listener = Listener(fd, offset, catch_up=True)
+            listener = Listener(fd, offset, catch_up=True, icy=icy, client=client)
         while True:
             async for piece in broadcaster.join(listener):  # deleted, replaced: raises
                 await stream.send_all(piece)
@@ -452,21 +590,37 @@ class _Icecast:
             with trio.move_on_after(_DRAIN_TIMEOUT):
                 await _send_quietly(stream, broadcaster.rest(listener))
 
-    async def _response_head(self, info: StreamInfo, conn: h11.Connection) -> bytes:
+    async def _response_head(self, info: StreamInfo, conn: h11.Connection, join: _Join) -> bytes:
         content_type = info.content_type
         if content_type == DEFAULT_CONTENT_TYPE:
             head = await self.manager.read(info.stream_id, 0, 64, generation=info.generation)
             found = detect_format(head)
             content_type = found.content_type if found is not None else content_type
-        return _head(content_type, info.metadata, conn)
+        return _head(content_type, info.metadata, conn, join)
 
 
-def _head(content_type: str, metadata: Mapping[str, str], conn: h11.Connection) -> bytes:
-    """A live listener's response head: the served type and the source's ``icy-*``."""
+@attrs.frozen
+class _Join:
+    """What an admitted live listener asked for and is: in-band titles (``Icy-MetaData:
+    1``), its id and address, the CORS headers its ``Origin`` earns."""
+
+    icy: IcyInterleaver | None
+    client: ListenerClient
+    cors: Sequence[tuple[str, str]] = ()
+
+
+def _head(
+    content_type: str, metadata: Mapping[str, str], conn: h11.Connection, join: _Join
+) -> bytes:
+    """A live listener's response head: the served type, ``icy-metaint`` for in-band titles,
+    CORS, and the source's ``icy-*``."""
     version = b"1.0" if conn.their_http_version == b"1.0" else b"1.1"
     lines = [b"HTTP/%s 200 OK" % version, b"server: " + SERVER_HEADER]
     lines += [f"{name}: {value}".encode() for name, value in served_type(content_type).headers]
     lines += [b"cache-control: no-store", b"connection: close"]
+    if join.icy is not None:
+        lines.append(b"icy-metaint: %d" % join.icy.metaint)
+    lines += [f"{name}: {value}".encode("latin-1", "replace") for name, value in join.cors]
     for name, value in metadata.items():
         # ice-name etc. are what sources send; listeners' players read icy-*.
         if name.startswith(_METADATA_PREFIXES) and name != "icy-metadata" and value.isprintable():
@@ -526,10 +680,12 @@ def add_icecast_routes(
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
     relays: Relays | None = None,
-) -> None:
+) -> Icecast:
     """``PUT``/``SOURCE /streams/{id}`` for sources; live ``GET /streams/{id}`` (relayed
     from another worker with ``relays``)."""
-    icecast = _Icecast(manager, hub, config, metrics, authorizer, relays)
+    icecast = Icecast(manager, hub, config, metrics, authorizer, relays)
+    icecast.cors_origins = router.cors_origins
     router.add_takeover("PUT", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("SOURCE", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("GET", "/streams/{stream_id}", icecast.listen)
+    return icecast

@@ -373,7 +373,8 @@ class StreamManager:
 
     async def set_title(self, stream_id: str, title: str) -> Title:
         """Record ``title`` as the live stream's current one, beginning at its size now
-        (Icecast's ``/admin/metadata``). Only an UPLOADING stream has a "now". The newest
+        (Icecast's ``/admin/metadata``); the current title again changes nothing. Only an
+        UPLOADING stream has a "now". The newest
         :data:`~._titles.MAX_TITLES` are kept, in ``<id>.titles`` beside the sidecar."""
         if not isinstance(title, str):
             raise InvalidArgumentError("a title must be a string")
@@ -381,11 +382,15 @@ class StreamManager:
             raise TooLargeError(f"a title is at most {MAX_TITLE_LENGTH} characters")
         ctx = self._get(stream_id)
         ctx.require_writable()
+        if ctx.titles and ctx.titles[-1].title == title:
+            return ctx.titles[-1]  # no change (MPD sends each title twice): no new entry
         entry = Title(title, ctx.size, time.time())
         ctx.titles = (*ctx.titles, entry)[-MAX_TITLES:]
         async with self._titles_lock:
             self._require_live(ctx)
-            await trio.to_thread.run_sync(write_titles, titles_path(ctx.sidecar_path), ctx.titles)
+            await trio.to_thread.run_sync(
+                write_titles, titles_path(ctx.sidecar_path), ctx.generation, ctx.titles
+            )
         log.info("stream %s: title at %d: %r", ctx.stream_id, entry.offset, title[:80])
         return entry
 

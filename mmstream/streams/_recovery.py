@@ -113,7 +113,7 @@ def recover_directory(
         entry = journal.get(stream_id)
         ctx = _recover_one(directory, stream_id, found[stream_id], entry, factory, options)
         if ctx is not None:
-            ctx.titles = read_titles(titles_path(ctx.sidecar_path))
+            ctx.titles = read_titles(titles_path(ctx.sidecar_path), ctx.generation)
             streams.append(ctx)
     return streams
 

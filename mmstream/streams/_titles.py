@@ -39,15 +39,16 @@ def titles_path(sidecar: Path) -> Path:
     return sidecar.with_name(sidecar.name.removesuffix(".json") + TITLES_SUFFIX)
 
 
-def write_titles(path: Path, titles: tuple[Title, ...]) -> None:
+def write_titles(path: Path, generation: str, titles: tuple[Title, ...]) -> None:
     """Blocking: run it in a worker thread."""
-    payload = json.dumps([attrs.asdict(t) for t in titles], ensure_ascii=False).encode()
-    write_atomically(path, payload + b"\n")
+    record = {"generation": generation, "titles": [attrs.asdict(t) for t in titles]}
+    write_atomically(path, json.dumps(record, ensure_ascii=False).encode() + b"\n")
 
 
-def read_titles(path: Path) -> tuple[Title, ...]:
-    """The titles recorded at ``path``; none if it is missing. A damaged record loses the
-    titles (logged), never the stream."""
+def read_titles(path: Path, generation: str) -> tuple[Title, ...]:
+    """The titles recorded at ``path`` for the stream's ``generation``; none if missing or
+    another incarnation's (a deleted namesake's whose removal failed). A damaged record
+    loses the titles (logged), never the stream."""
     try:
         raw = read_limited(path, _MAX_BYTES)
     except FileNotFoundError:
@@ -58,10 +59,13 @@ def read_titles(path: Path) -> tuple[Title, ...]:
     try:
         if len(raw) > _MAX_BYTES:
             raise ValueError("too large")
-        items = json.loads(raw)
-        if not isinstance(items, list):
-            raise ValueError("not a list")
-        return tuple(Title(**item) for item in items[-MAX_TITLES:])
+        record = json.loads(raw)
+        if not isinstance(record, dict) or not isinstance(record.get("titles"), list):
+            raise ValueError("not a titles record")
+        if record.get("generation") != generation:
+            log.warning("%s: titles of another incarnation of the stream; ignored", path)
+            return ()
+        return tuple(Title(**item) for item in record["titles"][-MAX_TITLES:])
     except (ValueError, TypeError, RecursionError) as exc:
         log.warning("%s: titles malformed (%s); starting without", path, exc)
         return ()

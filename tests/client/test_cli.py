@@ -343,3 +343,21 @@ async def test_token_from_the_environment(nursery: trio.Nursery, tmp_path: Path)
         assert done.returncode == 0, done.stderr
     assert b"a" in done.stdout
     assert token not in done.stderr.decode() + done.stdout.decode()
+
+
+async def test_title_sets_a_live_stream_s_title_and_stat_shows_where_it_began(
+    one_server: RunningServer,
+) -> None:
+    async with connect(one_server.url) as client:
+        await client.create("radio", content_type="audio/mpeg")
+        await client.append("radio", bytes(1000))
+        stat = await client.set_title("First", "radio")
+        assert [(t.title, t.offset) for t in stat.titles] == [("First", 1000)]
+        got = await mmstream(one_server, "title", "radio", "Ünïcode - 'Second'")
+        assert got.returncode == 0, got.stderr
+        shown = await mmstream(one_server, "stat", "radio")
+        assert "at byte 1000: First" in shown.stdout.decode()
+        assert "Ünïcode - 'Second'" in shown.stdout.decode()
+        await client.finalize("radio")
+        assert "is ready" in one_line_error(await mmstream(one_server, "title", "radio", "x"))
+        assert "no stream nope" in one_line_error(await mmstream(one_server, "title", "nope", "x"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,18 @@ needs_ffmpeg = pytest.mark.skipif(
     reason="ffmpeg is not installed (apt-get install ffmpeg): the Icecast interop tests "
     "push with Debian's ffmpeg",
 )
+
+
+#: One MPEG-1 layer III frame (128 kbit/s, 44.1 kHz, 417 bytes): a valid MP3 byte stream.
+MP3_FRAME = b"\xff\xfb\x90\x64" + bytes(413)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for programs started by a test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def make_config(
@@ -115,6 +128,7 @@ async def open_source(
     *,
     content_type: str = "audio/ogg",
     extra: str = "",
+    authorization: str = "Basic c291cmNlOmhhY2ttZQ==",
 ) -> trio.SocketStream:
     """A source as ffmpeg's icecast output opens it: PUT, Expect: 100-continue, no
     length, no chunking; returns once the server said 100."""
@@ -122,7 +136,7 @@ async def open_source(
     await stream.send_all(
         (
             f"PUT /streams/{stream_id} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
-            "Authorization: Basic c291cmNlOmhhY2ttZQ==\r\nExpect: 100-continue\r\n"
+            f"Authorization: {authorization}\r\nExpect: 100-continue\r\n"
             f"Ice-Name: a test\r\nIce-Public: 0\r\n{extra}Connection: close\r\n\r\n"
         ).encode()
     )

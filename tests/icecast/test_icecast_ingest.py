@@ -238,3 +238,19 @@ async def test_a_put_with_a_length_reserves_that_length(tmp_path: Path) -> None:
         status, _, rest = await read_head(stream)
         assert status == 200
         assert body_json(await read_to_end(stream, rest))["status"] == "ready"
+
+
+async def test_libshouts_empty_probe_gets_401_and_creates_nothing(tmp_path: Path) -> None:
+    """MPD, ices and ezstream (libshout) first send an empty SOURCE without credentials and
+    retry with their password after Icecast's 401; even with auth off that probe must not
+    create (and finalize) an empty stream."""
+    async with running_server(tmp_path) as server:
+        stream = await connect(server)
+        await stream.send_all(
+            b"SOURCE /streams/mpd HTTP/1.0\r\nHost: x\r\nUser-Agent: MPD\r\n"
+            b"Content-Type: audio/mpeg\r\nContent-Length: 0\r\nConnection: Keep-Alive\r\n"
+            b"Prefer: return=minimal\r\n\r\n"
+        )
+        status, headers, _ = await read_head(stream)
+        assert status == 401 and "www-authenticate" in headers
+        assert server.manager.list() == []

@@ -77,3 +77,26 @@ def test_released_slots_free_their_address() -> None:
 def test_invalid_caps() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ConnectionLimiter(0, 1)
+
+
+def test_a_proxied_connection_counts_for_the_client_it_forwards() -> None:
+    limiter = ConnectionLimiter(10, 2)
+    evicted: list[Slot] = []
+    proxied = [admit(limiter, "proxy", evicted) for _ in range(2)]
+    for slot, client in zip(proxied, ("c1", "c1"), strict=True):
+        slot.busy()
+        assert limiter.rebind(slot, client)
+    # The proxy's own address is free again; the client is at its cap, all busy.
+    third = admit(limiter, "proxy", evicted)
+    third.busy()
+    assert third.refusal is None
+    assert not limiter.rebind(third, "c1") and third.ip == "proxy"
+    assert limiter.rebind(third, "c2") and third.ip == "c2"
+    # An idle connection of the client makes room, as at admission.
+    proxied[0].idle()
+    fourth = admit(limiter, "proxy", evicted)
+    assert limiter.rebind(fourth, "c1") and evicted == [proxied[0]]
+    for slot in (proxied[1], third, fourth):
+        limiter.release(slot)
+    assert limiter.active == 0
+    assert limiter.admit("c1").refusal is None

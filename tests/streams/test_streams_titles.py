@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mmstream.config import CacheConfig
@@ -16,6 +18,8 @@ async def test_titles_record_offset_and_time_and_survive_a_restart(config: Cache
         first = await manager.set_title("radio", "Artist - One")
         await manager.append("radio", b"x" * 1000)
         second = await manager.set_title("radio", "Ünïcode - 'Two'")
+        await manager.append("radio", b"x" * 10)
+        assert await manager.set_title("radio", "Ünïcode - 'Two'") == second  # no change
         assert (first.offset, second.offset) == (0, 1000)
         assert first.time <= second.time
         assert manager.stat("radio").titles == (first, second)
@@ -51,6 +55,18 @@ async def test_a_stale_titles_file_is_ignored_then_replaced(config: CacheConfig)
         await manager.set_title("radio", "new")
     async with open_stream_manager(config) as manager:
         assert [t.title for t in manager.stat("radio").titles] == ["new"]
+
+
+async def test_another_incarnation_s_titles_are_ignored(config: CacheConfig) -> None:
+    async with open_stream_manager(config) as manager:
+        await manager.create("radio")
+        await manager.set_title("radio", "mine")
+    path = config.directory / "radio.titles"
+    record = json.loads(path.read_bytes())
+    record["generation"] = "0" * 16
+    path.write_text(json.dumps(record))
+    async with open_stream_manager(config) as manager:
+        assert manager.stat("radio").titles == ()
 
 
 async def test_titles_are_refused_for_finished_unknown_or_huge(config: CacheConfig) -> None:

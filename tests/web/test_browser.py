@@ -168,6 +168,13 @@ def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
             _wait_until(listener, f"{audio}.currentTime > 0.3")
             assert listener.evaluate(f"{audio}.error") is None
 
+            # A title set the Icecast way shows in the list and in the player.
+            query = {"mount": f"/streams/{stream_id}", "mode": "updinfo", "song": "Sigur Rós"}
+            assert httpx.get(f"{server}/admin/metadata", params=query).status_code == 200
+            listener.wait_for_selector(f"{item} .now")
+            assert listener.text_content(f"{item} .now") == "♪ Sigur Rós"
+            assert listener.text_content("#player-now") == "♪ Sigur Rós"
+
             page.wait_for_timeout(max(0, 3000 - (time.monotonic() - started) * 1000))
             page.click("#record")
             _wait_until(page, "window.mmstream.recorder.state === 'idle'")

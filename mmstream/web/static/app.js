@@ -147,6 +147,13 @@ function showStatus(badge, status) {
   badge.className = `badge ${status}`;
 }
 
+// A live stream's current title (set with Icecast's /admin/metadata or the "metadata" op):
+// the last of stat's titles.
+function currentTitle(info) {
+  const titles = info.titles ?? [];
+  return titles.length ? titles[titles.length - 1].title : "";
+}
+
 function newStreamName() {
   const now = new Date();
   const pad = (n) => String(n).padStart(2, "0");
@@ -420,6 +427,7 @@ class Page {
     // The player's badge follows the list: a live stream becomes ready while it plays.
     const playing = this.streams.find((info) => info.stream === this.player.streamId);
     if (playing) showStatus($("#player-badge"), playing.status);
+    $("#player-now").textContent = playing && currentTitle(playing) ? `♪ ${currentTitle(playing)}` : "";
   }
 
   renderItem(info) {
@@ -446,6 +454,14 @@ class Page {
     const type = document.createElement("span");
     type.textContent = (info.content_type ?? "").split(";")[0];
     meta.append(badge, size, type, when);
+    const title = currentTitle(info);
+    if (title) {
+      const now = document.createElement("span");
+      now.className = "now";
+      now.textContent = `♪ ${title}`;
+      now.title = "Now playing";
+      meta.append(now);
+    }
 
     const actions = document.createElement("div");
     actions.className = "actions";
