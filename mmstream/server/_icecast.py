@@ -388,7 +388,7 @@ class Icecast:
                 return await self._counted(request, stream, stream_id, until_shutdown, serve)
             # Nothing of the chain on air: as without fallbacks.
         try:
-            info = self.manager.stat(stream_id)
+            info = await self.manager.find(stream_id)  # a finished one may be in the tier
         except StreamNotFoundError:
             if self.relays is None or request.query:
                 return False  # the playback route answers errors

@@ -943,13 +943,12 @@ class StreamManager:
         self, stream_id: str, generation: str | None
     ) -> AsyncIterator[tuple[TimeIndex, Callable[[int, int], bytes], int]]:
         """The stream's time index, built up to its current size (in a worker thread past
-        ``INLINE_READ_LIMIT`` new bytes), its reader and that size; held locked."""
+        ``INLINE_READ_LIMIT`` new bytes), its reader and that size; held locked. A stream
+        held only in the bucket is brought back first: the index is built from the whole
+        stream, and seeks and segments read it synchronously (docs/tiering.md)."""
         ctx = self._get(stream_id, generation)
         if ctx.remote:
-            raise StorageError(
-                f"stream {ctx.stream_id} is held only in the object store: a time seek needs "
-                "its bytes in the cache (a second read brings them back)"
-            )
+            await self.restore(ctx.stream_id, generation=ctx.generation)
         cache = ctx.require_readable()
         index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
         async with index.lock:

@@ -86,7 +86,7 @@ async def playlist_response(
 ) -> Response:
     """The stream's media playlist (404 saying why for a format HLS is not served for)."""
     try:
-        info = manager.stat(stream_id)
+        info = await manager.find(stream_id)  # stat, or found in the tier (docs/tiering.md)
         kind = await _kind(manager, info)
         segments = await (plans or SegmentPlans()).get(manager, info, target)
     except MmstreamError as exc:
@@ -119,6 +119,7 @@ async def segment_response(
         if match is None:
             raise StreamNotFoundError(f"no segment {name[:64]!r}")
         generation, sequence = match.group(1), int(match.group(2))
+        await manager.find(stream_id)  # known here, or found in the tier
         info = manager.stat(stream_id, generation=generation)
         kind = await _kind(manager, info)
         if kind.extension != match.group(3):
