@@ -120,6 +120,9 @@ class CacheConfig:
     #: How the mmap backend writes: ``pwrite`` into the page cache, or ``mapping`` (copies
     #: into the mapped pages, pre-faulted ahead); reads use the mapping either way.
     mmap_write: MmapWrite = "pwrite"
+    #: Streams whose time index media points (and header) are held in memory at once; the
+    #: least recently sought beyond it are dropped and rebuilt on their next seek.
+    time_indexes: int = attrs.field(default=64, validator=[_min(1), v.le(100_000)])
 
     def options(self) -> CacheOptions:
         return CacheOptions(

@@ -129,6 +129,7 @@ REPLIES = [
     (Create, StatReply(re="c", stat=STAT)),
     (Append, AppendReply(re=2, stream="s1", offset=10)),
     (Sync, StatReply(re=None, stat=STAT)),
+    (Stat, StatReply(re=8, stat=attrs.evolve(STAT, duration=3601.25, started_at=1.25))),
     (Read, ReadReply(re=7, stream="s1", offset=5, length=5)),
     (Tail, TailReply(re=9, stream="s1", offset=0)),
     (List, ListReply(re=10, streams=[STAT, STAT])),

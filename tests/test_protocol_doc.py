@@ -85,6 +85,8 @@ _VOLATILE = {
     "server",
     "generation",
     "time",
+    "started_at",
+    "duration",
 }
 
 

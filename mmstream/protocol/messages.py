@@ -345,6 +345,10 @@ class StreamInfoLike(Protocol):
     def generation(self) -> str: ...
     @property
     def titles(self) -> Sequence[Any]: ...
+    @property
+    def duration(self) -> float | None: ...
+    @property
+    def started_at(self) -> float | None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -384,6 +388,11 @@ class StreamStat:
     location: str | None = attrs.field(default=None, validator=_OPTIONAL_TEXT)
     #: The titles a live stream was given, oldest first; the last is the current one.
     titles: tuple[TitleMark, ...] = ()
+    #: Media seconds (docs/protocol.md says how they are known while live); None when
+    #: unknown, outside ``stat`` replies, and from servers older than it.
+    duration: float | None = attrs.field(default=None, validator=_number)
+    #: When the upload's first byte arrived (Unix time); None outside ``stat`` replies.
+    started_at: float | None = attrs.field(default=None, validator=_number)
 
     @classmethod
     def from_info(cls, info: StreamInfoLike) -> StreamStat:
@@ -406,6 +415,8 @@ class StreamStat:
             titles=tuple(
                 TitleMark(title=t.title, offset=t.offset, time=t.time) for t in info.titles
             ),
+            duration=info.duration,
+            started_at=info.started_at,
         )
 
 

@@ -146,7 +146,7 @@ class StreamManager:
         self._group: GroupCommit[_Commit] = GroupCommit(self._commit)
         self._tier: StreamTier | None = None
         #: Told of every append (arrival times); builds media time lazily, on a seek.
-        self._times = TimeIndexes(directory)
+        self._times = TimeIndexes(directory, config.time_indexes)
         #: Title records are rewritten whole: one at a time, so the newest is the one left.
         self._titles_lock = trio.Lock()
 
@@ -200,7 +200,16 @@ class StreamManager:
             raise StreamExistsError(f"stream {sid} already exists")
 
     def stat(self, stream_id: str, *, generation: str | None = None) -> StreamInfo:
-        return self._get(stream_id, generation).info()
+        """The stream's snapshot, with its duration and start time from what its time index
+        holds (never parsing: :meth:`TimeIndex.known_duration`)."""
+        ctx = self._get(stream_id, generation)
+        index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
+        live = ctx.status is StreamStatus.UPLOADING
+        return attrs.evolve(
+            ctx.info(),
+            duration=index.known_duration(ctx.size, live),
+            started_at=index.start_wall,
+        )
 
     def commit_statistics(self) -> CommitStatistics:
         """Group commits run so far, and the flushes and finalizes they carried."""
@@ -952,6 +961,7 @@ class StreamManager:
         cache = ctx.require_readable()
         index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
         async with index.lock:
+            self._times.use_points(ctx.stream_id)
             size = ctx.size
             ctx.readers += 1  # delete closes the backend only after the build is done
             try:

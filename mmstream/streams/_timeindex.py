@@ -29,6 +29,7 @@ import os
 import struct
 import time
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ..media import IndexPoint, TimeParser
 from ._directory import index_path
 
 __all__ = [
+    "DEFAULT_HELD",
     "MARK_INTERVAL",
     "Seek",
     "TimeIndex",
@@ -55,6 +57,8 @@ log = logging.getLogger("mmstream.streams")
 MARK_INTERVAL = 1.0
 #: Bytes parsed per step while building a stream's media points.
 PARSE_PIECE = 1024 * 1024
+#: Streams whose media points (and header) are held in memory at once: ``cache.time_indexes``.
+DEFAULT_HELD = 64
 #: Bytes read after a point to find the exact frame in it.
 REFINE_LIMIT = 256 * 1024
 
@@ -122,10 +126,10 @@ class TimeIndex:
         self.persisted = len(marks)
         #: No mark is taken before this wall-clock time.
         self.next_mark = (marks[-1][1] + MARK_INTERVAL) if marks else 0.0
-        self.times = array("d")
-        self.offsets = array("q")
-        self.parser = TimeParser()
-        self.sync = StreamSync()
+        self.drop_points()
+        #: What the last build reached: (bytes parsed, media seconds there, timed); kept
+        #: when the points are dropped, so ``stat`` can say a duration without parsing.
+        self.built: tuple[int, float, bool] = (0, 0.0, False)
         #: One builder at a time (a build may run in a worker thread).
         self.lock = trio.Lock()
         self.persist = True
@@ -175,6 +179,28 @@ class TimeIndex:
 
     # -- media points ----------------------------------------------------------------------
 
+    def drop_points(self) -> None:
+        """Forget the media points, the parser's state and the header (the part of an index
+        that can be rebuilt from the cached bytes): the next :meth:`build` starts again."""
+        self.times = array("d")
+        self.offsets = array("q")
+        self.parser = TimeParser()
+        self.sync = StreamSync()
+
+    def known_duration(self, size: int, live: bool) -> float | None:
+        """The stream's duration for ``stat``, from what is held, never parsing (``None``:
+        unknown). Built to ``size``: the media seconds (arrival seconds if untimed). A live
+        stream built only in part: the media seconds built plus the arrival seconds of the
+        bytes since (what the encoder sends in real time). A finished stream never built to
+        its end (an import runs faster than real time): unknown until a seek builds it."""
+        parsed, media, timed = self.built
+        arrived = (self.mark_walls[-1] - self.start_wall) if self.mark_walls else 0.0
+        if parsed >= size:
+            return media if timed else arrived
+        if not live or not self.mark_walls:
+            return None
+        return (media if timed else 0.0) + max(self.wall_of(size) - self.wall_of(parsed), 0.0)
+
     @property
     def position(self) -> int:
         return self.parser.position
@@ -190,6 +216,7 @@ class TimeIndex:
                 if not self.times or point.time >= self.times[-1]:
                     self.times.append(point.time)
                     self.offsets.append(point.offset)
+            self.built = (self.parser.position, self.parser.time, self.parser.timed)
 
     @property
     def timed(self) -> bool:
@@ -241,11 +268,41 @@ class TimeIndex:
 
 class TimeIndexes:
     """Every stream's :class:`TimeIndex`, by id; owned by the manager (which reports
-    appends and deletions, and reads the bytes the indexes are built from)."""
+    appends and deletions, and reads the bytes the indexes are built from).
 
-    def __init__(self, directory: Path) -> None:
+    The arrival marks of every stream stay (16 bytes per second of upload, a bound the disk
+    quota sets); the media points and header, the costly part (a header up to 1 MiB), are
+    held for at most ``held`` streams, the least recently sought dropped first and rebuilt
+    from the cached bytes on their next seek. An index in use (its lock held) is dropped at
+    a later turn, so the bound is ``held`` plus the seeks running at the moment."""
+
+    def __init__(self, directory: Path, held: int = DEFAULT_HELD) -> None:
+        if held < 1:
+            raise ValueError(f"time indexes held must be at least 1, not {held}")
         self._directory = directory
         self._indexes: dict[str, TimeIndex] = {}
+        self._held = held
+        #: Ids of the streams whose media points are held, least recently used first.
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def use_points(self, stream_id: str) -> None:
+        """The stream's media points are about to be built or used (its index's lock held):
+        note it, and drop the points of the least recently used beyond the bound."""
+        self._recent[stream_id] = None
+        self._recent.move_to_end(stream_id)
+        for other in list(self._recent):
+            if len(self._recent) <= self._held:
+                return
+            index = self._indexes.get(other)
+            if index is None:
+                del self._recent[other]
+            elif other != stream_id and not index.lock.locked():
+                index.drop_points()
+                del self._recent[other]
+
+    def held(self) -> list[str]:
+        """Ids of the streams whose media points are in memory, least recently used first."""
+        return list(self._recent)
 
     def get(self, stream_id: str, generation: str, created_at: float, size: int) -> TimeIndex:
         """The stream's index, loading (and repairing) its ``.idx`` on first use."""
@@ -282,6 +339,7 @@ class TimeIndexes:
 
     def forget(self, stream_id: str) -> None:
         self._indexes.pop(stream_id, None)
+        self._recent.pop(stream_id, None)
 
     def _load(self, stream_id: str, generation: str, size: int) -> list[tuple[int, float]]:
         path = index_path(self._directory, stream_id)

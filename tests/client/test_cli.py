@@ -252,6 +252,7 @@ async def test_stat_ls_rm(one_server: RunningServer) -> None:
     assert table[1].split()[:3] == ["a", "ready", "10"]
     human = (await mmstream(one_server, "stat", "a")).stdout.decode()
     assert "status            ready" in human and "sha256" in human
+    assert "started_at        20" in human and "duration          -" in human  # not indexed
     assert (await mmstream(one_server, "rm", "a")).returncode == 0
     assert "no stream" in one_line_error(await mmstream(one_server, "stat", "a"))
     assert "invalid stream id" in one_line_error(await mmstream(one_server, "rm", "../a"))

@@ -6,6 +6,7 @@ import contextlib
 import os
 import struct
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,98 @@ def test_a_torn_index_file_is_cut_back(tmp_path: Path) -> None:
     assert index.start_wall == 5.0
     assert os.path.getsize(path) == 32
     assert _marks_on_disk(path) == [(0, 5.0)]
+
+
+# -- stat's duration and start time --------------------------------------------------------
+
+
+def test_known_duration_never_parses() -> None:
+    """Live: media seconds built plus arrival seconds since; finished: only when built."""
+    index = TimeIndex(GEN, 50.0, [(0, 100.0), (1000, 110.0)])
+    assert index.known_duration(1000, live=True) == 10.0  # nothing built: arrival seconds
+    assert index.known_duration(1000, live=False) is None  # an import is not real time
+    index.built = (500, 3.0, True)
+    assert index.known_duration(1000, live=True) == 8.0  # 3 s built, 5 s arrived since
+    assert index.known_duration(500, live=False) == 3.0
+    assert TimeIndex(GEN, 50.0, []).known_duration(0, live=True) == 0.0
+    assert TimeIndex(GEN, 50.0, []).known_duration(10, live=True) is None
+
+
+async def test_stat_says_duration_and_start_time(config: CacheConfig) -> None:
+    """Regression test: ``stat`` said neither (issue 17, "stat shows duration and start time")."""
+    data = FRAME * 400  # ~10.4 s
+    async with open_stream_manager(config) as manager:
+        created = await manager.create("tone", content_type="audio/mpeg")
+        await manager.append("tone", data)
+        live = manager.stat("tone")
+        assert live.started_at is not None
+        assert created.created_at <= live.started_at <= live.last_accessed_at + 1
+        assert live.duration is not None and 0 <= live.duration < 5  # arrived in a moment
+        await manager.seek("tone", seconds=1.0)  # builds the index to the end
+        assert manager.stat("tone").duration == pytest.approx(400 * FRAME_SECONDS)
+        await manager.finalize("tone")
+        assert manager.stat("tone").duration == pytest.approx(400 * FRAME_SECONDS)
+        # A finished stream nothing has indexed: unknown (stat never parses it).
+        await manager.create("import", content_type="audio/mpeg")
+        await manager.append("import", data)
+        await manager.finalize("import")
+        assert manager.stat("import").duration is None
+        await manager.seek("import", seconds=-1.0)
+        assert manager.stat("import").duration == pytest.approx(400 * FRAME_SECONDS)
+        # Only stat carries them: other snapshots leave them out.
+        assert all(info.duration is None for info in manager.list())
+
+
+# -- the memory bound ----------------------------------------------------------------------
+
+
+def test_media_points_are_held_for_at_most_n_streams(tmp_path: Path) -> None:
+    """Regression test: every index kept its points (and header) until its stream went."""
+    data = FRAME * 100
+    indexes = timeindex.TimeIndexes(tmp_path, held=2)
+    built = {}
+    for name in ("a", "b", "c", "a", "d"):
+        index = indexes.get(name, GEN, 0.0, len(data))
+        indexes.use_points(name)
+        index.build(lambda at, n: data[at : at + n], len(data))
+        built[name] = index
+        assert len(indexes.held()) <= 2
+    assert indexes.held() == ["a", "d"]
+    assert not built["b"].times and not built["c"].times  # dropped
+    assert built["b"].known_duration(len(data), live=False) == pytest.approx(100 * FRAME_SECONDS)
+    assert len(built["a"].times) > 0 and len(built["d"].times) > 0
+    with pytest.raises(ValueError, match="at least 1"):
+        timeindex.TimeIndexes(tmp_path, held=0)
+
+
+def test_an_index_in_use_is_dropped_later(tmp_path: Path) -> None:
+    indexes = timeindex.TimeIndexes(tmp_path, held=1)
+    busy = indexes.get("busy", GEN, 0.0, 0)
+    indexes.get("other", GEN, 0.0, 0)
+    indexes.use_points("busy")
+
+    async def main() -> None:
+        async with busy.lock:
+            indexes.use_points("other")
+            assert indexes.held() == ["busy", "other"]  # in use: over the bound for now
+        indexes.use_points("other")
+        assert indexes.held() == ["other"]
+
+    trio.run(main)
+
+
+async def test_a_seek_after_eviction_still_lands_right(
+    configure: Callable[..., CacheConfig],
+) -> None:
+    data = FRAME * 400
+    async with open_stream_manager(configure(time_indexes=1)) as manager:
+        for name in ("one", "two"):
+            await manager.create(name, content_type="audio/mpeg")
+            await manager.append(name, data)
+        first = await manager.seek("one", seconds=4.321)
+        for _ in range(2):
+            await manager.seek("two", seconds=7.0)  # drops one's points
+            again = await manager.seek("one", seconds=4.321)  # rebuilt from the cache
+            assert again == first
+            assert 0 <= 4.321 - again.time < FRAME_SECONDS
+            assert again.offset % len(FRAME) == 0
