@@ -566,7 +566,7 @@ class Session:
                 return None
             case Stat():
                 return StatReply(
-                    re=request.id, stat=StreamStat.from_info(self.manager.stat(stream))
+                    re=request.id, stat=StreamStat.from_info(self.manager.stat(stream, times=True))
                 )
             case Delete():
                 await self.manager.delete(stream)

@@ -142,7 +142,7 @@ class StreamInfo:
     #: Its titles, oldest first (the last is the current one); kept in ``<id>.titles``.
     titles: tuple[Title, ...] = ()
     #: Media seconds and the upload's start (Unix time), as the time index knows them
-    #: without parsing: filled by the manager's ``stat`` only (None elsewhere).
+    #: without parsing: filled by the manager's ``stat(times=True)`` only (None elsewhere).
     duration: float | None = None
     started_at: float | None = None
 

@@ -199,10 +199,15 @@ class StreamManager:
         if sid in self._streams or sid in self._creating:
             raise StreamExistsError(f"stream {sid} already exists")
 
-    def stat(self, stream_id: str, *, generation: str | None = None) -> StreamInfo:
-        """The stream's snapshot, with its duration and start time from what its time index
-        holds (never parsing: :meth:`TimeIndex.known_duration`)."""
+    def stat(
+        self, stream_id: str, *, generation: str | None = None, times: bool = False
+    ) -> StreamInfo:
+        """The stream's snapshot; with ``times`` (the ``stat`` request's answer), its
+        duration and start time too, from what its time index holds (never parsing:
+        :meth:`TimeIndex.known_duration`; the index's marks are read from disk on first use)."""
         ctx = self._get(stream_id, generation)
+        if not times:
+            return ctx.info()
         index = self._times.get(ctx.stream_id, ctx.generation, ctx.created_at, ctx.size)
         live = ctx.status is StreamStatus.UPLOADING
         return attrs.evolve(
