@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import attrs
 
-__all__ = ["GUARANTEED", "Account", "ByteBudget"]
+__all__ = ["GUARANTEED", "Account", "ByteBudget", "client_frame_size", "payload_size"]
 
 #: Bytes every connection may hold whatever the others hold: two of the client's default
 #: 256 KiB upload frames, so an ordinary upload is never stalled by the budget.
@@ -35,6 +35,23 @@ GUARANTEED = 512 * 1024
 
 def _nothing() -> None:
     pass
+
+
+def client_frame_size(size: int) -> int:
+    """The bytes a client's whole frame of ``size`` payload bytes takes on the wire: its
+    header (2, 4 or 10 bytes) and the 4-byte mask a client must send."""
+    if size < 126:
+        return size + 6
+    if size < 1 << 16:
+        return size + 8
+    return size + 14
+
+
+def payload_size(message: str | bytes) -> int:
+    """The bytes ``message`` took as a frame's payload (text is UTF-8)."""
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode())
 
 
 class ByteBudget:

@@ -1,16 +1,12 @@
 """One WebSocket connection speaking protocol v1 (``docs/protocol.md``).
 
-The transport's own task reads the socket and queues whole messages in a bounded channel
-(``server.request_queue`` messages); the session's applier takes them from there in order,
-decodes text frames into requests, applies requests and binary frames through the
-:class:`~mmstream.streams.StreamManager`, and sends the replies. The upload frames queued
-at once are applied as one batch. An upload frame that arrives while the applier waits with
-nothing queued is offered to the session first (``Connection.offer_binary``) and, when the
-manager can append it without awaiting, written by the transport's task that read it: one
-task step per frame of a real-time stream instead of two. When the disk is slower than the
-client, the applier falls behind, the channel fills, the transport stops reading and TCP
-slows the client down. A ``tail`` adds a task that pushes the followed stream's bytes as
-they are written.
+The session's applier takes whole messages from the connection in order (every message
+one socket read completed at once), decodes text frames into requests, applies requests and
+binary frames through the :class:`~mmstream.streams.StreamManager`, and sends the replies.
+The upload frames queued together are applied as one batch, with one ``append_many`` call:
+the one way an upload frame reaches the disk. When the disk is slower than the client, the
+applier falls behind, the socket is not read and TCP slows the client down. A ``tail`` adds
+a task that pushes the followed stream's bytes as they are written.
 
 Errors are replies (or ``error`` events for upload frames) with the stable codes of
 :mod:`mmstream.errors`; a bad request never closes the connection. A client that vanishes
@@ -96,7 +92,6 @@ from ._transports import (
     Connection,
     ConnectionClosed,
 )
-from ._wsframes import binary_head, text_frame
 
 __all__ = ["Session", "connection_handler"]
 
@@ -168,9 +163,6 @@ class Session:
         self._ack_owed = trio.Event()
         #: When the applier began waiting for the client's next message; None while it works.
         self._receiving_since: float | None = None
-        #: A storage error an upload frame taken from the transport met, to be reported
-        #: when the applier meets that frame again (see :meth:`_take_upload_frame`).
-        self._taken_failure: MmstreamError | None = None
 
     # -- the tasks -------------------------------------------------------------------------
 
@@ -184,14 +176,12 @@ class Session:
                 nursery.start_soon(self._watch_hello)
             if self.slot is not None:
                 self.slot.evict = self._evicted
-            self.connection.offer_binary(self._take_upload_frame)
             self.connection.on_input_idle(self._input_idle)
             try:
                 await self._apply_all()
             except _Broken as exc:
                 self._close = (CLOSE_INTERNAL_ERROR, str(exc))
             finally:
-                self.connection.offer_binary(None)
                 self.connection.on_input_idle(None)
                 self.ack_clock.forget(self)
                 if self._upload is not None:  # cancelled before it could end: the lease goes
@@ -265,8 +255,7 @@ class Session:
         upload.ack_due = False
         if upload.offset <= upload.acked:
             return
-        ack = text_frame(encode_ack(upload.stream, upload.offset))
-        outcome = self._send_frame_nowait(ack)
+        outcome = self._send_nowait(encode_ack(upload.stream, upload.offset))
         if outcome is not Delivery.REFUSED:
             upload.acked = upload.offset
         if outcome is not Delivery.SENT:
@@ -378,8 +367,9 @@ class Session:
 
     async def _append_frames(self, frames: list[bytes]) -> None:
         """Append the frames taken together with one manager call (one lock, one wakeup of
-        the followers); if it falls short, the rest go one by one, so a failure is
-        reported for the frame that met it, after the acknowledged ones before it."""
+        the followers). If it falls short, the frames it did not write are appended again,
+        so that the error is reported for the frame that met it, after the acknowledged
+        ones before it."""
         upload = self._upload
         if upload is None:
             if self._report_unbound:
@@ -387,49 +377,22 @@ class Session:
                 problem = ProtocolError("binary frame with no upload bound (send append first)")
                 await self._send_event(error_event(None, problem))
             return
-        if len(frames) > 1:
+        while frames:
             try:
                 size = await self.manager.append_many(
                     upload.stream, frames, expected_offset=upload.offset, writer=upload.lease
                 )
-            except MmstreamError:
-                size = upload.offset  # nothing written: the first frame reports why below
+            except MmstreamError as exc:
+                await self._end_upload(f"failed: {exc.code}")
+                self._report_unbound = False  # the frames behind it are dropped silently
+                await self._send_event(error_event(upload.stream, exc))
+                return
             written = size - upload.offset
             upload.offset = size
             while frames and written >= len(frames[0]):
                 written -= len(frames.pop(0))
-        for data in frames:
-            if self._upload is not upload:
-                return  # a frame failed: the rest are dropped, as they were unbound
-            await self._append_frame(upload, data)
-        if self._upload is upload and self._ack_now(upload):
-            await self._acknowledge()
-
-    def _take_upload_frame(self, data: bytes) -> bool:
-        """Offered by the transport's reader, an upload frame that arrived while the
-        applier waits with nothing queued: appended here and now when the manager can do
-        it without awaiting, which saves the applier's task step (one step per frame of a
-        real-time stream instead of two). Anything else (no upload bound, a stream
-        that needs growth, a stopping session, an error) is declined, and the frame is
-        queued and applied as usual: in order either way, since nothing waits before it."""
-        upload = self._upload
-        if upload is None or self._receiving_since is None or self._stopping:
-            return False
-        try:
-            size = self.manager.append_now(upload.stream, data, upload.offset, upload.lease)
-        except MmstreamError as exc:
-            # The stream failed on this frame: the applier meets the frame next, and
-            # reports this error for it rather than the failed status it now finds.
-            self._taken_failure = exc
-            return False
-        if size is None:
-            return False
-        upload.offset = size
-        self._receiving_since = trio.current_time()  # not idle: it is uploading
-        self._mark_activity()
         if self._ack_now(upload):
-            self.acknowledge_due()
-        return True
+            await self._acknowledge()
 
     def _ack_now(self, upload: _Upload) -> bool:
         """After a write: whether ``ack_bytes`` went unacknowledged (ack now), else hold
@@ -440,19 +403,6 @@ class Session:
             upload.ack_due = True
             self.ack_clock.due(self)
         return False
-
-    async def _append_frame(self, upload: _Upload, data: bytes) -> None:
-        try:
-            size = await self.manager.append(
-                upload.stream, data, expected_offset=upload.offset, writer=upload.lease
-            )
-        except MmstreamError as exc:
-            failure, self._taken_failure = self._taken_failure or exc, None
-            await self._end_upload(f"failed: {failure.code}")
-            self._report_unbound = False
-            await self._send_event(error_event(upload.stream, failure))
-            return
-        upload.offset = size
 
     async def _acknowledge(self) -> None:
         upload = self._upload
@@ -757,7 +707,7 @@ class Session:
         follower (from ``position``, which must be the group's edge); return the position
         reached (None: the peer is gone). Returns at once if this follower is behind the
         group: it catches up alone."""
-        member = Member(position, self._send_frame_nowait)
+        member = Member(position, self._send_nowait)
         while True:
             try:
                 group = hub.tail_group(
@@ -785,10 +735,10 @@ class Session:
         at most about this much of the server's memory (plus the socket's buffer)."""
         return min(self.config.max_message_size, SEND_PIECE)
 
-    def _send_frame_nowait(self, frame: bytes) -> Delivery:
+    def _send_nowait(self, message: str | bytes) -> Delivery:
         if self._peer_gone or self._binary_lock.locked():
             return Delivery.REFUSED  # a read is sending its frames: no tail frame in between
-        return self.connection.send_frame_nowait(frame)
+        return self.connection.send_nowait(message)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -801,8 +751,7 @@ class Session:
             await self._send_text(text)
             return
         messages: Sequence[str | bytes] = (text, data)
-        head = binary_head(len(data))
-        await self._deliver(self.connection.send_many, messages, text_frame(text), head, data)
+        await self._deliver(self.connection.send_many, messages, *messages)
         if self.metrics is not None and not self._peer_gone:
             self.metrics.bytes_out.labels("websocket").inc(len(data))
 
@@ -812,27 +761,25 @@ class Session:
         await self._send_text(encode_event(event))
 
     async def _send_text(self, text: str) -> None:
-        await self._deliver(self.connection.send_text, text, text_frame(text))
+        await self._deliver(self.connection.send_text, text, text)
 
     async def _send_bytes(self, data: bytes) -> None:
-        head = binary_head(len(data))
-        await self._deliver(self.connection.send_bytes, data, head, data)
+        await self._deliver(self.connection.send_bytes, data, data)
         if self.metrics is not None and not self._peer_gone:
             self.metrics.bytes_out.labels("websocket").inc(len(data))
 
     async def _deliver(
-        self, send: Callable[[_M], Awaitable[None]], message: _M, frame: bytes, *more: bytes
+        self, send: Callable[[_M], Awaitable[None]], message: _M, *parts: str | bytes
     ) -> None:
         """Send, unless the peer is gone: then the applier keeps applying what it
         received (uploads are kept) and only the replies are dropped.
 
-        ``frame`` and ``more`` are ``message`` built as whole frames: written straight to the socket when
-        nothing else is being sent (no pass through the library's send path and the
-        scheduler: a ``read``'s round trip is mostly those), else ``message`` is sent the
-        ordinary way."""
+        ``parts`` are ``message``'s messages: framed and written straight to the socket
+        when nothing else is being sent (no pass through the scheduler: a ``read``'s round
+        trip is mostly those), else ``message`` is sent the ordinary, awaited way."""
         if self._peer_gone:
             return
-        outcome = self.connection.send_frame_nowait(frame, *more)
+        outcome = self.connection.send_nowait(*parts)
         if outcome is Delivery.STARTED:
             await self._flush()  # the rest of the frame
         elif outcome is Delivery.REFUSED:

@@ -37,8 +37,7 @@ from collections.abc import Callable
 import trio
 
 from .._locks import acquire
-from ._budget import Account
-from ._wsframes import client_frame_size
+from ._budget import Account, client_frame_size
 
 __all__ = ["Delivery", "ReplayStream"]
 

@@ -1,4 +1,4 @@
-"""WebSocket followers of a live stream, served together: one frame per piece for all of them.
+"""WebSocket followers of a live stream, served together: one read per piece for all of them.
 
 A ``tail`` must deliver every byte from its offset, in order, then ``end``. Served one task
 per follower, each new piece costs every follower a wakeup, a read, a frame and a send
@@ -6,9 +6,9 @@ per follower, each new piece costs every follower a wakeup, a read, a frame and 
 followers, before the last one has it.
 
 So the followers that have caught up with the stream join its :class:`TailGroup`. The
-group's one task waits for the stream to grow, reads the new piece once, frames it once
-(:func:`binary_frame`) and writes that frame to each member's socket without awaiting
-(:meth:`~mmstream.server._transports.Connection.send_frame_nowait`). A member whose socket
+group's one task waits for the stream to grow, reads the new piece once and writes it to
+each member's socket without awaiting
+(:meth:`~mmstream.server._transports.Connection.send_nowait`). A member whose socket
 is busy (a reply being sent, a multi-frame ``read`` in progress, a full socket buffer) or
 that took only part of the frame is *released*: its own task takes over from the member's
 position, with ordinary awaited sends, and joins again once it has caught up. Nothing is
@@ -28,7 +28,6 @@ from ..errors import MmstreamError
 from ..metrics import Metrics
 from ..streams import StreamManager
 from ._replay import Delivery
-from ._wsframes import binary_frame
 
 __all__ = ["Member", "TailGroup"]
 
@@ -41,7 +40,7 @@ class Member:
 
     #: The next stream offset this follower gets.
     position: int
-    #: Writes a whole frame to the follower's connection now, if it can take one.
+    #: Writes a binary message to the follower's connection now, if it can take one.
     send_nowait: Callable[[bytes], Delivery] = attrs.field(repr=False)
     #: Set when the group hands the follower back to its own task.
     released: trio.Event = attrs.Factory(trio.Event)
@@ -109,7 +108,7 @@ class TailGroup:
                 )
                 if not data:
                     break
-                self._deliver(binary_frame(data), len(data))
+                self._deliver(data)
         except MmstreamError as exc:
             log.debug("tail group of %s ends: %s", self.stream_id, exc)
         finally:
@@ -119,13 +118,14 @@ class TailGroup:
             self._members.clear()
             self._advanced.set()
 
-    def _deliver(self, frame: bytes, size: int) -> None:
-        """Write ``frame`` to every member without awaiting; release those that cannot take
+    def _deliver(self, data: bytes) -> None:
+        """Write ``data`` to every member without awaiting; release those that cannot take
         it whole."""
+        size = len(data)
         kept: list[Member] = []
         delivered = 0
         for member in self._members:
-            outcome = member.send_nowait(frame)
+            outcome = member.send_nowait(data)
             if outcome is Delivery.REFUSED:
                 member.released.set()  # its task sends this piece itself
                 continue

@@ -4,35 +4,39 @@ The rest of the server sees only :class:`Connection` (receive a message, send te
 close with a code) and :class:`Transport` (do the opening handshake on a stream and run a
 handler). Which library is used is a config choice (``server.transport``); both pass the same
 tests. Both are driven over a stream the front door hands over, which replays the request
-head it already read, so neither library ever listens on a socket itself.
+head it already read, so neither library ever listens on a socket itself. Both go through
+their public API only: ``websockets``' Sans-I/O :class:`~websockets.server.ServerProtocol`
+driven by our own read loop, and trio-websocket's ``get_message``/``send_message``.
+
+Whole messages wait for the session in a queue per connection: the session takes every
+queued one without a checkpoint each (``receive_nowait``), so a burst of upload frames is
+applied as one batch, and the socket is not read while the session is behind.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, cast
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
 
 import attrs
 import trio
 import trio_websocket
-import websockets.exceptions
-import websockets.protocol
-from websockets.exceptions import TooManyFragments
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event
+from websockets.http11 import Request
+from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
-from websockets.trio.messages import MAX_FRAGMENTS
-from websockets.trio.server import Server as _WebsocketsServer
-from websockets.trio.server import ServerConnection
 from websockets.typing import Subprotocol
 
 from .. import __version__
+from .._locks import acquire
 from ..config import ServerConfig
+from ._budget import payload_size
 from ._replay import Delivery, ReplayStream
-from ._wsframes import FastBinaryProtocol, payload_size
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -42,7 +46,6 @@ __all__ = [
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_TRY_AGAIN_LATER",
-    "BinaryTaker",
     "Connection",
     "ConnectionClosed",
     "Handler",
@@ -66,6 +69,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 #: How long a closing handshake may take before the socket is simply closed.
 CLOSE_TIMEOUT = 5.0
+#: A fragmented message of more parts is refused (1009), as ``websockets``' own ``recv()``
+#: does: each part costs a list entry however small it is.
+MAX_FRAGMENTS = 4096
 
 
 class _Interrupted:
@@ -110,30 +116,23 @@ class Connection(Protocol):
         ...
 
     def receive_nowait(self) -> str | bytes | None:
-        """The next whole message if the library already holds one, else None (also at
-        the end: :meth:`receive` then says how it ended). The session takes queued upload
-        frames as one batch this way, without a checkpoint per message; None rather than
-        an exception, because an empty queue is the common case (a slow stream's every
+        """The next whole message if one is already queued, else None (also at the end:
+        :meth:`receive` then says how it ended). The session takes queued upload frames as
+        one batch this way, without a checkpoint per message; None rather than an
+        exception, because an empty queue is the common case (a slow stream's every
         frame)."""
         ...
 
-    def offer_binary(self, taker: BinaryTaker | None) -> None:
-        """Offer each binary message that arrives while no message is queued to
-        ``taker`` first, from the task that reads the socket; one it takes (True) is not
-        queued. The offer saves the receiver a task step per message and changes nothing
-        else."""
-        ...
-
     def on_input_idle(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback``, from the task that reads the socket and without awaiting, each
-        time that task has handed on every message it read and goes back to the socket with
-        nothing more to read there: the moment :attr:`input_idle` becomes true."""
+        """Call ``callback``, without awaiting, each time the connection goes back to the
+        socket with nothing more to read there: the moment :attr:`input_idle` becomes true
+        (on ``websockets``, from within the session's own :meth:`receive`)."""
         ...
 
     @property
     def input_idle(self) -> bool:
-        """Whether everything that arrived was handed on (queued, offered or taken): no
-        upload frame is on its way through the transport."""
+        """Whether everything that arrived was handed on: no upload frame is on its way
+        through the transport."""
         ...
 
     async def send_text(self, text: str) -> None: ...
@@ -143,15 +142,14 @@ class Connection(Protocol):
         the library allows (a ``read`` reply and its first data frame: one system call)."""
         ...
 
-    def send_frame_nowait(self, first: bytes, *more: bytes) -> Delivery:
-        """Write ``first`` and ``more``, whole server frames built here (:mod:`._wsframes`;
-        a frame may come as its header and its payload), straight to the socket in one
-        system call if nothing else is being sent and the connection is open; see
-        :class:`Delivery`."""
+    def send_nowait(self, *messages: str | bytes) -> Delivery:
+        """Frame ``messages`` and write them straight to the socket in one system call, if
+        nothing else is being sent and the connection is open; see :class:`Delivery`
+        (:attr:`~Delivery.STARTED`: the rest is owed, :meth:`flush` sends it)."""
         ...
 
     async def flush(self) -> None:
-        """Send what :meth:`send_frame_nowait` left owed (:attr:`Delivery.STARTED`); raises
+        """Send what :meth:`send_nowait` left owed (:attr:`Delivery.STARTED`); raises
         :class:`ConnectionClosed` if the socket broke meanwhile."""
         ...
 
@@ -161,8 +159,6 @@ class Connection(Protocol):
 
 
 Handler = Callable[[Connection], Awaitable[None]]
-#: Takes a binary message as it arrives, without awaiting; False leaves it to be queued.
-BinaryTaker = Callable[[bytes], bool]
 
 
 @attrs.frozen
@@ -171,7 +167,7 @@ class TransportOptions:
 
     max_message_size: int
     receive_buffer_size: int
-    #: Whole messages a library may buffer before it stops reading the socket.
+    #: Whole messages a connection may queue before it stops reading the socket.
     message_queue: int
     subprotocols: Sequence[str] = ("mmstream.v1",)
     ping_interval: float | None = 20.0
@@ -186,6 +182,8 @@ class TransportOptions:
 
 
 class Transport(Protocol):
+    """Runs the WebSocket protocol on the streams the front door hands over."""
+
     name: str
 
     async def serve_stream(
@@ -217,8 +215,7 @@ async def _run_handler(
         await connection.close(CLOSE_INTERNAL_ERROR, "internal error")
         raise
     except BaseException:
-        # Cancelled: the library's own tasks are being cancelled too, so a closing
-        # handshake could only wait out its timeout. Just drop the socket.
+        # Cancelled: a closing handshake could only wait out its timeout. Drop the socket.
         await trio.aclose_forcefully(stream)
         raise
     await connection.close()
@@ -228,29 +225,129 @@ def _select(offered: Sequence[str], supported: Sequence[str]) -> str | None:
     return next((name for name in offered if name in supported), None)
 
 
+# --- messages waiting for the session ----------------------------------------------------
+
+
+class _MessageFailure(Exception):
+    """A message that must fail the connection when the session reaches it (not UTF-8:
+    1007, too many fragments: 1009), as ``websockets``' own ``recv()`` does."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+#: What the websockets connection queues: a whole message, or why the next one is refused.
+_Queued = str | bytes | _MessageFailure
+
+
+class _MessageQueue:
+    """trio-websocket's messages between the pump task and the session, in a trio memory
+    channel the session can drain without a checkpoint per message (:meth:`get_nowait`;
+    the library's own ``get_message`` has no such form).
+
+    Bounded by flow control: past ``high`` queued messages the pump waits
+    (:meth:`wait_for_room`) until they drain to a quarter of that; the library's own
+    channel then fills, its reader stops and TCP slows the client down.
+    """
+
+    def __init__(self, high: int, wire: ReplayStream | None = None) -> None:
+        self._send, self._receive = trio.open_memory_channel[str | bytes | _Interrupted](math.inf)
+        #: Told what the session takes, for the connection's receive budget.
+        self._wire = wire
+        self._queued = 0
+        self._high, self._low = high, high // 4
+        self._room: trio.Event | None = None
+        #: Set once messages are dropped rather than queued (the session no longer takes any).
+        self.discarding = False
+
+    # -- the pump's side -----------------------------------------------------------------------
+
+    def put(self, message: str | bytes) -> None:
+        if self.discarding:
+            return
+        try:
+            self._send.send_nowait(message)
+        except trio.ClosedResourceError:
+            return
+        self._queued += 1
+        if self._queued > self._high and self._room is None:
+            self._room = trio.Event()
+
+    async def wait_for_room(self) -> None:
+        """Return once the session has taken enough (at once while there is room)."""
+        room = self._room
+        if room is not None:
+            await room.wait()
+
+    def close(self) -> None:
+        """No more messages: the session's :meth:`get` raises ``trio.EndOfChannel`` once
+        it has taken the queued ones."""
+        self._send.close()
+
+    def discard(self) -> None:
+        """Drop what comes from now on, and let the pump go on (for the closing handshake)."""
+        self.discarding = True
+        self._resume()
+
+    # -- the session's side ---------------------------------------------------------------------
+
+    def get_nowait(self) -> str | bytes | None:
+        """The next queued message, None if there is none (or at the mark
+        :meth:`interrupt` left)."""
+        if not self._queued:
+            return None
+        try:
+            item = self._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None
+        if isinstance(item, _Interrupted):
+            return None
+        self._taken(item)
+        return item
+
+    async def get(self) -> str | bytes | None:
+        """The next message, waiting for it; None at the mark :meth:`interrupt` left."""
+        item = await self._receive.receive()
+        if isinstance(item, _Interrupted):
+            return None
+        self._taken(item)
+        return item
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(trio.ClosedResourceError):
+            self._send.send_nowait(_INTERRUPTED)
+
+    def _taken(self, item: str | bytes) -> None:
+        self._queued -= 1
+        if self._wire is not None:
+            self._wire.consumed(payload_size(item), queue_empty=not self._queued)
+        if self._queued <= self._low:
+            self._resume()
+
+    def _resume(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
+
+
 @attrs.define(eq=False, kw_only=True)
-class _Adapter:
-    """What both library adapters share; each provides receive, _send, close, subprotocol."""
+class _Sends:
+    """What both library adapters share."""
 
     id: str
     remote: str
     path: str
 
     async def send_text(self, text: str) -> None:
-        await self._send(text)
+        await self.send_many((text,))
 
     async def send_bytes(self, data: bytes) -> None:
-        await self._send(data)
+        await self.send_many((data,))
 
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
-        for message in messages:
-            await self._send(message)
-
-    def send_frame_nowait(self, first: bytes, *more: bytes) -> Delivery:
-        wire = self._wire()
-        if wire is None or not self._open():
-            return Delivery.REFUSED
-        return wire.send_nowait(first, *more)
+        raise NotImplementedError
 
     def on_input_idle(self, callback: Callable[[], None] | None) -> None:
         wire = self._wire()
@@ -262,75 +359,461 @@ class _Adapter:
         wire = self._wire()
         return wire is None or wire.idle
 
-    async def flush(self) -> None:
-        wire = self._wire()
-        if wire is None:
-            return
-        try:
-            await wire.flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionClosed(None) from None
-
-    async def _send(self, message: str | bytes) -> None:
-        raise NotImplementedError
-
     def _wire(self) -> ReplayStream | None:
-        raise NotImplementedError
-
-    def _open(self) -> bool:
-        """Data frames may still be sent (no closing handshake has begun)."""
+        """The stream read through, when it is ours (it knows when input went idle)."""
         raise NotImplementedError
 
 
-# --- trio-websocket ---------------------------------------------------------------------
+# --- websockets: its Sans-I/O protocol, driven here ---------------------------------------
 
 
 @attrs.define(eq=False, kw_only=True)
-class _TrioWebsocketConnection(_Adapter):
+class _WebsocketsConnection(_Sends):
+    """``websockets``' :class:`ServerProtocol` over a stream, with no task of its own.
+
+    The session's :meth:`receive` reads the socket itself when nothing is queued: one read,
+    fed whole to the protocol, every message it completed queued at once (the session
+    takes them with :meth:`receive_nowait`, so a burst of upload frames is one batch). So
+    a real-time stream's frame costs one task step, and nothing is read while the session
+    is busy: the socket buffer fills and TCP slows the client (the queue never holds more
+    than one read). Sends frame through the protocol and write what it has to send under
+    one lock, so no two writes interleave."""
+
+    protocol: ServerProtocol
+    stream: trio.abc.HalfCloseableStream
+    _send_lock: trio.Lock = attrs.Factory(trio.Lock)
+    #: Framed bytes :meth:`send_nowait` could not write at once, sent before anything else.
+    _owed: list[bytes] = attrs.Factory(list)
+    #: Whole messages read and not yet taken (a failure in the place of a bad one).
+    _messages: collections.deque[_Queued] = attrs.Factory(collections.deque)
+    #: A failure taken by :meth:`receive_nowait`, for :meth:`receive` to act on.
+    _failure: _MessageFailure | None = None
+    #: The fragments of a message in progress, and whether it is text.
+    _fragments: list[bytes] = attrs.Factory(list)
+    _fragmented_text: bool = False
+    #: Nothing more will be read: end of stream, broken socket, or the protocol is done.
+    _ended: bool = False
+    #: Set by :meth:`interrupt_receive` for the next :meth:`receive`.
+    _interrupted: bool = False
+    #: The scope of a read waiting for the socket (what an interruption cancels).
+    _wait_scope: trio.CancelScope | None = None
+    #: When the read now waiting began (None: nobody waits for the client).
+    _waiting_since: float | None = None
+    #: The payload of the keepalive ping no pong has answered yet.
+    _ping: bytes | None = None
+    #: Set once the session no longer takes messages (closing): they are dropped.
+    _discarding: bool = False
+    _closing: bool = False
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.protocol.subprotocol
+
+    def _wire(self) -> ReplayStream | None:
+        return self.stream if isinstance(self.stream, ReplayStream) else None
+
+    async def handshake(self, *, refuse: bool) -> None:
+        """Read the request (the front door replays it) and answer 101, or 503 when
+        ``refuse``; frames that came right behind the request are queued."""
+        protocol = self.protocol
+        events: list[object] = []
+        while not events:
+            try:
+                data = await self.stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            protocol.receive_data(data)
+            events = list(protocol.events_received())
+            if not events and protocol.close_expected():
+                break  # a request the protocol refused itself: send its answer
+        request = events.pop(0) if events else None
+        if isinstance(request, Request):
+            if refuse:
+                response = protocol.reject(503, "server is shutting down\n")
+            else:
+                response = protocol.accept(request)
+            response.headers["Server"] = f"mmstream/{__version__}"
+            protocol.send_response(response)
+        with contextlib.suppress(ConnectionClosed):
+            await self._write_pending()
+        self._receive_events(events)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def interrupt_receive(self) -> None:
+        self._interrupted = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def receive_nowait(self) -> str | bytes | None:
+        if self._failure is not None or not self._messages:
+            return None
+        item = self._messages.popleft()
+        if isinstance(item, _MessageFailure):
+            self._failure = item
+            return None
+        self._consumed(payload_size(item))
+        return item
+
+    def _consumed(self, size: int) -> None:
+        """The bytes of a frame of ``size`` payload bytes are no longer held (the session
+        took its message, or it was a ping or pong): released from the connection's share
+        of the receive budget (:mod:`._budget`)."""
+        stream = self.stream
+        if isinstance(stream, ReplayStream):
+            stream.consumed(size, queue_empty=not self._messages)
+
+    async def receive(self) -> str | bytes | None:
+        failure, self._failure = self._failure, None
+        while failure is None:
+            if self._messages:
+                item = self._messages.popleft()
+                if not isinstance(item, _MessageFailure):
+                    self._consumed(payload_size(item))
+                    return item
+                failure = item
+            elif self._interrupted:
+                self._interrupted = False
+                return None
+            elif self._ended or self.protocol.close_rcvd is not None:
+                raise self._closed()
+            else:
+                await self._read()
+        self._discarding = True
+        self.protocol.fail(failure.code, failure.reason)
+        with contextlib.suppress(ConnectionClosed):
+            await self._write_pending()
+        raise ConnectionClosed(failure.code, failure.reason)
+
+    async def _read(self) -> None:
+        """One read of the socket, fed to the protocol; what it completed is queued and
+        what the protocol answers (a pong, a close) is written. Returns without reading
+        when interrupted."""
+        with trio.CancelScope() as scope:
+            self._wait_scope = scope
+            self._waiting_since = trio.current_time()
+            try:
+                data = await self.stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            finally:
+                self._wait_scope = self._waiting_since = None
+        if scope.cancelled_caught:
+            return
+        protocol = self.protocol
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+            self._ended = True
+        self._receive_events(protocol.events_received())
+        out = protocol.data_to_send()
+        if out:  # a pong, or the close frame that answers the client's
+            try:
+                async with self._locked():
+                    await self._write(out)
+            except ConnectionClosed:
+                self._ended = True
+
+    def _receive_events(self, events: Sequence[object]) -> None:
+        for event in events:
+            if not isinstance(event, Frame):
+                continue
+            opcode = event.opcode
+            if opcode is Opcode.PONG or opcode is Opcode.PING:
+                if event.data == self._ping:
+                    self._ping = None
+                self._consumed(len(event.data))  # the protocol answered a ping itself
+                continue
+            if opcode is Opcode.CLOSE:
+                continue
+            if self._discarding:  # closing, or failed: nothing more is taken
+                self._consumed(len(event.data))
+                continue
+            data = event.data
+            if not event.fin or self._fragments:
+                if opcode is not Opcode.CONT:
+                    self._fragmented_text = opcode is Opcode.TEXT
+                self._fragments.append(bytes(data))
+                if not event.fin:
+                    if len(self._fragments) > MAX_FRAGMENTS:
+                        self._fragments = []
+                        failure = _MessageFailure(CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+                        self._queue(failure)
+                    continue
+                parts, self._fragments = self._fragments, []
+                data, text = b"".join(parts), self._fragmented_text
+            else:
+                text = opcode is Opcode.TEXT
+            if type(data) is not bytes:
+                data = bytes(data)
+            if text:
+                try:
+                    self._queue(data.decode())
+                except UnicodeDecodeError as exc:
+                    reason = f"{exc.reason} at position {exc.start}"
+                    self._queue(_MessageFailure(CloseCode.INVALID_DATA, reason))
+            else:
+                self._queue(data)
+
+    def _queue(self, message: _Queued) -> None:
+        if isinstance(message, _MessageFailure):
+            self._discarding = True  # the connection fails there: nothing behind it counts
+        self._messages.append(message)
+
+    def _closed(self) -> ConnectionClosed:
+        close = self.protocol.close_rcvd or self.protocol.close_sent
+        if close is None:
+            return ConnectionClosed(None)
+        return ConnectionClosed(close.code, close.reason)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The send lock, taken without a checkpoint when it is free: whoever takes
+        bytes out of the protocol (``data_to_send``) writes them before anyone else."""
+        await acquire(self._send_lock)
+        try:
+            yield
+        finally:
+            self._send_lock.release()
+
+    async def _write(self, out: list[bytes]) -> None:
+        """Write ``out`` (what the protocol had to send, in order; ``b""`` half-closes);
+        the send lock is held. Raises :class:`ConnectionClosed` if the socket broke."""
+        owed, self._owed = self._owed, []
+        pending = [*owed, *out] if owed else out
+        try:
+            batch: list[bytes] = []
+            for chunk in pending:
+                if chunk:
+                    batch.append(chunk)
+                    continue
+                if batch:
+                    await self.stream.send_all(b"".join(batch))
+                    batch = []
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.stream.send_eof()
+            if batch:
+                await self.stream.send_all(batch[0] if len(batch) == 1 else b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._closed() from None
+
+    async def _write_pending(self) -> None:
+        """Write what the protocol and :meth:`send_nowait` have left to send, if anything."""
+        async with self._locked():
+            out = self.protocol.data_to_send()
+            if out or self._owed:
+                await self._write(out)
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        protocol = self.protocol
+        if protocol.state is not OPEN:
+            raise self._closed()
+        for message in messages:
+            if isinstance(message, str):
+                protocol.send_text(message.encode())
+            else:
+                protocol.send_binary(message)
+        await self._write_pending()
+
+    def send_nowait(self, *messages: str | bytes) -> Delivery:
+        stream = self.stream
+        protocol = self.protocol
+        if (
+            not isinstance(stream, ReplayStream)
+            or protocol.state is not OPEN
+            or self._owed
+            or self._send_lock.locked()
+        ):
+            return Delivery.REFUSED
+        for message in messages:
+            if isinstance(message, str):
+                protocol.send_text(message.encode())
+            else:
+                protocol.send_binary(message)
+        out = protocol.data_to_send()
+        outcome = stream.send_nowait(*out)
+        if outcome is Delivery.REFUSED:  # full or broken: framed already, so owed whole
+            self._owed = out
+            return Delivery.STARTED
+        return outcome
+
+    async def flush(self) -> None:
+        async with self._locked():
+            if self._owed:
+                await self._write([])
+            if isinstance(self.stream, ReplayStream):
+                try:
+                    await self.stream.flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    raise self._closed() from None
+
+    async def keepalive(self, interval: float) -> None:
+        """Ping every ``interval``; a client that leaves one unanswered for another
+        ``interval`` while the session waited for it is gone (1011), as ``websockets``' own
+        connections judge. A session busy elsewhere reads nothing, so judges nobody."""
+        while True:
+            await trio.sleep(interval)
+            if self.protocol.state is not OPEN:
+                return
+            self._ping = os.urandom(4)
+            sent = trio.current_time()
+            self.protocol.send_ping(self._ping)
+            await self._write_pending()
+            await trio.sleep(interval)
+            waiting_since = self._waiting_since
+            if (
+                self._ping is not None
+                and self.protocol.state is OPEN
+                and waiting_since is not None
+                and waiting_since <= sent
+            ):
+                log.info("keepalive ping timeout conn=%s", self.id)
+                self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                self._ended = True
+                if self._wait_scope is not None:
+                    self._wait_scope.cancel()
+                with contextlib.suppress(ConnectionClosed):
+                    await self._write_pending()
+                return
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if not self._closing:
+            self._closing = self._discarding = True
+            self._messages.clear()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                if self.protocol.state is OPEN:
+                    self.protocol.send_close(code, reason)
+                with contextlib.suppress(ConnectionClosed):
+                    await self._write_pending()
+                while not self._ended:  # the client's close frame and end of stream
+                    await self._read()
+        await trio.aclose_forcefully(self.stream)
+
+
+class WebsocketsTransport:
+    """Drives ``websockets``' Sans-I/O :class:`ServerProtocol` over a handed-over stream:
+    the handshake, one reader task, the keepalive pings, the closing handshake."""
+
+    name = "websockets"
+
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
+        self._closing = False
+
+    def begin_shutdown(self) -> None:
+        self._closing = True
+
+    def _protocol(self) -> ServerProtocol:
+        supported = tuple(self.options.subprotocols)
+
+        def select(protocol: ServerProtocol, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+            # Unlike websockets' default, a client offering only other subprotocols is still
+            # accepted (without one), as trio-websocket does: both transports behave alike.
+            chosen = _select(offered, supported)
+            return None if chosen is None else Subprotocol(chosen)
+
+        return ServerProtocol(
+            subprotocols=[Subprotocol(name) for name in supported],
+            select_subprotocol=select,
+            max_size=self.options.max_message_size,
+        )
+
+    async def serve_stream(
+        self,
+        stream: trio.abc.HalfCloseableStream,
+        handler: Handler,
+        *,
+        connection_id: str,
+        remote: str,
+        path: str,
+        handshake_deadline: float,
+    ) -> None:
+        protocol = self._protocol()
+        connection = _WebsocketsConnection(
+            protocol=protocol,
+            stream=stream,
+            id=connection_id,
+            remote=remote,
+            path=path,
+        )
+        with trio.move_on_at(handshake_deadline):
+            await connection.handshake(refuse=self._closing)
+        if protocol.state is not OPEN:
+            await trio.aclose_forcefully(stream)
+            return
+        async with trio.open_nursery() as nursery:
+            if self.options.ping_interval is not None:
+                nursery.start_soon(connection.keepalive, self.options.ping_interval)
+            await _run_handler(handler, connection, stream)
+            nursery.cancel_scope.cancel()
+
+
+# --- trio-websocket -----------------------------------------------------------------------
+
+
+@attrs.define(eq=False, kw_only=True)
+class _TrioWebsocketConnection(_Sends):
+    """trio-websocket's connection; a pump task moves its messages into a queue the
+    session can drain without a checkpoint each."""
+
     ws: trio_websocket.WebSocketConnection
     stream: trio.abc.Stream
-    #: The reader's side of the message channel (it also carries interruptions).
-    channel: _EagerSendChannel
+    queue: _MessageQueue
+
+    def interrupt_receive(self) -> None:
+        self.queue.interrupt()
+
+    def receive_nowait(self) -> str | bytes | None:
+        return self.queue.get_nowait()
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            return await self.queue.get()
+        except trio.EndOfChannel:
+            raise self._closed() from None
 
     @property
     def subprotocol(self) -> str | None:
         return self.ws.subprotocol
 
-    async def receive(self) -> str | bytes | None:
-        try:
-            message = await self.ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed_from_trio_websocket(exc) from None
-        return self.channel.taken(message)
-
-    def interrupt_receive(self) -> None:
-        self.channel.interrupt()
-
-    def offer_binary(self, taker: BinaryTaker | None) -> None:
-        self.channel.taker = taker
-
     def _wire(self) -> ReplayStream | None:
         return self.stream if isinstance(self.stream, ReplayStream) else None
 
-    def _open(self) -> bool:
-        return self.ws.closed is None
-
-    def receive_nowait(self) -> str | bytes | None:
-        # get_message() is a receive on this bounded channel (message_queue_size); there
-        # is no public non-blocking form of it.
+    async def pump(self) -> None:
+        """Move each message from ``get_message`` to the queue, waiting while it is full."""
         try:
-            message = self.ws._recv_channel.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-            return None
-        return self.channel.taken(message)
+            while True:
+                await self.queue.wait_for_room()
+                message = await self.ws.get_message()
+                self.queue.put(message)
+        except trio_websocket.ConnectionClosed:
+            pass
+        finally:
+            self.queue.close()
 
-    async def _send(self, message: str | bytes) -> None:
+    def _closed(self) -> ConnectionClosed:
+        return _closed_by(self.ws.closed)
+
+    def send_nowait(self, *messages: str | bytes) -> Delivery:
+        return Delivery.REFUSED  # trio-websocket writes only from its own awaited send
+
+    async def flush(self) -> None:
+        return None
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
         try:
-            await self.ws.send_message(message)
+            for message in messages:
+                await self.ws.send_message(message)
         except trio_websocket.ConnectionClosed as exc:
-            raise _closed_from_trio_websocket(exc) from None
+            raise _closed_by(exc.reason) from None
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        self.queue.discard()
         # trio-websocket waits for the peer's close frame without a limit of its own.
         with trio.move_on_after(CLOSE_TIMEOUT) as scope:
             await self.ws.aclose(code, reason or None)
@@ -338,61 +821,7 @@ class _TrioWebsocketConnection(_Adapter):
             await trio.aclose_forcefully(self.stream)
 
 
-class _EagerSendChannel:
-    """trio-websocket's reader hands each message to ``get_message`` with an awaited
-    ``send`` on a bounded memory channel: a pass through the scheduler per message even
-    when the channel has room, so the session never finds a batch queued. This sends
-    without one while there is room and waits only when the channel is full: the same
-    bounded channel, the same backpressure, but the messages of one socket read arrive
-    together (4 KiB messages/s: about 2x)."""
-
-    def __init__(
-        self, channel: trio.MemorySendChannel[str | bytes], wire: ReplayStream | None
-    ) -> None:
-        self._channel = channel
-        self._wire = wire
-        #: Offered each binary message that would be the only one in the channel.
-        self.taker: BinaryTaker | None = None
-
-    async def send(self, value: str | bytes) -> None:
-        taker = self.taker
-        if taker is not None and type(value) is bytes:
-            # Offered only while the session waits in the channel for a message: not when
-            # one is buffered, nor when one was just handed to it and not yet applied.
-            state = self._channel.statistics()
-            if state.tasks_waiting_receive and not state.current_buffer_used and taker(value):
-                if self._wire is not None:
-                    self._wire.consumed(len(value), queue_empty=True)
-                return
-        try:
-            self._channel.send_nowait(value)
-        except trio.WouldBlock:
-            await self._channel.send(value)
-
-    def taken(self, message: object) -> str | bytes | None:
-        """A message the session took from the channel (its bytes are no longer held), or
-        None for the mark :meth:`interrupt` left."""
-        if not isinstance(message, (str, bytes)):
-            return None
-        if self._wire is not None:
-            empty = not self._channel.statistics().current_buffer_used
-            self._wire.consumed(payload_size(message), queue_empty=empty)
-        return message
-
-    def interrupt(self) -> None:
-        """Queue :data:`_INTERRUPTED` for ``get_message``; a full channel means messages
-        are waiting, so nobody waits for one."""
-        with contextlib.suppress(
-            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-        ):
-            self._channel.send_nowait(_INTERRUPTED)  # type: ignore[arg-type]
-
-    async def aclose(self) -> None:
-        await self._channel.aclose()
-
-
-def _closed_from_trio_websocket(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
-    reason = exc.reason
+def _closed_by(reason: trio_websocket.CloseReason | None) -> ConnectionClosed:
     if reason is None:
         return ConnectionClosed(None)
     return ConnectionClosed(reason.code, reason.reason or "")
@@ -400,6 +829,8 @@ def _closed_from_trio_websocket(exc: trio_websocket.ConnectionClosed) -> Connect
 
 @attrs.define
 class TrioWebsocketTransport:
+    """Runs trio-websocket's server side over a handed-over stream (public API only)."""
+
     options: TransportOptions
     name: str = "trio-websocket"
     _closing: bool = False
@@ -424,7 +855,8 @@ class TrioWebsocketTransport:
                     request = await trio_websocket.wrap_server_stream(
                         nursery,
                         stream,
-                        message_queue_size=self.options.message_queue,
+                        # Our queue holds the messages; the library's channel only hands over.
+                        message_queue_size=1,
                         max_message_size=self.options.max_message_size,
                         receive_buffer_size=self.options.receive_buffer_size,
                     )
@@ -439,325 +871,20 @@ class TrioWebsocketTransport:
                 await trio.aclose_forcefully(stream)
                 nursery.cancel_scope.cancel()
                 return
-            # Its reader looks the channel up for every message (pinned: trio-websocket 0.12).
-            channel = _EagerSendChannel(
-                ws._send_channel, stream if isinstance(stream, ReplayStream) else None
-            )
-            ws._send_channel = channel  # type: ignore[assignment]
             connection = _TrioWebsocketConnection(
-                ws=ws, stream=stream, channel=channel, id=connection_id, remote=remote, path=path
+                ws=ws,
+                stream=stream,
+                queue=_MessageQueue(
+                    self.options.message_queue,
+                    stream if isinstance(stream, ReplayStream) else None,
+                ),
+                id=connection_id,
+                remote=remote,
+                path=path,
             )
+            nursery.start_soon(connection.pump)
             await _run_handler(handler, connection, stream)
-
-
-# --- websockets (native Trio implementation, websockets >= 17) ---------------------------
-
-
-#: What a :class:`_MessageQueue` holds: a whole message, or why the next one is refused.
-_Queued = str | bytes | UnicodeDecodeError | TooManyFragments
-
-
-class _MessageQueue:
-    """Stands in for websockets' frame assembler (``ServerConnection.recv_messages``): the
-    connection puts frames in as it parses them, whole messages come out of a trio memory
-    channel, and the session can take every queued one without a checkpoint each
-    (:meth:`get_nowait`), which the library's ``recv()`` cannot do.
-
-    Flow control is websockets' own: past ``high`` queued messages the connection stops
-    reading the socket until they drain to a quarter of that, so TCP slows the client
-    down and the queue stays bounded. Text is decoded here; a message that is not UTF-8,
-    or has too many fragments, is queued as its error and fails the connection when it
-    is reached, as ``recv()`` would.
-    """
-
-    def __init__(self, ws: ServerConnection, high: int, wire: ReplayStream | None) -> None:
-        self._send, self._receive = trio.open_memory_channel[_Queued | _Interrupted](math.inf)
-        #: Told what the session takes, for the connection's receive budget.
-        self._wire = wire
-        self._fragments: list[Frame] = []
-        self._queued = 0
-        self._high, self._low = high, high // 4
-        self._ws = ws
-        self._paused = False
-        self.closed = False
-        #: Offered each binary message that would be the only one queued.
-        self.taker: BinaryTaker | None = None
-
-    # -- the connection's side (websockets calls these) ----------------------------------------
-
-    def put(self, frame: Frame) -> None:
-        if self.closed:
-            raise EOFError("stream of frames ended")
-        if frame.fin and not self._fragments:
-            data, text = frame.data, frame.opcode is Opcode.TEXT
-        else:
-            self._fragments.append(frame)
-            if not frame.fin:
-                if len(self._fragments) > MAX_FRAGMENTS:
-                    self._fragments = []
-                    self._queue(TooManyFragments(MAX_FRAGMENTS))
-                return
-            frames, self._fragments = self._fragments, []
-            data, text = b"".join(f.data for f in frames), frames[0].opcode is Opcode.TEXT
-        if type(data) is not bytes:
-            data = bytes(data)
-        if text:
-            try:
-                self._queue(data.decode())
-            except UnicodeDecodeError as exc:
-                self._queue(exc)
-        else:
-            self._queue(data)
-
-    def put_binary(self, data: bytes) -> None:
-        """A whole binary message (no fragmented message can be in progress: the fast
-        path takes none while the protocol is inside one)."""
-        if self.closed:
-            raise EOFError("stream of frames ended")
-        taker = self.taker
-        if taker is not None and not self._queued and taker(data):
-            if self._wire is not None:
-                self._wire.consumed(len(data), queue_empty=True)
-            return
-        self._queue(data)
-
-    def control_frame(self, size: int) -> None:
-        """A ping or pong of ``size`` payload bytes was handled: never taken by the session,
-        its bytes are released here, so a connection that only pings for months is not
-        slowly charged full."""
-        if self._wire is not None:
-            self._wire.consumed(size, queue_empty=not self._queued)
-
-    def _queue(self, item: _Queued) -> None:
-        if isinstance(item, Exception):
-            self.taker = None  # the connection fails there: nothing behind it is taken
-        self._send.send_nowait(item)
-        self._queued += 1
-        if self._queued > self._high and not self._paused:
-            self._paused = True
-            self._ws.pause_reading()
-
-    def close(self) -> None:
-        self.closed = True
-        self._send.close()
-
-    # -- the session's side ---------------------------------------------------------------------
-
-    def get_nowait(self) -> _Queued | None:
-        """The next queued item, None if there is none (or the queue was closed, or it
-        reached the mark :meth:`interrupt` left)."""
-        if not self._queued:
-            return None
-        try:
-            item = self._receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return None
-        if isinstance(item, _Interrupted):
-            return None
-        self._taken(item)
-        return item
-
-    async def get(self) -> _Queued | None:
-        """The next item, waiting for it; None at the mark :meth:`interrupt` left."""
-        item = await self._receive.receive()
-        if isinstance(item, _Interrupted):
-            return None
-        self._taken(item)
-        return item
-
-    def interrupt(self) -> None:
-        with contextlib.suppress(trio.ClosedResourceError):
-            self._send.send_nowait(_INTERRUPTED)
-
-    def _taken(self, item: _Queued) -> None:
-        self._queued -= 1
-        if self._wire is not None:
-            size = payload_size(item) if isinstance(item, (str, bytes)) else 0
-            self._wire.consumed(size, queue_empty=not self._queued)
-        if self._paused and self._queued <= self._low:
-            self._paused = False
-            self._ws.resume_reading()
-
-
-@attrs.define(eq=False, kw_only=True)
-class _WebsocketsConnection(_Adapter):
-    ws: ServerConnection
-    queue: _MessageQueue
-    #: An error taken by :meth:`receive_nowait`, for :meth:`receive` to act on.
-    _failure: UnicodeDecodeError | TooManyFragments | None = None
-
-    @property
-    def subprotocol(self) -> str | None:
-        return self.ws.subprotocol
-
-    def _wire(self) -> ReplayStream | None:
-        stream = self.ws.stream
-        return stream if isinstance(stream, ReplayStream) else None
-
-    def _open(self) -> bool:
-        # ...and nothing the library framed is still waiting to be written before it.
-        protocol = self.ws.protocol
-        return protocol.state is websockets.protocol.OPEN and not protocol.writes
-
-    def interrupt_receive(self) -> None:
-        self.queue.interrupt()
-
-    def offer_binary(self, taker: BinaryTaker | None) -> None:
-        self.queue.taker = taker
-
-    def receive_nowait(self) -> str | bytes | None:
-        if self._failure is not None:
-            return None
-        item = self.queue.get_nowait()
-        if isinstance(item, Exception):
-            self._failure = item
-            return None
-        return item
-
-    async def receive(self) -> str | bytes | None:
-        failure, self._failure = self._failure, None
-        if failure is None:
-            try:
-                item = await self.queue.get()
-            except trio.EndOfChannel:
-                await self.ws.stream_closed.wait()
-                raise _closed_from_websockets(self.ws.close_exc) from None
-            if not isinstance(item, Exception):
-                return item
-            failure = item
-        # As websockets' recv() does: close with 1007 (not UTF-8) or 1009 (too many parts).
-        self.ws.set_connection_exc(failure)
-        if isinstance(failure, UnicodeDecodeError):
-            code, reason = CloseCode.INVALID_DATA, f"{failure.reason} at position {failure.start}"
-        else:
-            code, reason = CloseCode.MESSAGE_TOO_BIG, "too many fragments"
-        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
-            async with self.ws.send_context():
-                self.ws.protocol.fail(code, reason)
-        await self.ws.stream_closed.wait()
-        raise _closed_from_websockets(self.ws.close_exc)
-
-    async def _send(self, message: str | bytes) -> None:
-        try:
-            await self.ws.send(message)
-        except websockets.exceptions.ConnectionClosed as exc:
-            raise _closed_from_websockets(exc) from None
-
-    async def send_many(self, messages: Sequence[str | bytes]) -> None:
-        try:
-            async with self.ws.send_context():
-                for message in messages:
-                    if isinstance(message, str):
-                        self.ws.protocol.send_text(message.encode())
-                    else:
-                        self.ws.protocol.send_binary(message)
-        except websockets.exceptions.ConnectionClosed as exc:
-            raise _closed_from_websockets(exc) from None
-
-    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        # Bounded by the connection's close_timeout.
-        await self.ws.aclose(code, reason)
-
-
-def _closed_from_websockets(exc: websockets.exceptions.ConnectionClosed) -> ConnectionClosed:
-    frame = exc.rcvd or exc.sent
-    if frame is None:
-        return ConnectionClosed(None)
-    return ConnectionClosed(frame.code, frame.reason)
-
-
-class _ServerConnection(ServerConnection):
-    """websockets' connection, less one pass through the scheduler per socket read, and
-    with the binary messages :class:`FastBinaryProtocol` parsed (plain ``bytes`` among the
-    events) handed straight to the queue."""
-
-    def process_event(self, event: Event) -> None:
-        message: object = event
-        if type(message) is bytes:
-            cast(_MessageQueue, self.recv_messages).put_binary(message)
-            return
-        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
-            cast(_MessageQueue, self.recv_messages).control_frame(len(event.data))
-        super().process_event(event)
-
-    async def send_data(self) -> None:
-        # websockets calls this after every read, though a read rarely leaves anything to
-        # send (a pong, a close); taking the send lock is a checkpoint even when it is free.
-        if self.protocol.writes:
-            await super().send_data()
-
-
-async def _never_called(stream: trio.abc.Stream) -> None:
-    raise AssertionError("the websockets Server object is only a shutdown flag here")
-
-
-class WebsocketsTransport:
-    """Drives ``websockets.trio``'s :class:`ServerConnection` over a handed-over stream.
-
-    This repeats what ``websockets.trio.serve`` does per connection (protocol, connection,
-    handshake, keepalive) without its listener loop, so the front door keeps the socket.
-    """
-
-    name = "websockets"
-
-    def __init__(self, options: TransportOptions) -> None:
-        self.options = options
-        # ServerConnection consults server.closing during the handshake to answer 503.
-        self._server = _WebsocketsServer([], _never_called, log)
-
-    def begin_shutdown(self) -> None:
-        self._server.closing = True
-
-    async def serve_stream(
-        self,
-        stream: trio.abc.HalfCloseableStream,
-        handler: Handler,
-        *,
-        connection_id: str,
-        remote: str,
-        path: str,
-        handshake_deadline: float,
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            protocol = FastBinaryProtocol(
-                subprotocols=[Subprotocol(name) for name in self.options.subprotocols],
-                select_subprotocol=_select_websockets_subprotocol,
-                max_size=self.options.max_message_size,
-            )
-            ws = _ServerConnection(
-                nursery,
-                stream,
-                protocol,
-                self._server,
-                ping_interval=self.options.ping_interval,
-                ping_timeout=self.options.ping_interval,
-                close_timeout=CLOSE_TIMEOUT,
-                max_queue=self.options.message_queue,
-            )
-            # Whole messages the session can take in batches (see _MessageQueue).
-            queue = _MessageQueue(
-                ws, self.options.message_queue, stream if isinstance(stream, ReplayStream) else None
-            )
-            ws.recv_messages = queue  # type: ignore[assignment]
-            with trio.move_on_at(handshake_deadline):
-                await ws.handshake(server_header=f"mmstream/{__version__}")
-            if ws.protocol.state is not websockets.protocol.OPEN:
-                await ws.close_stream()
-                return
-            ws.start_keepalive()
-            connection = _WebsocketsConnection(
-                ws=ws, queue=queue, id=connection_id, remote=remote, path=path
-            )
-            await _run_handler(handler, connection, stream)
-
-
-def _select_websockets_subprotocol(
-    protocol: ServerProtocol, offered: Sequence[Subprotocol]
-) -> Subprotocol | None:
-    # Unlike websockets' default, a client offering only other subprotocols is still
-    # accepted (without one), as trio-websocket does: both transports behave alike.
-    supported = protocol.available_subprotocols or ()
-    return next((name for name in offered if name in supported), None)
+            nursery.cancel_scope.cancel()
 
 
 def make_transport(config: ServerConfig) -> Transport:

@@ -527,53 +527,6 @@ class StreamManager:
         finally:
             lock.release()
 
-    def append_now(
-        self,
-        stream_id: str,
-        data: bytes,
-        expected_offset: int,
-        writer: WriterLease | None = None,
-    ) -> int | None:
-        """Append ``data`` at ``expected_offset`` without awaiting, when that is the
-        whole of what :meth:`append` would do: the stream takes data at that offset from
-        ``writer``, no other write holds it, ``data`` fits its reservation and no sync follows each
-        write. Returns the new size, or None with nothing done (``append`` then does it,
-        or raises what it must). A storage error from the write itself is raised, the
-        stream failed, as ``append`` raises it.
-
-        The server's transport hands an upload frame here from the task that read it off
-        the socket, while the session waits for its next message: one task step per frame
-        of a real-time stream instead of two (docs/performance.md)."""
-        ctx = self._streams.get(stream_id)
-        if (
-            ctx is None
-            or self._closed
-            or ctx.deleted
-            or ctx.size != expected_offset
-            or not ctx.status.writable
-            or ctx.writer is not writer
-            or ctx.write_lock.locked()
-            or self._config.sync_policy == "always"
-        ):
-            return None
-        cache = ctx.cache
-        end = expected_offset + len(data)
-        if cache is None or not data or end > cache.size or len(data) > INLINE_WRITE_LIMIT:
-            return None
-        started = time.perf_counter()
-        try:
-            cache.write(expected_offset, data)
-        except StorageError as exc:
-            self._fail(ctx, exc)
-            raise
-        ctx.size = end
-        if ctx.checksum is not None:
-            ctx.checksum.add(data)
-        self._appended(ctx, expected_offset, started)
-        ctx.last_accessed_at = time.time()
-        ctx.idle_since = time.monotonic()
-        return end
-
     def _appended(self, ctx: StreamContext, offset: int, started: float) -> None:
         """After a write from ``offset`` (begun at ``started``): record the checksum of the
         new bytes (before the caller can acknowledge them), wake the followers and count
@@ -1102,7 +1055,7 @@ class StreamManager:
             for ctx in held:
                 ctx.sync_lock.release()
 
-    async def _housekeep(self, interval: float) -> None:
+    async def run_housekeeping(self, interval: float) -> None:
         """Every ``sync_interval`` seconds: flush streams with unflushed bytes (``sync_policy
         = "interval"``), expire uploads idle longer than ``upload_ttl``, and record access
         times that moved on by more than :data:`ACCESS_RECORD_INTERVAL`."""
@@ -1111,7 +1064,7 @@ class StreamManager:
             await self.housekeep()
 
     async def housekeep(self) -> None:
-        """One round of :meth:`_housekeep` (public so tests and tools can run it at will):
+        """One round of :meth:`run_housekeeping` (public so tests and tools can run it at will):
         the streams to flush go in one group commit, the finalized streams whose sidecars
         lag get them in one worker trip."""
         now, ttl = time.monotonic(), self._config.upload_ttl
@@ -1483,7 +1436,7 @@ async def _open_locked(
              len(streams))  # fmt: skip
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(manager._housekeep, config.sync_interval)
+            nursery.start_soon(manager.run_housekeeping, config.sync_interval)
             try:
                 yield manager
             finally:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from websockets.frames import Frame, Opcode
 
-from mmstream.server._budget import Account, ByteBudget
+from mmstream.server._budget import Account, ByteBudget, client_frame_size, payload_size
 
 
 def test_a_connection_never_holds_more_than_its_own_cap() -> None:
@@ -99,3 +100,15 @@ def test_releases_never_go_below_zero() -> None:
 def test_invalid_budgets() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ByteBudget(limit=0, per_connection=1)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+def test_client_frame_size_is_what_a_client_frame_takes(size: int) -> None:
+    frame = Frame(Opcode.BINARY, bytes(size))
+    assert client_frame_size(size) == len(frame.serialize(mask=True))
+
+
+def test_payload_size_counts_utf8_bytes() -> None:
+    assert payload_size(b"\xff\x00") == 2
+    assert payload_size("abc") == 3
+    assert payload_size("é✓") == len("é✓".encode())

@@ -17,7 +17,6 @@ from mmstream.protocol import Create, Finalize, Read, Tail
 from mmstream.server import RunningServer, serve
 from mmstream.server._replay import Delivery, ReplayStream
 from mmstream.server._tail import Member, TailGroup
-from mmstream.server._wsframes import binary_frame
 from mmstream.streams import open_stream_manager
 
 # -- the wire: whole frames or a remainder sent before anything else -----------------------
@@ -122,14 +121,14 @@ async def test_the_group_frames_each_piece_once_and_releases_who_cannot_take_it(
         await trio.testing.wait_all_tasks_blocked()
         await manager.append("s", b"abc")
         await trio.testing.wait_all_tasks_blocked()
-        assert steady.frames == [binary_frame(b"abc")]
-        assert partial.frames == [binary_frame(b"abc")]
+        assert steady.frames == [b"abc"]
+        assert partial.frames == [b"abc"]
         assert [m.position for m in members] == [3, 0, 3]  # the refused one gets it itself
         assert [m.released.is_set() for m in members] == [False, True, True]
         assert group.members == 1 and group.edge == 3
         await manager.append("s", b"defg")
         await trio.testing.wait_all_tasks_blocked()
-        assert steady.frames == [binary_frame(b"abc"), binary_frame(b"defg")]
+        assert steady.frames == [b"abc", b"defg"]
         late = Member(7, Recorder())
         assert group.join(late)
         await manager.finalize("s")

@@ -23,10 +23,9 @@ async def test_the_lease_holder_is_the_only_writer(config: CacheConfig) -> None:
             await manager.append("s", b"no lease")
         with pytest.raises(StreamBusyError):
             await manager.append_many("s", [b"no", b"lease"])
-        assert manager.append_now("s", b"no lease", 3) is None
         with pytest.raises(StreamBusyError):
             await manager.finalize("s")
-        assert manager.append_now("s", b"def", 3, lease) == 6
+        assert await manager.append_many("s", [b"de", b"f"], writer=lease) == 6
         assert manager.stat("s").size == 6
         lease.release()
         lease.release()  # idempotent
