@@ -136,7 +136,7 @@ async def connect(
         try:
             async with trio.open_nursery() as nursery:
                 client = Client(ws, url=target, stream=stream, max_in_flight=max_in_flight)
-                nursery.start_soon(client._receive_loop)
+                nursery.start_soon(client.run_receiver)
                 try:
                     if token is not None:
                         await client.hello(token)
@@ -495,7 +495,7 @@ class Client:
         return pending.reply
 
     async def _submit(self, request: Request) -> _Pending:
-        self._check_open()
+        self.raise_if_failed()
         self._next_id += 1
         request = attrs.evolve(request, id=self._next_id)
         pending = _Pending(request, REPLY_TYPES[type(request)])
@@ -505,24 +505,25 @@ class Client:
         return pending
 
     async def _send(self, message: str | memoryview) -> None:
-        self._check_open()
+        self.raise_if_failed()
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
             raise self._fail(_closed(exc)) from None
 
-    def _check_open(self) -> None:
+    def raise_if_failed(self) -> None:
+        """Raise the error that ended the connection, if one did."""
         if self._failure is not None:
             raise self._failure
 
     def _raise_upload_error(self, stream: str) -> None:
-        self._check_open()
+        self.raise_if_failed()
         if self._upload_error is not None and self._upload_stream == stream:
             raise self._upload_error
 
     def _check_upload(self) -> None:
         """Raise what ended the connection, or the running upload."""
-        self._check_open()
+        self.raise_if_failed()
         if self._upload_error is not None:
             raise self._upload_error
 
@@ -549,7 +550,9 @@ class Client:
             self._pulse()
         return self._failure
 
-    async def _receive_loop(self) -> None:
+    async def run_receiver(self) -> None:
+        """The task :func:`connect` runs beside every client: it routes replies, acks,
+        events and tail frames to whoever waits for them (not to be called otherwise)."""
         try:
             while True:
                 message = await self._ws.recv()
@@ -661,7 +664,7 @@ class Follower:
                     break
                 yield item
             else:
-                self._client._check_open()
+                self._client.raise_if_failed()
                 raise ProtocolError("the tail ended without an end message")
         match self.end.status:
             case "ready":

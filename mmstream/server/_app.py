@@ -52,7 +52,8 @@ class RunningServer:
     port: int
     manager: StreamManager
     _shutdown: trio.Event
-    _connections: trio.CancelScope | None = None
+    #: The scope of every connection's task, set by :func:`serve` (``abort`` cancels it).
+    connection_scope: trio.CancelScope | None = None
     metrics: Metrics | None = None
 
     @property
@@ -75,8 +76,8 @@ class RunningServer:
     def abort(self) -> None:
         """Stop waiting for connections: close them now (streams are still flushed)."""
         self._shutdown.set()
-        if self._connections is not None:
-            self._connections.cancel()
+        if self.connection_scope is not None:
+            self.connection_scope.cancel()
 
 
 def _url_host(host: str) -> str:
@@ -161,7 +162,7 @@ async def serve(
                 if handle_signals:
                     outer.start_soon(_watch_signals, server)
                 async with trio.open_nursery() as connections:
-                    server._connections = connections.cancel_scope
+                    server.connection_scope = connections.cancel_scope
                     async with trio.open_nursery() as accepting:
                         await accepting.start(
                             partial(

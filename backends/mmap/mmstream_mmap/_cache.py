@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import attrs
+
 from mmstream.cache import (
     CREATE_FLAGS,
     MAX_FILE_SIZE,
@@ -106,6 +108,18 @@ def _count_open(delta: int) -> None:
         _open_caches += delta
 
 
+@attrs.frozen
+class PrefaultState:
+    """A snapshot of :meth:`MmapCache.prefault_state`."""
+
+    #: Pages are pre-faulted ahead of the writer (off with pwrite, or if the kernel refused).
+    enabled: bool
+    #: ``[0, prefaulted)`` needs no pre-faulting.
+    prefaulted: int
+    #: A prefault of this cache is scheduled or running.
+    populating: bool
+
+
 class MmapCache(FileDescriptorCache):
     """One stream file, mapped read-write in segments of ``options.segment_size`` bytes.
 
@@ -143,6 +157,17 @@ class MmapCache(FileDescriptorCache):
 
     #: Sync through the file descriptor rather than msync; a subclass may force msync.
     sync_through_fd: bool = sys.platform.startswith("linux")
+
+    @property
+    def segments(self) -> tuple[mmap.mmap, ...]:
+        """The mappings in file order (a growth keeps the full ones: tests check that)."""
+        return tuple(self._segments)
+
+    def prefault_state(self) -> PrefaultState:
+        """Where pre-faulting stands, for tests and diagnostics."""
+        return PrefaultState(
+            enabled=self._prefault, prefaulted=self._prefaulted, populating=self._populating
+        )
 
     def __init__(self, path: Path | str, options: CacheOptions | None = None) -> None:
         super().__init__(path, options)

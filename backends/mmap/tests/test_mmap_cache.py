@@ -83,7 +83,7 @@ def test_pwrite_is_the_default_and_needs_no_prefault(tmp_path: Path) -> None:
         )
         assert cache.read(0, len(data)) == data  # through the mapping, grown on the way
         assert cache.size >= len(data)
-        assert not cache._prefault
+        assert not cache.prefault_state().enabled
     finally:
         cache.close()
 
@@ -104,7 +104,7 @@ def test_growth_never_maps_a_segment_again(tmp_path: Path) -> None:
         seen: dict[int, mmap.mmap] = {}
         for start in range(0, len(data), 1000):
             cache.write(start, data[start : start + 1000])
-            segments = cache._segments
+            segments = cache.segments
             for index, segment in enumerate(segments):
                 assert seen.setdefault(index, segment) is segment
             assert sum(len(s) for s in segments) == cache.size
@@ -127,10 +127,14 @@ def test_prefault_runs_ahead_of_the_writer(tmp_path: Path) -> None:
         for index in range(100):
             cache.write(index * len(chunk), chunk)
             _prefault_settled()
-            if not cache._prefault:
+            if not cache.prefault_state().enabled:
                 pytest.skip("this kernel refuses MADV_POPULATE_WRITE (before Linux 5.14)")
-            assert not cache._populating
-            assert cache.data_end + _prefault_window() // 2 <= cache._prefaulted <= cache.size
+            assert not cache.prefault_state().populating
+            assert (
+                cache.data_end + _prefault_window() // 2
+                <= cache.prefault_state().prefaulted
+                <= cache.size
+            )
         assert cache.read(0, 100 * len(chunk)) == chunk * 100
     finally:
         cache.close()
@@ -161,7 +165,7 @@ def test_prefault_worker_never_races_a_change_of_the_mappings(tmp_path: Path, en
         cache.write(len(data), b"tail")
         _prefault_settled()
         assert cache.read(0, len(data) + 4) == data + b"tail"
-        assert not cache._populating
+        assert not cache.prefault_state().populating
         cache.close()
         _prefault_settled()
 
@@ -185,10 +189,10 @@ def test_create_prefaults_the_first_window(tmp_path: Path) -> None:
     cache = MmapCache(tmp_path / "s", CacheOptions(mmap_write="mapping"))
     cache.create(64 * 1024 * 1024)
     try:
-        if not cache._prefault:
+        if not cache.prefault_state().enabled:
             pytest.skip("this kernel refuses MADV_POPULATE_WRITE (before Linux 5.14)")
-        assert cache._prefaulted == _prefault_window()
-        assert not cache._populating
+        assert cache.prefault_state().prefaulted == _prefault_window()
+        assert not cache.prefault_state().populating
     finally:
         cache.close()
 
