@@ -76,6 +76,7 @@ from ..protocol import (
     parse_path,
     resolve_stream,
 )
+from ..protocol.session import BATCH_FRAMES, AckTiming, SessionState
 from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
 from ._acks import AckClock
 from ._admission import Slot
@@ -101,21 +102,6 @@ log = logging.getLogger("mmstream.server")
 LIVE_START_WAIT = 2.0
 
 _M = TypeVar("_M", str, bytes, Sequence[str | bytes])
-
-
-@attrs.define
-class _Upload:
-    """The connection's upload binding (``append``): it holds the stream's writer lease
-    until it ends."""
-
-    stream: str
-    lease: WriterLease
-    #: Where the next byte goes: the size after this binding's last write.
-    offset: int
-    #: The last offset acknowledged to the client.
-    acked: int
-    #: Whether the ack clock holds this upload's session for bytes written since ``acked``.
-    ack_due: bool = False
 
 
 class Session:
@@ -147,18 +133,15 @@ class Session:
         endpoint = parse_path(connection.path)
         #: The stream named by the URL (``/v1/streams/{id}``), None on ``/v1``.
         self.bound = endpoint.stream if endpoint is not None else None
-        self._upload: _Upload | None = None
-        #: Whether the next binary frame with no binding gets a ``bad-request`` event (once),
-        #: or is dropped silently because a failure was already reported.
-        self._report_unbound = True
+        #: The protocol state: upload binding, acks, stop budget (no I/O, tested alone).
+        self.state = SessionState(ack_bytes=config.ack_bytes, drain=config.request_queue)
+        #: The bound stream's writer lease, held while the binding lasts.
+        self._lease: WriterLease | None = None
         self._tailing = False
         #: Held while a read sends its frames, so no tail frame can slip in between them.
         self._binary_lock = trio.Lock()
         self._peer_gone = False
         self._close: tuple[int, str] = (CLOSE_NORMAL, "")
-        #: Set once no new message is to be taken (shutdown, idle timeout, refused hello).
-        self._stopping = False
-        self._stop_budget = 0
         #: Set when the ack clock could not write an ack itself (the socket was busy).
         self._ack_owed = trio.Event()
         #: When the applier began waiting for the client's next message; None while it works.
@@ -184,8 +167,8 @@ class Session:
             finally:
                 self.connection.on_input_idle(None)
                 self.ack_clock.forget(self)
-                if self._upload is not None:  # cancelled before it could end: the lease goes
-                    self._upload.lease.release()
+                if self._lease is not None:  # cancelled before it could end: the lease goes
+                    self._lease.release()
             nursery.cancel_scope.cancel()  # the tail and the watchers
         if not self._peer_gone:
             await self.connection.close(*self._close)
@@ -194,8 +177,7 @@ class Session:
         """Take no new message and close with ``close`` afterwards; with ``drain``, what
         the transport already queued is still applied (up to a queue's worth)."""
         self._close = close
-        self._stopping = True
-        self._stop_budget = self.config.request_queue if drain else 0
+        self.state.stop(drain=drain)
         if self._receiving_since is not None:  # the applier waits for a message
             self.connection.interrupt_receive()
 
@@ -208,7 +190,7 @@ class Session:
         token within ``handshake_timeout`` is closed: unauthenticated, it could only hold
         a connection slot."""
         await trio.sleep(self.config.handshake_timeout)
-        if self._grant is None and not self._stopping:
+        if self._grant is None and not self.state.stopping:
             log.info("hello timeout conn=%s", self.connection.id)
             self._stop_receiving((CLOSE_POLICY_VIOLATION, "no hello in time"), drain=False)
 
@@ -249,15 +231,12 @@ class Session:
         """Acknowledge the upload's new bytes with a frame written straight to the socket,
         or, if it is busy, leave the ack to :meth:`_send_owed_acks`: at the ack clock's tick
         while frames keep arriving, and at once when the upload goes quiet."""
-        upload = self._upload
-        if upload is None:
+        ack = self.state.tick()
+        if ack is None:
             return
-        upload.ack_due = False
-        if upload.offset <= upload.acked:
-            return
-        outcome = self._send_nowait(encode_ack(upload.stream, upload.offset))
+        outcome = self._send_nowait(encode_ack(ack.stream, ack.offset))
         if outcome is not Delivery.REFUSED:
-            upload.acked = upload.offset
+            self.state.sent(ack)
         if outcome is not Delivery.SENT:
             self._ack_owed.set()  # the rest of the frame, or the whole ack, is sent from there
 
@@ -285,12 +264,8 @@ class Session:
         of upload frames is applied as one batch. The transport's queue is the bounded
         channel between the socket and this applier: while the applier works it fills,
         the transport stops reading and TCP slows the client down."""
-        if self._stopping:
-            # What was queued when the session stopped (at most a queue's worth: a client
-            # that keeps sending must not hold a shutdown up).
-            self._stop_budget -= 1
-            if self._stop_budget < 0:
-                raise _EndOfInput
+        if not self.state.may_take():
+            raise _EndOfInput  # stopped, and the queue's worth it may still apply is spent
         message = self.connection.receive_nowait()
         if message is not None:
             # The one checkpoint of a batch taken without waiting (the manager's append
@@ -298,7 +273,7 @@ class Session:
             # the message is already taken and must be applied.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return message
-        if self._stopping:
+        if self.state.stopping:
             raise _EndOfInput
         if self.connection.input_idle:
             self.acknowledge_due()  # nothing queued, nothing on its way: the upload is quiet
@@ -344,8 +319,8 @@ class Session:
         """``first`` and the upload frames the transport holds right behind it, up to the
         batch limit, and the message after them that is not one, if it was taken."""
         frames = [first]
-        total, limit = len(first), self._batch_limit()
-        while total < limit and len(frames) < _BATCH_FRAMES:
+        total, limit = len(first), self.state.batch_limit()
+        while total < limit and len(frames) < BATCH_FRAMES:
             message = self.connection.receive_nowait()
             if message is None:
                 break
@@ -357,59 +332,41 @@ class Session:
 
     # -- uploads ---------------------------------------------------------------------------
 
-    def _batch_limit(self) -> int:
-        """Bytes a batch of frames may reach: it ends where an ack falls due, so acks
-        come at the same frames as without batching."""
-        upload = self._upload
-        if upload is None:
-            return _BATCH_BYTES
-        return min(_BATCH_BYTES, upload.acked + self.config.ack_bytes - upload.offset)
-
     async def _append_frames(self, frames: list[bytes]) -> None:
         """Append the frames taken together with one manager call (one lock, one wakeup of
         the followers). If it falls short, the frames it did not write are appended again,
         so that the error is reported for the frame that met it, after the acknowledged
         ones before it."""
-        upload = self._upload
-        if upload is None:
-            if self._report_unbound:
-                self._report_unbound = False
+        upload, lease = self.state.upload, self._lease
+        if upload is None or lease is None:
+            if self.state.unbound_frame():
                 problem = ProtocolError("binary frame with no upload bound (send append first)")
                 await self._send_event(error_event(None, problem))
             return
+        timing = AckTiming.NOTHING
         while frames:
             try:
                 size = await self.manager.append_many(
-                    upload.stream, frames, expected_offset=upload.offset, writer=upload.lease
+                    upload.stream, frames, expected_offset=upload.offset, writer=lease
                 )
             except MmstreamError as exc:
                 await self._end_upload(f"failed: {exc.code}")
-                self._report_unbound = False  # the frames behind it are dropped silently
+                self.state.binding_failed()  # the frames behind it are dropped silently
                 await self._send_event(error_event(upload.stream, exc))
                 return
             written = size - upload.offset
-            upload.offset = size
+            timing = self.state.written(size)
             while frames and written >= len(frames[0]):
                 written -= len(frames.pop(0))
-        if self._ack_now(upload):
+        if timing is AckTiming.NOW:
             await self._acknowledge()
-
-    def _ack_now(self, upload: _Upload) -> bool:
-        """After a write: whether ``ack_bytes`` went unacknowledged (ack now), else hold
-        the upload at the ack clock for its next tick."""
-        if upload.offset - upload.acked >= self.config.ack_bytes:
-            return True
-        if upload.offset > upload.acked and not upload.ack_due:
-            upload.ack_due = True
+        elif timing is AckTiming.AT_TICK:
             self.ack_clock.due(self)
-        return False
 
     async def _acknowledge(self) -> None:
-        upload = self._upload
-        if upload is None or upload.offset <= upload.acked:
-            return
-        upload.acked = upload.offset
-        await self._send_text(encode_ack(upload.stream, upload.offset))
+        ack = self.state.take_ack()
+        if ack is not None:
+            await self._send_text(encode_ack(ack.stream, ack.offset))
 
     async def _end_upload(self, why: str) -> None:
         lease = await self._unbind(why)
@@ -418,11 +375,13 @@ class Session:
 
     async def _unbind(self, why: str) -> WriterLease | None:
         """End the binding (acknowledging what it wrote) and hand back its lease, still held."""
-        upload = self._upload
-        if upload is None:
-            return None
-        await self._acknowledge()
-        self._upload = None
+        ended = self.state.unbind()
+        lease, self._lease = self._lease, None
+        if ended is None:
+            return lease
+        upload, ack = ended
+        if ack is not None:
+            await self._send_text(encode_ack(ack.stream, ack.offset))
         log.info(
             "upload ended conn=%s stream=%s offset=%d (%s)",
             self.connection.id,
@@ -430,13 +389,11 @@ class Session:
             upload.offset,
             why,
         )
-        return upload.lease
+        return lease
 
     def _acknowledged_by_reply(self, info: StreamInfo) -> None:
         """``sync`` and ``finalize`` replies carry the size: they count as acks."""
-        upload = self._upload
-        if upload is not None and upload.stream == info.stream_id:
-            upload.acked = max(upload.acked, min(info.size, upload.offset))
+        self.state.acknowledged_by_reply(info.stream_id, info.size)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -498,7 +455,7 @@ class Session:
                 return StatReply(re=request.id, stat=StreamStat.from_info(info))
             case Finalize():
                 lease = None
-                if self._upload is not None and self._upload.stream == stream:
+                if self.state.upload is not None and self.state.upload.stream == stream:
                     lease = await self._unbind("finalize")
                 try:
                     info = await self.manager.finalize(
@@ -547,15 +504,15 @@ class Session:
         """After a new ``hello``: the binding ends unless the new token may write its
         stream (write rights come from the latest hello, not from any earlier one). Later
         frames are then unbound: the first gets a ``bad-request`` event."""
-        upload = self._upload
+        upload = self.state.upload
         if upload is None or self.authorizer.allows(self._grant, "append", upload.stream):
             return
         await self._end_upload("the new hello's token does not allow writing it")
-        self._report_unbound = True
+        self.state.report_unbound = True
 
     async def _bind(self, request: Append, stream: str) -> Reply:
         await self._end_upload("a new append")
-        self._report_unbound = False  # a failed append binds nothing, silently
+        self.state.binding_failed()  # until it succeeds: a failed append binds nothing
         lease = self.manager.acquire_writer(stream, f"conn={self.connection.id}")
         try:
             # An empty append checks what a bound upload needs: the stream exists, takes
@@ -566,8 +523,8 @@ class Session:
         except BaseException:
             lease.release()
             raise
-        self._upload = _Upload(stream, lease, offset=size, acked=size)
-        self._report_unbound = True
+        self.state.bind(stream, size)
+        self._lease = lease
         log.info("upload bound conn=%s stream=%s offset=%d", self.connection.id, stream, size)
         return AppendReply(re=request.id, stream=stream, offset=size)
 
@@ -800,9 +757,6 @@ class Session:
 
 #: The largest data frame of a read or a tail (smaller if ``max_message_size`` is).
 SEND_PIECE = 256 * 1024
-#: A batch of upload frames taken at once stops at this many bytes or frames.
-_BATCH_BYTES = 1024 * 1024
-_BATCH_FRAMES = 256
 
 
 class _Broken(Exception):
