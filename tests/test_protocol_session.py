@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from mmstream.auth import Authorizer
+from mmstream.config import AuthConfig, TokenConfig
+from mmstream.errors import ProtocolError, UnauthorizedError
+from mmstream.protocol import Append, Create, Hello, Stat
 from mmstream.protocol.session import BATCH_BYTES, Ack, AckTiming, SessionState
+
+WRITER, READER = "w" * 16, "r" * 16
 
 
 def state(ack_bytes: int = 100, drain: int = 3) -> SessionState:
@@ -94,3 +100,54 @@ def test_stopping_applies_at_most_a_queues_worth_or_nothing() -> None:
 def test_an_ack_interval_of_no_bytes_is_refused(ack_bytes: int) -> None:
     with pytest.raises(ValueError):
         SessionState(ack_bytes=ack_bytes, drain=1)
+
+
+def guarded(bound: str | None = None) -> SessionState:
+    tokens = (TokenConfig(WRITER), TokenConfig(READER, scopes=("read",), streams="live-*"))
+    return SessionState(
+        ack_bytes=100, drain=3, authorizer=Authorizer(AuthConfig(tokens=tokens)), bound=bound
+    )
+
+
+def test_without_access_control_every_request_is_allowed() -> None:
+    s = state()
+    assert s.authorize(Create(stream="a")) == "a"
+    s.hello(None)
+    assert s.grant is None and not s.stopping
+
+
+def test_nothing_but_hello_before_a_valid_token() -> None:
+    s = guarded()
+    with pytest.raises(UnauthorizedError):
+        s.authorize(Stat(stream="live-1"))
+    assert s.authorize(Hello(token=READER)) is None  # hello itself is always heard
+    s.hello(READER)
+    assert s.authorize(Stat(stream="live-1")) == "live-1"
+    with pytest.raises(UnauthorizedError):
+        s.authorize(Stat(stream="other"))  # outside the token's streams
+    with pytest.raises(UnauthorizedError):
+        s.authorize(Append(stream="live-1"))  # read-only
+
+
+def test_a_wrong_token_stops_the_session_with_nothing_more_applied() -> None:
+    s = guarded()
+    with pytest.raises(UnauthorizedError):
+        s.hello("x" * 16)
+    assert s.stopping and not s.may_take()
+
+
+def test_a_read_only_hello_ends_the_write_rights_of_the_binding() -> None:
+    s = guarded()
+    s.hello(WRITER)
+    s.bind("live-1", 0)
+    assert s.may_keep_upload()
+    s.hello(READER)
+    assert not s.may_keep_upload()
+
+
+def test_the_url_stream_is_the_one_acted_on() -> None:
+    s = guarded(bound="live-2")
+    s.hello(WRITER)
+    assert s.authorize(Stat()) == "live-2"
+    with pytest.raises(ProtocolError):
+        s.authorize(Stat(stream="other"))

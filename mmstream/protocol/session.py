@@ -1,5 +1,6 @@
-"""The protocol state of one connection, without I/O: upload binding, acknowledgements,
-reporting of unbound frames and the stop budget.
+"""The protocol state of one connection, without I/O: who it is (the grant of its
+``hello``), its upload binding, acknowledgements, reporting of unbound frames and the stop
+budget.
 
 The server's :class:`~mmstream.server.Session` is the Trio driver around this: it reads
 messages, calls the :class:`~mmstream.streams.StreamManager`, tells the state what was
@@ -14,6 +15,12 @@ from __future__ import annotations
 import enum
 
 import attrs
+
+from ..auth import Authorizer, Grant
+from ..config import AuthConfig
+from ..errors import UnauthorizedError
+from .messages import Hello, Request
+from .urls import resolve_stream
 
 __all__ = ["BATCH_BYTES", "BATCH_FRAMES", "Ack", "AckTiming", "SessionState", "Upload"]
 
@@ -64,6 +71,11 @@ class SessionState:
 
     ack_bytes: int = attrs.field(validator=attrs.validators.gt(0))
     drain: int = attrs.field(validator=attrs.validators.ge(0))
+    authorizer: Authorizer = attrs.field(factory=lambda: Authorizer(AuthConfig()))
+    #: The stream the URL names (``/v1/streams/{id}``), None on the multiplexed ``/v1``.
+    bound: str | None = None
+    #: What the token of the latest ``hello`` allows (access control on).
+    grant: Grant | None = None
     upload: Upload | None = None
     #: Whether the next binary frame with no binding gets a ``bad-request`` event (once),
     #: or is dropped silently because a failure was already reported.
@@ -71,6 +83,37 @@ class SessionState:
     #: Set once no new message is to be taken (shutdown, idle timeout, refused hello).
     stopping: bool = False
     _budget: int = 0
+
+    # -- who the client is ----------------------------------------------------------------
+
+    def hello(self, token: str | None) -> None:
+        """A ``hello``: with access control on, its token's grant replaces the last one. A
+        wrong token raises :class:`UnauthorizedError` and stops the session with nothing
+        more applied (the driver closes 1008)."""
+        if not self.authorizer.enabled:
+            return
+        grant = self.authorizer.authenticate(token)
+        if grant is None:
+            self.stop(drain=False)
+            raise UnauthorizedError("unauthorized: the token is not valid")
+        self.grant = grant
+
+    def authorize(self, request: Request) -> str | None:
+        """The stream ``request`` acts on (named, or the URL's), once the grant allows it;
+        :class:`UnauthorizedError` otherwise (no ``hello`` yet, or not in its scope)."""
+        if isinstance(request, Hello):
+            return resolve_stream(request, self.bound)
+        if self.grant is None and self.authorizer.enabled:
+            raise UnauthorizedError("unauthorized: send hello with a valid token first")
+        stream = resolve_stream(request, self.bound)
+        self.authorizer.check(self.grant, request.op, stream)
+        return stream
+
+    def may_keep_upload(self) -> bool:
+        """After a new ``hello``: whether the grant still allows writing the bound stream
+        (write rights come from the latest hello, not from any earlier one)."""
+        upload = self.upload
+        return upload is None or self.authorizer.allows(self.grant, "append", upload.stream)
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import trio
 
 from .. import __version__
 from .._locks import holding
-from ..auth import Authorizer, Grant
+from ..auth import Authorizer
 from ..config import AuthConfig, ServerConfig
 from ..errors import (
     CacheClosedError,
@@ -74,7 +74,6 @@ from ..protocol import (
     error_reply,
     internal_error_reply,
     parse_path,
-    resolve_stream,
 )
 from ..protocol.session import BATCH_FRAMES, AckTiming, SessionState
 from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
@@ -128,13 +127,16 @@ class Session:
         self.config = config
         self.shutting_down = shutting_down
         self.authorizer = authorizer if authorizer is not None else Authorizer(AuthConfig())
-        #: What the token presented in ``hello`` allows (access control on).
-        self._grant: Grant | None = None
         endpoint = parse_path(connection.path)
         #: The stream named by the URL (``/v1/streams/{id}``), None on ``/v1``.
         self.bound = endpoint.stream if endpoint is not None else None
-        #: The protocol state: upload binding, acks, stop budget (no I/O, tested alone).
-        self.state = SessionState(ack_bytes=config.ack_bytes, drain=config.request_queue)
+        #: The protocol state: grant, upload binding, acks, stop budget (no I/O, tested alone).
+        self.state = SessionState(
+            ack_bytes=config.ack_bytes,
+            drain=config.request_queue,
+            authorizer=self.authorizer,
+            bound=self.bound,
+        )
         #: The bound stream's writer lease, held while the binding lasts.
         self._lease: WriterLease | None = None
         self._tailing = False
@@ -190,7 +192,7 @@ class Session:
         token within ``handshake_timeout`` is closed: unauthenticated, it could only hold
         a connection slot."""
         await trio.sleep(self.config.handshake_timeout)
-        if self._grant is None and not self.state.stopping:
+        if self.state.grant is None and not self.state.stopping:
             log.info("hello timeout conn=%s", self.connection.id)
             self._stop_receiving((CLOSE_POLICY_VIOLATION, "no hello in time"), drain=False)
 
@@ -415,11 +417,7 @@ class Session:
         if isinstance(request, Hello):
             self._authenticate(request)
             await self._recheck_upload()
-        elif self._grant is None and self.authorizer.enabled:
-            raise UnauthorizedError("unauthorized: send hello with a valid token first")
-        stream = resolve_stream(request, self.bound)
-        if not isinstance(request, Hello):
-            self.authorizer.check(self._grant, request.op, stream)
+        stream = self.state.authorize(request)
         match request:
             case Hello():
                 return HelloReply(
@@ -432,7 +430,7 @@ class Session:
                 )
             case List():
                 infos = self.manager.list()
-                shown = set(self.authorizer.visible(self._grant, (i.stream_id for i in infos)))
+                shown = set(self.authorizer.visible(self.state.grant, (i.stream_id for i in infos)))
                 streams = tuple(StreamStat.from_info(i) for i in infos if i.stream_id in shown)
                 return ListReply(re=request.id, streams=streams)
         assert stream is not None  # every other request names (or is bound to) a stream
@@ -490,22 +488,19 @@ class Session:
     def _authenticate(self, request: Hello) -> None:
         """A wrong token is refused and ends the session (close 1008); the token itself is
         never logged nor echoed."""
-        if not self.authorizer.enabled:
-            return
-        grant = self.authorizer.authenticate(request.token)
-        if grant is None:
+        try:
+            self.state.hello(request.token)
+        except UnauthorizedError:
             log.warning("hello refused conn=%s: no valid token", self.connection.id)
             # Nothing sent after a refused hello is applied.
             self._stop_receiving((CLOSE_POLICY_VIOLATION, "unauthorized"), drain=False)
-            raise UnauthorizedError("unauthorized: the token is not valid")
-        self._grant = grant
+            raise
 
     async def _recheck_upload(self) -> None:
         """After a new ``hello``: the binding ends unless the new token may write its
         stream (write rights come from the latest hello, not from any earlier one). Later
         frames are then unbound: the first gets a ``bad-request`` event."""
-        upload = self.state.upload
-        if upload is None or self.authorizer.allows(self._grant, "append", upload.stream):
+        if self.state.may_keep_upload():
             return
         await self._end_upload("the new hello's token does not allow writing it")
         self.state.report_unbound = True
