@@ -99,6 +99,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 @attrs.frozen
 class CacheConfig:
+    """``[cache]``: where and how streams are stored (backend, quota, durability)."""
+
     directory: Path = Path("cache")
     backend: str = attrs.field(default="mmap", validator=v.min_len(1))
     initial_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_INITIAL_SIZE), validator=_min(1))
@@ -134,6 +136,8 @@ class CacheConfig:
 
 @attrs.frozen
 class ServerConfig:
+    """``[server]``: the listening port, transports, limits and acknowledgements (docs/server.md)."""
+
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8765, validator=[_min(0), v.le(65535)])
     transport: Transport = "websockets"
@@ -260,6 +264,8 @@ class ClusterConfig:
 
 @attrs.frozen
 class LoggingConfig:
+    """``[logging]``: the level and format of the server's log."""
+
     level: LogLevel = "INFO"
     format: LogFormat = "text"
 
@@ -279,6 +285,8 @@ class TokenConfig:
 
 @attrs.frozen
 class AuthConfig:
+    """``[auth]``: access tokens and allowed browser origins; off while no token is listed."""
+
     #: Access control is on when at least one token is listed.
     tokens: tuple[TokenConfig, ...] = ()
     #: Origins (``https://example.org``) allowed to open WebSockets; empty allows any.
@@ -352,6 +360,8 @@ class TierConfig:
 
 @attrs.frozen
 class Config:
+    """The whole configuration file, one attrs class per table."""
+
     cache: CacheConfig = attrs.Factory(CacheConfig)
     server: ServerConfig = attrs.Factory(ServerConfig)
     icecast: IcecastConfig = attrs.Factory(IcecastConfig)

@@ -108,6 +108,8 @@ class InvalidStreamIdError(InvalidArgumentError):
 
 
 class StreamNotFoundError(MmstreamError, KeyError):
+    """No stream has this id (or it was deleted)."""
+
     code = "not-found"
 
 
@@ -126,6 +128,8 @@ class ConflictError(MmstreamError):
 
 
 class StreamExistsError(ConflictError):
+    """``create`` named an id that a stream already has."""
+
     code = "exists"
 
 
@@ -198,6 +202,8 @@ class NoSpaceError(StorageError):
 
 
 class UnauthorizedError(MmstreamError, PermissionError):
+    """The token presented (or its absence) does not allow this operation on this stream."""
+
     code = "unauthorized"
 
 

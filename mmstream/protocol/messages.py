@@ -208,6 +208,8 @@ class Hello(_Request):
 
 @attrs.frozen(kw_only=True)
 class Create(_StreamRequest):
+    """``create``: a new, empty stream in UPLOADING (``size_hint`` reserves what a clip needs)."""
+
     op: ClassVar[str] = "create"
     content_type: str = attrs.field(
         default=DEFAULT_CONTENT_TYPE, validator=_bounded_str(MAX_CONTENT_TYPE_LENGTH)
@@ -241,6 +243,8 @@ class Sync(_StreamRequest):
 
 @attrs.frozen(kw_only=True)
 class Finalize(_StreamRequest):
+    """``finalize``: the upload is complete (checked against ``size`` and ``sha256`` if given)."""
+
     op: ClassVar[str] = "finalize"
     size: int | None = attrs.field(default=None, validator=_optional_offset)
     sha256: str | None = attrs.field(default=None, validator=_sha256)
@@ -280,6 +284,8 @@ class Tail(_StreamRequest):
 
 @attrs.frozen(kw_only=True)
 class Stat(_StreamRequest):
+    """``stat``: the stream's :class:`StreamStat`."""
+
     op: ClassVar[str] = "stat"
 
 
@@ -292,6 +298,8 @@ class List(_Request):
 
 @attrs.frozen(kw_only=True)
 class Delete(_StreamRequest):
+    """``delete``: the stream and its files are removed; followers get ``end``."""
+
     op: ClassVar[str] = "delete"
 
 
@@ -429,6 +437,8 @@ class OkReply:
 
 @attrs.frozen(kw_only=True)
 class HelloReply(OkReply):
+    """The answer to ``hello``: the protocol, the server and the limits a client paces by."""
+
     protocol: str = attrs.field(validator=_TEXT)
     server: str = attrs.field(validator=_TEXT)
     max_message_size: int = attrs.field(validator=_offset)
@@ -478,6 +488,8 @@ def _stat_tuple(streams: Iterable[StreamStat]) -> tuple[StreamStat, ...]:
 
 @attrs.frozen(kw_only=True)
 class ListReply(OkReply):
+    """The answer to ``list``: the streams the token may see."""
+
     streams: tuple[StreamStat, ...] = attrs.field(converter=_stat_tuple)
 
 

@@ -25,12 +25,16 @@ __all__ = ["AckClock", "Acknowledger"]
 
 
 class Acknowledger(Protocol):
+    """What the clock calls: a session with bytes written since its last ack."""
+
     def acknowledge_due(self) -> None:
         """Acknowledge what was written since the last ack, without awaiting."""
         ...
 
 
 class AckClock:
+    """The one timer behind every connection's time-based acks (see the module docstring)."""
+
     def __init__(self, interval: float) -> None:
         self.interval = interval
         #: The sessions to acknowledge at the next tick (a dict: an ordered set).

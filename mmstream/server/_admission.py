@@ -56,6 +56,9 @@ class Slot:
 
 
 class ConnectionLimiter:
+    """The connection caps (``max_connections``, per address): hands out slots, knows which
+    connection is idle longest, and picks it to make room for a newcomer; no I/O."""
+
     def __init__(
         self, max_connections: int, max_per_ip: int, *, overflow: int = OVERFLOW_SLOTS
     ) -> None:

@@ -55,6 +55,9 @@ def payload_size(message: str | bytes) -> int:
 
 
 class ByteBudget:
+    """The server-wide receive budget: every WebSocket's :class:`Account` draws on it (see the
+    module docstring for the three bounds)."""
+
     def __init__(self, limit: int, per_connection: int, guaranteed: int = GUARANTEED) -> None:
         if min(limit, per_connection, guaranteed) < 1:
             raise ValueError("byte budgets must be at least 1")

@@ -104,6 +104,13 @@ _M = TypeVar("_M", str, bytes, Sequence[str | bytes])
 
 
 class Session:
+    """The Trio driver of protocol v1 on one WebSocket: it takes messages from the
+    :class:`~._transports.Connection`, applies them through the
+    :class:`~mmstream.streams.StreamManager` in order, and sends replies, events, acks and
+    the bytes of reads and tails. The protocol's rules (grant, upload binding, when an ack
+    is due, what is applied after a stop) live in its
+    :class:`~mmstream.protocol.session.SessionState`, which has no I/O."""
+
     def __init__(
         self,
         connection: Connection,

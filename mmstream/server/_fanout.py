@@ -81,6 +81,8 @@ Source = Callable[[Feed], Awaitable[None]]
 
 
 class ListenerState(enum.Enum):
+    """Where a live HTTP or Icecast listener stands, as its sending task sees it."""
+
     LIVE = "live"
     #: The stream was finalized: send the rest, then end the response.
     ENDED = "ended"
@@ -106,6 +108,9 @@ class ListenerClient:
 
 @attrs.define(eq=False)
 class Listener:
+    """One live listener of a stream, written to in the broadcaster's rounds while it keeps
+    up, and by its own task when it does not."""
+
     #: The socket to write to in rounds, or ``None``: its task sends (woken by ``wake``).
     fd: int | None
     #: The next stream offset this listener gets.

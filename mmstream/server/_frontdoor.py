@@ -58,6 +58,9 @@ SessionHandler = Callable[[Connection, Slot | None], Awaitable[None]]
 
 
 class FrontDoor:
+    """The one listening port's handler: caps, the first request head, then a WebSocket
+    session or plain HTTP (see the module docstring)."""
+
     def __init__(
         self,
         config: ServerConfig,

@@ -54,6 +54,8 @@ _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 
 @attrs.frozen
 class HttpRequest:
+    """A parsed request as a route handler sees it (the body, if any, was already read)."""
+
     method: str
     #: The decoded path without the query string.
     path: str
@@ -81,6 +83,8 @@ class HttpRequest:
 
 @attrs.frozen
 class HttpResponse:
+    """What a route handler returns; :func:`serve_http` writes it (HEAD drops the body)."""
+
     status: int
     headers: Sequence[tuple[str, str]] = ()
     #: Bytes, or an async iterable of pieces (written as they come; with ``length`` set it
@@ -202,6 +206,9 @@ async def receive_event(stream: trio.abc.Stream, conn: h11.Connection) -> Incomi
 
 @attrs.define
 class HttpSettings:
+    """What every HTTP connection of the front door shares: the routes, the timeouts and the
+    shutdown flags."""
+
     router: Router
     #: Seconds a keep-alive connection may take to send its next complete request head.
     head_timeout: float

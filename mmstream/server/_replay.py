@@ -67,6 +67,9 @@ def _read_buffer(size: int) -> memoryview:
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
+    """The front door's socket as the WebSocket transport reads and writes it (see the module
+    docstring): the request head replayed first, budgeted reads, writes without a task switch."""
+
     def __init__(
         self,
         stream: trio.abc.HalfCloseableStream,
