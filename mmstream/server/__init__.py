@@ -21,9 +21,9 @@ from ._transports import Connection as Connection
 from ._transports import ConnectionClosed as ConnectionClosed
 from ._transports import Transport as Transport
 from ._transports import TransportOptions as TransportOptions
-from ._transports import TrioWebsocketTransport as TrioWebsocketTransport
-from ._transports import WebsocketsTransport as WebsocketsTransport
 from ._transports import make_transport as make_transport
+from ._ws_sansio import WebsocketsTransport as WebsocketsTransport
+from ._ws_trio import TrioWebsocketTransport as TrioWebsocketTransport
 
 __all__ = [
     "Connection",
