@@ -124,6 +124,10 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.checkpoint()
         else:
             self._went_idle()
+            if socket.fileno() < 0:
+                # trio-websocket's reader asks again after the socket was closed: the stream
+                # contract's answer, not wait_readable's ValueError on fd -1.
+                raise trio.ClosedResourceError("the socket was closed")
             await trio.lowlevel.wait_readable(socket)
         account = self.account
         while True:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 from pathlib import Path
 
+import pytest
 import trio
 from server_helpers import burst_connect, http_client, make_config, v1_connect, ws_connect
 
@@ -397,3 +399,17 @@ async def test_a_blocked_connection_stops_reading_its_client(
         read = await v1.call(Read(offset=len(stored)))
         assert read["length"] == len(pushed_data)
         assert await v1.receive_bytes(len(pushed_data)) == pushed_data
+
+
+async def test_a_closing_connection_logs_no_error(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that says hello and leaves ends its connection quietly on both transports
+    (trio-websocket's reader asked the closed socket again and logged a ValueError traceback)."""
+    caplog.set_level(logging.WARNING, logger="mmstream")
+    for n in range(3):
+        async with v1_connect(f"{server.url}/v1/streams/quiet-{n}") as v1:
+            assert (await v1.call(Hello(id="h")))["ok"]
+    await trio.sleep(0.2)  # the server's side of each close
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
