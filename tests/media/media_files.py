@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -113,13 +112,3 @@ def live_radio(base: str, seconds: int, *, listed: int) -> Iterator[None]:
     finally:
         stop.set()
         source.join(timeout=seconds + 30)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 15 s."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

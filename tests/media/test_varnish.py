@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from media_files import live_radio, stop_process
+from media_files import live_radio
+from serve_process import stop_process
 
 VARNISHD = shutil.which("varnishd")
 pytestmark = [

@@ -10,10 +10,7 @@ in the test's tmp dir.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from serve_process import serve_process
 
 CHROMIUM = Path(os.environ.get("MMSTREAM_CHROMIUM", "/usr/bin/chromium"))
 
@@ -45,46 +43,11 @@ LAUNCH_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mmstream serve`` in a subprocess; yields its http:// base URL."""
-    root = tmp_path_factory.mktemp("browser")
-    port = _free_port()
-    log = (root / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mmstream", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--cache-dir", str(root / "cache")],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"server did not start:\n{(root / 'server.log').read_text()}")
-            time.sleep(0.1)
+    with serve_process(tmp_path_factory.mktemp("browser")) as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _wait_until(page: Any, expression: str, timeout: float = 20.0) -> None:

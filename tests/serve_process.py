@@ -1,0 +1,56 @@
+"""``mmstream serve`` as a real subprocess for the tests that need one (browsers, HLS players)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def serve_process(root: Path) -> Iterator[str]:
+    """Serve ``root/cache`` on a free port until the block ends; yields the http:// base URL.
+    The server's output goes to ``root/server.log``, shown if it does not start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with (root / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mmstream", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--cache-dir", str(root / "cache")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(f"server did not start:\n{(root / 'server.log').read_text()}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            stop_process(process)
