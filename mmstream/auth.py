@@ -26,6 +26,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from .capability import Capabilities
 from .config import AuthConfig
 from .errors import UnauthorizedError
 
@@ -86,6 +87,9 @@ class Authorizer:
             for entry in config.tokens
         ]
         self._origins = frozenset(origin.lower() for origin in config.origins)
+        #: What HLS playlists hand to players that cannot send the token (docs/hls.md).
+        self.capabilities = Capabilities(config.capability_key.encode() or None)
+        self.capability_lifetime = config.capability_lifetime
 
     @property
     def enabled(self) -> bool:

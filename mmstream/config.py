@@ -283,6 +283,11 @@ class TokenConfig:
     streams: str = attrs.field(default="*", validator=v.min_len(1))
 
 
+def _empty_or_long_key(instance: AuthConfig, attribute: attrs.Attribute[str], value: str) -> None:
+    if value and len(value) < 32:
+        raise ValueError(f"'{attribute.name}' must be empty (a random key) or 32+ characters")
+
+
 @attrs.frozen
 class AuthConfig:
     """``[auth]``: access tokens and allowed browser origins; off while no token is listed."""
@@ -291,6 +296,11 @@ class AuthConfig:
     tokens: tuple[TokenConfig, ...] = ()
     #: Origins (``https://example.org``) allowed to open WebSockets; empty allows any.
     origins: tuple[str, ...] = ()
+    #: The key HLS capabilities are signed with (docs/hls.md, *Access control*), 32+
+    #: characters; empty: a random key per process (capabilities end with a restart).
+    capability_key: str = attrs.field(default="", repr=False, validator=_empty_or_long_key)
+    #: Seconds an HLS capability lasts at least (a finished stream's: plus its duration).
+    capability_lifetime: float = attrs.field(default=3600.0, validator=v.gt(0))
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")

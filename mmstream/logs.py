@@ -6,7 +6,7 @@ variables from the task that started them, so handlers need not pass ids around.
 
 Secrets never reach the log: any field whose name looks like a credential is replaced, and
 ``token=...`` / ``Authorization: Bearer ...`` inside messages (a URL with a query token,
-a request head) is masked too.
+a request head) and an HLS capability's ``sig=...`` in a URL are masked too.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ _SECRET_IN_TEXT = [
         ),
         rf"\1\2{REDACTED}",
     ),
+    # An HLS capability's signature in a URL (mmstream/capability.py): a credential too.
+    (re.compile(r"(?i)([?&;]sig=)[^&\s\"',;]+"), rf"\1{REDACTED}"),
 ]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.

@@ -8,21 +8,24 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator
 
+import attrs
 import trio
 
 from ..auth import CHALLENGE, Authorizer, token_from_header
+from ..capability import Refusal, capability_in_query
 from ..errors import MmstreamError, UnauthorizedError
 from ..metrics import CacheSnapshot, Metrics
-from ..streams import StreamManager, StreamStatus
+from ..streams import StreamInfo, StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
 from ..web.hls_http import SegmentPlans, playlist_response, segment_response
 from ..web.playback import PIECE_SIZE, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 
-__all__ = ["add_web_routes", "cache_snapshot"]
+__all__ = ["CAPABILITY_HEADER", "add_web_routes", "cache_snapshot"]
 
 log = logging.getLogger("mmstream.server")
 
@@ -81,6 +84,37 @@ def _bodiless(status: int, headers: list[tuple[str, str]], length: int) -> HttpR
     return HttpResponse(status, headers, _nothing(), length)
 
 
+#: The playlist answer's header holding the capability its URIs carry: what a page passes
+#: to a player that cannot send the token (``index.m3u8?<capability>``).
+CAPABILITY_HEADER = "x-mmstream-capability"
+
+
+@attrs.frozen
+class _HlsAccess:
+    """An HLS request allowed: the capability its playlist's URIs carry ("" for none), and
+    whether a token in the header allowed it."""
+
+    query: str
+    by_header: bool
+
+
+def _refusal(refusal: Refusal) -> HttpResponse:
+    headers = [("www-authenticate", CHALLENGE)] if refusal.status == 401 else []
+    return text_response(refusal.status, refusal.reason, headers)
+
+
+def _duration_if_finished(manager: StreamManager, info: StreamInfo) -> float:
+    """A finished stream's playlist is fetched once and played through: its capability
+    must last that long too."""
+    if info.status is not StreamStatus.READY:
+        return 0.0
+    try:
+        found = manager.stat(info.stream_id, generation=info.generation, times=True).duration
+    except MmstreamError:
+        return 0.0
+    return found or 0.0
+
+
 def add_web_routes(
     router: Router,
     manager: StreamManager,
@@ -130,24 +164,71 @@ def add_web_routes(
 
     plans = SegmentPlans()
 
-    async def playlist(request: HttpRequest) -> HttpResponse:
-        refused = _refused(request)
-        if refused is not None:
-            return refused
-        response = await playlist_response(
-            manager, request.params["stream_id"], metrics=metrics, plans=plans
+    async def hls_access(request: HttpRequest) -> _HlsAccess | HttpResponse:
+        """Who may have an HLS answer (docs/hls.md, *Access control*): with access control
+        on, a read token in the header (then a capability is minted for the playlist to
+        hand on), or a valid capability in the query (handed on as it is, never renewed);
+        else the refusal, in one line."""
+        if authorizer is None or not authorizer.enabled:
+            return _HlsAccess("", by_header=False)
+        stream_id = request.params["stream_id"]
+        token = token_from_header(request.header("authorization"))
+        if token is not None and authorizer.allows(
+            authorizer.authenticate(token), "GET", stream_id
+        ):
+            info = await find(stream_id)
+            if info is None:
+                return _HlsAccess("", by_header=True)
+            lifetime = authorizer.capability_lifetime + _duration_if_finished(manager, info)
+            query = authorizer.capabilities.mint(
+                stream_id, info.generation, now=time.time(), lifetime=lifetime
+            )
+            return _HlsAccess(query, by_header=True)
+        presented = capability_in_query(request.query) or Refusal(401, "unauthorized")
+        if isinstance(presented, Refusal):
+            return _refusal(presented)
+        info = await find(stream_id)
+        checked = authorizer.capabilities.check(
+            presented, stream_id, info.generation if info is not None else None, now=time.time()
         )
-        return _to_http(response)
+        if isinstance(checked, Refusal):
+            return _refusal(checked)
+        return _HlsAccess(checked, by_header=False)
+
+    async def find(stream_id: str) -> StreamInfo | None:
+        try:
+            return await manager.find(stream_id)
+        except MmstreamError:
+            return None  # the handler says why, to those who may know
+
+    async def playlist(request: HttpRequest) -> HttpResponse:
+        access = await hls_access(request)
+        if isinstance(access, HttpResponse):
+            return access
+        response = await playlist_response(
+            manager, request.params["stream_id"], metrics=metrics, plans=plans,
+            capability=access.query,
+        )  # fmt: skip
+        http = _to_http(response)
+        if access.query and http.status == 200:  # for a page to hand a native player
+            http = attrs.evolve(http, headers=[*http.headers, (CAPABILITY_HEADER, access.query)])
+        return http
 
     async def segment(request: HttpRequest) -> HttpResponse:
-        refused = _refused(request)
-        if refused is not None:
-            return refused
+        access = await hls_access(request)
+        if isinstance(access, HttpResponse):
+            return access
         response = await segment_response(
             manager, request.params["stream_id"], request.params["segment"],
             request.header_fields(), metrics=metrics, plans=plans,
         )  # fmt: skip
-        return _to_http(response)
+        http = _to_http(response)
+        if access.by_header:
+            # A shared cache may store a "public" answer to a request with Authorization
+            # and give it to anyone asking for the same URI (RFC 9111 §3.5).
+            private = [(k, v.replace("public", "private")) for k, v in http.headers]
+            http = attrs.evolve(http, headers=private)
+        return http
 
     router.add("GET", "/streams/{stream_id}/index.m3u8", playlist)
     router.add("GET", "/streams/{stream_id}/hls/{segment}", segment)

@@ -1,0 +1,263 @@
+"""Token auth for HLS: a playlist fetched with a read token lists URIs carrying a signed
+capability (not the token), which players that send no header (native HLS, ffmpeg without
+``-headers``, hls.js without ``xhrSetup``) present for the segments; forged, expired,
+malformed or misapplied capabilities are refused in one line; neither the token nor the
+capability's signature reaches the log."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import trio
+from media_files import FFMPEG, media, needs_tools
+
+from mmstream.capability import (
+    EXPIRY_GRANULE,
+    Capabilities,
+    Refusal,
+    capability_in_query,
+    decorate_playlist,
+)
+from mmstream.client import connect
+from mmstream.config import AuthConfig, CacheConfig, Config, ServerConfig, TokenConfig
+from mmstream.logs import TextFormatter
+from mmstream.server import RunningServer, serve
+
+KEY = "a-capability-key-of-32-characters-or-more"
+WRITER = "writer-token-0123456789abcdef"
+READER = "reader-token-0123456789abcdef"
+LIVE_READER = "live-reader-0123456789abcdef"  # read, but only live-* streams
+
+# -- the rules, without I/O ------------------------------------------------------------
+
+
+def test_a_capability_names_one_stream_generation_until_it_expires() -> None:
+    caps = Capabilities(KEY.encode())
+    query = caps.mint("show", "0123456789abcdef", now=1000.0, lifetime=3600)
+    found = capability_in_query(f"_HLS_msn=3&{query}")
+    assert isinstance(found, tuple)
+    exp = int(found[0])
+    assert exp % EXPIRY_GRANULE == 0 and 4600 <= exp < 4600 + EXPIRY_GRANULE
+    assert caps.check(found, "show", "0123456789abcdef", now=4599.0) == query
+    expired = caps.check(found, "show", "0123456789abcdef", now=float(exp))
+    assert isinstance(expired, Refusal) and expired.status == 401 and "expired" in expired.reason
+    for stream, generation in (("other", "0123456789abcdef"), ("show", "fedcba9876543210"),
+                               ("show", None)):  # fmt: skip
+        refused = caps.check(found, stream, generation, now=1000.0)
+        assert refused == Refusal(403, "forbidden: the capability is not for this stream")
+    # Another key (another server, or a guess) signs something else.
+    assert isinstance(Capabilities(b"x" * 32).check(found, "show", "0123456789abcdef",
+                                                    now=1000.0), Refusal)  # fmt: skip
+    # A later expiry under the same signature is a forgery, not a renewal.
+    later = (str(exp + EXPIRY_GRANULE), found[1])
+    assert caps.check(later, "show", "0123456789abcdef", now=1000.0) == Refusal(
+        403, "forbidden: the capability is not for this stream"
+    )
+
+
+def test_listeners_of_the_same_minute_get_the_same_uris() -> None:
+    """Rounded expiries: a cache in front keys on the URI, so it must not vary per request."""
+    caps = Capabilities(KEY.encode())
+    first = caps.mint("show", "0123456789abcdef", now=6001.0, lifetime=3600)
+    assert caps.mint("show", "0123456789abcdef", now=6059.0, lifetime=3600) == first
+    assert Capabilities().mint("show", "0123456789abcdef", now=6000.0, lifetime=1) != first
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["exp=123", "sig=" + "a" * 22, "exp=12x&sig=" + "a" * 22, "exp=123&sig=short",
+     "exp=1&exp=2&sig=" + "a" * 22, "exp=1234567890123&sig=" + "a" * 22,
+     "exp=123&sig=" + "a" * 21 + "%"],
+)  # fmt: skip
+def test_a_malformed_capability_is_refused_in_one_line(query: str) -> None:
+    found = capability_in_query(query)
+    assert isinstance(found, Refusal) and found.status == 403 and "\n" not in found.reason
+
+
+def test_no_capability_is_none() -> None:
+    assert capability_in_query("") is None
+    assert capability_in_query("_HLS_msn=3&_HLS_part=1") is None
+
+
+def test_every_uri_of_a_playlist_carries_the_capability() -> None:
+    playlist = "\n".join([
+        "#EXTM3U", '#EXT-X-MAP:URI="hls/init.mp4"', "#EXTINF:4.0,", "hls/a-0.aac",
+        '#EXT-X-PART:DURATION=0.5,URI="hls/a-1.0.aac"',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="hls/a-1.1.aac?x=1"', "",
+    ])  # fmt: skip
+    out = decorate_playlist(playlist, "exp=60&sig=s")
+    assert out.splitlines() == [
+        "#EXTM3U", '#EXT-X-MAP:URI="hls/init.mp4?exp=60&sig=s"', "#EXTINF:4.0,",
+        "hls/a-0.aac?exp=60&sig=s", '#EXT-X-PART:DURATION=0.5,URI="hls/a-1.0.aac?exp=60&sig=s"',
+        '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="hls/a-1.1.aac?x=1&exp=60&sig=s"',
+    ]  # fmt: skip
+    assert out.endswith("\n")
+    assert decorate_playlist(playlist, "") == playlist
+
+
+# -- a real server --------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, tmp_path: Path) -> RunningServer:
+    config = Config(
+        cache=CacheConfig(directory=tmp_path / "cache", sync_policy="finalize"),
+        server=ServerConfig(port=0),
+        auth=AuthConfig(
+            tokens=(TokenConfig(token=WRITER), TokenConfig(token=READER, scopes=("read",)),
+                    TokenConfig(token=LIVE_READER, scopes=("read",), streams="live-*")),
+            capability_key=KEY,
+        ),
+    )  # fmt: skip
+    running: RunningServer = await nursery.start(serve, config)
+    return running
+
+
+@pytest.fixture
+def server_log() -> Iterator[io.StringIO]:
+    """The server's log, formatted as ``mmstream serve`` writes it, DEBUG included (the
+    access lines: each request's method and target)."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("mmstream")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def _uris(playlist: str) -> list[str]:
+    return [line for line in playlist.splitlines() if line and line[0] != "#"]
+
+
+async def _finished_mp3(server: RunningServer, stream_id: str) -> str:
+    async with connect(server.url, token=WRITER) as client:
+        info = await client.create(stream_id, content_type="audio/mpeg")
+        await client.append(stream_id, media("mp3"))
+        await client.finalize(stream_id)
+    return info.generation or ""
+
+
+@needs_tools
+async def test_a_player_without_headers_plays_by_the_capability_the_playlist_carries(
+    server: RunningServer, server_log: io.StringIO
+) -> None:
+    await _finished_mp3(server, "show")
+    base = f"http://127.0.0.1:{server.port}/streams/show"
+    bearer = {"authorization": f"Bearer {READER}"}
+    async with httpx.AsyncClient() as http:
+        refused = await http.get(f"{base}/index.m3u8")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith(
+            "Bearer"
+        )
+        playlist = await http.get(f"{base}/index.m3u8", headers=bearer)
+        assert playlist.status_code == 200
+        query = playlist.headers["x-mmstream-capability"]
+        assert READER not in playlist.text and READER not in query
+        uris = _uris(playlist.text)
+        assert len(uris) >= 3 and all(uri.endswith(f"?{query}") for uri in uris)
+        exp = int(parse_qs(query)["exp"][0])
+        assert exp >= time.time() + 3600 + 11  # a finished stream's: its 12 s more
+
+        # The segments, by the capability alone: cacheable by anyone in front.
+        segment = await http.get(f"{base}/{uris[1]}")
+        assert segment.status_code == 200 and segment.content.startswith(b"ID3")
+        assert segment.headers["cache-control"] == "public, max-age=31536000, immutable"
+        # By the header alone: a shared cache must not hand that answer to others.
+        bare = urlsplit(uris[1]).path
+        by_header = await http.get(f"{base}/{bare}", headers=bearer)
+        assert by_header.status_code == 200 and by_header.content == segment.content
+        assert by_header.headers["cache-control"] == "private, max-age=31536000, immutable"
+        assert (await http.get(f"{base}/{bare}")).status_code == 401
+
+        # The playlist by the capability: the same capability again, never a later one.
+        again = await http.get(f"{base}/index.m3u8?{query}")
+        assert again.status_code == 200 and _uris(again.text) == uris
+        # A native player appends its own parameters (LL-HLS): the capability still counts.
+        assert (await http.get(f"{base}/index.m3u8?_HLS_msn=1&{query}")).status_code == 200
+
+        # ?token= in a URL is never accepted (and never logged).
+        assert (await http.get(f"{base}/index.m3u8?token={READER}")).status_code == 401
+
+    # ffmpeg, given only the capability URL, decodes every segment.
+    done = await trio.run_process(
+        [str(FFMPEG), "-v", "error", "-i", f"{base}/index.m3u8?{query}", "-f", "null", "-"],
+        capture_stderr=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0
+
+    log = server_log.getvalue()
+    assert "/index.m3u8" in log and "/hls/" in log  # the access lines are there
+    sig = parse_qs(query)["sig"][0]
+    assert READER not in log and sig not in log
+    assert "sig=[redacted]" in log and "token=[redacted]" in log
+
+
+@needs_tools
+async def test_forged_expired_and_misapplied_capabilities_are_refused(
+    server: RunningServer,
+) -> None:
+    generation = await _finished_mp3(server, "show")
+    await _finished_mp3(server, "other")
+    base = f"http://127.0.0.1:{server.port}/streams"
+    caps = Capabilities(KEY.encode())
+    async with httpx.AsyncClient() as http:
+        playlist = await http.get(f"{base}/show/index.m3u8",
+                                  headers={"authorization": f"Bearer {READER}"})  # fmt: skip
+        query = playlist.headers["x-mmstream-capability"]
+        segment = urlsplit(_uris(playlist.text)[0]).path
+        exp, sig = parse_qs(query)["exp"][0], parse_qs(query)["sig"][0]
+        forged = f"exp={exp}&sig={sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}"
+        expired = caps.mint("show", generation, now=time.time() - 7200, lifetime=60)
+        other = (await http.get(f"{base}/other/index.m3u8",
+                                headers={"authorization": f"Bearer {READER}"}))  # fmt: skip
+        cases = {
+            forged: (403, "forbidden: the capability is not for this stream"),
+            f"exp={int(exp) + 3600}&sig={sig}": (403, "forbidden: the capability is not for this stream"),
+            other.headers["x-mmstream-capability"]: (403, "forbidden: the capability is not for this stream"),
+            expired: (401, "unauthorized: the capability expired; reload the playlist"),
+            f"exp={exp}": (403, "forbidden: a capability needs exp and sig, once each"),
+            f"exp=soon&sig={sig}": (403, "forbidden: malformed capability"),
+            f"{query}&{query}": (403, "forbidden: a capability needs exp and sig, once each"),
+        }  # fmt: skip
+        for bad, (status, reason) in cases.items():
+            for path in ("show/index.m3u8", f"show/{segment}"):
+                answer = await http.get(f"{base}/{path}?{bad}")
+                assert (answer.status_code, answer.text) == (status, reason + "\n"), (path, bad)
+
+        # The stream deleted and created again under its id: the old capability is void.
+        async with connect(server.url, token=WRITER) as client:
+            await client.delete("show")
+        new_generation = await _finished_mp3(server, "show")
+        assert new_generation != generation
+        answer = await http.get(f"{base}/show/index.m3u8?{query}")
+        assert answer.status_code == 403
+        # A stream that does not exist: the same refusal, nothing said about it.
+        assert (await http.get(f"{base}/nothing/index.m3u8?{query}")).status_code == 403
+
+
+@needs_tools
+async def test_a_token_that_does_not_cover_the_stream_gets_no_capability(
+    server: RunningServer,
+) -> None:
+    await _finished_mp3(server, "show")
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(
+            f"http://127.0.0.1:{server.port}/streams/show/index.m3u8",
+            headers={"authorization": f"Bearer {LIVE_READER}"},
+        )
+    assert answer.status_code == 401 and "x-mmstream-capability" not in answer.headers
+    assert not re.search(r"sig=", answer.text)
