@@ -9,8 +9,13 @@ in the test's tmp dir.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import shutil
 import socket
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +92,27 @@ def _launch(p: Any) -> Any:
     return p.chromium.launch(
         executable_path=str(CHROMIUM), headless=True, timeout=30_000, args=LAUNCH_ARGS
     )
+
+
+@contextlib.contextmanager
+def _browser_page(tmp_path: Path, init_script: str | None = None) -> Iterator[Any]:
+    """A page in a fresh Chromium (20 s per action); its screenshot is saved if the block
+    fails. ``init_script`` runs before the page's own scripts."""
+    with playwright.sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            if init_script is not None:
+                page.add_init_script(init_script)
+            try:
+                yield page
+            except BaseException:
+                page.screenshot(path=str(tmp_path / "failure.png"))
+                print(f"screenshot: {tmp_path / 'failure.png'}")
+                raise
+        finally:
+            browser.close()
 
 
 def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
@@ -201,32 +227,134 @@ def test_the_player_badge_follows_the_stream_not_the_transport(server: str, tmp_
     stream played over HTTP, and never changed after)."""
     stream_id = f"http-live-{os.getpid()}"
     badge = "document.querySelector('#player-badge')"
-    with playwright.sync_playwright() as p:
-        browser = _launch(p)
-        page = None
-        source = _mp3_source(server, stream_id)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(server + "/")
-            item = f'li[data-stream-id="{stream_id}"]'
-            page.wait_for_selector(f'{item}[data-status="uploading"]')
-            page.click(f"{item} button.play")
-            _wait_until(page, f"document.querySelector('#audio').src.endsWith('{stream_id}')")
-            _wait_until(page, f"{badge}.textContent !== ''")
-            assert page.evaluate(f"{badge}.textContent") == "live"
-            assert page.evaluate(f"{badge}.classList.contains('uploading')")
+    source = _mp3_source(server, stream_id)
+    with contextlib.closing(source), _browser_page(tmp_path) as page:
+        page.goto(server + "/")
+        item = f'li[data-stream-id="{stream_id}"]'
+        page.wait_for_selector(f'{item}[data-status="uploading"]')
+        page.click(f"{item} button.play")
+        _wait_until(page, f"document.querySelector('#audio').src.endsWith('{stream_id}')")
+        _wait_until(page, f"{badge}.textContent !== ''")
+        assert page.evaluate(f"{badge}.textContent") == "live"
+        assert page.evaluate(f"{badge}.classList.contains('uploading')")
 
-            source.shutdown(socket.SHUT_WR)  # a clean end: the server finalizes the stream
-            assert b" 200 " in source.recv(1024)
-            page.wait_for_selector(f'{item}[data-status="ready"]')
-            _wait_until(page, f"{badge}.textContent === 'ready'")
-            assert page.evaluate(f"{badge}.classList.contains('ready')")
-        except BaseException:
-            if page is not None:
-                page.screenshot(path=str(tmp_path / "failure.png"))
-                print(f"screenshot: {tmp_path / 'failure.png'}")
-            raise
-        finally:
-            source.close()
-            browser.close()
+        source.shutdown(socket.SHUT_WR)  # a clean end: the server finalizes the stream
+        assert b" 200 " in source.recv(1024)
+        page.wait_for_selector(f'{item}[data-status="ready"]')
+        _wait_until(page, f"{badge}.textContent === 'ready'")
+        assert page.evaluate(f"{badge}.classList.contains('ready')")
+
+
+# -- the live timeline, and HLS where MediaSource is missing --------------------------
+
+
+#: kind → (ffmpeg output options, content type) of the live sources below
+_LIVE_KINDS = {
+    "mp3": (["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3"], "audio/mpeg"),
+    "webm": (["-c:a", "libopus", "-cluster_time_limit", "1000", "-f", "webm"], "audio/webm"),
+}
+
+
+@functools.cache
+def _two_minutes(kind: str) -> bytes:
+    """Two minutes of a 440 Hz tone, made by ffmpeg."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg is not installed (apt-get install ffmpeg)")
+    done = subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=120",
+         *_LIVE_KINDS[kind][0], "-"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
+@contextlib.contextmanager
+def _live_source(
+    server: str, stream_id: str, kind: str, *, token: str | None = None
+) -> Iterator[None]:
+    """An Icecast-style source uploading two minutes of ``kind``: the first at once (a
+    stream that has been live for a minute), then the rest in real time, until the block
+    ends."""
+    data = _two_minutes(kind)
+    stop = threading.Event()
+    per_second = len(data) // 120
+
+    def body() -> Iterator[bytes]:
+        yield data[: 60 * per_second]
+        for at in range(60 * per_second, len(data), per_second // 4):
+            if stop.is_set():
+                return
+            time.sleep(0.25)
+            yield data[at : at + per_second // 4]
+
+    headers = {"content-type": _LIVE_KINDS[kind][1]}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    source = threading.Thread(
+        target=lambda: httpx.put(f"{server}/streams/{stream_id}", content=body(),
+                                 headers=headers, timeout=180),
+        daemon=True,
+    )  # fmt: skip
+    source.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        source.join(timeout=30)
+
+
+def _advancing(page: Any, audio: str) -> None:
+    """The element plays: its currentTime moves on."""
+    before = page.evaluate(f"{audio}.currentTime")
+    _wait_until(page, f"{audio}.currentTime > {before} + 1")
+    assert page.evaluate(f"{audio}.error") is None
+
+
+@pytest.mark.parametrize("kind", ["mp3", "webm"])
+def test_the_timeline_rewinds_a_live_stream_and_jumps_back_to_live(
+    server: str, tmp_path: Path, kind: str
+) -> None:
+    """Live: "Live" asks for ``?t=-3`` (just before the edge), the rewind button for
+    ``?t=`` half a minute before where the player is, and the audio plays from there;
+    "Live" again returns to the edge. The edge is stat's duration, the position where the
+    server says the answer starts plus what the element played (a live WebM starts on
+    MediaSource, then moves to HTTP; Chromium keeps WebM's own timestamps in currentTime,
+    MP3 starts at 0)."""
+    stream_id = f"timeline-{kind}-{os.getpid()}"
+    audio = "document.querySelector('#audio')"
+    player = "window.mmstream.player"
+    with _live_source(server, stream_id, kind), _browser_page(tmp_path) as page:
+        media: list[str] = []  # the element's own requests (not the page's HEADs)
+        page.on("request", lambda r: media.append(r.url) if r.resource_type == "media" else None)
+        page.goto(server + "/")
+        item = f'li[data-stream-id="{stream_id}"]'
+        page.wait_for_selector(f'{item}[data-status="uploading"]')
+        page.click(f"{item} button.play")
+        page.wait_for_selector("#timeline:not([hidden])")
+
+        page.click("#go-live")
+        _wait_until(page, f"{audio}.src.endsWith('/streams/{stream_id}?t=-3')")
+        assert page.evaluate(f"{player}.edgeNow()") > 58  # a minute recorded so far
+        _advancing(page, audio)
+        assert page.evaluate(f"{player}.behind()") < 8
+        _wait_until(page, "document.querySelector('#go-live').ariaPressed === 'true'")
+
+        live_at = page.evaluate(f"{player}.position()")
+        page.click("#rewind")
+        _wait_until(page, f"{audio}.src.includes('/streams/{stream_id}?t=') && "
+                          f"!{audio}.src.endsWith('?t=-3')")  # fmt: skip
+        asked = float(page.evaluate(f"{audio}.src").rpartition("?t=")[2])
+        assert live_at - 32 < asked < live_at - 28
+        assert media[-1].endswith(f"/streams/{stream_id}?t={asked:.1f}")
+        _advancing(page, audio)
+        assert 27 < page.evaluate(f"{player}.behind()") < 36
+        assert page.text_content("#timeline-behind").startswith("\u22120:3")  # minus sign
+        assert page.evaluate("document.querySelector('#go-live').ariaPressed") == "false"
+
+        page.click("#go-live")
+        _wait_until(page, f"{player}.behind() < 8")
+        _advancing(page, audio)
+        assert page.evaluate(f"{audio}.src").endswith(f"/streams/{stream_id}?t=-3")
+        assert page.evaluate("window.mmstream.error") is None
+        page.screenshot(path=str(tmp_path / "timeline.png"))

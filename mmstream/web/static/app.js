@@ -283,41 +283,172 @@ class Recorder {
 
 // -- playback --------------------------------------------------------------------------------
 
+const HLS_TYPE = "application/vnd.apple.mpegurl";
+const REWIND_SECONDS = 30;
+const LIVE_DELAY = 3; // "Live" starts this far before the edge: a short burst to start on
+const AT_LIVE = 8; // this close to the edge (or closer) counts as live
+
+function authHeaders() {
+  return TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+}
+
+// iOS Safari had no MediaSource before 17.1, and has ManagedMediaSource since.
+function mediaSourceClass() {
+  return window.MediaSource ?? window.ManagedMediaSource;
+}
+
+// Where there is no MediaSource at all, a browser that plays HLS itself (Safari on iOS) gets
+// the stream's playlist. With auth on it cannot send the token, so the page fetches the
+// playlist with it and hands the player the capability the answer carries (docs/hls.md).
+// Null when HLS is not the way: MediaSource exists, no native HLS, or the server serves no
+// HLS for this stream's format (its 404 says why).
+async function hlsSource(audio, id) {
+  if (mediaSourceClass() || !audio.canPlayType(HLS_TYPE)) return null;
+  const url = `${streamUrl(id)}/index.m3u8`;
+  const answer = await fetch(url, { headers: authHeaders(), cache: "no-store" }).catch(() => null);
+  if (!answer?.ok) return null;
+  const capability = answer.headers.get("x-mmstream-capability");
+  return capability ? `${url}?${capability}` : url;
+}
+
 class Player {
   constructor(audio) {
     this.audio = audio;
     this.streamId = null;
     this.live = null;
+    this.mode = null; // "mse" (WebSocket tail), "http" (a GET, perhaps from ?t=), "hls"
+    // Where the current source starts in the stream (media seconds), and the element's
+    // currentTime there (a WebM or Ogg from ?t= may keep the stream's own timestamps).
+    this.base = 0;
+    this.origin = null;
+    this.edge = null; // the live edge as stat said it: {duration, at, growing}
+    // Not at loadedmetadata: Chromium says 0 there for a WebM from ?t=30, then 29.97 at play.
+    audio.addEventListener("playing", () => {
+      if (this.origin === null) this.origin = audio.currentTime;
+    });
+  }
+
+  #detach() {
+    this.live?.close();
+    this.live = null;
+    if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
+    this.objectUrl = null;
   }
 
   stop() {
-    this.live?.close();
-    this.live = null;
+    this.#detach();
     this.audio.pause();
-    if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
-    this.objectUrl = null;
     this.audio.removeAttribute("src");
     this.audio.load();
     this.streamId = null;
+    this.mode = null;
+    this.edge = null;
   }
 
-  // READY streams (and growing ones the browser cannot feed to MediaSource) are plain HTTP
-  // range requests; a growing WebM is fed to MediaSource from a WebSocket tail.
+  // Growing WebM is fed to MediaSource from a WebSocket tail; where there is no MediaSource,
+  // MP3/AAC play as HLS if the browser can; everything else (and READY streams) is plain
+  // HTTP with range requests.
   async play(info) {
     this.stop();
     this.streamId = info.stream;
+    this.base = 0;
+    this.origin = null;
     const webm = (info.content_type ?? "").startsWith("audio/webm");
-    if (info.status === "uploading" && webm && window.MediaSource?.isTypeSupported(LIVE_MIME)) {
-      await this.#playLive(this.streamId);
+    const MediaSourceClass = mediaSourceClass();
+    if (info.status === "uploading" && webm && MediaSourceClass?.isTypeSupported(LIVE_MIME)) {
+      this.mode = "mse";
+      await this.#playLive(this.streamId, MediaSourceClass);
       return;
     }
-    this.audio.src = streamUrl(this.streamId);
+    const hls = await hlsSource(this.audio, this.streamId);
+    this.mode = hls ? "hls" : "http";
+    this.audio.src = hls ?? streamUrl(this.streamId);
     await this.audio.play().catch(() => {}); // autoplay may be refused; the controls remain
   }
 
-  async #playLive(id) {
-    const source = new MediaSource();
+  // -- the timeline: where the player is in a live stream, and moving in it ---------------
+
+  setEdge(stat) {
+    if (stat.stream !== this.streamId || typeof stat.duration !== "number") return;
+    this.edge = { duration: stat.duration, at: performance.now(), growing: stat.status === "uploading" };
+  }
+
+  // The live edge now (media seconds), extrapolated from the last stat while it grows.
+  edgeNow() {
+    if (!this.edge) return null;
+    const { duration, at, growing } = this.edge;
+    return duration + (growing ? (performance.now() - at) / 1000 : 0);
+  }
+
+  // Media seconds from the stream's start.
+  position() {
+    if (this.mode === "hls") return this.audio.currentTime; // the playlist starts at 0
+    const played = this.audio.currentTime - (this.origin ?? this.audio.currentTime);
+    return this.base + Math.max(0, played);
+  }
+
+  behind() {
+    const edge = this.edgeNow();
+    return edge === null ? null : Math.max(0, edge - this.position());
+  }
+
+  rewind(seconds = REWIND_SECONDS) {
+    return this.seekTo(this.position() - seconds);
+  }
+
+  // Play from ``seconds`` into the stream: a new GET with ?t= (the server starts it on a
+  // decodable boundary, the stream's header first), or a seek in the HLS playlist.
+  async seekTo(seconds) {
+    const edge = this.edgeNow();
+    if (edge === null || !this.streamId) return;
+    const target = Math.max(0, Math.min(seconds, edge));
+    if (edge - target < AT_LIVE) return this.goLive();
+    if (this.mode === "hls") {
+      this.audio.currentTime = target;
+      return;
+    }
+    const query = `t=${target.toFixed(1)}`;
+    await this.#playFrom(query, (await this.#startOf(query)) ?? target);
+  }
+
+  async goLive() {
+    if (!this.streamId) return;
+    if (this.mode === "hls") {
+      const seekable = this.audio.seekable;
+      if (seekable.length) this.audio.currentTime = Math.max(0, seekable.end(seekable.length - 1) - LIVE_DELAY);
+      return;
+    }
+    const query = `t=-${LIVE_DELAY}`;
+    const start = await this.#startOf(query);
+    if (start !== null && this.edge?.growing) {
+      this.edge = { duration: start + LIVE_DELAY, at: performance.now(), growing: true };
+    }
+    await this.#playFrom(query, start ?? Math.max(0, (this.edgeNow() ?? LIVE_DELAY) - LIVE_DELAY));
+  }
+
+  // Where the answer to ?query starts (media seconds): the server says it in X-Mmstream-Time,
+  // and a HEAD costs no body. (It also builds the stream's time index to the end, so the
+  // next stat's edge is exact even for a stream uploaded faster than real time.)
+  async #startOf(query) {
+    const url = `${streamUrl(this.streamId)}?${query}`;
+    const answer = await fetch(url, { method: "HEAD", headers: authHeaders(), cache: "no-store" }).catch(() => null);
+    const start = Number(answer?.headers.get("x-mmstream-time") ?? NaN);
+    return answer?.ok && Number.isFinite(start) ? start : null;
+  }
+
+  async #playFrom(query, base) {
+    this.#detach();
+    this.mode = "http";
+    this.base = base;
+    this.origin = null;
+    this.audio.src = `${streamUrl(this.streamId)}?${query}`;
+    await this.audio.play().catch(() => {});
+  }
+
+  async #playLive(id, MediaSourceClass) {
+    const source = new MediaSourceClass();
     this.objectUrl = URL.createObjectURL(source);
+    if (MediaSourceClass !== window.MediaSource) this.audio.disableRemotePlayback = true; // ManagedMediaSource wants it
     this.audio.src = this.objectUrl;
     await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
     const buffer = source.addSourceBuffer(LIVE_MIME);
@@ -371,6 +502,15 @@ class Page {
     $("#record").addEventListener("click", () => this.toggleRecording());
     $("#refresh").addEventListener("click", () => this.refresh());
     $("#player-close").addEventListener("click", () => this.closePlayer());
+    $("#rewind").addEventListener("click", () => this.player.rewind().catch((error) => this.fail(error)));
+    $("#go-live").addEventListener("click", () => this.player.goLive().catch((error) => this.fail(error)));
+    const range = $("#timeline-range");
+    range.addEventListener("input", () => (this.dragging = true));
+    range.addEventListener("change", () => {
+      this.dragging = false;
+      this.player.seekTo(Number(range.value)).catch((error) => this.fail(error));
+    });
+    setInterval(() => this.renderTimeline(), 250);
     $("#audio").addEventListener("error", () => {
       const error = $("#audio").error;
       if (error && this.player.streamId) this.status(`Playback failed: ${error.message || "code " + error.code}`, true);
@@ -406,11 +546,37 @@ class Page {
       const reply = await conn.request("list");
       this.streams = (reply.streams ?? []).slice().sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0));
       this.render();
+      await this.statPlaying(conn);
     } catch (error) {
       this.connected(false);
     } finally {
       this.listing = false;
     }
+  }
+
+  // The live edge of the stream playing (stat's duration), for the timeline.
+  async statPlaying(conn) {
+    const id = this.player.streamId;
+    if (!id || (this.player.edge && !this.player.edge.growing)) return; // finished: known
+    const reply = await conn.request("stat", { stream: id }).catch(() => null); // deleted meanwhile
+    if (reply) this.player.setEdge(reply.stat);
+  }
+
+  // A live stream's timeline: how far behind the edge the player is, a slider to move
+  // back (or forward) in what has been recorded, and "Live" to return to the edge.
+  renderTimeline() {
+    const player = this.player;
+    const shown = Boolean(player.streamId && player.edge?.growing);
+    $("#timeline").hidden = !shown;
+    if (!shown) return;
+    const edge = player.edgeNow();
+    const behind = player.behind();
+    const range = $("#timeline-range");
+    range.max = String(Math.ceil(edge));
+    const atLive = behind < AT_LIVE;
+    if (!this.dragging) range.value = String(atLive ? range.max : Math.floor(player.position()));
+    $("#timeline-behind").textContent = atLive ? "" : `−${formatClock(behind)}`;
+    $("#go-live").setAttribute("aria-pressed", String(atLive));
   }
 
   connected(up) {
@@ -498,10 +664,12 @@ class Page {
     showStatus($("#player-badge"), info.status);
     try {
       await this.player.play(info);
+      if (info.status === "uploading") await this.statPlaying(await this.connectList());
     } catch (error) {
       this.fail(error);
     }
     this.render();
+    this.renderTimeline();
   }
 
   closePlayer() {
