@@ -26,16 +26,18 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serve_process(root: Path) -> Iterator[str]:
-    """Serve ``root/cache`` on a free port until the block ends; yields the http:// base URL.
-    The server's output goes to ``root/server.log``, shown if it does not start."""
+def serve_process(root: Path, config: Path | None = None) -> Iterator[str]:
+    """Serve ``root/cache`` on a free port until the block ends, with ``config`` (a TOML
+    file) if given; yields the http:// base URL. The server's output goes to
+    ``root/server.log``, shown if it does not start."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with (root / "server.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mmstream", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--cache-dir", str(root / "cache")],
+             "--port", str(port), "--cache-dir", str(root / "cache"),
+             *(["--config", str(config)] if config is not None else [])],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
