@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import trio
 from media_files import FFMPEG, media, needs_tools
+from serve_process import serve_process
+from test_hlsjs import _PLAY_JS as PLAY_JS
+from test_hlsjs import hls_js  # noqa: F401  (the fixture: hls.js from the npm registry)
 
 from mmstream.capability import (
     EXPIRY_GRANULE,
@@ -261,3 +266,71 @@ async def test_a_token_that_does_not_cover_the_stream_gets_no_capability(
         )
     assert answer.status_code == 401 and "x-mmstream-capability" not in answer.headers
     assert not re.search(r"sig=", answer.text)
+
+
+# -- hls.js, with and without the header ----------------------------------------------
+
+#: hls.js sends a header only if told to, for every request it makes.
+_XHR_SETUP = """(token) => {
+    Hls.DefaultConfig.xhrSetup = (xhr) => xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+}"""
+
+
+def _hls_js_requests(
+    browser: Any, base: str, script: Path, src: str, token: str | None
+) -> list[tuple[str, str | None]]:
+    """Play ``src`` in hls.js (sending ``token`` in ``xhrSetup`` if given) for 3 s; check
+    that it plays; the requests it made (URL, Authorization)."""
+    page = browser.new_page()
+    asked: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: asked.append((r.url, r.headers.get("authorization"))))
+    page.goto(f"{base}/healthz")  # the stream's origin: no CORS needed
+    page.set_content("<audio></audio>")
+    page.add_script_tag(path=str(script))
+    if token is not None:
+        page.evaluate(_XHR_SETUP, token)
+    page.evaluate(PLAY_JS, src)
+    first = page.evaluate("document.querySelector('audio').currentTime")
+    time.sleep(3)
+    assert page.evaluate("window.fatal") == []
+    assert page.evaluate("document.querySelector('audio').currentTime") > first + 1.5
+    page.close()
+    return asked
+
+
+@needs_tools
+def test_hls_js_plays_by_capability_or_by_header(tmp_path: Path, hls_js: Path) -> None:  # noqa: F811
+    """hls.js without ``xhrSetup`` (no header: what native players do too) plays from the
+    capability URL the page would give it; with ``xhrSetup`` sending the token it plays
+    the bare playlist URL, whose URIs then carry a capability as well."""
+    chromium = Path(os.environ.get("MMSTREAM_CHROMIUM", "/usr/bin/chromium"))
+    if not chromium.exists():
+        pytest.skip(f"{chromium} not found: apt-get install chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    config = tmp_path / "auth.toml"
+    config.write_text(f'[auth]\ntokens = [{{token = "{WRITER}"}}]\n')
+    with serve_process(tmp_path, config) as base:
+        put = httpx.put(f"{base}/streams/show", content=media("mp3"),
+                        headers={"authorization": f"Bearer {WRITER}",
+                                 "content-type": "audio/mpeg"})  # fmt: skip
+        assert put.status_code == 200
+        url = f"{base}/streams/show/index.m3u8"
+        bearer = {"authorization": f"Bearer {WRITER}"}
+        query = httpx.get(url, headers=bearer).headers["x-mmstream-capability"]
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(chromium), headless=True, timeout=30_000,
+                args=["--autoplay-policy=no-user-gesture-required", "--disable-gpu",
+                      "--disable-dev-shm-usage"],
+            )  # fmt: skip
+            try:
+                bare = _hls_js_requests(browser, base, hls_js, f"{url}?{query}", None)
+                with_header = _hls_js_requests(browser, base, hls_js, url, WRITER)
+            finally:
+                browser.close()
+    for asked in (bare, with_header):
+        segments = [u for u, _ in asked if "/hls/" in u]
+        assert segments and all("&sig=" in u for u in segments)
+    assert all(header is None for _, header in bare)
+    assert all(header == f"Bearer {WRITER}" for u, header in with_header if "/streams/" in u)
+    assert WRITER not in (tmp_path / "server.log").read_text()
