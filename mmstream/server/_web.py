@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -16,11 +17,12 @@ import attrs
 import trio
 
 from ..auth import CHALLENGE, Authorizer, token_from_header
-from ..capability import Refusal, capability_in_query
+from ..capability import Refusal, capability_in_query, decorate_playlist
 from ..errors import MmstreamError, UnauthorizedError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamInfo, StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
+from ..web.hls import DEFAULT_TARGET_DURATION
 from ..web.hls_http import SegmentPlans, playlist_response, segment_response
 from ..web.playback import PIECE_SIZE, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
@@ -91,8 +93,8 @@ CAPABILITY_HEADER = "x-mmstream-capability"
 
 @attrs.frozen
 class _HlsAccess:
-    """An HLS request allowed: the capability its playlist's URIs carry ("" for none), and
-    whether a token in the header allowed it."""
+    """An HLS request allowed: by a token in the header, or by the capability ``query``
+    (which its playlist's URIs then carry; "" with access control off)."""
 
     query: str
     by_header: bool
@@ -101,18 +103,6 @@ class _HlsAccess:
 def _refusal(refusal: Refusal) -> HttpResponse:
     headers = [("www-authenticate", CHALLENGE)] if refusal.status == 401 else []
     return text_response(refusal.status, refusal.reason, headers)
-
-
-def _duration_if_finished(manager: StreamManager, info: StreamInfo) -> float:
-    """A finished stream's playlist is fetched once and played through: its capability
-    must last that long too."""
-    if info.status is not StreamStatus.READY:
-        return 0.0
-    try:
-        found = manager.stat(info.stream_id, generation=info.generation, times=True).duration
-    except MmstreamError:
-        return 0.0
-    return found or 0.0
 
 
 def add_web_routes(
@@ -166,9 +156,8 @@ def add_web_routes(
 
     async def hls_access(request: HttpRequest) -> _HlsAccess | HttpResponse:
         """Who may have an HLS answer (docs/hls.md, *Access control*): with access control
-        on, a read token in the header (then a capability is minted for the playlist to
-        hand on), or a valid capability in the query (handed on as it is, never renewed);
-        else the refusal, in one line."""
+        on, a read token in the header, or a valid capability in the query (a playlist
+        hands it on as it is: one never renews itself); else the refusal, in one line."""
         if authorizer is None or not authorizer.enabled:
             return _HlsAccess("", by_header=False)
         stream_id = request.params["stream_id"]
@@ -176,14 +165,7 @@ def add_web_routes(
         if token is not None and authorizer.allows(
             authorizer.authenticate(token), "GET", stream_id
         ):
-            info = await find(stream_id)
-            if info is None:
-                return _HlsAccess("", by_header=True)
-            lifetime = authorizer.capability_lifetime + _duration_if_finished(manager, info)
-            query = authorizer.capabilities.mint(
-                stream_id, info.generation, now=time.time(), lifetime=lifetime
-            )
-            return _HlsAccess(query, by_header=True)
+            return _HlsAccess("", by_header=True)
         presented = capability_in_query(request.query) or Refusal(401, "unauthorized")
         if isinstance(presented, Refusal):
             return _refusal(presented)
@@ -201,18 +183,37 @@ def add_web_routes(
         except MmstreamError:
             return None  # the handler says why, to those who may know
 
+    async def minted(stream_id: str) -> str:
+        """A new capability, for a playlist answered to a token: for the stream's generation,
+        for ``capability_lifetime``, plus a finished stream's duration (its playlist is
+        fetched once and then played through)."""
+        info = await find(stream_id)
+        if authorizer is None or info is None:
+            return ""
+        lifetime = authorizer.capability_lifetime
+        if info.status is StreamStatus.READY:
+            with contextlib.suppress(MmstreamError):  # the plan the playlist was made from
+                segments = await plans.get(manager, info, DEFAULT_TARGET_DURATION)
+                if segments:
+                    lifetime += segments[-1].time + segments[-1].duration
+        now = time.time()
+        return authorizer.capabilities.mint(stream_id, info.generation, now=now, lifetime=lifetime)
+
     async def playlist(request: HttpRequest) -> HttpResponse:
         access = await hls_access(request)
         if isinstance(access, HttpResponse):
             return access
-        response = await playlist_response(
-            manager, request.params["stream_id"], metrics=metrics, plans=plans,
-            capability=access.query,
-        )  # fmt: skip
-        http = _to_http(response)
-        if access.query and http.status == 200:  # for a page to hand a native player
-            http = attrs.evolve(http, headers=[*http.headers, (CAPABILITY_HEADER, access.query)])
-        return http
+        stream_id = request.params["stream_id"]
+        http = _to_http(await playlist_response(manager, stream_id, metrics=metrics, plans=plans))
+        if http.status != 200 or not isinstance(http.body, bytes):
+            return http
+        query = await minted(stream_id) if access.by_header else access.query
+        if not query:
+            return http
+        # Every URI the playlist lists carries the capability; the header says it too, for
+        # a page to hand a native player (index.m3u8?<capability>).
+        body = decorate_playlist(http.body.decode(), query).encode()
+        return attrs.evolve(http, body=body, headers=[*http.headers, (CAPABILITY_HEADER, query)])
 
     async def segment(request: HttpRequest) -> HttpResponse:
         access = await hls_access(request)
@@ -226,7 +227,8 @@ def add_web_routes(
         if access.by_header:
             # A shared cache may store a "public" answer to a request with Authorization
             # and give it to anyone asking for the same URI (RFC 9111 §3.5).
-            private = [(k, v.replace("public", "private")) for k, v in http.headers]
+            private = [(k, v.replace("public", "private") if k == "cache-control" else v)
+                       for k, v in http.headers]  # fmt: skip
             http = attrs.evolve(http, headers=private)
         return http
 

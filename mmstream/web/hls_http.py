@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 
 from ..audio import detect_format
-from ..capability import decorate_playlist
 from ..errors import MmstreamError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import StreamInfo, StreamManager, StreamStatus
@@ -84,10 +83,8 @@ async def playlist_response(
     target: float = DEFAULT_TARGET_DURATION,
     metrics: Metrics | None = None,
     plans: SegmentPlans | None = None,
-    capability: str = "",
 ) -> Response:
-    """The stream's media playlist (404 saying why for a format HLS is not served for);
-    every URI it lists carries ``capability`` (a query string, :mod:`mmstream.capability`)."""
+    """The stream's media playlist (404 saying why for a format HLS is not served for)."""
     try:
         info = await manager.find(stream_id)  # stat, or found in the tier (docs/tiering.md)
         kind = await _kind(manager, info)
@@ -95,13 +92,12 @@ async def playlist_response(
     except MmstreamError as exc:
         return _count(metrics, exc)
     ended = info.status is StreamStatus.READY
-    playlist = media_playlist(
+    body = media_playlist(
         segments,
         target_duration=target,
         ended=ended,
         uri=lambda s: f"hls/{info.generation}-{s.sequence}.{kind.extension}",
-    )
-    body = decorate_playlist(playlist, capability).encode()
+    ).encode()
     headers = [("Content-Type", PLAYLIST_TYPE), ("Content-Length", str(len(body))),
                ("Cache-Control", "max-age=60" if ended else "max-age=1"), _NOSNIFF]  # fmt: skip
     return Response(200, headers, body)
