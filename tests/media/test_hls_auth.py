@@ -23,6 +23,7 @@ from media_files import FFMPEG, media, needs_tools
 from serve_process import serve_process
 from test_hlsjs import _PLAY_JS as PLAY_JS
 from test_hlsjs import hls_js  # noqa: F401  (the fixture: hls.js from the npm registry)
+from test_varnish import VARNISHD, varnish  # noqa: F401  (the fixture: varnishd in front)
 
 from mmstream.capability import (
     EXPIRY_GRANULE,
@@ -301,8 +302,28 @@ def _hls_js_requests(
     return asked
 
 
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[str]:
+    """``mmstream serve`` as tests/media/conftest.py's, with tokens on and the access lines
+    (DEBUG) in ``tmp_path/server.log``; the stream ``show`` uploaded (24 s of MP3)."""
+    config = tmp_path / "auth.toml"
+    config.write_text(f'[logging]\nlevel = "DEBUG"\n\n[auth]\ntokens = [{{token = "{WRITER}"}}]\n')
+    with serve_process(tmp_path, config) as base:
+        put = httpx.put(f"{base}/streams/show", content=media("mp3") * 2,
+                        headers={**BEARER, "content-type": "audio/mpeg"})  # fmt: skip
+        assert put.status_code == 200
+        yield base
+
+
+BEARER = {"authorization": f"Bearer {WRITER}"}
+
+
 @needs_tools
-def test_hls_js_plays_by_capability_or_by_header(tmp_path: Path, hls_js: Path) -> None:  # noqa: F811
+def test_hls_js_plays_by_capability_or_by_header(
+    server_process: str,
+    tmp_path: Path,
+    hls_js: Path,  # noqa: F811
+) -> None:
     """hls.js without ``xhrSetup`` (no header: what native players do too) plays from the
     capability URL the page would give it; with ``xhrSetup`` sending the token it plays
     the bare playlist URL, whose URIs then carry a capability as well."""
@@ -310,30 +331,73 @@ def test_hls_js_plays_by_capability_or_by_header(tmp_path: Path, hls_js: Path) -
     if not chromium.exists():
         pytest.skip(f"{chromium} not found: apt-get install chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    config = tmp_path / "auth.toml"
-    config.write_text(f'[auth]\ntokens = [{{token = "{WRITER}"}}]\n')
-    with serve_process(tmp_path, config) as base:
-        put = httpx.put(f"{base}/streams/show", content=media("mp3"),
-                        headers={"authorization": f"Bearer {WRITER}",
-                                 "content-type": "audio/mpeg"})  # fmt: skip
-        assert put.status_code == 200
-        url = f"{base}/streams/show/index.m3u8"
-        bearer = {"authorization": f"Bearer {WRITER}"}
-        query = httpx.get(url, headers=bearer).headers["x-mmstream-capability"]
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=str(chromium), headless=True, timeout=30_000,
-                args=["--autoplay-policy=no-user-gesture-required", "--disable-gpu",
-                      "--disable-dev-shm-usage"],
-            )  # fmt: skip
-            try:
-                bare = _hls_js_requests(browser, base, hls_js, f"{url}?{query}", None)
-                with_header = _hls_js_requests(browser, base, hls_js, url, WRITER)
-            finally:
-                browser.close()
+    base = server_process
+    url = f"{base}/streams/show/index.m3u8"
+    query = httpx.get(url, headers=BEARER).headers["x-mmstream-capability"]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(chromium), headless=True, timeout=30_000,
+            args=["--autoplay-policy=no-user-gesture-required", "--disable-gpu",
+                  "--disable-dev-shm-usage"],
+        )  # fmt: skip
+        try:
+            bare = _hls_js_requests(browser, base, hls_js, f"{url}?{query}", None)
+            with_header = _hls_js_requests(browser, base, hls_js, url, WRITER)
+        finally:
+            browser.close()
     for asked in (bare, with_header):
         segments = [u for u, _ in asked if "/hls/" in u]
         assert segments and all("&sig=" in u for u in segments)
     assert all(header is None for _, header in bare)
     assert all(header == f"Bearer {WRITER}" for u, header in with_header if "/streams/" in u)
     assert WRITER not in (tmp_path / "server.log").read_text()
+
+
+LISTENERS = 200
+
+
+async def _listeners_with_tokens(front: str) -> int:
+    """``LISTENERS`` players, each fetching the playlist with the token (as hls.js with
+    ``xhrSetup`` does) and every segment it lists by its URI (with the capability, no
+    header: as a native player does); the segment requests made."""
+    fetched = 0
+    limits = trio.CapacityLimiter(64)
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as http:
+
+        async def listen() -> None:
+            nonlocal fetched
+            async with limits:
+                playlist = await http.get(f"{front}/streams/show/index.m3u8", headers=BEARER)
+                assert playlist.status_code == 200
+                for uri in _uris(playlist.text):
+                    assert (await http.get(f"{front}/streams/show/{uri}")).status_code == 200
+                    fetched += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(LISTENERS):
+                nursery.start_soon(listen)
+    return fetched
+
+
+@pytest.mark.skipif(VARNISHD is None, reason="varnishd not found: apt-get install varnish")
+@needs_tools
+def test_varnish_caches_segments_whose_uris_carry_capabilities(
+    server_process: str,
+    varnish: tuple[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Capabilities are the same for every listener of the same minute, so a cache in
+    front still stores each segment once per minute of issue, not once per listener.
+    (The playlists, fetched with the token, all reach the origin: a cache does not store
+    an answer to a request with ``Authorization``.)"""
+    front, _ = varnish
+    requests = trio.run(_listeners_with_tokens, front)
+    log = (tmp_path / "server.log").read_text()
+    at_origin = log.count("GET /streams/show/hls/")
+    minutes = len(set(re.findall(r"/hls/\S+\?exp=(\d+)&", log)))
+    playlists = log.count("GET /streams/show/index.m3u8")
+    print(f"{requests} segment requests through Varnish, {at_origin} at the origin "
+          f"({minutes} capability expiries); playlists at the origin: {playlists}")  # fmt: skip
+    segments = requests // LISTENERS
+    assert requests == LISTENERS * segments and segments >= 6
+    assert minutes in (1, 2) and at_origin <= segments * minutes
