@@ -575,6 +575,7 @@ class Page {
     range.max = String(Math.ceil(edge));
     const atLive = behind < AT_LIVE;
     if (!this.dragging) range.value = String(atLive ? range.max : Math.floor(player.position()));
+    range.setAttribute("aria-valuetext", `${formatClock(player.position())} of ${formatClock(edge)}`);
     $("#timeline-behind").textContent = atLive ? "" : `−${formatClock(behind)}`;
     $("#go-live").setAttribute("aria-pressed", String(atLive));
   }
