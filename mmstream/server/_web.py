@@ -24,6 +24,7 @@ from ..streams import StreamInfo, StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
 from ..web.hls import DEFAULT_TARGET_DURATION
 from ..web.hls_http import SegmentPlans, playlist_response, segment_response
+from ..web.llhls import BlockingBudget
 from ..web.playback import PIECE_SIZE, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 
@@ -153,6 +154,7 @@ def add_web_routes(
     router.add("GET", "/streams/{stream_id}", stream)
 
     plans = SegmentPlans()
+    blocked = BlockingBudget()  # LL-HLS requests held for a part (web/llhls.py)
 
     async def hls_access(request: HttpRequest) -> _HlsAccess | HttpResponse:
         """Who may have an HLS answer (docs/hls.md, *Access control*): with access control
@@ -204,7 +206,11 @@ def add_web_routes(
         if isinstance(access, HttpResponse):
             return access
         stream_id = request.params["stream_id"]
-        http = _to_http(await playlist_response(manager, stream_id, metrics=metrics, plans=plans))
+        response = await playlist_response(
+            manager, stream_id, query=request.query, client=request.remote,
+            metrics=metrics, plans=plans, budget=blocked,
+        )  # fmt: skip
+        http = _to_http(response)
         if http.status != 200 or not isinstance(http.body, bytes):
             return http
         query = await minted(stream_id) if access.by_header else access.query
@@ -221,7 +227,8 @@ def add_web_routes(
             return access
         response = await segment_response(
             manager, request.params["stream_id"], request.params["segment"],
-            request.header_fields(), metrics=metrics, plans=plans,
+            request.header_fields(), client=request.remote, metrics=metrics, plans=plans,
+            budget=blocked,
         )  # fmt: skip
         http = _to_http(response)
         if access.by_header:

@@ -895,15 +895,29 @@ class StreamManager:
             return index.seek(seconds, read, size)
 
     async def boundaries(
-        self, stream_id: str, every: float, *, generation: str | None = None
+        self,
+        stream_id: str,
+        every: float,
+        *,
+        parts: int = 1,
+        first: int = 0,
+        generation: str | None = None,
     ) -> builtins.list[Seek]:
-        """:meth:`seek` for ``0, every, 2 * every, …`` up to the media time written so far
-        (where HLS cuts its segments): one build of the index for them all."""
+        """:meth:`seek` for ``k * every / parts``, from ``k = first`` up to the media time
+        written so far (where HLS cuts its segments of ``every`` seconds, and each into
+        ``parts`` parts): one build of the index for them all. A caller that keeps the
+        answer asks only for the boundaries after it next time (``first``)."""
         if not 0.1 <= every <= 3600:
             raise InvalidArgumentError(f"segment duration {every!r} is out of range")
+        if not 1 <= parts <= 100:
+            raise InvalidArgumentError(f"parts per segment {parts!r} is out of range")
         async with self._indexed(stream_id, generation) as (index, read, size):
-            count = int(index.duration // every) + 1
-            return [index.seek(n * every, read, size) for n in range(count)]
+            found = []
+            k, duration = max(first, 0), index.duration
+            while k * every / parts <= duration:
+                found.append(index.seek(k * every / parts, read, size))
+                k += 1
+            return found
 
     @asynccontextmanager
     async def _indexed(

@@ -18,10 +18,11 @@ packed-audio form: :func:`hls_kind` says why.
 
 from __future__ import annotations
 
+import bisect
 import datetime
-import itertools
 import math
 import struct
+from array import array
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -32,11 +33,15 @@ from ..audio import AudioFormat
 __all__ = [
     "DEFAULT_TARGET_DURATION",
     "HlsKind",
+    "LowLatency",
+    "MediaPlan",
+    "Part",
     "Segment",
     "hls_kind",
     "id3_timestamp",
     "media_playlist",
     "packed_audio_segment",
+    "plan_media",
     "plan_segments",
 ]
 
@@ -94,28 +99,157 @@ class Segment:
 Boundary = tuple[float, int, float]
 
 
+@attrs.frozen
+class Part:
+    """Partial segment ``index`` of segment ``sequence`` (LL-HLS): bytes ``[start, stop)``,
+    playing from ``time`` for ``duration`` seconds; its first byte arrived at ``wall``."""
+
+    sequence: int = attrs.field(validator=v.ge(0))
+    index: int = attrs.field(validator=v.ge(0))
+    start: int
+    stop: int
+    time: float
+    duration: float
+    wall: float
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.sequence, self.index)
+
+
+@attrs.frozen(eq=False)
+class MediaPlan:
+    """A stream's segments, and its parts cut from ``times``/``offsets``/``walls`` (the
+    boundaries, and the stream's end once ``complete``) when asked for: a day of audio has
+    216,000 parts, and a playlist lists the last few dozen."""
+
+    times: array[float]
+    offsets: array[int]
+    walls: array[float]
+    per_segment: int
+    complete: bool
+    segments: tuple[Segment, ...]
+
+    def segment(self, sequence: int) -> Segment | None:
+        at = bisect.bisect_left(self.segments, sequence, key=lambda s: s.sequence)
+        found = self.segments[at] if at < len(self.segments) else None
+        return found if found is not None and found.sequence == sequence else None
+
+    def parts_of(self, sequence: int) -> list[Part]:
+        """Segment ``sequence``'s final parts (of the one being written: those so far)."""
+        times, offsets, walls = self.times, self.offsets, self.walls
+        first = sequence * self.per_segment
+        parts: list[Part] = []
+        for k in range(max(first, 0), min(first + self.per_segment, len(offsets) - 1)):
+            if offsets[k + 1] > offsets[k]:
+                duration = max(times[k + 1] - times[k], 0.0)
+                parts.append(Part(sequence, len(parts), offsets[k], offsets[k + 1], times[k],
+                                  duration, walls[k]))  # fmt: skip
+        return parts
+
+    def part(self, sequence: int, index: int) -> Part | None:
+        parts = self.parts_of(sequence)
+        return parts[index] if 0 <= index < len(parts) else None
+
+    @property
+    def next_part(self) -> tuple[int, int] | None:
+        """``(sequence, index)`` of the part being written (what a preload hint names);
+        ``None`` once the stream is complete."""
+        if self.complete:
+            return None
+        sequence = max(len(self.offsets) - 1, 0) // self.per_segment
+        return (sequence, len(self.parts_of(sequence)))
+
+    @property
+    def last_part(self) -> tuple[int, int] | None:
+        """``(sequence, index)`` of the last final part; ``None``: none yet."""
+        sequence = max(len(self.offsets) - 2, 0) // self.per_segment
+        for earlier in range(sequence, max(sequence - 3, -1), -1):
+            parts = self.parts_of(earlier)
+            if parts:
+                return parts[-1].position
+        return None
+
+    def recent_parts(self, segments: int) -> list[Part]:
+        """The parts of the last ``segments`` complete segments and of the one being
+        written: what a live playlist lists (older parts only lengthen it)."""
+        last = (len(self.offsets) - 1) // self.per_segment
+        first = self.segments[-segments].sequence if len(self.segments) >= segments else 0
+        return [part for n in range(first, last + 1) for part in self.parts_of(n)]
+
+
+def plan_media(
+    boundaries: Sequence[Boundary],
+    *,
+    per_segment: int = 1,
+    end_time: float,
+    end_offset: int,
+    complete: bool,
+    known: Sequence[Segment] = (),
+) -> MediaPlan:
+    """``boundaries[k]`` is the boundary nearest before ``k * target / per_segment``: part
+    ``k % per_segment`` of segment ``k // per_segment`` runs from it to ``boundaries[k + 1]``,
+    and segment ``n`` is its parts together. ``end_time``/``end_offset`` are the stream's
+    current end; when ``complete`` (READY) the last boundary's part runs to it, otherwise it
+    is the part being written, not listed yet (more bytes may still belong to it), and its
+    segment is not listed either. Two boundaries at one offset (a container whose
+    boundaries are further apart than a part) make no part, and a segment without parts
+    none; packed audio (frames of ~25 ms) never has them, so its numbers have no gaps.
+    ``known``: segments planned before from the same boundaries, kept as they are."""
+    if per_segment < 1:
+        raise ValueError(f"parts per segment must be at least 1, not {per_segment}")
+    times = array("d", (b[0] for b in boundaries))
+    offsets = array("q", (b[1] for b in boundaries))
+    walls = array("d", (b[2] for b in boundaries))
+    if complete and offsets and end_offset > offsets[-1]:
+        times.append(max(end_time, times[-1]))
+        offsets.append(end_offset)
+        walls.append(walls[-1])
+    # Live, a segment is listed once the boundary after its last part is known.
+    listed = (
+        -(-(len(offsets) - 1) // per_segment) if complete else (len(offsets) - 1) // per_segment
+    )
+    segments = list(known)
+    for n in range(segments[-1].sequence + 1 if segments else 0, listed):
+        first, stop = n * per_segment, min((n + 1) * per_segment, len(offsets) - 1)
+        if offsets[stop] > offsets[first]:
+            segments.append(Segment(n, offsets[first], offsets[stop], times[first],
+                                    max(times[stop] - times[first], 0.0), walls[first]))  # fmt: skip
+    return MediaPlan(times, offsets, walls, per_segment, complete, tuple(segments))
+
+
 def plan_segments(
     boundaries: Sequence[Boundary], *, end_time: float, end_offset: int, complete: bool
 ) -> list[Segment]:
-    """Segment ``n`` runs from ``boundaries[n]`` (the boundary nearest before ``n * target``)
-    to ``boundaries[n + 1]``. ``end_time``/``end_offset`` are the stream's current end;
-    when ``complete`` (READY) the last boundary's segment runs to it, otherwise it is not
-    listed yet (more bytes may still belong to it). Two boundaries at one offset (a
-    container whose boundaries are further apart than the target) make no segment; packed
-    audio (frames of ~25 ms) never has them, so its sequence numbers have no gaps."""
-    points = list(boundaries)
-    if complete and points and end_offset > points[-1][1]:
-        points.append((max(end_time, points[-1][0]), end_offset, points[-1][2]))
-    return [
-        Segment(n, a[1], b[1], a[0], max(b[0] - a[0], 0.0), a[2])
-        for n, (a, b) in enumerate(itertools.pairwise(points))
-        if b[1] > a[1]
-    ]
+    """The segments alone (:func:`plan_media` with one part per segment)."""
+    plan = plan_media(boundaries, end_time=end_time, end_offset=end_offset, complete=complete)
+    return list(plan.segments)
 
 
 def _date_time(unix: float) -> str:
     moment = datetime.datetime.fromtimestamp(unix, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@attrs.frozen
+class LowLatency:
+    """What a live playlist adds for LL-HLS (RFC 8216bis §4.4.3.7-8, §4.4.4.9, §4.4.5.3):
+    ``parts`` to list (each before its segment's URI, those of the segment being written
+    last), the part target, how far behind the live edge a player should play
+    (``PART-HOLD-BACK``), and the URI of the part being written (the preload hint)."""
+
+    parts: Sequence[Part]
+    part_target: float
+    part_hold_back: float
+    uri: Callable[[Part], str]
+    hint: str | None
+
+
+def _part_lines(parts: Sequence[Part], low_latency: LowLatency) -> list[str]:
+    return [
+        f'#EXT-X-PART:DURATION={p.duration:.5f},URI="{low_latency.uri(p)}",INDEPENDENT=YES'
+        for p in parts
+    ]
 
 
 def media_playlist(
@@ -124,10 +258,12 @@ def media_playlist(
     target_duration: float,
     ended: bool,
     uri: Callable[[Segment], str],
+    low_latency: LowLatency | None = None,
 ) -> str:
     """The media playlist for ``segments`` (RFC 8216bis §4.4): ``EVENT`` while the stream
     grows, ``VOD`` with ``EXT-X-ENDLIST`` once it has ``ended``. ``EXT-X-TARGETDURATION``
-    is at least every ``EXTINF`` rounded to the nearest integer (§4.4.3.1)."""
+    is at least every ``EXTINF`` rounded to the nearest integer (§4.4.3.1). With
+    ``low_latency`` (live only), its parts, server control and preload hint too."""
     longest = max((s.duration for s in segments), default=target_duration)
     target = max(math.ceil(target_duration), round(longest), 1)
     lines = [
@@ -138,10 +274,28 @@ def media_playlist(
         f"#EXT-X-PLAYLIST-TYPE:{'VOD' if ended else 'EVENT'}",
         "#EXT-X-INDEPENDENT-SEGMENTS",
     ]
+    parts_of: dict[int, list[Part]] = {}
+    if low_latency is not None:
+        lines[3:3] = [
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
+            f"PART-HOLD-BACK={low_latency.part_hold_back:.3f}",
+            f"#EXT-X-PART-INF:PART-TARGET={low_latency.part_target:.3f}",
+        ]
+        for part in low_latency.parts:
+            parts_of.setdefault(part.sequence, []).append(part)
     for segment in segments:
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_date_time(segment.wall)}")
+        if low_latency is not None:
+            lines += _part_lines(parts_of.pop(segment.sequence, []), low_latency)
         lines.append(f"#EXTINF:{segment.duration:.5f},")
         lines.append(uri(segment))
+    if low_latency is not None:
+        growing = [p for sequence in sorted(parts_of) for p in parts_of[sequence]]
+        if growing:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_date_time(growing[0].wall)}")
+        lines += _part_lines(growing, low_latency)
+        if low_latency.hint is not None:
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{low_latency.hint}"')
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

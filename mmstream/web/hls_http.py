@@ -1,29 +1,49 @@
 """``GET /streams/{id}/index.m3u8`` and ``GET /streams/{id}/hls/{segment}``: HLS answers
-from the cache (the decisions are in :mod:`.hls`; this module reads the manager).
+from the cache (the decisions are in :mod:`.hls` and :mod:`.llhls`; this module reads the
+manager and waits for it).
 
-A segment's name carries the stream's generation (``<generation>-<n>.mp3``): a stream
-deleted and created again under the same id has other segment URIs, so a segment URI names
-the same bytes forever and is served ``immutable`` with a strong ``ETag``. Playlists are
-short-lived: ``max-age=1`` while the stream grows, a minute once it is finished.
+A segment's name carries the stream's generation (``<generation>-<n>.mp3``, a part
+``<generation>-<n>.<k>.mp3``): a stream deleted and created again under the same id has
+other URIs, so a segment or part URI names the same bytes forever and is served
+``immutable`` with a strong ``ETag``. Playlists are short-lived: ``max-age=1`` while the
+stream grows, a minute once it is finished. A blocking reload (``?_HLS_msn=``) is held
+until its part is final and its answer stays true for that query, so a cache in front may
+keep it for three target durations (it keys on the whole URL, query included).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+import attrs
+import trio
 
 from ..audio import detect_format
-from ..errors import MmstreamError, StreamNotFoundError
+from ..errors import InvalidArgumentError, MmstreamError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import StreamInfo, StreamManager, StreamStatus
 from .hls import (
     DEFAULT_TARGET_DURATION,
     HlsKind,
-    Segment,
+    LowLatency,
+    MediaPlan,
     hls_kind,
     media_playlist,
     packed_audio_segment,
-    plan_segments,
+    plan_media,
+)
+from .llhls import (
+    PART_TARGET,
+    PARTS_LISTED,
+    BlockingBudget,
+    Readiness,
+    advance_part_limit,
+    parse_directives,
+    part_hold_back,
+    parts_per_segment,
+    readiness,
 )
 from .playback import Response, error_response
 
@@ -31,7 +51,7 @@ __all__ = ["PLAYLIST_TYPE", "SegmentPlans", "playlist_response", "segment_respon
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 IMMUTABLE = "public, max-age=31536000, immutable"
-_SEGMENT = re.compile(r"([0-9a-f]{16})-(\d{1,9})\.(mp3|aac)")
+_SEGMENT = re.compile(r"([0-9a-f]{16})-(\d{1,9})(?:\.(\d{1,3}))?\.(mp3|aac)")
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
@@ -43,30 +63,56 @@ async def _kind(manager: StreamManager, info: StreamInfo) -> HlsKind:
     return found
 
 
+@attrs.define
+class _Known:
+    size: int
+    status: StreamStatus
+    boundaries: list[tuple[float, int, float]]
+    plan: MediaPlan
+
+
 class SegmentPlans:
-    """The segments of the streams asked for lately, by what determines them (id,
-    generation, size, status, target): every listener of a stream asks for the same plan
-    until its next write, and a finished stream's never changes. At most ``limit`` kept."""
+    """The segment and part plans of the streams asked for lately, by stream, generation
+    and target: every listener of a stream asks for the same plan until its next write,
+    and a finished stream's never changes. A growing stream's plan is carried on from the
+    last one (its boundaries are final, only new ones are sought), so a write costs the
+    parts it adds, not the stream's length. At most ``limit`` streams kept."""
 
-    def __init__(self, limit: int = 256) -> None:
+    def __init__(self, limit: int = 256, part_target: float = PART_TARGET) -> None:
         self._limit = limit
-        self._plans: dict[tuple[str, str, int, StreamStatus, float], list[Segment]] = {}
+        self.part_target = part_target
+        self._plans: OrderedDict[tuple[str, str, float], _Known] = OrderedDict()
 
-    async def get(self, manager: StreamManager, info: StreamInfo, target: float) -> list[Segment]:
-        key = (info.stream_id, info.generation, info.size, info.status, target)
-        found = self._plans.get(key)
-        if found is not None:
-            return found
-        seeks = await manager.boundaries(info.stream_id, target, generation=info.generation)
-        plan = plan_segments(
-            [(s.time, s.offset, s.wall) for s in seeks],
-            end_time=seeks[0].duration,
+    def per_segment(self, target: float) -> int:
+        return parts_per_segment(target, self.part_target)
+
+    async def get(self, manager: StreamManager, info: StreamInfo, target: float) -> MediaPlan:
+        key = (info.stream_id, info.generation, target)
+        known = self._plans.get(key)
+        if known is not None:
+            self._plans.move_to_end(key)
+            if (known.size, known.status) == (info.size, info.status):
+                return known.plan
+        # The last boundary is sought again: the others are final.
+        kept = known.boundaries[:-1] if known is not None else []
+        seeks = await manager.boundaries(
+            info.stream_id, target, parts=self.per_segment(target), first=len(kept),
+            generation=info.generation,
+        )  # fmt: skip
+        boundaries = kept + [(s.time, s.offset, s.wall) for s in seeks]
+        end_time = seeks[0].duration if seeks else (boundaries[-1][0] if boundaries else 0.0)
+        complete = info.status is StreamStatus.READY
+        plan = plan_media(
+            boundaries,
+            per_segment=self.per_segment(target),
+            end_time=end_time,
             end_offset=info.size,
-            complete=info.status is StreamStatus.READY,
+            complete=complete,
+            known=() if known is None or known.plan.complete else known.plan.segments,
         )
-        if len(self._plans) >= self._limit:
-            del self._plans[next(iter(self._plans))]  # the oldest
-        self._plans[key] = plan
+        if known is None and len(self._plans) >= self._limit:
+            self._plans.popitem(last=False)  # the least recently asked for
+        self._plans[key] = _Known(info.size, info.status, boundaries, plan)
         return plan
 
 
@@ -76,30 +122,109 @@ def _count(metrics: Metrics | None, exc: MmstreamError) -> Response:
     return error_response(exc)
 
 
+def _unavailable(reason: str) -> Response:
+    body = f"unavailable: {reason}\n".encode()
+    return Response(503, [("Content-Type", "text/plain; charset=utf-8"),
+                          ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
+                          ("Retry-After", "1"), _NOSNIFF], body)  # fmt: skip
+
+
+class _Waited(Exception):
+    """Why a held request is answered ``503`` (over the budget, or timed out)."""
+
+
+async def _hold_until(
+    manager: StreamManager,
+    info: StreamInfo,
+    plan: MediaPlan,
+    ready: Callable[[MediaPlan], bool],
+    *,
+    target: float,
+    plans: SegmentPlans,
+    budget: BlockingBudget,
+    client: str,
+) -> MediaPlan:
+    """The stream's plan once ``ready`` says so or the stream is complete, waiting at most
+    three target durations (RFC 8216bis §6.2.5.2) within ``budget``; else :class:`_Waited`."""
+    with budget.hold(client) as allowed:
+        if not allowed:
+            raise _Waited("too many requests are waiting for parts; retry")
+        with trio.move_on_after(3 * target):
+            while not (plan.complete or ready(plan)):
+                info = await manager.wait_for_data(
+                    info.stream_id, info.size, generation=info.generation
+                )
+                plan = await plans.get(manager, info, target)
+            return plan
+    raise _Waited(f"the part asked for did not come within {3 * target:g} s")
+
+
 async def playlist_response(
     manager: StreamManager,
     stream_id: str,
     *,
+    query: str = "",
+    client: str = "",
     target: float = DEFAULT_TARGET_DURATION,
     metrics: Metrics | None = None,
     plans: SegmentPlans | None = None,
+    budget: BlockingBudget | None = None,
 ) -> Response:
-    """The stream's media playlist (404 saying why for a format HLS is not served for)."""
+    """The stream's media playlist (404 saying why for a format HLS is not served for).
+    With delivery directives (``_HLS_msn``, ``_HLS_part``) a live stream's is held until
+    it holds what they ask for (LL-HLS blocking reload)."""
+    plans = plans or SegmentPlans()
     try:
+        directive = parse_directives(query)
         info = await manager.find(stream_id)  # stat, or found in the tier (docs/tiering.md)
         kind = await _kind(manager, info)
-        segments = await (plans or SegmentPlans()).get(manager, info, target)
+        plan = await plans.get(manager, info, target)
+        if directive is not None:
+            per_segment = plans.per_segment(target)
+            limit = advance_part_limit(plans.part_target)
+            match readiness(plan, directive, per_segment, limit):
+                case Readiness.TOO_FAR:
+                    raise InvalidArgumentError(
+                        f"_HLS_msn={directive.msn} _HLS_part={directive.part} is further "
+                        "ahead than the playlist will be soon (RFC 8216bis 6.2.5.2)"
+                    )
+                case Readiness.WAIT:
+                    plan = await _hold_until(
+                        manager, info, plan,
+                        lambda p: readiness(p, directive, per_segment, limit) is Readiness.NOW,
+                        target=target, plans=plans, budget=budget or BlockingBudget(),
+                        client=client,
+                    )  # fmt: skip
     except MmstreamError as exc:
         return _count(metrics, exc)
-    ended = info.status is StreamStatus.READY
+    except _Waited as exc:
+        return _unavailable(str(exc))
+    low_latency = None
+    if not plan.complete:
+        next_part = plan.next_part
+        low_latency = LowLatency(
+            plan.recent_parts(PARTS_LISTED),
+            part_target=plans.part_target,
+            part_hold_back=part_hold_back(plans.part_target),
+            uri=lambda p: f"hls/{info.generation}-{p.sequence}.{p.index}.{kind.extension}",
+            hint=None if next_part is None else
+            f"hls/{info.generation}-{next_part[0]}.{next_part[1]}.{kind.extension}",
+        )  # fmt: skip
     body = media_playlist(
-        segments,
+        plan.segments,
         target_duration=target,
-        ended=ended,
+        ended=plan.complete,
         uri=lambda s: f"hls/{info.generation}-{s.sequence}.{kind.extension}",
+        low_latency=low_latency,
     ).encode()
+    if plan.complete:
+        cache = "max-age=60"
+    elif directive is not None:
+        cache = f"public, max-age={3 * target:g}"
+    else:
+        cache = "max-age=1"
     headers = [("Content-Type", PLAYLIST_TYPE), ("Content-Length", str(len(body))),
-               ("Cache-Control", "max-age=60" if ended else "max-age=1"), _NOSNIFF]  # fmt: skip
+               ("Cache-Control", cache), _NOSNIFF]  # fmt: skip
     return Response(200, headers, body)
 
 
@@ -109,42 +234,50 @@ async def segment_response(
     name: str,
     request_headers: Mapping[str, str],
     *,
+    client: str = "",
     target: float = DEFAULT_TARGET_DURATION,
     metrics: Metrics | None = None,
     plans: SegmentPlans | None = None,
+    budget: BlockingBudget | None = None,
 ) -> Response:
-    """One packed-audio segment; 404 for one that does not exist (yet)."""
+    """One packed-audio segment or part; 404 for one that does not exist (yet). The part
+    being written (the preload hint's) is held until it is final."""
+    plans = plans or SegmentPlans()
     try:
         match = _SEGMENT.fullmatch(name)
         if match is None:
             raise StreamNotFoundError(f"no segment {name[:64]!r}")
         generation, sequence = match.group(1), int(match.group(2))
+        index = None if match.group(3) is None else int(match.group(3))
         await manager.find(stream_id)  # known here, or found in the tier
         info = manager.stat(stream_id, generation=generation)
         kind = await _kind(manager, info)
-        if kind.extension != match.group(3):
+        if kind.extension != match.group(4):
             raise StreamNotFoundError(f"no segment {name!r}: this stream's are .{kind.extension}")
-        segment = next(
-            (
-                s
-                for s in await (plans or SegmentPlans()).get(manager, info, target)
-                if s.sequence == sequence
-            ),
-            None,
-        )
-        if segment is None:
-            raise StreamNotFoundError(f"no segment {sequence} of {stream_id} (yet)")
-        etag = f'"{generation}-{sequence}"'
+        plan = await plans.get(manager, info, target)
+        if index is not None and plan.next_part == (sequence, index):
+            plan = await _hold_until(
+                manager, info, plan, lambda p: p.part(sequence, index) is not None,
+                target=target, plans=plans, budget=budget or BlockingBudget(), client=client,
+            )  # fmt: skip
+        found = plan.segment(sequence) if index is None else plan.part(sequence, index)
+        if found is None:
+            what = f"segment {sequence}" if index is None else f"part {sequence}.{index}"
+            raise StreamNotFoundError(f"no {what} of {stream_id} (yet)")
+        tag = f"{sequence}" if index is None else f"{sequence}.{index}"
+        etag = f'"{generation}-{tag}"'
         headers = [("Content-Type", kind.content_type), ("Cache-Control", IMMUTABLE),
                    ("ETag", etag), _NOSNIFF]  # fmt: skip
         if etag in (request_headers.get("if-none-match") or ""):
             return Response(304, headers)
         data = await manager.read(
-            stream_id, segment.start, segment.stop - segment.start, generation=generation
+            stream_id, found.start, found.stop - found.start, generation=generation
         )
     except MmstreamError as exc:
         return _count(metrics, exc)
-    body = packed_audio_segment(data, segment.time)
+    except _Waited as exc:
+        return _unavailable(str(exc))
+    body = packed_audio_segment(data, found.time)
     if metrics is not None:
         metrics.bytes_out.labels("http").inc(len(body))
     return Response(200, [*headers, ("Content-Length", str(len(body)))], body)

@@ -197,5 +197,6 @@ async def test_segment_plans_are_shared_until_the_stream_changes(tmp_path: Path)
         await manager.append("s", data[len(data) // 2 :])
         await manager.finalize("s")
         finished = await plans.get(manager, manager.stat("s"), 4.0)
-        assert finished is not first and finished[: len(first)] == first  # only grows
-        assert finished[-1].stop == len(data)
+        assert finished is not first  # only grows:
+        assert finished.segments[: len(first.segments)] == first.segments
+        assert finished.segments[-1].stop == len(data)
