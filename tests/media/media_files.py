@@ -74,12 +74,17 @@ def first_pts(data: bytes) -> float:
     return found[0][0]
 
 
-def real_time_source(base: str, data: bytes, seconds: int, stop: threading.Event) -> None:
-    """An Icecast source sending ``data`` at its own pace (a quarter second at a time)."""
+def real_time_source(
+    base: str, data: bytes, seconds: int, stop: threading.Event, burst: int = 0
+) -> None:
+    """An Icecast source sending ``data`` at its own pace (a quarter second at a time),
+    after its first ``burst`` seconds at once (what a source with a buffer sends first)."""
     step = len(data) // (seconds * 4)
 
     def body() -> Iterator[bytes]:
-        for at in range(0, len(data), step):
+        if burst:
+            yield data[: step * burst * 4]
+        for at in range(step * burst * 4, len(data), step):
             if stop.is_set():
                 return
             yield data[at : at + step]
@@ -90,9 +95,10 @@ def real_time_source(base: str, data: bytes, seconds: int, stop: threading.Event
 
 
 @contextlib.contextmanager
-def live_radio(base: str, seconds: int, *, listed: int) -> Iterator[None]:
+def live_radio(base: str, seconds: int, *, listed: int, burst: int = 0) -> Iterator[None]:
     """Stream ``radio`` on the server at ``base``: ``seconds`` of AAC sent in real time by an
-    Icecast source; entered once its live playlist lists ``listed`` segments."""
+    Icecast source (the first ``burst`` seconds at once); entered once its live playlist
+    lists ``listed`` segments."""
     with tempfile.TemporaryDirectory() as tmp:
         audio = Path(tmp) / "tone.aac"
         subprocess.run([str(FFMPEG), "-v", "error", "-f", "lavfi", "-i",
@@ -100,7 +106,7 @@ def live_radio(base: str, seconds: int, *, listed: int) -> Iterator[None]:
                         str(audio)], check=True)  # fmt: skip
         data = audio.read_bytes()
     stop = threading.Event()
-    source = threading.Thread(target=real_time_source, args=(base, data, seconds, stop),
+    source = threading.Thread(target=real_time_source, args=(base, data, seconds, stop, burst),
                               daemon=True)  # fmt: skip
     source.start()
     try:
