@@ -14,6 +14,7 @@ keep it for three target durations (it keys on the whole URL, query included).
 from __future__ import annotations
 
 import re
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
@@ -82,6 +83,16 @@ class SegmentPlans:
         self._limit = limit
         self.part_target = part_target
         self._plans: OrderedDict[tuple[str, str, float], _Known] = OrderedDict()
+        #: Each plan's playlist, made once: every listener woken by one write gets it.
+        self._bodies: weakref.WeakKeyDictionary[MediaPlan, bytes] = weakref.WeakKeyDictionary()
+
+    def playlist(self, plan: MediaPlan, render: Callable[[MediaPlan], bytes]) -> bytes:
+        """``render(plan)``, once per plan (a playlist is a function of its plan; the
+        caller's ``render`` must depend on nothing else that changes)."""
+        body = self._bodies.get(plan)
+        if body is None:
+            body = self._bodies[plan] = render(plan)
+        return body
 
     def per_segment(self, target: float) -> int:
         return parts_per_segment(target, self.part_target)
@@ -159,6 +170,29 @@ async def _hold_until(
     raise _Waited(f"the part asked for did not come within {3 * target:g} s")
 
 
+def _playlist(
+    plan: MediaPlan, generation: str, kind: HlsKind, target: float, plans: SegmentPlans
+) -> bytes:
+    low_latency = None
+    if not plan.complete:
+        next_part = plan.next_part
+        low_latency = LowLatency(
+            plan.recent_parts(PARTS_LISTED),
+            part_target=plans.part_target,
+            part_hold_back=part_hold_back(plans.part_target),
+            uri=lambda p: f"hls/{generation}-{p.sequence}.{p.index}.{kind.extension}",
+            hint=None if next_part is None else
+            f"hls/{generation}-{next_part[0]}.{next_part[1]}.{kind.extension}",
+        )  # fmt: skip
+    return media_playlist(
+        plan.segments,
+        target_duration=target,
+        ended=plan.complete,
+        uri=lambda s: f"hls/{generation}-{s.sequence}.{kind.extension}",
+        low_latency=low_latency,
+    ).encode()
+
+
 async def playlist_response(
     manager: StreamManager,
     stream_id: str,
@@ -199,24 +233,7 @@ async def playlist_response(
         return _count(metrics, exc)
     except _Waited as exc:
         return _unavailable(str(exc))
-    low_latency = None
-    if not plan.complete:
-        next_part = plan.next_part
-        low_latency = LowLatency(
-            plan.recent_parts(PARTS_LISTED),
-            part_target=plans.part_target,
-            part_hold_back=part_hold_back(plans.part_target),
-            uri=lambda p: f"hls/{info.generation}-{p.sequence}.{p.index}.{kind.extension}",
-            hint=None if next_part is None else
-            f"hls/{info.generation}-{next_part[0]}.{next_part[1]}.{kind.extension}",
-        )  # fmt: skip
-    body = media_playlist(
-        plan.segments,
-        target_duration=target,
-        ended=plan.complete,
-        uri=lambda s: f"hls/{info.generation}-{s.sequence}.{kind.extension}",
-        low_latency=low_latency,
-    ).encode()
+    body = plans.playlist(plan, lambda p: _playlist(p, info.generation, kind, target, plans))
     if plan.complete:
         cache = "max-age=60"
     elif directive is not None:
