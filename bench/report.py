@@ -283,6 +283,33 @@ def _clip_rows(results: Results) -> list[list[str]]:
     return rows
 
 
+def _hls_lines(results: Results) -> list[str]:
+    """HLS from one worker beside the progressive GET fan-out (``bench/hls.py``)."""
+    hls = results.get("hls")
+    if not hls:
+        return []
+    done, live = hls["finished"], hls["live"]
+    rows = [
+        ["segment requests (finished stream, keep-alive clients)",
+         f"{fmt(done['segment_per_s'])}/s; {done['segment_cpu_per_1000']:.2f} CPU-s per 1,000"],
+        ["playlist requests (same)",
+         f"{fmt(done['playlist_per_s'])}/s; {done['playlist_cpu_per_1000']:.2f} CPU-s per 1,000"],
+        ["1,000 plain HLS listeners (segment + playlist every 4 s), no cache",
+         f"{done['hls_cores_per_1000_listeners']:.2f} core"],
+        [f"1,000 LL-HLS listeners (blocking reload + part every ~0.4 s; {live['waiters']} measured)",
+         f"{live['ll_cores_per_1000']:.2f} core"],
+        [f"1,000 progressive GET listeners of the same live stream ({live['listeners']} measured)",
+         f"{live['get_cores_per_1000']:.2f} core"],
+        ["blocking reload: part's last bytes sent → playlist received",
+         f"p50 {live['reload_p50_ms']:.1f} ms, p99 {live['reload_p99_ms']:.1f} ms "
+         f"({live['reload_answers']} answers)"],
+    ]  # fmt: skip
+    lines = [f"### HLS from one worker, beside the progressive GET (`{hls['command']}`)", ""]
+    lines += _table(["what", "figure"], rows)
+    lines.append("")
+    return lines
+
+
 def render(results: Results) -> str:
     lines: list[str] = []
     machine = results.get("machine", {})
@@ -387,6 +414,7 @@ def render(results: Results) -> str:
         lines += _table(["what", "p50 ms", "p99 ms", "per second", "server CPU", "client CPU"],
                         _clip_rows(results))  # fmt: skip
         lines.append("")
+    lines += _hls_lines(results)
     for prof in results.get("profile", []):
         rate = "" if math.isnan(prof["mb_s"]) else f", {fmt(prof['mb_s'])} MB/s while sampled"
         lines.append(f"### Profile: {prof['name']} ({prof['samples']} samples{rate})")

@@ -424,6 +424,27 @@ class Bench:
         self.results["clips"] = {"server": f"mmstream websockets/{backend}", "size": CLIP_SIZE,
                                  "conns": CLIP_CONNS, "runs": runs}  # fmt: skip
 
+    def hls(self) -> None:
+        """HLS from one worker beside the progressive GET fan-out (``bench/hls.py``, which
+        starts its own server): segment requests, listeners' cost, blocking-reload latency."""
+        sizes = {"quick": ("3", "2", "100", "20"), "full": ("10", "10", "200", "50")}[
+            self.plan.mode
+        ]
+        args = [f"--{k}={v}" for k, v in zip(("seconds", "minutes", "listeners", "waiters"), sizes, strict=True)]  # fmt: skip
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "hls.py"), "--json", *args],
+                              capture_output=True, check=False, timeout=900, cwd=ROOT / "bench")  # fmt: skip
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            self.skip(f"hls: bench/hls.py failed: {tail}")
+            return
+        self.results["hls"] = {
+            **json.loads(done.stdout),
+            "command": f"bench/hls.py {' '.join(args)}",
+        }
+        live = self.results["hls"]["live"]
+        log(f"  hls: reload p99 {live['reload_p99_ms']:.1f} ms, cores per 1,000: LL-HLS "
+            f"{live['ll_cores_per_1000']:.2f}, GET {live['get_cores_per_1000']:.2f}")  # fmt: skip
+
     def profile(self) -> None:
         """py-spy samples of the mmstream server under load: the top self-time costs."""
         if profile.py_spy() is None:
@@ -483,8 +504,8 @@ STARTERS: dict[str, Callable[[Bench, contextlib.ExitStack], list[IngestTarget]]]
     "redis": Bench.start_redis,
     "mmstream": Bench.start_mmstream,
 }
-GROUPS = ["storage", *STARTERS, "mmstream-extras", "clips", "profile"]
-NEEDS_MMSTREAM = {"mmstream", "mmstream-extras", "clips", "profile"}
+GROUPS = ["storage", *STARTERS, "mmstream-extras", "clips", "hls", "profile"]
+NEEDS_MMSTREAM = {"mmstream", "mmstream-extras", "clips", "hls", "profile"}
 #: Quick mode leaves out the profile (py-spy needs seconds of samples to say anything).
 QUICK_GROUPS = [g for g in GROUPS if g != "profile"]
 
@@ -512,6 +533,9 @@ def run_groups(bench: Bench, groups: Sequence[str]) -> None:
     if "clips" in groups:
         log("clips: 16 KiB, WebSocket and PUT, and the disk loop")
         bench.clips()
+    if "hls" in groups:
+        log("hls: segments, LL-HLS and progressive GET listeners, blocking reloads")
+        bench.hls()
     if "profile" in groups:
         bench.profile()
 
