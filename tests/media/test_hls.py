@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from hls_rules import check_playlist
 from media_files import FFMPEG, media, needs_tools
 
 from mmstream.audio import AudioFormat
@@ -128,6 +129,7 @@ async def test_ffmpeg_plays_a_finished_stream(server: RunningServer, kind: str) 
         playlist = await http.get(f"{base}/index.m3u8")
         assert playlist.headers["content-type"] == "application/vnd.apple.mpegurl"
         assert "#EXT-X-ENDLIST" in playlist.text
+        assert check_playlist(playlist.text).ended
         uris = [line for line in playlist.text.splitlines() if line and line[0] != "#"]
         # 12 s (and for MP3, the encoder's padding: a last segment of a frame or two)
         assert uris == [f"hls/{info.generation}-{n}.{kind}" for n in range(len(uris))]
@@ -170,6 +172,8 @@ async def test_ffmpeg_follows_a_live_stream_to_its_end(server: RunningServer) ->
             playlist = (await http.get(url)).text
         assert "#EXT-X-PLAYLIST-TYPE:EVENT" in playlist and "#EXT-X-ENDLIST" not in playlist
         assert playlist.count("#EXTINF") == 1  # 6 s written: one final 4 s segment
+        live = check_playlist(playlist)  # LL-HLS: ffmpeg reads it too (it skips the parts)
+        assert live.hint is not None and live.last_part is not None and live.last_part[0] == 1
 
         async def play() -> None:
             result.append(await _ffmpeg_reads(url))
