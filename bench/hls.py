@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import trio
 from server_ingest import start, stop
@@ -143,26 +144,66 @@ def _next_part(playlist: str) -> tuple[int, int, str]:
     return int(sequence), int(index), uri
 
 
+class _Http:
+    """A light keep-alive HTTP/1.1 client (h11 over one Trio socket): httpx costs the
+    listeners' process more than the server's answer, and its delay would be counted in
+    the blocking-reload latency."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, port: int) -> _Http:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        if self._conn.our_state is h11.DONE:
+            self._conn.start_next_cycle()
+        request = h11.Request(method="GET", target=path, headers=[("Host", "127.0.0.1")])
+        await self._stream.send_all(self._conn.send(request) + self._conn.send(h11.EndOfMessage()))
+        status, body = 0, bytearray()
+        while True:
+            event = self._conn.next_event()
+            if event is h11.NEED_DATA:
+                self._conn.receive_data(await self._stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return status, bytes(body)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 async def ll_listeners(port: int, upload: LiveUpload, waiters: int, seconds: float) -> dict[str, float]:  # fmt: skip
-    base = f"http://127.0.0.1:{port}/streams/live"
+    base = "/streams/live"
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def listener() -> None:
-        async with httpx.AsyncClient(timeout=30) as http:
-            sequence, index, _ = _next_part((await http.get(f"{base}/index.m3u8")).text)
+        http = await _Http.open(port)
+        try:
+            sequence, index, _ = _next_part((await http.get(f"{base}/index.m3u8"))[1].decode())
             while time.perf_counter() < deadline:
-                answer = await http.get(f"{base}/index.m3u8?_HLS_msn={sequence}&_HLS_part={index}")
+                status, body = await http.get(
+                    f"{base}/index.m3u8?_HLS_msn={sequence}&_HLS_part={index}"
+                )
                 received = time.perf_counter()
-                assert answer.status_code == 200, answer.text
+                assert status == 200, body
                 sent = upload.sent_before(received)
                 if sent is not None:
                     latencies.append(received - sent)
+                text = body.decode()
                 name = f'-{sequence}.{index}.mp3"'
-                line = next(x for x in answer.text.splitlines() if name in x and "PART:" in x)
-                part = await http.get(f"{base}/{_uri(line)}")
-                assert part.status_code == 200, part.text
-                sequence, index, _ = _next_part(answer.text)
+                line = next(x for x in text.splitlines() if name in x and "PART:" in x)
+                status, part = await http.get(f"{base}/{_uri(line)}")
+                assert status == 200, part
+                sequence, index, _ = _next_part(text)
+        finally:
+            await http.aclose()
 
     async with trio.open_nursery() as nursery:
         for _ in range(waiters):

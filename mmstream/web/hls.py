@@ -32,6 +32,7 @@ from ..audio import AudioFormat
 
 __all__ = [
     "DEFAULT_TARGET_DURATION",
+    "Boundaries",
     "HlsKind",
     "LowLatency",
     "MediaPlan",
@@ -99,6 +100,31 @@ class Segment:
 Boundary = tuple[float, int, float]
 
 
+@attrs.define
+class Boundaries:
+    """Boundaries in three arrays (24 bytes each: a day of parts is 5 MiB, not 40): what a
+    plan is cut from, kept and carried on by its owner as the stream grows."""
+
+    times: array[float] = attrs.Factory(lambda: array("d"))
+    offsets: array[int] = attrs.Factory(lambda: array("q"))
+    walls: array[float] = attrs.Factory(lambda: array("d"))
+
+    @classmethod
+    def of(cls, boundaries: Sequence[Boundary]) -> Boundaries:
+        found = cls()
+        found.extend(boundaries)
+        return found
+
+    def extend(self, boundaries: Sequence[Boundary]) -> None:
+        for time, offset, wall in boundaries:
+            self.times.append(time)
+            self.offsets.append(offset)
+            self.walls.append(wall)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
 @attrs.frozen
 class Part:
     """Partial segment ``index`` of segment ``sequence`` (LL-HLS): bytes ``[start, stop)``,
@@ -129,6 +155,15 @@ class MediaPlan:
     per_segment: int
     complete: bool
     segments: tuple[Segment, ...]
+    #: ``(sequence, index)`` of the part being written (what a preload hint names);
+    #: ``None`` once the stream is complete. Found once: every held reload asks.
+    next_part: tuple[int, int] | None = attrs.field(init=False)
+    #: ``(sequence, index)`` of the last final part; ``None``: none yet.
+    last_part: tuple[int, int] | None = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "next_part", self._next_part())
+        object.__setattr__(self, "last_part", self._last_part())
 
     def segment(self, sequence: int) -> Segment | None:
         at = bisect.bisect_left(self.segments, sequence, key=lambda s: s.sequence)
@@ -151,18 +186,13 @@ class MediaPlan:
         parts = self.parts_of(sequence)
         return parts[index] if 0 <= index < len(parts) else None
 
-    @property
-    def next_part(self) -> tuple[int, int] | None:
-        """``(sequence, index)`` of the part being written (what a preload hint names);
-        ``None`` once the stream is complete."""
+    def _next_part(self) -> tuple[int, int] | None:
         if self.complete:
             return None
         sequence = max(len(self.offsets) - 1, 0) // self.per_segment
         return (sequence, len(self.parts_of(sequence)))
 
-    @property
-    def last_part(self) -> tuple[int, int] | None:
-        """``(sequence, index)`` of the last final part; ``None``: none yet."""
+    def _last_part(self) -> tuple[int, int] | None:
         sequence = max(len(self.offsets) - 2, 0) // self.per_segment
         for earlier in range(sequence, max(sequence - 3, -1), -1):
             parts = self.parts_of(earlier)
@@ -179,7 +209,7 @@ class MediaPlan:
 
 
 def plan_media(
-    boundaries: Sequence[Boundary],
+    boundaries: Boundaries | Sequence[Boundary],
     *,
     per_segment: int = 1,
     end_time: float,
@@ -198,9 +228,11 @@ def plan_media(
     ``known``: segments planned before from the same boundaries, kept as they are."""
     if per_segment < 1:
         raise ValueError(f"parts per segment must be at least 1, not {per_segment}")
-    times = array("d", (b[0] for b in boundaries))
-    offsets = array("q", (b[1] for b in boundaries))
-    walls = array("d", (b[2] for b in boundaries))
+    if not isinstance(boundaries, Boundaries):
+        boundaries = Boundaries.of(boundaries)
+    # Copies (memcpy): the owner goes on extending its arrays, a plan never changes.
+    times, offsets = array("d", boundaries.times), array("q", boundaries.offsets)
+    walls = array("d", boundaries.walls)
     if complete and offsets and end_offset > offsets[-1]:
         times.append(max(end_time, times[-1]))
         offsets.append(end_offset)

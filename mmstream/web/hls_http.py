@@ -27,6 +27,7 @@ from ..metrics import Metrics
 from ..streams import StreamInfo, StreamManager, StreamStatus
 from .hls import (
     DEFAULT_TARGET_DURATION,
+    Boundaries,
     HlsKind,
     LowLatency,
     MediaPlan,
@@ -68,7 +69,7 @@ async def _kind(manager: StreamManager, info: StreamInfo) -> HlsKind:
 class _Known:
     size: int
     status: StreamStatus
-    boundaries: list[tuple[float, int, float]]
+    boundaries: Boundaries
     plan: MediaPlan
 
 
@@ -105,13 +106,19 @@ class SegmentPlans:
             if (known.size, known.status) == (info.size, info.status):
                 return known.plan
         # The last boundary is sought again: the others are final.
-        kept = known.boundaries[:-1] if known is not None else []
+        first = max(len(known.boundaries) - 1, 0) if known is not None else 0
         seeks = await manager.boundaries(
-            info.stream_id, target, parts=self.per_segment(target), first=len(kept),
+            info.stream_id, target, parts=self.per_segment(target), first=first,
             generation=info.generation,
         )  # fmt: skip
-        boundaries = kept + [(s.time, s.offset, s.wall) for s in seeks]
-        end_time = seeks[0].duration if seeks else (boundaries[-1][0] if boundaries else 0.0)
+        known = self._plans.get(key)  # another request may have carried it on meanwhile
+        boundaries = known.boundaries if known is not None else Boundaries()
+        if len(boundaries) < first:  # dropped and begun again meanwhile: start over
+            self._plans.pop(key, None)
+            return await self.get(manager, info, target)
+        del boundaries.times[first:], boundaries.offsets[first:], boundaries.walls[first:]
+        boundaries.extend([(s.time, s.offset, s.wall) for s in seeks])
+        end_time = seeks[0].duration if seeks else 0.0
         complete = info.status is StreamStatus.READY
         plan = plan_media(
             boundaries,
