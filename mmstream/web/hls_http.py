@@ -78,10 +78,15 @@ class SegmentPlans:
     and target: every listener of a stream asks for the same plan until its next write,
     and a finished stream's never changes. A growing stream's plan is carried on from the
     last one (its boundaries are final, only new ones are sought), so a write costs the
-    parts it adds, not the stream's length. At most ``limit`` streams kept."""
+    parts it adds, not the stream's length. At most ``limit`` streams and ``boundaries``
+    boundaries in all are kept (a day of audio is 216,000 parts: ~13 MiB with its segments
+    and playlist), the least recently asked for dropped first."""
 
-    def __init__(self, limit: int = 256, part_target: float = PART_TARGET) -> None:
+    def __init__(
+        self, limit: int = 256, part_target: float = PART_TARGET, boundaries: int = 2_000_000
+    ) -> None:
         self._limit = limit
+        self._boundaries = boundaries
         self.part_target = part_target
         self._plans: OrderedDict[tuple[str, str, float], _Known] = OrderedDict()
         #: Each plan's playlist, made once: every listener woken by one write gets it.
@@ -128,9 +133,12 @@ class SegmentPlans:
             complete=complete,
             known=() if known is None or known.plan.complete else known.plan.segments,
         )
-        if known is None and len(self._plans) >= self._limit:
-            self._plans.popitem(last=False)  # the least recently asked for
         self._plans[key] = _Known(info.size, info.status, boundaries, plan)
+        self._plans.move_to_end(key)
+        held = sum(len(k.boundaries) for k in self._plans.values())
+        while len(self._plans) > 1 and (len(self._plans) > self._limit or held > self._boundaries):
+            _, dropped = self._plans.popitem(last=False)  # the least recently asked for
+            held -= len(dropped.boundaries)
         return plan
 
 

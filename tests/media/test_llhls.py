@@ -328,3 +328,19 @@ async def test_segment_response_needs_a_valid_name(tmp_path: Path) -> None:
     async with open_stream_manager(CacheConfig(directory=tmp_path / "c")) as manager:
         answer = await segment_response(manager, "s", "0123456789abcdef-1.2.3.mp3", {})
         assert answer.status == 404
+
+
+@needs_tools
+async def test_plans_kept_are_bounded_by_their_boundaries(tmp_path: Path) -> None:
+    data = media("mp3")  # 12 s: ~31 boundaries of 0.4 s
+    async with open_stream_manager(CacheConfig(directory=tmp_path / "c")) as manager:
+        for name in ("a", "b"):
+            await manager.create(name, content_type="audio/mpeg")
+            await manager.append(name, data)
+        roomy, tight = SegmentPlans(), SegmentPlans(boundaries=40)
+        for plans in (roomy, tight):
+            first = await plans.get(manager, manager.stat("a"), 4.0)
+            await plans.get(manager, manager.stat("b"), 4.0)
+            again = await plans.get(manager, manager.stat("a"), 4.0)
+            assert (again is first) == (plans is roomy)  # the tight one dropped "a" for "b"
+            assert again.segments == first.segments
