@@ -38,10 +38,10 @@ from .hls import (
 )
 from .llhls import (
     PART_TARGET,
-    PARTS_LISTED,
     BlockingBudget,
     Readiness,
     advance_part_limit,
+    low_latency_parts,
     parse_directives,
     part_hold_back,
     parts_per_segment,
@@ -189,10 +189,11 @@ def _playlist(
     plan: MediaPlan, generation: str, kind: HlsKind, target: float, plans: SegmentPlans
 ) -> bytes:
     low_latency = None
-    if not plan.complete:
+    parts = low_latency_parts(plan, plans.part_target)
+    if parts is not None:
         next_part = plan.next_part
         low_latency = LowLatency(
-            plan.recent_parts(PARTS_LISTED),
+            parts,
             part_target=plans.part_target,
             part_hold_back=part_hold_back(plans.part_target),
             uri=lambda p: f"hls/{generation}-{p.sequence}.{p.index}.{kind.extension}",

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 import attrs
 
 from ..errors import InvalidArgumentError
-from .hls import MediaPlan
+from .hls import MediaPlan, Part
 
 __all__ = [
     "DEFAULT_BLOCKED",
@@ -36,6 +36,7 @@ __all__ = [
     "Directive",
     "Readiness",
     "advance_part_limit",
+    "low_latency_parts",
     "parse_directives",
     "part_hold_back",
     "parts_per_segment",
@@ -116,6 +117,20 @@ def parse_directives(query: str) -> Directive | None:
         _number("_HLS_msn", found["_HLS_msn"]),
         None if part is None else _number("_HLS_part", part),
     )
+
+
+def low_latency_parts(plan: MediaPlan, part_target: float = PART_TARGET) -> list[Part] | None:
+    """The parts a live playlist lists (those of the last :data:`PARTS_LISTED` segments and
+    of the one being written), or ``None``: no LL-HLS for this plan, a plain live playlist.
+    That is so once the stream is complete, and when a part is longer than the part target
+    (§4.4.4.9 forbids it): a container whose boundaries are further apart than a part (Ogg
+    pages of a second) cannot be cut that finely. MP3 and AAC frames always can."""
+    if plan.complete:
+        return None
+    parts = plan.recent_parts(PARTS_LISTED)
+    if any(part.duration > part_target for part in parts):
+        return None
+    return parts
 
 
 class Readiness(enum.Enum):

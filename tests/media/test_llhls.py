@@ -25,6 +25,7 @@ from mmstream.web.llhls import (
     Directive,
     Readiness,
     advance_part_limit,
+    low_latency_parts,
     parse_directives,
     parts_per_segment,
     readiness,
@@ -80,6 +81,19 @@ def test_a_live_playlist_keeps_the_rfc_rules() -> None:
     # Finished: no parts, no server control, ENDLIST.
     ended = media_playlist(plan.segments, target_duration=4, ended=True, uri=str)
     assert "#EXT-X-PART" not in ended and check_playlist(ended).ended
+
+
+def test_boundaries_further_apart_than_a_part_give_a_plain_live_playlist() -> None:
+    # Pages of 1 s (an Ogg muxer's default) where parts are cut every 0.4 s: each boundary
+    # at 0.4 k is the page before it, so parts are empty or a page long, over the target.
+    pages = [(float(int(k * 0.4)), int(k * 0.4) * 1000, 100.0) for k in range(23)]
+    plan = plan_media(pages, per_segment=10, end_time=9.0, end_offset=9_500, complete=False)
+    assert max(p.duration for p in plan.parts_of(0)) == 1.0
+    assert low_latency_parts(plan, PART_TARGET) is None
+    fine = plan_media(_bounds(23), per_segment=10, end_time=9.0, end_offset=22_500, complete=False)
+    assert low_latency_parts(fine, PART_TARGET) == fine.recent_parts(3)
+    done = plan_media(_bounds(23), per_segment=10, end_time=9.0, end_offset=22_500, complete=True)
+    assert low_latency_parts(done, PART_TARGET) is None
 
 
 def test_parts_are_within_the_part_target_whatever_the_frame() -> None:
