@@ -195,7 +195,7 @@ def add_web_routes(
         lifetime = authorizer.capability_lifetime
         if info.status is StreamStatus.READY:
             with contextlib.suppress(MmstreamError):  # the plan the playlist was made from
-                segments = await plans.get(manager, info, DEFAULT_TARGET_DURATION)
+                segments = (await plans.get(manager, info, DEFAULT_TARGET_DURATION)).segments
                 if segments:
                     lifetime += segments[-1].time + segments[-1].duration
         now = time.time()
