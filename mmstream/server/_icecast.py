@@ -77,7 +77,7 @@ from ..web.playback import HTTP_STATUS
 from ..web.timeseek import asks_time
 from ._fanout import Broadcaster, FanoutHub, Listener, ListenerClient, ListenerState
 from ._hooks import post_form
-from ._http import SERVER_HEADER, HttpRequest, Router, ShutdownScope
+from ._http import SERVER_HEADER, HttpRequest, HttpResponse, Router, ShutdownScope
 from ._relay import Relays
 from ._switch import OnAir, listen_switching
 
@@ -688,4 +688,13 @@ def add_icecast_routes(
     router.add_takeover("PUT", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("SOURCE", "/streams/{stream_id}", icecast.ingest)
     router.add_takeover("GET", "/streams/{stream_id}", icecast.listen)
+    router.add("OPTIONS", "*", _server_options)
     return icecast
+
+
+async def _server_options(request: HttpRequest) -> HttpResponse:
+    """``OPTIONS *``: libshout in its default TLS mode (ices2, BUTT) asks it first, offering
+    an upgrade to TLS, and gives up on anything but 2xx, 400, 401, 405, 426 or 101 ("Login
+    failed" at our 404). The methods a source and a listener may use, without the upgrade
+    (RFC 2817 lets a server ignore it): libshout goes on in plain HTTP."""
+    return HttpResponse(200, [("allow", "GET, HEAD, PUT, SOURCE, OPTIONS")])

@@ -17,12 +17,16 @@ import trio
 from mmstream.config import AuthConfig, ByteSize, CacheConfig, Config, IcecastConfig, ServerConfig
 from mmstream.server import RunningServer, serve
 
+
+def needs(program: str | None, name: str, package: str) -> pytest.MarkDecorator:
+    """Skip when a real program a test drives is missing, saying which and its package."""
+    return pytest.mark.skipif(
+        program is None, reason=f"{name} is not installed (apt-get install {package})"
+    )
+
+
 FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(
-    FFMPEG is None,
-    reason="ffmpeg is not installed (apt-get install ffmpeg): the Icecast interop tests "
-    "push with Debian's ffmpeg",
-)
+needs_ffmpeg = needs(FFMPEG, "ffmpeg", "ffmpeg")
 
 
 #: One MPEG-1 layer III frame (128 kbit/s, 44.1 kHz, 417 bytes): a valid MP3 byte stream.
@@ -153,6 +157,16 @@ async def open_listener(
     status, headers, rest = await read_head(stream)
     assert status == 200, (status, headers, rest)
     return stream, headers, rest
+
+
+async def admin_metadata(server: RunningServer, query: str, auth: str = "") -> tuple[int, bytes]:
+    """``GET /admin/metadata?{query}`` as source programs send it: status and body."""
+    stream = await connect(server)
+    await stream.send_all(
+        f"GET /admin/metadata?{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode()
+    )
+    status, _, rest = await read_head(stream)
+    return status, await read_to_end(stream, rest)
 
 
 async def wait_until(check: Callable[[], bool]) -> None:

@@ -254,3 +254,22 @@ async def test_libshouts_empty_probe_gets_401_and_creates_nothing(tmp_path: Path
         status, headers, _ = await read_head(stream)
         assert status == 401 and "www-authenticate" in headers
         assert server.manager.list() == []
+
+
+async def test_libshouts_tls_upgrade_offer_is_answered_without_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    """libshout in its default TLS mode (ices2) asks ``OPTIONS *`` offering TLS first and
+    gives up at a 404 ("Login failed"); a 200 with ``Allow`` and no 101 makes it go on in
+    plain HTTP, as with Icecast."""
+    async with running_server(tmp_path) as server:
+        stream = await connect(server)
+        await stream.send_all(
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\nUser-Agent: IceS 2.0.3\r\n"
+            b"Connection: Upgrade\r\nUpgrade: TLS/1.0, HTTP/1.1\r\n\r\n"
+        )
+        status, headers, _ = await read_head(stream)
+        assert status == 200
+        assert "SOURCE" in headers["allow"] and "PUT" in headers["allow"]
+        assert "upgrade" not in headers
+        assert server.manager.list() == []

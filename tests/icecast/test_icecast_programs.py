@@ -9,16 +9,14 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
-import pytest
 import trio
-from icecast_helpers import free_port, running_server
+from icecast_helpers import FFMPEG, free_port, needs, needs_ffmpeg, running_server
 
 from mmstream.server import RunningServer
 
 LIQUIDSOAP = shutil.which("liquidsoap")
 GST_LAUNCH = shutil.which("gst-launch-1.0")
 MPV = shutil.which("mpv")
-FFMPEG = shutil.which("ffmpeg")
 
 
 async def _tone(path: Path, seconds: int, frequency: int) -> None:
@@ -66,14 +64,7 @@ async def _titles(server: RunningServer, count: int) -> list[str]:
             await trio.sleep(0.1)
 
 
-def needs(program: str | None, name: str, package: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(
-        program is None, reason=f"{name} is not installed (apt-get install {package})"
-    )
-
-
 needs_liquidsoap = needs(LIQUIDSOAP, "liquidsoap", "liquidsoap")
-needs_ffmpeg = needs(FFMPEG, "ffmpeg", "ffmpeg")
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ import pytest
 import trio
 from icecast_helpers import (
     MP3_FRAME,
+    admin_metadata,
     connect,
     has_size,
     open_source,
@@ -26,15 +27,6 @@ from mmstream.client import connect as connect_client
 from mmstream.config import AuthConfig, TokenConfig
 from mmstream.icecast import metadata_block, split_icy
 from mmstream.server import RunningServer
-
-
-async def admin(server: RunningServer, query: str, auth: str = "") -> tuple[int, bytes]:
-    stream = await connect(server)
-    await stream.send_all(
-        f"GET /admin/metadata?{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode()
-    )
-    status, _, rest = await read_head(stream)
-    return status, await read_to_end(stream, rest)
 
 
 async def icy_listener(
@@ -56,7 +48,7 @@ async def test_a_title_reaches_icy_listeners_in_band_and_others_get_bytes_unchan
         source = await open_source(server, "radio", content_type="audio/mpeg")
         await source.send_all(MP3_FRAME * 3)
         await wait_until(has_size(server, "radio", 3 * len(MP3_FRAME)))
-        status, body = await admin(
+        status, body = await admin_metadata(
             server, "mount=/streams/radio&mode=updinfo&song=" + quote("Guns N' Roses - Don't Cry")
         )
         assert status == 200 and b"<return>1</return>" in body
@@ -70,7 +62,7 @@ async def test_a_title_reaches_icy_listeners_in_band_and_others_get_bytes_unchan
         body = await read_exactly(icy, 2000 + len(metadata_block("x" * 16)), rest)
         audio, blocks = split_icy(body, 1000)
         assert blocks[0] == b"StreamTitle='Guns N' Roses - Don't Cry';"
-        status, _ = await admin(server, "mount=streams/radio&mode=updinfo&song=Second")
+        status, _ = await admin_metadata(server, "mount=streams/radio&mode=updinfo&song=Second")
         assert status == 200
         await source.send_all(MP3_FRAME * 10)
         more = await read_exactly(icy, len(body) + 3000, body)
@@ -89,13 +81,15 @@ async def test_a_title_reaches_icy_listeners_in_band_and_others_get_bytes_unchan
 async def test_charset_is_honoured_and_utf8_is_the_default(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
         source = await open_source(server, "radio", content_type="audio/mpeg")
-        status, _ = await admin(
+        status, _ = await admin_metadata(
             server, "mount=/streams/radio&mode=updinfo&song=Caf%E9&charset=latin1"
         )
         assert status == 200
-        status, _ = await admin(server, "mount=/streams/radio&mode=updinfo&song=Caf%C3%A9s")
+        status, _ = await admin_metadata(
+            server, "mount=/streams/radio&mode=updinfo&song=Caf%C3%A9s"
+        )
         assert status == 200
-        status, _ = await admin(server, "mount=/streams/radio&mode=updinfo&song=Caf%E9!")
+        status, _ = await admin_metadata(server, "mount=/streams/radio&mode=updinfo&song=Caf%E9!")
         assert status == 200  # not UTF-8 and no charset: Latin-1, as Icecast's default
         assert [t.title for t in server.manager.stat("radio").titles] == ["Café", "Cafés", "Café!"]
         await source.aclose()
@@ -121,7 +115,7 @@ async def test_hostile_metadata_requests_get_a_clean_4xx(
 ) -> None:
     async with running_server(tmp_path) as server:
         source = await open_source(server, "radio", content_type="audio/mpeg")
-        got, body = await admin(server, query)
+        got, body = await admin_metadata(server, query)
         assert got == status, body
         assert body.startswith(b"<?xml") and b"<return>0</return>" in body
         assert server.manager.stat("radio").titles == ()
@@ -134,7 +128,7 @@ async def test_a_finished_stream_takes_no_title(tmp_path: Path) -> None:
         await source.send_all(MP3_FRAME)
         await source.send_eof()
         await read_to_end(source)
-        got, _ = await admin(server, "mount=/streams/radio&mode=updinfo&song=late")
+        got, _ = await admin_metadata(server, "mount=/streams/radio&mode=updinfo&song=late")
         assert got == 409
 
 
@@ -152,10 +146,10 @@ async def test_titles_need_write_on_the_stream_or_admin(tmp_path: Path) -> None:
             server, "radio", content_type="audio/mpeg", authorization="Bearer " + "w" * 16
         )
         query = "mount=/streams/radio&mode=updinfo&song=t"
-        assert (await admin(server, query))[0] == 401
+        assert (await admin_metadata(server, query))[0] == 401
         for token, status in [("r", 401), ("o", 401), ("w", 200), ("a", 200)]:
             basic = base64.b64encode(f"source:{token * 16}".encode()).decode()
-            got, _ = await admin(server, query, f"Authorization: Basic {basic}\r\n")
+            got, _ = await admin_metadata(server, query, f"Authorization: Basic {basic}\r\n")
             assert got == status, token
         await source.aclose()
 
@@ -179,7 +173,7 @@ async def test_ffprobe_reads_the_stream_title(tmp_path: Path) -> None:
         source = await open_source(server, "radio", content_type="audio/mpeg")
         await source.send_all(data[: len(data) // 2])
         await wait_until(has_size(server, "radio", len(data) // 2))
-        status, _ = await admin(
+        status, _ = await admin_metadata(
             server, "mount=/streams/radio&mode=updinfo&song=" + quote("Sigur Rós - Hoppípolla")
         )
         assert status == 200
