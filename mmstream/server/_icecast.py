@@ -79,7 +79,7 @@ from ._fanout import Broadcaster, FanoutHub, Listener, ListenerClient, ListenerS
 from ._hooks import post_form
 from ._http import SERVER_HEADER, HttpRequest, HttpResponse, Router, ShutdownScope
 from ._relay import Relays
-from ._switch import OnAir, listen_switching
+from ._switch import OnAir, RelayedStations, Stations, listen_switching
 
 __all__ = ["Icecast", "SourceRecord", "add_icecast_routes", "source_metadata"]
 
@@ -172,7 +172,7 @@ class Icecast:
         relays: Relays | None,
     ) -> None:
         self.relays = relays
-        self.on_air = OnAir(manager)
+        self.on_air = OnAir(manager, hub)
         self.manager = manager
         self.metrics = metrics
         self.authorizer = authorizer
@@ -384,7 +384,8 @@ class Icecast:
             start = choose(chain, self.on_air, None, override=override)
             if start is not None:
                 # The switch sends bytes itself: no in-band titles through fallbacks.
-                serve = partial(self._switching, chain, start, override, stream, conn)
+                stations = self._stations()
+                serve = partial(self._switching, chain, start, override, stations, stream, conn)
                 return await self._counted(request, stream, stream_id, until_shutdown, serve)
             # Nothing of the chain on air: as without fallbacks.
         try:
@@ -393,9 +394,9 @@ class Icecast:
             if self.relays is None or request.query:
                 return False  # the playback route answers errors
             relay = partial(self._relay, stream_id, stream, conn)
-            return await self._counted(
-                request, stream, stream_id, until_shutdown, relay, wants_titles
-            )
+            # With fallbacks, the switch sends bytes itself: no in-band titles, as above.
+            titles = wants_titles and len(chain) == 1
+            return await self._counted(request, stream, stream_id, until_shutdown, relay, titles)
         except MmstreamError:
             return False  # the playback route answers errors
         if info.status is not StreamStatus.UPLOADING:
@@ -410,6 +411,10 @@ class Icecast:
                 offset = int(value)
         local = partial(self._local, info, stream, conn, offset)
         return await self._counted(request, stream, stream_id, until_shutdown, local, wants_titles)
+
+    def _stations(self) -> Stations:
+        """Where a switching listener's streams are: here, or (relays on) on any peer."""
+        return self.on_air if self.relays is None else RelayedStations(self.on_air, self.relays)
 
     def _holds(self, stream_id: str) -> bool:
         try:
@@ -514,6 +519,7 @@ class Icecast:
         chain: tuple[str, ...],
         start: str,
         override: bool,
+        stations: Stations,
         stream: trio.SocketStream,
         conn: h11.Connection,
         join: _Join,
@@ -523,7 +529,7 @@ class Icecast:
         head is the first stream's."""
         head = await self._response_head(self.manager.stat(start), conn, join)
         await stream.send_all(head)
-        await listen_switching(stream, self.hub, self.on_air, chain, start, override=override)
+        await listen_switching(stream, stations, chain, start, override=override)
 
     async def _relay(
         self,
@@ -548,6 +554,13 @@ class Icecast:
             found = detect_format(bytes((broadcaster.sync.header or broadcaster.window)[:64]))
             content_type = found.content_type if found is not None else content_type
         head = _head(content_type, stat.metadata, conn, join)
+        chain = fallback_chain(stream_id, self.config.fallback)
+        if len(chain) > 1 and isinstance(stream, trio.SocketStream):
+            # If the owner dies, its listeners here go to the fallback (:mod:`._switch`).
+            await stream.send_all(head)
+            override = overrides(stream_id, self.config.fallback)
+            await listen_switching(stream, self._stations(), chain, stream_id, override=override)
+            return
         await self._listen(stream, head, broadcaster, None, join)
 
     async def _listen(

@@ -13,14 +13,17 @@ and each worker's listeners cost that worker's core only (docs/scaling.md, "Rela
 
 When the owner goes away (its process dies, the connection drops) the relay's stream ends
 cleanly for its listeners: they get what the relay had, then the end of the response, as
-at a finalize; a player reconnects and lands wherever the balancer sends it. A stream
-deleted or failed at the owner drops them, as a local one would.
+at a finalize; a player reconnects and lands wherever the balancer sends it. Listeners of a
+stream with a fallback move to it instead, and back when a peer uploads the stream again
+(:class:`~._switch.RelayedStations`). A stream deleted or failed at the owner drops them, as
+a local one would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -39,6 +42,9 @@ log = logging.getLogger("mmstream.server")
 #: Owner look-ups under way at once: each opens a connection to every peer, so requests for
 #: ids no peer has cannot make a node open connections without bound.
 _LOOKUPS = 32
+#: Ids whose last look-up found no owner, remembered for ``get(within=)``; beyond this many
+#: the stale ones are forgotten.
+_MISSES = 1024
 
 
 async def find_owner(
@@ -117,20 +123,38 @@ class Relays:
         self.peers = tuple(url for url in config.peers if url != own_url)
         self._relayed: dict[str, _Relayed] = {}
         self._lookups = trio.CapacityLimiter(_LOOKUPS)
+        #: When a look-up for an id last found no owner (``trio.current_time()``).
+        self._missed: dict[str, float] = {}
 
-    async def get(self, stream_id: str) -> tuple[Broadcaster, StreamStat] | None:
+    def running(self, stream_id: str) -> Broadcaster | None:
+        """The relay of ``stream_id`` if one runs (its owner still sends)."""
+        relayed = self._relayed.get(stream_id)
+        if relayed is None or relayed.broadcaster.ended:
+            return None
+        return relayed.broadcaster
+
+    async def get(
+        self, stream_id: str, *, within: float = 0.0
+    ) -> tuple[Broadcaster, StreamStat] | None:
         """The running relay of ``stream_id``, or a new one from the peer uploading it; None
-        if no peer is uploading it."""
+        if no peer is uploading it, or (``within`` seconds) if a look-up found none that
+        recently: the fallback listeners of a stream whose owner died ask again and again,
+        and the peers answer one look-up per ``within``."""
         relayed = self._relayed.get(stream_id)
         if relayed is None or relayed.broadcaster.ended:
             self._relayed.pop(stream_id, None)
+            now = trio.current_time()
+            if now - self._missed.get(stream_id, -math.inf) < within:
+                return None
             found = None
             async with self._lookups:
                 with trio.move_on_after(self.config.lookup_timeout):
                     token = self.config.token or None
                     found = await find_owner(self.peers, stream_id, token=token)
             if found is None:
+                self._missed_now(stream_id)
                 return None
+            self._missed.pop(stream_id, None)
             url, stat = found
             relayed = self._relayed.get(stream_id)  # another listener may have been quicker
             if relayed is None or relayed.broadcaster.ended:
@@ -143,3 +167,11 @@ class Relays:
                 relayed = _Relayed(self.hub.relay(stream_id, generation, source), stat)
                 self._relayed[stream_id] = relayed
         return relayed.broadcaster, relayed.stat
+
+    def _missed_now(self, stream_id: str) -> None:
+        now = trio.current_time()
+        if len(self._missed) >= _MISSES:
+            # Forget the oldest half: a flood of unknown ids cannot grow this.
+            for name in sorted(self._missed, key=self._missed.__getitem__)[: _MISSES // 2]:
+                del self._missed[name]
+        self._missed[stream_id] = now

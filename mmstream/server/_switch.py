@@ -11,32 +11,61 @@ stream's header first (a new Ogg logical stream, a new WebM header: players trea
 chained stream). Nothing else happens in between, so the gap is the switch itself.
 
 Which streams are on air: an UPLOADING stream is, unless its Icecast source dropped and has
-not come back (:class:`OnAir`; a finalized, failed or deleted stream is not).
+not come back (:class:`OnAir`; a finalized, failed or deleted stream is not). On a worker
+that relays (:mod:`._relay`), a stream held elsewhere is on air while this worker's relay of
+it runs (:class:`RelayedStations`): so when the owner of a relayed stream dies, the relay's
+listeners move to its fallback, and back once a peer uploads the stream again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
-from ..errors import MmstreamError
+from ..errors import MmstreamError, StreamNotFoundError
 from ..fallbacks import choose
 from ..streams import StreamManager, StreamStatus
 from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
+from ._relay import Relays
 
-__all__ = ["OnAir", "listen_switching"]
+__all__ = ["OnAir", "RelayedStations", "Stations", "listen_switching"]
 
 #: Seconds a listener leaving a finished stream gets to take its end.
 _DRAIN_TIMEOUT = 30.0
 
 
+class Stations(Protocol):
+    """The streams a switching listener may hear: which are on air, their broadcasters."""
+
+    #: Seconds between decisions when no event comes: streams held elsewhere send none.
+    recheck: float
+
+    @property
+    def changed(self) -> trio.Event:
+        """Set at the next change this worker sees (take it before deciding)."""
+
+    def __call__(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` is on air now."""
+
+    def broadcaster(self, stream_id: str) -> Broadcaster:
+        """The broadcaster a listener of ``stream_id`` joins (it is on air)."""
+
+    async def refresh(self, chain: Sequence[str]) -> None:
+        """Learn what is on air among ``chain`` where it takes I/O (before a decision)."""
+
+
 class OnAir:
     """Which streams have a source now, and an event whenever a source comes or goes."""
 
-    def __init__(self, manager: StreamManager) -> None:
+    recheck = math.inf  # every change here sets ``changed``
+
+    def __init__(self, manager: StreamManager, hub: FanoutHub) -> None:
         self.manager = manager
+        self.hub = hub
         #: UPLOADING streams (id, generation) whose Icecast source dropped (or ended,
         #: keeping the stream); another stream created under the id is not silent.
         self._silent: set[tuple[str, str]] = set()
@@ -49,6 +78,12 @@ class OnAir:
             return False
         silent = (stream_id, info.generation) in self._silent
         return info.status is StreamStatus.UPLOADING and not silent
+
+    def broadcaster(self, stream_id: str) -> Broadcaster:
+        return self.hub.get(stream_id)
+
+    async def refresh(self, chain: Sequence[str]) -> None:
+        """Nothing to learn: this worker's streams are known."""
 
     def source_started(self, stream_id: str, generation: str) -> None:
         self._silent.discard((stream_id, generation))
@@ -76,6 +111,55 @@ class OnAir:
         return self._changed
 
 
+class RelayedStations:
+    """On a worker that relays: streams it holds are on air as :class:`OnAir` says, others
+    while its relay of them runs. :meth:`refresh` asks the peers for those of a chain it
+    does not relay (:meth:`.Relays.get`, at most one look-up per stream per ``recheck``),
+    which starts their relay when a peer uploads them."""
+
+    #: Seconds between look-ups for a stream no peer uploaded (a source may come back).
+    recheck = 1.0
+
+    def __init__(self, local: OnAir, relays: Relays) -> None:
+        self.local = local
+        self.relays = relays
+
+    @property
+    def changed(self) -> trio.Event:
+        return self.local.changed
+
+    def _held(self, stream_id: str) -> bool:
+        try:
+            self.local.manager.stat(stream_id)
+        except MmstreamError:
+            return False
+        return True
+
+    def __call__(self, stream_id: str) -> bool:
+        if self._held(stream_id):
+            return self.local(stream_id)
+        return self.relays.running(stream_id) is not None
+
+    def broadcaster(self, stream_id: str) -> Broadcaster:
+        if self._held(stream_id):
+            return self.local.broadcaster(stream_id)
+        running = self.relays.running(stream_id)
+        if running is None:  # ended since the decision: its listener ends and moves on
+            raise StreamNotFoundError(f"the relay of {stream_id} ended")
+        return running
+
+    async def refresh(self, chain: Sequence[str]) -> None:
+        """Look up the streams of ``chain`` before the first on air here: the only ones a
+        decision could move a listener to (no look-up while the first stream plays)."""
+        for stream_id in chain:
+            if self(stream_id):
+                return
+            if not self._held(stream_id):
+                await self.relays.get(stream_id, within=self.recheck)
+                if self(stream_id):
+                    return
+
+
 async def _first_of(*events: trio.Event) -> None:
     """Until one of ``events`` is set."""
 
@@ -90,8 +174,7 @@ async def _first_of(*events: trio.Event) -> None:
 
 async def listen_switching(
     stream: trio.SocketStream,
-    hub: FanoutHub,
-    on_air: OnAir,
+    stations: Stations,
     chain: Sequence[str],
     start: str,
     *,
@@ -112,14 +195,19 @@ async def listen_switching(
         nursery.start_soon(until_gone)
         current: str | None = start
         while current is not None:
-            broadcaster = hub.get(current)
+            try:
+                broadcaster = stations.broadcaster(current)
+            except StreamNotFoundError:
+                await stations.refresh(chain)
+                current = choose(chain, stations, None, override=override)
+                continue
             await broadcaster.wait_ready()
             header, position = broadcaster.start_point()
             listener = Listener(fd, position, header)
             broadcaster.add(listener)
             try:
                 current = await _until_switch(
-                    listener, broadcaster, current, hub, on_air, chain, override
+                    listener, broadcaster, current, stations, chain, override
                 )
             finally:
                 broadcaster.remove(listener)
@@ -134,28 +222,33 @@ async def _until_switch(
     listener: Listener,
     broadcaster: Broadcaster,
     current: str,
-    hub: FanoutHub,
-    on_air: OnAir,
+    stations: Stations,
     chain: Sequence[str],
     override: bool,
 ) -> str | None:
     """Wait while ``listener`` should stay on ``current``; the stream to move to (its
     broadcaster ready), or None to end (the client went, or nothing is on air)."""
     while True:
-        changed = on_air.changed
+        changed = stations.changed
         if listener.state is ListenerState.GONE:
             return None
+        await stations.refresh(chain)
         if listener.state is not ListenerState.LIVE:
-            # Finalized, failed or deleted (or dropped as too slow: then it ends).
+            # Finalized, failed or deleted, or a relay whose owner went (or dropped as too
+            # slow: then it ends).
             if listener.state is ListenerState.DROPPED and broadcaster.failed is None:
                 return None
-            return choose(chain, lambda s: s != current and on_air(s), None, override=override)
-        target = choose(chain, on_air, current, override=override)
+            return choose(chain, lambda s: s != current and stations(s), None, override=override)
+        target = choose(chain, stations, current, override=override)
         if target is not None and target != current:
             # Still hearing ``current`` until the next one can start.
-            await hub.get(target).wait_ready()
-            return target
-        await _first_of(listener.wake, changed)
+            with contextlib.suppress(StreamNotFoundError):
+                await stations.broadcaster(target).wait_ready()
+                return target
+        # An earlier stream held elsewhere sends no event when it returns: ask again then.
+        earlier = override and current != chain[0]
+        with trio.move_on_after(stations.recheck if earlier else math.inf):
+            await _first_of(listener.wake, changed)
 
 
 async def _drain(stream: trio.SocketStream, broadcaster: Broadcaster, listener: Listener) -> None:

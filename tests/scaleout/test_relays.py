@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import trio
 from ogg_pages import HEADER, page
-from scaleout_helpers import LocalCluster, needs_haproxy, open_local_cluster, served_by
+from scaleout_helpers import (
+    LocalCluster,
+    needs_haproxy,
+    open_local_cluster,
+    served_by,
+    wait_for_states,
+)
 
 from mmstream.client import Client, connect
 
@@ -128,7 +134,8 @@ async def test_a_stream_live_on_its_owner_wins_over_a_fallback_held_elsewhere(
     tmp_path: Path,
 ) -> None:
     """``live-*`` falls back to ``jingles``; a listener of a live ``live-*`` that lands on
-    the node holding ``jingles`` hears the live stream, relayed from its owner."""
+    the node holding ``jingles`` hears the live stream, relayed from its owner, and jingles
+    once the live stream ends."""
     config = tmp_path / "mmstream.toml"
     config.write_text('[[icecast.fallback]]\npattern = "live-*"\nfallback = "jingles"\n')
     async with open_local_cluster(tmp_path, 3, relays=True, node_config=config) as cluster:
@@ -147,13 +154,88 @@ async def test_a_stream_live_on_its_owner_wins_over_a_fallback_held_elsewhere(
             await start_source(client, live, 20)
             listeners = [await listen(cluster, live) for _ in range(6)]
             assert jingles_node in {x.node for x in listeners}
-            with trio.move_on_after(20):
+            stream = HEADER + b"".join(page(i) for i in range(20))
+            with trio.fail_after(30):
                 async with trio.open_nursery() as nursery:
                     for listener in listeners:
                         nursery.start_soon(listener.read_all)
                     await client.finalize(live)
-            owner = (await served_by(cluster.balancer, f"/streams/{live}?owner"))[1]
-            stuck = [(x.node, len(x.body)) for x in listeners if not x.closed.is_set()]
-            assert not stuck, (owner, jingles_node, stuck)
+                    # Then every listener, wherever it is, hears jingles (held on one node,
+                    # relayed by the others), without being disconnected.
+                    for _ in range(600):
+                        if all(has_page(x, 109) for x in listeners):
+                            break
+                        await trio.sleep(0.05)
+                    assert not any(x.closed.is_set() for x in listeners)
+                    nursery.cancel_scope.cancel()
         for listener in listeners:
-            check_body(listener, HEADER + b"".join(page(i) for i in range(20)))
+            live_part, jingles_header, jingles = bytes(listener.body).partition(page(19) + HEADER)
+            assert jingles_header and page(100 + 9) in jingles, listener.node
+            listener.body = bytearray(live_part + page(19))
+            check_body(listener, stream)
+            await listener.stream.aclose()
+
+
+def has_page(listener: Listener, i: int, after: int = 0) -> bool:
+    return page(i) in bytes(listener.body[after:])
+
+
+async def test_the_owners_loss_sends_the_relays_listeners_to_the_fallback_and_back(
+    tmp_path: Path,
+) -> None:
+    """``live-*`` falls back to ``jingles``. Listeners of a live ``live-*`` on the two other
+    nodes (one holds ``jingles``, one relays it too) hear jingles when the owner dies, and
+    the live stream again once a source continues it on another node: never disconnected."""
+    config = tmp_path / "mmstream.toml"
+    config.write_text('[[icecast.fallback]]\npattern = "live-*"\nfallback = "jingles"\n')
+    async with open_local_cluster(
+        tmp_path, 3, relays=True, node_config=config, check_interval=0.2
+    ) as cluster:
+        async with connect(cluster.url, stream="jingles") as jingles:
+            await jingles.create("jingles", content_type="audio/ogg")
+            await jingles.append("jingles", HEADER + b"".join(page(i) for i in range(100, 110)))
+            await jingles.sync("jingles")
+            (holder,) = cluster.holders("jingles")
+            live = ""
+            for i in range(100):  # an id HAProxy hashes to another node than jingles
+                live = f"live-{i}"
+                owner = (await served_by(cluster.balancer, f"/streams/{live}?owner"))[1]
+                if owner != f"node-{holder}":
+                    break
+            async with connect(cluster.url, stream=live) as client:
+                await start_source(client, live, 20)
+            (owner_index,) = cluster.holders(live)
+            listeners = [await listen(cluster, live) for _ in range(6)]
+            relayed = [x for x in listeners if x.node != f"node-{owner_index}"]
+            assert len({x.node for x in relayed}) == 2
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    for listener in relayed:
+                        nursery.start_soon(listener.read_all)
+                    pid = cluster.pid(owner_index)
+                    assert pid is not None
+                    os.kill(pid, signal.SIGKILL)
+                    # Jingles goes on; every relay's listener comes to hear it.
+                    for i in range(110, 400):
+                        await jingles.append("jingles", page(i))
+                        await trio.sleep(0.01)
+                        if all(has_page(x, i) for x in relayed):
+                            break
+                    assert not any(x.closed.is_set() for x in relayed)
+                    assert all(has_page(x, i) for x in relayed), [len(x.body) for x in relayed]
+                    # A source continues live-… on a node still up; its listeners return.
+                    await wait_for_states(cluster, {f"node-{owner_index}": "DOWN"})
+                    marks = [len(x.body) for x in relayed]
+                    async with connect(cluster.url, stream=live) as client:
+                        await client.create(live, content_type="audio/ogg")
+                        await client.append(live, HEADER + page(200))
+                        for i in range(201, 250):
+                            await client.append(live, page(i))
+                            await trio.sleep(0.05)
+                            if all(has_page(x, i, m) for x, m in zip(relayed, marks, strict=True)):
+                                break
+                        assert all(has_page(x, i, m) for x, m in zip(relayed, marks, strict=True))
+                    assert not any(x.closed.is_set() for x in relayed)
+                    nursery.cancel_scope.cancel()
+        for listener in listeners:
+            await listener.stream.aclose()
