@@ -122,6 +122,19 @@ async def read_exactly(stream: trio.SocketStream, count: int, buffered: bytes = 
     return bytes(data)
 
 
+async def exchange(
+    server: RunningServer, request: str | bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw request on a new connection; the status, headers and the whole body
+    (read to the connection's end: ask with ``Connection: close`` or HTTP/1.0)."""
+    stream = await connect(server)
+    await stream.send_all(request.encode() if isinstance(request, str) else request)
+    status, headers, rest = await read_head(stream)
+    body = await read_to_end(stream, rest)
+    await stream.aclose()
+    return status, headers, body
+
+
 def body_json(rest: bytes) -> Any:
     return json.loads(rest)
 
@@ -149,6 +162,16 @@ async def open_source(
     return stream
 
 
+async def live_source(
+    server: RunningServer, stream_id: str, data: bytes, **kwargs: str
+) -> trio.SocketStream:
+    """A source (:func:`open_source`) that has sent ``data``, once the server holds it."""
+    source = await open_source(server, stream_id, **kwargs)
+    await source.send_all(data)
+    await wait_until(has_size(server, stream_id, len(data)))
+    return source
+
+
 async def open_listener(
     server: RunningServer, target: str
 ) -> tuple[trio.SocketStream, dict[str, str], bytes]:
@@ -161,12 +184,11 @@ async def open_listener(
 
 async def admin_metadata(server: RunningServer, query: str, auth: str = "") -> tuple[int, bytes]:
     """``GET /admin/metadata?{query}`` as source programs send it: status and body."""
-    stream = await connect(server)
-    await stream.send_all(
-        f"GET /admin/metadata?{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode()
+    status, _, body = await exchange(
+        server,
+        f"GET /admin/metadata?{query} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n",
     )
-    status, _, rest = await read_head(stream)
-    return status, await read_to_end(stream, rest)
+    return status, body
 
 
 async def wait_until(check: Callable[[], bool]) -> None:

@@ -19,12 +19,11 @@ import pytest
 import trio
 from icecast_helpers import (
     free_port,
-    has_size,
+    live_source,
     open_source,
     read_head,
     read_to_end,
     running_server,
-    wait_until,
 )
 
 from mmstream.client import connect as connect_client
@@ -218,9 +217,9 @@ async def test_the_same_answers_as_debians_icecast2(tmp_path: Path) -> None:
 
 async def test_killclient_and_killsource(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
-        source = await open_source(server, "radio", content_type="audio/mpeg")
-        await source.send_all(b"\xff\xfb\x90\x64" + bytes(413))
-        await wait_until(has_size(server, "radio", 417))
+        source = await live_source(
+            server, "radio", b"\xff\xfb\x90\x64" + bytes(413), content_type="audio/mpeg"
+        )
         listener = await listen(server.port, "/streams/radio", "doomed")
         status, body = await get(server.port, "/admin/listclients?mount=/streams/radio")
         client_id = ET.fromstring(body).findtext("source/listener/ID")

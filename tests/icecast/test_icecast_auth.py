@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from icecast_helpers import connect, read_head, read_to_end, running_server
+from icecast_helpers import connect, exchange, read_head, running_server
 
 from mmstream.config import AuthConfig, TokenConfig
+from mmstream.server import RunningServer
 
 WRITER = "w" * 20
 READER = "r" * 20
@@ -23,14 +24,12 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-async def put(port_server, stream_id: str, authorization: str | None) -> int:  # type: ignore[no-untyped-def]
-    stream = await connect(port_server)
+async def put(server: RunningServer, stream_id: str, authorization: str | None) -> int:
     header = f"Authorization: {authorization}\r\n" if authorization else ""
-    await stream.send_all(
-        f"PUT /streams/{stream_id} HTTP/1.1\r\nHost: x\r\n{header}Content-Length: 4\r\n\r\nOggS".encode()
+    status, headers, _ = await exchange(
+        server,
+        f"PUT /streams/{stream_id} HTTP/1.1\r\nHost: x\r\n{header}Content-Length: 4\r\n\r\nOggS",
     )
-    status, headers, rest = await read_head(stream)
-    await read_to_end(stream, rest)
     if status == 401:
         assert_no_browser_prompt(headers)
     return status

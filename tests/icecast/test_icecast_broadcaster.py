@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from test_icecast_listen import HEADER, page
+from ogg_pages import HEADER, page
 
 from mmstream.config import ByteSize, CacheConfig, IcecastConfig
 from mmstream.errors import StreamNotFoundError

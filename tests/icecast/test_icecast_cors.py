@@ -10,11 +10,9 @@ import attrs
 import trio
 from icecast_helpers import (
     connect,
-    has_size,
+    live_source,
     make_config,
-    open_source,
     read_head,
-    wait_until,
 )
 
 from mmstream.server import RunningServer, serve
@@ -42,9 +40,9 @@ async def head_of(server: RunningServer, request: str) -> tuple[int, dict[str, s
 
 async def test_browser_players_get_cors_and_icy_headers_exposed(tmp_path: Path) -> None:
     async with cors_server(tmp_path, (SITE,)) as server:
-        source = await open_source(server, "radio", content_type="audio/mpeg")
-        await source.send_all(b"\xff\xfb\x90\x64" + bytes(413))
-        await wait_until(has_size(server, "radio", 417))
+        source = await live_source(
+            server, "radio", b"\xff\xfb\x90\x64" + bytes(413), content_type="audio/mpeg"
+        )
         # The preflight a fetch with Icy-MetaData sends.
         status, headers = await head_of(
             server,

@@ -18,6 +18,7 @@ from icecast_helpers import (
     FFMPEG,
     decode_s16,
     has_size,
+    live_source,
     needs_ffmpeg,
     open_listener,
     open_source,
@@ -97,9 +98,7 @@ async def test_listeners_move_to_the_fallback_and_back_without_a_disconnect(
     tmp_path: Path,
 ) -> None:
     async with running_server(tmp_path, fallback=RULES, burst_size=2500) as server:
-        jingles = await open_source(server, "jingles")
-        await jingles.send_all(HEADER + pages(range(100, 110)))
-        await wait_until(has_size(server, "jingles", len(HEADER) + 10 * len(page(0))))
+        jingles = await live_source(server, "jingles", HEADER + pages(range(100, 110)))
         # Before live-a exists: jingles.
         stream, headers, rest = await open_listener(server, "/streams/live-a")
         assert headers["content-type"].startswith("audio/ogg")

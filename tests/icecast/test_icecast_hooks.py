@@ -16,11 +16,9 @@ import trio
 from icecast_helpers import (
     MP3_FRAME,
     connect,
-    has_size,
-    open_source,
+    live_source,
     read_head,
     running_server,
-    wait_until,
 )
 
 from mmstream.server import RunningServer
@@ -95,9 +93,7 @@ async def try_listen(server: RunningServer, auth: str = "") -> tuple[int, trio.S
 @asynccontextmanager
 async def live(tmp_path: Path, **icecast: object) -> AsyncIterator[RunningServer]:
     async with running_server(tmp_path, **icecast) as server:
-        source = await open_source(server, "live", content_type="audio/mpeg")
-        await source.send_all(MP3_FRAME * 4)
-        await wait_until(has_size(server, "live", 4 * len(MP3_FRAME)))
+        source = await live_source(server, "live", MP3_FRAME * 4, content_type="audio/mpeg")
         yield server
         await source.aclose()
 

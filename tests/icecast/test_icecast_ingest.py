@@ -10,6 +10,7 @@ from icecast_helpers import (
     body_json,
     connect,
     has_size,
+    live_source,
     open_source,
     read_head,
     read_to_end,
@@ -208,9 +209,7 @@ async def test_a_source_never_writes_into_a_stream_created_again_under_its_id(
     (by a WebSocket client, say): the source's next bytes are refused, never appended to
     the new stream."""
     async with running_server(tmp_path) as server:
-        source = await open_source(server, "s")
-        await source.send_all(b"\x01" * 1000)
-        await wait_until(has_size(server, "s", 1000))
+        source = await live_source(server, "s", b"\x01" * 1000)
         await server.manager.delete("s")
         await server.manager.create("s")
         await server.manager.append("s", b"\x02" * 10)

@@ -10,6 +10,7 @@ import trio
 from icecast_helpers import (
     connect,
     has_size,
+    live_source,
     open_listener,
     open_source,
     read_exactly,
@@ -92,9 +93,7 @@ async def test_offset_gives_the_bytes_from_there_without_a_header(tmp_path: Path
 
 async def test_range_requests_and_finished_streams_are_left_to_playback(tmp_path: Path) -> None:
     async with running_server(tmp_path) as server:
-        source = await open_source(server, "p")
-        await source.send_all(HEADER)
-        await wait_size(server, "p", len(HEADER))
+        source = await live_source(server, "p", HEADER)
         ranged = await connect(server)
         await ranged.send_all(b"GET /streams/p HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n\r\n")
         status, headers, rest = await read_head(ranged)
@@ -113,9 +112,9 @@ async def source_and_stuck_listener(
 ) -> tuple[trio.SocketStream, trio.SocketStream]:
     """A source that has sent 4 KiB, and a listener with a tiny receive buffer that will
     never read."""
-    source = await open_source(server, stream_id, content_type="application/octet-stream")
-    await source.send_all(bytes(range(256)) * 16)
-    await wait_size(server, stream_id, 4096)
+    source = await live_source(
+        server, stream_id, bytes(range(256)) * 16, content_type="application/octet-stream"
+    )
     stuck = await connect(server)
     stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await stuck.send_all(f"GET /streams/{stream_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -206,9 +205,7 @@ async def source_and_small_offset_listener(
 ) -> tuple[trio.SocketStream, trio.SocketStream, bytes]:
     """A source that has sent ``first``, and a ``?offset=0`` listener with a tiny receive
     buffer (its socket fills at once); the bytes read past the listener's response head."""
-    source = await open_source(server, stream_id, content_type="application/octet-stream")
-    await source.send_all(first)
-    await wait_size(server, stream_id, len(first))
+    source = await live_source(server, stream_id, first, content_type="application/octet-stream")
     listener = await connect(server)
     listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     await listener.send_all(
@@ -270,9 +267,9 @@ async def test_sources_and_live_listeners_are_not_idle_connections(tmp_path: Pat
     wait in the scope a shutdown cuts, which must not mark them idle)."""
     cap = ServerConfig(port=0, max_connections=3, max_connections_per_ip=3)
     async with running_server(tmp_path, server_config=cap, burst_size=0) as server:
-        source = await open_source(server, "busy", content_type="application/octet-stream")
-        await source.send_all(b"a" * 1000)
-        await wait_size(server, "busy", 1000)
+        source = await live_source(
+            server, "busy", b"a" * 1000, content_type="application/octet-stream"
+        )
         listener, _, rest = await open_listener(server, "/streams/busy?offset=0")
         ranged = await connect(server)
         await ranged.send_all(b"GET /streams/busy HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n")

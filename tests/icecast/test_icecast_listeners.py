@@ -8,13 +8,11 @@ import trio
 from icecast_helpers import (
     MP3_FRAME,
     connect,
-    has_size,
+    live_source,
     open_listener,
-    open_source,
     read_head,
     read_to_end,
     running_server,
-    wait_until,
 )
 
 from mmstream.config import MountConfig
@@ -35,9 +33,7 @@ async def test_max_listeners_per_stream_as_icecast(tmp_path: Path) -> None:
     async with running_server(tmp_path, max_listeners=3, mounts=mounts) as server:
         sources = []
         for stream_id in ("small-1", "big"):
-            source = await open_source(server, stream_id, content_type="audio/mpeg")
-            await source.send_all(MP3_FRAME * 4)
-            await wait_until(has_size(server, stream_id, 4 * len(MP3_FRAME)))
+            source = await live_source(server, stream_id, MP3_FRAME * 4, content_type="audio/mpeg")
             sources.append(source)
         first, _, _ = await open_listener(server, "/streams/small-1")
         second, _, _ = await open_listener(server, "/streams/small-1?offset=0")

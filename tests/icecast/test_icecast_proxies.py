@@ -16,13 +16,12 @@ import trio
 from icecast_helpers import (
     MP3_FRAME,
     connect,
+    exchange,
     free_port,
-    has_size,
-    open_source,
+    live_source,
     read_head,
     read_to_end,
     running_server,
-    wait_until,
 )
 
 from mmstream.config import ServerConfig
@@ -32,10 +31,9 @@ HAPROXY = shutil.which("haproxy")
 
 
 async def listener_ips(server: RunningServer) -> list[str]:
-    stream = await connect(server)
-    await stream.send_all(b"GET /admin/listclients?mount=/streams/live HTTP/1.0\r\n\r\n")
-    status, _, rest = await read_head(stream)
-    body = await read_to_end(stream, rest)
+    status, _, body = await exchange(
+        server, b"GET /admin/listclients?mount=/streams/live HTTP/1.0\r\n\r\n"
+    )
     assert status == 200, body
     return sorted(ip.text or "" for ip in ET.fromstring(body).iter("IP"))
 
@@ -44,9 +42,7 @@ async def listener_ips(server: RunningServer) -> list[str]:
 async def live(tmp_path: Path, **server: object) -> AsyncIterator[RunningServer]:
     config = ServerConfig(port=0, **server)  # type: ignore[arg-type]
     async with running_server(tmp_path, server_config=config) as running:
-        source = await open_source(running, "live", content_type="audio/mpeg")
-        await source.send_all(MP3_FRAME * 4)
-        await wait_until(has_size(running, "live", 4 * len(MP3_FRAME)))
+        source = await live_source(running, "live", MP3_FRAME * 4, content_type="audio/mpeg")
         yield running
         await source.aclose()
 

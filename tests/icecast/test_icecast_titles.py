@@ -14,13 +14,12 @@ from icecast_helpers import (
     MP3_FRAME,
     admin_metadata,
     connect,
-    has_size,
+    live_source,
     open_source,
     read_exactly,
     read_head,
     read_to_end,
     running_server,
-    wait_until,
 )
 
 from mmstream.client import connect as connect_client
@@ -45,9 +44,7 @@ async def test_a_title_reaches_icy_listeners_in_band_and_others_get_bytes_unchan
     tmp_path: Path,
 ) -> None:
     async with running_server(tmp_path, icy_metaint=1000, burst_size=0) as server:
-        source = await open_source(server, "radio", content_type="audio/mpeg")
-        await source.send_all(MP3_FRAME * 3)
-        await wait_until(has_size(server, "radio", 3 * len(MP3_FRAME)))
+        source = await live_source(server, "radio", MP3_FRAME * 3, content_type="audio/mpeg")
         status, body = await admin_metadata(
             server, "mount=/streams/radio&mode=updinfo&song=" + quote("Guns N' Roses - Don't Cry")
         )
@@ -170,9 +167,9 @@ async def test_ffprobe_reads_the_stream_title(tmp_path: Path) -> None:
              "-c:a", "libmp3lame", "-b:a", "128k", str(mp3)]
         )  # fmt: skip
         data = mp3.read_bytes()
-        source = await open_source(server, "radio", content_type="audio/mpeg")
-        await source.send_all(data[: len(data) // 2])
-        await wait_until(has_size(server, "radio", len(data) // 2))
+        source = await live_source(
+            server, "radio", data[: len(data) // 2], content_type="audio/mpeg"
+        )
         status, _ = await admin_metadata(
             server, "mount=/streams/radio&mode=updinfo&song=" + quote("Sigur Rós - Hoppípolla")
         )

@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 from icecast_helpers import (
-    connect,
-    has_size,
+    exchange,
+    live_source,
     open_listener,
-    open_source,
-    read_head,
-    read_to_end,
     running_server,
     wait_until,
 )
@@ -27,14 +24,8 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
 
 
 async def _get(server: RunningServer, target: str, method: str = "GET", extra: str = "") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
-    stream = await connect(server)
-    await stream.send_all(
-        f"{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode()
-    )
-    status, headers, rest = await read_head(stream)
-    body = await read_to_end(stream, rest)
-    await stream.aclose()
-    return status, headers, body
+    request = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n"
+    return await exchange(server, request)
 
 
 def assert_inert(headers: dict[str, str], *, download: bool) -> None:
@@ -52,9 +43,7 @@ async def test_a_page_put_as_a_stream_is_served_as_a_download(
     tmp_path: Path, declared: str, data: bytes
 ) -> None:
     async with running_server(tmp_path) as server:
-        source = await open_source(server, "evil", content_type=declared)
-        await source.send_all(data)
-        await wait_until(has_size(server, "evil", len(data)))
+        source = await live_source(server, "evil", data, content_type=declared)
         # Live: the Icecast listener route, and playback with a range.
         listener, headers, _ = await open_listener(server, "/streams/evil")
         assert_inert(headers, download=True)
@@ -73,9 +62,7 @@ async def test_a_page_put_as_a_stream_is_served_as_a_download(
 
 async def test_media_is_served_as_declared(tmp_path: Path) -> None:
     async with running_server(tmp_path, source_end="keep") as server:
-        source = await open_source(server, "song", content_type="audio/ogg")
-        await source.send_all(b"OggS" + bytes(100))
-        await wait_until(has_size(server, "song", 104))
+        source = await live_source(server, "song", b"OggS" + bytes(100), content_type="audio/ogg")
         with trio.fail_after(10):
             listener, headers, _ = await open_listener(server, "/streams/song")
         assert headers["content-type"] == "audio/ogg"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 from icecast_helpers import has_size, open_source, running_server, wait_until
-from test_icecast_listen import HEADER, page
+from ogg_pages import HEADER, page
 
 from mmstream.streams import StreamStatus
 
