@@ -69,6 +69,14 @@ async def running_server(
         server.abort()
 
 
+async def stop_process(process: trio.Process) -> None:
+    """End a program a test started: SIGTERM, then SIGKILL if it has not exited in 5 s."""
+    process.terminate()
+    with trio.move_on_after(5):
+        await process.wait()
+    process.kill()
+
+
 def decode_s16(path: Path) -> tuple[bytes, bytes]:
     """Decode with ffmpeg (it must succeed) to 8 kHz mono s16: (samples, its error output)."""
     assert FFMPEG is not None

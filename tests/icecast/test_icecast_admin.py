@@ -24,6 +24,7 @@ from icecast_helpers import (
     read_head,
     read_to_end,
     running_server,
+    stop_process,
 )
 
 from mmstream.client import connect as connect_client
@@ -74,10 +75,7 @@ async def running_icecast() -> AsyncIterator[int]:
                 await trio.sleep(0.05)
         yield port
     finally:
-        process.terminate()
-        with trio.move_on_after(5):
-            await process.wait()
-        process.kill()
+        await stop_process(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

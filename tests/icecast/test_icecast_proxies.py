@@ -22,6 +22,7 @@ from icecast_helpers import (
     read_head,
     read_to_end,
     running_server,
+    stop_process,
 )
 
 from mmstream.config import ServerConfig
@@ -178,8 +179,5 @@ async def test_behind_a_real_haproxy(tmp_path: Path) -> None:
             for stream in held:
                 await stream.aclose()
         finally:
-            process.terminate()
-            with trio.move_on_after(5):
-                await process.wait()
-            process.kill()
+            await stop_process(process)
             shutil.rmtree(workdir, ignore_errors=True)
