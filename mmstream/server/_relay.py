@@ -125,13 +125,13 @@ class Relays:
         self._lookups = trio.CapacityLimiter(_LOOKUPS)
         #: When a look-up for an id last found no owner (``trio.current_time()``).
         self._missed: dict[str, float] = {}
+        #: Look-ups under way, by id: set when each ends.
+        self._pending: dict[str, trio.Event] = {}
 
     def running(self, stream_id: str) -> Broadcaster | None:
         """The relay of ``stream_id`` if one runs (its owner still sends)."""
-        relayed = self._relayed.get(stream_id)
-        if relayed is None or relayed.broadcaster.ended:
-            return None
-        return relayed.broadcaster
+        current = self._current(stream_id)
+        return None if current is None else current[0]
 
     async def get(
         self, stream_id: str, *, within: float = 0.0
@@ -140,32 +140,49 @@ class Relays:
         if no peer is uploading it, or (``within`` seconds) if a look-up found none that
         recently: the fallback listeners of a stream whose owner died ask again and again,
         and the peers answer one look-up per ``within``."""
+        current = self._current(stream_id)
+        if current is not None:
+            return current
+        self._relayed.pop(stream_id, None)  # ended: its last listeners hold what they need
+        if trio.current_time() - self._missed.get(stream_id, -math.inf) < within:
+            return None
+        pending = self._pending.get(stream_id)
+        if pending is not None:  # one look-up per id at a time: take its answer
+            await pending.wait()
+            return self._current(stream_id)
+        self._pending[stream_id] = pending = trio.Event()
+        try:
+            return await self._start(stream_id)
+        finally:
+            del self._pending[stream_id]
+            pending.set()
+
+    async def _start(self, stream_id: str) -> tuple[Broadcaster, StreamStat] | None:
+        """Find the peer uploading ``stream_id`` and start relaying it from there."""
+        found = None
+        async with self._lookups:
+            with trio.move_on_after(self.config.lookup_timeout):
+                token = self.config.token or None
+                found = await find_owner(self.peers, stream_id, token=token)
+        if found is None:
+            self._missed_now(stream_id)
+            return None
+        self._missed.pop(stream_id, None)
+        url, stat = found
+        # Ended relays keep their window for their last listeners: forget them now.
+        for name in [k for k, r in self._relayed.items() if r.broadcaster.ended]:
+            del self._relayed[name]
+        source = relay_source(url, stream_id, token=self.config.token or None)
+        generation = stat.generation or "relay"
+        log.info("relay of %s from %s starts", stream_id, url)
+        relayed = _Relayed(self.hub.relay(stream_id, generation, source), stat)
+        self._relayed[stream_id] = relayed
+        return relayed.broadcaster, relayed.stat
+
+    def _current(self, stream_id: str) -> tuple[Broadcaster, StreamStat] | None:
         relayed = self._relayed.get(stream_id)
         if relayed is None or relayed.broadcaster.ended:
-            self._relayed.pop(stream_id, None)
-            now = trio.current_time()
-            if now - self._missed.get(stream_id, -math.inf) < within:
-                return None
-            found = None
-            async with self._lookups:
-                with trio.move_on_after(self.config.lookup_timeout):
-                    token = self.config.token or None
-                    found = await find_owner(self.peers, stream_id, token=token)
-            if found is None:
-                self._missed_now(stream_id)
-                return None
-            self._missed.pop(stream_id, None)
-            url, stat = found
-            relayed = self._relayed.get(stream_id)  # another listener may have been quicker
-            if relayed is None or relayed.broadcaster.ended:
-                # Ended relays keep their window for their last listeners: forget them now.
-                for name in [k for k, r in self._relayed.items() if r.broadcaster.ended]:
-                    del self._relayed[name]
-                source = relay_source(url, stream_id, token=self.config.token or None)
-                generation = stat.generation or "relay"
-                log.info("relay of %s from %s starts", stream_id, url)
-                relayed = _Relayed(self.hub.relay(stream_id, generation, source), stat)
-                self._relayed[stream_id] = relayed
+            return None
         return relayed.broadcaster, relayed.stat
 
     def _missed_now(self, stream_id: str) -> None:
