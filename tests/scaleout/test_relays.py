@@ -3,6 +3,7 @@ the owner takes the upload, the other nodes relay it (docs/scaling.md, "Relays")
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -215,26 +216,26 @@ async def test_the_owners_loss_sends_the_relays_listeners_to_the_fallback_and_ba
                     pid = cluster.pid(owner_index)
                     assert pid is not None
                     os.kill(pid, signal.SIGKILL)
-                    # Jingles goes on; every relay's listener comes to hear it.
-                    for i in range(110, 400):
+                    # Jingles goes on; every relay's listener comes to hear it (however
+                    # long the look-ups take on a busy machine: fail_after bounds it).
+                    for i in itertools.count(110):
                         await jingles.append("jingles", page(i))
-                        await trio.sleep(0.01)
+                        await trio.sleep(0.02)
                         if all(has_page(x, i) for x in relayed):
                             break
-                    assert not any(x.closed.is_set() for x in relayed)
-                    assert all(has_page(x, i) for x in relayed), [len(x.body) for x in relayed]
+                        assert not any(x.closed.is_set() for x in relayed)
                     # A source continues live-… on a node still up; its listeners return.
                     await wait_for_states(cluster, {f"node-{owner_index}": "DOWN"})
                     marks = [len(x.body) for x in relayed]
                     async with connect(cluster.url, stream=live) as client:
                         await client.create(live, content_type="audio/ogg")
                         await client.append(live, HEADER + page(200))
-                        for i in range(201, 250):
+                        for i in itertools.count(201):
                             await client.append(live, page(i))
                             await trio.sleep(0.05)
                             if all(has_page(x, i, m) for x, m in zip(relayed, marks, strict=True)):
                                 break
-                        assert all(has_page(x, i, m) for x, m in zip(relayed, marks, strict=True))
+                            assert not any(x.closed.is_set() for x in relayed)
                     assert not any(x.closed.is_set() for x in relayed)
                     nursery.cancel_scope.cancel()
         for listener in listeners:
