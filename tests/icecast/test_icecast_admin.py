@@ -18,8 +18,11 @@ from urllib.parse import urlparse
 import pytest
 import trio
 from icecast_helpers import (
+    FFMPEG,
     free_port,
     live_source,
+    needs,
+    needs_ffmpeg,
     open_source,
     read_head,
     read_to_end,
@@ -32,7 +35,6 @@ from mmstream.config import AuthConfig, TokenConfig
 from mmstream.streams import StreamStatus
 
 ICECAST = shutil.which("icecast2")
-FFMPEG = shutil.which("ffmpeg")
 ADMIN = "Basic " + base64.b64encode(b"admin:hackme").decode()
 ICECAST_XML = """<icecast>
   <limits><clients>100</clients><sources>4</sources><source-timeout>10</source-timeout>
@@ -141,8 +143,8 @@ def _types(row: dict[str, Any]) -> dict[str, str]:
     return {name: type(value).__name__ for name, value in row.items()}
 
 
-@pytest.mark.skipif(ICECAST is None, reason="icecast2 is not installed (apt-get install icecast2)")
-@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
+@needs(ICECAST, "icecast2", "icecast2")
+@needs_ffmpeg
 async def test_the_same_answers_as_debians_icecast2(tmp_path: Path) -> None:
     mp3 = tmp_path / "a.mp3"
     await trio.run_process(

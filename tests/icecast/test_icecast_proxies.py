@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
 import trio
 from icecast_helpers import (
     MP3_FRAME,
@@ -19,6 +18,7 @@ from icecast_helpers import (
     exchange,
     free_port,
     live_source,
+    needs,
     read_head,
     read_to_end,
     running_server,
@@ -150,7 +150,7 @@ listen http_proxy
     return workdir, proxy_port, http_port
 
 
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (apt-get install haproxy)")
+@needs(HAPROXY, "haproxy", "haproxy")
 async def test_behind_a_real_haproxy(tmp_path: Path) -> None:
     async with live(tmp_path, trusted_proxies=("127.0.0.1",)) as server:
         workdir, proxy_port, http_port = _haproxy_config(server.port)

@@ -11,10 +11,13 @@ from urllib.parse import quote
 import pytest
 import trio
 from icecast_helpers import (
+    FFMPEG,
     MP3_FRAME,
     admin_metadata,
     connect,
     live_source,
+    needs,
+    needs_ffmpeg,
     open_source,
     read_exactly,
     read_head,
@@ -152,13 +155,10 @@ async def test_titles_need_write_on_the_stream_or_admin(tmp_path: Path) -> None:
 
 
 FFPROBE = shutil.which("ffprobe")
-FFMPEG = shutil.which("ffmpeg")
 
 
-@pytest.mark.skipif(
-    FFPROBE is None or FFMPEG is None,
-    reason="ffprobe/ffmpeg are not installed (apt-get install ffmpeg)",
-)
+@needs(FFPROBE, "ffprobe", "ffmpeg")
+@needs_ffmpeg
 async def test_ffprobe_reads_the_stream_title(tmp_path: Path) -> None:
     async with running_server(tmp_path, icy_metaint=2000, burst_size=0) as server:
         mp3 = tmp_path / "a.mp3"
