@@ -376,7 +376,7 @@ class Icecast:
             len(chain) > 1
             and "offset=" not in request.query
             and isinstance(stream, trio.SocketStream)
-            and (self.relays is None or request.query or self._holds(stream_id))
+            and (self.relays is None or request.query or self.on_air.holds(stream_id))
         ):
             # In a cluster, a stream held elsewhere is relayed first (a fallback held here
             # must not win over the stream live on its owner); its owner decides fallbacks.
@@ -415,13 +415,6 @@ class Icecast:
     def _stations(self) -> Stations:
         """Where a switching listener's streams are: here, or (relays on) on any peer."""
         return self.on_air if self.relays is None else RelayedStations(self.on_air, self.relays)
-
-    def _holds(self, stream_id: str) -> bool:
-        try:
-            self.manager.stat(stream_id)
-        except MmstreamError:
-            return False
-        return True
 
     async def _counted(
         self,

@@ -79,6 +79,14 @@ class OnAir:
         silent = (stream_id, info.generation) in self._silent
         return info.status is StreamStatus.UPLOADING and not silent
 
+    def holds(self, stream_id: str) -> bool:
+        """Whether this worker holds ``stream_id`` (in any state)."""
+        try:
+            self.manager.stat(stream_id)
+        except MmstreamError:
+            return False
+        return True
+
     def broadcaster(self, stream_id: str) -> Broadcaster:
         return self.hub.get(stream_id)
 
@@ -128,20 +136,13 @@ class RelayedStations:
     def changed(self) -> trio.Event:
         return self.local.changed
 
-    def _held(self, stream_id: str) -> bool:
-        try:
-            self.local.manager.stat(stream_id)
-        except MmstreamError:
-            return False
-        return True
-
     def __call__(self, stream_id: str) -> bool:
-        if self._held(stream_id):
+        if self.local.holds(stream_id):
             return self.local(stream_id)
         return self.relays.running(stream_id) is not None
 
     def broadcaster(self, stream_id: str) -> Broadcaster:
-        if self._held(stream_id):
+        if self.local.holds(stream_id):
             return self.local.broadcaster(stream_id)
         running = self.relays.running(stream_id)
         if running is None:  # ended since the decision: its listener ends and moves on
@@ -154,7 +155,7 @@ class RelayedStations:
         for stream_id in chain:
             if self(stream_id):
                 return
-            if not self._held(stream_id):
+            if not self.local.holds(stream_id):
                 await self.relays.get(stream_id, within=self.recheck)
                 if self(stream_id):
                     return
