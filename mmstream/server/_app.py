@@ -25,7 +25,6 @@ from ..config import Config
 from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
-from ._acks import AckClock
 from ._connection import connection_handler
 from ._fanout import serve_fanout_hub
 from ._frontdoor import FrontDoor
@@ -134,8 +133,6 @@ async def serve(
                 from ..tier import serve_tier
 
                 await fanout.start(serve_tier, config.tier, manager, metrics)
-            ack_clock = AckClock(config.server.ack_interval)
-            fanout.start_soon(ack_clock.run)
             relays = None
             if config.cluster.peers:
                 host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(
@@ -150,9 +147,7 @@ async def serve(
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(
-                    manager, config.server, shutdown, ack_clock, metrics, authorizer, hub
-                ),
+                connection_handler(manager, config.server, shutdown, metrics, authorizer, hub),
                 router,
                 websocket_path=lambda path: parse_path(path) is not None,
                 origin_allowed=authorizer.origin_allowed,

@@ -1,17 +1,20 @@
-"""One WebSocket connection speaking protocol v1 (``docs/protocol.md``).
+"""One WebSocket connection speaking protocol v1 (``docs/protocol.md``): the thin Trio driver
+of the sans-I/O :class:`~mmstream.protocol.session.SessionCore`.
 
-The session's applier takes whole messages from the connection in order (every message
-one socket read completed at once), decodes text frames into requests, applies requests and
-binary frames through the :class:`~mmstream.streams.StreamManager`, and sends the replies.
-The upload frames queued together are applied as one batch, with one ``append_many`` call:
-the one way an upload frame reaches the disk. When the disk is slower than the client, the
-applier falls behind, the socket is not read and TCP slows the client down. A ``tail`` adds
-a task that pushes the followed stream's bytes as they are written.
+The driver reads whole messages from the connection in order, feeds them to the core and
+applies the actions it answers: it sends replies and events, calls the
+:class:`~mmstream.streams.StreamManager` for the requests the core hands it (and reports the
+result back for the reply), holds the upload binding's writer lease, and stops taking messages
+when the core says so. Every decision (who the client is, the binding, which error answers
+what, when an ack is due, the deadlines and close codes) is the core's, tested without
+sockets; what stays here is moving bytes: taking a burst of upload frames as one batch (one
+``append_many`` call, the one way an upload frame reaches the disk), sending the frames of a
+``read`` and the task of a ``tail``.
 
-Errors are replies (or ``error`` events for upload frames) with the stable codes of
-:mod:`mmstream.errors`; a bad request never closes the connection. A client that vanishes
-mid-upload loses only what was not applied: every frame already received is written, and
-the stream stays UPLOADING for the client to resume.
+When the disk is slower than the client, the driver falls behind, the socket is not read and
+TCP slows the client down. A client that vanishes mid-upload loses only what was not applied:
+every frame already received is written, and the stream stays UPLOADING for the client to
+resume.
 """
 
 from __future__ import annotations
@@ -32,14 +35,12 @@ from ..errors import (
     InvalidArgumentError,
     MmstreamError,
     OutOfRangeError,
-    ProtocolError,
     StreamNotFoundError,
-    UnauthorizedError,
 )
 from ..logs import log_context
 from ..metrics import Metrics
 from ..protocol import (
-    SUBPROTOCOL,
+    Ack,
     Append,
     AppendReply,
     Create,
@@ -49,49 +50,41 @@ from ..protocol import (
     ErrorReply,
     Event,
     Finalize,
-    Hello,
-    HelloReply,
     List,
-    ListReply,
-    MalformedRequestError,
     Metadata,
-    OkReply,
     Read,
     ReadReply,
     Reply,
     Request,
     Stat,
-    StatReply,
-    StreamStat,
     Sync,
     Tail,
     TailReply,
-    decode_request,
     encode_ack,
     encode_event,
     encode_reply,
-    error_event,
-    error_reply,
-    internal_error_reply,
     parse_path,
 )
-from ..protocol.session import BATCH_FRAMES, AckTiming, SessionState
+from ..protocol.session import (
+    BATCH_FRAMES,
+    CLOSE_EVICTED,
+    CLOSE_NO_HELLO,
+    CLOSE_UNAUTHORIZED,
+    Action,
+    Apply,
+    EndUpload,
+    Send,
+    SessionCore,
+    SessionLimits,
+    Stop,
+)
 from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
-from ._acks import AckClock
 from ._admission import Slot
 from ._fanout import FanoutHub
 from ._frontdoor import SessionHandler
 from ._replay import Delivery
 from ._tail import Member
-from ._transports import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
-    Connection,
-    ConnectionClosed,
-)
+from ._transports import Connection, ConnectionClosed
 
 __all__ = ["Session", "connection_handler"]
 
@@ -105,11 +98,9 @@ _M = TypeVar("_M", str, bytes, Sequence[str | bytes])
 
 class Session:
     """The Trio driver of protocol v1 on one WebSocket: it takes messages from the
-    :class:`~._transports.Connection`, applies them through the
-    :class:`~mmstream.streams.StreamManager` in order, and sends replies, events, acks and
-    the bytes of reads and tails. The protocol's rules (grant, upload binding, when an ack
-    is due, what is applied after a stop) live in its
-    :class:`~mmstream.protocol.session.SessionState`, which has no I/O."""
+    :class:`~._transports.Connection`, feeds them to its
+    :class:`~mmstream.protocol.session.SessionCore` and applies the actions the core answers,
+    in order (see the module docstring)."""
 
     def __init__(
         self,
@@ -117,7 +108,6 @@ class Session:
         manager: StreamManager,
         config: ServerConfig,
         shutting_down: trio.Event,
-        ack_clock: AckClock,
         metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
         hub: FanoutHub | None = None,
@@ -127,34 +117,29 @@ class Session:
         #: The connection's place under the connection caps: idle while the applier waits
         #: for a message and no tail runs (then it may be closed to make room).
         self.slot = slot
-        self.ack_clock = ack_clock
         self.hub = hub
         self.metrics = metrics
         self.manager = manager
         self.config = config
         self.shutting_down = shutting_down
-        self.authorizer = authorizer if authorizer is not None else Authorizer(AuthConfig())
         endpoint = parse_path(connection.path)
-        #: The stream named by the URL (``/v1/streams/{id}``), None on ``/v1``.
-        self.bound = endpoint.stream if endpoint is not None else None
-        #: The protocol state: grant, upload binding, acks, stop budget (no I/O, tested alone).
-        self.state = SessionState(
-            ack_bytes=config.ack_bytes,
-            drain=config.request_queue,
-            authorizer=self.authorizer,
-            bound=self.bound,
+        #: Every rule of the protocol, without I/O (tested alone).
+        self.core = SessionCore(
+            SessionLimits.from_config(config, server=f"mmstream {__version__}"),
+            authorizer=authorizer if authorizer is not None else Authorizer(AuthConfig()),
+            bound=endpoint.stream if endpoint is not None else None,
+            opened_at=trio.current_time(),
         )
         #: The bound stream's writer lease, held while the binding lasts.
         self._lease: WriterLease | None = None
-        self._tailing = False
+        #: A binding's lease handed over to the ``finalize`` that ended it.
+        self._handed: WriterLease | None = None
         #: Held while a read sends its frames, so no tail frame can slip in between them.
         self._binary_lock = trio.Lock()
         self._peer_gone = False
-        self._close: tuple[int, str] = (CLOSE_NORMAL, "")
-        #: Set when the ack clock could not write an ack itself (the socket was busy).
+        #: The newest ack the socket could not take at once; :meth:`_send_owed_acks` sends it.
+        self._owed_ack: Ack | None = None
         self._ack_owed = trio.Event()
-        #: When the applier began waiting for the client's next message; None while it works.
-        self._receiving_since: float | None = None
 
     # -- the tasks -------------------------------------------------------------------------
 
@@ -163,99 +148,99 @@ class Session:
             self._nursery = nursery
             nursery.start_soon(self._watch_shutdown)
             nursery.start_soon(self._watch_idle)
+            nursery.start_soon(self._watch_hello)
             nursery.start_soon(self._send_owed_acks)
-            if self.authorizer.enabled:
-                nursery.start_soon(self._watch_hello)
             if self.slot is not None:
-                self.slot.evict = self._evicted
+                self.slot.evict = lambda: self._stopped(self.core.evicted())
             self.connection.on_input_idle(self._input_idle)
             try:
                 await self._apply_all()
             except _Broken as exc:
-                self._close = (CLOSE_INTERNAL_ERROR, str(exc))
+                self.core.broken(str(exc))
             finally:
                 self.connection.on_input_idle(None)
-                self.ack_clock.forget(self)
-                if self._lease is not None:  # cancelled before it could end: the lease goes
-                    self._lease.release()
+                for lease in (self._lease, self._handed):
+                    if lease is not None:  # cancelled before the binding could end
+                        lease.release()
             nursery.cancel_scope.cancel()  # the tail and the watchers
         if not self._peer_gone:
-            await self.connection.close(*self._close)
+            close = self.core.close
+            await self.connection.close(close.code, close.reason)
 
-    def _stop_receiving(self, close: tuple[int, str], *, drain: bool = True) -> None:
-        """Take no new message and close with ``close`` afterwards; with ``drain``, what
-        the transport already queued is still applied (up to a queue's worth)."""
-        self._close = close
-        self.state.stop(drain=drain)
-        if self._receiving_since is not None:  # the applier waits for a message
+    def _stopped(self, stop: Stop) -> None:
+        """The core stopped taking messages: a waiting receive returns at once."""
+        close = stop.close
+        if close == CLOSE_UNAUTHORIZED:  # the token itself is never logged nor echoed
+            log.warning("hello refused conn=%s: no valid token", self.connection.id)
+        elif close == CLOSE_NO_HELLO:
+            log.info("hello timeout conn=%s", self.connection.id)
+        elif close == CLOSE_EVICTED:
+            log.info("idle connection closed to make room conn=%s", self.connection.id)
+        if self.core.waiting_since is not None:
             self.connection.interrupt_receive()
 
     async def _watch_shutdown(self) -> None:
         await self.shutting_down.wait()
-        self._stop_receiving((CLOSE_GOING_AWAY, "server shutting down"))
+        self._stopped(self.core.shutdown())
 
     async def _watch_hello(self) -> None:
-        """With access control on, a connection that has not said ``hello`` with a valid
-        token within ``handshake_timeout`` is closed: unauthenticated, it could only hold
-        a connection slot."""
-        await trio.sleep(self.config.handshake_timeout)
-        if self.state.grant is None and not self.state.stopping:
-            log.info("hello timeout conn=%s", self.connection.id)
-            self._stop_receiving((CLOSE_POLICY_VIOLATION, "no hello in time"), drain=False)
+        deadline = self.core.hello_deadline()
+        if deadline is None:
+            return
+        await trio.sleep_until(deadline)
+        stop = self.core.hello_check()
+        if stop is not None:
+            self._stopped(stop)
 
-    def _evicted(self) -> None:
-        """The connection caps closed this idle connection to make room for a newcomer."""
-        log.info("idle connection closed to make room conn=%s", self.connection.id)
-        self._stop_receiving((CLOSE_TRY_AGAIN_LATER, "server full: idle connection closed"))
+    async def _watch_idle(self) -> None:
+        """The idle timeout as a watchdog the core sets, rather than a timeout around each
+        receive: a cancel scope per message costs more than everything else done with it."""
+        while True:
+            check = self.core.idle_check(trio.current_time())
+            if isinstance(check, Stop):
+                self._stopped(check)
+                return
+            await trio.sleep_until(check)
 
     def _mark_activity(self) -> None:
-        """Tell the connection caps whether this connection is idle (the applier waits for
-        a message and no tail runs) or busy."""
+        """Tell the connection caps whether this connection is idle or busy."""
         slot = self.slot
         if slot is None:
             return
-        if self._receiving_since is not None and not self._tailing:
+        if self.core.idle:
             slot.idle()
         else:
             slot.busy()
 
-    async def _watch_idle(self) -> None:
-        """Close the connection once the applier has waited ``idle_timeout`` for a message.
+    # -- acknowledgements ------------------------------------------------------------------
 
-        A watchdog rather than a timeout around each receive: a cancel scope per message
-        costs more than everything else done with it. An applier busy with a long request
-        is not idle, and neither is a follower waiting for data."""
-        timeout = self.config.idle_timeout
-        while True:
-            since = self._receiving_since
-            if since is not None and not self._tailing:
-                if trio.current_time() >= since + timeout:
-                    self._stop_receiving((CLOSE_NORMAL, "idle timeout"))
-                    return
-                await trio.sleep_until(since + timeout)
-            else:
-                await trio.sleep(timeout)
-
-    def acknowledge_due(self) -> None:
-        """Acknowledge the upload's new bytes with a frame written straight to the socket,
-        or, if it is busy, leave the ack to :meth:`_send_owed_acks`: at the ack clock's tick
-        while frames keep arriving, and at once when the upload goes quiet."""
-        ack = self.state.tick()
-        if ack is None:
-            return
-        outcome = self._send_nowait(encode_ack(ack.stream, ack.offset))
-        if outcome is not Delivery.REFUSED:
-            self.state.sent(ack)
-        if outcome is not Delivery.SENT:
-            self._ack_owed.set()  # the rest of the frame, or the whole ack, is sent from there
+    async def _acknowledge(self, *, quiet: bool) -> None:
+        """Send the ack the core says is due (its one rule), from the applier: in order
+        with what it sends next. ``quiet``: no upload frame waits or is on its way."""
+        ack = self.core.ack_due(trio.current_time(), quiet=quiet)
+        if ack is not None:
+            await self._send_ack(ack)
 
     def _input_idle(self) -> None:
-        """The transport's reader handed on everything it read: if the applier waits with
-        nothing to apply, no upload frame is on its way, so what was written is acknowledged
-        now rather than at the clock's next tick (a client finishing a clip waits for that
-        ack). An applier still busy acknowledges when it comes to wait (:meth:`_next_message`)."""
-        if self._receiving_since is not None:
-            self.acknowledge_due()
+        """The transport's reader handed on everything it read while the applier waits with
+        nothing to apply: no upload frame is on its way, the upload is quiet (on
+        ``websockets`` this runs inside the applier's own receive, so it cannot await). The
+        ack is written straight to the socket or, if the socket is busy, owed to
+        :meth:`_send_owed_acks` (a newer ack replaces an owed one: acks only grow)."""
+        if self.core.waiting_since is None:
+            return
+        ack = self.core.ack_due(trio.current_time(), quiet=True)
+        if ack is None:
+            return
+        if self._owed_ack is None:
+            outcome = self._send_nowait(encode_ack(ack.stream, ack.offset))
+            if outcome is Delivery.SENT:
+                return
+            if outcome is Delivery.STARTED:
+                self._ack_owed.set()  # the rest of the frame is flushed from there
+                return
+        self._owed_ack = ack
+        self._ack_owed.set()
 
     async def _send_owed_acks(self) -> None:
         while True:
@@ -263,17 +248,26 @@ class Session:
             self._ack_owed = trio.Event()
             if not await self._flush():
                 return
-            await self._acknowledge()
+            if self._owed_ack is not None:
+                await self._send_ack(self._owed_ack)
+
+    async def _send_ack(self, ack: Ack) -> None:
+        """The one way an ack is sent with an awaited write (it covers an ack still owed:
+        acks only grow)."""
+        self._owed_ack = None
+        await self._send_text(encode_ack(ack.stream, ack.offset))
+
+    # -- messages in -----------------------------------------------------------------------
 
     async def _next_message(self) -> str | bytes:
-        """The next message. Raises :class:`_EndOfInput` at the end of the connection, at
-        the idle timeout or when the server shuts down.
+        """The next message. Raises :class:`_EndOfInput` at the end of the connection or
+        once the core stopped taking messages.
 
         The messages the transport already holds are taken without a checkpoint: a burst
         of upload frames is applied as one batch. The transport's queue is the bounded
         channel between the socket and this applier: while the applier works it fills,
         the transport stops reading and TCP slows the client down."""
-        if not self.state.may_take():
+        if not self.core.may_take():
             raise _EndOfInput  # stopped, and the queue's worth it may still apply is spent
         message = self.connection.receive_nowait()
         if message is not None:
@@ -282,11 +276,10 @@ class Session:
             # the message is already taken and must be applied.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return message
-        if self.state.stopping:
+        if self.core.stopping:
             raise _EndOfInput
-        if self.connection.input_idle:
-            self.acknowledge_due()  # nothing queued, nothing on its way: the upload is quiet
-        self._receiving_since = trio.current_time()
+        await self._acknowledge(quiet=self.connection.input_idle)
+        self.core.waiting(trio.current_time())
         self._mark_activity()
         try:
             message = await self.connection.receive()
@@ -294,7 +287,7 @@ class Session:
             self._peer_gone = True
             raise _EndOfInput from None
         finally:
-            self._receiving_since = None
+            self.core.working()
             self._mark_activity()
         if message is None:  # interrupted: the session is stopping
             raise _EndOfInput
@@ -316,19 +309,14 @@ class Session:
                     frames, held = self._take_frames(message)
                     await self._append_frames(frames)
                 case str():
-                    try:
-                        request = decode_request(message)
-                    except MalformedRequestError as exc:
-                        await self._send_reply(error_reply(exc.request_id, exc))
-                    else:
-                        await self._answer(request)
-        await self._end_upload("connection closing")
+                    await self._act(self.core.receive_text(message))
+        await self._act(self.core.end())
 
     def _take_frames(self, first: bytes) -> tuple[list[bytes], str | None]:
         """``first`` and the upload frames the transport holds right behind it, up to the
         batch limit, and the message after them that is not one, if it was taken."""
         frames = [first]
-        total, limit = len(first), self.state.batch_limit()
+        total, limit = len(first), self.core.batch_limit()
         while total < limit and len(frames) < BATCH_FRAMES:
             message = self.connection.receive_nowait()
             if message is None:
@@ -339,6 +327,36 @@ class Session:
             total += len(message)
         return frames, None
 
+    # -- actions ---------------------------------------------------------------------------
+
+    async def _act(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(message=message):
+                    await self._send_message(message)
+                case EndUpload():
+                    await self._end_upload(action)
+                case Apply(request=request, stream=stream):
+                    await self._answer(request, stream)
+                case Stop():
+                    self._stopped(action)
+
+    async def _end_upload(self, ended: EndUpload) -> None:
+        lease, self._lease = self._lease, None
+        if ended.ack is not None:
+            await self._send_ack(ended.ack)
+        log.info(
+            "upload ended conn=%s stream=%s offset=%d (%s)",
+            self.connection.id,
+            ended.stream,
+            ended.offset,
+            ended.why,
+        )
+        if ended.hand_over:
+            self._handed = lease
+        elif lease is not None:
+            lease.release()
+
     # -- uploads ---------------------------------------------------------------------------
 
     async def _append_frames(self, frames: list[bytes]) -> None:
@@ -346,100 +364,49 @@ class Session:
         the followers). If it falls short, the frames it did not write are appended again,
         so that the error is reported for the frame that met it, after the acknowledged
         ones before it."""
-        upload, lease = self.state.upload, self._lease
+        upload, lease = self.core.upload, self._lease
         if upload is None or lease is None:
-            if self.state.unbound_frame():
-                problem = ProtocolError("binary frame with no upload bound (send append first)")
-                await self._send_event(error_event(None, problem))
+            await self._act(self.core.unbound_frames())
             return
-        timing = AckTiming.NOTHING
         while frames:
             try:
                 size = await self.manager.append_many(
                     upload.stream, frames, expected_offset=upload.offset, writer=lease
                 )
             except MmstreamError as exc:
-                await self._end_upload(f"failed: {exc.code}")
-                self.state.binding_failed()  # the frames behind it are dropped silently
-                await self._send_event(error_event(upload.stream, exc))
+                await self._act(self.core.write_failed(exc))
                 return
             written = size - upload.offset
-            timing = self.state.written(size)
+            self.core.written(size, trio.current_time())
             while frames and written >= len(frames[0]):
                 written -= len(frames.pop(0))
-        if timing is AckTiming.NOW:
-            await self._acknowledge()
-        elif timing is AckTiming.AT_TICK:
-            self.ack_clock.due(self)
-
-    async def _acknowledge(self) -> None:
-        ack = self.state.take_ack()
-        if ack is not None:
-            await self._send_text(encode_ack(ack.stream, ack.offset))
-
-    async def _end_upload(self, why: str) -> None:
-        lease = await self._unbind(why)
-        if lease is not None:
-            lease.release()
-
-    async def _unbind(self, why: str) -> WriterLease | None:
-        """End the binding (acknowledging what it wrote) and hand back its lease, still held."""
-        ended = self.state.unbind()
-        lease, self._lease = self._lease, None
-        if ended is None:
-            return lease
-        upload, ack = ended
-        if ack is not None:
-            await self._send_text(encode_ack(ack.stream, ack.offset))
-        log.info(
-            "upload ended conn=%s stream=%s offset=%d (%s)",
-            self.connection.id,
-            upload.stream,
-            upload.offset,
-            why,
-        )
-        return lease
-
-    def _acknowledged_by_reply(self, info: StreamInfo) -> None:
-        """``sync`` and ``finalize`` replies carry the size: they count as acks."""
-        self.state.acknowledged_by_reply(info.stream_id, info.size)
+        await self._acknowledge(quiet=False)
 
     # -- requests --------------------------------------------------------------------------
 
-    async def _answer(self, request: Request) -> None:
+    async def _answer(self, request: Request, stream: str | None) -> None:
+        """Carry out an allowed request; its reply (or error reply) from the core."""
         try:
-            reply = await self._apply(request)
+            reply = await self._carry_out(request, stream)
         except _Broken:
             raise
         except MmstreamError as exc:
-            reply = error_reply(request.id, exc)
-        except Exception:
+            reply = self.core.failed(request, exc)
+        except Exception as exc:
             log.exception("request failed conn=%s op=%s", self.connection.id, request.op)
-            reply = internal_error_reply(request.id)
+            reply = self.core.failed(request, exc)
+        finally:
+            if self._handed is not None:  # a finalize that failed before taking it
+                self._handed.release()
+                self._handed = None
         if reply is not None:
             await self._send_reply(reply)
 
-    async def _apply(self, request: Request) -> Reply | None:
-        """The reply to ``request``, or None when it was already sent (``read``, ``tail``)."""
-        if isinstance(request, Hello):
-            self._authenticate(request)
-            await self._recheck_upload()
-        stream = self.state.authorize(request)
-        match request:
-            case Hello():
-                return HelloReply(
-                    re=request.id,
-                    protocol=SUBPROTOCOL,
-                    server=f"mmstream {__version__}",
-                    max_message_size=self.config.max_message_size,
-                    ack_bytes=self.config.ack_bytes,
-                    ack_interval=self.config.ack_interval,
-                )
-            case List():
-                infos = self.manager.list()
-                shown = set(self.authorizer.visible(self.state.grant, (i.stream_id for i in infos)))
-                streams = tuple(StreamStat.from_info(i) for i in infos if i.stream_id in shown)
-                return ListReply(re=request.id, streams=streams)
+    async def _carry_out(self, request: Request, stream: str | None) -> Reply | None:
+        """The storage side of ``request``; the reply from the core, or None when it was
+        already sent (``read``, ``tail``)."""
+        if isinstance(request, List):
+            return self.core.listed(request, self.manager.list())
         assert stream is not None  # every other request names (or is bound to) a stream
         if isinstance(request, Read | Tail | Stat | Delete):
             await self.manager.find(stream)  # not here: maybe in the tier (docs/tiering.md)
@@ -451,17 +418,13 @@ class Session:
                     metadata=request.metadata,
                     size_hint=request.size_hint,
                 )
-                return StatReply(re=request.id, stat=StreamStat.from_info(info))
+                return self.core.stat_reply(request, info)
             case Append():
                 return await self._bind(request, stream)
             case Sync():
-                info = await self.manager.flush(stream)
-                self._acknowledged_by_reply(info)
-                return StatReply(re=request.id, stat=StreamStat.from_info(info))
+                return self.core.stat_reply(request, await self.manager.flush(stream))
             case Finalize():
-                lease = None
-                if self.state.upload is not None and self.state.upload.stream == stream:
-                    lease = await self._unbind("finalize")
+                lease, self._handed = self._handed, None
                 try:
                     info = await self.manager.finalize(
                         stream, expected_size=request.size, sha256=request.sha256, writer=lease
@@ -469,7 +432,7 @@ class Session:
                 finally:
                     if lease is not None:
                         lease.release()
-                return StatReply(re=request.id, stat=StreamStat.from_info(info))
+                return self.core.stat_reply(request, info)
             case Read():
                 await self._read(request, stream)
                 return None
@@ -477,44 +440,18 @@ class Session:
                 await self._follow(request, stream)
                 return None
             case Stat():
-                return StatReply(
-                    re=request.id, stat=StreamStat.from_info(self.manager.stat(stream, times=True))
-                )
+                return self.core.stat_reply(request, self.manager.stat(stream, times=True))
             case Delete():
                 await self.manager.delete(stream)
-                return OkReply(re=request.id)
+                return self.core.done(request)
             case Metadata():
                 title = await self.manager.set_title(stream, request.title)
                 if self.hub is not None:
                     self.hub.set_title(stream, title.title)
-                return StatReply(
-                    re=request.id, stat=StreamStat.from_info(self.manager.stat(stream))
-                )
+                return self.core.stat_reply(request, self.manager.stat(stream))
         raise AssertionError(f"unhandled request {request!r}")
 
-    def _authenticate(self, request: Hello) -> None:
-        """A wrong token is refused and ends the session (close 1008); the token itself is
-        never logged nor echoed."""
-        try:
-            self.state.hello(request.token)
-        except UnauthorizedError:
-            log.warning("hello refused conn=%s: no valid token", self.connection.id)
-            # Nothing sent after a refused hello is applied.
-            self._stop_receiving((CLOSE_POLICY_VIOLATION, "unauthorized"), drain=False)
-            raise
-
-    async def _recheck_upload(self) -> None:
-        """After a new ``hello``: the binding ends unless the new token may write its
-        stream (write rights come from the latest hello, not from any earlier one). Later
-        frames are then unbound: the first gets a ``bad-request`` event."""
-        if self.state.may_keep_upload():
-            return
-        await self._end_upload("the new hello's token does not allow writing it")
-        self.state.report_unbound = True
-
-    async def _bind(self, request: Append, stream: str) -> Reply:
-        await self._end_upload("a new append")
-        self.state.binding_failed()  # until it succeeds: a failed append binds nothing
+    async def _bind(self, request: Append, stream: str) -> AppendReply:
         lease = self.manager.acquire_writer(stream, f"conn={self.connection.id}")
         try:
             # An empty append checks what a bound upload needs: the stream exists, takes
@@ -525,10 +462,9 @@ class Session:
         except BaseException:
             lease.release()
             raise
-        self.state.bind(stream, size)
         self._lease = lease
         log.info("upload bound conn=%s stream=%s offset=%d", self.connection.id, stream, size)
-        return AppendReply(re=request.id, stream=stream, offset=size)
+        return self.core.appended(request, stream, size)
 
     async def _read(self, request: Read, stream: str) -> None:
         info = self.manager.stat(stream, generation=request.generation)
@@ -571,8 +507,6 @@ class Session:
                     position += len(data)
 
     async def _follow(self, request: Tail, stream: str) -> None:
-        if self._tailing:
-            raise ProtocolError("this connection already follows a stream: open another")
         info = self.manager.stat(stream, generation=request.generation)
         header = b""
         if request.live:
@@ -588,7 +522,7 @@ class Session:
             offset = info.size if request.offset is None else request.offset
         if offset > info.size:
             raise OutOfRangeError(f"offset {offset} is past the end of {stream} ({info.size})")
-        self._tailing = True
+        self.core.follow_started()
         reply = TailReply(re=request.id, stream=stream, offset=offset, header=len(header))
         await self._send_reply(reply)
         self._nursery.start_soon(self._push, stream, info.generation, offset, header)
@@ -654,9 +588,7 @@ class Session:
         finally:
             if self.metrics is not None:
                 self.metrics.followers.dec()
-            self._tailing = False
-            if self._receiving_since is not None:
-                self._receiving_since = trio.current_time()  # idle from the end of the tail
+            self.core.follow_ended(trio.current_time())  # idle from the end of the tail
             self._mark_activity()
 
     async def _follow_in_group(
@@ -713,6 +645,12 @@ class Session:
         await self._deliver(self.connection.send_many, messages, *messages)
         if self.metrics is not None and not self._peer_gone:
             self.metrics.bytes_out.labels("websocket").inc(len(data))
+
+    async def _send_message(self, message: Reply | Event) -> None:
+        if isinstance(message, Ack | End | ErrorEvent):
+            await self._send_event(message)
+        else:
+            await self._send_reply(message)
 
     async def _send_event(self, event: Event) -> None:
         if self.metrics is not None and isinstance(event, ErrorEvent):
@@ -773,13 +711,11 @@ def connection_handler(
     manager: StreamManager,
     config: ServerConfig,
     shutting_down: trio.Event,
-    ack_clock: AckClock,
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
     hub: FanoutHub | None = None,
 ) -> SessionHandler:
-    """The handler serving protocol v1 on each connection (given its connection slot);
-    ``ack_clock`` (run by the caller) acknowledges every connection's uploads."""
+    """The handler serving protocol v1 on each connection (given its connection slot)."""
 
     async def handle(connection: Connection, slot: Slot | None = None) -> None:
         endpoint = parse_path(connection.path)
@@ -789,7 +725,6 @@ def connection_handler(
                 manager,
                 config,
                 shutting_down,
-                ack_clock,
                 metrics,
                 authorizer,
                 hub,

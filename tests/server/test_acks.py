@@ -1,6 +1,6 @@
-"""Acknowledgements by time: one clock for the whole server, each due session acknowledged at
-the next tick (never later than ``ack_interval`` after its first unacknowledged byte), with
-the ack written straight to the socket or, when the socket is busy, by the session's task."""
+"""Acknowledgements on a real server: by time while frames keep arriving, at once when an
+upload goes quiet, written straight to the socket or, when the socket is busy, by the
+session's task (the rule itself is tested without sockets: tests/protocol/test_session_acks.py)."""
 
 from __future__ import annotations
 
@@ -13,39 +13,6 @@ from server_helpers import burst_connect, make_config, v1_connect
 
 from mmstream.protocol import Append, Create, Read, encode_request
 from mmstream.server import RunningServer, serve
-from mmstream.server._acks import AckClock
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    def acknowledge_due(self) -> None:
-        self.calls.append(trio.current_time())
-
-
-async def test_each_due_session_is_acknowledged_once_at_the_next_tick(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    clock = AckClock(0.05)
-    nursery.start_soon(clock.run)
-    first, second, forgotten = Recorder(), Recorder(), Recorder()
-    await trio.sleep(1.0)  # idle: nothing is due, nothing is called
-    due_at = trio.current_time()
-    clock.due(first)
-    clock.due(first)
-    clock.due(forgotten)
-    await trio.sleep(0.03)
-    clock.due(second)
-    clock.forget(forgotten)
-    await trio.sleep(0.5)
-    assert len(first.calls) == 1 and due_at < first.calls[0] <= due_at + 0.05
-    assert len(second.calls) == 1 and second.calls[0] <= due_at + 0.03 + 0.05
-    assert forgotten.calls == []
-    clock.due(first)  # due again after a quiet spell: a fresh interval
-    again = trio.current_time()
-    await trio.sleep(0.5)
-    assert len(first.calls) == 2 and again < first.calls[1] <= again + 0.05
 
 
 async def test_slow_uploads_on_many_connections_are_all_acknowledged(
