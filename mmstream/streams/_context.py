@@ -358,11 +358,6 @@ class WriterLease:
         so they never go into another stream created under the same id."""
         return self._context.generation
 
-    def taken_on(self, context: StreamContext) -> bool:
-        """Whether this lease was taken on ``context`` (not on an earlier stream that had
-        the same id and was deleted)."""
-        return self._context is context
-
     @property
     def held(self) -> bool:
         """False once released, taken over by a new writer, or the stream finalized."""

@@ -8,7 +8,12 @@ import pytest
 import trio
 
 from mmstream.config import CacheConfig
-from mmstream.errors import NotUploadingError, StreamBusyError, StreamNotFoundError
+from mmstream.errors import (
+    NotUploadingError,
+    StreamBusyError,
+    StreamChangedError,
+    StreamNotFoundError,
+)
 from mmstream.streams import StreamStatus, open_stream_manager
 
 
@@ -60,12 +65,20 @@ async def test_an_idle_lease_is_taken_over_after_writer_timeout(
 
 
 async def test_a_lease_does_not_outlive_its_stream(config: CacheConfig) -> None:
+    """The lease names its stream's generation: once the stream is deleted, every write
+    and the finalize with it are refused by the identity check (never ``busy``)."""
     async with open_stream_manager(config) as manager:
         await manager.create("s")
         old = manager.acquire_writer("s", "old")
         await manager.delete("s")
+        with pytest.raises(StreamNotFoundError, match="no stream s"):
+            await manager.append("s", b"into nothing", writer=old)
         await manager.create("s")  # the same id, a new stream
-        with pytest.raises(StreamNotFoundError):
+        with pytest.raises(StreamChangedError):
             await manager.append("s", b"into the new one", writer=old)
+        with pytest.raises(StreamChangedError):
+            await manager.append_many("s", [b"into", b"the new one"], writer=old)
+        with pytest.raises(StreamChangedError):
+            await manager.finalize("s", writer=old)
         new = manager.acquire_writer("s", "new")  # the old lease holds nothing
         assert await manager.append("s", b"x", writer=new) == 1
