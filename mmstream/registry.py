@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 @attrs.frozen
 class BackendInfo:
+    """One entry point of a backend group as ``mmstream backends`` lists it; ``error`` holds
+    why it failed to load, so a broken plugin is shown (and skipped) instead of hiding the
+    others."""
+
     name: str
     value: str
     distribution: str | None

@@ -35,6 +35,10 @@ _MOUNT_PREFIX = "/streams/"
 
 @attrs.frozen
 class MetadataUpdate:
+    """An Icecast ``/admin/metadata?mode=updinfo`` request, parsed apart from the HTTP route
+    so that the quirks of the sources sending it (the ``charset`` their ``song`` is in, a
+    mount or mode that is wrong) are decided and tested without a server."""
+
     stream_id: str
     song: str
 

@@ -223,6 +223,9 @@ def status_json(server: ServerStats, sources: Sequence[SourceStats]) -> bytes:
 
 @attrs.frozen
 class ListenerRow:
+    """One listener as ``/admin/listclients`` shows it: only what Icecast's own XML carries,
+    so the status answer is built from plain values and tested without a server."""
+
     id: int
     ip: str
     user_agent: str

@@ -34,6 +34,9 @@ class Placed:
 
 @attrs.frozen
 class ClusterListing:
+    """What ``list`` across the cluster found, with the nodes it could not ask kept apart:
+    a node down must not make the whole listing fail, nor pass unnoticed."""
+
     #: Sorted by stream id, then node.
     streams: tuple[Placed, ...]
     #: Node → why it could not be listed.

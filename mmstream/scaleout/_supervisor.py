@@ -115,6 +115,10 @@ class Child:
 
 @attrs.frozen
 class RestartPolicy:
+    """When the supervisor restarts a worker that exited and when it gives up: with a
+    growing backoff, so a worker that crashes at start does not spin, and a cap on quick
+    failures, so a broken configuration is reported instead of retried forever."""
+
     #: Off: a child that exits is reported and left down (tests kill nodes on purpose).
     restart: bool = True
     initial_backoff: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))

@@ -24,6 +24,10 @@ R = TypeVar("R")
 
 @attrs.frozen
 class CommitStatistics:
+    """How well group commit batched: requests per commit is what it saves in journal
+    writes (read by the tests through ``StreamManager.commit_statistics``, never by the
+    commit path)."""
+
     #: Batches run (each one journal write at most).
     commits: int
     #: Requests carried by those batches.

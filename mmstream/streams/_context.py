@@ -67,6 +67,10 @@ def is_generation(value: object) -> bool:
 
 
 class StreamStatus(enum.Enum):
+    """A stream's life: UPLOADING (appends accepted, readable live), READY (finalized,
+    immutable) or ERROR (quarantined by recovery or a failed write). One enum for the
+    sidecar, the wire and the manager, so a status never needs translating."""
+
     UPLOADING = "uploading"
     READY = "ready"
     ERROR = "error"

@@ -86,6 +86,10 @@ _opt_float = v.optional(v.instance_of((int, float)))
 
 @attrs.frozen
 class SidecarRecord:
+    """What a sidecar holds: exactly the fields that must survive a restart (the rest of a
+    :class:`StreamContext` is rebuilt from the data file), validated when read so that a
+    damaged sidecar quarantines its stream instead of loading garbage."""
+
     stream_id: str = attrs.field(validator=v.instance_of(str))
     status: StreamStatus = attrs.field(validator=v.instance_of(StreamStatus))
     content_type: str = attrs.field(validator=v.instance_of(str))

@@ -24,6 +24,9 @@ __all__ = ["AwsCredentials", "find_credentials"]
 
 @attrs.frozen
 class AwsCredentials:
+    """The keys the tier signs its S3 requests with; never shown in a repr or a log (only
+    ``source`` is), because config dumps and tracebacks end up in bug reports."""
+
     access_key_id: str = attrs.field(repr=False)
     secret_access_key: str = attrs.field(repr=False)
     session_token: str | None = attrs.field(default=None, repr=False)

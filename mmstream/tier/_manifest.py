@@ -41,6 +41,9 @@ def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
 
 @attrs.frozen
 class Manifest:
+    """A tiered stream as its manifest object records it (see the module docstring): enough
+    to restore the stream and to check the restored bytes against ``sha256``."""
+
     stream_id: str
     generation: str
     size: int

@@ -54,6 +54,10 @@ T = TypeVar("T")
 
 
 class Kind(enum.Enum):
+    """What a tier job does to a stream's copy in the bucket; jobs are keyed by it so that a
+    later job can replace an earlier one for the same stream (a delete drops a pending
+    upload)."""
+
     DELETE = "delete"
     UPLOAD = "upload"
     RESTORE = "restore"

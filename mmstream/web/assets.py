@@ -35,6 +35,9 @@ SECURITY_HEADERS = (
 
 @attrs.frozen
 class Asset:
+    """One of the page's static files, loaded once from the package with its type and a
+    strong ETag, so the page is served from memory and revalidated with a 304."""
+
     body: bytes
     content_type: str
     #: A strong validator, so a reload costs a 304 rather than the files.
