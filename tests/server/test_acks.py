@@ -1,6 +1,6 @@
 """Acknowledgements on a real server: by time while frames keep arriving, at once when an
 upload goes quiet, written straight to the socket or, when the socket is busy, by the
-session's task (the rule itself is tested without sockets: tests/protocol/test_session_acks.py)."""
+session's task (the rule itself is tested without sockets: tests/protocol/test_session_core_acks.py)."""
 
 from __future__ import annotations
 
