@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/first_write.py [--files 1000] [--rounds 200] [--dir .]
 
-What decides the mmap backend's default write path (``cache.mmap_write``, docs/backends.md):
+What decides the mmap backend's default write path (``cache.mmap.write``, docs/backends.md):
 ``--files`` files of 4 MiB (reserved with fallocate, as the backends do), written in turn
 4 KiB at a time, ``--rounds`` pages each (many real-time streams at once), once through a
 shared ``mmap`` of each file and once with ``os.pwrite``; then one file written 64 KiB at

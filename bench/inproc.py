@@ -34,7 +34,7 @@ Row = dict[str, Any]
 BUILT_IN_BACKENDS = ("mmap", "file")
 #: What the flat-out rows of each backend include, in their name.
 FLAT_OUT = {"mmap": ", one core, page allocation included", "file": ""}
-#: The mmap backend's two write paths (``cache.mmap_write``): pwrite into the page cache
+#: The mmap backend's two write paths (``cache.mmap.write``): pwrite into the page cache
 #: (the default, named plainly) and copies into the pre-faulted mapping.
 MMAP_WRITE_MODES = (("", CacheOptions()), (" (mapping writes)", CacheOptions(mmap_write="mapping")))
 #: The arrival rate of the paced rows: above what the server ingests on one stream (at most

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -44,6 +45,7 @@ __all__ = [
     "Config",
     "IcecastConfig",
     "LoggingConfig",
+    "MmapConfig",
     "MountConfig",
     "ServerConfig",
     "TierConfig",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 CONFIG_ENV = "MMSTREAM_CONFIG"
+
+log = logging.getLogger("mmstream.config")
 
 #: An integer number of bytes; in TOML also a string like ``"64 MiB"``.
 ByteSize = NewType("ByteSize", int)
@@ -98,6 +102,26 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 @attrs.frozen
+class MmapConfig:
+    """``[cache.mmap]``: what only the mmap backend reads (other backends ignore it), kept
+    apart so that ``[cache]`` holds what every backend does."""
+
+    #: The mapping window: a stream file is mapped in segments of this size (a multiple of
+    #: the allocation granularity), so streams past 2 GiB work.
+    segment_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_SEGMENT_SIZE), validator=_min(1))
+    #: How it writes: ``pwrite`` into the page cache the mapping shares, or ``mapping``
+    #: (copies into the mapped pages); reads use the mapping either way.
+    write: MmapWrite = "pwrite"
+    #: With ``write = "mapping"``: pre-fault pages ahead of the writer.
+    prefault: bool = True
+
+
+#: ``[cache]`` keys that moved to ``[cache.mmap]``: old name → new name. Still read, with a
+#: deprecation warning, so that existing config files keep working.
+MOVED_TO_MMAP = {"segment_size": "segment_size", "mmap_write": "write"}
+
+
+@attrs.frozen
 class CacheConfig:
     """``[cache]``: where and how streams are stored (backend, quota, durability)."""
 
@@ -105,7 +129,6 @@ class CacheConfig:
     backend: str = attrs.field(default="mmap", validator=v.min_len(1))
     initial_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_INITIAL_SIZE), validator=_min(1))
     max_cache_size: ByteSize = attrs.field(default=ByteSize(8 * GiB), validator=_min(1))
-    segment_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_SEGMENT_SIZE), validator=_min(1))
     batch_limit: int = attrs.field(default=DEFAULT_BATCH_LIMIT, validator=[_min(1), v.le(100_000)])
     #: When written bytes are made durable: after every write, every ``sync_interval``
     #: seconds, or only at finalize.
@@ -119,18 +142,18 @@ class CacheConfig:
     #: A stream's writer that has written nothing for this many seconds may be replaced by
     #: a new one (a connection that died unnoticed cannot hold its stream longer).
     writer_timeout: float = attrs.field(default=10.0, validator=v.gt(0))
-    #: How the mmap backend writes: ``pwrite`` into the page cache, or ``mapping`` (copies
-    #: into the mapped pages, pre-faulted ahead); reads use the mapping either way.
-    mmap_write: MmapWrite = "pwrite"
     #: Streams whose time index media points (and header) are held in memory at once; the
     #: least recently sought beyond it are dropped and rebuilt on their next seek.
     time_indexes: int = attrs.field(default=64, validator=[_min(1), v.le(100_000)])
+    #: The mmap backend's own options.
+    mmap: MmapConfig = attrs.Factory(MmapConfig)
 
     def options(self) -> CacheOptions:
         return CacheOptions(
-            segment_size=self.segment_size,
+            segment_size=self.mmap.segment_size,
             batch_limit=self.batch_limit,
-            mmap_write=self.mmap_write,
+            mmap_write=self.mmap.write,
+            prefault=self.mmap.prefault,
         )
 
 
@@ -441,11 +464,40 @@ _converter = _make_converter()
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
+    data = _move_mmap_keys(data, source)
     try:
         return _converter.structure(data, Config)
     except cattrs.BaseValidationError as exc:
         problems = cattrs.transform_error(exc, path="$", format_exception=_describe)
         raise ConfigError(f"{source}: " + "; ".join(_tidy(p) for p in problems)) from None
+
+
+def _move_mmap_keys(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Read the ``[cache]`` keys that moved to ``[cache.mmap]`` where they are now, saying
+    so once per key; both at once is an error (which one was meant?)."""
+    cache = data.get("cache")
+    if not isinstance(cache, dict) or not MOVED_TO_MMAP.keys() & cache.keys():
+        return data
+    mmap = cache.get("mmap", {})
+    if not isinstance(mmap, dict):
+        return data  # cattrs reports the table's type
+    data = dict(data)
+    cache = data["cache"] = dict(cache)  # the caller's tables stay as they were
+    mmap = cache["mmap"] = dict(mmap)
+    for old, new in MOVED_TO_MMAP.items():
+        if old not in cache:
+            continue
+        if new in mmap:
+            raise ConfigError(f"{source}: cache.{old}: give only cache.mmap.{new} (it replaces it)")
+        mmap[new] = cache.pop(old)
+        log.warning(
+            "%s: cache.%s is deprecated, write it as cache.mmap.%s (only the mmap backend "
+            "reads it)",
+            source,
+            old,
+            new,
+        )
+    return data
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:

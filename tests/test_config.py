@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from mmstream.cache import GiB, MiB
-from mmstream.config import Config, load_config, parse_size
+from mmstream.config import ByteSize, Config, MmapConfig, load_config, parse_size
 from mmstream.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,7 +16,7 @@ def test_defaults_match_the_spec() -> None:
     config = Config()
     assert config.cache.initial_size == 64 * MiB
     assert config.cache.max_cache_size == 8 * GiB
-    assert config.cache.segment_size == 1 * GiB
+    assert config.cache.mmap.segment_size == 1 * GiB
     assert config.cache.batch_limit == 1000
 
 
@@ -130,11 +131,53 @@ def test_readme_documents_every_key() -> None:
     readme = (REPO / "README.md").read_text()
     shipped = (REPO / "conf" / "mmstream.toml").read_text()
     missing = []
-    for section in attrs.fields(attrs.resolve_types(Config)):
-        for key in attrs.fields(section.type):  # type: ignore[arg-type]
-            name = f"{section.name}.{key.name}"
-            if f"`{name}`" not in readme:
+
+    def check(table: type, prefix: str) -> None:
+        for key in attrs.fields(attrs.resolve_types(table)):
+            name = f"{prefix}{key.name}"
+            if isinstance(key.type, type) and attrs.has(key.type):  # a table: its keys
+                if f"\n[{name}]" not in shipped:
+                    missing.append(f"conf/mmstream.toml: [{name}]")
+                check(key.type, f"{name}.")
+                continue
+            if prefix and f"`{name}`" not in readme:
                 missing.append(name)
-            if f"\n{key.name} = " not in shipped:
+            if prefix and f"\n{key.name} = " not in shipped:
                 missing.append(f"conf/mmstream.toml: {name}")
+
+    check(Config, "")
     assert not missing, f"undocumented settings: {missing}"
+
+
+def test_mmap_only_keys_live_in_their_own_table(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[cache]\nbackend = 'file'\n[cache.mmap]\nsegment_size = '2 GiB'\nwrite = 'mapping'\n"
+    )
+    config = load_config(path)
+    assert config.cache.mmap == MmapConfig(segment_size=ByteSize(2 * GiB), write="mapping")
+    options = config.cache.options()
+    assert (options.segment_size, options.mmap_write) == (2 * GiB, "mapping")
+    path.write_text("[cache.mmap]\nwrit = 'mapping'\n")
+    with pytest.raises(ConfigError, match=r"cache\.mmap\.writ: unknown key; did you mean write\?"):
+        load_config(path)
+
+
+def test_the_old_cache_keys_still_work_with_a_deprecation_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``cache.segment_size`` and ``cache.mmap_write`` moved to ``[cache.mmap]``; a config
+    file written before still loads, and the log says where the keys are now."""
+    path = tmp_path / "old.toml"
+    path.write_text("[cache]\nsegment_size = '512 MiB'\nmmap_write = 'mapping'\n")
+    with caplog.at_level(logging.WARNING, logger="mmstream.config"):
+        config = load_config(path)
+    assert config.cache.mmap == MmapConfig(segment_size=ByteSize(512 * MiB), write="mapping")
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(
+        "cache.segment_size is deprecated, write it as cache.mmap.segment_size" in w for w in warned
+    )
+    assert any("cache.mmap_write is deprecated, write it as cache.mmap.write" in w for w in warned)
+    path.write_text("[cache]\nmmap_write = 'mapping'\n[cache.mmap]\nwrite = 'pwrite'\n")
+    with pytest.raises(ConfigError, match=r"give only cache\.mmap\.write"):
+        load_config(path)

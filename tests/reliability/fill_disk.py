@@ -19,7 +19,7 @@ import trio
 import trio.lowlevel
 
 from mmstream.cache import GiB, MiB
-from mmstream.config import ByteSize, CacheConfig
+from mmstream.config import ByteSize, CacheConfig, MmapConfig
 from mmstream.errors import MmstreamError
 from mmstream.streams import StreamManager, open_stream_manager
 
@@ -43,7 +43,7 @@ async def main(directory: Path, backend: str) -> dict[str, object]:
         backend=backend,
         initial_size=ByteSize(1 * MiB),
         max_cache_size=ByteSize(8 * GiB),  # the disk, not the quota, is the limit here
-        segment_size=ByteSize(16 * MiB),
+        mmap=MmapConfig(segment_size=ByteSize(16 * MiB)),
         sync_policy="interval",
         sync_interval=0.05,
     )

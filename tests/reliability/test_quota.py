@@ -18,7 +18,7 @@ from soak import rounds
 from workload import chunk
 
 from mmstream.cache import KiB, MiB
-from mmstream.config import ByteSize, CacheConfig
+from mmstream.config import ByteSize, CacheConfig, MmapConfig
 from mmstream.errors import QuotaExceededError, StreamNotFoundError
 from mmstream.streams import StreamManager, StreamStatus, open_stream_manager
 
@@ -48,7 +48,7 @@ def config_for(directory: Path, backend: str, **changes: object) -> CacheConfig:
         "backend": backend,
         "initial_size": ByteSize(256 * KiB),
         "max_cache_size": ByteSize(64 * MiB),
-        "segment_size": ByteSize(4 * MiB),
+        "mmap": MmapConfig(segment_size=ByteSize(4 * MiB)),
         "sync_policy": "interval",
         "sync_interval": 0.05,
         "on_full": "evict",

@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 
 from mmstream.cache import KiB
-from mmstream.config import ByteSize, CacheConfig, SyncPolicy
+from mmstream.config import ByteSize, CacheConfig, MmapConfig, SyncPolicy
 from mmstream.errors import MmstreamError
 from mmstream.streams import StreamManager, StreamStatus
 
@@ -69,7 +69,7 @@ def workload_config(
         directory=directory,
         backend=backend,
         initial_size=ByteSize(16 * KiB),
-        segment_size=ByteSize(1024 * KiB),
+        mmap=MmapConfig(segment_size=ByteSize(1024 * KiB)),
         sync_policy=sync_policy,
         sync_interval=3600.0,  # no background step: the step numbering is the script's
     )

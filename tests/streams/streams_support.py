@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from mmstream.cache import KiB, MiB
-from mmstream.config import ByteSize, CacheConfig
+from mmstream.config import ByteSize, CacheConfig, MmapConfig
 from mmstream.registry import BackendRegistry
 
 #: The built-in backends; the mmap one is picked up as soon as its distribution is installed.
@@ -25,7 +25,7 @@ def make_config(directory: Path, backend: str, **changes: Any) -> CacheConfig:
         backend=backend,
         initial_size=ByteSize(16 * KiB),
         max_cache_size=ByteSize(64 * MiB),
-        segment_size=ByteSize(1 * MiB),
+        mmap=MmapConfig(segment_size=ByteSize(1 * MiB)),
         sync_policy="finalize",
     )
     return attrs.evolve(config, **changes)

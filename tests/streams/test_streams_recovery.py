@@ -51,12 +51,12 @@ _CRASHING_WRITER = textwrap.dedent(
     """
     import sys, trio
     from pathlib import Path
-    from mmstream.config import CacheConfig
+    from mmstream.config import CacheConfig, MmapConfig
     from mmstream.streams import open_stream_manager
 
     async def main(directory, backend):
         config = CacheConfig(directory=Path(directory), backend=backend, initial_size=4096,
-                             segment_size=1 << 20, sync_policy="finalize")
+                             mmap=MmapConfig(segment_size=1 << 20), sync_policy="finalize")
         async with open_stream_manager(config) as manager:
             await manager.create("done")
             await manager.append("done", b"finished " * 1000)

@@ -140,7 +140,7 @@ _CRASHING_WRITER = textwrap.dedent(
     """
     import sys, trio
     from pathlib import Path
-    from mmstream.config import CacheConfig
+    from mmstream.config import CacheConfig, MmapConfig
     from mmstream.streams import open_stream_manager, _timeindex
 
     FRAME = bytes([0xFF, 0xFB, 0x90, 0x64]) + bytes(413)
@@ -148,7 +148,7 @@ _CRASHING_WRITER = textwrap.dedent(
     async def main(directory, backend):
         _timeindex.MARK_INTERVAL = 0.0
         config = CacheConfig(directory=Path(directory), backend=backend, initial_size=4096,
-                             segment_size=1 << 20, sync_policy="finalize")
+                             mmap=MmapConfig(segment_size=1 << 20), sync_policy="finalize")
         async with open_stream_manager(config) as manager:
             await manager.create("up", content_type="audio/mpeg")
             for _ in range(10):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mmstream.cache import KiB, MiB
-from mmstream.config import ByteSize, CacheConfig
+from mmstream.config import ByteSize, CacheConfig, MmapConfig
 from mmstream.registry import BackendRegistry
 from mmstream.streams import StreamManager, open_stream_manager
 
@@ -22,7 +22,7 @@ def cache_config(request: pytest.FixtureRequest, tmp_path: Path) -> CacheConfig:
         backend=request.param,
         initial_size=ByteSize(16 * KiB),
         max_cache_size=ByteSize(256 * MiB),
-        segment_size=ByteSize(1 * MiB),
+        mmap=MmapConfig(segment_size=ByteSize(1 * MiB)),
         sync_policy="finalize",
     )
 
