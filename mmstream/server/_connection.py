@@ -222,14 +222,17 @@ class Session:
             await self._send_ack(ack)
 
     def _input_idle(self) -> None:
-        """The transport's reader handed on everything it read while the applier waits with
-        nothing to apply: no upload frame is on its way, the upload is quiet (on
-        ``websockets`` this runs inside the applier's own receive, so it cannot await). The
-        ack is written straight to the socket or, if the socket is busy, owed to
+        """The transport's reader handed on everything it read: if the applier waits with
+        nothing to apply, no upload frame is on its way and the upload is quiet (on
+        ``websockets`` this runs inside the applier's own receive)."""
+        if self.core.waiting_since is not None:
+            self._acknowledge_nowait(quiet=True)
+
+    def _acknowledge_nowait(self, *, quiet: bool) -> None:
+        """Send the ack the core says is due without awaiting (the applier is about to wait,
+        or is waiting): written straight to the socket or, if the socket is busy, owed to
         :meth:`_send_owed_acks` (a newer ack replaces an owed one: acks only grow)."""
-        if self.core.waiting_since is None:
-            return
-        ack = self.core.ack_due(trio.current_time(), quiet=True)
+        ack = self.core.ack_due(trio.current_time(), quiet=quiet)
         if ack is None:
             return
         if self._owed_ack is None:
@@ -278,7 +281,7 @@ class Session:
             return message
         if self.core.stopping:
             raise _EndOfInput
-        await self._acknowledge(quiet=self.connection.input_idle)
+        self._acknowledge_nowait(quiet=self.connection.input_idle)
         self.core.waiting(trio.current_time())
         self._mark_activity()
         try:
