@@ -346,8 +346,11 @@ class Session:
 
     async def _end_upload(self, ended: EndUpload) -> None:
         lease, self._lease = self._lease, None
-        if ended.ack is not None:
-            await self._send_ack(ended.ack)
+        # The binding's last ack, or one still owed for it: before what follows the end (a
+        # write's error event, the finalize reply).
+        ack = ended.ack if ended.ack is not None else self._owed_ack
+        if ack is not None:
+            await self._send_ack(ack)
         log.info(
             "upload ended conn=%s stream=%s offset=%d (%s)",
             self.connection.id,

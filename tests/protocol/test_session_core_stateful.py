@@ -19,6 +19,7 @@ from mmstream.protocol import (
     Stat,
     Sync,
     Tail,
+    TailReply,
 )
 from mmstream.protocol.session import Apply, EndUpload, Send, Stop
 
@@ -64,8 +65,9 @@ class Pipeline(RuleBasedStateMachine):
         if isinstance(request, List):
             return self.s.listed(request, [info(name, 0) for name in STREAMS])
         if isinstance(request, Tail):
+            assert stream is not None
             self.s.follow_started()
-            return request  # a tail sends its own reply
+            return TailReply(re=request.id, stream=stream, offset=0)  # the driver sends it
         assert stream is not None
         return self.s.stat_reply(request, info(stream, 0))
 
