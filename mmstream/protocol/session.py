@@ -371,20 +371,28 @@ class SessionCore:
         """The one ack rule (docs/protocol.md §5): the binding's unacknowledged bytes are
         acknowledged at once when the upload is ``quiet`` (no frame is waiting or on its
         way), and while frames keep coming once ``ack_bytes`` were written since the last
-        ack or ``ack_interval`` has passed since the first of them was. The ack returned
-        counts as sent: the driver sends it (or owes it, if the socket is busy)."""
+        ack or ``ack_interval`` has passed since the first of them was. Tell :meth:`sent`
+        once the ack is on its way; an ack the driver could not send yet stays due."""
         upload = self.upload
         if upload is None or upload.offset <= upload.acked:
             return None
         since = upload.unacked_since
-        if not (
+        if (
             quiet
             or upload.offset - upload.acked >= self.limits.ack_bytes
             or (since is not None and now - since >= self.limits.ack_interval)
         ):
-            return None
-        upload.acked, upload.unacked_since = upload.offset, None
-        return Ack(stream=upload.stream, offset=upload.offset)
+            return Ack(stream=upload.stream, offset=upload.offset)
+        return None
+
+    def sent(self, ack: Ack) -> None:
+        """``ack`` is on its way to the client: it counts as acknowledged."""
+        upload = self.upload
+        if upload is None or upload.stream != ack.stream or ack.offset <= upload.acked:
+            return
+        upload.acked = ack.offset
+        if upload.acked >= upload.offset:
+            upload.unacked_since = None
 
     def _unbind(self, why: str, *, hand_over: bool = False) -> list[Action]:
         """End the binding, with the last ack it owes the client."""

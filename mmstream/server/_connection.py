@@ -137,8 +137,7 @@ class Session:
         #: Held while a read sends its frames, so no tail frame can slip in between them.
         self._binary_lock = trio.Lock()
         self._peer_gone = False
-        #: The newest ack the socket could not take at once; :meth:`_send_owed_acks` sends it.
-        self._owed_ack: Ack | None = None
+        #: Set when an ack could not be written at once: :meth:`_send_owed_acks` sends it.
         self._ack_owed = trio.Event()
 
     # -- the tasks -------------------------------------------------------------------------
@@ -215,11 +214,13 @@ class Session:
     # -- acknowledgements ------------------------------------------------------------------
 
     async def _acknowledge(self, *, quiet: bool) -> None:
-        """Send the ack the core says is due (its one rule), from the applier: in order
-        with what it sends next. ``quiet``: no upload frame waits or is on its way."""
+        """Send the ack the core says is due (its one rule), from the applier or the ack
+        task: counted when it is on its way, so acks only grow. ``quiet``: no upload frame
+        waits or is on its way."""
         ack = self.core.ack_due(trio.current_time(), quiet=quiet)
         if ack is not None:
-            await self._send_ack(ack)
+            self.core.sent(ack)
+            await self._send_text(encode_ack(ack.stream, ack.offset))
 
     def _input_idle(self) -> None:
         """The transport's reader handed on everything it read: if the applier waits with
@@ -229,21 +230,17 @@ class Session:
             self._acknowledge_nowait(quiet=True)
 
     def _acknowledge_nowait(self, *, quiet: bool) -> None:
-        """Send the ack the core says is due without awaiting (the applier is about to wait,
-        or is waiting): written straight to the socket or, if the socket is busy, owed to
-        :meth:`_send_owed_acks` (a newer ack replaces an owed one: acks only grow)."""
+        """:meth:`_acknowledge` without awaiting (the applier is about to wait, or waits):
+        the ack is written straight to the socket or, if the socket is busy, left due for
+        :meth:`_send_owed_acks`, which asks the core again when it can send."""
         ack = self.core.ack_due(trio.current_time(), quiet=quiet)
         if ack is None:
             return
-        if self._owed_ack is None:
-            outcome = self._send_nowait(encode_ack(ack.stream, ack.offset))
-            if outcome is Delivery.SENT:
-                return
-            if outcome is Delivery.STARTED:
-                self._ack_owed.set()  # the rest of the frame is flushed from there
-                return
-        self._owed_ack = ack
-        self._ack_owed.set()
+        outcome = self._send_nowait(encode_ack(ack.stream, ack.offset))
+        if outcome is not Delivery.REFUSED:
+            self.core.sent(ack)
+        if outcome is not Delivery.SENT:
+            self._ack_owed.set()  # the rest of the frame, or the whole ack, is sent there
 
     async def _send_owed_acks(self) -> None:
         while True:
@@ -251,14 +248,7 @@ class Session:
             self._ack_owed = trio.Event()
             if not await self._flush():
                 return
-            if self._owed_ack is not None:
-                await self._send_ack(self._owed_ack)
-
-    async def _send_ack(self, ack: Ack) -> None:
-        """The one way an ack is sent with an awaited write (it covers an ack still owed:
-        acks only grow)."""
-        self._owed_ack = None
-        await self._send_text(encode_ack(ack.stream, ack.offset))
+            await self._acknowledge(quiet=True)  # what was due is still due: a debt
 
     # -- messages in -----------------------------------------------------------------------
 
@@ -346,11 +336,8 @@ class Session:
 
     async def _end_upload(self, ended: EndUpload) -> None:
         lease, self._lease = self._lease, None
-        # The binding's last ack, or one still owed for it: before what follows the end (a
-        # write's error event, the finalize reply).
-        ack = ended.ack if ended.ack is not None else self._owed_ack
-        if ack is not None:
-            await self._send_ack(ack)
+        if ended.ack is not None:  # before what follows the end (an error event, a reply)
+            await self._send_text(encode_ack(ended.ack.stream, ended.ack.offset))
         log.info(
             "upload ended conn=%s stream=%s offset=%d (%s)",
             self.connection.id,
