@@ -26,7 +26,7 @@ from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
 from ._connection import connection_handler
-from ._fanout import serve_fanout_hub
+from ._fanout import FanoutHub, serve_fanout_hub
 from ._frontdoor import FrontDoor
 from ._http import HttpRequest, HttpResponse, Router, json_response
 from ._icecast import add_icecast_routes
@@ -84,12 +84,16 @@ def _url_host(host: str) -> str:
 
 
 def build_router(
-    server: RunningServer, authorizer: Authorizer | None = None, cors_origins: Sequence[str] = ()
+    server: RunningServer,
+    authorizer: Authorizer | None = None,
+    cors_origins: Sequence[str] = (),
+    hub: FanoutHub | None = None,
 ) -> Router:
     """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
-    :func:`add_web_routes`."""
+    :func:`add_web_routes` (growing streams followed through ``hub``)."""
     router = Router(cors_origins)
-    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer)
+    follow = hub.follow if hub is not None else None
+    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer, follow=follow)
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:
@@ -127,8 +131,8 @@ async def serve(
             server = RunningServer(config.server.host, port, manager, shutdown, metrics=metrics)
             authorizer = Authorizer(config.auth)
             redact_library_logs()
-            router = build_router(server, authorizer, config.server.cors_origins)
             hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
+            router = build_router(server, authorizer, config.server.cors_origins, hub)
             if config.tier.enabled:  # only then is anything of the tier imported
                 from ..tier import serve_tier
 

@@ -19,6 +19,7 @@ resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -80,10 +81,10 @@ from ..protocol.session import (
 )
 from ..streams import StreamInfo, StreamManager, StreamStatus, WriterLease
 from ._admission import Slot
-from ._fanout import FanoutHub
+from ._encoders import Parts, Plain, WebSocketFrames
+from ._fanout import FanoutHub, Listener, ListenerState
 from ._frontdoor import SessionHandler
 from ._replay import Delivery
-from ._tail import Member
 from ._transports import Connection, ConnectionClosed
 
 __all__ = ["Session", "connection_handler"]
@@ -535,82 +536,97 @@ class Session:
     async def _push(self, stream: str, generation: str, position: int, header: bytes = b"") -> None:
         """The tail task: the header if any, bytes as they are written (of the stream of
         that ``generation`` only), then ``end``."""
-        piece = self._send_piece
         if self.metrics is not None:
             self.metrics.followers.inc()
         try:
             if header:
                 async with holding(self._binary_lock):
                     await self._send_bytes(header)
-            while not self._peer_gone:
-                if self.hub is not None:
-                    reached = await self._follow_in_group(self.hub, stream, generation, position)
-                    if reached is None:
-                        break  # the peer is gone
-                    position = reached
-                try:
-                    info = await self.manager.wait_for_data(stream, position, generation=generation)
-                    if info.size > position:
-                        data = await self.manager.read_shared(
-                            stream,
-                            position,
-                            min(info.size - position, piece),
-                            generation=generation,
-                        )
-                    else:
-                        await self._send_event(
-                            End(
-                                stream=stream,
-                                size=position,
-                                status=info.status.value,
-                                sha256=info.sha256,
-                            )
-                        )
-                        return
-                except CacheClosedError:
-                    return  # the server is shutting down: so is the connection
-                except StreamNotFoundError:
-                    await self._send_event(End(stream=stream, size=position, status="deleted"))
-                    return
-                except MmstreamError:
-                    await self._send_event(End(stream=stream, size=position, status="error"))
-                    return
-                async with holding(self._binary_lock):
-                    await self._send_bytes(data)
-                position += len(data)
+            end = await self._tail(stream, generation, position)
+            if end is not None:
+                await self._send_event(end)
         finally:
             if self.metrics is not None:
                 self.metrics.followers.dec()
             self.core.follow_ended(trio.current_time())  # idle from the end of the tail
             self._mark_activity()
 
-    async def _follow_in_group(
-        self, hub: FanoutHub, stream: str, generation: str, position: int
-    ) -> int | None:
-        """Be fed by the stream's :class:`~._tail.TailGroup` while it can take this
-        follower (from ``position``, which must be the group's edge); return the position
-        reached (None: the peer is gone). Returns at once if this follower is behind the
-        group: it catches up alone."""
-        member = Member(position, self._send_nowait)
-        while True:
+    async def _tail(self, stream: str, generation: str, position: int) -> End | None:
+        """Every byte from ``position``: from the stream's broadcaster while it is live,
+        then what the cache holds past it; the ``end`` to send (None: the peer or the
+        server is gone)."""
+        try:
+            info = self.manager.stat(stream, generation=generation)
+            if self.hub is not None and info.status is StreamStatus.UPLOADING:
+                reached = await self._follow_live(self.hub, stream, generation, position)
+                if reached is None:
+                    return None
+                position = reached
+        except CacheClosedError:
+            return None  # the server is shutting down: so is the connection
+        except MmstreamError as exc:
+            # Deleted, replaced or failed: the manager says which, below.
+            log.debug("tail of %s left its broadcaster: %s", stream, exc)
+        piece = self._send_piece
+        while not self._peer_gone:
             try:
-                group = hub.tail_group(
-                    stream, position, piece=self.config.max_message_size, generation=generation
+                info = await self.manager.wait_for_data(stream, position, generation=generation)
+                if info.size <= position:
+                    status, sha256 = info.status.value, info.sha256
+                    return End(stream=stream, size=position, status=status, sha256=sha256)
+                data = await self.manager.read_shared(
+                    stream, position, min(info.size - position, piece), generation=generation
                 )
             except CacheClosedError:
-                return position
-            if group.join(member):
-                break
-            if group.edge > position:
-                return position
-            await group.wait_advanced()  # the group is behind: it is about to come by
+                return None
+            except StreamNotFoundError:
+                return End(stream=stream, size=position, status="deleted")
+            except MmstreamError:
+                return End(stream=stream, size=position, status="error")
+            await self._send_tail_bytes(data)
+            if self.metrics is not None and not self._peer_gone:
+                self.metrics.bytes_out.labels("websocket").inc(len(data))
+            position += len(data)
+        return None
+
+    async def _follow_live(
+        self, hub: FanoutHub, stream: str, generation: str, position: int
+    ) -> int | None:
+        """Follow the stream as one of its broadcaster's immediate listeners (every byte
+        from ``position``, caught up from the cache when behind); the position reached
+        when the stream ended (None: the peer is gone). Where the transport can, the
+        broadcaster writes its shared frames straight to the socket; else this task sends."""
+        broadcaster = hub.get(stream, generation)
+        direct = self.connection.writes_frames
+        listener = Listener(
+            _FrameWriter(self._send_frames_nowait, self._flush) if direct else None,
+            position,
+            encoder=WebSocketFrames(self._send_piece) if direct else Plain("websocket"),
+            catch_up=True,
+            immediate=True,
+        )
         try:
-            await member.released.wait()
-        finally:
-            group.leave(member)
-        if not await self._flush():
-            return None
-        return member.position
+            async with contextlib.aclosing(broadcaster.serve(listener)) as pieces:
+                async for data in pieces:
+                    await self._send_tail_bytes(data)
+                    if self._peer_gone:
+                        return None
+        except CacheClosedError:
+            raise
+        except MmstreamError as exc:
+            # Deleted, replaced or failed: the manager says which (see :meth:`_tail`).
+            log.debug("tail of %s left its broadcaster at %d: %s", stream, listener.position, exc)
+        return None if listener.state is ListenerState.GONE else listener.position
+
+    async def _send_tail_bytes(self, data: bytes) -> None:
+        """Send a tail's bytes as frames of at most :attr:`_send_piece`, no read's frame
+        between them (counted in ``bytes_out`` by the caller: the broadcaster counts its
+        own)."""
+        piece = self._send_piece
+        async with holding(self._binary_lock):
+            for at in range(0, len(data), piece):
+                chunk = data[at : at + piece]
+                await self._deliver(self.connection.send_bytes, chunk, chunk)
 
     @property
     def _send_piece(self) -> int:
@@ -621,8 +637,16 @@ class Session:
 
     def _send_nowait(self, message: str | bytes) -> Delivery:
         if self._peer_gone or self._binary_lock.locked():
-            return Delivery.REFUSED  # a read is sending its frames: no tail frame in between
+            return Delivery.REFUSED  # a read is sending its frames: no frame in between
         return self.connection.send_nowait(message)
+
+    def _send_frames_nowait(self, parts: Parts) -> Delivery:
+        """Write a live stream's shared frames (see :class:`_FrameWriter`)."""
+        if self._peer_gone:
+            raise BrokenPipeError("the peer is gone")
+        if self._binary_lock.locked():
+            return Delivery.REFUSED  # a read is sending its frames: no tail frame in between
+        return self.connection.send_frames_nowait(*parts)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -686,6 +710,28 @@ class Session:
             self._peer_gone = True
             return False
         return True
+
+
+@attrs.define(eq=False)
+class _FrameWriter:
+    """A WebSocket follower's socket, as the broadcaster's rounds write to it: whole
+    frames, shared by every follower of the stream (:class:`~._fanout.Writer`)."""
+
+    send: Callable[[Parts], Delivery]
+    #: Sends what a frame left owed; False if the peer is gone.
+    flush_owed: Callable[[], Awaitable[bool]]
+    owes: bool = False
+
+    def write(self, parts: Parts) -> int:
+        outcome = self.send(parts)
+        if outcome is Delivery.REFUSED:
+            raise BlockingIOError("busy: a read's frames, or a frame still owed")
+        self.owes = outcome is Delivery.STARTED
+        return sum(len(part) for part in parts)
+
+    async def flush(self) -> None:
+        self.owes = False
+        await self.flush_owed()
 
 
 #: The largest data frame of a read or a tail (smaller if ``max_message_size`` is).

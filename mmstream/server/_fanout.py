@@ -1,29 +1,38 @@
-"""One uploader, thousands of live listeners: a broadcaster per stream.
+"""One live stream, every follower: a broadcaster per stream.
 
 A :class:`Broadcaster` follows one UPLOADING stream through the manager (so it serves
 whatever writes to the stream: an Icecast ``PUT`` or a WebSocket upload), keeps a window of
 its most recent bytes in memory, and feeds them to :class:`~mmstream.audio_sync.StreamSync`
-so it knows the stream's header and where a decoder can start.
+so it knows the stream's header and where a decoder can start. Every follower of a live
+stream is one of its listeners (:class:`Listener`): HTTP and Icecast listeners (plain, chunked or
+ICY-interleaved bodies), WebSocket ``tail`` followers, a relay's listeners (the relay is
+only another :data:`Source`) and listeners moving between fallbacks. The stream is read
+from the cache once, whatever the number of followers.
 
 Sending is where the cost is. One Trio task per listener, woken per 20 ms chunk, is ~250,000
 task switches and sends a second at 5,000 listeners: far more than one core does. So the
-broadcaster sends itself, in *rounds*: at most every ``send_interval`` seconds, it walks its
-listeners once and gives each everything new in one non-blocking ``write`` on the socket
-(listeners at the same position share one slice of the window, no copies). A write that
-would block writes what fits, and the rest waits for the next round (brought by new data or,
-for a quiet source, by a retry timer while a socket was left full); nobody awaits a slow
-socket, so a slow listener never delays the uploader or the other listeners. A live-edge
-listener more than ``queue_size`` behind the live edge jumps to the newest sync point
-(``skip``) or is disconnected (``disconnect``), like Icecast's queue-size. A listener that
-asked for an offset asked for every byte from it: when it falls behind it leaves the rounds,
-and :meth:`Broadcaster.join` reads what it lacks from the cache at its own pace until it is
-close enough to the live edge to rejoin them.
+broadcaster sends itself, in *rounds*: it walks its listeners once and gives each
+everything new in one non-blocking write on its socket. What a listener is sent is its
+:mod:`encoder <._encoders>`'s output; listeners with equal encoders at the same position
+share it, so each piece is encoded once per encoding (one window slice for plain bodies, one
+WebSocket frame for every ``tail``, one ICY body per point of a ``metaint`` cycle). HTTP
+listeners are served in rounds at most every ``send_interval`` seconds (latency vs. CPU);
+WebSocket followers (``immediate``) as soon as a piece arrives, as a ``tail`` promises.
 
-Each listener's own task only watches its socket for the client going away (an idle
-``receive``), and, when the stream is finalized, sends what its listener still lacks with
-ordinary awaited sends and returns, which ends the response. Listeners without a socket to
-write to (a TLS stream, a WebSocket) are served by their task instead: the round just wakes
-them (see :meth:`Broadcaster.follow`).
+A write that would block writes what fits, and the rest waits for the next round (brought by
+new data or, for a quiet source, by a retry timer while a socket was left full); nobody
+awaits a slow socket, so a slow listener never delays the uploader or the other listeners.
+Each follower's backlog is bounded by ``queue_size``: a live-edge listener further behind
+jumps to the newest sync point (``skip``) or is disconnected (``disconnect``), like Icecast's
+queue-size. A follower that asked for an offset (``?offset=``, every ``tail``) asked for
+every byte from it: when it falls behind it leaves the rounds, and :meth:`Broadcaster.join`
+reads what it lacks from the cache at its own pace until it is close enough to the live
+edge to rejoin them.
+
+Each follower's own task (:meth:`Broadcaster.serve`) only waits: for the client going away,
+for the stream's end (then it sends what its follower still lacks with ordinary awaited
+sends), and for the round's call when its follower has no socket the round can write to (a
+TLS stream, trio-websocket) or was left owing part of a frame.
 """
 
 from __future__ import annotations
@@ -34,29 +43,30 @@ import enum
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import attrs
 import trio
 
 from ..audio_sync import StreamSync
 from ..config import IcecastConfig
-from ..errors import CacheClosedError, StorageError, StreamNotFoundError
-from ..icecast import IcyInterleaver
+from ..errors import CacheClosedError, MmstreamError, StorageError, StreamNotFoundError
 from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.playback import PIECE_SIZE
-from ._tail import TailGroup
+from ._encoders import PLAIN, Encoder, Parts
 
 __all__ = [
     "Broadcaster",
     "FanoutHub",
+    "FdWriter",
     "Feed",
     "Listener",
     "ListenerClient",
     "ListenerState",
     "Source",
+    "Writer",
     "serve_fanout_hub",
 ]
 
@@ -80,8 +90,42 @@ Feed = Callable[[bytes, bool], None]
 Source = Callable[[Feed], Awaitable[None]]
 
 
+class Writer(Protocol):
+    """Where the rounds write a listener's bytes, without awaiting."""
+
+    def write(self, parts: Parts) -> int:
+        """Write ``parts`` (in order, one system call) as far as the peer takes them now;
+        the bytes taken. Raises :class:`BlockingIOError` when nothing can be written now,
+        :class:`OSError` when the peer is gone."""
+        ...
+
+    @property
+    def owes(self) -> bool:
+        """The last write took a whole frame but left part of it for :meth:`flush`."""
+        ...
+
+    async def flush(self) -> None:
+        """Send what a write left owed (the follower's task does, woken by the round)."""
+        ...
+
+
+@attrs.define(eq=False)
+class FdWriter:
+    """A plain socket's file descriptor: partial writes are fine (an HTTP body is a byte
+    stream), and the rest waits in the window for the next round."""
+
+    fd: int
+    owes = False
+
+    def write(self, parts: Parts) -> int:
+        return os.writev(self.fd, parts) if len(parts) > 1 else os.write(self.fd, parts[0])
+
+    async def flush(self) -> None:
+        return None
+
+
 class ListenerState(enum.Enum):
-    """Where a live HTTP or Icecast listener stands, as its sending task sees it."""
+    """Where a live follower stands, as its task sees it."""
 
     LIVE = "live"
     #: The stream was finalized: send the rest, then end the response.
@@ -108,36 +152,38 @@ class ListenerClient:
 
 @attrs.define(eq=False)
 class Listener:
-    """One live listener of a stream, written to in the broadcaster's rounds while it keeps
+    """One live follower of a stream, written to in the broadcaster's rounds while it keeps
     up, and by its own task when it does not."""
 
-    #: The socket to write to in rounds, or ``None``: its task sends (woken by ``wake``).
-    fd: int | None
+    #: Where rounds write, or ``None``: its task sends (woken by ``wake``).
+    writer: Writer | None
     #: The next stream offset this listener gets.
     position: int
-    #: Bytes owed before the stream data at ``position`` (response head, stream header).
+    #: Output owed before the stream data at ``position`` (the stream header, the rest of
+    #: an encoded piece a socket took only part of).
     pending: bytes = b""
+    #: How its bytes are encoded (shared with every listener whose encoder is equal).
+    encoder: Encoder = PLAIN
     #: It asked for an offset: when behind, caught up from the cache rather than skipped.
     catch_up: bool = False
+    #: Sent each piece as it arrives (a WebSocket ``tail``), not in ``send_interval`` rounds.
+    immediate: bool = False
     state: ListenerState = ListenerState.LIVE
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     wake: trio.Event = attrs.Factory(trio.Event)
     #: Bytes skipped because the listener fell behind.
     skipped: int = 0
     sent: int = 0
-    #: For a listener that asked for in-band titles (``Icy-MetaData: 1``): its body is the
-    #: stream with a metadata block every ``metaint`` bytes, made as bytes are taken, so
-    #: ``pending`` then holds body bytes already past ``position``.
-    icy: IcyInterleaver | None = None
     client: ListenerClient | None = None
 
     def body(self, data: bytes | bytearray | memoryview, title: str | None) -> bytes:
-        """What this listener is sent for ``data`` of the stream."""
-        return bytes(data) if self.icy is None else self.icy.feed(data, title)
+        """What this listener's task sends for ``data`` of the stream."""
+        out, self.encoder = self.encoder.body(data, title)
+        return out
 
 
 class Broadcaster:
-    """The live edge of one stream and its listeners."""
+    """The live edge of one stream and its followers."""
 
     def __init__(
         self,
@@ -163,15 +209,22 @@ class Broadcaster:
         self.base = 0
         self.sync = StreamSync()
         self.sync_points: collections.deque[int] = collections.deque()
+        #: HTTP and Icecast listeners, served in rounds (what Icecast's stats count).
         self.listeners: list[Listener] = []
+        #: Immediate followers (WebSocket tails), served as each piece arrives.
+        self.followers: list[Listener] = []
         self.ended = False
         self.caught_up = False
-        self.failed: str | None = None
+        #: Why the stream stopped being followed, when it did not end cleanly.
+        self.failure: MmstreamError | None = None
         #: The current title, for listeners with in-band metadata (see :meth:`set_title`).
         self.title: str | None = None
         #: Most listeners at once, and bytes sent to them in rounds (Icecast's stats).
         self.listener_peak = 0
         self.bytes_sent = 0
+        #: Pieces encoded for the rounds (shared by every listener with an equal encoder at
+        #: the same position): what the tests count to see that sharing happens.
+        self.encodes = 0
         with contextlib.suppress(StreamNotFoundError, CacheClosedError):
             titles = manager.stat(stream_id).titles
             self.title = titles[-1].title if titles else None
@@ -186,6 +239,11 @@ class Broadcaster:
     @property
     def edge(self) -> int:
         return self.base + len(self.window)
+
+    @property
+    def failed(self) -> str | None:
+        """Why the stream stopped being followed (None: it has not, or ended cleanly)."""
+        return None if self.failure is None else str(self.failure)
 
     @property
     def ready(self) -> bool:
@@ -211,11 +269,14 @@ class Broadcaster:
         try:
             await self._follow()
         except* (StreamNotFoundError, StorageError, CacheClosedError) as group:
-            self.failed = "; ".join(str(exc) for exc in group.exceptions)
+            first = group.exceptions[0]
+            assert isinstance(first, MmstreamError)
+            self.failure = first
         finally:
             self.ended = True
-            self._round()
-            for listener in self.listeners:
+            self._round(self.listeners)
+            self._round(self.followers)
+            for listener in [*self.listeners, *self.followers]:
                 if listener.state is ListenerState.LIVE:
                     listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
                 listener.scope.cancel()
@@ -235,6 +296,8 @@ class Broadcaster:
         self.caught_up = caught_up
         self._append(data)
         self._new_data.set()
+        if self.followers:
+            self._round(self.followers)
 
     async def _from_cache(self, feed: Feed) -> None:
         """The local source: the stream as it is appended to this server's cache."""
@@ -302,66 +365,96 @@ class Broadcaster:
             self._new_data = trio.Event()
             await trio.sleep_until(last + interval)
             last = trio.current_time()
-            self._round()
+            self._owed = False
+            self._round(self.listeners)
+            self._round(self.followers)
 
-    def _round(self) -> None:
-        """Give every listener what is new, without awaiting anything."""
+    def poke(self) -> None:
+        """Bring the next round (a follower's task sent what a round left it owing)."""
+        self._new_data.set()
+
+    def _round(self, listeners: list[Listener]) -> None:
+        """Give every one of ``listeners`` what is new, without awaiting anything."""
+        if not listeners:
+            return
         self.rounds += 1
         edge, base, queue = self.edge, self.base, self.config.queue_size
         gone: list[Listener] = []
-        total = 0
-        self._owed = False
+        counted: collections.Counter[str] = collections.Counter()
         with memoryview(self.window) as window:
-            slices: dict[int, memoryview] = {}
-            for listener in self.listeners:
+            # What each encoding gives for the window from a position: built once a round,
+            # for every listener with that encoder there.
+            encoded: dict[tuple[Encoder, int], tuple[Parts, Encoder]] = {}
+            for listener in listeners:
                 if listener.position >= edge and not listener.pending:
                     continue
                 behind = edge - listener.position > queue or listener.position < base
                 if behind and not self._overflow(listener):
                     gone.append(listener)
                     continue
-                if listener.fd is None:
+                writer = listener.writer
+                if writer is None:
                     listener.wake.set()
                     continue
-                if listener.icy is not None and not listener.pending:
-                    # Interleaved bodies are the listener's own: made once a round, when
-                    # the last one is out, so a slow listener still stalls its position.
-                    at = listener.position - base
-                    listener.pending = listener.icy.feed(window[at:], self.title)
-                    listener.position = edge
-                at = listener.position - base
-                piece: bytes | memoryview | None = slices.get(at)
-                if piece is None:
-                    piece = slices[at] = window[at:]
-                if listener.pending:
-                    piece = listener.pending + piece
-                try:
-                    written = os.write(listener.fd, piece)
-                except BlockingIOError:
-                    self._owed = True
-                    continue
-                except OSError:
-                    listener.state = ListenerState.GONE
+                taken = self._write(listener, writer, window, encoded, edge)
+                if taken is None:
                     gone.append(listener)
                     continue
-                if listener.icy is not None:  # its position is already past its body
-                    listener.pending = listener.pending[written:]
-                elif listener.pending:
-                    owed = len(listener.pending)
-                    listener.pending = listener.pending[written:]
-                    written = max(0, written - owed)
-                if listener.icy is None:
-                    listener.position += written
-                listener.sent += written
-                total += written
+                counted[listener.encoder.label] += taken
+                if writer.owes:
+                    listener.wake.set()  # its task sends the rest of the frame
                 self._owed = self._owed or listener.position < edge or bool(listener.pending)
-            del slices
+            encoded.clear()
+        total = sum(counted.values())
         self.bytes_sent += total
-        self._count(total)
+        for label, size in counted.items():
+            self._count(size, label)
         for listener in gone:
-            self.listeners.remove(listener)
+            listeners.remove(listener)
             listener.scope.cancel()
             listener.wake.set()
+
+    def _write(
+        self,
+        listener: Listener,
+        writer: Writer,
+        window: memoryview,
+        encoded: dict[tuple[Encoder, int], tuple[Parts, Encoder]],
+        edge: int,
+    ) -> int | None:
+        """Write ``listener`` what it lacks up to ``edge``; the stream bytes that took it
+        past (None: it is gone). Nothing is committed unless the socket took something."""
+        encoder, pending, start = listener.encoder, listener.pending, listener.position
+        if pending and not encoder.transparent:
+            # The rest of an encoded piece goes out before anything new is encoded for it.
+            parts: Parts = (pending,)
+            after, stop = encoder, start
+        else:
+            key = (encoder, start - self.base)
+            found = encoded.get(key)
+            if found is None:
+                found = encoded[key] = encoder.encode(window[start - self.base :], self.title)
+                self.encodes += 1
+            parts, after = found
+            if pending:
+                parts = (pending, *parts)
+            stop = edge
+        try:
+            written = writer.write(parts)
+        except BlockingIOError:
+            self._owed = True
+            return 0
+        except OSError:
+            listener.state = ListenerState.GONE
+            return None
+        listener.sent += written
+        if encoder.transparent:  # what the socket did not take is still in the window
+            listener.pending = pending[written:]
+            listener.position += max(0, written - len(pending))
+        else:
+            listener.pending = _rest(parts, written)
+            listener.position, listener.encoder = stop, after
+        return listener.position - start
 
     def _overflow(self, listener: Listener) -> bool:
         """``listener`` fell behind: skip it ahead (True) or take it out of the rounds
@@ -397,6 +490,17 @@ class Broadcaster:
                 return header, point
         return header, self.sync_points[0]
 
+    async def live_listener(
+        self, writer: Writer | None, encoder: Encoder = PLAIN, client: ListenerClient | None = None
+    ) -> Listener:
+        """A late joiner: the stream's header, then a burst from a sync point (waits until
+        the broadcaster knows them)."""
+        await self.wait_ready()
+        header, position = self.start_point()
+        listener = Listener(writer, position, encoder=encoder, client=client)
+        listener.pending = listener.body(header, self.title)
+        return listener
+
     async def join(self, listener: Listener) -> AsyncIterator[bytes]:
         """Put ``listener`` in the rounds. A catch-up listener first gets, as the pieces
         yielded here, the bytes from its position read from the cache, until it is in the
@@ -405,26 +509,30 @@ class Broadcaster:
         :class:`StreamChangedError` if the stream is deleted or replaced meanwhile."""
         near = self.config.queue_size // 2
         if listener.catch_up and listener.pending:
-            # An interleaved body made before it fell behind: owed before the cache's bytes.
+            # Output made before it fell behind: owed before the cache's bytes.
             piece, listener.pending = listener.pending, b""
             yield piece
         while listener.catch_up and (
             listener.position < self.base or self.edge - listener.position > near
         ):
-            # A piece at a time, as a ranged GET sends it: what one listener holds.
-            piece = await self.manager.read(
-                self.stream_id, listener.position, PIECE_SIZE, generation=self.generation
-            )
-            if not piece:  # shorter than the window: only if the stream changed under us
-                raise StreamNotFoundError(f"stream {self.stream_id} ended at {listener.position}")
-            listener.position += len(piece)
-            listener.sent += len(piece)
-            self._count(len(piece))
-            yield listener.body(piece, self.title)
+            yield await self._read_for(listener)
         listener.state = ListenerState.LIVE
         listener.scope = trio.CancelScope()
         listener.wake = trio.Event()
         self.add(listener)
+
+    async def _read_for(self, listener: Listener) -> bytes:
+        """The next piece of ``listener``'s stream from the cache, as a ranged GET sends it
+        (a piece at a time: what one listener holds)."""
+        piece = await self.manager.read(
+            self.stream_id, listener.position, PIECE_SIZE, generation=self.generation
+        )
+        if not piece:  # shorter than the window: only if the stream changed under us
+            raise StreamNotFoundError(f"stream {self.stream_id} ended at {listener.position}")
+        listener.position += len(piece)
+        listener.sent += len(piece)
+        self._count(len(piece), listener.encoder.label)
+        return listener.body(piece, self.title)
 
     def add(self, listener: Listener) -> None:
         """Start sending to ``listener`` (its ``position`` must not be before ``base``)."""
@@ -432,6 +540,10 @@ class Broadcaster:
             listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
             listener.scope.cancel()
             listener.wake.set()
+            return
+        if listener.immediate:
+            self.followers.append(listener)
+            self._round(self.followers)  # what it lacks already, without waiting for more
             return
         self.listeners.append(listener)
         self.listener_peak = max(self.listener_peak, len(self.listeners))
@@ -450,21 +562,24 @@ class Broadcaster:
         return False
 
     def remove(self, listener: Listener) -> None:
-        if listener in self.listeners:
-            self.listeners.remove(listener)
+        for listeners in (self.listeners, self.followers):
+            if listener in listeners:
+                listeners.remove(listener)
 
     def rest(self, listener: Listener) -> bytes:
         """What an ENDED listener still lacks (the window holds the stream's end), counted
         as sent."""
         at = max(0, listener.position - self.base)
         data = bytes(self.window[at:])
-        self._count(len(data))
-        return listener.pending + listener.body(data, self.title)
+        self._count(len(data), listener.encoder.label)
+        pending, listener.pending = listener.pending, b""
+        listener.position = self.edge
+        return pending + listener.body(data, self.title)
 
-    def _count(self, sent: int) -> None:
-        """Stream bytes handed to listeners (all of them HTTP; not their heads or headers)."""
+    def _count(self, sent: int, label: str) -> None:
+        """Stream bytes handed to followers (not their heads or headers)."""
         if self.metrics is not None and sent:
-            self.metrics.bytes_out.labels("http").inc(sent)
+            self.metrics.bytes_out.labels(label).inc(sent)
 
     def take(self, listener: Listener) -> bytes:
         """For task-driven listeners: everything new, after the round's overflow rule."""
@@ -472,27 +587,20 @@ class Broadcaster:
         data = listener.pending + listener.body(self.window[at:], self.title)
         listener.pending = b""
         listener.sent += self.edge - listener.position
-        self._count(self.edge - listener.position)
+        self._count(self.edge - listener.position, listener.encoder.label)
         listener.position = self.edge
         return data
 
-    async def follow(
-        self,
-        start: int | None = None,
-        icy: IcyInterleaver | None = None,
-        client: ListenerClient | None = None,
-    ) -> AsyncIterator[bytes]:
-        """A task-driven listener: the header first (``start`` None) or every byte from
-        ``start`` (caught up from the cache when behind), then each round's new bytes, until
-        finalize; with ``icy``, interleaved with titles. Raises :class:`StreamNotFoundError`
-        if the stream fails or is deleted."""
-        if start is None:
-            await self.wait_ready()
-            header, position = self.start_point()
-            listener = Listener(None, position, icy=icy, client=client)
-            listener.pending = listener.body(header, self.title)
-        else:
-            listener = Listener(None, start, catch_up=True, icy=icy, client=client)
+    async def serve(
+        self, listener: Listener, watch: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncGenerator[bytes]:
+        """Serve ``listener`` until the stream ends: yields what its task must send itself
+        (bytes caught up from the cache, what a task-driven listener is owed, the end of
+        the stream); the rounds write the rest. ``watch`` returns when the client goes
+        away (the task awaits it, in the listener's cancel scope, while the rounds write);
+        without it the task waits for the rounds' call. Returns at the end of the stream or
+        when the client is gone; raises :class:`StreamNotFoundError` (or the failure) if
+        the stream fails, is deleted or replaced, or the listener is dropped."""
         try:
             async for piece in self.join(listener):
                 yield piece
@@ -500,35 +608,74 @@ class Broadcaster:
                 # Behind in the rounds, or the window moved on before this task took its
                 # bytes: a catch-up follower reads the gap from the cache.
                 if listener.state is ListenerState.BEHIND or (
-                    listener.catch_up and listener.position < self.base
+                    listener.catch_up and listener.position < self.base and not self.ended
                 ):
                     self.remove(listener)
                     async for piece in self.join(listener):
                         yield piece
                     continue
-                if listener.position < self.edge or listener.pending:
+                writer = listener.writer
+                if writer is not None and writer.owes:
+                    await writer.flush()
+                    self.poke()
+                    continue
+                if writer is None and (listener.position < self.edge or listener.pending):
                     yield self.take(listener)
                     continue
+                if listener.state is ListenerState.GONE:
+                    return
                 if listener.state is ListenerState.ENDED or (self.ended and not self.failed):
+                    while listener.catch_up and listener.position < self.base:
+                        yield await self._read_for(listener)
+                    yield self.rest(listener)
                     return
                 if listener.state is not ListenerState.LIVE or self.failed:
-                    raise StreamNotFoundError(f"stream {self.stream_id} ended: {self.failed}")
-                await listener.wake.wait()
-                listener.wake = trio.Event()
+                    raise self.failure or StreamNotFoundError(
+                        f"stream {self.stream_id}: listener dropped"
+                    )
+                if watch is None:
+                    await listener.wake.wait()
+                    listener.wake = trio.Event()
+                    continue
+                with listener.scope:
+                    await watch()
+                    listener.state = ListenerState.GONE
+                listener.scope = trio.CancelScope()
         finally:
             self.remove(listener)
 
+    async def follow(
+        self,
+        start: int | None = None,
+        encoder: Encoder = PLAIN,
+        client: ListenerClient | None = None,
+    ) -> AsyncIterator[bytes]:
+        """A task-driven listener: the header and a burst first (``start`` None) or every
+        byte from ``start`` (caught up from the cache when behind), then each round's new
+        bytes, until finalize. Raises :class:`StreamNotFoundError` if the stream fails or
+        is deleted."""
+        if start is None:
+            listener = await self.live_listener(None, encoder, client)
+        else:
+            listener = Listener(None, start, encoder=encoder, catch_up=True, client=client)
+        async with contextlib.aclosing(self.serve(listener)) as pieces:
+            async for piece in pieces:
+                yield piece
 
-class _PerStream(Protocol):
-    """What the hub runs per stream: a broadcaster, a tail group."""
 
-    @property
-    def ended(self) -> bool: ...
+def _rest(parts: Parts, written: int) -> bytes:
+    """What is left of ``parts`` after the first ``written`` bytes (a copy: the window the
+    parts may point into is resized between rounds)."""
+    rest = bytearray()
+    for part in parts:
+        if written >= len(part):
+            written -= len(part)
+            continue
+        rest += part[written:]
+        written = 0
+    return bytes(rest)
 
-    async def run(self) -> None: ...
 
-
-_Task = TypeVar("_Task", bound=_PerStream)
 #: A stream id and the generation of the stream it names.
 _Key = tuple[str, str]
 
@@ -550,7 +697,6 @@ class FanoutHub:
         #: Keyed by stream id and generation: a stream deleted and created again under the
         #: same id gets its own, never the old one's (which ends as its stream was deleted).
         self._broadcasters: dict[_Key, Broadcaster] = {}
-        self._tail_groups: dict[_Key, TailGroup] = {}
 
     def get(self, stream_id: str, generation: str | None = None) -> Broadcaster:
         """The broadcaster of the stream (of that ``generation``; None: the one the id
@@ -593,32 +739,21 @@ class FanoutHub:
         if broadcaster is not None:
             broadcaster.set_title(title)
 
-    def tail_group(
-        self, stream_id: str, position: int, *, piece: int, generation: str | None = None
-    ) -> TailGroup:
-        """The stream's group of caught-up WebSocket followers, started at ``position`` if
-        none runs (see :mod:`._tail`)."""
-        key = self._key(stream_id, generation)
-        return self._running(
-            self._tail_groups,
-            key,
-            lambda: TailGroup(
-                self.manager,
-                stream_id,
-                position,
-                piece=piece,
-                metrics=self.metrics,
-                generation=key[1],
-            ),
-        )
+    def follow(self, stream_id: str, generation: str, start: int) -> AsyncGenerator[bytes]:
+        """Every byte of the stream from ``start``, as it grows, for a follower whose task
+        sends them itself (a chunked HTTP body): a :data:`~mmstream.web.playback.Follow`."""
+        listener = Listener(None, start, catch_up=True, immediate=True)
+        return self.get(stream_id, generation).serve(listener)
 
     def _key(self, stream_id: str, generation: str | None) -> _Key:
         if generation is None:
             generation = self.manager.stat(stream_id).generation
         return stream_id, generation
 
-    def _running(self, running: dict[_Key, _Task], key: _Key, make: Callable[[], _Task]) -> _Task:
-        """The stream's task object in ``running``, or a new one from ``make``, started in
+    def _running(
+        self, running: dict[_Key, Broadcaster], key: _Key, make: Callable[[], Broadcaster]
+    ) -> Broadcaster:
+        """The stream's broadcaster in ``running``, or a new one from ``make``, started in
         the hub's nursery and forgotten when it ends."""
         task = running.get(key)
         if task is None or task.ended:
@@ -631,7 +766,7 @@ class FanoutHub:
         return task
 
     @staticmethod
-    async def _run(running: dict[_Key, _Task], key: _Key, task: _Task) -> None:
+    async def _run(running: dict[_Key, Broadcaster], key: _Key, task: Broadcaster) -> None:
         try:
             await task.run()
         finally:
@@ -642,6 +777,7 @@ class FanoutHub:
         return {
             "streams": len(self._broadcasters),
             "listeners": sum(len(b.listeners) for b in self._broadcasters.values()),
+            "followers": sum(len(b.followers) for b in self._broadcasters.values()),
         }
 
 

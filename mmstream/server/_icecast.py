@@ -60,7 +60,7 @@ from ..errors import (
     UnauthorizedError,
 )
 from ..fallbacks import choose, fallback_chain, overrides
-from ..icecast import IcyInterleaver, ListenerHookCall, admitted
+from ..icecast import ListenerHookCall, admitted
 from ..metrics import Metrics
 from ..streams import (
     DEFAULT_CONTENT_TYPE,
@@ -75,7 +75,8 @@ from ..web.cors import cors_headers
 from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
 from ..web.timeseek import asks_time
-from ._fanout import Broadcaster, FanoutHub, Listener, ListenerClient, ListenerState
+from ._encoders import PLAIN, Encoder, Icy
+from ._fanout import Broadcaster, FanoutHub, FdWriter, Listener, ListenerClient
 from ._hooks import post_form
 from ._http import SERVER_HEADER, HttpRequest, HttpResponse, Router, ShutdownScope
 from ._relay import Relays
@@ -441,7 +442,7 @@ class Icecast:
             next(self._listener_ids), host_of(request.remote), user_agent, time.time()
         )
         join = _Join(
-            IcyInterleaver(self.config.icy_metaint) if wants_titles else None,
+            Icy(self.config.icy_metaint) if wants_titles else None,
             client,
             cors_headers(request.header("origin"), self.cors_origins),
         )
@@ -567,34 +568,26 @@ class Icecast:
         """One listener of ``broadcaster`` (local or a relay); ``offset`` (local streams
         only) starts it there, caught up from the cache while it is far behind."""
         await stream.send_all(head)
-        icy, client = join.icy, join.client
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        if fd is None:
-            async for piece in broadcaster.follow(offset, icy, client):
-                await stream.send_all(piece)
-            return
+        writer = None if fd is None else FdWriter(fd)
         if offset is None:
-            await broadcaster.wait_ready()
-            header, position = broadcaster.start_point()
-            listener = Listener(fd, position, icy=icy, client=client)
-            listener.pending = listener.body(header, broadcaster.title)
+            listener = await broadcaster.live_listener(writer, join.encoder, join.client)
         else:
-            listener = Listener(fd, offset, catch_up=True, icy=icy, client=client)
-        while True:
-            async for piece in broadcaster.join(listener):  # deleted, replaced: raises
-                await stream.send_all(piece)
-            try:
-                with listener.scope:
-                    while await stream.receive_some(4096):
-                        pass  # nothing is expected from a listener; its close ends the response
-                    listener.state = ListenerState.GONE
-            finally:
-                broadcaster.remove(listener)
-            if listener.state is not ListenerState.BEHIND:
-                break  # else: a catch-up listener fell behind, and joins again
-        if listener.state is ListenerState.ENDED:
-            with trio.move_on_after(_DRAIN_TIMEOUT):
-                await _send_quietly(stream, broadcaster.rest(listener))
+            listener = Listener(writer, offset, encoder=join.encoder, catch_up=True,
+                                client=join.client)  # fmt: skip
+
+        async def until_gone() -> None:
+            while await stream.receive_some(4096):
+                pass  # nothing is expected from a listener; its close ends the response
+
+        served = broadcaster.serve(listener, until_gone if writer else None)
+        async with contextlib.aclosing(served) as pieces:
+            async for piece in pieces:
+                if broadcaster.ended:  # the end of the stream: sent as far as it goes
+                    with trio.move_on_after(_DRAIN_TIMEOUT):
+                        await _send_quietly(stream, piece)
+                else:
+                    await stream.send_all(piece)
 
     async def _response_head(self, info: StreamInfo, conn: h11.Connection, join: _Join) -> bytes:
         content_type = info.content_type
@@ -610,9 +603,13 @@ class _Join:
     """What an admitted live listener asked for and is: in-band titles (``Icy-MetaData:
     1``), its id and address, the CORS headers its ``Origin`` earns."""
 
-    icy: IcyInterleaver | None
+    icy: Icy | None
     client: ListenerClient
     cors: Sequence[tuple[str, str]] = ()
+
+    @property
+    def encoder(self) -> Encoder:
+        return PLAIN if self.icy is None else self.icy
 
 
 def _head(

@@ -192,7 +192,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         else:
             account.release(client_frame_size(size))
 
-    def send_nowait(self, first: bytes, *more: bytes) -> Delivery:
+    def send_nowait(self, first: bytes | memoryview, *more: bytes | memoryview) -> Delivery:
         """Write ``first`` and ``more`` (whole WebSocket frames, or a frame's header and its
         payload) now, in one system call, if nothing else is being sent."""
         if self._socket is None or self._owed is not None or self._send_lock.locked():
@@ -207,7 +207,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             return Delivery.REFUSED
         if sent == sum(len(part) for part in parts):
             return Delivery.SENT
-        whole = b"".join(parts) if more else first
+        whole = b"".join(parts) if more else bytes(first)  # never a view of a caller's buffer
         self._owed = memoryview(whole)[sent:]
         return Delivery.STARTED
 

@@ -29,7 +29,7 @@ import trio
 from ..errors import MmstreamError, StreamNotFoundError
 from ..fallbacks import choose
 from ..streams import StreamManager, StreamStatus
-from ._fanout import Broadcaster, FanoutHub, Listener, ListenerState
+from ._fanout import Broadcaster, FanoutHub, FdWriter, Listener, ListenerState
 from ._relay import Relays
 
 __all__ = ["OnAir", "RelayedStations", "Stations", "listen_switching"]
@@ -204,7 +204,7 @@ async def listen_switching(
                 continue
             await broadcaster.wait_ready()
             header, position = broadcaster.start_point()
-            listener = Listener(fd, position, header)
+            listener = Listener(FdWriter(fd), position, header)
             broadcaster.add(listener)
             try:
                 current = await _until_switch(

@@ -125,6 +125,18 @@ class Connection(Protocol):
         (:attr:`~Delivery.STARTED`: the rest is owed, :meth:`flush` sends it)."""
         ...
 
+    @property
+    def writes_frames(self) -> bool:
+        """Whether :meth:`send_frames_nowait` can ever write (the connection's frames are
+        plain RFC 6455 frames on a socket of its own): a live stream's followers then share
+        one frame per piece (:mod:`._encoders`)."""
+        ...
+
+    def send_frames_nowait(self, *parts: bytes | memoryview) -> Delivery:
+        """Write ``parts``, whole binary frames built elsewhere (header, payload, ...), as
+        :meth:`send_nowait` writes the frames it builds."""
+        ...
+
     async def flush(self) -> None:
         """Send what :meth:`send_nowait` left owed (:attr:`Delivery.STARTED`); raises
         :class:`ConnectionClosed` if the socket broke meanwhile."""

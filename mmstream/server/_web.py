@@ -25,7 +25,7 @@ from ..web.assets import SECURITY_HEADERS, find_asset
 from ..web.hls import DEFAULT_TARGET_DURATION
 from ..web.hls_http import SegmentPlans, playlist_response, segment_response
 from ..web.llhls import BlockingBudget
-from ..web.playback import PIECE_SIZE, Response, stream_response
+from ..web.playback import PIECE_SIZE, Follow, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 
 __all__ = ["CAPABILITY_HEADER", "add_web_routes", "cache_snapshot"]
@@ -113,6 +113,7 @@ def add_web_routes(
     *,
     piece_size: int = PIECE_SIZE,
     authorizer: Authorizer | None = None,
+    follow: Follow | None = None,
 ) -> None:
     """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
     ``/metrics`` (whose cache figures are then read from ``manager``)."""
@@ -138,6 +139,7 @@ def add_web_routes(
             piece_size=piece_size,
             metrics=metrics,
             query=request.query,
+            follow=follow,
         )
         return _to_http(response)
 

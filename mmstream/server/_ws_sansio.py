@@ -338,6 +338,24 @@ class _WebsocketsConnection(SendHelpers):
             return Delivery.STARTED
         return outcome
 
+    @property
+    def writes_frames(self) -> bool:
+        # No extension is negotiated (the protocol is made without any): a frame is its
+        # RFC 6455 header and the payload, whoever builds it.
+        return isinstance(self.stream, ReplayStream)
+
+    def send_frames_nowait(self, *parts: bytes | memoryview) -> Delivery:
+        stream = self.stream
+        if (
+            not isinstance(stream, ReplayStream)
+            or self.protocol.state is not OPEN
+            or self._owed
+            or self._send_lock.locked()
+            or not parts
+        ):
+            return Delivery.REFUSED
+        return stream.send_nowait(*parts)
+
     async def flush(self) -> None:
         async with self._locked():
             if self._owed:

@@ -175,6 +175,11 @@ class _TrioWebsocketConnection(SendHelpers):
     def send_nowait(self, *messages: str | bytes) -> Delivery:
         return Delivery.REFUSED  # trio-websocket writes only from its own awaited send
 
+    writes_frames = False
+
+    def send_frames_nowait(self, *parts: bytes | memoryview) -> Delivery:
+        return Delivery.REFUSED
+
     async def flush(self) -> None:
         return None
 

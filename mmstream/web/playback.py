@@ -17,8 +17,9 @@ stream.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import attrs
 
@@ -41,6 +42,10 @@ __all__ = [
 
 #: Bytes read from the cache and sent per piece.
 PIECE_SIZE = 64 * 1024
+
+#: The server's follow path: (stream id, generation, start) -> every byte of that stream
+#: from ``start`` as it grows, until it is finalized (raises if it fails or is deleted).
+Follow = Callable[[str, str, int], AsyncGenerator[bytes]]
 
 #: The HTTP status for each wire error code (anything else: 500).
 HTTP_STATUS: Mapping[str, int] = {
@@ -115,6 +120,7 @@ async def stream_response(
     piece_size: int = PIECE_SIZE,
     metrics: Metrics | None = None,
     query: str = "",
+    follow: Follow | None = None,
 ) -> Response:
     """Answer ``GET /streams/{stream_id}``; header names are lower case. For ``HEAD`` the
     sender sends the same head and drops the body (an iterator it never starts reads
@@ -136,7 +142,7 @@ async def stream_response(
         return error_response(exc)
     growing = info.status is StreamStatus.UPLOADING
     headers: Headers = [*served_type(content_type).headers, ("Accept-Ranges", "bytes")]
-    pieces = _Pieces(manager, stream_id, info.generation, piece_size, metrics)
+    pieces = _Pieces(manager, stream_id, info.generation, piece_size, metrics, follow)
     if asked is not None:
         # From a time: the header a decoder needs, then the stream from a boundary. The
         # body is not the stream's (no validators); a live one goes on as bytes arrive.
@@ -201,6 +207,8 @@ class _Pieces:
     generation: str
     piece_size: int
     metrics: Metrics | None
+    #: The server's one follow path for a growing stream (None: read the cache, waiting).
+    follow: Follow | None = None
 
     async def _read(self, offset: int, length: int) -> bytes:
         data = await self.manager.read(self.stream_id, offset, length, generation=self.generation)
@@ -230,6 +238,12 @@ class _Pieces:
         try:
             if header:
                 yield header
+            if self.follow is not None:
+                followed = self.follow(self.stream_id, self.generation, start)
+                async with contextlib.aclosing(followed) as pieces:
+                    async for data in pieces:
+                        yield data
+                return
             position = start
             while True:
                 info = await self.manager.wait_for_data(

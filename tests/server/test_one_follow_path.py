@@ -1,22 +1,28 @@
-"""Caught-up WebSocket followers are fed by one task per stream, one frame per piece
-(``mmstream.server._tail``); whatever happens to a member (busy, slow, gone), every follower
-still gets every byte in order, then ``end``."""
+"""One follow path: every follower of a live stream is a listener of its broadcaster
+(``mmstream.server._fanout``), and each piece is encoded once per encoding
+(``mmstream.server._encoders``): one WebSocket frame for every ``tail``, one ICY body per
+point of a ``metaint`` cycle. Whatever happens to a follower (busy, slow, gone), every
+``tail`` still gets every byte in order, then ``end``."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 from server_helpers import V1, make_config, v1_connect
 
-from mmstream.config import CacheConfig
+from mmstream.config import ByteSize, CacheConfig, IcecastConfig
+from mmstream.icecast import metadata_block
 from mmstream.protocol import Create, Finalize, Read, Tail
 from mmstream.server import RunningServer, serve
+from mmstream.server._encoders import Icy, Parts, WebSocketFrames, binary_frame_header
+from mmstream.server._fanout import FanoutHub, Listener, serve_fanout_hub
 from mmstream.server._replay import Delivery, ReplayStream
-from mmstream.server._tail import Member, TailGroup
 from mmstream.streams import open_stream_manager
 
 # -- the wire: whole frames or a remainder sent before anything else -----------------------
@@ -90,51 +96,126 @@ async def test_a_stream_without_a_socket_refuses() -> None:
     assert ReplayStream(right, b"").send_nowait(b"x") is Delivery.REFUSED
 
 
-# -- the group, with recording members ------------------------------------------------------
+# -- one broadcaster, every kind of follower, each piece encoded once --------------------
 
 
 class Recorder:
-    """A member's connection: takes frames (or refuses, or takes them partly) as told."""
+    """A follower's socket as the rounds see it: takes everything, or nothing (busy)."""
 
-    def __init__(self, answer: Delivery = Delivery.SENT) -> None:
-        self.answer = answer
-        self.frames: list[bytes] = []
+    def __init__(self, *, busy: bool = False) -> None:
+        self.busy = busy
+        self.out = bytearray()
+        self.owes = False
 
-    def __call__(self, frame: bytes) -> Delivery:
-        if self.answer is not Delivery.REFUSED:
-            self.frames.append(frame)
-        return self.answer
+    def write(self, parts: Parts) -> int:
+        if self.busy:
+            raise BlockingIOError
+        for part in parts:
+            self.out += part
+        return sum(len(part) for part in parts)
+
+    async def flush(self) -> None:
+        return None
 
 
-async def test_the_group_frames_each_piece_once_and_releases_who_cannot_take_it(
-    tmp_path: Path,
-) -> None:
-    config = CacheConfig(directory=tmp_path / "c")
-    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+def _frames(data: bytes, piece: int) -> bytes:
+    """``data`` as a client reads it: binary frames of at most ``piece`` bytes."""
+    out = bytearray()
+    for at in range(0, len(data), piece):
+        out += binary_frame_header(len(data[at : at + piece])) + data[at : at + piece]
+    return bytes(out)
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Until ``done()``: the rounds run on a timer, so no task-blocked check tells."""
+    with trio.fail_after(5):
+        while not done():  # noqa: ASYNC110
+            await trio.sleep(0.005)
+
+
+async def _started(tmp_path: Path, nursery: trio.Nursery, **settings: Any) -> tuple[Any, Any]:
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    manager = await nursery.start(_manager, config)
+    hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, IcecastConfig(**settings))
+    return manager, hub
+
+
+async def _manager(config: CacheConfig, task_status: trio.TaskStatus[Any]) -> None:
+    async with open_stream_manager(config) as manager:
+        task_status.started(manager)
+        await trio.sleep_forever()
+
+
+async def test_every_websocket_follower_gets_the_same_frame_built_once(tmp_path: Path) -> None:
+    """The regression test for the shared encode: on main each follower framed its own copy
+    (there was no broadcaster for tails to count encodes)."""
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery)
         await manager.create("s")
-        group = TailGroup(manager, "s", 0, piece=1 << 20)
-        steady, busy, partial = Recorder(), Recorder(Delivery.REFUSED), Recorder(Delivery.STARTED)
-        members = [Member(0, steady), Member(0, busy), Member(0, partial)]
-        assert all(group.join(m) for m in members)
-        assert not group.join(Member(5, Recorder()))  # not at the edge
-        nursery.start_soon(group.run)
-        await trio.testing.wait_all_tasks_blocked()
+        broadcaster = hub.get("s")
+        writers = [Recorder() for _ in range(30)]
+        for writer in writers:
+            listener = Listener(
+                writer, 0, encoder=WebSocketFrames(4), catch_up=True, immediate=True
+            )
+            broadcaster.add(listener)
+        pieces = [b"abcdef", b"gh", b"ijklmnopq"]
+        for piece in pieces:
+            await manager.append("s", piece)
+            await trio.testing.wait_all_tasks_blocked()
+        expected = b"".join(_frames(piece, 4) for piece in pieces)
+        assert all(bytes(writer.out) == expected for writer in writers)
+        assert broadcaster.encodes == len(pieces)  # not 30 times that
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_busy_follower_is_retried_and_loses_nothing(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery, send_interval=0.001)
+        await manager.create("s")
+        broadcaster = hub.get("s")
+        steady, busy = Recorder(), Recorder(busy=True)
+        for writer in (steady, busy):
+            broadcaster.add(
+                Listener(writer, 0, encoder=WebSocketFrames(100), catch_up=True, immediate=True)
+            )
         await manager.append("s", b"abc")
         await trio.testing.wait_all_tasks_blocked()
-        assert steady.frames == [b"abc"]
-        assert partial.frames == [b"abc"]
-        assert [m.position for m in members] == [3, 0, 3]  # the refused one gets it itself
-        assert [m.released.is_set() for m in members] == [False, True, True]
-        assert group.members == 1 and group.edge == 3
+        assert steady.out == _frames(b"abc", 100) and not busy.out
+        busy.busy = False
         await manager.append("s", b"defg")
-        await trio.testing.wait_all_tasks_blocked()
-        assert steady.frames == [b"abc", b"defg"]
-        late = Member(7, Recorder())
-        assert group.join(late)
-        await manager.finalize("s")
-        await trio.testing.wait_all_tasks_blocked()
-        assert group.ended and members[0].released.is_set() and late.released.is_set()
-        assert not group.join(Member(7, Recorder()))
+        await _until(lambda: len(busy.out) >= len(_frames(b"abcdefg", 100)))
+        assert bytes(busy.out) == _frames(b"abcdefg", 100)  # what it missed, in one frame
+        nursery.cancel_scope.cancel()
+
+
+async def test_icy_listeners_at_the_same_point_share_one_body(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery, send_interval=0.001)
+        await manager.create("s")
+        await manager.append("s", b"x" * 10)
+        broadcaster = hub.get("s")
+        broadcaster.set_title("song")
+        await _until(lambda: broadcaster.edge >= 10)
+        same = [Recorder() for _ in range(20)]
+        for writer in same:
+            broadcaster.add(Listener(writer, 10, encoder=Icy(8)))
+        apart = Recorder()
+        broadcaster.add(Listener(apart, 10, encoder=Icy(8, until_block=3)))
+        encodes = broadcaster.encodes
+        await manager.append("s", b"0123456789")
+        await _until(lambda: len(apart.out) >= 10)
+        assert broadcaster.encodes - encodes == 2  # one per point of the metaint cycle
+        block = metadata_block("song")
+        assert all(bytes(w.out) == b"01234567" + block + b"89" for w in same)
+        assert bytes(apart.out) == b"012" + block + b"3456789"
+        nursery.cancel_scope.cancel()
+
+
+def test_frame_headers_follow_rfc_6455() -> None:
+    assert binary_frame_header(5) == b"\x82\x05"
+    assert binary_frame_header(126) == b"\x82\x7e\x00\x7e"
+    assert binary_frame_header(1 << 16) == b"\x82\x7f" + (1 << 16).to_bytes(8, "big")
 
 
 # -- end to end -----------------------------------------------------------------------------
