@@ -54,7 +54,7 @@ class Encoder(Protocol):
         ...
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Plain:
     """The stream's bytes unchanged: a plain or chunked HTTP body (or a WebSocket
     follower's payloads, framed by its library)."""

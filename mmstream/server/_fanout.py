@@ -118,7 +118,7 @@ class FdWriter:
     owes = False
 
     def write(self, parts: Parts) -> int:
-        return os.writev(self.fd, parts) if len(parts) > 1 else os.write(self.fd, parts[0])
+        return os.writev(self.fd, parts)
 
     async def flush(self) -> None:
         return None
@@ -380,33 +380,61 @@ class Broadcaster:
         self.rounds += 1
         edge, base, queue = self.edge, self.base, self.config.queue_size
         gone: list[Listener] = []
-        counted: collections.Counter[str] = collections.Counter()
+        counted: dict[str, int] = {}
+        owed = False
         with memoryview(self.window) as window:
             # What each encoding gives for the window from a position: built once a round,
-            # for every listener with that encoder there.
+            # for every listener with that encoder there. Plain bodies (the most listeners,
+            # the hot path) share a slice of the window per position.
+            slices: dict[int, memoryview] = {}
             encoded: dict[tuple[Encoder, int], tuple[Parts, Encoder]] = {}
+            piece: memoryview | None = None
             for listener in listeners:
-                if listener.position >= edge and not listener.pending:
+                position, pending = listener.position, listener.pending
+                if position >= edge and not pending:
                     continue
-                behind = edge - listener.position > queue or listener.position < base
-                if behind and not self._overflow(listener):
-                    gone.append(listener)
-                    continue
+                if edge - position > queue or position < base:
+                    if not self._overflow(listener):
+                        gone.append(listener)
+                        continue
+                    position = listener.position
                 writer = listener.writer
                 if writer is None:
                     listener.wake.set()
                     continue
-                taken = self._write(listener, writer, window, encoded, edge)
-                if taken is None:
-                    gone.append(listener)
-                    continue
-                counted[listener.encoder.label] += taken
+                encoder = listener.encoder
+                if pending or not encoder.transparent:
+                    taken = self._write(listener, writer, window, encoded, edge)
+                    if taken is None:
+                        gone.append(listener)
+                        continue
+                    owed = owed or listener.position < edge or bool(listener.pending)
+                else:
+                    piece = slices.get(position)
+                    if piece is None:
+                        piece = slices[position] = window[position - base :]
+                        self.encodes += 1
+                    try:
+                        taken = writer.write((piece,))
+                    except BlockingIOError:
+                        owed = True
+                        continue
+                    except OSError:
+                        listener.state = ListenerState.GONE
+                        gone.append(listener)
+                        continue
+                    listener.position = position + taken
+                    listener.sent += taken
+                    owed = owed or taken < len(piece)
+                label = encoder.label
+                counted[label] = counted.get(label, 0) + taken
                 if writer.owes:
                     listener.wake.set()  # its task sends the rest of the frame
-                self._owed = self._owed or listener.position < edge or bool(listener.pending)
+            del piece
+            slices.clear()
             encoded.clear()
-        total = sum(counted.values())
-        self.bytes_sent += total
+        self._owed = self._owed or owed
+        self.bytes_sent += sum(counted.values())
         for label, size in counted.items():
             self._count(size, label)
         for listener in gone:
@@ -442,7 +470,7 @@ class Broadcaster:
         try:
             written = writer.write(parts)
         except BlockingIOError:
-            self._owed = True
+            self._owed = True  # offered again at the next round
             return 0
         except OSError:
             listener.state = ListenerState.GONE
