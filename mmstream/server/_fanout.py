@@ -551,8 +551,9 @@ class Broadcaster:
 
     async def _read_for(self, listener: Listener) -> bytes:
         """The next piece of ``listener``'s stream from the cache, as a ranged GET sends it
-        (a piece at a time: what one listener holds)."""
-        piece = await self.manager.read(
+        (a piece at a time: what one listener holds; read once for every follower catching
+        up from the same place)."""
+        piece = await self.manager.read_shared(
             self.stream_id, listener.position, PIECE_SIZE, generation=self.generation
         )
         if not piece:  # shorter than the window: only if the stream changed under us
