@@ -370,8 +370,11 @@ class Broadcaster:
             self._round(self.followers)
 
     def poke(self) -> None:
-        """Bring the next round (a follower's task sent what a round left it owing)."""
+        """A follower's task sent what a round left it owing: the immediate followers get
+        what waited meanwhile now, the others at the next round."""
         self._new_data.set()
+        if self.followers:
+            self._round(self.followers)
 
     def _round(self, listeners: list[Listener]) -> None:
         """Give every one of ``listeners`` what is new, without awaiting anything."""

@@ -102,17 +102,19 @@ async def test_a_stream_without_a_socket_refuses() -> None:
 class Recorder:
     """A follower's socket as the rounds see it: takes everything, or nothing (busy)."""
 
-    def __init__(self, *, busy: bool = False) -> None:
+    def __init__(self, *, busy: bool = False, limit: int | None = None) -> None:
         self.busy = busy
+        #: Bytes the socket takes per write (None: all), as a full socket does.
+        self.limit = limit
         self.out = bytearray()
         self.owes = False
 
     def write(self, parts: Parts) -> int:
         if self.busy:
             raise BlockingIOError
-        for part in parts:
-            self.out += part
-        return sum(len(part) for part in parts)
+        data = b"".join(parts)[: self.limit]
+        self.out += data
+        return len(data)
 
     async def flush(self) -> None:
         return None
@@ -209,6 +211,23 @@ async def test_icy_listeners_at_the_same_point_share_one_body(tmp_path: Path) ->
         block = metadata_block("song")
         assert all(bytes(w.out) == b"01234567" + block + b"89" for w in same)
         assert bytes(apart.out) == b"012" + block + b"3456789"
+        nursery.cancel_scope.cancel()
+
+
+async def test_sockets_that_take_part_get_the_rest_first(tmp_path: Path) -> None:
+    """A plain body's rest stays in the window; an ICY body's rest is owed before anything
+    new is encoded for that listener."""
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery, send_interval=0.001)
+        await manager.create("s")
+        broadcaster = hub.get("s")
+        plain, icy = Recorder(limit=3), Recorder(limit=3)
+        broadcaster.add(Listener(plain, 0, pending=b"HEAD"))
+        broadcaster.add(Listener(icy, 0, encoder=Icy(4)))
+        await manager.append("s", b"abcdefgh")
+        await _until(lambda: len(plain.out) >= 12 and len(icy.out) >= 9)
+        assert bytes(plain.out) == b"HEADabcdefgh"
+        assert bytes(icy.out) == b"abcd\x00efgh"
         nursery.cancel_scope.cancel()
 
 
