@@ -727,7 +727,7 @@ class _FrameWriter:
         if outcome is Delivery.REFUSED:
             raise BlockingIOError("busy: a read's frames, or a frame still owed")
         self.owes = outcome is Delivery.STARTED
-        return sum(len(part) for part in parts)
+        return sum(map(len, parts))
 
     async def flush(self) -> None:
         self.owes = False

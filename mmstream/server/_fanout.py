@@ -390,7 +390,7 @@ class Broadcaster:
             # for every listener with that encoder there. Plain bodies (the most listeners,
             # the hot path) share a slice of the window per position.
             slices: dict[int, memoryview] = {}
-            encoded: dict[tuple[Encoder, int], tuple[Parts, Encoder]] = {}
+            encoded: dict[tuple[Encoder, int], _Encoded] = {}
             piece: memoryview | None = None
             for listener in listeners:
                 position, pending = listener.position, listener.pending
@@ -450,7 +450,7 @@ class Broadcaster:
         listener: Listener,
         writer: Writer,
         window: memoryview,
-        encoded: dict[tuple[Encoder, int], tuple[Parts, Encoder]],
+        encoded: dict[tuple[Encoder, int], _Encoded],
         edge: int,
     ) -> int | None:
         """Write ``listener`` what it lacks up to ``edge``; the stream bytes that took it
@@ -459,16 +459,17 @@ class Broadcaster:
         if pending and not encoder.transparent:
             # The rest of an encoded piece goes out before anything new is encoded for it.
             parts: Parts = (pending,)
-            after, stop = encoder, start
+            after, stop, size = encoder, start, len(pending)
         else:
             key = (encoder, start - self.base)
             found = encoded.get(key)
             if found is None:
-                found = encoded[key] = encoder.encode(window[start - self.base :], self.title)
+                made, made_after = encoder.encode(window[start - self.base :], self.title)
+                found = encoded[key] = (made, made_after, sum(map(len, made)))
                 self.encodes += 1
-            parts, after = found
+            parts, after, size = found
             if pending:
-                parts = (pending, *parts)
+                parts, size = (pending, *parts), size + len(pending)
             stop = edge
         try:
             written = writer.write(parts)
@@ -483,7 +484,7 @@ class Broadcaster:
             listener.pending = pending[written:]
             listener.position += max(0, written - len(pending))
         else:
-            listener.pending = _rest(parts, written)
+            listener.pending = b"" if written == size else _rest(parts, written)
             listener.position, listener.encoder = stop, after
         return listener.position - start
 
@@ -708,6 +709,9 @@ def _rest(parts: Parts, written: int) -> bytes:
     return bytes(rest)
 
 
+#: A piece as an encoder made it for the window from a position: the parts to write, the
+#: encoder that follows, and their total size.
+_Encoded = tuple[Parts, Encoder, int]
 #: A stream id and the generation of the stream it names.
 _Key = tuple[str, str]
 
