@@ -168,6 +168,10 @@ class Listener:
     catch_up: bool = False
     #: Sent each piece as it arrives (a WebSocket ``tail``), not in ``send_interval`` rounds.
     immediate: bool = False
+    #: An immediate listener the round could not write to (its connection was sending
+    #: something else, or its socket was full): its task sends what is new itself, with an
+    #: awaited send, rather than wait for the next round.
+    refused: bool = False
     state: ListenerState = ListenerState.LIVE
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     wake: trio.Event = attrs.Factory(trio.Event)
@@ -421,6 +425,7 @@ class Broadcaster:
                         taken = writer.write((piece,))
                     except BlockingIOError:
                         owed = True
+                        self._refused(listener)
                         continue
                     except OSError:
                         listener.state = ListenerState.GONE
@@ -475,6 +480,7 @@ class Broadcaster:
             written = writer.write(parts)
         except BlockingIOError:
             self._owed = True  # offered again at the next round
+            self._refused(listener)
             return 0
         except OSError:
             listener.state = ListenerState.GONE
@@ -487,6 +493,12 @@ class Broadcaster:
             listener.pending = b"" if written == size else _rest(parts, written)
             listener.position, listener.encoder = stop, after
         return listener.position - start
+
+    @staticmethod
+    def _refused(listener: Listener) -> None:
+        if listener.immediate:
+            listener.refused = True
+            listener.wake.set()
 
     def _overflow(self, listener: Listener) -> bool:
         """``listener`` fell behind: skip it ahead (True) or take it out of the rounds
@@ -652,7 +664,10 @@ class Broadcaster:
                     await writer.flush()
                     self.poke()
                     continue
-                if writer is None and (listener.position < self.edge or listener.pending):
+                if (writer is None or listener.refused) and (
+                    listener.position < self.edge or listener.pending
+                ):
+                    listener.refused = False
                     yield self.take(listener)
                     continue
                 if listener.state is ListenerState.GONE:
@@ -666,6 +681,7 @@ class Broadcaster:
                     raise self.failure or StreamNotFoundError(
                         f"stream {self.stream_id}: listener dropped"
                     )
+                listener.refused = False  # what was refused, a later round wrote
                 if watch is None:
                     await listener.wake.wait()
                     listener.wake = trio.Event()
