@@ -1,11 +1,14 @@
-"""Shared by every test directory: the reliability figures table and a RAM directory.
+"""Shared by every test directory: the reliability figures table, a RAM directory, the
+server's log.
 
 A test records a row with ``figure(test, what was tried, result)``; the session prints the
 rows as the table docs/reliability.md records (``make soak`` prints the long variants')."""
 
 from __future__ import annotations
 
+import io
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -16,6 +19,7 @@ import pytest
 from tier_moto import TEST_CREDENTIALS, MotoServer, free_port
 
 from mmstream.config import TierConfig
+from mmstream.logs import TextFormatter
 
 _FIGURES: list[tuple[str, str, str]] = []
 
@@ -32,6 +36,24 @@ def ram_path(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def server_log() -> Iterator[io.StringIO]:
+    """The server's log, formatted as ``mmstream serve`` writes it, DEBUG included (the
+    access lines: each request's method and target): to check what never reaches it."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("mmstream")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ import trio
 
 from ..audio import detect_format
 from ..auth import CHALLENGE, Authorizer, basic_credentials, token_from_header
+from ..capability import Refusal
 from ..config import IcecastConfig
 from ..errors import (
     CacheClosedError,
@@ -79,6 +80,7 @@ from ._encoders import PLAIN, Encoder, Icy
 from ._fanout import Broadcaster, FanoutHub, FdWriter, Listener, ListenerClient
 from ._hooks import post_form
 from ._http import SERVER_HEADER, HttpRequest, HttpResponse, Router, ShutdownScope
+from ._read_access import read_access
 from ._relay import Relays
 from ._switch import OnAir, RelayedStations, Stations, listen_switching
 
@@ -135,7 +137,6 @@ def _error(status: int, exc: MmstreamError) -> bytes:
     return _reply(status, reason, {"error": {"code": exc.code, "message": exc.public_message}})
 
 
-#: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
 #: Icecast's answer when a mount has its ``max-listeners``.
 _FULL = (
     b"HTTP/1.1 403 Forbidden\r\nserver: " + SERVER_HEADER + b"\r\n"
@@ -143,11 +144,20 @@ _FULL = (
     b"content-length: 22\r\nconnection: close\r\n\r\nmax listeners reached\n"
 )
 
-_UNAUTHORIZED = (
-    b"HTTP/1.1 401 Unauthorized\r\nserver: " + SERVER_HEADER + b"\r\n"
-    b"www-authenticate: " + CHALLENGE.encode() + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 13\r\nconnection: close\r\n\r\nunauthorized\n"
-)
+
+def _refused(refusal: Refusal) -> bytes:
+    """A refusal in one line, as playback answers it (with a ``Bearer`` challenge if 401)."""
+    body = refusal.reason.encode() + b"\n"
+    challenge = b"www-authenticate: %s\r\n" % CHALLENGE.encode() if refusal.status == 401 else b""
+    return (
+        b"HTTP/1.1 %d %s\r\nserver: %s\r\n%scontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n"
+        % (refusal.status, _REASONS[refusal.status].encode(), SERVER_HEADER, challenge, len(body))
+    ) + body
+
+
+#: Says nothing about the token (docs/reliability.md); Icecast sources expect 401.
+_UNAUTHORIZED = _refused(Refusal(401, "unauthorized"))
 
 
 def _error_for(exc: MmstreamError) -> bytes:
@@ -366,10 +376,11 @@ class Icecast:
         wants_titles = request.header("icy-metadata") == "1"
         if (request.header("range") is not None and not wants_titles) or asks_time(request.query):
             return False  # a range or a time (a 400 if malformed): the playback route's
-        if not self._allowed(request, "GET"):
+        access = await read_access(request, self.manager, self.authorizer)  # or a capability
+        if isinstance(access, Refusal):
             if self.metrics is not None:
                 self.metrics.errors.labels(UnauthorizedError.code).inc()
-            await _send_quietly(stream, _UNAUTHORIZED)
+            await _send_quietly(stream, _refused(access))
             return True
         stream_id = request.params["stream_id"]
         chain = fallback_chain(stream_id, self.config.fallback)

@@ -16,17 +16,18 @@ from collections.abc import AsyncGenerator
 import attrs
 import trio
 
-from ..auth import CHALLENGE, Authorizer, token_from_header
-from ..capability import Refusal, capability_in_query, decorate_playlist
-from ..errors import MmstreamError, UnauthorizedError
+from ..auth import CHALLENGE, Authorizer
+from ..capability import Refusal, decorate_playlist
+from ..errors import MmstreamError
 from ..metrics import CacheSnapshot, Metrics
-from ..streams import StreamInfo, StreamManager, StreamStatus
+from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
 from ..web.hls import DEFAULT_TARGET_DURATION
 from ..web.hls_http import SegmentPlans, playlist_response, segment_response
 from ..web.llhls import BlockingBudget
 from ..web.playback import PIECE_SIZE, Follow, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
+from ._read_access import ReadAccess, find_quietly, read_access
 
 __all__ = ["CAPABILITY_HEADER", "add_web_routes", "cache_snapshot"]
 
@@ -87,23 +88,24 @@ def _bodiless(status: int, headers: list[tuple[str, str]], length: int) -> HttpR
     return HttpResponse(status, headers, _nothing(), length)
 
 
-#: The playlist answer's header holding the capability its URIs carry: what a page passes
-#: to a player that cannot send the token (``index.m3u8?<capability>``).
+#: The header of an answer to a token (a playlist, a stream's) holding a capability for
+#: that stream: what a page passes to a player that cannot send the token
+#: (``index.m3u8?<capability>``, ``<audio src="/streams/{id}?<capability>">``).
 CAPABILITY_HEADER = "x-mmstream-capability"
-
-
-@attrs.frozen
-class _HlsAccess:
-    """An HLS request allowed: by a token in the header, or by the capability ``query``
-    (which its playlist's URIs then carry; "" with access control off)."""
-
-    query: str
-    by_header: bool
 
 
 def _refusal(refusal: Refusal) -> HttpResponse:
     headers = [("www-authenticate", CHALLENGE)] if refusal.status == 401 else []
     return text_response(refusal.status, refusal.reason, headers)
+
+
+def _private(http: HttpResponse) -> HttpResponse:
+    """An answer to a request authorized by its header alone, for that client only: a shared
+    cache may store a "public" answer to a request with Authorization and give it to anyone
+    asking for the same URI (RFC 9111 §3.5)."""
+    private = [(k, v.replace("public", "private") if k == "cache-control" else v)
+               for k, v in http.headers]  # fmt: skip
+    return attrs.evolve(http, headers=private)
 
 
 def add_web_routes(
@@ -118,30 +120,54 @@ def add_web_routes(
     """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
     ``/metrics`` (whose cache figures are then read from ``manager``)."""
 
-    def _refused(request: HttpRequest) -> HttpResponse | None:
-        """401 unless the request may read the stream (tokens in a header, never the URL)."""
-        if authorizer is not None and authorizer.enabled:
-            token = token_from_header(request.header("authorization"))
-            try:
-                authorizer.authorize(token, "GET", request.params["stream_id"])
-            except UnauthorizedError:
-                return text_response(401, "unauthorized", [("www-authenticate", CHALLENGE)])
-        return None
+    plans = SegmentPlans()
+    blocked = BlockingBudget()  # LL-HLS requests held for a part (web/llhls.py)
+
+    async def minted(stream_id: str) -> str:
+        """A new capability, for an answer to a token (a playlist, the stream): for the
+        stream's generation, for ``capability_lifetime``, plus a finished stream's duration
+        (its playlist is fetched once and then played through, as an <audio> plays it)."""
+        info = await find_quietly(manager, stream_id)
+        if authorizer is None or info is None:
+            return ""
+        lifetime = authorizer.capability_lifetime
+        if info.status is StreamStatus.READY:
+            with contextlib.suppress(MmstreamError):  # the plan the playlist was made from
+                segments = (await plans.get(manager, info, DEFAULT_TARGET_DURATION)).segments
+                if segments:
+                    lifetime += segments[-1].time + segments[-1].duration
+        now = time.time()
+        return authorizer.capabilities.mint(stream_id, info.generation, now=now, lifetime=lifetime)
+
+    async def access(request: HttpRequest) -> ReadAccess | HttpResponse:
+        """Who may read (tokens in a header, never the URL; or a capability), or the
+        one-line refusal."""
+        allowed = await read_access(request, manager, authorizer)
+        return _refusal(allowed) if isinstance(allowed, Refusal) else allowed
 
     async def stream(request: HttpRequest) -> HttpResponse:
-        refused = _refused(request)
-        if refused is not None:
-            return refused
+        allowed = await access(request)
+        if isinstance(allowed, HttpResponse):
+            return allowed
+        stream_id = request.params["stream_id"]
         response = await stream_response(
             manager,
-            request.params["stream_id"],
+            stream_id,
             request.header_fields(),
             piece_size=piece_size,
             metrics=metrics,
             query=request.query,
             follow=follow,
         )
-        return _to_http(response)
+        http = _to_http(response)
+        if not allowed.by_header or http.status >= 400:
+            return http
+        # Every answer to a token hands a capability for the stream, for the page's
+        # <audio src> (which cannot send the token): a HEAD is enough to get one.
+        private, query = _private(http), await minted(stream_id)
+        if not query:
+            return private
+        return attrs.evolve(private, headers=[*private.headers, (CAPABILITY_HEADER, query)])
 
     async def page(request: HttpRequest) -> HttpResponse:
         asset = find_asset(request.path)
@@ -155,58 +181,10 @@ def add_web_routes(
 
     router.add("GET", "/streams/{stream_id}", stream)
 
-    plans = SegmentPlans()
-    blocked = BlockingBudget()  # LL-HLS requests held for a part (web/llhls.py)
-
-    async def hls_access(request: HttpRequest) -> _HlsAccess | HttpResponse:
-        """Who may have an HLS answer (docs/hls.md, *Access control*): with access control
-        on, a read token in the header, or a valid capability in the query (a playlist
-        hands it on as it is: one never renews itself); else the refusal, in one line."""
-        if authorizer is None or not authorizer.enabled:
-            return _HlsAccess("", by_header=False)
-        stream_id = request.params["stream_id"]
-        token = token_from_header(request.header("authorization"))
-        if token is not None and authorizer.allows(
-            authorizer.authenticate(token), "GET", stream_id
-        ):
-            return _HlsAccess("", by_header=True)
-        presented = capability_in_query(request.query) or Refusal(401, "unauthorized")
-        if isinstance(presented, Refusal):
-            return _refusal(presented)
-        info = await find(stream_id)
-        checked = authorizer.capabilities.check(
-            presented, stream_id, info.generation if info is not None else None, now=time.time()
-        )
-        if isinstance(checked, Refusal):
-            return _refusal(checked)
-        return _HlsAccess(checked, by_header=False)
-
-    async def find(stream_id: str) -> StreamInfo | None:
-        try:
-            return await manager.find(stream_id)
-        except MmstreamError:
-            return None  # the handler says why, to those who may know
-
-    async def minted(stream_id: str) -> str:
-        """A new capability, for a playlist answered to a token: for the stream's generation,
-        for ``capability_lifetime``, plus a finished stream's duration (its playlist is
-        fetched once and then played through)."""
-        info = await find(stream_id)
-        if authorizer is None or info is None:
-            return ""
-        lifetime = authorizer.capability_lifetime
-        if info.status is StreamStatus.READY:
-            with contextlib.suppress(MmstreamError):  # the plan the playlist was made from
-                segments = (await plans.get(manager, info, DEFAULT_TARGET_DURATION)).segments
-                if segments:
-                    lifetime += segments[-1].time + segments[-1].duration
-        now = time.time()
-        return authorizer.capabilities.mint(stream_id, info.generation, now=now, lifetime=lifetime)
-
     async def playlist(request: HttpRequest) -> HttpResponse:
-        access = await hls_access(request)
-        if isinstance(access, HttpResponse):
-            return access
+        allowed = await access(request)
+        if isinstance(allowed, HttpResponse):
+            return allowed
         stream_id = request.params["stream_id"]
         response = await playlist_response(
             manager, stream_id, query=request.query, client=request.remote,
@@ -215,7 +193,7 @@ def add_web_routes(
         http = _to_http(response)
         if http.status != 200 or not isinstance(http.body, bytes):
             return http
-        query = await minted(stream_id) if access.by_header else access.query
+        query = await minted(stream_id) if allowed.by_header else allowed.query
         if not query:
             return http
         # Every URI the playlist lists carries the capability; the header says it too, for
@@ -224,22 +202,16 @@ def add_web_routes(
         return attrs.evolve(http, body=body, headers=[*http.headers, (CAPABILITY_HEADER, query)])
 
     async def segment(request: HttpRequest) -> HttpResponse:
-        access = await hls_access(request)
-        if isinstance(access, HttpResponse):
-            return access
+        allowed = await access(request)
+        if isinstance(allowed, HttpResponse):
+            return allowed
         response = await segment_response(
             manager, request.params["stream_id"], request.params["segment"],
             request.header_fields(), client=request.remote, metrics=metrics, plans=plans,
             budget=blocked,
         )  # fmt: skip
         http = _to_http(response)
-        if access.by_header:
-            # A shared cache may store a "public" answer to a request with Authorization
-            # and give it to anyone asking for the same URI (RFC 9111 §3.5).
-            private = [(k, v.replace("public", "private") if k == "cache-control" else v)
-                       for k, v in http.headers]  # fmt: skip
-            http = attrs.evolve(http, headers=private)
-        return http
+        return _private(http) if allowed.by_header else http
 
     router.add("GET", "/streams/{stream_id}/index.m3u8", playlist)
     router.add("GET", "/streams/{stream_id}/hls/{segment}", segment)

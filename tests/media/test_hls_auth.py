@@ -8,7 +8,6 @@ reaches the log; a cache in front still stores each segment once per minute of i
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 import time
@@ -29,7 +28,6 @@ from test_varnish import VARNISHD, varnish  # noqa: F401  (the fixture: varnishd
 from mmstream.capability import Capabilities
 from mmstream.client import connect
 from mmstream.config import AuthConfig, CacheConfig, Config, ServerConfig, TokenConfig
-from mmstream.logs import TextFormatter
 from mmstream.server import RunningServer, serve
 
 KEY = "a-capability-key-of-32-characters-or-more"
@@ -53,24 +51,6 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> RunningServer:
     )  # fmt: skip
     running: RunningServer = await nursery.start(serve, config)
     return running
-
-
-@pytest.fixture
-def server_log() -> Iterator[io.StringIO]:
-    """The server's log, formatted as ``mmstream serve`` writes it, DEBUG included (the
-    access lines: each request's method and target)."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(TextFormatter())
-    logger = logging.getLogger("mmstream")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield out
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def _uris(playlist: str) -> list[str]:
