@@ -20,10 +20,13 @@ __all__ = ["ALLOWED_HEADERS", "EXPOSED_HEADERS", "cors_headers", "preflight"]
 
 Headers = list[tuple[str, str]]
 
-#: What a player may read besides the CORS-safelisted response headers.
+#: What a player may read besides the CORS-safelisted response headers: ICY's, ranges',
+#: where a time seek starts (``x-mmstream-time``, ``-offset``), and the capability an
+#: answer to a token hands on for ``<audio src>`` and native HLS (docs/hls.md).
 EXPOSED_HEADERS = (
     "icy-metaint, icy-name, icy-genre, icy-description, icy-url, icy-br, icy-pub, "
-    "icy-public, icy-audio-info, content-length, content-range, accept-ranges, etag"
+    "icy-public, icy-audio-info, content-length, content-range, accept-ranges, etag, "
+    "x-mmstream-time, x-mmstream-offset, x-mmstream-capability"
 )
 #: Request headers a player may send.
 ALLOWED_HEADERS = ("icy-metadata", "range", "authorization", "if-none-match", "if-range")

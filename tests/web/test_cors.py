@@ -23,6 +23,14 @@ def test_a_listed_origin_is_echoed_with_vary_and_icy_headers_exposed() -> None:
     assert cors_headers("https://evil.example", (SITE,)) == []
 
 
+def test_a_player_on_another_site_reads_where_a_seek_starts_and_the_capability() -> None:
+    """A page elsewhere that seeks (``HEAD ?t=``) or holds a token needs
+    ``X-Mmstream-Time`` and ``X-Mmstream-Capability`` (regression: not exposed, so
+    ``fetch`` saw neither)."""
+    exposed = dict(cors_headers(SITE, (SITE,)))["access-control-expose-headers"].split(", ")
+    assert {"x-mmstream-time", "x-mmstream-offset", "x-mmstream-capability"} <= set(exposed)
+
+
 def test_any_origin() -> None:
     assert dict(cors_headers("https://a.example", ("*",)))["access-control-allow-origin"] == "*"
 
