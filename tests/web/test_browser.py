@@ -424,3 +424,63 @@ def test_with_auth_the_page_hands_native_hls_a_capability(tmp_path: Path) -> Non
         assert httpx.get(f"{base}/streams/{stream_id}/{segment}").status_code == 200
         assert httpx.get(f"{base}/streams/{stream_id}/index.m3u8").status_code == 401
         assert token not in (tmp_path / "server.log").read_text()
+
+
+def test_with_auth_the_page_plays_over_http_by_capability(tmp_path: Path) -> None:
+    """With tokens on, everything the page plays by ``<audio src>`` (which cannot send the
+    token) carries the capability a HEAD with the token was answered with: a READY stream, a
+    live MP3, the timeline's ``?t=`` rewind and **Live** (regression: each was 401). No
+    request of the page is refused, and the token is never in a URL nor in the log."""
+    token = "page-token-0123456789abcdef"
+    config = tmp_path / "auth.toml"
+    config.write_text(f'[auth]\ntokens = [{{token = "{token}", scopes = ["read", "write"]}}]\n')
+    ready, live = f"auth-ready-{os.getpid()}", f"auth-live-{os.getpid()}"
+    audio = "document.querySelector('#audio')"
+    capability = r"exp=\d+&sig=[\w-]{22}$"
+    with serve_process(tmp_path, config) as base:
+        put = httpx.put(f"{base}/streams/{ready}", content=SILENT_MP3_FRAME * 383,
+                        headers={"authorization": f"Bearer {token}",
+                                 "content-type": "audio/mpeg"})  # fmt: skip
+        assert put.status_code in (200, 201)
+        with _live_source(base, live, "mp3", token=token), _browser_page(tmp_path) as page:
+            answers: list[tuple[str, int]] = []
+            page.on("response", lambda r: answers.append((r.url, r.status)))
+            page.goto(f"{base}/#token={token}")
+
+            page.wait_for_selector(f'li[data-stream-id="{ready}"][data-status="ready"]')
+            page.click(f'li[data-stream-id="{ready}"] button.play')
+            _wait_until(page, f"{audio}.src.includes('/streams/{ready}?')")
+            assert re.search(rf"/streams/{ready}\?{capability}", page.evaluate(f"{audio}.src"))
+            _advancing(page, audio)
+            with page.expect_download() as download:  # the plain link: by capability too
+                page.click(f'li[data-stream-id="{ready}"] a[download]')
+            assert Path(download.value.path()).read_bytes() == SILENT_MP3_FRAME * 383
+
+            item = f'li[data-stream-id="{live}"]'
+            page.wait_for_selector(f'{item}[data-status="uploading"]')
+            page.click(f"{item} button.play")
+            _wait_until(page, f"{audio}.src.includes('/streams/{live}?')")
+            assert re.search(rf"/streams/{live}\?{capability}", page.evaluate(f"{audio}.src"))
+            _advancing(page, audio)
+            page.wait_for_selector("#timeline:not([hidden])")
+
+            page.click("#go-live")  # as the timeline test: its HEAD builds the time index
+            _wait_until(page, f"{audio}.src.includes('/streams/{live}?t=-3&')")
+            assert re.search(rf"/streams/{live}\?t=-3&{capability}", page.evaluate(f"{audio}.src"))
+            _advancing(page, audio)
+            _wait_until(page, "window.mmstream.player.behind() < 8")
+
+            page.click("#rewind")
+            _wait_until(page, f"{audio}.src.includes('/streams/{live}?t=') && "
+                              f"!{audio}.src.includes('?t=-3&')")  # fmt: skip
+            assert re.search(rf"/streams/{live}\?t=\d+\.\d&{capability}",
+                             page.evaluate(f"{audio}.src"))  # fmt: skip
+            _advancing(page, audio)
+            assert 27 < page.evaluate("window.mmstream.player.behind()") < 36
+            assert page.evaluate("window.mmstream.error") is None
+
+        played = [(url, status) for url, status in answers if "/streams/" in url]
+        assert played and all(status < 400 for _, status in played), played
+        assert any("?t=-3&exp=" in url for url, _ in played)
+        assert all(token not in url for url, _ in answers)
+    assert token not in (tmp_path / "server.log").read_text()

@@ -311,6 +311,21 @@ async function hlsSource(audio, id) {
   return capability ? `${url}?${capability}` : url;
 }
 
+// A HEAD of the stream (from ?query, if given) with the token: where the answer starts
+// (X-Mmstream-Time, null if not said) and the URL the element plays it by. With auth on an
+// <audio src> cannot send the token, so the URL carries the capability the answer to the
+// token hands on (X-Mmstream-Capability: docs/http.md, *Access control*).
+async function probe(id, query = "") {
+  const url = query ? `${streamUrl(id)}?${query}` : streamUrl(id);
+  const answer = await fetch(url, { method: "HEAD", headers: authHeaders(), cache: "no-store" }).catch(() => null);
+  const capability = answer?.ok ? answer.headers.get("x-mmstream-capability") : null;
+  const start = Number(answer?.headers.get("x-mmstream-time") ?? NaN);
+  return {
+    src: capability ? `${url}${query ? "&" : "?"}${capability}` : url,
+    start: answer?.ok && Number.isFinite(start) ? start : null,
+  };
+}
+
 class Player {
   constructor(audio) {
     this.audio = audio;
@@ -362,7 +377,7 @@ class Player {
     }
     const hls = await hlsSource(this.audio, this.streamId);
     this.mode = hls ? "hls" : "http";
-    this.audio.src = hls ?? streamUrl(this.streamId);
+    this.audio.src = hls ?? (TOKEN ? (await probe(this.streamId)).src : streamUrl(this.streamId));
     await this.audio.play().catch(() => {}); // autoplay may be refused; the controls remain
   }
 
@@ -407,8 +422,8 @@ class Player {
       this.audio.currentTime = target;
       return;
     }
-    const query = `t=${target.toFixed(1)}`;
-    await this.#playFrom(query, (await this.#startOf(query)) ?? target);
+    const { src, start } = await probe(this.streamId, `t=${target.toFixed(1)}`);
+    await this.#playFrom(src, start ?? target);
   }
 
   async goLive() {
@@ -418,30 +433,22 @@ class Player {
       if (seekable.length) this.audio.currentTime = Math.max(0, seekable.end(seekable.length - 1) - LIVE_DELAY);
       return;
     }
-    const query = `t=-${LIVE_DELAY}`;
-    const start = await this.#startOf(query);
+    // Where the answer starts, from a HEAD (no body). (It also builds the stream's time index
+    // to the end, so the next stat's edge is exact even for a stream uploaded faster than
+    // real time.)
+    const { src, start } = await probe(this.streamId, `t=-${LIVE_DELAY}`);
     if (start !== null && this.edge?.growing) {
       this.edge = { duration: start + LIVE_DELAY, at: performance.now(), growing: true };
     }
-    await this.#playFrom(query, start ?? Math.max(0, (this.edgeNow() ?? LIVE_DELAY) - LIVE_DELAY));
+    await this.#playFrom(src, start ?? Math.max(0, (this.edgeNow() ?? LIVE_DELAY) - LIVE_DELAY));
   }
 
-  // Where the answer to ?query starts (media seconds): the server says it in X-Mmstream-Time,
-  // and a HEAD costs no body. (It also builds the stream's time index to the end, so the
-  // next stat's edge is exact even for a stream uploaded faster than real time.)
-  async #startOf(query) {
-    const url = `${streamUrl(this.streamId)}?${query}`;
-    const answer = await fetch(url, { method: "HEAD", headers: authHeaders(), cache: "no-store" }).catch(() => null);
-    const start = Number(answer?.headers.get("x-mmstream-time") ?? NaN);
-    return answer?.ok && Number.isFinite(start) ? start : null;
-  }
-
-  async #playFrom(query, base) {
+  async #playFrom(src, base) {
     this.#detach();
     this.mode = "http";
     this.base = base;
     this.origin = null;
-    this.audio.src = `${streamUrl(this.streamId)}?${query}`;
+    this.audio.src = src;
     await this.audio.play().catch(() => {});
   }
 
@@ -645,6 +652,14 @@ class Page {
     download.textContent = "⤓";
     download.title = "Download";
     download.setAttribute("aria-label", `Download ${id}`);
+    // With auth on a link cannot send the token either: it asks for a capability first,
+    // then follows the link with it (that click, the page's own, is not trusted: it goes).
+    download.addEventListener("click", async (event) => {
+      if (!TOKEN || !event.isTrusted) return;
+      event.preventDefault();
+      download.href = (await probe(id)).src;
+      download.click();
+    });
     const remove = document.createElement("button");
     remove.type = "button";
     remove.className = "ghost";
