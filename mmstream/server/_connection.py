@@ -289,37 +289,26 @@ class Session:
 
     async def _apply_all(self) -> None:
         """Apply every message in order."""
-        held: str | bytes | None = None  # taken while batching upload frames, applied next
         while True:
-            message = held
-            held = None
-            if message is None:
-                try:
-                    message = await self._next_message()
-                except _EndOfInput:
-                    break
+            try:
+                message = await self._next_message()
+            except _EndOfInput:
+                break
             match message:
                 case bytes():
-                    frames, held = self._take_frames(message)
-                    await self._append_frames(frames)
+                    await self._append_frames(self._take_frames(message))
                 case str():
                     await self._act(self.core.receive_text(message))
         await self._act(self.core.end())
 
-    def _take_frames(self, first: bytes) -> tuple[list[bytes], str | None]:
+    def _take_frames(self, first: bytes) -> list[bytes]:
         """``first`` and the upload frames the transport holds right behind it, up to the
-        batch limit, and the message after them that is not one, if it was taken."""
+        batch limit, taken in one call (a text message behind them stays queued)."""
         frames = [first]
-        total, limit = len(first), self.core.batch_limit()
-        while total < limit and len(frames) < BATCH_FRAMES:
-            message = self.connection.receive_nowait()
-            if message is None:
-                break
-            if isinstance(message, str):
-                return frames, message
-            frames.append(message)
-            total += len(message)
-        return frames, None
+        rest = self.core.batch_limit() - len(first)
+        if rest > 0:
+            frames += self.connection.receive_frames_nowait(rest, BATCH_FRAMES - 1)
+        return frames
 
     # -- actions ---------------------------------------------------------------------------
 

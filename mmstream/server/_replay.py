@@ -37,7 +37,7 @@ from collections.abc import Callable
 import trio
 
 from .._locks import acquire
-from ._budget import Account, client_frame_size
+from ._budget import Account
 
 __all__ = ["Delivery", "ReplayStream"]
 
@@ -177,10 +177,11 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         if self.account is not None:
             self.account.charge(size)
 
-    def consumed(self, size: int, *, queue_empty: bool) -> None:
-        """A frame of ``size`` payload bytes is no longer held: the session took its message
-        (or the reader handed it over), or the library handled it (a ping). What such
-        releases miss (the extra headers of a fragmented message; pings a library answers
+    def consumed(self, wire: int, *, queue_empty: bool) -> None:
+        """Whole client frames of ``wire`` bytes, headers included
+        (:func:`~._budget.client_frame_size`), are no longer held: the session took their
+        messages (a batch of upload frames at once), or the library handled them (pings).
+        What such releases miss (the extra headers of a fragmented message; pings a library answers
         unseen) is settled when nothing is queued and the last read emptied the socket: the
         account goes to zero (what goes uncounted then is at most the start of a frame that
         last read brought)."""
@@ -190,7 +191,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         if queue_empty and not self._read_full:
             account.release(account.held)
         else:
-            account.release(client_frame_size(size))
+            account.release(wire)
 
     def send_nowait(self, first: bytes | memoryview, *more: bytes | memoryview) -> Delivery:
         """Write ``first`` and ``more`` (whole WebSocket frames, or a frame's header and its

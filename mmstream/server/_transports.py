@@ -10,19 +10,22 @@ driven by the session's own reads (:mod:`._ws_sansio`), and trio-websocket's
 ``get_message``/``send_message`` (:mod:`._ws_trio`).
 
 Whole messages wait for the session in a queue per connection: the session takes every
-queued one without a checkpoint each (``receive_nowait``), so a burst of upload frames is
-applied as one batch, and the socket is not read while the session is behind.
+queued one without a checkpoint each (``receive_nowait``, and a run of upload frames in one
+call, ``receive_frames_nowait``), so a burst of upload frames is applied as one batch, and
+the socket is not read while the session is behind.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 import trio
 
 from ..config import ServerConfig
+from ._budget import client_frame_size
 from ._replay import Delivery, ReplayStream
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "first_supported",
     "make_transport",
     "run_handler",
+    "take_frames",
 ]
 
 CLOSE_NORMAL = 1000
@@ -98,6 +102,15 @@ class Connection(Protocol):
         one batch this way, without a checkpoint per message; None rather than an
         exception, because an empty queue is the common case (a slow stream's every
         frame)."""
+        ...
+
+    def receive_frames_nowait(self, max_bytes: int, max_count: int) -> list[bytes]:
+        """The binary messages (upload frames) queued at the head of the queue, in order,
+        taken in one call: while fewer than ``max_bytes`` bytes and ``max_count`` frames
+        are taken. A text message (or a failure) ends the run and stays queued for
+        :meth:`receive_nowait`. One call and one release of the receive budget for the lot:
+        with 4 KiB frames a read brings 64 of them, and per-frame calls cost more than
+        the rest of their way to the disk."""
         ...
 
     def on_input_idle(self, callback: Callable[[], None] | None) -> None:
@@ -208,6 +221,30 @@ async def run_handler(
         await trio.aclose_forcefully(stream)
         raise
     await connection.close()
+
+
+_Q = TypeVar("_Q")
+
+
+def take_frames(
+    queue: collections.deque[_Q], max_bytes: int, max_count: int
+) -> tuple[list[bytes], int]:
+    """The binary messages at the head of ``queue``, popped while fewer than ``max_bytes``
+    bytes and ``max_count`` frames are taken (what
+    :meth:`Connection.receive_frames_nowait` hands over), and the bytes they took on the
+    wire (for the receive budget)."""
+    frames: list[bytes] = []
+    taken = wire = 0
+    while queue and taken < max_bytes and len(frames) < max_count:
+        item = queue[0]
+        if not isinstance(item, bytes):  # text, or a failure: it stays for receive_nowait
+            break
+        queue.popleft()
+        frames.append(item)
+        size = len(item)
+        taken += size
+        wire += client_frame_size(size)
+    return frames, wire
 
 
 def first_supported(offered: Sequence[str], supported: Sequence[str]) -> str | None:

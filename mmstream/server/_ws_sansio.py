@@ -27,7 +27,7 @@ from websockets.typing import Subprotocol
 
 from .. import __version__
 from .._locks import acquire
-from ._budget import payload_size
+from ._budget import client_frame_size, payload_size
 from ._replay import Delivery, ReplayStream
 from ._transports import (
     CLOSE_NORMAL,
@@ -38,6 +38,7 @@ from ._transports import (
     TransportOptions,
     first_supported,
     run_handler,
+    take_frames,
 )
 
 __all__ = ["MAX_FRAGMENTS", "WebsocketsTransport"]
@@ -150,16 +151,24 @@ class _WebsocketsConnection(SendHelpers):
         if isinstance(item, _MessageFailure):
             self._failure = item
             return None
-        self._consumed(payload_size(item))
+        self._consumed(client_frame_size(payload_size(item)))
         return item
 
-    def _consumed(self, size: int) -> None:
-        """The bytes of a frame of ``size`` payload bytes are no longer held (the session
-        took its message, or it was a ping or pong): released from the connection's share
-        of the receive budget (:mod:`._budget`)."""
+    def receive_frames_nowait(self, max_bytes: int, max_count: int) -> list[bytes]:
+        if self._failure is not None:
+            return []
+        frames, wire = take_frames(self._messages, max_bytes, max_count)
+        if wire:
+            self._consumed(wire)
+        return frames
+
+    def _consumed(self, wire: int) -> None:
+        """Whole client frames of ``wire`` bytes (headers included) are no longer held (the
+        session took their messages, or they were pings or pongs): released from the
+        connection's share of the receive budget (:mod:`._budget`)."""
         stream = self.stream
         if isinstance(stream, ReplayStream):
-            stream.consumed(size, queue_empty=not self._messages)
+            stream.consumed(wire, queue_empty=not self._messages)
 
     async def receive(self) -> str | bytes | None:
         failure, self._failure = self._failure, None
@@ -167,7 +176,7 @@ class _WebsocketsConnection(SendHelpers):
             if self._messages:
                 item = self._messages.popleft()
                 if not isinstance(item, _MessageFailure):
-                    self._consumed(payload_size(item))
+                    self._consumed(client_frame_size(payload_size(item)))
                     return item
                 failure = item
             elif self._interrupted:
@@ -214,21 +223,27 @@ class _WebsocketsConnection(SendHelpers):
                 self._ended = True
 
     def _receive_events(self, events: Sequence[object]) -> None:
+        queue = self._messages.append
         for event in events:
             if not isinstance(event, Frame):
                 continue
             opcode = event.opcode
+            data = event.data
+            if opcode is Opcode.BINARY and event.fin and not self._discarding:
+                # An upload frame, whole (the protocol refuses a new message in the middle
+                # of a fragmented one): queued as it is, with nothing else to decide.
+                queue(data if type(data) is bytes else bytes(data))
+                continue
             if opcode is Opcode.PONG or opcode is Opcode.PING:
-                if event.data == self._ping:
+                if data == self._ping:
                     self._ping = None
-                self._consumed(len(event.data))  # the protocol answered a ping itself
+                self._consumed(client_frame_size(len(data)))  # the protocol answered a ping
                 continue
             if opcode is Opcode.CLOSE:
                 continue
             if self._discarding:  # closing, or failed: nothing more is taken
-                self._consumed(len(event.data))
+                self._consumed(client_frame_size(len(data)))
                 continue
-            data = event.data
             if not event.fin or self._fragments:
                 if opcode is not Opcode.CONT:
                     self._fragmented_text = opcode is Opcode.TEXT

@@ -8,15 +8,14 @@ the library's send, so ``send_nowait`` always refuses here.
 
 from __future__ import annotations
 
-import contextlib
-import math
+import collections
 from collections.abc import Sequence
 
 import attrs
 import trio
 import trio_websocket
 
-from ._budget import payload_size
+from ._budget import client_frame_size, payload_size
 from ._replay import Delivery, ReplayStream
 from ._transports import (
     CLOSE_NORMAL,
@@ -27,22 +26,21 @@ from ._transports import (
     TransportOptions,
     first_supported,
     run_handler,
+    take_frames,
 )
 
 __all__ = ["TrioWebsocketTransport"]
 
 
-class _Interrupted:
-    """What ``interrupt_receive`` queues behind the messages already waiting."""
-
-
-_INTERRUPTED = _Interrupted()
-
-
 class _MessageQueue:
-    """trio-websocket's messages between the pump task and the session, in a trio memory
-    channel the session can drain without a checkpoint per message (:meth:`get_nowait`;
-    the library's own ``get_message`` has no such form).
+    """trio-websocket's messages between the pump task and the session, which takes them
+    without a checkpoint each (:meth:`get_nowait`, :meth:`take_frames`; the library's own
+    ``get_message`` has no such form).
+
+    The library hands over one message per pass through the scheduler, so a session woken
+    by the first message of a read would find it alone: :meth:`get` lets the pump go on
+    while it still finds messages, and the session then takes them as one batch (a
+    regression test counts the batches: one per frame before).
 
     Bounded by flow control: past ``high`` queued messages the pump waits
     (:meth:`wait_for_room`) until they drain to a quarter of that; the library's own
@@ -50,27 +48,30 @@ class _MessageQueue:
     """
 
     def __init__(self, high: int, wire: ReplayStream | None = None) -> None:
-        self._send, self._receive = trio.open_memory_channel[str | bytes | _Interrupted](math.inf)
+        self._items: collections.deque[str | bytes] = collections.deque()
         #: Told what the session takes, for the connection's receive budget.
         self._wire = wire
-        self._queued = 0
         self._high, self._low = high, high // 4
         self._room: trio.Event | None = None
+        #: Set while the session waits for a message.
+        self._arrival: trio.Event | None = None
+        #: Messages queued and taken so far; where :meth:`interrupt` left its mark.
+        self._put = self._taken = 0
+        self._mark: int | None = None
+        self._closed = False
         #: Set once messages are dropped rather than queued (the session no longer takes any).
         self.discarding = False
 
     # -- the pump's side -----------------------------------------------------------------------
 
     def put(self, message: str | bytes) -> None:
-        if self.discarding:
+        if self.discarding or self._closed:
             return
-        try:
-            self._send.send_nowait(message)
-        except trio.ClosedResourceError:
-            return
-        self._queued += 1
-        if self._queued > self._high and self._room is None:
+        self._items.append(message)
+        self._put += 1
+        if len(self._items) > self._high and self._room is None:
             self._room = trio.Event()
+        self._wake()
 
     async def wait_for_room(self) -> None:
         """Return once the session has taken enough (at once while there is room)."""
@@ -81,7 +82,8 @@ class _MessageQueue:
     def close(self) -> None:
         """No more messages: the session's :meth:`get` raises ``trio.EndOfChannel`` once
         it has taken the queued ones."""
-        self._send.close()
+        self._closed = True
+        self._wake()
 
     def discard(self) -> None:
         """Drop what comes from now on, and let the pump go on (for the closing handshake)."""
@@ -90,37 +92,60 @@ class _MessageQueue:
 
     # -- the session's side ---------------------------------------------------------------------
 
+    def _at_mark(self) -> bool:
+        return self._mark is not None and self._taken >= self._mark
+
     def get_nowait(self) -> str | bytes | None:
         """The next queued message, None if there is none (or at the mark
         :meth:`interrupt` left)."""
-        if not self._queued:
+        if not self._items or self._at_mark():
             return None
-        try:
-            item = self._receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return None
-        if isinstance(item, _Interrupted):
-            return None
-        self._taken(item)
+        item = self._items.popleft()
+        self._taken_out(1, client_frame_size(payload_size(item)))
         return item
+
+    def take_frames(self, max_bytes: int, max_count: int) -> list[bytes]:
+        """The binary messages at the head of the queue (see
+        :meth:`~._transports.Connection.receive_frames_nowait`)."""
+        limit = max_count if self._mark is None else min(max_count, self._mark - self._taken)
+        frames, wire = take_frames(self._items, max_bytes, limit)
+        if frames:
+            self._taken_out(len(frames), wire)
+        return frames
 
     async def get(self) -> str | bytes | None:
         """The next message, waiting for it; None at the mark :meth:`interrupt` left."""
-        item = await self._receive.receive()
-        if isinstance(item, _Interrupted):
-            return None
-        self._taken(item)
-        return item
+        while not self._items or self._at_mark():
+            if self._at_mark():
+                self._mark = None
+                return None
+            if self._closed:
+                raise trio.EndOfChannel
+            self._arrival = arrival = trio.Event()
+            await arrival.wait()
+        idle = 0
+        while len(self._items) < self._high and idle < 2:
+            put = self._put
+            await trio.lowlevel.cancel_shielded_checkpoint()  # the pump's turn
+            # Trio runs a pass's tasks in random order, so one pass without a new message
+            # may just mean the pump ran before us twice; two in a row: it waits.
+            idle = idle + 1 if self._put == put else 0
+        return self.get_nowait()
 
     def interrupt(self) -> None:
-        with contextlib.suppress(trio.ClosedResourceError):
-            self._send.send_nowait(_INTERRUPTED)
+        self._mark = self._put
+        self._wake()
 
-    def _taken(self, item: str | bytes) -> None:
-        self._queued -= 1
+    def _wake(self) -> None:
+        arrival, self._arrival = self._arrival, None
+        if arrival is not None:
+            arrival.set()
+
+    def _taken_out(self, count: int, wire: int) -> None:
+        self._taken += count
         if self._wire is not None:
-            self._wire.consumed(payload_size(item), queue_empty=not self._queued)
-        if self._queued <= self._low:
+            self._wire.consumed(wire, queue_empty=not self._items)
+        if len(self._items) <= self._low:
             self._resume()
 
     def _resume(self) -> None:
@@ -143,6 +168,9 @@ class _TrioWebsocketConnection(SendHelpers):
 
     def receive_nowait(self) -> str | bytes | None:
         return self.queue.get_nowait()
+
+    def receive_frames_nowait(self, max_bytes: int, max_count: int) -> list[bytes]:
+        return self.queue.take_frames(max_bytes, max_count)
 
     async def receive(self) -> str | bytes | None:
         try:

@@ -163,3 +163,32 @@ async def test_a_client_that_answers_pings_stays() -> None:
                 await client.receive()
             assert client.protocol.close_rcvd.code == 1000
             await client.stream.aclose()
+
+
+async def test_one_read_of_upload_frames_is_taken_as_one_batch() -> None:
+    """``receive_frames_nowait`` hands over the binary messages at the head of the queue in
+    one call, up to the limits, and leaves a text message behind them queued."""
+    batches: list[list[bytes]] = []
+    after: list[str | bytes | None] = []
+
+    async def handler(connection: Connection) -> None:
+        first = await connection.receive()
+        assert first == b"\x00" * 100
+        batches.append(connection.receive_frames_nowait(250, 1000))  # stops once 250 reached
+        batches.append(connection.receive_frames_nowait(1 << 20, 10))  # stops at 10 frames
+        batches.append(connection.receive_frames_nowait(1 << 20, 1000))  # stops at the text
+        batches.append(connection.receive_frames_nowait(1 << 20, 1000))  # the text is next
+        after.append(connection.receive_nowait())
+
+    async with trio.open_nursery() as nursery:
+        client = await _connect(nursery, handler, options())
+        for _ in range(40):
+            client.protocol.send_binary(b"\x00" * 100)
+        client.protocol.send_text(b"behind")
+        # One write: one read on the server's side.
+        await client.stream.send_all(b"".join(client.protocol.data_to_send()))
+        while client.protocol.close_rcvd is None:
+            await client.receive()
+        await client.stream.aclose()
+    assert [len(batch) for batch in batches] == [3, 10, 26, 0]
+    assert after == ["behind"]

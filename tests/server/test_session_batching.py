@@ -57,6 +57,10 @@ async def test_pipelined_frames_keep_order_acks_and_bytes(
     stats = {m["re"]: m["stat"]["size"] for m in messages if str(m.get("re")).startswith("stat")}
     assert stats == {f"stat{i}": (i + 1) * FRAME for i in range(49, 300, 50)}
     assert [m for m in messages if m.get("op") == "error"] == []
+    # Batches, not frames, reached the manager: one write (one observation) per batch, and
+    # a batch ends at each ack (every 10 frames) and at each stat.
+    assert server.metrics is not None
+    assert 30 <= sum(server.metrics.write_seconds.counts) <= 60
     async with v1_connect(f"{server.url}/v1/streams/b", transport) as v1:
         reply = await v1.call(Read(id="r", offset=0))
         assert reply["length"] == len(data)
