@@ -70,7 +70,8 @@ class _WebsocketsConnection(SendHelpers):
 
     The session's :meth:`receive` reads the socket itself when nothing is queued: one read,
     fed whole to the protocol, every message it completed queued at once (the session
-    takes them with :meth:`receive_nowait`, so a burst of upload frames is one batch). So
+    takes a run of upload frames with one :meth:`receive_frames_nowait`, so a burst of
+    upload frames is one batch). So
     a real-time stream's frame costs one task step, and nothing is read while the session
     is busy: the socket buffer fills and TCP slows the client (the queue never holds more
     than one read). Sends frame through the protocol and write what it has to send under
