@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import itertools
 import mmap
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,42 @@ def test_pwrite_is_the_default_and_needs_no_prefault(tmp_path: Path) -> None:
         assert cache.read(0, len(data)) == data  # through the mapping, grown on the way
         assert cache.size >= len(data)
         assert not cache.prefault_state().enabled
+    finally:
+        cache.close()
+
+
+def test_pwrite_writes_at_most_64_kib_a_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of frames, and one large frame, reach the file in calls of 64 KiB at most
+    (frames that follow each other still share a call): the page cache takes a larger
+    write in larger folios, which on this project's virtual machines cost 15-20x the
+    system time (docs/performance.md). The calls are counted on the real file."""
+    sizes: list[int] = []
+    real_pwrite, real_pwritev = os.pwrite, os.pwritev
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        sizes.append(memoryview(data).nbytes)
+        return real_pwrite(fd, data, offset)
+
+    def pwritev(fd: int, buffers: Any, offset: int) -> int:
+        sizes.append(sum(memoryview(b).nbytes for b in buffers))
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    cache = MmapCache(tmp_path / "s", CacheOptions(min_growth=4096))
+    cache.create(4 << 20)
+    try:
+        data = pattern(3 << 20)
+        frames = [data[i : i + 4096] for i in range(0, 1 << 20, 4096)]
+        ops = [(i * 4096, frame) for i, frame in enumerate(frames)]
+        assert cache.write_batch(ops) == 1 << 20  # 256 frames of 4 KiB: 16 calls
+        assert sorted(set(sizes)) == [64 * 1024] and len(sizes) == 16
+        sizes.clear()
+        assert cache.write(1 << 20, data[1 << 20 :]) == 2 << 20  # one 2 MiB frame: 32 calls
+        assert max(sizes) == 64 * 1024 and sum(sizes) == 2 << 20
+        assert cache.read(0, len(data)) == data
     finally:
         cache.close()
 
