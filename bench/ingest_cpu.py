@@ -5,8 +5,10 @@
         [--server websockets] [--server 'websockets:receive_buffer_size = "1 MiB"'] ...
 
 A ``--server`` is ``bare`` (``python -m bench.servers websockets``), ``bare-trio``
-(trio-websocket, 256 KiB reads) or an mmstream transport, optionally followed by ``:`` and
-extra ``[server]`` lines (``;`` between lines), so two configurations run side by side. The
+(trio-websocket, 256 KiB reads) or an mmstream transport, optionally followed by ``@TREE``,
+another source tree to run mmstream and its backends from (``git archive main mmstream
+backends | tar -x -C /tmp/main``, then ``websockets@/tmp/main``: a before/after in one run),
+and by ``:`` and extra ``[server]`` lines (``;`` between lines). The
 servers are pinned and take turns as in ``python -m bench``; the CPU is read from
 ``/proc/PID/stat`` around each run. The bare servers write nothing: what mmstream's system
 time adds is mostly the page cache taking the stream (docs/performance.md).
@@ -46,6 +48,7 @@ def start(
         argv = python_module("bench.servers", *args, "--port", str(port))
         proc = stack.enter_context(bench.server(f"{kind}-{index}", argv, port))
         return proc, {"mode": "ws-ingest", "path": "/", "protocol": "discard"}
+    kind, _, tree = kind.partition("@")
     port = free_port()
     config = bench.mmstream_config(port, kind, "mmap", f"cpu{index}", "64 MiB")
     if extra:
@@ -54,6 +57,10 @@ def start(
         )
         config.write_text(text)
     argv = python_module("mmstream", "serve", "--config", str(config))
+    if tree:
+        paths = [str(Path(tree).resolve() / p) for p in ("", "backends/mmap", "backends/file")]
+        code = f"import runpy, sys; sys.path[:0] = {paths!r}; runpy.run_module('mmstream', run_name='__main__')"
+        argv = [argv[0], "-c", code, *argv[3:]]
     proc = stack.enter_context(bench.server(f"mmstream-{index}", argv, port, health="/healthz"))
     return proc, {"mode": "ws-ingest", "protocol": "mmstream", "subprotocol": "mmstream.v1"}
 
