@@ -12,14 +12,18 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from tier_moto import TEST_CREDENTIALS, MotoServer, free_port
 
-from mmstream.config import TierConfig
+from mmstream.config import IcecastConfig, TierConfig
 from mmstream.logs import TextFormatter
+from mmstream.metrics import Metrics
+from mmstream.server._fanout import FanoutHub, serve_fanout_hub
+from mmstream.streams import StreamManager
 
 _FIGURES: list[tuple[str, str, str]] = []
 
@@ -36,6 +40,17 @@ def ram_path(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def hub(manager: StreamManager) -> AsyncIterator[FanoutHub]:
+    """The server's one follow path over the test's ``manager`` (with its own metrics):
+    what ``stream_response`` is given as ``follow`` (``hub.follow``) in tests without a
+    server."""
+    async with trio.open_nursery() as nursery:
+        config, metrics = IcecastConfig(), Metrics(process=False)
+        yield await nursery.start(serve_fanout_hub, manager, config, metrics)
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture

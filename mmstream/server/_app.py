@@ -85,15 +85,14 @@ def _url_host(host: str) -> str:
 
 def build_router(
     server: RunningServer,
-    authorizer: Authorizer | None = None,
-    cors_origins: Sequence[str] = (),
-    hub: FanoutHub | None = None,
+    authorizer: Authorizer | None,
+    cors_origins: Sequence[str],
+    hub: FanoutHub,
 ) -> Router:
     """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
     :func:`add_web_routes` (growing streams followed through ``hub``)."""
     router = Router(cors_origins)
-    follow = hub.follow if hub is not None else None
-    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer, follow=follow)
+    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer, follow=hub.follow)
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:

@@ -115,10 +115,11 @@ def add_web_routes(
     *,
     piece_size: int = PIECE_SIZE,
     authorizer: Authorizer | None = None,
-    follow: Follow | None = None,
+    follow: Follow,
 ) -> None:
     """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
-    ``/metrics`` (whose cache figures are then read from ``manager``)."""
+    ``/metrics`` (whose cache figures are then read from ``manager``); a growing stream is
+    followed through ``follow`` (the server's hub)."""
 
     plans = SegmentPlans()
     blocked = BlockingBudget()  # LL-HLS requests held for a part (web/llhls.py)

@@ -120,11 +120,16 @@ async def stream_response(
     piece_size: int = PIECE_SIZE,
     metrics: Metrics | None = None,
     query: str = "",
-    follow: Follow | None = None,
+    follow: Follow,
 ) -> Response:
     """Answer ``GET /streams/{stream_id}``; header names are lower case. For ``HEAD`` the
     sender sends the same head and drops the body (an iterator it never starts reads
-    nothing). A ``query`` with ``t=`` or ``at=`` asks for a time (:mod:`.timeseek`)."""
+    nothing). A ``query`` with ``t=`` or ``at=`` asks for a time (:mod:`.timeseek`).
+
+    A growing stream's body comes from ``follow``, the server's one follow path (its
+    per-stream broadcaster: ``FanoutHub.follow``). It is a parameter, not an import,
+    because ``web/`` does not import ``server/``; and it is required, so there is no
+    second way to follow a stream here (the sans-server tests pass a real hub too)."""
     try:
         asked = parse_time_query(query)
         info = await manager.find(stream_id)  # stat, or found in the tier (docs/tiering.md)
@@ -207,8 +212,8 @@ class _Pieces:
     generation: str
     piece_size: int
     metrics: Metrics | None
-    #: The server's one follow path for a growing stream (None: read the cache, waiting).
-    follow: Follow | None = None
+    #: The server's one follow path, for a growing stream.
+    follow: Follow
 
     async def _read(self, offset: int, length: int) -> bytes:
         data = await self.manager.read(self.stream_id, offset, length, generation=self.generation)
@@ -238,25 +243,10 @@ class _Pieces:
         try:
             if header:
                 yield header
-            if self.follow is not None:
-                followed = self.follow(self.stream_id, self.generation, start)
-                async with contextlib.aclosing(followed) as pieces:
-                    async for data in pieces:
-                        yield data
-                return
-            position = start
-            while True:
-                info = await self.manager.wait_for_data(
-                    self.stream_id, position, generation=self.generation
-                )
-                if info.size > position:
-                    data = await self._read(position, min(self.piece_size, info.size - position))
-                    position += len(data)
+            followed = self.follow(self.stream_id, self.generation, start)
+            async with contextlib.aclosing(followed) as pieces:
+                async for data in pieces:
                     yield data
-                elif info.status is StreamStatus.READY:
-                    return
-                else:
-                    raise StreamNotFoundError(f"stream {self.stream_id} failed: {info.error}")
         finally:
             if self.metrics is not None:
                 self.metrics.followers.dec()

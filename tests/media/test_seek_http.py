@@ -15,6 +15,7 @@ from media_files import FFMPEG, KINDS, media, needs_tools, packets
 from mmstream.config import CacheConfig
 from mmstream.errors import InvalidArgumentError
 from mmstream.media import parse_clock
+from mmstream.server._fanout import FanoutHub
 from mmstream.streams import StreamManager, open_stream_manager
 from mmstream.web.playback import Response, stream_response
 from mmstream.web.timeseek import TimeQuery, parse_time_query
@@ -47,14 +48,16 @@ def _decodes(data: bytes) -> str:
 @needs_tools
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_seek_lands_on_a_boundary_before_the_time(
-    manager: StreamManager, kind: str
+    manager: StreamManager, hub: FanoutHub, kind: str
 ) -> None:
     data = media(kind)
     await manager.create("take", content_type="application/octet-stream")
     await manager.append("take", data)
     await manager.finalize("take")
     for wanted in (3.0, 7.6):
-        response = await stream_response(manager, "take", {}, query=f"t={wanted}")
+        response = await stream_response(
+            manager, "take", {}, query=f"t={wanted}", follow=hub.follow
+        )
         assert response.status == 200
         offset = int(str(response.header("x-mmstream-offset")))
         time = float(str(response.header("x-mmstream-time")))
@@ -74,11 +77,11 @@ async def test_a_seek_lands_on_a_boundary_before_the_time(
 
 
 @needs_tools
-async def test_back_from_the_live_edge(manager: StreamManager) -> None:
+async def test_back_from_the_live_edge(manager: StreamManager, hub: FanoutHub) -> None:
     data = media("opus")
     await manager.create("live", content_type="audio/ogg")
     await manager.append("live", data)
-    response = await stream_response(manager, "live", {}, query="t=-2")
+    response = await stream_response(manager, "live", {}, query="t=-2", follow=hub.follow)
     assert response.header("cache-control") == "no-store"
     assert response.header("content-length") is None
     offset = int(str(response.header("x-mmstream-offset")))
@@ -98,25 +101,25 @@ async def test_back_from_the_live_edge(manager: StreamManager) -> None:
 
 
 @needs_tools
-async def test_at_a_wall_clock_time(manager: StreamManager) -> None:
+async def test_at_a_wall_clock_time(manager: StreamManager, hub: FanoutHub) -> None:
     await manager.create("rec", content_type="audio/mpeg")
     await manager.append("rec", media("mp3"))
     started = manager.stat("rec").created_at
     early = datetime.datetime.fromtimestamp(started - 60, datetime.UTC).isoformat()
-    response = await stream_response(manager, "rec", {}, query=f"at={early}")
+    response = await stream_response(manager, "rec", {}, query=f"at={early}", follow=hub.follow)
     assert response.header("x-mmstream-time") == "0.000"
     late = datetime.datetime.fromtimestamp(started + 5, datetime.UTC)
     later = late.strftime("%Y-%m-%dT%H:%M:%SZ")
-    response = await stream_response(manager, "rec", {}, query=f"at={later}")
+    response = await stream_response(manager, "rec", {}, query=f"at={later}", follow=hub.follow)
     assert float(str(response.header("x-mmstream-time"))) > 11  # all arrived at once
 
 
-async def test_bad_times_are_the_clients_fault(manager: StreamManager) -> None:
+async def test_bad_times_are_the_clients_fault(manager: StreamManager, hub: FanoutHub) -> None:
     await manager.create("s")
     for query in ("t=abc", "t=1e400", "t=1&t=2", "t=1&at=2026-01-01", "at=yesterday", "t="):
-        response = await stream_response(manager, "s", {}, query=query)
+        response = await stream_response(manager, "s", {}, query=query, follow=hub.follow)
         assert response.status == 400, query
-    response = await stream_response(manager, "nope", {}, query="t=1")
+    response = await stream_response(manager, "nope", {}, query="t=1", follow=hub.follow)
     assert response.status == 404
 
 

@@ -19,9 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_helpers import http_client
 
 from mmstream.cache import KiB, MiB
-from mmstream.config import ByteSize, CacheConfig, ServerConfig
+from mmstream.config import ByteSize, CacheConfig, IcecastConfig, ServerConfig
 from mmstream.metrics import Metrics
 from mmstream.server._admission import Slot
+from mmstream.server._fanout import serve_fanout_hub
 from mmstream.server._frontdoor import FrontDoor
 from mmstream.server._http import Router
 from mmstream.server._transports import Connection, make_transport
@@ -49,8 +50,9 @@ async def web_server(
     config = ServerConfig(**server)
     metrics = Metrics(process=False)
     async with open_stream_manager(cache) as manager, trio.open_nursery() as nursery:
+        hub = await nursery.start(serve_fanout_hub, manager, IcecastConfig(), metrics)
         router = Router()
-        add_web_routes(router, manager, metrics)
+        add_web_routes(router, manager, metrics, follow=hub.follow)
         door = FrontDoor(config, make_transport(config), _no_websockets, router)
         listeners = await nursery.start(
             partial(
