@@ -32,6 +32,7 @@ __all__ = [
     "EXPIRY_GRANULE",
     "Capabilities",
     "Refusal",
+    "asks_beyond_access",
     "capability_in_query",
     "decorate_playlist",
 ]
@@ -41,6 +42,8 @@ EXPIRY_GRANULE = 60
 _SIG_BYTES = 16  # 128 bits of HMAC-SHA256: RFC 2104 allows truncation to half and >= 80 bits
 _EXP = re.compile(r"\d{1,12}")
 _SIG = re.compile(r"[A-Za-z0-9_-]{22}")
+#: The query parameters a capability is made of.
+_NAMES = ("exp", "sig")
 _URI_ATTRIBUTE = re.compile(r'URI="([^"]*)"')
 
 
@@ -60,7 +63,7 @@ def capability_in_query(query: str) -> tuple[str, str] | Refusal | None:
     found: dict[str, list[str]] = {}
     for pair in query.split("&"):
         name, _, value = pair.partition("=")
-        if name in ("exp", "sig"):
+        if name in _NAMES:
             found.setdefault(name, []).append(value)
     if not found:
         return None
@@ -70,6 +73,13 @@ def capability_in_query(query: str) -> tuple[str, str] | Refusal | None:
     if not _EXP.fullmatch(exp[0]) or not _SIG.fullmatch(sig[0]):
         return Refusal(403, "forbidden: malformed capability")
     return exp[0], sig[0]
+
+
+def asks_beyond_access(query: str) -> bool:
+    """Whether a query string asks for anything but access (a capability's ``exp`` and
+    ``sig``): a time, an offset, ``?owner``. Routing decides by this, not by whether there
+    is a query, so a listener presenting a capability is routed as one with a token."""
+    return any(pair.partition("=")[0] not in _NAMES for pair in query.split("&") if pair)
 
 
 class Capabilities:

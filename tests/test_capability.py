@@ -10,6 +10,7 @@ from mmstream.capability import (
     EXPIRY_GRANULE,
     Capabilities,
     Refusal,
+    asks_beyond_access,
     capability_in_query,
     decorate_playlist,
 )
@@ -79,3 +80,22 @@ def test_every_uri_of_a_playlist_carries_the_capability() -> None:
     ]  # fmt: skip
     assert out.endswith("\n")
     assert decorate_playlist(playlist, "") == playlist
+
+
+@pytest.mark.parametrize(
+    ("query", "beyond"),
+    [
+        ("", False),
+        ("exp=1800000000&sig=AAAAAAAAAAAAAAAAAAAAAA", False),
+        ("sig=x&exp=1&", False),  # a malformed capability is refused, not routed elsewhere
+        ("exp=1&sig=x&t=-2", True),
+        ("offset=0", True),
+        ("owner", True),
+        ("exp=1&sig=x&=", True),  # an empty name asks for something unknown
+        ("expx=1", True),
+    ],
+)
+def test_a_query_asks_beyond_access_unless_it_is_only_a_capability(
+    query: str, beyond: bool
+) -> None:
+    assert asks_beyond_access(query) is beyond

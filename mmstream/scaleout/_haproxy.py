@@ -271,14 +271,17 @@ def render_haproxy_config(
     ]
     if opts.relay_listeners:
         lines += [
-            "    # Live listeners (GET /streams/{id}, no Range, no query) to the least-loaded",
-            "    # node: it relays the stream from its owner (cluster.peers). A node holding no",
-            "    # live copy anywhere redirects to /streams/{id}?owner, which goes by id.",
+            "    # Live listeners (GET /streams/{id}, no Range, no query but a capability) to",
+            "    # the least-loaded node: it relays the stream from its owner (cluster.peers).",
+            "    # A node holding no live copy anywhere redirects to /streams/{id}?owner,",
+            "    # which goes by id.",
             "    acl listen_get method GET",
             "    acl listen_path path_reg ^/streams/[^/]+$",
             "    acl ranged req.hdr(range) -m found",
             "    acl queried query -m found",
+            "    acl access_only query -m reg ^exp=[0-9]+&sig=[A-Za-z0-9_-]+$",
             "    use_backend mmstream_listeners if listen_get listen_path !ranged !queried",
+            "    use_backend mmstream_listeners if listen_get listen_path !ranged access_only",
         ]
     lines += [
         "    default_backend mmstream_nodes",

@@ -50,7 +50,7 @@ import trio
 
 from ..audio import detect_format
 from ..auth import CHALLENGE, Authorizer, basic_credentials, token_from_header
-from ..capability import Refusal
+from ..capability import Refusal, asks_beyond_access
 from ..config import IcecastConfig
 from ..errors import (
     CacheClosedError,
@@ -376,7 +376,11 @@ class Icecast:
         wants_titles = request.header("icy-metadata") == "1"
         if (request.header("range") is not None and not wants_titles) or asks_time(request.query):
             return False  # a range or a time (a 400 if malformed): the playback route's
-        access = await read_access(request, self.manager, self.authorizer)  # or a capability
+        # A capability is all a player without the token can present: it keeps nobody off
+        # the relays, and for a stream held elsewhere it is checked against the owner's.
+        relayable = self.relays is not None and not asks_beyond_access(request.query)
+        elsewhere = self._relayed_generation if relayable else None
+        access = await read_access(request, self.manager, self.authorizer, elsewhere=elsewhere)
         if isinstance(access, Refusal):
             if self.metrics is not None:
                 self.metrics.errors.labels(UnauthorizedError.code).inc()
@@ -388,7 +392,7 @@ class Icecast:
             len(chain) > 1
             and "offset=" not in request.query
             and isinstance(stream, trio.SocketStream)
-            and (self.relays is None or request.query or self.on_air.holds(stream_id))
+            and (not relayable or self.on_air.holds(stream_id))
         ):
             # In a cluster, a stream held elsewhere is relayed first (a fallback held here
             # must not win over the stream live on its owner); its owner decides fallbacks.
@@ -403,7 +407,7 @@ class Icecast:
         try:
             info = await self.manager.find(stream_id)  # a finished one may be in the tier
         except StreamNotFoundError:
-            if self.relays is None or request.query:
+            if not relayable:
                 return False  # the playback route answers errors
             relay = partial(self._relay, stream_id, stream, conn)
             # With fallbacks, the switch sends bytes itself: no in-band titles, as above.
@@ -423,6 +427,13 @@ class Icecast:
                 offset = int(value)
         local = partial(self._local, info, stream, conn, offset)
         return await self._counted(request, stream, stream_id, until_shutdown, local, wants_titles)
+
+    async def _relayed_generation(self, stream_id: str) -> str | None:
+        """The generation of ``stream_id`` on the peer uploading it (relayed from now on:
+        its listener is about to be), or None if no peer uploads it."""
+        assert self.relays is not None
+        relayed = await self.relays.get(stream_id)
+        return None if relayed is None else relayed[1].generation
 
     def _stations(self) -> Stations:
         """Where a switching listener's streams are: here, or (relays on) on any peer."""

@@ -10,6 +10,7 @@ capability, a capability's hands on the same one (one never renews itself).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import attrs
 
@@ -40,11 +41,17 @@ async def find_quietly(manager: StreamManager, stream_id: str) -> StreamInfo | N
 
 
 async def read_access(
-    request: HttpRequest, manager: StreamManager, authorizer: Authorizer | None
+    request: HttpRequest,
+    manager: StreamManager,
+    authorizer: Authorizer | None,
+    *,
+    elsewhere: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> ReadAccess | Refusal:
     """Whether ``request`` may read its ``stream_id`` (docs/hls.md, *Access control*); if
     not, why, in one line: 401 without token or capability (or an expired one), 403 for a
-    capability that never can (forged, malformed, another stream or generation)."""
+    capability that never can (forged, malformed, another stream or generation). A
+    capability names a generation: for a stream this server does not hold, ``elsewhere``
+    (a relaying worker's) gives the generation its owner holds, or None."""
     if authorizer is None or not authorizer.enabled:
         return ReadAccess("", by_header=False)
     stream_id = request.params["stream_id"]
@@ -55,9 +62,10 @@ async def read_access(
     if isinstance(presented, Refusal):
         return presented
     info = await find_quietly(manager, stream_id)
-    checked = authorizer.capabilities.check(
-        presented, stream_id, info.generation if info is not None else None, now=time.time()
-    )
+    generation = info.generation if info is not None else None
+    if generation is None and elsewhere is not None:
+        generation = await elsewhere(stream_id)
+    checked = authorizer.capabilities.check(presented, stream_id, generation, now=time.time())
     if isinstance(checked, Refusal):
         return checked
     return ReadAccess(checked, by_header=False)

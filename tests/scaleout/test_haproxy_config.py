@@ -79,6 +79,7 @@ def test_relay_listeners_go_to_the_least_loaded_node_and_the_rest_by_id() -> Non
     assert "mmstream_listeners" not in plain
     text = render_haproxy_config(DEFAULT_NODES, BalancerOptions(relay_listeners=True))
     assert "use_backend mmstream_listeners if listen_get listen_path !ranged !queried" in text
+    assert "use_backend mmstream_listeners if listen_get listen_path !ranged access_only" in text
     listeners = text.split("backend mmstream_listeners", 1)[1]
     assert "balance leastconn" in listeners
     for node in DEFAULT_NODES:

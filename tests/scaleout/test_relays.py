@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from ogg_pages import HEADER, page
@@ -20,6 +21,7 @@ from scaleout_helpers import (
 )
 
 from mmstream.client import Client, connect
+from mmstream.scaleout import Endpoint
 
 pytestmark = [needs_haproxy, pytest.mark.slow]
 
@@ -42,9 +44,15 @@ class Listener:
         self.closed.set()
 
 
-async def listen(cluster: LocalCluster, stream_id: str) -> Listener:
-    stream = await trio.open_tcp_stream(cluster.balancer.host, cluster.balancer.port)
-    await stream.send_all(f"GET /streams/{stream_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+async def listen(
+    cluster: LocalCluster, stream_id: str, at: Endpoint | None = None, query: str = ""
+) -> Listener:
+    """A listener through the balancer, or straight to the node ``at`` (its ``node`` is
+    then the endpoint: only HAProxy names nodes)."""
+    at = at or cluster.balancer
+    stream = await trio.open_tcp_stream(at.host, at.port)
+    path = f"/streams/{stream_id}" + (f"?{query}" if query else "")
+    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     data = b""
     while b"\r\n\r\n" not in data:
         piece = await stream.receive_some(65536)
@@ -55,7 +63,7 @@ async def listen(cluster: LocalCluster, stream_id: str) -> Listener:
     assert lines[0].split()[1] == "200", head
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
     assert headers["content-type"].startswith("audio/ogg"), headers
-    return Listener(stream, headers["x-mmstream-node"], rest)
+    return Listener(stream, headers.get("x-mmstream-node", str(at)), rest)
 
 
 async def start_source(client: Client, stream_id: str, pages: int) -> bytes:
@@ -64,6 +72,23 @@ async def start_source(client: Client, stream_id: str, pages: int) -> bytes:
     await client.append(stream_id, sent)
     await client.sync(stream_id)
     return sent
+
+
+async def play_to_the_end(
+    client: Client, stream_id: str, stream: bytes, pages: range, listeners: list[Listener]
+) -> bytes:
+    """Upload ``pages`` in real time and finalize while ``listeners`` read everything;
+    the whole stream sent."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(listener.read_all)
+            for i in pages:
+                await client.append(stream_id, page(i))
+                stream += page(i)
+                await trio.sleep(0.01)
+            await client.finalize(stream_id)
+    return stream
 
 
 def check_body(listener: Listener, stream: bytes) -> int:
@@ -86,15 +111,7 @@ async def test_listeners_on_every_node_get_the_same_live_bytes(tmp_path: Path) -
             listeners = [await listen(cluster, "radio") for _ in range(6)]
             # leastconn: each listener holds its connection, so they spread over the nodes.
             assert len({listener.node for listener in listeners}) == 3
-            with trio.fail_after(30):
-                async with trio.open_nursery() as nursery:
-                    for listener in listeners:
-                        nursery.start_soon(listener.read_all)
-                    for i in range(20, 60):
-                        await client.append("radio", page(i))
-                        stream += page(i)
-                        await trio.sleep(0.01)
-                    await client.finalize("radio")
+            stream = await play_to_the_end(client, "radio", stream, range(20, 60), listeners)
         # Every listener, on the owner or on a relay, ends cleanly with every byte.
         starts = [check_body(listener, stream) for listener in listeners]
         assert max(starts) <= len(HEADER) + 20 * len(page(0))
@@ -245,3 +262,45 @@ async def test_the_owners_loss_sends_the_relays_listeners_to_the_fallback_and_ba
                     nursery.cancel_scope.cancel()
         for listener in listeners:
             await listener.stream.aclose()
+
+
+TOKEN = "t" * 32
+
+
+async def test_a_listener_with_a_capability_on_another_node_is_relayed(tmp_path: Path) -> None:
+    """With tokens on, a player that cannot send the token presents the capability an
+    answer to it handed on (``?exp=..&sig=..``). On a node that does not hold the stream,
+    that query asks for nothing but access: the listener is relayed as a plain one is."""
+    config = tmp_path / "mmstream.toml"
+    config.write_text(
+        f'[auth]\ncapability_key = "{"k" * 32}"\n'
+        f'[[auth.tokens]]\ntoken = "{TOKEN}"\n'
+        f'[cluster]\ntoken = "{TOKEN}"\n'
+    )
+    async with open_local_cluster(tmp_path, 2, relays=True, node_config=config) as cluster:
+        async with connect(cluster.url, stream="radio", token=TOKEN) as client:
+            stream = await start_source(client, "radio", 20)
+            (owner,) = cluster.holders("radio")
+            other = cluster.nodes[1 - owner]
+            async with httpx.AsyncClient() as http:
+                answer = await http.head(
+                    f"http://{cluster.nodes[owner]}/streams/radio",
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+            assert answer.status_code == 200, answer.text
+            capability = answer.headers["x-mmstream-capability"]
+            listener = await listen(cluster, "radio", at=other, query=capability)
+            # Through the balancer too: spread over the nodes as plain listeners are, not
+            # all hashed to the owner.
+            balanced = [await listen(cluster, "radio", query=capability) for _ in range(4)]
+            assert len({x.node for x in balanced}) == 2
+            everyone = [listener, *balanced]
+            stream = await play_to_the_end(client, "radio", stream, range(20, 40), everyone)
+        for each in everyone:
+            check_body(each, stream)
+        # Relayed: the other node holds no copy of the stream.
+        assert cluster.holders("radio") == [owner]
+        # A forged capability is still refused there.
+        forged = capability[:-4] + "AAAA"
+        status, _ = await served_by(other, f"/streams/radio?{forged}")
+        assert status == 403
