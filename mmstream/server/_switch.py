@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -53,6 +54,10 @@ class Stations(Protocol):
 
     def broadcaster(self, stream_id: str) -> Broadcaster:
         """The broadcaster a listener of ``stream_id`` joins (it is on air)."""
+
+    def finished(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` is off air for good (finalized, failed, deleted; a relay
+        that ended): its broadcaster ends by itself, sending its listeners its end."""
 
     async def refresh(self, chain: Sequence[str]) -> None:
         """Learn what is on air among ``chain`` where it takes I/O (before a decision)."""
@@ -89,6 +94,12 @@ class OnAir:
 
     def broadcaster(self, stream_id: str) -> Broadcaster:
         return self.hub.get(stream_id)
+
+    def finished(self, stream_id: str) -> bool:
+        try:
+            return self.manager.stat(stream_id).status is not StreamStatus.UPLOADING
+        except MmstreamError:
+            return True
 
     async def refresh(self, chain: Sequence[str]) -> None:
         """Nothing to learn: this worker's streams are known."""
@@ -149,6 +160,11 @@ class RelayedStations:
             raise StreamNotFoundError(f"the relay of {stream_id} ended")
         return running
 
+    def finished(self, stream_id: str) -> bool:
+        if self.local.holds(stream_id):
+            return self.local.finished(stream_id)
+        return self.relays.running(stream_id) is None
+
     async def refresh(self, chain: Sequence[str]) -> None:
         """Look up the streams of ``chain`` before the first on air here: the only ones a
         decision could move a listener to (no look-up while the first stream plays)."""
@@ -161,18 +177,6 @@ class RelayedStations:
                     return
 
 
-async def _first_of(*events: trio.Event) -> None:
-    """Until one of ``events`` is set."""
-
-    async def wait(event: trio.Event, scope: trio.CancelScope) -> None:
-        await event.wait()
-        scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        for event in events:
-            nursery.start_soon(wait, event, nursery.cancel_scope)
-
-
 async def listen_switching(
     stream: trio.SocketStream,
     stations: Stations,
@@ -183,7 +187,10 @@ async def listen_switching(
 ) -> None:
     """Serve one listener of ``chain[0]`` (its response head already sent) from ``start``
     on, along the chain, until the client goes or nothing of the chain is on air after its
-    stream ended."""
+    stream ended. On each stream it is served as every listener is
+    (:meth:`.Broadcaster.serve`): the rounds write, and the end of a finished stream is
+    sent before the next one. What is its own is only the moving: ``serve``'s watch returns
+    when a switch is due, which takes the listener out of that broadcaster."""
     fd = stream.socket.fileno()
     async with trio.open_nursery() as nursery:
 
@@ -205,57 +212,67 @@ async def listen_switching(
             await broadcaster.wait_ready()
             header, position = broadcaster.start_point()
             listener = Listener(FdWriter(fd), position, header)
-            broadcaster.add(listener)
+            due: list[str] = []
+            watch = partial(_until_switch, due, current, stations, chain, override)
             try:
-                current = await _until_switch(
-                    listener, broadcaster, current, stations, chain, override
-                )
-            finally:
-                broadcaster.remove(listener)
+                async with contextlib.aclosing(broadcaster.serve(listener, watch)) as pieces:
+                    async for piece in pieces:  # the end of a finished stream
+                        await _drain(stream, piece)
+            except MmstreamError:
+                # Failed or deleted, a relay whose owner went, or dropped as too slow (then
+                # it ends).
+                if listener.state is ListenerState.DROPPED and broadcaster.failed is None:
+                    break
+            if due:
+                current = due[0]
+                continue
             if listener.state is ListenerState.GONE:
-                break
-            if listener.state is ListenerState.ENDED:
-                await _drain(stream, broadcaster, listener)
+                break  # a write found the client gone
+            # Its stream ended: the next one on air, if any.
+            await stations.refresh(chain)
+            current = _next_on_air(stations, chain, current, override)
         nursery.cancel_scope.cancel()
 
 
 async def _until_switch(
-    listener: Listener,
-    broadcaster: Broadcaster,
+    due: list[str],
     current: str,
     stations: Stations,
     chain: Sequence[str],
     override: bool,
-) -> str | None:
-    """Wait while ``listener`` should stay on ``current``; the stream to move to (its
-    broadcaster ready), or None to end (the client went, or nothing is on air)."""
+) -> None:
+    """Wait while the listener should stay on ``current``; then put the stream to move to
+    (its broadcaster ready) in ``due``. The listener's broadcaster cancels this when
+    ``current`` ends."""
     while True:
         changed = stations.changed
-        if listener.state is ListenerState.GONE:
-            return None
         await stations.refresh(chain)
-        if listener.state is not ListenerState.LIVE:
-            # Finalized, failed or deleted, or a relay whose owner went (or dropped as too
-            # slow: then it ends).
-            if listener.state is ListenerState.DROPPED and broadcaster.failed is None:
-                return None
-            return choose(chain, lambda s: s != current and stations(s), None, override=override)
         target = choose(chain, stations, current, override=override)
-        if target is not None and target != current:
+        # A finished stream's broadcaster ends by itself (cancelling this), and serve
+        # sends its end first: only a silent one (its source dropped) is left from here.
+        if target is not None and target != current and not stations.finished(current):
             # Still hearing ``current`` until the next one can start.
             with contextlib.suppress(StreamNotFoundError):
                 await stations.broadcaster(target).wait_ready()
-                return target
+                due.append(target)
+                return
         # An earlier stream held elsewhere sends no event when it returns: ask again then.
         earlier = override and current != chain[0]
         with trio.move_on_after(stations.recheck if earlier else math.inf):
-            await _first_of(listener.wake, changed)
+            await changed.wait()
 
 
-async def _drain(stream: trio.SocketStream, broadcaster: Broadcaster, listener: Listener) -> None:
+def _next_on_air(
+    stations: Stations, chain: Sequence[str], ended: str, override: bool
+) -> str | None:
+    """Where a listener goes when ``ended`` stopped: another stream of the chain on air."""
+    return choose(chain, lambda s: s != ended and stations(s), None, override=override)
+
+
+async def _drain(stream: trio.SocketStream, piece: bytes) -> None:
     """The end of a finished stream, before the next one."""
     with (
         trio.move_on_after(_DRAIN_TIMEOUT),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
-        await stream.send_all(broadcaster.rest(listener))
+        await stream.send_all(piece)
