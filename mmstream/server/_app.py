@@ -150,7 +150,7 @@ async def serve(
             door = FrontDoor(
                 config.server,
                 make_transport(config.server),
-                connection_handler(manager, config.server, shutdown, metrics, authorizer, hub),
+                connection_handler(manager, config.server, shutdown, hub, metrics, authorizer),
                 router,
                 websocket_path=lambda path: parse_path(path) is not None,
                 origin_allowed=authorizer.origin_allowed,

@@ -109,9 +109,9 @@ class Session:
         manager: StreamManager,
         config: ServerConfig,
         shutting_down: trio.Event,
+        hub: FanoutHub,
         metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
-        hub: FanoutHub | None = None,
         slot: Slot | None = None,
     ) -> None:
         self.connection = connection
@@ -429,8 +429,7 @@ class Session:
                 return self.core.done(request)
             case Metadata():
                 title = await self.manager.set_title(stream, request.title)
-                if self.hub is not None:
-                    self.hub.set_title(stream, title.title)
+                self.hub.set_title(stream, title.title)
                 return self.core.stat_reply(request, self.manager.stat(stream))
         raise AssertionError(f"unhandled request {request!r}")
 
@@ -513,7 +512,7 @@ class Session:
     async def _live_start(self, info: StreamInfo) -> tuple[bytes, int]:
         """Header and decoder start point from the stream's broadcaster (the same ones HTTP
         live listeners get); the live edge for a finished stream or an unknown format."""
-        if self.hub is None or info.status is not StreamStatus.UPLOADING:
+        if info.status is not StreamStatus.UPLOADING:
             return b"", info.size
         broadcaster = self.hub.get(info.stream_id, info.generation)
         with trio.move_on_after(LIVE_START_WAIT):
@@ -546,7 +545,7 @@ class Session:
         server is gone)."""
         try:
             info = self.manager.stat(stream, generation=generation)
-            if self.hub is not None and info.status is StreamStatus.UPLOADING:
+            if info.status is StreamStatus.UPLOADING:
                 reached = await self._follow_live(self.hub, stream, generation, position)
                 if reached is None:
                     return None
@@ -739,9 +738,9 @@ def connection_handler(
     manager: StreamManager,
     config: ServerConfig,
     shutting_down: trio.Event,
+    hub: FanoutHub,
     metrics: Metrics | None = None,
     authorizer: Authorizer | None = None,
-    hub: FanoutHub | None = None,
 ) -> SessionHandler:
     """The handler serving protocol v1 on each connection (given its connection slot)."""
 
@@ -753,9 +752,9 @@ def connection_handler(
                 manager,
                 config,
                 shutting_down,
+                hub,
                 metrics,
                 authorizer,
-                hub,
                 slot,
             )
             await session.run()
