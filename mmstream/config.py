@@ -36,6 +36,7 @@ from .cache import (
 )
 from .errors import ConfigError
 from .fallbacks import FallbackRule
+from .web.llhls import DEFAULT_BLOCKED, DEFAULT_BLOCKED_PER_CLIENT
 
 __all__ = [
     "AuthConfig",
@@ -43,6 +44,7 @@ __all__ = [
     "CacheConfig",
     "ClusterConfig",
     "Config",
+    "HlsConfig",
     "IcecastConfig",
     "LoggingConfig",
     "MmapConfig",
@@ -286,6 +288,20 @@ class ClusterConfig:
 
 
 @attrs.frozen
+class HlsConfig:
+    """``[hls]``: what LL-HLS requests may make the server hold (docs/hls.md, "Low latency").
+    A blocking playlist reload or a preload-hinted part is held until its part is final;
+    beyond these counts the request is answered ``503`` with ``Retry-After`` at once."""
+
+    #: Requests held waiting for a part at once, in all.
+    max_blocked: int = attrs.field(default=DEFAULT_BLOCKED, validator=[_min(1), v.le(1_000_000)])
+    #: ...and from one client address (behind a proxy: the address it names, if trusted).
+    max_blocked_per_ip: int = attrs.field(
+        default=DEFAULT_BLOCKED_PER_CLIENT, validator=[_min(1), v.le(1_000_000)]
+    )
+
+
+@attrs.frozen
 class LoggingConfig:
     """``[logging]``: the level and format of the server's log."""
 
@@ -402,6 +418,7 @@ class Config:
     auth: AuthConfig = attrs.Factory(AuthConfig)
     tier: TierConfig = attrs.Factory(TierConfig)
     cluster: ClusterConfig = attrs.Factory(ClusterConfig)
+    hls: HlsConfig = attrs.Factory(HlsConfig)
 
 
 def _make_converter() -> cattrs.Converter:

@@ -46,6 +46,7 @@ def test_parse_size_rejects(text: object) -> None:
         ("[cache]\nsync_policy = 'sometimes'\n", "cache.sync_policy"),
         ("[cache]\nno_such_key = 1\n", "no_such_key"),
         ("[server]\nport = 70000\n", "server.port"),
+        ("[hls]\nmax_blocked_per_ip = 0\n", "hls.max_blocked_per_ip: must be >= 1"),
         ("[nonsense]\n", "nonsense"),
     ],
 )
@@ -71,7 +72,7 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, key: str) -> None:
          "cache.sync_polcy: unknown key; did you mean sync_policy?"),
         ("[servr]\nport = 1\n", "servr: unknown key; did you mean server?"),
         ("[nonsense]\n",
-         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth, tier, cluster"),
+         "nonsense: unknown key; the keys here are cache, server, icecast, logging, auth, tier, cluster, hls"),
         ("[[auth.tokens]]\ntoken = 'x'\nscopes = ['red']\n",
          "auth.tokens[0].scopes[0]: must be one of read, write, admin; got 'red'"),
         ("[logging]\nlevel = 'info'\nformt = 'json'\n",

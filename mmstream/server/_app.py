@@ -21,7 +21,7 @@ import trio
 
 from .. import __version__
 from ..auth import Authorizer, redact_library_logs
-from ..config import Config
+from ..config import Config, HlsConfig
 from ..metrics import Metrics
 from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
@@ -88,11 +88,19 @@ def build_router(
     authorizer: Authorizer | None,
     cors_origins: Sequence[str],
     hub: FanoutHub,
+    hls: HlsConfig | None = None,
 ) -> Router:
     """The plain-HTTP routes: ``/healthz`` here, playback, the page and ``/metrics`` from
     :func:`add_web_routes` (growing streams followed through ``hub``)."""
     router = Router(cors_origins)
-    add_web_routes(router, server.manager, server.metrics, authorizer=authorizer, follow=hub.follow)
+    add_web_routes(
+        router,
+        server.manager,
+        server.metrics,
+        authorizer=authorizer,
+        follow=hub.follow,
+        hls=hls,
+    )
 
     @router.route("GET", "/healthz")
     async def healthz(request: HttpRequest) -> HttpResponse:
@@ -131,7 +139,7 @@ async def serve(
             authorizer = Authorizer(config.auth)
             redact_library_logs()
             hub = await fanout.start(serve_fanout_hub, manager, config.icecast, metrics)
-            router = build_router(server, authorizer, config.server.cors_origins, hub)
+            router = build_router(server, authorizer, config.server.cors_origins, hub, config.hls)
             if config.tier.enabled:  # only then is anything of the tier imported
                 from ..tier import serve_tier
 

@@ -18,10 +18,12 @@ import trio
 
 from ..auth import CHALLENGE, Authorizer
 from ..capability import Refusal, decorate_playlist
+from ..config import HlsConfig
 from ..errors import MmstreamError
 from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
+from ..web.clientaddr import host_of
 from ..web.hls import DEFAULT_TARGET_DURATION
 from ..web.hls_http import SegmentPlans, playlist_response, segment_response
 from ..web.llhls import BlockingBudget
@@ -116,13 +118,16 @@ def add_web_routes(
     piece_size: int = PIECE_SIZE,
     authorizer: Authorizer | None = None,
     follow: Follow,
+    hls: HlsConfig | None = None,
 ) -> None:
     """``GET``/``HEAD`` ``/streams/{id}``, ``/``, ``/static/{name}`` and, with ``metrics``,
     ``/metrics`` (whose cache figures are then read from ``manager``); a growing stream is
     followed through ``follow`` (the server's hub)."""
 
     plans = SegmentPlans()
-    blocked = BlockingBudget()  # LL-HLS requests held for a part (web/llhls.py)
+    hls = hls or HlsConfig()
+    # LL-HLS requests held for a part (web/llhls.py), bounded by [hls].
+    blocked = BlockingBudget(hls.max_blocked, hls.max_blocked_per_ip)
 
     async def minted(stream_id: str) -> str:
         """A new capability, for an answer to a token (a playlist, the stream): for the
@@ -188,7 +193,7 @@ def add_web_routes(
             return allowed
         stream_id = request.params["stream_id"]
         response = await playlist_response(
-            manager, stream_id, query=request.query, client=request.remote,
+            manager, stream_id, query=request.query, client=host_of(request.remote),
             metrics=metrics, plans=plans, budget=blocked,
         )  # fmt: skip
         http = _to_http(response)
@@ -208,7 +213,7 @@ def add_web_routes(
             return allowed
         response = await segment_response(
             manager, request.params["stream_id"], request.params["segment"],
-            request.header_fields(), client=request.remote, metrics=metrics, plans=plans,
+            request.header_fields(), client=host_of(request.remote), metrics=metrics, plans=plans,
             budget=blocked,
         )  # fmt: skip
         http = _to_http(response)

@@ -13,7 +13,7 @@ import trio
 from hls_rules import check_playlist
 from media_files import media, needs_tools
 
-from mmstream.config import CacheConfig, Config, ServerConfig
+from mmstream.config import CacheConfig, Config, ServerConfig, config_from_dict
 from mmstream.errors import InvalidArgumentError
 from mmstream.server import RunningServer, serve
 from mmstream.streams import StreamManager, open_stream_manager
@@ -358,3 +358,57 @@ async def test_plans_kept_are_bounded_by_their_boundaries(tmp_path: Path) -> Non
             again = await plans.get(manager, manager.stat("a"), 4.0)
             assert (again is first) == (plans is roomy)  # the tight one dropped "a" for "b"
             assert again.segments == first.segments
+
+
+@needs_tools
+async def test_the_configured_budget_bounds_one_address_and_all(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # [hls] max_blocked = 3, max_blocked_per_ip = 2: a client opening many blocking reloads
+    # from many connections of one address has two held and the rest 503 at once; another
+    # address gets what is left of the whole; /healthz is answered meanwhile.
+    config = config_from_dict(
+        {"cache": {"directory": str(tmp_path / "cache")},
+         "server": {"host": "127.0.0.1", "port": 0},
+         "hls": {"max_blocked": 3, "max_blocked_per_ip": 2}}
+    )  # fmt: skip
+    server: RunningServer = await nursery.start(serve, config)
+    data = media("aac")
+    await server.manager.create("live", content_type="audio/aac")
+    await server.manager.append("live", data[: _frames(data, 5.0)])
+    base = f"http://127.0.0.1:{server.port}"
+
+    def client(address: str) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=address)
+        return httpx.AsyncClient(timeout=20, transport=transport,
+                                 limits=httpx.Limits(max_connections=20))  # fmt: skip
+
+    async with client("127.0.0.1") as one, client("127.0.0.2") as two, client("127.0.0.3") as three:
+        found = check_playlist((await one.get(f"{base}/streams/live/index.m3u8")).text)
+        assert found.last_part is not None
+        msn, part = found.last_part[0], found.last_part[1] + 1
+        url = f"{base}/streams/live/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"
+        answers: dict[str, list[httpx.Response]] = {"one": [], "two": [], "three": []}
+
+        async def ask(name: str, http: httpx.AsyncClient) -> None:
+            answers[name].append(await http.get(url))
+
+        async with trio.open_nursery() as waiting:
+            for _ in range(12):
+                waiting.start_soon(ask, "one", one)
+            await trio.sleep(1.0)
+            # Ten of the twelve refused at once, two held.
+            refused = answers["one"]
+            assert len(refused) == 10 and {r.status_code for r in refused} == {503}
+            assert all(r.headers["retry-after"] == "1" for r in refused)
+            assert refused[0].text.count("\n") == 1, refused[0].text
+            waiting.start_soon(ask, "two", two)
+            await trio.sleep(0.5)
+            assert not answers["two"]  # held: the third of three
+            waiting.start_soon(ask, "three", three)
+            await trio.sleep(0.5)
+            assert [r.status_code for r in answers["three"]] == [503]  # over the whole
+            assert (await three.get(f"{base}/healthz")).status_code == 200
+            await server.manager.append("live", data[_frames(data, 5.0) : _frames(data, 6.0)])
+        held = answers["one"][10:] + answers["two"]
+        assert [r.status_code for r in held] == [200, 200, 200]
