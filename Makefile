@@ -47,7 +47,7 @@ test: lint unit
 # The long variants of the reliability tests (more crash rounds, fuzz sequences and
 # connections); prints the figures table that docs/reliability.md records.
 soak: $(VENV)/.test
-	MMSTREAM_SOAK=1 $(BIN)/pytest tests/reliability tests/streams/test_streams_ids.py -q $(PYTEST_ARGS)
+	MMSTREAM_SOAK=1 $(BIN)/pytest tests/reliability tests/streams/test_streams_ids.py tests/media/test_varnish_llhls.py -q $(PYTEST_ARGS)
 
 # Benchmarks (docs/performance.md): not part of `make test`, no wall-clock assertions anywhere.
 bench: $(VENV)/.bench

@@ -7,6 +7,7 @@ Needs ``varnishd`` (``apt-get install varnish``) and ffmpeg.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -35,15 +36,16 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-def varnish(server_process: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """varnishd in the foreground with the default VCL, in front of ``server``."""
-    port, workdir = _free_port(), tmp_path / "varnish"
+@contextlib.contextmanager
+def varnishd(backend: str, workdir: Path, *params: str) -> Iterator[str]:
+    """varnishd in the foreground with the default VCL in front of ``backend`` (an http://
+    URL), its state in ``workdir``, with more ``-p`` parameters; yields its base URL."""
+    port = _free_port()
     workdir.mkdir()
-    backend = server_process.removeprefix("http://")
     process = subprocess.Popen(
-        [str(VARNISHD), "-F", "-n", str(workdir), "-a", f"127.0.0.1:{port}", "-b", backend,
-         "-s", "malloc,64m", "-p", "default_ttl=1"],
+        [str(VARNISHD), "-F", "-n", str(workdir), "-a", f"127.0.0.1:{port}",
+         "-b", backend.removeprefix("http://"), "-s", "malloc,64m", "-p", "default_ttl=1",
+         *(arg for param in params for arg in ("-p", param))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -56,9 +58,16 @@ def varnish(server_process: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 pass
             assert process.poll() is None, "varnishd did not start"
             trio.run(trio.sleep, 0.1)
-        yield base, workdir
+        yield base
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def varnish(server_process: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """varnishd with the default VCL in front of ``server``."""
+    with varnishd(server_process, tmp_path / "varnish") as base:
+        yield base, tmp_path / "varnish"
 
 
 def _backend_requests(workdir: Path) -> int:
