@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ._chunks import HEADER_LIMIT, Chunked
 from .audio import AudioFormat, detect_format, parse_wav
+from .ogg import BOS, CONTINUED, OggPage, OggPages
 
 __all__ = ["HEADER_LIMIT", "StreamSync"]
-
-#: A header larger than this is not kept (the stream is then served as raw bytes).
-HEADER_LIMIT = 1024 * 1024
 #: Bytes needed to recognise the container.
 _DETECT_SIZE = 12
 
@@ -143,123 +142,39 @@ class _Raw:
             out.append(start)
 
 
-class _Chunked:
-    """Shared bookkeeping: bytes still to skip, and a small buffer of unconsumed bytes."""
+# -- Ogg -----------------------------------------------------------------------------------
+
+
+class _Ogg:
+    """Pages (RFC 3533). The header is every page from a BOS up to the first page with a
+    real granule position (Opus, Vorbis, FLAC and Speex give header pages granule 0); sync
+    points are pages that do not continue a packet. A stream that starts without a BOS has
+    no header: it is served from its first sync point."""
 
     def __init__(self) -> None:
-        self._skip = 0
-        self._buffer = bytearray()
-        self._buffer_at = 0  # absolute offset of _buffer[0]
-        #: While not None, every consumed byte is also kept here (the header being read).
+        self._pages = OggPages()
         self._collect: bytearray | None = None
+        self._in_data = False
         self.header: bytes | None = None
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None:
-        view = memoryview(data)
-        if self._skip:
-            taken = min(self._skip, len(view))
-            if self._collect is not None:
-                self._collect += view[:taken]
-            self._skip -= taken
-            view = view[taken:]
-            start += taken
-        if not view:
-            return
-        if not self._buffer:
-            self._buffer_at = start
-        self._buffer += view
-        while self._buffer:
-            if self._skip:  # a payload: drop what is buffered of it
-                taken = min(self._skip, len(self._buffer))
-                self._consume(taken)
-                self._skip -= taken
-                continue
-            used = self._step(out)
-            if used == 0:
-                return  # need more bytes
-            self._consume(used)
-
-    def _consume(self, count: int) -> None:
-        if self._collect is not None:
-            self._collect += self._buffer[:count]
-            if len(self._collect) > HEADER_LIMIT:
-                self._collect = None  # too big to keep: served without a header
-                self._give_up_header()
-        del self._buffer[:count]
-        self._buffer_at += count
-
-    def _give_up_header(self) -> None:
-        self.header = b""
-
-    def _step(self, out: list[int]) -> int:
-        """Look at ``_buffer``; return how many bytes it consumed (0: need more), and set
-        ``_skip`` to skip a payload beyond them."""
-        raise NotImplementedError
-
-
-# -- Ogg -----------------------------------------------------------------------------------
-
-_OGG_HEAD = 27
-_OGG_CONTINUED = 0x01
-_OGG_BOS = 0x02
-
-
-def _ogg_page(buf: bytearray) -> tuple[int, int] | None:
-    """``(head length, body length)`` of the Ogg page starting ``buf``: ``None`` if its head
-    is incomplete, head length 0 if ``buf`` does not start with a page."""
-    if len(buf) < _OGG_HEAD:
-        return None
-    if buf[:4] != b"OggS":
-        return 0, 0
-    segments = buf[26]
-    if len(buf) < _OGG_HEAD + segments:
-        return None
-    return _OGG_HEAD + segments, sum(buf[_OGG_HEAD : _OGG_HEAD + segments])
-
-
-def _ogg_resync(buf: bytearray) -> int:
-    """Bytes to drop to resynchronise on the next capture pattern."""
-    at = buf.find(b"OggS", 1)
-    return len(buf) - 3 if at < 0 else at
-
-
-class _Ogg(_Chunked):
-    """Pages (RFC 3533). The header is every page from the first BOS up to the first page
-    with a real granule position (Opus, Vorbis, FLAC and Speex give header pages granule 0);
-    sync points are pages that do not continue a packet."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._collect = bytearray()
-        self._in_data = False
-
-    def _give_up_header(self) -> None:
-        self.header = b""
-        self._in_data = True
-
-    def _step(self, out: list[int]) -> int:
-        buf = self._buffer
-        page = _ogg_page(buf)
-        if page is None:
-            return 0
-        head, body = page
-        if head == 0:
-            return _ogg_resync(buf)
-        flags = buf[5]
-        granule = int.from_bytes(buf[6:14], "little", signed=True)
-        if flags & _OGG_BOS and self._in_data:
-            # A new chain (or a new source): its header replaces the old one.
-            self._in_data = False
-            self._collect = bytearray()
-            self.header = None
-        if not self._in_data and granule not in (0, -1) and self._collect:
-            self._in_data = True
-            self.header = bytes(self._collect)
-            self._collect = None
-        if self._in_data and not flags & _OGG_CONTINUED:
-            out.append(self._buffer_at)
-        self._skip = body
-        return head
+        pages: list[OggPage] = []
+        self._pages.feed(data, start, pages)
+        for page in pages:
+            if page.flags & BOS and (self._in_data or self._collect is None):
+                # The first header, or a new chain (or a new source) replacing the old one.
+                self._in_data, self._collect, self.header = False, bytearray(), None
+            if not self._in_data and page.granule not in (0, -1):
+                self._in_data = True
+                self.header = b"" if self._collect is None else bytes(self._collect)
+                self._collect = None
+            if self._in_data:
+                if not page.flags & CONTINUED:
+                    out.append(page.offset)
+            elif self._collect is not None:
+                self._collect += page.head + page.body
+                if len(self._collect) > HEADER_LIMIT:  # too big to keep: served without
+                    self._in_data, self._collect, self.header = True, None, b""
 
 
 # -- EBML (WebM, Matroska) -----------------------------------------------------------------
@@ -315,7 +230,7 @@ def _next_cluster(buf: bytearray) -> int:
     return len(buf) - 3 if at < 0 else at
 
 
-class _Ebml(_Chunked):
+class _Ebml(Chunked[int]):
     """Top-level elements. The header is every byte before the first ``Cluster``; sync
     points are ``Cluster`` starts. Unknown-size clusters (MediaRecorder, live ffmpeg) are
     walked child by child until a top-level id ends them."""
@@ -420,7 +335,7 @@ def _next_frame(buf: bytearray) -> int:
     return len(buf) if at < 0 else at
 
 
-class _Frames(_Chunked):
+class _Frames(Chunked[int]):
     """MP3 and AAC (ADTS): no header to keep; each frame start is a sync point. An ID3v2
     tag at the start is skipped."""
 

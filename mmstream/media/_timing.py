@@ -1,8 +1,8 @@
 """Time in a stream, from the container's own clock: which byte a decoder can start at for
 a given second.
 
-Sans-I/O, like :class:`~mmstream.audio_sync.StreamSync` (whose chunk walker, EBML integers
-and frame lengths it shares): :class:`TimeParser` is fed a stream's bytes in order, in pieces
+Sans-I/O, like :class:`~mmstream.audio_sync.StreamSync` (whose chunk walker, Ogg page
+iterator, EBML integers and frame lengths it shares): :class:`TimeParser` is fed a stream's bytes in order, in pieces
 of any size, and answers with :class:`IndexPoint`\\ s — ``(time, offset)``: media seconds
 since the stream's first sample, and the absolute offset of a decodable boundary that starts
 there. Feeding a stream whole or cut anywhere gives the same points (a hypothesis test checks
@@ -26,23 +26,21 @@ Where the time comes from:
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 
 import attrs
 
+from .._chunks import Chunked
 from ..audio import AudioFormat, parse_wav
 from ..audio_sync import (
-    _Chunked,
     _element_head,
     _frame_length,
     _id3_size,
     _next_cluster,
     _next_frame,
-    _ogg_page,
-    _ogg_resync,
     _Sniffer,
 )
+from ..ogg import BOS, CONTINUED, OggPage, OggPages
 
 __all__ = ["DEFAULT_SPACING", "IndexPoint", "TimeParser", "frame_duration"]
 
@@ -58,7 +56,7 @@ class IndexPoint:
     offset: int
 
 
-class _Timed(_Chunked):
+class _Timed(Chunked[int]):
     """A chunk walker that also knows the media time reached so far."""
 
     def __init__(self, start_time: float) -> None:
@@ -78,18 +76,18 @@ class _Timed(_Chunked):
 
 # -- Ogg -----------------------------------------------------------------------------------
 
-_OGG_BOS = 0x02
-_OGG_CONTINUED = 0x01
 #: Body bytes of a BOS page needed to read the codec's rate (Vorbis: 16).
 _CODEC_HEAD = 19
 
 
-class _OggTimes(_Timed):
+class _OggTimes:
     """Pages of the first logical stream. A new BOS after data (a new chain, or a new
     source) starts its own clock where the last one stopped."""
 
     def __init__(self, start_time: float) -> None:
-        super().__init__(start_time)
+        self._pages = OggPages()
+        #: Media seconds of everything consumed so far (the end of the last page).
+        self.time = start_time
         self._serial: int | None = None
         self._rate = 0
         self._preskip = 0
@@ -97,30 +95,23 @@ class _OggTimes(_Timed):
         self._granule = 0  # last granule of the current chain
         self._in_data = False
 
-    def _step(self, out: list[int]) -> int:
-        buf = self._buffer
-        page = _ogg_page(buf)
-        if page is None:
-            return 0
-        head, body = page
-        if head == 0:
-            return _ogg_resync(buf)
-        flags = buf[5]
-        (granule, serial) = struct.unpack_from("<qI", buf, 6)
-        if flags & _OGG_BOS and (self._serial is None or self._in_data):
-            if len(buf) < head + min(body, _CODEC_HEAD):
-                return 0
-            self._begin_chain(serial, bytes(buf[head : head + _CODEC_HEAD]))
-        if serial == self._serial and self._rate:
-            if not self._in_data and granule > 0:
+    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
+        pages: list[OggPage] = []
+        self._pages.feed(data, start, pages)
+        points = []
+        for page in pages:
+            if page.flags & BOS and (self._serial is None or self._in_data):
+                self._begin_chain(page.serial, page.body[:_CODEC_HEAD])
+            if page.serial != self._serial or not self._rate:
+                continue
+            if not self._in_data and page.granule > 0:
                 self._in_data = True
-            if self._in_data and not flags & _OGG_CONTINUED:
-                self._emit(self._clock(self._granule), self._buffer_at)
-            if granule > 0:
-                self._granule = granule
-                self.time = self._clock(granule)
-        self._skip = body
-        return head
+            if self._in_data and not page.flags & CONTINUED:
+                points.append(IndexPoint(self._clock(self._granule), page.offset))
+            if page.granule > 0:
+                self._granule = page.granule
+                self.time = self._clock(page.granule)
+        return points
 
     def _begin_chain(self, serial: int, codec: bytes) -> None:
         self._base = self.time
