@@ -29,6 +29,7 @@ class Chunked(Generic[T]):
         #: While not None, every consumed byte is also kept here (the header being read).
         self._collect: bytearray | None = None
         self.header: bytes | None = None
+        self.header_at = 0  # where the header being kept begins
 
     def feed(self, data: bytes, start: int, out: list[T]) -> None:
         view = memoryview(data)

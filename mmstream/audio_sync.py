@@ -33,6 +33,8 @@ _DETECT_SIZE = 12
 
 class _Parser(Protocol):
     header: bytes | None
+    #: Where the current header begins (a new one, in-band, replaces the old one).
+    header_at: int
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None: ...
 
@@ -89,6 +91,12 @@ class StreamSync(_Sniffer):
         return None if self._parser is None else self._parser.header
 
     @property
+    def header_at(self) -> int:
+        """Where the current header begins in the stream: a later one (an Ogg chain, a new
+        EBML header) applies only to what follows it, so a listener given it starts after."""
+        return self._start if self._parser is None else self._parser.header_at
+
+    @property
     def header_done(self) -> bool:
         """True once listeners can be served: the header is known, or there is none."""
         match self._parser:
@@ -136,6 +144,7 @@ class _Raw:
     """An unknown format: no header; every appended piece starts where the writer cut it."""
 
     header: bytes | None = None
+    header_at = 0
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None:
         if data:
@@ -156,6 +165,7 @@ class _Ogg:
         self._collect: bytearray | None = None
         self._in_data = False
         self.header: bytes | None = None
+        self.header_at = 0
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None:
         pages: list[OggPage] = []
@@ -164,6 +174,7 @@ class _Ogg:
             if page.flags & BOS and (self._in_data or self._collect is None):
                 # The first header, or a new chain (or a new source) replacing the old one.
                 self._in_data, self._collect, self.header = False, bytearray(), None
+                self.header_at = page.offset
             if not self._in_data and page.granule not in (0, -1):
                 self._in_data = True
                 self.header = b"" if self._collect is None else bytes(self._collect)
@@ -251,6 +262,7 @@ class _Ebml(Chunked[int]):
             case 0x1A45DFA3:  # _EBML: a (new) stream begins
                 if self._collect is None or self.header is not None:
                     self._collect, self.header = bytearray(), None
+                    self.header_at = self._buffer_at
                 if size < 0:
                     return self._resync()
                 self._skip = size
@@ -362,6 +374,7 @@ class _Wav:
 
     def __init__(self, origin: int) -> None:
         self.header: bytes | None = None
+        self.header_at = origin
         self._origin = origin
         self._head = bytearray()
         self._data_at = 0

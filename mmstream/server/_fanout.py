@@ -347,6 +347,11 @@ class Broadcaster:
     def _feed(self, data: bytes) -> None:
         if data:
             self.sync_points.extend(self.sync.feed(data))
+            # A new header in-band (a chained Ogg stream: a new title, a source's new
+            # track): a listener given it must start after it.
+            begins = self.sync.header_at
+            while self.sync_points and self.sync_points[0] < begins:
+                self.sync_points.popleft()
 
     def _notify(self) -> None:
         self._changed.set()

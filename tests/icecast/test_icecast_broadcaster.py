@@ -11,6 +11,7 @@ from ogg_pages import HEADER, page
 
 from mmstream.config import ByteSize, CacheConfig, IcecastConfig
 from mmstream.errors import StreamNotFoundError
+from mmstream.ogg import OggChainer
 from mmstream.server._fanout import FanoutHub, serve_fanout_hub
 from mmstream.streams import open_stream_manager
 
@@ -123,4 +124,28 @@ async def test_a_follower_from_an_offset_gets_every_byte_from_the_cache(tmp_path
             async for piece in follower:
                 got += piece
         assert got == written
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_listener_joining_after_an_ogg_chain_starts_inside_it(tmp_path: Path) -> None:
+    """Regression: the burst began at a sync point before the chain, under the chain's
+    header (a header of one logical stream, then pages of another)."""
+    pages = [page(i) for i in range(4)]
+    chainer = OggChainer(serials=lambda: 4242)
+    stream = chainer.feed(HEADER + pages[0] + pages[1], None)
+    stream += chainer.feed(pages[2] + pages[3], "Chained") + chainer.flush()
+    chain_at = stream.index(b"OggS\x00\x02", 1)  # the new chain's BOS page
+    config = CacheConfig(directory=tmp_path / "c", initial_size=ByteSize(1 << 20))
+    settings = IcecastConfig(burst_size=ByteSize(3000), send_interval=0.001)
+    async with open_stream_manager(config) as manager, trio.open_nursery() as nursery:
+        hub: FanoutHub = await nursery.start(serve_fanout_hub, manager, settings)
+        await manager.create("f", content_type="audio/ogg")
+        await manager.append("f", stream)
+        got: list[bytes] = []
+        async with trio.open_nursery() as followers:
+            followers.start_soon(_collect, hub, "f", got)
+            await manager.finalize("f")
+        # The chain's header (its BOS and comment pages), then its pages: no page of
+        # the chain before, though the burst reached back that far.
+        assert b"".join(got) == stream[chain_at:]
         nursery.cancel_scope.cancel()
