@@ -15,6 +15,7 @@ from icecast_helpers import (
     MP3_FRAME,
     admin_metadata,
     connect,
+    has_size,
     live_source,
     needs,
     needs_ffmpeg,
@@ -23,7 +24,9 @@ from icecast_helpers import (
     read_head,
     read_to_end,
     running_server,
+    wait_until,
 )
+from ogg_pages import HEADER, page
 
 from mmstream.client import connect as connect_client
 from mmstream.config import AuthConfig, TokenConfig
@@ -209,3 +212,17 @@ async def _title_over_the_socket(server: RunningServer) -> None:
         _, blocks = split_icy(body, 1000)
         assert blocks[0] == b"StreamTitle='Over the socket';"
         await icy.aclose()
+
+
+async def test_an_icy_listener_gets_its_burst_once_and_framed(tmp_path: Path) -> None:
+    """Regression: a listener that asked for titles got its header, then its burst raw
+    (outside the ICY framing), then the burst again, framed."""
+    async with running_server(tmp_path, icy_metaint=1000) as server:
+        source = await open_source(server, "radio")
+        await source.send_all(HEADER + page(0) + page(1))
+        await wait_until(has_size(server, "radio", len(HEADER) + 2 * len(page(0))))
+        icy, _, rest = await icy_listener(server, "radio")
+        await source.send_all(page(2) + page(3))
+        await source.send_eof()
+        audio, _ = split_icy(await read_to_end(icy, rest), 1000)
+        assert audio == HEADER + b"".join(page(i) for i in range(4))
