@@ -63,6 +63,7 @@ from ..errors import (
 from ..fallbacks import choose, fallback_chain, overrides
 from ..icecast import ListenerHookCall, admitted
 from ..metrics import Metrics
+from ..ogg import OggChainer
 from ..streams import (
     DEFAULT_CONTENT_TYPE,
     StreamInfo,
@@ -304,6 +305,9 @@ class Icecast:
             "http" if framed else "connection",
         )
         pieces = _framed_body(stream, conn) if framed else _raw_body(stream, conn)
+        # Ogg Opus/Vorbis: each new title starts a chained logical stream in the stored
+        # bytes (docs/icecast.md, *Titles in Ogg*); other formats pass unchanged.
+        chainer = OggChainer()
         size = start
         clean = stopped = False
         problem: MmstreamError | None = None
@@ -324,7 +328,13 @@ class Icecast:
                     if piece is None:
                         clean = True
                         break
-                    size = await self.manager.append(stream_id, piece, writer=lease)
+                    if not chainer.passing:
+                        piece = chainer.feed(piece, self._title(stream_id, lease))
+                    if piece:
+                        size = await self.manager.append(stream_id, piece, writer=lease)
+                rest = chainer.flush()  # an incomplete page head at the end, if held
+                if rest:
+                    size = await self.manager.append(stream_id, rest, writer=lease)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass
         except MmstreamError as exc:
@@ -360,6 +370,10 @@ class Icecast:
             reply = _reply(200, "OK", {"stream": stream_id, "size": size, "status": status},
                            version)  # fmt: skip
             await _send_quietly(stream, reply)
+
+    def _title(self, stream_id: str, lease: WriterLease) -> str | None:
+        titles = self.manager.stat(stream_id, generation=lease.generation).titles
+        return titles[-1].title if titles else None
 
     # -- listeners -------------------------------------------------------------------------
 
