@@ -413,10 +413,11 @@ class Icecast:
             override = overrides(stream_id, self.config.fallback)
             start = choose(chain, self.on_air, None, override=override)
             if start is not None:
-                # The switch sends bytes itself: no in-band titles through fallbacks.
                 stations = self._stations()
                 serve = partial(self._switching, chain, start, override, stations, stream, conn)
-                return await self._counted(request, stream, stream_id, until_shutdown, serve)
+                return await self._counted(
+                    request, stream, stream_id, until_shutdown, serve, wants_titles
+                )
             # Nothing of the chain on air: as without fallbacks.
         try:
             info = await self.manager.find(stream_id)  # a finished one may be in the tier
@@ -424,9 +425,9 @@ class Icecast:
             if not relayable:
                 return False  # the playback route answers errors
             relay = partial(self._relay, stream_id, stream, conn)
-            # With fallbacks, the switch sends bytes itself: no in-band titles, as above.
-            titles = wants_titles and len(chain) == 1
-            return await self._counted(request, stream, stream_id, until_shutdown, relay, titles)
+            return await self._counted(
+                request, stream, stream_id, until_shutdown, relay, wants_titles
+            )
         except MmstreamError:
             return False  # the playback route answers errors
         if info.status is not StreamStatus.UPLOADING:
@@ -559,7 +560,9 @@ class Icecast:
         head is the first stream's."""
         head = await self._response_head(self.manager.stat(start), conn, join)
         await stream.send_all(head)
-        await listen_switching(stream, stations, chain, start, override=override)
+        await listen_switching(
+            stream, stations, chain, start, override=override, encoder=join.encoder
+        )
 
     async def _relay(
         self,
@@ -589,7 +592,9 @@ class Icecast:
             # If the owner dies, its listeners here go to the fallback (:mod:`._switch`).
             await stream.send_all(head)
             override = overrides(stream_id, self.config.fallback)
-            await listen_switching(stream, self._stations(), chain, stream_id, override=override)
+            await listen_switching(
+                stream, self._stations(), chain, stream_id, override=override, encoder=join.encoder
+            )
             return
         await self._listen(stream, head, broadcaster, None, join)
 

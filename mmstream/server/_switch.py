@@ -30,7 +30,8 @@ import trio
 from ..errors import MmstreamError, StreamNotFoundError
 from ..fallbacks import choose
 from ..streams import StreamManager, StreamStatus
-from ._fanout import Broadcaster, FanoutHub, FdWriter, Listener, ListenerState
+from ._encoders import PLAIN, Encoder
+from ._fanout import Broadcaster, FanoutHub, FdWriter, ListenerState
 from ._relay import Relays
 
 __all__ = ["OnAir", "RelayedStations", "Stations", "listen_switching"]
@@ -184,13 +185,17 @@ async def listen_switching(
     start: str,
     *,
     override: bool,
+    encoder: Encoder = PLAIN,
 ) -> None:
     """Serve one listener of ``chain[0]`` (its response head already sent) from ``start``
     on, along the chain, until the client goes or nothing of the chain is on air after its
     stream ended. On each stream it is served as every listener is
     (:meth:`.Broadcaster.serve`): the rounds write, and the end of a finished stream is
     sent before the next one. What is its own is only the moving: ``serve``'s watch returns
-    when a switch is due, which takes the listener out of that broadcaster."""
+    when a switch is due, which takes the listener out of that broadcaster. Its ``encoder``
+    goes along: with in-band titles (``Icy-MetaData: 1``) the ICY framing runs on over the
+    moves, each stream's title comes in the next block, and framed bytes a round left owed
+    are sent before the move."""
     fd = stream.socket.fileno()
     async with trio.open_nursery() as nursery:
 
@@ -209,9 +214,7 @@ async def listen_switching(
                 await stations.refresh(chain)
                 current = choose(chain, stations, None, override=override)
                 continue
-            await broadcaster.wait_ready()
-            header, position = broadcaster.start_point()
-            listener = Listener(FdWriter(fd), position, header)
+            listener = await broadcaster.live_listener(FdWriter(fd), encoder)
             due: list[str] = []
             watch = partial(_until_switch, due, current, stations, chain, override)
             try:
@@ -223,11 +226,14 @@ async def listen_switching(
                 # it ends).
                 if listener.state is ListenerState.DROPPED and broadcaster.failed is None:
                     break
+            if listener.state is ListenerState.GONE and not due:
+                break  # a write found the client gone
+            if listener.pending:  # framed bytes already counted in the ICY framing
+                await _drain(stream, listener.pending)
+            encoder = listener.encoder  # where its framing stands
             if due:
                 current = due[0]
                 continue
-            if listener.state is ListenerState.GONE:
-                break  # a write found the client gone
             # Its stream ended: the next one on air, if any.
             await stations.refresh(chain)
             current = _next_on_air(stations, chain, current, override)
@@ -270,7 +276,7 @@ def _next_on_air(
 
 
 async def _drain(stream: trio.SocketStream, piece: bytes) -> None:
-    """The end of a finished stream, before the next one."""
+    """The end of a finished stream, or framed bytes owed at a move, before the next one."""
     with (
         trio.move_on_after(_DRAIN_TIMEOUT),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),

@@ -12,6 +12,7 @@ import itertools
 import socket
 import struct
 from pathlib import Path
+from urllib.parse import quote
 
 import trio
 from icecast_helpers import (
@@ -27,8 +28,10 @@ from icecast_helpers import (
     wait_until,
 )
 from ogg_pages import HEADER, page
+from test_icecast_titles import admin, icy_listener
 
 from mmstream.fallbacks import FallbackRule
+from mmstream.icecast import split_icy
 from mmstream.streams import StreamStatus
 
 RULES = (FallbackRule("live-*", "jingles"),)
@@ -66,7 +69,7 @@ class Pages:
             del self.buffer[:size]
             if payload.startswith(b"OpusHead"):
                 self.labels.append("H")
-            elif not payload.startswith(b"OpusTags"):
+            elif payload and not payload.startswith(b"OpusTags"):  # (not an empty EOS page)
                 self.labels.append(payload[0])
 
     def segments(self) -> list[list[str | int]]:
@@ -195,3 +198,53 @@ async def test_ffmpeg_sources_and_a_listener_that_decodes_across_the_switches(
         out.write_bytes(body)
         heard = [tone for tone, _ in itertools.groupby(t for t in tones(out) if t)]
         assert heard == [440, 880, 440]
+
+
+async def test_icy_titles_follow_the_listener_to_the_fallback_and_back(tmp_path: Path) -> None:
+    """Regression: a listener moved by a fallback got no ``icy-metaint`` and no titles."""
+    async with running_server(tmp_path, fallback=RULES, icy_metaint=500) as server:
+        jingles = await open_source(server, "jingles")
+        await jingles.send_all(HEADER + pages(range(100, 110)))
+        live = await open_source(server, "live-a")
+        await live.send_all(HEADER + pages(range(0, 3)))
+        await wait_until(has_size(server, "live-a", len(HEADER) + 3 * len(page(0))))
+        for stream_id, song in (("jingles", "Jingle"), ("live-a", "Live A")):
+            status, _ = await admin(
+                server, f"mount=/streams/{stream_id}&mode=updinfo&song={quote(song)}"
+            )
+            assert status == 200
+        icy, headers, rest = await icy_listener(server, "live-a")
+        assert headers["icy-metaint"] == "500"
+        body = bytearray(rest)
+
+        def titles() -> list[bytes]:
+            _, blocks = split_icy(bytes(body), 500)
+            return [title for title, _ in itertools.groupby(blocks)]
+
+        def heard_pages() -> list[str | int]:
+            heard = Pages(icy, split_icy(bytes(body), 500)[0])
+            heard._parse()
+            return [label for label in heard.labels if label != "H"]
+
+        async def read() -> None:
+            while piece := await icy.receive_some(65536):
+                body.extend(piece)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await live.send_all(pages(range(3, 6)))
+            await wait_until(lambda: titles() == [b"StreamTitle='Live A';"])
+            drop(live)
+            await jingles.send_all(pages(range(110, 114)))
+            await wait_until(lambda: titles()[-1:] == [b"StreamTitle='Jingle';"])
+            await wait_until(lambda: 113 in heard_pages())
+            back = await open_source(server, "live-a")
+            await back.send_all(HEADER + pages(range(6, 10)))
+            await wait_until(lambda: len(titles()) == 3 and 9 in heard_pages())
+            nursery.cancel_scope.cancel()
+        assert titles() == [b"StreamTitle='Live A';", b"StreamTitle='Jingle';",
+                            b"StreamTitle='Live A';"]  # fmt: skip
+        # The audio between the blocks is whole Ogg pages throughout the moves.
+        labels = heard_pages()
+        assert labels[:6] == [0, 1, 2, 3, 4, 5] and labels[-3:] == [7, 8, 9]
+        assert 113 in labels  # jingles in between
