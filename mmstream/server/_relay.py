@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import attrs
 import trio
@@ -76,10 +77,22 @@ async def find_owner(
     return found[0] if found else None
 
 
-def relay_source(url: str, stream_id: str, *, token: str | None) -> Source:
+def relay_source(
+    url: str,
+    stream_id: str,
+    *,
+    token: str | None,
+    on_title: Callable[[str], None] | None = None,
+    interval: float = 0.05,
+) -> Source:
     """A :data:`~._fanout.Source` that follows ``stream_id`` on the peer at ``url`` with one
     live ``tail``. The relay's offsets are its own: the header, then the owner's bytes from
-    the sync point it chose, back to back (listeners of a relay join at the live edge)."""
+    the sync point it chose, back to back (listeners of a relay join at the live edge).
+
+    Titles live with the owner: while bytes come, the owner's ``stat`` is asked on the same
+    connection at most every ``interval`` seconds (``icecast.send_interval``) and a new
+    title goes to ``on_title``, so a relay's ICY listeners get it in their next block, as
+    the owner's do. (Ogg titles need nothing: they are chains in the bytes.)"""
 
     async def follow(feed: Feed) -> None:
         try:
@@ -88,8 +101,15 @@ def relay_source(url: str, stream_id: str, *, token: str | None) -> Source:
                 # Errors are caught inside: raised through the client's nursery, they
                 # would come out as a group.
                 try:
+                    asked, title = -math.inf, None
                     async for data in await client.tail(stream_id, live=True):
                         feed(data, True)
+                        if on_title is not None and trio.current_time() - asked >= interval:
+                            asked = trio.current_time()
+                            titles = (await client.stat(stream_id)).titles
+                            if titles and titles[-1].title != title:
+                                title = titles[-1].title
+                                on_title(title)
                 except MmstreamError as exc:
                     problem = exc
             if problem is not None:
@@ -172,7 +192,9 @@ class Relays:
         # Ended relays keep their window for their last listeners: forget them now.
         for name in [k for k, r in self._relayed.items() if r.broadcaster.ended]:
             del self._relayed[name]
-        source = relay_source(url, stream_id, token=self.config.token or None)
+        source = relay_source(url, stream_id, token=self.config.token or None,
+                              on_title=partial(self._retitle, stream_id),
+                              interval=self.hub.config.send_interval)  # fmt: skip
         generation = stat.generation or "relay"
         log.info("relay of %s from %s starts", stream_id, url)
         relayed = _Relayed(self.hub.relay(stream_id, generation, source), stat)
@@ -192,3 +214,9 @@ class Relays:
             for name in sorted(self._missed, key=self._missed.__getitem__)[: _MISSES // 2]:
                 del self._missed[name]
         self._missed[stream_id] = now
+
+    def _retitle(self, stream_id: str, title: str) -> None:
+        """The owner's stream has a new title: the relay's listeners get it."""
+        relayed = self._relayed.get(stream_id)
+        if relayed is not None:
+            relayed.broadcaster.set_title(title)

@@ -21,6 +21,7 @@ from scaleout_helpers import (
 )
 
 from mmstream.client import Client, connect
+from mmstream.icecast import split_icy
 from mmstream.scaleout import Endpoint
 
 pytestmark = [needs_haproxy, pytest.mark.slow]
@@ -304,3 +305,45 @@ async def test_a_listener_with_a_capability_on_another_node_is_relayed(tmp_path:
         forged = capability[:-4] + "AAAA"
         status, _ = await served_by(other, f"/streams/radio?{forged}")
         assert status == 403
+
+
+async def test_a_relays_icy_listeners_get_the_owners_titles(tmp_path: Path) -> None:
+    """Regression: a relayed listener that asked for titles got the ICY framing with no
+    title in it (titles live with the owner)."""
+    async with (
+        open_local_cluster(tmp_path, 2, relays=True) as cluster,
+        connect(cluster.url, stream="radio") as client,
+    ):
+        await start_source(client, "radio", 5)
+        await client.set_title("Before", "radio")
+        (owner,) = cluster.holders("radio")
+        relay = cluster.nodes[1 - owner]
+        stream = await trio.open_tcp_stream(relay.host, relay.port)
+        await stream.send_all(b"GET /streams/radio HTTP/1.1\r\nHost: x\r\nIcy-MetaData: 1\r\n\r\n")
+        body = b""
+        while b"\r\n\r\n" not in body:
+            body += await stream.receive_some(65536)
+        head, _, rest = body.partition(b"\r\n\r\n")
+        assert b"icy-metaint: 16000" in head.lower()  # a relay's
+        received = bytearray(rest)
+
+        def titles() -> list[bytes]:
+            return split_icy(bytes(received), 16000)[1]
+
+        async def read() -> None:
+            while piece := await stream.receive_some(65536):
+                received.extend(piece)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                i = 5
+                while b"StreamTitle='Before';" not in titles():
+                    await client.append("radio", page(i))
+                    i, _ = i + 1, await trio.sleep(0.01)
+                await client.set_title("After", "radio")
+                while titles()[-1] != b"StreamTitle='After';":
+                    await client.append("radio", page(i))
+                    i, _ = i + 1, await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        await stream.aclose()
