@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import itertools
+import re
 import socket
 import struct
 from pathlib import Path
@@ -201,7 +202,8 @@ async def test_ffmpeg_sources_and_a_listener_that_decodes_across_the_switches(
 
 
 async def test_icy_titles_follow_the_listener_to_the_fallback_and_back(tmp_path: Path) -> None:
-    """Regression: a listener moved by a fallback got no ``icy-metaint`` and no titles."""
+    """Regression: a listener moved by a fallback got no ``icy-metaint`` and no titles. Its
+    Ogg comments follow too: each stream's chains carry its title."""
     async with running_server(tmp_path, fallback=RULES, icy_metaint=500) as server:
         jingles = await open_source(server, "jingles")
         await jingles.send_all(HEADER + pages(range(100, 110)))
@@ -248,3 +250,7 @@ async def test_icy_titles_follow_the_listener_to_the_fallback_and_back(tmp_path:
         labels = heard_pages()
         assert labels[:6] == [0, 1, 2, 3, 4, 5] and labels[-3:] == [7, 8, 9]
         assert 113 in labels  # jingles in between
+        # And in the Ogg comments of the chains the listener heard (titles in Ogg).
+        audio = split_icy(bytes(body), 500)[0]
+        chained = [t for t, _ in itertools.groupby(re.findall(rb"TITLE=(Live A|Jingle)", audio))]
+        assert chained == [b"Live A", b"Jingle", b"Live A"]
