@@ -30,6 +30,7 @@ class Chunked(Generic[T]):
         self._collect: bytearray | None = None
         self.header: bytes | None = None
         self.header_at = 0  # where the header being kept begins
+        self.header_starts: list[int] | None = None  # where each began, if asked
 
     def feed(self, data: bytes, start: int, out: list[T]) -> None:
         view = memoryview(data)

@@ -35,6 +35,8 @@ class _Parser(Protocol):
     header: bytes | None
     #: Where the current header begins (a new one, in-band, replaces the old one).
     header_at: int
+    #: Where every header began, oldest first, when the owner asked (else None).
+    header_starts: list[int] | None
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None: ...
 
@@ -82,9 +84,13 @@ class StreamSync(_Sniffer):
     :attr:`header_done` tells the two apart. Offsets are absolute stream offsets.
     """
 
-    def __init__(self, start: int = 0) -> None:
+    def __init__(self, start: int = 0, *, record_headers: bool = False) -> None:
         super().__init__(start)
         self._parser: _Parser | None = None
+        #: With ``record_headers``: where each header began, oldest first (the time index
+        #: gives a seek into an earlier Ogg chain that chain's header). One offset per
+        #: header, as bounded as the stream's own sync points.
+        self.header_starts: list[int] | None = [] if record_headers else None
 
     @property
     def header(self) -> bytes | None:
@@ -122,6 +128,7 @@ class StreamSync(_Sniffer):
         data, start = taken
         if self._parser is None:
             self._parser = _make_parser(self.format, start)
+            self._parser.header_starts = self.header_starts
         self._parser.feed(data, start, found)
         return found
 
@@ -145,6 +152,7 @@ class _Raw:
 
     header: bytes | None = None
     header_at = 0
+    header_starts: list[int] | None = None
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None:
         if data:
@@ -166,6 +174,7 @@ class _Ogg:
         self._in_data = False
         self.header: bytes | None = None
         self.header_at = 0
+        self.header_starts: list[int] | None = None
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None:
         pages: list[OggPage] = []
@@ -175,6 +184,8 @@ class _Ogg:
                 # The first header, or a new chain (or a new source) replacing the old one.
                 self._in_data, self._collect, self.header = False, bytearray(), None
                 self.header_at = page.offset
+                if self.header_starts is not None:
+                    self.header_starts.append(page.offset)
             if not self._in_data and page.granule not in (0, -1):
                 self._in_data = True
                 self.header = b"" if self._collect is None else bytes(self._collect)
@@ -263,6 +274,8 @@ class _Ebml(Chunked[int]):
                 if self._collect is None or self.header is not None:
                     self._collect, self.header = bytearray(), None
                     self.header_at = self._buffer_at
+                    if self.header_starts is not None:
+                        self.header_starts.append(self._buffer_at)
                 if size < 0:
                     return self._resync()
                 self._skip = size
@@ -375,6 +388,7 @@ class _Wav:
     def __init__(self, origin: int) -> None:
         self.header: bytes | None = None
         self.header_at = origin
+        self.header_starts: list[int] | None = None
         self._origin = origin
         self._head = bytearray()
         self._data_at = 0

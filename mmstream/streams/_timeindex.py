@@ -185,7 +185,7 @@ class TimeIndex:
         self.times = array("d")
         self.offsets = array("q")
         self.parser = TimeParser()
-        self.sync = StreamSync()
+        self.sync = StreamSync(record_headers=True)
 
     def known_duration(self, size: int, live: bool) -> float | None:
         """The stream's duration for ``stat``, from what is held, never parsing (``None``:
@@ -238,7 +238,6 @@ class TimeIndex:
     def seek(self, seconds: float, read: Reader, size: int) -> Seek:
         """The boundary at or just before ``seconds`` of media (clamped to the stream)."""
         times, offsets = self._points()
-        header = self.sync.header or b""
         if not times:
             return Seek(0, 0.0, self.start_wall, b"", self.start_wall, self.duration)
         at = max(bisect.bisect_right(times, seconds) - 1, 0)
@@ -247,8 +246,25 @@ class TimeIndex:
             stop = offsets[at + 1] if at + 1 < len(offsets) else size
             data = read(point.offset, min(stop - point.offset, REFINE_LIMIT))
             point = self.parser.refine(point, data, seconds)
-        return Seek(point.offset, point.time, self.wall_of(point.offset), header,
-                    self.start_wall, self.duration)  # fmt: skip
+        return Seek(point.offset, point.time, self.wall_of(point.offset),
+                    self._header_for(point.offset, read), self.start_wall,
+                    self.duration)  # fmt: skip
+
+    def _header_for(self, offset: int, read: Reader) -> bytes:
+        """The header a decoder starting at ``offset`` needs: the one in force there. A
+        stream with several (an Ogg chain per title, a new source's header) keeps only the
+        last; an earlier one is read again from where it began."""
+        starts = self.sync.header_starts or []
+        at = bisect.bisect_right(starts, offset) - 1
+        if at < 0 or at == len(starts) - 1:
+            return self.sync.header or b""
+        sync, end = StreamSync(starts[at]), starts[at + 1]
+        while not sync.header_done and sync.position < end:
+            data = read(sync.position, min(PARSE_PIECE, end - sync.position))
+            if not data:
+                break
+            sync.feed(data)
+        return sync.header or b""
 
     def seconds_at_wall(self, wall: float) -> float:
         """The media time of what arrived at ``wall`` (Unix time): the last point that had

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from ogg_pages import HEADER, page
 from streams_support import run_then_kill_9
 
 from mmstream.config import CacheConfig
 from mmstream.errors import InvalidArgumentError
+from mmstream.ogg import OggChainer
 from mmstream.streams import _timeindex as timeindex
 from mmstream.streams import open_stream_manager
 from mmstream.streams._timeindex import TimeIndex, decode_marks, encode_head, encode_mark
@@ -295,3 +297,25 @@ async def test_a_seek_after_eviction_still_lands_right(
             assert again == first
             assert 0 <= 4.321 - again.time < FRAME_SECONDS
             assert again.offset % len(FRAME) == 0
+
+
+def test_a_seek_into_an_earlier_ogg_chain_gets_that_chains_header() -> None:
+    """Regression: a seek got the last chain's header whatever chain its point was in (a
+    decoder then reads one logical stream's header and another's pages)."""
+    chainer = OggChainer(serials=iter(range(500, 600)).__next__)
+    data = chainer.feed(HEADER + b"".join(page(i) for i in range(10)), None)
+    data += chainer.feed(b"".join(page(i) for i in range(10, 20)), "Second")
+    data += chainer.feed(b"".join(page(i) for i in range(20, 30)), "Third") + chainer.flush()
+    index = TimeIndex(GEN, 0.0, [])
+
+    def read(offset: int, length: int) -> bytes:
+        return data[offset : offset + length]
+
+    index.build(read, len(data))
+    early, middle, late = (index.seek(t, read, len(data)) for t in (0.05, 0.3, 0.5))
+    assert early.header == HEADER and data[early.offset : early.offset + 4] == b"OggS"
+    assert b"TITLE=Second" in middle.header and b"TITLE=Third" in late.header
+    # Each header is its chain's: the BOS page's serial is the serial of the pages after.
+    for seek in (early, middle, late):
+        serial = int.from_bytes(seek.header[14:18], "little")
+        assert int.from_bytes(data[seek.offset + 14 : seek.offset + 18], "little") == serial
