@@ -18,8 +18,9 @@ follow the new headers, granule positions that start again from the chain's star
 Opus, from its pre-skip, so the decoder's restart costs the pre-skip's samples as at any
 stream's start). Relabelling changes only fixed-size head fields: the CRC is patched
 (:func:`~._write.patch_head`), so pages are never held for their body and the source's audio
-goes out as it arrives. Only an incomplete page head (at most 282 bytes) waits for the rest
-of its piece, and only while a title is pending or pages are being relabelled.
+goes out as it arrives. Only an incomplete page head (at most 282 bytes; a page on which no
+packet ends, rare in audio, whole: :class:`~._pages.OggPages` reads such bodies) waits for
+the rest of its piece, and only while a title is pending or pages are being relabelled.
 
 A new logical stream from the source itself (a source that restarts its encoder, or a new
 source resuming the stream) ends the relabelling; the current title is then chained after

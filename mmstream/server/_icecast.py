@@ -332,9 +332,6 @@ class Icecast:
                         piece = chainer.feed(piece, self._title(stream_id, lease))
                     if piece:
                         size = await self.manager.append(stream_id, piece, writer=lease)
-                rest = chainer.flush()  # an incomplete page head at the end, if held
-                if rest:
-                    size = await self.manager.append(stream_id, rest, writer=lease)
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass
         except MmstreamError as exc:
@@ -343,6 +340,12 @@ class Icecast:
             if self.sources.get(stream_id) is record:
                 del self.sources[stream_id]
             await pieces.aclose()
+        rest = chainer.flush()  # what it held (a first few bytes, an incomplete page head)
+        if rest and problem is None:
+            try:
+                size = await self.manager.append(stream_id, rest, writer=lease)
+            except MmstreamError as exc:
+                problem = exc
         if problem is not None:
             log.warning("source failed stream=%s: %s", stream_id, problem)
             await self._refuse(stream, problem)
