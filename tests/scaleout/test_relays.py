@@ -347,3 +347,50 @@ async def test_a_relays_icy_listeners_get_the_owners_titles(tmp_path: Path) -> N
                     i, _ = i + 1, await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
         await stream.aclose()
+
+
+async def test_a_relay_carries_the_owners_ogg_titles(tmp_path: Path) -> None:
+    """An Icecast source's titles are Ogg chains in the owner's stream: a relay's listener
+    gets them with the bytes (and a listener joining the relay later, the chain's header)."""
+    async with open_local_cluster(tmp_path, 2, relays=True) as cluster:
+        with trio.fail_after(60):
+            await _relay_carries_titles(cluster)
+
+
+async def _relay_carries_titles(cluster: LocalCluster) -> None:
+    # The source on node 0 (it owns what it is sent), a listener on node 1 (a relay).
+    owner, relay = cluster.nodes
+    source = await trio.open_tcp_stream(owner.host, owner.port)
+    await source.send_all(
+        b"PUT /streams/radio HTTP/1.1\r\nHost: x\r\nContent-Type: audio/ogg\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    assert b" 100 " in await source.receive_some(4096)
+    await source.send_all(HEADER + b"".join(page(i) for i in range(5)))
+
+    async def listen_to_relay() -> tuple[trio.SocketStream, bytearray]:
+        stream = await trio.open_tcp_stream(relay.host, relay.port)
+        await stream.send_all(b"GET /streams/radio HTTP/1.1\r\nHost: x\r\n\r\n")
+        body = bytearray()
+        while b"\r\n\r\n" not in body:
+            body += await stream.receive_some(65536)
+        return stream, body
+
+    early, early_body = await listen_to_relay()
+    async with connect(cluster.node_url(0), stream="radio") as client:
+        await client.set_title("Relayed", "radio")
+    with trio.fail_after(30):
+        i = 5
+        while b"TITLE=Relayed" not in early_body:
+            await source.send_all(page(i))
+            i, _ = i + 1, await trio.sleep(0.02)
+            with trio.move_on_after(0.01):
+                early_body += await early.receive_some(65536)
+        late, late_body = await listen_to_relay()
+        await source.send_all(page(i))
+        while late_body.count(b"OggS") < 3:
+            late_body += await late.receive_some(65536)
+    head_end = late_body.index(b"\r\n\r\n") + 4
+    assert b"TITLE=Relayed" in late_body[head_end:].split(b"OggS")[2]  # its header's tags
+    for stream in (early, late, source):
+        await stream.aclose()
