@@ -18,18 +18,20 @@ from urllib.parse import quote
 import trio
 from icecast_helpers import (
     FFMPEG,
+    admin_metadata,
+    connect,
     decode_s16,
     has_size,
     live_source,
     needs_ffmpeg,
     open_listener,
     open_source,
+    read_head,
     read_to_end,
     running_server,
     wait_until,
 )
 from ogg_pages import HEADER, page
-from test_icecast_titles import admin, icy_listener
 
 from mmstream.fallbacks import FallbackRule
 from mmstream.icecast import split_icy
@@ -211,11 +213,13 @@ async def test_icy_titles_follow_the_listener_to_the_fallback_and_back(tmp_path:
         await live.send_all(HEADER + pages(range(0, 3)))
         await wait_until(has_size(server, "live-a", len(HEADER) + 3 * len(page(0))))
         for stream_id, song in (("jingles", "Jingle"), ("live-a", "Live A")):
-            status, _ = await admin(
+            status, _ = await admin_metadata(
                 server, f"mount=/streams/{stream_id}&mode=updinfo&song={quote(song)}"
             )
             assert status == 200
-        icy, headers, rest = await icy_listener(server, "live-a")
+        icy = await connect(server)
+        await icy.send_all(b"GET /streams/live-a HTTP/1.1\r\nHost: x\r\nIcy-MetaData: 1\r\n\r\n")
+        _, headers, rest = await read_head(icy)
         assert headers["icy-metaint"] == "500"
         body = bytearray(rest)
 

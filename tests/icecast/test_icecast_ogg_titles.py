@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 import trio
 from icecast_helpers import (
+    admin_metadata,
     connect,
     has_size,
     open_source,
@@ -21,7 +22,6 @@ from icecast_helpers import (
     running_server,
     wait_until,
 )
-from test_icecast_titles import admin
 
 from mmstream.ogg import BOS, OggPage, OggPages
 from mmstream.server import RunningServer
@@ -87,7 +87,7 @@ async def test_a_title_becomes_a_chain_for_listeners_and_in_the_file(
         early: list[bytes] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(listen, server, early)
-            status, _ = await admin(server, "mount=/streams/radio&mode=updinfo&song="
+            status, _ = await admin_metadata(server, "mount=/streams/radio&mode=updinfo&song="
                                     + quote(FIRST))  # fmt: skip
             assert status == 200
             await send_slowly(source, data[third : 2 * third])
@@ -96,7 +96,7 @@ async def test_a_title_becomes_a_chain_for_listeners_and_in_the_file(
             url = f"{server.http_url}/streams/radio"
             assert await trio.to_thread.run_sync(probe_title, url) == FIRST
             # A title in Latin-1 (charset=) is written as UTF-8 like any other.
-            status, _ = await admin(server, "mount=/streams/radio&mode=updinfo&charset=latin1"
+            status, _ = await admin_metadata(server, "mount=/streams/radio&mode=updinfo&charset=latin1"
                                     "&song=" + quote(SECOND.encode("latin-1")))  # fmt: skip
             assert status == 200
             await send_slowly(source, data[2 * third :])
@@ -126,7 +126,7 @@ async def test_mpv_shows_a_new_title_while_it_listens(tmp_path: Path) -> None:
         async def stream_and_retitle() -> None:
             await send_slowly(source, data[: 2 * step])
             await trio.sleep(1.5)  # mpv is listening now
-            await admin(server, "mount=/streams/radio&mode=updinfo&song=" + quote(FIRST))
+            await admin_metadata(server, "mount=/streams/radio&mode=updinfo&song=" + quote(FIRST))
             for at in range(2 * step, len(data), step // 4):
                 await source.send_all(data[at : at + step // 4])
                 await trio.sleep(0.25)
