@@ -88,6 +88,12 @@ def add_balancer_arguments(parser: argparse.ArgumentParser) -> None:
         help="live listener GETs to the least-loaded node, which relays from the owner "
         "(nodes need cluster.peers; serve --workers passes them)",
     )
+    group.add_argument(
+        "--source-bind",
+        metavar="HOST:PORT",
+        help="where Icecast sources (ffmpeg, BUTT, Liquidsoap...) connect, in TCP mode: "
+        "their unframed PUT/SOURCE bodies do not pass HTTP mode (default: none)",
+    )
     group.add_argument("--stats-socket", type=Path, metavar="PATH", help="UNIX stats socket")
     group.add_argument(
         "--haproxy-log", action="store_true", help="HAProxy logs node DOWN/UP notices to stderr"
@@ -109,6 +115,7 @@ def balancer_options_from_args(args: argparse.Namespace) -> BalancerOptions:
         stats_socket=args.stats_socket,
         log_to_stderr=args.haproxy_log,
         relay_listeners=args.relay_listeners,
+        source_bind=parse_endpoint(args.source_bind) if args.source_bind else None,
     )
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and options.maxconn > max_maxconn(soft):

@@ -154,6 +154,17 @@ class BalancerOptions:
     #: least-loaded node, which relays the stream from its owner (the nodes need
     #: ``cluster.peers``; docs/scaling.md, "Relays"). Everything else still goes by id.
     relay_listeners: bool = False
+    #: Where Icecast sources (``PUT``/``SOURCE``) connect, in TCP mode: ffmpeg's icecast
+    #: output, like legacy ``SOURCE`` clients, sends a body with neither ``Content-Length``
+    #: nor chunking, which HTTP mode reads as no body at all (docs/scaling.md, "Sources").
+    source_bind: Endpoint | None = None
+
+
+#: The stream id of ``/v1/streams/{id}`` and ``/streams/{id}``, for ``balance hash``: one
+#: expression for both backends, so a source and the readers of its stream share a node.
+#: The query string is ignored; url_dec after the split: servers decode %XX in the id once,
+#: so must the hash.
+_ID_HASH = "path,regsub(^/v1/,/),field(3,/),url_dec"
 
 
 @attrs.frozen
@@ -290,7 +301,7 @@ def render_haproxy_config(
         "    # Hash only the {id} of /v1/streams/{id} and /streams/{id}, so a stream's upload,",
         "    # its readers and its HTTP playback meet on one node. The query string is ignored;",
         "    # url_dec after the split: servers decode %XX in the id once, so must the hash.",
-        "    balance hash path,regsub(^/v1/,/),field(3,/),url_dec",
+        f"    balance hash {_ID_HASH}",
         "    hash-type consistent sdbm avalanche",
         "    # No hash-balance-factor: it moves ids off a busy owner, which splits streams.",
         "    # Every response names the node that answered.",
@@ -313,4 +324,40 @@ def render_haproxy_config(
             "    # Up and down with the same node in mmstream_nodes: one health check per node.",
         ]
         lines += [f"    server {n.name} {n.endpoint} track mmstream_nodes/{n.name}" for n in nodes]
+    if opts.source_bind is not None:
+        lines += _source_sections(nodes, opts.source_bind)
     return "\n".join(lines) + "\n"
+
+
+def _source_sections(nodes: Sequence[Node], bind: Endpoint) -> list[str]:
+    """A TCP frontend and backend for Icecast sources. HTTP/1.1 has no request body of
+    unknown length, so HTTP mode forwards such a request's head (and the node's
+    ``100 Continue``) and then waits for the next request: the body never reaches the node.
+    In TCP mode the connection is the body; the request's head is parsed only to hash the
+    id onto the same ring as ``mmstream_nodes`` (same ids, same hash, same expression)."""
+    lines = [
+        "",
+        "frontend mmstream_sources",
+        "    # Icecast sources (PUT or SOURCE, then raw bytes until close): HTTP mode reads a",
+        "    # request with neither Content-Length nor chunking as bodiless and drops the rest.",
+        "    mode tcp",
+        f"    bind {bind}",
+        "    # Wait for the request's head, which the backend hashes on; anything else is",
+        "    # refused.",
+        "    tcp-request inspect-delay 10s",
+        "    tcp-request content accept if HTTP",
+        "    tcp-request content reject",
+        "    default_backend mmstream_sources",
+        "",
+        "backend mmstream_sources",
+        "    mode tcp",
+        "    # The ring of mmstream_nodes: a source lands on the node its listeners read from.",
+        f"    balance hash {_ID_HASH}",
+        "    hash-type consistent sdbm avalanche",
+        "    # Up and down with the same node in mmstream_nodes: one health check per node.",
+    ]
+    lines += [
+        f"    server {n.name} {n.endpoint} id {n.index + 1} track mmstream_nodes/{n.name}"
+        for n in nodes
+    ]
+    return lines

@@ -86,13 +86,15 @@ async def open_local_cluster(
     check_interval: float = 1.0,
     node_config: Path | None = None,
     relays: bool = False,
+    sources: bool = False,
 ) -> AsyncIterator[LocalCluster]:
     """``count`` nodes and HAProxy, all UP in HAProxy's view; every process is stopped by
     PID on the way out. Nodes are not restarted: tests kill them on purpose.
     ``node_config`` is the nodes' shared config file. With ``relays``, live listeners go to
-    the least-loaded node, which relays from the owner."""
+    the least-loaded node, which relays from the owner. With ``sources``, HAProxy takes
+    Icecast sources on ``options.source_bind`` too."""
     assert HAPROXY is not None
-    *node_ports, lb_port = free_ports(count + 1)
+    *node_ports, lb_port, source_port = free_ports(count + 2)
     # Free ports are rarely consecutive, so no plan_workers: the same layout, any ports.
     workers = [
         Worker(i, Endpoint("127.0.0.1", port), tmp_path / f"node-{i}")
@@ -103,6 +105,7 @@ async def open_local_cluster(
         check_interval=check_interval,
         stats_socket=tmp_path / "haproxy.sock",
         relay_listeners=relays,
+        source_bind=Endpoint("127.0.0.1", source_port) if sources else None,
     )
     config = tmp_path / "haproxy.cfg"
     config.write_text(render_haproxy_config([w.node for w in workers], options))

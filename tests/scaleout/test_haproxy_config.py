@@ -157,15 +157,40 @@ def test_maxconn_fits_the_fd_limit() -> None:
     assert 4000 <= max_maxconn(20000) < 10000
 
 
+def test_sources_go_by_id_in_tcp_mode_on_the_same_ring() -> None:
+    """ffmpeg's unframed PUT has no body in HTTP mode (test_haproxy_sources.py), so sources
+    get a TCP frontend; its backend must place an id where mmstream_nodes does."""
+    assert "mmstream_sources" not in render_haproxy_config(DEFAULT_NODES)
+    source = Endpoint("0.0.0.0", 8000)
+    text = render_haproxy_config(DEFAULT_NODES, BalancerOptions(source_bind=source))
+    nodes = text.split("\nbackend mmstream_nodes\n", 1)[1].split("\n\n", 1)[0]
+    sources = text.split("\nfrontend mmstream_sources\n", 1)[1]
+    frontend, backend = sources.split("\nbackend mmstream_sources\n", 1)
+    assert "mode tcp" in frontend and f"bind {source}" in frontend
+    assert "tcp-request content accept if HTTP" in frontend
+    assert "mode tcp" in backend
+    for line in ("balance hash ", "hash-type "):
+        (ring,) = [x for x in nodes.splitlines() if x.strip().startswith(line)]
+        assert ring in backend.splitlines()
+    for node in DEFAULT_NODES:
+        server = f"server {node.name} {node.endpoint} id {node.index + 1}"
+        assert f"{server} track mmstream_nodes/{node.name}" in backend
+
+
 def test_cli_prints_the_same_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["haproxy-config"]) == 0
     assert capsys.readouterr().out == render_haproxy_config()
     out = tmp_path / "h.cfg"
     argv = ["haproxy-config", "--nodes", "10.0.0.1:9001,10.0.0.2:9001", "--bind", "0.0.0.0:80"]
-    assert main([*argv, "--check-interval", "2s", "-o", str(out)]) == 0
+    assert (
+        main([*argv, "--check-interval", "2s", "--source-bind", "0.0.0.0:8000", "-o", str(out)])
+        == 0
+    )
     expected = render_haproxy_config(
         parse_nodes("10.0.0.1:9001,10.0.0.2:9001"),
-        BalancerOptions(bind=Endpoint("0.0.0.0", 80), check_interval=2.0),
+        BalancerOptions(
+            bind=Endpoint("0.0.0.0", 80), check_interval=2.0, source_bind=Endpoint("0.0.0.0", 8000)
+        ),
     )
     assert out.read_text() == expected
 
@@ -178,6 +203,7 @@ def test_cli_prints_the_same_text(capsys: pytest.CaptureFixture[str], tmp_path: 
         ["--check-interval", "soon"],
         ["--fall", "0"],
         ["--stats-socket", "/tmp/a b"],
+        ["--source-bind", "8000"],
     ],
 )
 def test_cli_bad_input_is_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,6 +229,7 @@ def test_cli_bad_input_is_one_line(argv: list[str], capsys: pytest.CaptureFixtur
             check_interval=0.2, redispatch=False, retries=0, log_to_stderr=True, maxconn=500
         ),
         BalancerOptions(relay_listeners=True),
+        BalancerOptions(relay_listeners=True, source_bind=Endpoint("::1", 8000)),
     ],
 )
 def test_haproxy_accepts_generated_configs(
