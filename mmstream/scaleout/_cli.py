@@ -91,8 +91,9 @@ def add_balancer_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--source-bind",
         metavar="HOST:PORT",
-        help="where Icecast sources (ffmpeg, BUTT, Liquidsoap...) connect, in TCP mode: "
-        "their unframed PUT/SOURCE bodies do not pass HTTP mode (default: none)",
+        help="where Icecast sources (ffmpeg's icecast output) connect, in TCP mode: "
+        "a PUT/SOURCE body without length or chunking does not pass HTTP mode "
+        "(default: none)",
     )
     group.add_argument("--stats-socket", type=Path, metavar="PATH", help="UNIX stats socket")
     group.add_argument(
