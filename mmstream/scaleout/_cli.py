@@ -166,8 +166,12 @@ def add_workers_to_serve(commands: Any) -> None:
 
     def serve_or_supervise(args: argparse.Namespace) -> int:
         if args.workers is None:
-            if args.haproxy is not None or args.haproxy_config is not None:
-                raise ConfigError("--haproxy and --haproxy-config go with --workers N")
+            if any(
+                x is not None for x in (args.haproxy, args.haproxy_config, args.haproxy_sources)
+            ):
+                raise ConfigError(
+                    "--haproxy, --haproxy-config and --haproxy-sources go with --workers N"
+                )
             return single(args)
         overrides = {
             "server.host": args.host,
@@ -181,6 +185,7 @@ def add_workers_to_serve(commands: Any) -> None:
             log_level=args.serve_log_level or args.log_level,
             haproxy_bind=args.haproxy,
             haproxy_config=args.haproxy_config,
+            haproxy_sources=args.haproxy_sources,
         )
 
     serve.set_defaults(handler=serve_or_supervise)
@@ -208,6 +213,12 @@ def _add_worker_arguments(serve: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="with --workers: write the HAProxy config here instead of printing it",
     )
+    group.add_argument(
+        "--haproxy-sources",
+        metavar="HOST:PORT",
+        help="with --workers: HAProxy also takes Icecast sources here, in TCP mode "
+        "(haproxy-config --source-bind)",
+    )
 
 
 def run_workers(
@@ -218,6 +229,7 @@ def run_workers(
     log_level: str | None,
     haproxy_bind: str | None = None,
     haproxy_config: Path | None = None,
+    haproxy_sources: str | None = None,
 ) -> int:
     """``mmstream serve --workers N``: supervise the workers (and HAProxy) until a signal."""
     plan = plan_workers(
@@ -240,6 +252,7 @@ def run_workers(
     options = BalancerOptions(
         bind=parse_endpoint(haproxy_bind) if haproxy_bind else DEFAULT_BIND,
         relay_listeners=True,
+        source_bind=parse_endpoint(haproxy_sources) if haproxy_sources else None,
     )
     text = render_haproxy_config([w.node for w in plan], options)
     nodes = ",".join(str(w.node.endpoint) for w in plan)

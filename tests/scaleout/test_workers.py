@@ -157,10 +157,11 @@ async def test_workers_without_haproxy_print_its_config(tmp_path: Path) -> None:
     cache = tmp_path / "c"
     argv = [sys.executable, "-m", "mmstream", "serve", "--workers", "2", "--host", "127.0.0.1"]
     argv += ["--port", str(base), "--cache-dir", str(cache), "--log-level", "WARNING"]
+    argv += ["--haproxy-sources", "127.0.0.1:8000"]
     proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     workers = plan_workers(2, host="127.0.0.1", base_port=base, cache_dir=cache)
-    options = BalancerOptions(relay_listeners=True)
+    options = BalancerOptions(relay_listeners=True, source_bind=Endpoint("127.0.0.1", 8000))
     expected = render_haproxy_config([w.node for w in workers], options).encode()
     try:
         stderr = Lines()
@@ -185,6 +186,8 @@ async def test_workers_without_haproxy_print_its_config(tmp_path: Path) -> None:
     [
         ["serve", "--haproxy"],
         ["serve", "--haproxy-config", "x.cfg"],
+        ["serve", "--haproxy-sources", "127.0.0.1:8000"],
+        ["serve", "--workers", "2", "--port", "9001", "--haproxy-sources", "8000"],
         ["serve", "--workers", "2", "--port", "0"],
         ["serve", "--workers", "0", "--port", "9001"],
         ["serve", "--workers", "2", "--port", "9001", "--haproxy", "nowhere"],
