@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._chain import MAX_TITLE_BYTES as MAX_TITLE_BYTES
 from ._chain import OggChainer as OggChainer
 from ._chain import comment_packet as comment_packet
+from ._chain import comment_title as comment_title
 from ._pages import BOS as BOS
 from ._pages import CONTINUED as CONTINUED
 from ._pages import EOS as EOS
@@ -30,6 +31,7 @@ __all__ = [
     "OggPage",
     "OggPages",
     "comment_packet",
+    "comment_title",
     "crc",
     "packets",
     "patch_head",

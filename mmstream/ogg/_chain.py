@@ -38,7 +38,7 @@ from .._chunks import HEADER_LIMIT
 from ._pages import BOS, CONTINUED, EOS, HEAD_SIZE, OggPage, OggPages
 from ._write import crc, packets, patch_head, write_pages
 
-__all__ = ["MAX_TITLE_BYTES", "OggChainer", "comment_packet"]
+__all__ = ["MAX_TITLE_BYTES", "OggChainer", "comment_packet", "comment_title"]
 
 _OPUS_HEAD, _OPUS_TAGS = b"OpusHead", b"OpusTags"
 _VORBIS_ID, _VORBIS_COMMENT = b"\x01vorbis", b"\x03vorbis"
@@ -76,6 +76,32 @@ def _comments(packet: bytes, magic: bytes) -> tuple[bytes, list[bytes]]:
     return vendor, found
 
 
+def _first(comments: list[bytes], name: bytes) -> str | None:
+    """The first ``NAME=`` comment's value (names are case-insensitive, as Vorbis comments
+    say), decoded leniently: a source's bytes are not trusted to be UTF-8."""
+    prefix = name.upper() + b"="
+    for comment in comments:
+        if comment[: len(prefix)].upper() == prefix:
+            return comment[len(prefix) :].decode("utf-8", "replace")
+    return None
+
+
+def comment_title(packet: bytes, limit: int) -> str | None:
+    """The title a comment header (``OpusTags``, Vorbis comment) gives, as Icecast forms
+    it (src/format_ogg.c, ``update_comments``): ``ARTIST - TITLE``, or whichever of the two
+    is there; None if neither (or the packet is damaged). One line, at most ``limit``
+    characters."""
+    magic = _OPUS_TAGS if packet.startswith(_OPUS_TAGS) else _VORBIS_COMMENT
+    if not packet.startswith(magic):
+        return None
+    _, comments = _comments(packet, magic)
+    artist, title = _first(comments, b"ARTIST"), _first(comments, b"TITLE")
+    parts = [part for part in (artist, title) if part is not None]
+    if not parts:
+        return None
+    return _printable(" - ".join(parts))[:limit]
+
+
 def comment_packet(original: bytes, title: str) -> bytes:
     """``original`` (an ``OpusTags`` or Vorbis comment header) with ``TITLE=title`` instead
     of its title and artist (the title names both, as Icecast's ``song`` does); its vendor
@@ -99,8 +125,12 @@ class OggChainer:
     """Feed a source's bytes (:meth:`feed`, with the stream's current title); store what it
     returns. :meth:`flush` at the source's clean end returns what is still held."""
 
-    def __init__(self, serials: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self, serials: Callable[[], int] | None = None, *, title_limit: int = MAX_TITLE_BYTES
+    ) -> None:
         self._serials = serials or (lambda: secrets.randbits(32))
+        self._title_limit = title_limit
+        self._heard: str | None = None  # the source's own title, not yet taken
         self._pages = OggPages()
         self._position = 0  # source bytes fed
         self._held = bytearray()
@@ -156,6 +186,8 @@ class OggChainer:
         out = bytearray()
         for page in found:
             out += self._page(page, title)
+            if self._heard is not None:  # the source titled its chain: that title is current
+                title = self._heard
         hold = self._relabel is not None or (title is not None and title != self._chained)
         waiting = self._pages.waiting_at if hold else None
         keep = 0 if waiting is None else max(0, self._position - waiting)
@@ -164,6 +196,13 @@ class OggChainer:
         del self._held[:cut]
         self._held_at += cut
         return bytes(out)
+
+    def take_heard(self) -> str | None:
+        """The title of the source's latest logical stream, read from its comment header
+        (see :func:`comment_title`), once: the caller makes it the stream's title, and feeds
+        it as the title from then on, so no chain is written for it (it is in the bytes)."""
+        heard, self._heard = self._heard, None
+        return heard
 
     def flush(self) -> bytes:
         """The bytes still held (an incomplete page head at the source's end)."""
@@ -181,6 +220,7 @@ class OggChainer:
             self._codec = b""  # several logical streams at once: not chained
         if not self._in_data and page.granule not in (0, -1):
             self._in_data = True
+            self._hear()
         before = b""
         at = page.offset - self._held_at
         if not self._in_data:
@@ -228,6 +268,15 @@ class OggChainer:
         self._codec = _OPUS_HEAD if body.startswith(_OPUS_HEAD) else (
             _VORBIS_ID if body.startswith(_VORBIS_ID) else b"")  # fmt: skip
         self._preskip = int.from_bytes(body[10:12], "little") if self._codec == _OPUS_HEAD else 0
+
+    def _hear(self) -> None:
+        """At a logical stream's first data page: its comment header's title, if any, is
+        the title this chain carries (only for a stream this chains: one Opus or Vorbis
+        stream whose header is within :data:`HEADER_LIMIT`)."""
+        found = packets(self._header) if self._codec else []
+        heard = comment_title(found[1], self._title_limit) if len(found) > 1 else None
+        if heard is not None:
+            self._heard = self._chained = heard
 
     def _chain(self, title: str) -> bytes:
         """The end of the current logical stream and the headers of a new one, titled."""

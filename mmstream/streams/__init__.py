@@ -6,6 +6,7 @@ obtained from :func:`open_stream_manager`.
 
 from __future__ import annotations
 
+from ._context import MAX_TITLE_LENGTH as MAX_TITLE_LENGTH
 from ._context import TRANSITIONS as TRANSITIONS
 from ._context import StreamContext as StreamContext
 from ._context import StreamInfo as StreamInfo
@@ -24,6 +25,7 @@ from ._tiering import StreamTier as StreamTier
 
 __all__ = [
     "DEFAULT_CONTENT_TYPE",
+    "MAX_TITLE_LENGTH",
     "STREAM_ID_ALPHABET",
     "STREAM_ID_MAX_LENGTH",
     "TRANSITIONS",

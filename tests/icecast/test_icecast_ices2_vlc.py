@@ -105,6 +105,10 @@ async def test_ices2_streams_its_ogg_vorbis_playlist(tmp_path: Path) -> None:
     assert len(body) == info.size
     assert b"title=First Song" in body and b"title=Second Song" in body
     assert abs(await _seconds_of(body) - 3.0) < 0.2  # both files, whole
+    # The titles in the files' comment headers are the stream's (ARTIST - TITLE, as Icecast
+    # forms them), as if set through /admin/metadata, and no chain was added for them.
+    assert [t.title for t in info.titles] == ["Ices - First Song", "Ices - Second Song"]
+    assert body.count(b"title=") == 2
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ async def test_status_change_wakes_waiters() -> None:
 def test_public_surface() -> None:
     assert set(mmstream.streams.__all__) == {
         "DEFAULT_CONTENT_TYPE",
+        "MAX_TITLE_LENGTH",
         "STREAM_ID_ALPHABET",
         "STREAM_ID_MAX_LENGTH",
         "TRANSITIONS",
