@@ -9,11 +9,16 @@ the stream is UPLOADING only segments whose end boundary is final are listed (th
 is an ``EVENT`` playlist, growing); once READY the last segment runs to the end and the
 playlist is ``VOD`` with ``EXT-X-ENDLIST``.
 
-Segments are **packed audio** (RFC 8216bis §3.4): the MP3 or ADTS frames as they are
-stored, preceded by an ID3v2 tag whose ``PRIV`` frame
-``com.apple.streaming.transportStreamTimestamp`` carries the first frame's presentation
-time (a 33-bit MPEG-2 timestamp, 90 kHz), which the spec requires. Other containers have no
-packed-audio form: :func:`hls_kind` says why.
+The segment format follows the stream's codec (:func:`hls_kind`):
+
+- MP3 and AAC (ADTS) are **packed audio** (RFC 8216bis §3.4): the frames as they are
+  stored, preceded by an ID3v2 tag whose ``PRIV`` frame
+  ``com.apple.streaming.transportStreamTimestamp`` carries the first frame's presentation
+  time (a 33-bit MPEG-2 timestamp, 90 kHz), which the spec requires.
+- Opus, in Ogg or WebM, is **fragmented MP4** (CMAF, RFC 8216bis §3.3): an initialisation
+  segment named by ``EXT-X-MAP``, and each segment the packets of its pages or clusters
+  re-wrapped (:mod:`mmstream.media`).
+- Other containers have no HLS form: :func:`hls_kind` says why.
 """
 
 from __future__ import annotations
@@ -29,15 +34,18 @@ import attrs
 from attrs import validators as v
 
 from ..audio import AudioFormat
+from ..media import OpusTrack, init_segment, media_segment, opus_packets, opus_track
 
 __all__ = [
     "DEFAULT_TARGET_DURATION",
+    "OPUS_CONTAINERS",
     "Boundaries",
     "HlsKind",
     "LowLatency",
     "MediaPlan",
     "Part",
     "Segment",
+    "fmp4_segment",
     "hls_kind",
     "id3_timestamp",
     "media_playlist",
@@ -54,27 +62,49 @@ _PRIV_OWNER = b"com.apple.streaming.transportStreamTimestamp\x00"
 
 @attrs.frozen
 class HlsKind:
-    """How a format is served as HLS: its segments' file extension and media type."""
+    """How a stream is served as HLS: its segments' file extension and media type, and for
+    fMP4 the Opus track the initialisation segment describes (``None``: packed audio)."""
 
     extension: str
     content_type: str
+    track: OpusTrack | None = None
+
+    @property
+    def init(self) -> bytes | None:
+        """The fMP4 initialisation segment (``EXT-X-MAP``); ``None`` for packed audio."""
+        return None if self.track is None else init_segment(self.track.head)
+
+    def segment(self, data: bytes, segment: Segment | Part) -> bytes | str:
+        """``segment`` (or part) made from its stored bytes ``data``, or why it has none."""
+        if self.track is None:
+            return packed_audio_segment(data, segment.time)
+        return fmp4_segment(self.track, data, segment)
 
 
 _KINDS = {
     AudioFormat.MP3: HlsKind("mp3", "audio/mpeg"),
     AudioFormat.AAC: HlsKind("aac", "audio/aac"),
 }
+#: Containers whose streams may hold Opus: their header says (:func:`hls_kind`).
+OPUS_CONTAINERS = (AudioFormat.OGG, AudioFormat.WEBM, AudioFormat.MATROSKA)
 
 
-def hls_kind(fmt: AudioFormat | None) -> HlsKind | str:
-    """The packed-audio kind for a container, or why it cannot be served as HLS."""
+def hls_kind(fmt: AudioFormat | None, header: bytes = b"") -> HlsKind | str:
+    """How a stream is served as HLS, from its container and, for Ogg and WebM, its
+    ``header`` (its first bytes, up to its first page of audio or cluster), or why it
+    cannot be. A header that declares Opus gives fMP4 segments."""
     found = _KINDS.get(fmt) if fmt is not None else None
     if found is not None:
         return found
+    track = opus_track(fmt, header) if fmt in OPUS_CONTAINERS else None
+    if track is not None:
+        return HlsKind("m4s", "audio/mp4", track)
     name = fmt.name.lower() if fmt is not None else "an unrecognised format"
+    if fmt in OPUS_CONTAINERS:
+        name += " without Opus (or its header has not all arrived yet)"
     return (
-        f"HLS is served for MP3 and AAC (ADTS) streams, as packed audio; this stream is "
-        f"{name} (fMP4 segments for Opus are not implemented yet)"
+        f"HLS is served for MP3 and AAC (ADTS) streams, as packed audio, and Opus in Ogg or "
+        f"WebM, as fMP4; this stream is {name}"
     )
 
 
@@ -291,20 +321,23 @@ def media_playlist(
     ended: bool,
     uri: Callable[[Segment], str],
     low_latency: LowLatency | None = None,
+    init: str | None = None,
 ) -> str:
     """The media playlist for ``segments`` (RFC 8216bis §4.4): ``EVENT`` while the stream
     grows, ``VOD`` with ``EXT-X-ENDLIST`` once it has ``ended``. ``EXT-X-TARGETDURATION``
     is at least every ``EXTINF`` rounded to the nearest integer (§4.4.3.1). With
-    ``low_latency`` (live only), its parts, server control and preload hint too."""
+    ``low_latency`` (live only), its parts, server control and preload hint too. fMP4
+    segments name their initialisation segment ``init`` in ``EXT-X-MAP`` (version 6, §7)."""
     longest = max((s.duration for s in segments), default=target_duration)
     target = max(math.ceil(target_duration), round(longest), 1)
     lines = [
         "#EXTM3U",
-        "#EXT-X-VERSION:3",
+        f"#EXT-X-VERSION:{3 if init is None else 6}",
         f"#EXT-X-TARGETDURATION:{target}",
         "#EXT-X-MEDIA-SEQUENCE:0",
         f"#EXT-X-PLAYLIST-TYPE:{'VOD' if ended else 'EVENT'}",
         "#EXT-X-INDEPENDENT-SEGMENTS",
+        *([] if init is None else [f'#EXT-X-MAP:URI="{init}"']),
     ]
     parts_of: dict[int, list[Part]] = {}
     if low_latency is not None:
@@ -348,3 +381,14 @@ def id3_timestamp(seconds: float) -> bytes:
 def packed_audio_segment(data: bytes, time: float) -> bytes:
     """A packed-audio segment: the timestamp tag, then the frames as stored."""
     return id3_timestamp(time) + data
+
+
+def fmp4_segment(track: OpusTrack, data: bytes, segment: Segment | Part) -> bytes | str:
+    """An fMP4 media segment: the Opus packets of ``data`` (the segment's bytes), decoded
+    from the segment's time on; or why it has none (a chained stream that changed its
+    channels: what one fMP4 track can carry ends there)."""
+    packets = opus_packets(data, track)
+    if not packets.samples:
+        return packets.stopped or f"segment {segment.sequence} holds no Opus packet"
+    decode_time = packets.decode_time(segment.time)
+    return media_segment(segment.sequence + 1, decode_time, packets.samples)

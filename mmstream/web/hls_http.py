@@ -3,7 +3,8 @@ from the cache (the decisions are in :mod:`.hls` and :mod:`.llhls`; this module 
 manager and waits for it).
 
 A segment's name carries the stream's generation (``<generation>-<n>.mp3``, a part
-``<generation>-<n>.<k>.mp3``): a stream deleted and created again under the same id has
+``<generation>-<n>.<k>.mp3``; for fMP4 ``.m4s``, and the initialisation segment
+``<generation>-init.mp4``): a stream deleted and created again under the same id has
 other URIs, so a segment or part URI names the same bytes forever and is served
 ``immutable`` with a strong ``ETag``. Playlists are short-lived: ``max-age=1`` while the
 stream grows, a minute once it is finished. A blocking reload (``?_HLS_msn=``) is held
@@ -27,13 +28,13 @@ from ..metrics import Metrics
 from ..streams import StreamInfo, StreamManager, StreamStatus
 from .hls import (
     DEFAULT_TARGET_DURATION,
+    OPUS_CONTAINERS,
     Boundaries,
     HlsKind,
     LowLatency,
     MediaPlan,
     hls_kind,
     media_playlist,
-    packed_audio_segment,
     plan_media,
 )
 from .llhls import (
@@ -53,13 +54,20 @@ __all__ = ["PLAYLIST_TYPE", "SegmentPlans", "playlist_response", "segment_respon
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 IMMUTABLE = "public, max-age=31536000, immutable"
-_SEGMENT = re.compile(r"([0-9a-f]{16})-(\d{1,9})(?:\.(\d{1,3}))?\.(mp3|aac)")
+_SEGMENT = re.compile(r"([0-9a-f]{16})-(\d{1,9}|init)(?:\.(\d{1,3}))?\.(mp3|aac|m4s|mp4)")
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
+#: Bytes read to find an Ogg or WebM stream's codec: its first page, or up to its Tracks.
+_HEADER_READ = 64 * 1024
 
 
 async def _kind(manager: StreamManager, info: StreamInfo) -> HlsKind:
+    """From the stream's first bytes, which never change: the initialisation segment an
+    fMP4 stream's first header gives stays its own when a later chain brings another."""
     head = await manager.read(info.stream_id, 0, 64, generation=info.generation)
-    found = hls_kind(detect_format(head))
+    fmt = detect_format(head)
+    if fmt in OPUS_CONTAINERS:
+        head = await manager.read(info.stream_id, 0, _HEADER_READ, generation=info.generation)
+    found = hls_kind(fmt, head)
     if isinstance(found, str):
         raise StreamNotFoundError(found)
     return found
@@ -206,6 +214,7 @@ def _playlist(
         ended=plan.complete,
         uri=lambda s: f"hls/{generation}-{s.sequence}.{kind.extension}",
         low_latency=low_latency,
+        init=None if kind.track is None else f"hls/{generation}-init.mp4",
     ).encode()
 
 
@@ -273,20 +282,24 @@ async def segment_response(
     plans: SegmentPlans | None = None,
     budget: BlockingBudget | None = None,
 ) -> Response:
-    """One packed-audio segment or part; 404 for one that does not exist (yet). The part
-    being written (the preload hint's) is held until it is final."""
+    """One segment or part (or an fMP4 stream's initialisation segment); 404 for one that
+    does not exist (yet). The part being written (the preload hint's) is held until it is
+    final."""
     plans = plans or SegmentPlans()
     try:
         match = _SEGMENT.fullmatch(name)
         if match is None:
             raise StreamNotFoundError(f"no segment {name[:64]!r}")
-        generation, sequence = match.group(1), int(match.group(2))
-        index = None if match.group(3) is None else int(match.group(3))
+        generation, number, part, extension = match.groups()
         await manager.find(stream_id)  # known here, or found in the tier
         info = manager.stat(stream_id, generation=generation)
         kind = await _kind(manager, info)
-        if kind.extension != match.group(4):
+        init = kind.init if (number, part, extension) == ("init", None, "mp4") else None
+        if init is not None:
+            return _segment_body(f'"{generation}-init"', kind, init, request_headers, metrics)
+        if kind.extension != extension or number == "init":
             raise StreamNotFoundError(f"no segment {name!r}: this stream's are .{kind.extension}")
+        sequence, index = int(number), None if part is None else int(part)
         plan = await plans.get(manager, info, target)
         if index is not None and plan.next_part == (sequence, index):
             plan = await _hold_until(
@@ -294,23 +307,38 @@ async def segment_response(
                 target=target, plans=plans, budget=budget or BlockingBudget(), client=client,
             )  # fmt: skip
         found = plan.segment(sequence) if index is None else plan.part(sequence, index)
+        what = f"segment {sequence}" if index is None else f"part {sequence}.{index}"
         if found is None:
-            what = f"segment {sequence}" if index is None else f"part {sequence}.{index}"
             raise StreamNotFoundError(f"no {what} of {stream_id} (yet)")
         tag = f"{sequence}" if index is None else f"{sequence}.{index}"
         etag = f'"{generation}-{tag}"'
-        headers = [("Content-Type", kind.content_type), ("Cache-Control", IMMUTABLE),
-                   ("ETag", etag), _NOSNIFF]  # fmt: skip
         if etag in (request_headers.get("if-none-match") or ""):
-            return Response(304, headers)
+            return _segment_body(etag, kind, b"", request_headers, metrics)
         data = await manager.read(
             stream_id, found.start, found.stop - found.start, generation=generation
         )
+        body = kind.segment(data, found)
+        if isinstance(body, str):
+            raise StreamNotFoundError(f"no {what} of {stream_id}: {body}")
     except MmstreamError as exc:
         return _count(metrics, exc)
     except _Waited as exc:
         return _unavailable(str(exc))
-    body = packed_audio_segment(data, found.time)
+    return _segment_body(etag, kind, body, request_headers, metrics)
+
+
+def _segment_body(
+    etag: str,
+    kind: HlsKind,
+    body: bytes,
+    request_headers: Mapping[str, str],
+    metrics: Metrics | None,
+) -> Response:
+    """An immutable segment's answer: ``304`` if the client has it (``If-None-Match``)."""
+    headers = [("Content-Type", kind.content_type), ("Cache-Control", IMMUTABLE),
+               ("ETag", etag), _NOSNIFF]  # fmt: skip
+    if etag in (request_headers.get("if-none-match") or ""):
+        return Response(304, headers)
     if metrics is not None:
         metrics.bytes_out.labels("http").inc(len(body))
     return Response(200, [*headers, ("Content-Length", str(len(body)))], body)

@@ -11,12 +11,12 @@ import httpx
 import pytest
 import trio
 from hls_rules import check_playlist
-from media_files import FFMPEG, media, needs_tools
+from media_files import ffmpeg_reads, media, needs_tools
 
 from mmstream.audio import AudioFormat
 from mmstream.client import connect
-from mmstream.config import CacheConfig, Config, ServerConfig
-from mmstream.server import RunningServer, serve
+from mmstream.config import CacheConfig
+from mmstream.server import RunningServer
 from mmstream.streams import open_stream_manager
 from mmstream.web.hls import (
     HlsKind,
@@ -82,39 +82,19 @@ def test_the_id3_timestamp_is_a_33_bit_90khz_pts() -> None:
 def test_only_mp3_and_aac_are_packed_audio() -> None:
     assert hls_kind(AudioFormat.MP3) == HlsKind("mp3", "audio/mpeg")
     assert hls_kind(AudioFormat.AAC) == HlsKind("aac", "audio/aac")
-    assert "ogg" in str(hls_kind(AudioFormat.OGG))
+    assert "ogg without Opus" in str(hls_kind(AudioFormat.OGG))  # or its header not yet here
     assert "unrecognised" in str(hls_kind(None))
 
 
+def test_an_fmp4_playlist_names_its_init_segment() -> None:
+    segments = [Segment(0, 0, 10, 0.0, 4.0, 0.0)]
+    text = media_playlist(segments, target_duration=4, ended=True, uri=str, init="hls/i.mp4")
+    assert _tags(text)["EXT-X-VERSION"] == "6"  # EXT-X-MAP without I-frames (RFC 8216bis 7)
+    lines = text.splitlines()
+    assert lines.index('#EXT-X-MAP:URI="hls/i.mp4"') < lines.index("#EXTINF:4.00000,")
+
+
 # -- a real server, read by ffmpeg -------------------------------------------------------
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery, tmp_path: Path) -> RunningServer:
-    config = Config(cache=CacheConfig(directory=tmp_path / "cache"), server=ServerConfig(port=0))
-    running: RunningServer = await nursery.start(serve, config)
-    return running
-
-
-async def _ffmpeg_reads(url: str) -> tuple[int, str, float]:
-    """ffmpeg's HLS demuxer decodes every segment: (return code, errors, seconds decoded)."""
-    done = await trio.run_process(
-        [str(FFMPEG), "-v", "error", "-stats", "-i", url, "-f", "null", "-"],
-        capture_stderr=True, check=False,
-    )  # fmt: skip
-    err = done.stderr.decode(errors="replace")
-    times = re.findall(r"time=(\d+):(\d+):([\d.]+)", err)
-    h, m, sec = times[-1] if times else ("0", "0", "0")
-    # ffmpeg's MP3 demuxer times the packets inside a segment from the bitrate, so near a
-    # segment's end its estimate can run a frame or two past the next segment's PRIV time
-    # (which is exact: tests/media/test_timing.py), and the null muxer says so. That is a
-    # warning about its estimate, not a decoding error: it is the one line left out.
-    errors = "\n".join(
-        line for line in err.splitlines()
-        if line.strip() and "time=" not in line
-        and "non monotonically increasing dts to muxer" not in line
-    )  # fmt: skip
-    return done.returncode, errors, int(h) * 3600 + int(m) * 60 + float(sec)
 
 
 @needs_tools
@@ -145,7 +125,7 @@ async def test_ffmpeg_plays_a_finished_stream(server: RunningServer, kind: str) 
         for bad in (f"hls/{info.generation}-{len(uris)}.{kind}", "hls/0123456789abcdef-0.mp3", "hls/x",
                     f"hls/{info.generation}-0.{'aac' if kind == 'mp3' else 'mp3'}"):  # fmt: skip
             assert (await http.get(f"{base}/{bad}")).status_code == 404, bad
-    code, errors, seconds = await _ffmpeg_reads(f"{base}/index.m3u8")
+    code, errors, seconds = await ffmpeg_reads(f"{base}/index.m3u8")
     assert (code, errors) == (0, "")
     assert abs(seconds - 12) < 0.2
 
@@ -153,30 +133,41 @@ async def test_ffmpeg_plays_a_finished_stream(server: RunningServer, kind: str) 
 @needs_tools
 async def test_other_formats_get_a_404_that_says_why(server: RunningServer) -> None:
     async with connect(server.url) as client:
-        await client.create("opus", content_type="audio/ogg")
-        await client.append("opus", media("opus"))
+        await client.create("vorbis", content_type="audio/ogg")
+        await client.append("vorbis", media("vorbis"))
     async with httpx.AsyncClient() as http:
-        answer = await http.get(f"http://127.0.0.1:{server.port}/streams/opus/index.m3u8")
+        answer = await http.get(f"http://127.0.0.1:{server.port}/streams/vorbis/index.m3u8")
     assert answer.status_code == 404 and "HLS is served for MP3 and AAC" in answer.text
+    assert "Opus in Ogg or WebM, as fMP4; this stream is ogg without Opus" in answer.text
 
 
 @needs_tools
-async def test_ffmpeg_follows_a_live_stream_to_its_end(server: RunningServer) -> None:
-    data = media("aac")
+@pytest.mark.parametrize(
+    ("kind", "content_type"),
+    [("aac", "audio/aac"), ("opus", "audio/ogg"), ("webm", "audio/webm")],  # Opus: fMP4
+)
+async def test_ffmpeg_follows_a_live_stream_to_its_end(
+    server: RunningServer, kind: str, content_type: str
+) -> None:
+    data = media(kind)
     url = f"http://127.0.0.1:{server.port}/streams/live/index.m3u8"
     result: list[tuple[int, str, float]] = []
     async with connect(server.url) as client:
-        await client.create("live", content_type="audio/aac")
+        await client.create("live", content_type=content_type)
         await client.append("live", data[: len(data) // 2])
         async with httpx.AsyncClient() as http:
             playlist = (await http.get(url)).text
         assert "#EXT-X-PLAYLIST-TYPE:EVENT" in playlist and "#EXT-X-ENDLIST" not in playlist
         assert playlist.count("#EXTINF") == 1  # 6 s written: one final 4 s segment
         live = check_playlist(playlist)  # LL-HLS: ffmpeg reads it too (it skips the parts)
-        assert live.hint is not None and live.last_part is not None and live.last_part[0] == 1
+        assert ("#EXT-X-MAP:" in playlist) == (kind != "aac")
+        if kind == "aac":  # Ogg pages and WebM clusters (1 s here) are longer than a part
+            assert live.hint is not None and live.last_part is not None
+            assert live.last_part[0] == 1
 
         async def play() -> None:
-            result.append(await _ffmpeg_reads(url))
+            # fMP4 segments are timed exactly: not even ffmpeg's MP3 estimate warning
+            result.append(await ffmpeg_reads(url, dts_warning=kind == "aac"))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(play)

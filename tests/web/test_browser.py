@@ -367,8 +367,10 @@ def test_the_timeline_rewinds_a_live_stream_and_jumps_back_to_live(
 _NO_MEDIA_SOURCE = """
 delete window.MediaSource;
 delete window.ManagedMediaSource;
+window.opusInMp4 = "";  // as Safari before 17
 const canPlayType = HTMLMediaElement.prototype.canPlayType;
 HTMLMediaElement.prototype.canPlayType = function (type) {
+  if (type === 'audio/mp4; codecs="opus"') return window.opusInMp4;
   return type === "application/vnd.apple.mpegurl" ? "maybe" : canPlayType.call(this, type);
 };
 """
@@ -376,8 +378,9 @@ HTMLMediaElement.prototype.canPlayType = function (type) {
 
 def test_without_media_source_the_page_plays_hls(server: str, tmp_path: Path) -> None:
     """No MediaSource, native HLS: a live MP3 plays from its ``index.m3u8``; a live WebM,
-    which the server serves no HLS for (404), plays over plain HTTP. (Chromium has no
-    native HLS: ``canPlayType`` is stubbed, so only the source chosen is checked.)"""
+    whose HLS is Opus in fMP4, plays over plain HTTP where the player cannot play Opus in
+    MP4, and from its ``index.m3u8`` where it can. (Chromium has no native HLS:
+    ``canPlayType`` is stubbed, so only the source chosen is checked.)"""
     mp3, webm = f"no-mse-mp3-{os.getpid()}", f"no-mse-webm-{os.getpid()}"
     audio = "document.querySelector('#audio')"
     with (
@@ -394,6 +397,10 @@ def test_without_media_source_the_page_plays_hls(server: str, tmp_path: Path) ->
             page.click(f"{item} button.play")
             _wait_until(page, f"{audio}.src.endsWith('{expected}')")
         assert page.evaluate("window.mmstream.player.mode") == "http"
+        page.evaluate("window.opusInMp4 = 'probably'")  # as Safari 17
+        page.click(f'li[data-stream-id="{webm}"] button.play')
+        _wait_until(page, f"{audio}.src.endsWith('/streams/{webm}/index.m3u8')")
+        assert page.evaluate("window.mmstream.player.mode") == "hls"
 
 
 def test_with_auth_the_page_hands_native_hls_a_capability(tmp_path: Path) -> None:

@@ -284,6 +284,7 @@ class Recorder {
 // -- playback --------------------------------------------------------------------------------
 
 const HLS_TYPE = "application/vnd.apple.mpegurl";
+const OPUS_MP4_TYPE = 'audio/mp4; codecs="opus"'; // an Opus stream's HLS segments
 const REWIND_SECONDS = 30;
 const LIVE_DELAY = 3; // "Live" starts this far before the edge: a short burst to start on
 const AT_LIVE = 8; // this close to the edge (or closer) counts as live
@@ -300,13 +301,16 @@ function mediaSourceClass() {
 // Where there is no MediaSource at all, a browser that plays HLS itself (Safari on iOS) gets
 // the stream's playlist. With auth on it cannot send the token, so the page fetches the
 // playlist with it and hands the player the capability the answer carries (docs/hls.md).
-// Null when HLS is not the way: MediaSource exists, no native HLS, or the server serves no
-// HLS for this stream's format (its 404 says why).
+// Null when HLS is not the way: MediaSource exists, no native HLS, the server serves no
+// HLS for this stream's format (its 404 says why), or it is Opus in fMP4 (EXT-X-MAP) and
+// the player does not play Opus in MP4 (Safari before 17): plain HTTP then.
 async function hlsSource(audio, id) {
   if (mediaSourceClass() || !audio.canPlayType(HLS_TYPE)) return null;
   const url = `${streamUrl(id)}/index.m3u8`;
   const answer = await fetch(url, { headers: authHeaders(), cache: "no-store" }).catch(() => null);
   if (!answer?.ok) return null;
+  const fmp4 = (await answer.text().catch(() => "")).includes("#EXT-X-MAP:");
+  if (fmp4 && !audio.canPlayType(OPUS_MP4_TYPE)) return null;
   const capability = answer.headers.get("x-mmstream-capability");
   return capability ? `${url}?${capability}` : url;
 }

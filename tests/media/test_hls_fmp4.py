@@ -1,0 +1,46 @@
+"""HLS of Opus streams (Ogg and WebM) as fMP4 from a real server: ffmpeg's HLS demuxer
+decodes every segment of a finished stream (a live one: test_hls.py); the initialisation
+segment and the segments are immutable."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from media_files import ffmpeg_reads, media, needs_tools
+
+from mmstream.client import connect
+from mmstream.server import RunningServer
+
+CONTENT_TYPES = {"opus": "audio/ogg", "webm": "audio/webm"}
+
+
+@needs_tools
+@pytest.mark.parametrize("kind", ["opus", "webm"])
+async def test_ffmpeg_plays_a_finished_opus_stream(server: RunningServer, kind: str) -> None:
+    async with connect(server.url) as client:
+        info = await client.create("show", content_type=CONTENT_TYPES[kind])
+        await client.append("show", media(kind))
+        await client.finalize("show")
+    base = f"http://127.0.0.1:{server.port}/streams/show"
+    gen = info.generation
+    async with httpx.AsyncClient() as http:
+        playlist = (await http.get(f"{base}/index.m3u8")).text
+        assert "#EXT-X-VERSION:6" in playlist and "#EXT-X-ENDLIST" in playlist
+        assert f'#EXT-X-MAP:URI="hls/{gen}-init.mp4"' in playlist
+        uris = [line for line in playlist.splitlines() if line and line[0] != "#"]
+        assert uris == [f"hls/{gen}-{n}.m4s" for n in range(len(uris))]
+        assert len(uris) in (3, 4)
+        for name, etag in ((f"{gen}-init.mp4", f'"{gen}-init"'), (f"{gen}-1.m4s", f'"{gen}-1"')):
+            answer = await http.get(f"{base}/hls/{name}")
+            assert answer.headers["content-type"] == "audio/mp4"
+            assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert answer.headers["etag"] == etag
+            assert answer.content[4:8] == (b"ftyp" if "init" in name else b"styp")
+            again = await http.get(f"{base}/hls/{name}", headers={"if-none-match": etag})
+            assert again.status_code == 304
+        for bad in (f"{gen}-init.m4s", f"{gen}-1.mp3", f"{gen}-{len(uris)}.m4s",
+                    f"{gen}-init.mp3", "0123456789abcdef-init.mp4"):  # fmt: skip
+            assert (await http.get(f"{base}/hls/{bad}")).status_code == 404, bad
+    code, errors, seconds = await ffmpeg_reads(f"{base}/index.m3u8", dts_warning=False)
+    assert (code, errors) == (0, "")
+    assert abs(seconds - 12) < 0.1
