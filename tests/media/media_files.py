@@ -100,7 +100,12 @@ async def ffmpeg_reads(url: str, *, dts_warning: bool = True) -> tuple[int, str,
 
 
 def real_time_source(
-    base: str, data: bytes, seconds: int, stop: threading.Event, burst: int = 0
+    base: str,
+    data: bytes,
+    seconds: int,
+    stop: threading.Event,
+    burst: int = 0,
+    content_type: str = "audio/aac",
 ) -> None:
     """An Icecast source sending ``data`` at its own pace (a quarter second at a time),
     after its first ``burst`` seconds at once (what a source with a buffer sends first)."""
@@ -116,23 +121,34 @@ def real_time_source(
             time.sleep(0.25)
 
     httpx.put(f"{base}/streams/radio", content=body(), timeout=seconds + 30,
-              headers={"content-type": "audio/aac"})  # fmt: skip
+              headers={"content-type": content_type})  # fmt: skip
+
+
+#: What a live radio can send: ffmpeg's output options and the source's Content-Type.
+_RADIO_KINDS = {
+    "aac": (["-c:a", "aac", "-f", "adts"], "audio/aac"),
+    "opus": (["-c:a", "libopus", "-f", "ogg"], "audio/ogg"),
+    "webm": (["-c:a", "libopus", "-cluster_time_limit", "1000", "-f", "webm"], "audio/webm"),
+}
 
 
 @contextlib.contextmanager
-def live_radio(base: str, seconds: int, *, listed: int, burst: int = 0) -> Iterator[None]:
-    """Stream ``radio`` on the server at ``base``: ``seconds`` of AAC sent in real time by an
-    Icecast source (the first ``burst`` seconds at once); entered once its live playlist
-    lists ``listed`` segments."""
+def live_radio(
+    base: str, seconds: int, *, listed: int, burst: int = 0, kind: str = "aac"
+) -> Iterator[None]:
+    """Stream ``radio`` on the server at ``base``: ``seconds`` of ``kind`` (AAC, Ogg Opus
+    or WebM Opus) sent in real time by an Icecast source (the first ``burst`` seconds at
+    once); entered once its live playlist lists ``listed`` segments."""
+    options, content_type = _RADIO_KINDS[kind]
     with tempfile.TemporaryDirectory() as tmp:
-        audio = Path(tmp) / "tone.aac"
+        audio = Path(tmp) / "tone"
         subprocess.run([str(FFMPEG), "-v", "error", "-f", "lavfi", "-i",
-                        f"sine=frequency=440:duration={seconds}", "-c:a", "aac", "-f", "adts",
-                        str(audio)], check=True)  # fmt: skip
+                        f"sine=frequency=440:duration={seconds}", *options, str(audio)],
+                       check=True)  # fmt: skip
         data = audio.read_bytes()
     stop = threading.Event()
-    source = threading.Thread(target=real_time_source, args=(base, data, seconds, stop, burst),
-                              daemon=True)  # fmt: skip
+    source = threading.Thread(target=real_time_source,
+                              args=(base, data, seconds, stop, burst, content_type), daemon=True)  # fmt: skip
     source.start()
     try:
         deadline = time.monotonic() + 30
