@@ -52,6 +52,16 @@ def media(kind: str) -> bytes:
         return out.read_bytes()
 
 
+def opus_file(*options: str, seconds: int = 12) -> bytes:
+    """An Opus file ffmpeg makes from a tone (``options``: output options, format last)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        subprocess.run([str(FFMPEG), "-v", "error", "-f", "lavfi", "-i",
+                        f"sine=frequency=440:duration={seconds}", "-c:a", "libopus", *options,
+                        str(out)], check=True)  # fmt: skip
+        return out.read_bytes()
+
+
 def packets(data: bytes) -> list[tuple[float, int]]:
     """ffprobe's ``(pts_time, pos)`` of every audio packet in ``data``."""
     with tempfile.NamedTemporaryFile() as tmp:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from media_files import FFMPEG, FFPROBE, media, needs_tools
+from media_files import FFMPEG, FFPROBE, media, needs_tools, opus_file
 
 from mmstream.audio import AudioFormat, detect_format
 from mmstream.audio_sync import StreamSync
@@ -74,16 +73,6 @@ def header_of(data: bytes) -> bytes:
     sync.feed(data)
     assert sync.header is not None
     return sync.header
-
-
-def opus_file(*options: str, seconds: int = 12) -> bytes:
-    """An Opus file ffmpeg makes from a tone (``options``: output options, format last)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out"
-        subprocess.run([str(FFMPEG), "-v", "error", "-f", "lavfi", "-i",
-                        f"sine=frequency=440:duration={seconds}", "-c:a", "libopus", *options,
-                        str(out)], check=True)  # fmt: skip
-        return out.read_bytes()
 
 
 # -- Opus itself ---------------------------------------------------------------------------

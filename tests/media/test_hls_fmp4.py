@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from media_files import ffmpeg_reads, media, needs_tools
+from media_files import ffmpeg_reads, media, needs_tools, opus_file
 
 from mmstream.client import connect
 from mmstream.server import RunningServer
@@ -44,3 +44,18 @@ async def test_ffmpeg_plays_a_finished_opus_stream(server: RunningServer, kind: 
     code, errors, seconds = await ffmpeg_reads(f"{base}/index.m3u8", dts_warning=False)
     assert (code, errors) == (0, "")
     assert abs(seconds - 12) < 0.1
+
+
+@needs_tools
+async def test_ffmpeg_plays_a_chained_ogg_stream(server: RunningServer) -> None:
+    """A second chain (another serial, its own OpusHead and tags, stereo after mono: the
+    same decoder) continues the track: no error, no timestamp warning, every second."""
+    data = media("opus") + opus_file("-ac", "2", "-serial_offset", "7", "-f", "ogg", seconds=6)
+    async with connect(server.url) as client:
+        await client.create("chained", content_type="audio/ogg")
+        await client.append("chained", data)
+        await client.finalize("chained")
+    url = f"http://127.0.0.1:{server.port}/streams/chained/index.m3u8"
+    code, errors, seconds = await ffmpeg_reads(url, dts_warning=False)
+    assert (code, errors) == (0, "")
+    assert abs(seconds - 18) < 0.1
