@@ -184,13 +184,16 @@ def _elements(data: bytes, entered: frozenset[int]) -> Iterator[tuple[int, memor
     """``(id, payload)`` of each EBML element in ``data``, depth first: an element in
     ``entered`` is given with payload ``None`` and its children follow (so clusters and
     segments of unknown size are read as MediaRecorder and live ffmpeg write them).
-    Stops at a truncated element; skips bad bytes to the next ``Cluster`` id."""
+    Stops at a truncated element; skips bad bytes to the next ``Cluster`` id (a
+    ``Cluster`` of unknown size not entered is given, payload ``None``, then skipped so)."""
     view, at = memoryview(data), 0
     while at < len(data):
         found = _element_head(cast(bytearray, view[at:]))
         if found is None:
             return
         element, head, size = found
+        if element == _CLUSTER and size < 0 and element not in entered:
+            yield element, None
         if head == 0 or (size < 0 and element not in entered):
             at = data.find(b"\x1f\x43\xb6\x75", at + 1)
             if at < 0:
@@ -216,6 +219,8 @@ def _webm_track(header: bytes) -> OpusTrack | None:
     scale = 1_000_000
     entries: list[dict[int, memoryview | None]] = []
     for element, payload in _elements(header, _HEADER_ENTERED):
+        if element == _CLUSTER:
+            break  # the header is over
         if element == _TIMECODE_SCALE:
             scale = _uint(payload) or scale
         elif element == _TRACK_ENTRY:
