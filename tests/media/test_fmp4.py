@@ -17,6 +17,7 @@ from mmstream.audio import AudioFormat, detect_format
 from mmstream.audio_sync import StreamSync
 from mmstream.media import (
     OpusHead,
+    OpusTrack,
     TimeParser,
     init_segment,
     opus_packets,
@@ -204,6 +205,38 @@ def test_ffprobe_reads_init_and_a_segment_as_opus(kind: str, tmp_path: Path) -> 
     decoded = subprocess.run([str(FFMPEG), "-v", "error", "-i", str(path), "-f", "null", "-"],
                              capture_output=True, text=True, check=False)  # fmt: skip
     assert (decoded.returncode, decoded.stderr) == (0, "")
+
+
+def _element(ident: int, payload: bytes) -> bytes:
+    """An EBML element with an 8-byte size."""
+    return ident.to_bytes((ident.bit_length() + 7) // 8, "big") + (
+        (1 << 56) | len(payload)).to_bytes(8, "big") + payload  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lacing", "sizes"),
+    [
+        (0, b""),
+        (1, bytes([255, 45, 3])),  # Xiph: 300, 3
+        (2, b""),  # fixed: equal frames
+        # EBML: 300 (a 2-byte vint), then 3 - 300 = -297 (a signed 2-byte vint: + 2**13 - 1)
+        (3, (0x4000 | 300).to_bytes(2, "big") + (0x4000 | (8191 - 297)).to_bytes(2, "big")),
+    ],
+)
+def test_laced_webm_blocks_give_each_frame(lacing: int, sizes: bytes) -> None:
+    """Matroska lacing (none, Xiph, fixed, EBML) in an unknown-size cluster."""
+    frames = {0: [b"\xfc" + b"a" * 299], 1: [b"\xfc" + b"a" * 299, b"\xfcbb", b"\xfc" + b"c" * 9],
+              2: [b"\xfc" + b"d" * 9] * 3,
+              3: [b"\xfc" + b"e" * 299, b"\xfcff", b"\xfcg"]}[lacing]  # fmt: skip
+    count = bytes([len(frames) - 1]) if lacing else b""
+    block = b"\x81\x00\x14" + bytes([0x80 | lacing << 1]) + count + sizes + b"".join(frames)
+    cluster = b"\x1f\x43\xb6\x75\x01\xff\xff\xff\xff\xff\xff\xff"  # unknown size
+    data = cluster + _element(0xE7, b"\x00") + _element(0xA3, block)
+    head = OpusHead(channels=2, preskip=0, input_rate=48000, gain=0, family=0)
+    packets = opus_packets(data, OpusTrack(head, AudioFormat.WEBM, number=1))
+    assert [p for p, _ in packets.samples] == frames
+    assert {d for _, d in packets.samples} == {960}  # TOC 0xfc: CELT FB 20 ms, one frame
+    assert packets.lead == 20 * 48  # the block is 20 ms into its cluster
 
 
 # -- chained Ogg ---------------------------------------------------------------------------
