@@ -27,6 +27,7 @@ import pytest
 from serve_process import serve_process
 
 CHROMIUM = Path(os.environ.get("MMSTREAM_CHROMIUM", "/usr/bin/chromium"))
+FFMPEG = shutil.which("ffmpeg")
 
 pytestmark = [
     pytest.mark.slow,
@@ -183,6 +184,15 @@ def test_record_list_and_play_back(server: str, tmp_path: Path) -> None:
             assert whole.status_code == 200
             assert 10_000 < len(whole.content) < 200_000  # ~40 KB for 3 s of Opus
             assert int(head.headers["content-range"].rpartition("/")[2]) == len(whole.content)
+
+            # What the page records (WebM Opus from MediaRecorder) is served as HLS in fMP4
+            # segments, which ffmpeg's HLS demuxer decodes without a complaint.
+            if FFMPEG is not None:
+                hls = f"{server}/streams/{stream_id}/index.m3u8"
+                assert '#EXT-X-MAP:URI="hls/' in httpx.get(hls).text
+                done = subprocess.run([FFMPEG, "-v", "error", "-i", hls, "-f", "null", "-"],
+                                      capture_output=True, check=False, timeout=60)  # fmt: skip
+                assert (done.returncode, done.stderr) == (0, b"")
 
             # Played back from the cache through HTTP range requests.
             page.click(f"{item} button.play")
