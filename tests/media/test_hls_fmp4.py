@@ -4,9 +4,13 @@ segment and the segments are immutable."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
-from media_files import ffmpeg_reads, media, needs_tools, opus_file
+import trio
+from hls_rules import check_playlist
+from media_files import FFMPEG, ffmpeg_reads, media, needs_tools, opus_file
 
 from mmstream.client import connect
 from mmstream.server import RunningServer
@@ -59,3 +63,30 @@ async def test_ffmpeg_plays_a_chained_ogg_stream(server: RunningServer) -> None:
     code, errors, seconds = await ffmpeg_reads(url, dts_warning=False)
     assert (code, errors) == (0, "")
     assert abs(seconds - 18) < 0.1
+
+
+@needs_tools
+async def test_short_webm_clusters_give_fmp4_parts(server: RunningServer, tmp_path: Path) -> None:
+    """WebM clusters within a part (MediaRecorder with a short timeslice; here ffmpeg's
+    200 ms) make LL-HLS parts: each an fMP4 fragment of its packets, continuing the one
+    before, that ffmpeg decodes after the init segment."""
+    data = opus_file("-cluster_time_limit", "200", "-f", "webm")
+    async with connect(server.url) as client:
+        info = await client.create("short", content_type="audio/webm")
+        await client.append("short", data[: len(data) // 2])
+        base = f"http://127.0.0.1:{server.port}/streams/short"
+        async with httpx.AsyncClient() as http:
+            live = check_playlist((await http.get(f"{base}/index.m3u8")).text)
+            assert live.parts and all(uri.endswith(".m4s") for uri in live.parts.values())
+            init = (await http.get(f"{base}/hls/{info.generation}-init.mp4")).content
+            fragments = [(await http.get(f"{base}/{live.parts[key]}")).content
+                         for key in sorted(live.parts)]  # fmt: skip
+        await client.finalize("short")
+    decode_times = [int.from_bytes(f[f.index(b"tfdt") + 8 : f.index(b"tfdt") + 16], "big")
+                    for f in fragments]  # fmt: skip
+    assert decode_times == sorted(decode_times) and len(set(decode_times)) == len(fragments)
+    path = tmp_path / "parts.mp4"
+    path.write_bytes(init + b"".join(fragments))
+    done = await trio.run_process([str(FFMPEG), "-v", "error", "-i", str(path), "-f", "null", "-"],
+                                  capture_stderr=True, check=False)  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, b"")
