@@ -1,9 +1,11 @@
 """HLS from one ``mmstream serve`` worker, beside the progressive ``GET`` fan-out.
 
     .venv/bin/python bench/hls.py [--seconds 10] [--clients 16] [--minutes 10]
-                                  [--listeners 200] [--waiters 50] [--json]
+                                  [--listeners 200] [--waiters 50] [--format mp3] [--json]
 
-1. A ``--minutes`` long 128 kb/s MP3 (made by ffmpeg) is uploaded and finalized; then
+1. A ``--minutes`` long 128 kb/s MP3 (made by ffmpeg; ``--format opus`` or ``webm``:
+   64 kb/s Opus in Ogg or WebM, whose segments are fMP4 made per request) is uploaded and
+   finalized; then
    ``--clients`` keep-alive HTTP clients (httpx, in this process) fetch segments
    round-robin for ``--seconds``, then the playlist: requests per second and the server's
    CPU seconds per 1,000 requests (from /proc), whence what 1,000 plain HLS listeners (a
@@ -76,16 +78,24 @@ async def _hammer(urls: list[str], clients: int, seconds: float) -> int:
     return done
 
 
-async def _mp3(path: Path, seconds: float) -> bytes:
+#: What ``--format`` uploads as the finished stream: ffmpeg's options, the Content-Type.
+FORMATS = {
+    "mp3": (["-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3"], "audio/mpeg"),
+    "opus": (["-c:a", "libopus", "-b:a", "64k", "-f", "ogg"], "audio/ogg"),
+    "webm": (["-c:a", "libopus", "-b:a", "64k", "-f", "webm"], "audio/webm"),
+}
+
+
+async def _encode(path: Path, seconds: float, fmt: str = "mp3") -> bytes:
     await trio.run_process(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
-                            f"sine=frequency=440:duration={seconds}", "-c:a", "libmp3lame",
-                            "-b:a", "128k", str(path)], check=True)  # fmt: skip
+                            f"sine=frequency=440:duration={seconds}", *FORMATS[fmt][0],
+                            str(path)], check=True)  # fmt: skip
     return await trio.Path(path).read_bytes()
 
 
-async def finished_stream(port: int, audio: bytes, clients: int, seconds: float, pid: int) -> dict[str, float]:  # fmt: skip
+async def finished_stream(port: int, audio: bytes, clients: int, seconds: float, pid: int, content_type: str = "audio/mpeg") -> dict[str, float]:  # fmt: skip
     async with connect(f"ws://127.0.0.1:{port}") as uploader:
-        await uploader.create("show", content_type="audio/mpeg")
+        await uploader.create("show", content_type=content_type)
         await uploader.append("show", audio)
         await uploader.finalize("show")
     base = f"http://127.0.0.1:{port}/streams/show"
@@ -251,14 +261,16 @@ async def main() -> None:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--listeners", type=int, default=200)
     parser.add_argument("--waiters", type=int, default=50)
+    parser.add_argument("--format", choices=sorted(FORMATS), default="mp3",
+                        help="the finished stream's (the live one is MP3)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     quiet = args.json
     out: dict[str, Any] = {"loadavg_before": os.getloadavg(), "args": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
-        audio = await _mp3(Path(tmp) / "a.mp3", args.minutes * 60)
+        audio = await _encode(Path(tmp) / "a", args.minutes * 60, args.format)
         live_seconds = 3 * args.seconds + 4 * TARGET + 20
-        live = await _mp3(Path(tmp) / "live.mp3", live_seconds)
+        live = await _encode(Path(tmp) / "live.mp3", live_seconds)
         command = [sys.executable, "-m", "mmstream", "serve", "--port", "0",
                    "--cache-dir", str(Path(tmp) / "cache"), "--log-level", "INFO"]  # fmt: skip
         process, port = await start(command)
@@ -266,7 +278,7 @@ async def main() -> None:
             async with trio.open_nursery() as nursery:
                 assert process.stderr is not None
                 nursery.start_soon(_drain, process.stderr)
-                out["finished"] = await finished_stream(port, audio, args.clients, args.seconds, process.pid)  # fmt: skip
+                out["finished"] = await finished_stream(port, audio, args.clients, args.seconds, process.pid, FORMATS[args.format][1])  # fmt: skip
                 f = out["finished"]
                 _say(quiet, f"segment requests: {f['segment_per_s']:,.0f}/s from one worker "
                      f"({f['segments']:.0f} segments, {args.clients} clients); server CPU "
