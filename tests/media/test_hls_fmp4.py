@@ -12,8 +12,10 @@ import trio
 from hls_rules import check_playlist
 from media_files import FFMPEG, ffmpeg_reads, media, needs_tools, opus_file
 
+from mmstream.capability import decorate_playlist
 from mmstream.client import connect
 from mmstream.server import RunningServer
+from mmstream.web.hls import Segment, media_playlist
 
 CONTENT_TYPES = {"opus": "audio/ogg", "webm": "audio/webm"}
 
@@ -90,3 +92,14 @@ async def test_short_webm_clusters_give_fmp4_parts(server: RunningServer, tmp_pa
     done = await trio.run_process([str(FFMPEG), "-v", "error", "-i", str(path), "-f", "null", "-"],
                                   capture_stderr=True, check=False)  # fmt: skip
     assert (done.returncode, done.stderr) == (0, b"")
+
+
+def test_a_capability_reaches_the_init_segment() -> None:
+    """A player that sends no token fetches the init segment by the playlist's capability,
+    as it fetches the segments (EXT-X-MAP's URI attribute is decorated too)."""
+    segments = [Segment(0, 0, 10, 0.0, 4.0, 0.0)]
+    playlist = media_playlist(segments, target_duration=4, ended=True,
+                              uri=lambda s: f"hls/g-{s.sequence}.m4s", init="hls/g-init.mp4")  # fmt: skip
+    decorated = decorate_playlist(playlist, "exp=60&sig=abc")
+    assert '#EXT-X-MAP:URI="hls/g-init.mp4?exp=60&sig=abc"' in decorated
+    assert "hls/g-0.m4s?exp=60&sig=abc" in decorated.splitlines()
