@@ -4,15 +4,17 @@ blocks, for HLS to re-wrap them into fMP4 (:mod:`._fmp4`) without decoding.
 Pure and whole-buffer: :func:`opus_track` reads a stream's first bytes (its first Ogg
 page, or WebM up to the first ``Cluster``); :func:`opus_packets` reads the bytes of one HLS
 segment (from one time-index boundary to the next: an Ogg page that begins a packet, or a
-``Cluster`` start). Page heads and EBML element heads are read with the parsers the time
-index and the sync points use. An Ogg stream is one logical stream at a time (chained, not
-multiplexed with another codec's).
+``Cluster`` start). Ogg pages come from the one page iterator
+(:class:`mmstream.ogg.OggPages`), EBML element heads from the parser the sync points use.
+An Ogg stream is read one logical stream at a time (chained, not multiplexed with another
+codec's).
 
-Chained Ogg (a new logical stream after data: a new title, or a new source) is followed if
-its ``OpusHead`` sets up the same decoder (:meth:`OpusHead.same_decoder`); its header
-packets are dropped and its packets continue the same track. A head that needs another decoder ends
-what one fMP4 track can carry: the packets stop there and :attr:`OpusPackets.stopped` says
-why. The same holds for a WebM stream restarted by a new source (a new ``Tracks``).
+Chained Ogg (a new logical stream after data: a title set on the server, a new track or a
+new source) is followed if its ``OpusHead`` sets up the same decoder
+(:meth:`OpusHead.same_decoder`); its header packets are dropped and its packets continue
+the same track. A head that needs another decoder ends what one fMP4 track can carry: the
+packets stop there and :attr:`OpusPackets.stopped` says why. The same holds for a WebM
+stream restarted by a new source (a new ``Tracks``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from media_files import FFMPEG, ffmpeg_reads, media, needs_tools, opus_file
 
 from mmstream.capability import decorate_playlist
 from mmstream.client import connect
+from mmstream.ogg import BOS, OggChainer, OggPage, OggPages
 from mmstream.server import RunningServer
 from mmstream.web.hls import Segment, media_playlist
 
@@ -52,19 +53,25 @@ async def test_ffmpeg_plays_a_finished_opus_stream(server: RunningServer, kind: 
     assert abs(seconds - 12) < 0.1
 
 
+async def _ffmpeg_decodes_finished(server: RunningServer, data: bytes) -> float:
+    """Upload ``data`` (Ogg) as a finished stream; the seconds ffmpeg's HLS demuxer decodes
+    from its playlist, which it must do without an error or a warning."""
+    async with connect(server.url) as client:
+        await client.create("ogg", content_type="audio/ogg")
+        await client.append("ogg", data)
+        await client.finalize("ogg")
+    url = f"http://127.0.0.1:{server.port}/streams/ogg/index.m3u8"
+    code, errors, seconds = await ffmpeg_reads(url, dts_warning=False)
+    assert (code, errors) == (0, "")
+    return seconds
+
+
 @needs_tools
 async def test_ffmpeg_plays_a_chained_ogg_stream(server: RunningServer) -> None:
     """A second chain (another serial, its own OpusHead and tags, stereo after mono: the
     same decoder) continues the track: no error, no timestamp warning, every second."""
     data = media("opus") + opus_file("-ac", "2", "-serial_offset", "7", "-f", "ogg", seconds=6)
-    async with connect(server.url) as client:
-        await client.create("chained", content_type="audio/ogg")
-        await client.append("chained", data)
-        await client.finalize("chained")
-    url = f"http://127.0.0.1:{server.port}/streams/chained/index.m3u8"
-    code, errors, seconds = await ffmpeg_reads(url, dts_warning=False)
-    assert (code, errors) == (0, "")
-    assert abs(seconds - 18) < 0.1
+    assert await _ffmpeg_decodes_finished(server, data) == pytest.approx(18, abs=0.1)
 
 
 @needs_tools
@@ -103,3 +110,18 @@ def test_a_capability_reaches_the_init_segment() -> None:
     decorated = decorate_playlist(playlist, "exp=60&sig=abc")
     assert '#EXT-X-MAP:URI="hls/g-init.mp4?exp=60&sig=abc"' in decorated
     assert "hls/g-0.m4s?exp=60&sig=abc" in decorated.splitlines()
+
+
+@needs_tools
+async def test_titles_as_ogg_chains_play_seamlessly(server: RunningServer) -> None:
+    """Titles set while a source streams Ogg Opus become chains (mmstream.ogg.OggChainer,
+    what the server stores): HLS continues the track across them, its headers left out,
+    with no gap or overlap (not even a timestamp warning from ffmpeg)."""
+    data, chainer = media("opus"), OggChainer()
+    third = len(data) // 3
+    parts = [(data[:third], None), (data[third : 2 * third], "one"), (data[2 * third :], "two")]
+    stored = b"".join(chainer.feed(part, title) for part, title in parts) + chainer.flush()
+    found: list[OggPage] = []
+    OggPages().feed(stored, 0, found)
+    assert sum(1 for page in found if page.flags & BOS) == 3
+    assert await _ffmpeg_decodes_finished(server, stored) == pytest.approx(12, abs=0.1)
