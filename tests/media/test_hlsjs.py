@@ -87,6 +87,17 @@ def _settle(page: playwright.Page, seconds: float) -> dict[str, object]:
     return state
 
 
+def _started(page: playwright.Page, within: float = 30) -> dict[str, object]:
+    """The state once the element has begun playing (``currentTime`` past 0: before,
+    JavaScript's 0 arrives as an int)."""
+    deadline = time.monotonic() + within
+    state = _settle(page, 0)
+    while not (isinstance(state["time"], float) and state["time"] > 0):
+        assert time.monotonic() < deadline, f"hls.js did not start playing: {state}"
+        state = _settle(page, 0.2)
+    return state
+
+
 @contextlib.contextmanager
 def _playing(server: str, hls_js: Path) -> Iterator[playwright.Page]:
     """A page of headless Chromium playing the live stream ``radio`` with hls.js."""
@@ -142,7 +153,7 @@ def test_hls_js_plays_a_live_opus_stream_as_fmp4(
         live_radio(server_process, 40, listed=2, kind=kind),
         _playing(server_process, hls_js) as page,
     ):
-        first = _settle(page, 0)
+        first = _started(page)
         state = _settle(page, 6)
     print(f"hls.js, live {kind} as fMP4: {state}")
     assert state["fatal"] == [] and state["paused"] is False
