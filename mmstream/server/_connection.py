@@ -428,8 +428,7 @@ class Session:
                 await self.manager.delete(stream)
                 return self.core.done(request)
             case Metadata():
-                title = await self.manager.set_title(stream, request.title)
-                self.hub.set_title(stream, title.title)
+                await self.hub.set_title(stream, request.title)
                 return self.core.stat_reply(request, self.manager.stat(stream))
         raise AssertionError(f"unhandled request {request!r}")
 

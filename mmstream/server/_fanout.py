@@ -53,7 +53,7 @@ from ..audio_sync import StreamSync
 from ..config import IcecastConfig
 from ..errors import CacheClosedError, MmstreamError, StorageError, StreamNotFoundError
 from ..metrics import Metrics
-from ..streams import StreamManager, StreamStatus
+from ..streams import StreamManager, StreamStatus, Title
 from ..web.playback import PIECE_SIZE
 from ._encoders import PLAIN, Encoder, Parts
 
@@ -790,11 +790,16 @@ class FanoutHub:
         broadcaster = self._broadcasters.get((stream_id, self.manager.stat(stream_id).generation))
         return broadcaster if broadcaster is not None and not broadcaster.ended else None
 
-    def set_title(self, stream_id: str, title: str) -> None:
-        """Tell the stream's listeners (a broadcaster started later reads the manager)."""
+    async def set_title(self, stream_id: str, title: str) -> Title:
+        """Record ``title`` as the live stream's current one (:meth:`.StreamManager.set_title`)
+        and tell its listeners: the one way every route (``/admin/metadata``, the WebSocket
+        ``metadata`` op, a title heard in a source's Ogg stream) sets a title. A broadcaster
+        started later reads the manager."""
+        entry = await self.manager.set_title(stream_id, title)
         broadcaster = self.running(stream_id)
         if broadcaster is not None:
-            broadcaster.set_title(title)
+            broadcaster.set_title(entry.title)
+        return entry
 
     def follow(self, stream_id: str, generation: str, start: int) -> AsyncGenerator[bytes]:
         """Every byte of the stream from ``start``, as it grows, for a follower whose task

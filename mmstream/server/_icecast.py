@@ -392,8 +392,7 @@ class Icecast:
     async def _heard(self, stream_id: str, title: str) -> None:
         """A title the source gave in its Ogg stream: the stream's, as if set by
         /admin/metadata, beginning at the end of the bytes that carried it."""
-        entry = await self.manager.set_title(stream_id, title)
-        self.hub.set_title(stream_id, entry.title)
+        await self.hub.set_title(stream_id, title)
 
     def _title(self, stream_id: str, lease: WriterLease) -> str | None:
         titles = self.manager.stat(stream_id, generation=lease.generation).titles

@@ -102,10 +102,9 @@ class _Admin:
         try:
             update = parse_metadata_update(request.query)
             self._check(request, "metadata", update.stream_id)
-            entry = await self.manager.set_title(update.stream_id, update.song)
+            await self.hub.set_title(update.stream_id, update.song)
         except MmstreamError as exc:
             return self._refused(exc)
-        self.hub.set_title(update.stream_id, entry.title)
         return _xml(200, "Metadata update successful", ok=True)
 
     # -- status ----------------------------------------------------------------------------
