@@ -24,6 +24,7 @@ from typing import Protocol
 
 from ._chunks import HEADER_LIMIT, Chunked
 from .audio import AudioFormat, detect_format, parse_wav
+from .mpeg import AudioFrame, AudioFrames
 from .ogg import BOS, CONTINUED, OggPage, OggPages
 
 __all__ = ["HEADER_LIMIT", "StreamSync"]
@@ -313,70 +314,22 @@ class _Ebml(Chunked[int]):
 
 # -- MPEG audio / ADTS frames --------------------------------------------------------------
 
-_MP3_BITRATES = {
-    (3, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),  # MPEG-1 L1
-    (3, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),  # MPEG-1 L2
-    (3, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 L3
-}
-_MP3_LSF_BITRATES = {  # MPEG-2 and 2.5, by layer
-    1: (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
-    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-    3: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
-_LAYER = {1: 3, 2: 2, 3: 1}  # header bits → layer number
 
+class _Frames:
+    """MP3 and AAC (ADTS): no header to keep; each frame start is a sync point (frames
+    from the one frame walker, :class:`mmstream.mpeg.AudioFrames`)."""
 
-def _frame_length(buf: bytearray) -> int:
-    """The length of the MPEG audio or ADTS frame at the start of ``buf``; 0: not one."""
-    if buf[0] != 0xFF or buf[1] & 0xE0 != 0xE0:
-        return 0
-    if buf[1] & 0xF6 == 0xF0:  # ADTS: 12-bit sync, layer 00
-        return ((buf[3] & 0x03) << 11) | (buf[4] << 3) | (buf[5] >> 5)
-    version, layer_bits = (buf[1] >> 3) & 3, (buf[1] >> 1) & 3
-    bitrate_index, rate_index = buf[2] >> 4, (buf[2] >> 2) & 3
-    if version == 1 or layer_bits == 0 or bitrate_index in (0, 15) or rate_index == 3:
-        return 0
-    layer = _LAYER[layer_bits]
-    table = _MP3_BITRATES[(3, layer)] if version == 3 else _MP3_LSF_BITRATES[layer]
-    bitrate = table[bitrate_index] * 1000
-    rate = _MP3_RATES[version][rate_index]
-    padding = (buf[2] >> 1) & 1
-    if layer == 1:
-        return (12 * bitrate // rate + padding) * 4
-    per_frame = 144 if layer == 2 or version == 3 else 72
-    return per_frame * bitrate // rate + padding
+    header: bytes | None = None
+    header_at = 0
+    header_starts: list[int] | None = None
 
+    def __init__(self) -> None:
+        self._frames = AudioFrames()
 
-def _id3_size(buf: bytearray) -> int:
-    """Bytes after the 10-byte head of the ID3v2 tag starting ``buf`` (footer included)."""
-    size = (buf[6] << 21) | (buf[7] << 14) | (buf[8] << 7) | buf[9]
-    return size + (10 if buf[5] & 0x10 else 0)
-
-
-def _next_frame(buf: bytearray) -> int:
-    """Bytes to drop to resynchronise on the next possible frame sync."""
-    at = buf.find(b"\xff", 1)
-    return len(buf) if at < 0 else at
-
-
-class _Frames(Chunked[int]):
-    """MP3 and AAC (ADTS): no header to keep; each frame start is a sync point. An ID3v2
-    tag at the start is skipped."""
-
-    def _step(self, out: list[int]) -> int:
-        buf = self._buffer
-        if len(buf) < 10:
-            return 0
-        if buf[:3] == b"ID3":
-            self._skip = _id3_size(buf)
-            return 10
-        length = _frame_length(buf)
-        if length < 7:
-            return _next_frame(buf)
-        out.append(self._buffer_at)
-        self._skip = length - 6
-        return 6
+    def feed(self, data: bytes, start: int, out: list[int]) -> None:
+        frames: list[AudioFrame] = []
+        self._frames.feed(data, start, frames)
+        out.extend(frame.offset for frame in frames)
 
 
 # -- WAV -----------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 a given second.
 
 Sans-I/O, like :class:`~mmstream.audio_sync.StreamSync` (whose chunk walker, Ogg page
-iterator, EBML integers and frame lengths it shares): :class:`TimeParser` is fed a stream's bytes in order, in pieces
-of any size, and answers with :class:`IndexPoint`\\ s — ``(time, offset)``: media seconds
-since the stream's first sample, and the absolute offset of a decodable boundary that starts
-there. Feeding a stream whole or cut anywhere gives the same points (a hypothesis test checks
-it), and memory stays at one page or element head whatever the stream's length.
+iterator, MP3/ADTS frame iterator and EBML integers it shares): :class:`TimeParser` is fed a
+stream's bytes in order, in pieces of any size, and answers with :class:`IndexPoint`\\ s —
+``(time, offset)``: media seconds since the stream's first sample, and the absolute offset
+of a decodable boundary that starts there. Feeding a stream whole or cut anywhere gives the
+same points (a hypothesis test checks it), and memory stays at one page or element head
+whatever the stream's length.
 
 Where the time comes from:
 
@@ -32,14 +33,8 @@ import attrs
 
 from .._chunks import Chunked
 from ..audio import AudioFormat, parse_wav
-from ..audio_sync import (
-    _element_head,
-    _frame_length,
-    _id3_size,
-    _next_cluster,
-    _next_frame,
-    _Sniffer,
-)
+from ..audio_sync import _element_head, _next_cluster, _Sniffer
+from ..mpeg import AudioFrame, AudioFrames, frame_duration
 from ..ogg import BOS, CONTINUED, OggPage, OggPages
 
 __all__ = ["DEFAULT_SPACING", "IndexPoint", "TimeParser", "frame_duration"]
@@ -179,74 +174,29 @@ class _EbmlTimes(_Timed):
 
 # -- MPEG audio / ADTS frames --------------------------------------------------------------
 
-_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
-               8000, 7350)  # fmt: skip
-_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
+class _FrameTimes:
+    """Frames from the one frame walker; a point kept every ``spacing`` seconds."""
 
-def frame_duration(head: bytes | bytearray) -> float:
-    """Seconds of audio in the MPEG audio or ADTS frame whose header starts ``head``
-    (at least 7 bytes); 0.0 if it is not one."""
-    if len(head) < 7 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
-        return 0.0
-    if head[1] & 0xF6 == 0xF0:  # ADTS
-        rate_index = (head[2] >> 2) & 0x0F
-        if rate_index >= len(_ADTS_RATES):
-            return 0.0
-        return 1024 * ((head[6] & 0x03) + 1) / _ADTS_RATES[rate_index]
-    version, layer_bits, rate_index = (head[1] >> 3) & 3, (head[1] >> 1) & 3, (head[2] >> 2) & 3
-    if version == 1 or layer_bits == 0 or rate_index == 3:
-        return 0.0
-    samples = 384 if layer_bits == 3 else 1152 if layer_bits == 2 or version == 3 else 576
-    return samples / _MP3_RATES[version][rate_index]
-
-
-def _is_info_frame(buf: bytearray, length: int) -> bool:
-    """A Xing/Info/VBRI frame: the encoder's table of contents, not audio."""
-    if buf[1] & 0xF6 == 0xF0:
-        return False
-    mono = buf[3] >> 6 == 3
-    side = (17 if mono else 32) if (buf[1] >> 3) & 3 == 3 else (9 if mono else 17)
-    at = 4 + side + (0 if buf[1] & 1 else 2)
-    return bytes(buf[at : at + 4]) in (b"Xing", b"Info") or bytes(buf[36:40]) == b"VBRI"
-
-
-#: Bytes of a frame read before it is skipped: enough for the header and a Xing tag.
-_FRAME_PEEK = 48
-
-
-class _FrameTimes(_Timed):
     def __init__(self, start_time: float, spacing: float) -> None:
-        super().__init__(start_time)
+        self._frames = AudioFrames()
+        #: Media seconds of everything consumed so far (the end of the last frame).
+        self.time = start_time
         self._spacing = spacing
         self._last: float | None = None
-        self._first = True
 
-    def _step(self, out: list[int]) -> int:
-        buf = self._buffer
-        if len(buf) < 10:
-            return 0
-        if buf[:3] == b"ID3":
-            self._skip = _id3_size(buf)
-            return 10
-        length = _frame_length(buf)
-        duration = frame_duration(buf) if length >= 7 else 0.0
-        if not duration:
-            return _next_frame(buf)
-        peek = min(length, _FRAME_PEEK)
-        if self._first:
-            if len(buf) < peek:
-                return 0
-            self._first = False
-            if _is_info_frame(buf, length):
-                self._skip = length - 6
-                return 6
-        if self._last is None or self.time - self._last >= self._spacing - 1e-9:
-            self._last = self.time
-            self._emit(self.time, self._buffer_at)
-        self.time += duration
-        self._skip = length - 6
-        return 6
+    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
+        frames: list[AudioFrame] = []
+        self._frames.feed(data, start, frames)
+        points = []
+        for frame in frames:
+            if frame.info:
+                continue
+            if self._last is None or self.time - self._last >= self._spacing - 1e-9:
+                self._last = self.time
+                points.append(IndexPoint(self.time, frame.offset))
+            self.time += frame.duration
+        return points
 
 
 # -- WAV -----------------------------------------------------------------------------------
@@ -364,17 +314,12 @@ def _make_walker(fmt: AudioFormat | None, start: int, spacing: float) -> _Walker
 
 def _walk_frames(point: IndexPoint, data: bytes, time: float) -> IndexPoint:
     """From a frame start at ``point``, the last frame that starts at or before ``time``."""
-    at, now = 0, point.time
-    best = point
-    while at + 7 <= len(data):
-        head = bytearray(data[at : at + 7])
-        length = _frame_length(head) if head[0] == 0xFF else 0
-        duration = frame_duration(head) if length >= 7 else 0.0
-        if not duration:
-            break
+    frames: list[AudioFrame] = []
+    AudioFrames().feed(data, point.offset, frames)
+    best, now = point, point.time
+    for frame in frames:
         if now > time + 1e-9:
             break
-        best = IndexPoint(now, point.offset + at)
-        now += duration
-        at += length
+        best = IndexPoint(now, frame.offset)
+        now += frame.duration
     return best

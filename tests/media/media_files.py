@@ -52,14 +52,19 @@ def media(kind: str) -> bytes:
         return out.read_bytes()
 
 
-def opus_file(*options: str, seconds: int = 12) -> bytes:
-    """An Opus file ffmpeg makes from a tone (``options``: output options, format last)."""
+def encoded(*options: str, seconds: int = 12) -> bytes:
+    """What ffmpeg makes of a tone with output ``options`` (format last)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         subprocess.run([str(FFMPEG), "-v", "error", "-f", "lavfi", "-i",
-                        f"sine=frequency=440:duration={seconds}", "-c:a", "libopus", *options,
-                        str(out)], check=True)  # fmt: skip
+                        f"sine=frequency=440:duration={seconds}", *options, str(out)],
+                       check=True)  # fmt: skip
         return out.read_bytes()
+
+
+def opus_file(*options: str, seconds: int = 12) -> bytes:
+    """An Opus file ffmpeg makes from a tone (``options``: output options, format last)."""
+    return encoded("-c:a", "libopus", *options, seconds=seconds)
 
 
 def packets(data: bytes) -> list[tuple[float, int]]:
