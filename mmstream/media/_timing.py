@@ -14,7 +14,8 @@ Where the time comes from:
 - **Ogg** (Opus, Vorbis): the granule position of the page before, minus Opus's pre-skip,
   over the codec's rate (48 kHz for Opus; the identification header's for Vorbis). One
   point per page that begins a packet. Other codecs in Ogg have no known rate: no points.
-- **WebM/Matroska**: each ``Cluster``'s ``Timecode`` times the ``TimecodeScale``.
+- **WebM/Matroska**: each ``Cluster``'s ``Timecode`` times the ``TimecodeScale``; a
+  point per cluster. The blocks' times say where the audio ends (:attr:`TimeParser.time`).
 - **MP3** and **AAC (ADTS)**: frames counted (1152/576/384 samples per MPEG frame, 1024 per
   AAC raw data block) over each frame's own rate; an ID3v2 tag and a Xing/Info/VBRI frame
   count for nothing. Frames are ~25 ms, so a point is kept only every :attr:`spacing`
@@ -33,7 +34,7 @@ import attrs
 
 from .._chunks import Chunked
 from ..audio import AudioFormat, parse_wav
-from ..audio_sync import _element_head, _next_cluster, _Sniffer
+from ..audio_sync import _element_head, _next_cluster, _Sniffer, _vint
 from ..mpeg import AudioFrame, AudioFrames, frame_duration
 from ..ogg import BOS, CONTINUED, OggPage, OggPages
 
@@ -126,19 +127,29 @@ class _OggTimes:
 
 _SEGMENT, _INFO, _CLUSTER = 0x18538067, 0x1549A966, 0x1F43B675
 _TIMECODE_SCALE, _CLUSTER_TIMECODE, _EBML_HEAD = 0x2AD7B1, 0xE7, 0x1A45DFA3
-_ENTERED = frozenset({_SEGMENT, _INFO, _CLUSTER})
+_BLOCK_GROUP, _SIMPLE_BLOCK, _BLOCK, _BLOCK_DURATION = 0xA0, 0xA3, 0xA1, 0x9B
+_ENTERED = frozenset({_SEGMENT, _INFO, _CLUSTER, _BLOCK_GROUP})
+_READ = frozenset({_TIMECODE_SCALE, _CLUSTER_TIMECODE, _BLOCK_DURATION})
 
 
 class _EbmlTimes(_Timed):
-    """Enter ``Segment``, ``Info`` and each ``Cluster``; read ``TimecodeScale`` and each
-    cluster's ``Timecode`` (its first child); skip every other element."""
+    """Enter ``Segment``, ``Info``, each ``Cluster`` and ``BlockGroup``; read
+    ``TimecodeScale``, each cluster's ``Timecode`` (its first child) and each block's time;
+    skip every other element.
+
+    Blocks are read so that :attr:`time` is where the audio fed so far ends, not where its
+    last cluster starts: a new source's EBML header starts its clock there. A block lasts
+    its ``BlockDuration``, else as long as the gap from the block before it (equal frames,
+    what encoders make)."""
 
     def __init__(self, start_time: float) -> None:
         super().__init__(start_time)
         self._scale = 1_000_000  # ns per timecode tick (the Matroska default)
         self._cluster_at: int | None = None
+        self._cluster_time: float | None = None
+        self._block_time: float | None = None
+        self._gap = 0.0  # seconds between the last two blocks
         self._base = start_time
-        self._clusters = 0
 
     def _step(self, out: list[int]) -> int:
         buf = self._buffer
@@ -150,26 +161,48 @@ class _EbmlTimes(_Timed):
             return _next_cluster(buf)
         if element in _ENTERED:
             if element == _CLUSTER:
-                self._cluster_at = self._buffer_at
+                self._cluster_at, self._cluster_time = self._buffer_at, None
             return head
         if length < 0:
             return _next_cluster(buf)
-        if element in (_TIMECODE_SCALE, _CLUSTER_TIMECODE) and 0 < length <= 8:
+        if element in _READ and 0 < length <= 8:
             if len(buf) < head + length:
                 return 0
-            value = int.from_bytes(buf[head : head + length], "big")
-            if element == _TIMECODE_SCALE and value > 0:
-                self._scale = value
-            elif element == _CLUSTER_TIMECODE and self._cluster_at is not None:
-                time = self._base + value * self._scale / 1e9
-                self._emit(time, self._cluster_at)
-                self.time = max(self.time, time)
-                self._cluster_at = None
+            self._read(element, int.from_bytes(buf[head : head + length], "big"))
             return head + length
-        if element == _EBML_HEAD:  # a new stream (a new source): its clock restarts
+        if element in (_SIMPLE_BLOCK, _BLOCK) and self._cluster_time is not None:
+            track = _vint(buf, head, keep_marker=False)
+            if track is None or len(buf) < head + track[1] + 2:
+                return 0
+            if track[1]:
+                at = head + track[1]
+                self._block(int.from_bytes(buf[at : at + 2], "big", signed=True))
+        elif element == _EBML_HEAD:  # a new stream (a new source): its clock restarts
             self._base, self._scale = self.time, 1_000_000
+            self._cluster_time = self._block_time = None
+            self._gap = 0.0
         self._skip = length
         return head
+
+    def _read(self, element: int, value: int) -> None:
+        if element == _TIMECODE_SCALE and value > 0:
+            self._scale = value
+        elif element == _CLUSTER_TIMECODE and self._cluster_at is not None:
+            time = self._cluster_time = self._base + value * self._scale / 1e9
+            self._emit(time, self._cluster_at)
+            self.time = max(self.time, time)
+            self._cluster_at = None
+        elif element == _BLOCK_DURATION and self._block_time is not None:
+            self.time = max(self.time, self._block_time + value * self._scale / 1e9)
+
+    def _block(self, relative: int) -> None:
+        """A block ``relative`` ticks after its cluster's time."""
+        assert self._cluster_time is not None
+        time = self._cluster_time + relative * self._scale / 1e9
+        if self._block_time is not None and time > self._block_time:
+            self._gap = time - self._block_time
+        self._block_time = time
+        self.time = max(self.time, time + self._gap)
 
 
 # -- MPEG audio / ADTS frames --------------------------------------------------------------
@@ -268,7 +301,7 @@ class TimeParser(_Sniffer):
     @property
     def time(self) -> float:
         """Media seconds of what was fed so far (the end of the last whole frame, page or
-        cluster start): a live stream's duration."""
+        WebM block): a live stream's duration, and where a new source's clock starts."""
         return 0.0 if self._walker is None else self._walker.time
 
     @property

@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from media_files import KINDS, SECONDS, media, needs_tools, packets
+from media_files import KINDS, SECONDS, media, needs_tools, opus_file, packets
 
 from mmstream.audio import AudioFormat
 from mmstream.media import IndexPoint, TimeParser, frame_duration
@@ -161,3 +161,21 @@ def test_unknown_containers_are_untimed() -> None:
     parser = TimeParser()
     assert parser.feed(b"\x00" * 100) == []
     assert parser.format is None and not parser.timed
+
+
+@needs_tools
+def test_a_webm_restarted_by_a_new_source_goes_on_where_the_last_cluster_ends() -> None:
+    """A source that dies after a whole cluster and a new one that sends a fresh EBML
+    header: the new clock starts at the end of the old stream's last block, not at the
+    start of its last cluster (which played a cluster's worth of audio twice in the time
+    index: two points for one time)."""
+    first = opus_file("-cluster_time_limit", "1000", "-f", "webm", seconds=3)
+    clusters = TimeParser().feed(first)
+    assert len(clusters) >= 3
+    cut = first[: clusters[-1].offset]  # it ends with the cluster before the last one
+    ended = clusters[-1].time  # where that cluster's audio ends: the next one starts
+    parser = TimeParser()
+    parser.feed(cut)
+    assert parser.time == pytest.approx(ended, abs=0.002)
+    restarted = parser.feed(opus_file("-cluster_time_limit", "1000", "-f", "webm", seconds=2))
+    assert restarted[0].time == pytest.approx(ended, abs=0.002)
