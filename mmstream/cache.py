@@ -94,7 +94,9 @@ class CacheOptions:
 
     segment_size: int = attrs.field(default=DEFAULT_SEGMENT_SIZE, validator=_positive)
     batch_limit: int = attrs.field(default=DEFAULT_BATCH_LIMIT, validator=_positive)
-    #: Grow at least this much at a time (geometric growth doubles up to one segment).
+    #: Grow at least this much at a time (geometric growth doubles up to one segment):
+    #: read by :func:`grown_size`, so by every backend and the manager's quota claim. Not a
+    #: config key: it only matters while a file is smaller than it; tests set it small.
     min_growth: int = attrs.field(default=1 * MiB, validator=_positive)
     #: Pre-fault pages ahead of the writer (mmap backend, ``mmap_write = "mapping"``),
     #: trading a syscall for page faults.
