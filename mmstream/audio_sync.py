@@ -109,7 +109,7 @@ class StreamSync(_Sniffer):
         match self._parser:
             case None:
                 return False
-            case _Raw() | _Frames():
+            case _Headerless():
                 return True
             case parser:
                 return parser.header is not None
@@ -148,12 +148,16 @@ def _make_parser(fmt: AudioFormat | None, start: int) -> _Parser:
             return _Raw()
 
 
-class _Raw:
-    """An unknown format: no header; every appended piece starts where the writer cut it."""
+class _Headerless:
+    """A format with no header to keep: listeners can be served from the first sync point."""
 
     header: bytes | None = None
     header_at = 0
     header_starts: list[int] | None = None
+
+
+class _Raw(_Headerless):
+    """An unknown format: every appended piece starts where the writer cut it."""
 
     def feed(self, data: bytes, start: int, out: list[int]) -> None:
         if data:
@@ -315,13 +319,9 @@ class _Ebml(Chunked[int]):
 # -- MPEG audio / ADTS frames --------------------------------------------------------------
 
 
-class _Frames:
-    """MP3 and AAC (ADTS): no header to keep; each frame start is a sync point (frames
-    from the one frame walker, :class:`mmstream.mpeg.AudioFrames`)."""
-
-    header: bytes | None = None
-    header_at = 0
-    header_starts: list[int] | None = None
+class _Frames(_Headerless):
+    """MP3 and AAC (ADTS): each frame start is a sync point (frames from the one frame
+    walker, :class:`mmstream.mpeg.AudioFrames`)."""
 
     def __init__(self) -> None:
         self._frames = AudioFrames()

@@ -150,12 +150,6 @@ class SegmentPlans:
         return plan
 
 
-def _count(metrics: Metrics | None, exc: MmstreamError) -> Response:
-    if metrics is not None:
-        metrics.errors.labels(exc.code).inc()
-    return error_response(exc)
-
-
 def _unavailable(reason: str) -> Response:
     body = f"unavailable: {reason}\n".encode()
     return Response(503, [("Content-Type", "text/plain; charset=utf-8"),
@@ -255,7 +249,7 @@ async def playlist_response(
                         client=client,
                     )  # fmt: skip
     except MmstreamError as exc:
-        return _count(metrics, exc)
+        return error_response(exc, metrics)
     except _Waited as exc:
         return _unavailable(str(exc))
     body = plans.playlist(plan, lambda p: _playlist(p, info.generation, kind, target, plans))
@@ -321,7 +315,7 @@ async def segment_response(
         if isinstance(body, str):
             raise StreamNotFoundError(f"no {what} of {stream_id}: {body}")
     except MmstreamError as exc:
-        return _count(metrics, exc)
+        return error_response(exc, metrics)
     except _Waited as exc:
         return _unavailable(str(exc))
     return _segment_body(etag, kind, body, request_headers, metrics)

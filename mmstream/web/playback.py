@@ -79,8 +79,11 @@ class Response:
         return next((v for k, v in self.headers if k.lower() == name), None)
 
 
-def error_response(exc: MmstreamError) -> Response:
-    """A short plain-text error, its status from the error's wire code."""
+def error_response(exc: MmstreamError, metrics: Metrics | None = None) -> Response:
+    """A short plain-text error, its status from the error's wire code; counted in
+    ``mmstream_errors_total`` when ``metrics`` are given (every refusal a client sees is)."""
+    if metrics is not None:
+        metrics.errors.labels(exc.code).inc()
     body = f"{exc.code}: {exc.public_message}\n".encode()
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),
@@ -142,9 +145,7 @@ async def stream_response(
                 stream_id, seconds=asked.seconds, at=asked.at, generation=info.generation
             )
     except MmstreamError as exc:
-        if metrics is not None:
-            metrics.errors.labels(exc.code).inc()
-        return error_response(exc)
+        return error_response(exc, metrics)
     growing = info.status is StreamStatus.UPLOADING
     headers: Headers = [*served_type(content_type).headers, ("Accept-Ranges", "bytes")]
     pieces = _Pieces(manager, stream_id, info.generation, piece_size, metrics, follow)
