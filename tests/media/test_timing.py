@@ -179,3 +179,34 @@ def test_a_webm_restarted_by_a_new_source_goes_on_where_the_last_cluster_ends() 
     assert parser.time == pytest.approx(ended, abs=0.002)
     restarted = parser.feed(opus_file("-cluster_time_limit", "1000", "-f", "webm", seconds=2))
     assert restarted[0].time == pytest.approx(ended, abs=0.002)
+
+
+def _element(ident: bytes, payload: bytes) -> bytes:
+    return ident + bytes([0x40 | len(payload) >> 8, len(payload) & 0xFF]) + payload
+
+
+def _webm(cluster_ms: int, blocks: bytes) -> bytes:
+    unknown = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+    return (
+        _element(b"\x1a\x45\xdf\xa3", _element(b"\x42\x82", b"webm"))
+        + b"\x18\x53\x80\x67" + unknown
+        + _element(b"\x15\x49\xa9\x66", _element(b"\x2a\xd7\xb1", (10**6).to_bytes(3, "big")))
+        + b"\x1f\x43\xb6\x75" + unknown
+        + _element(b"\xe7", cluster_ms.to_bytes(2, "big"))
+        + blocks
+    )  # fmt: skip
+
+
+def test_a_webm_block_lasts_its_block_duration() -> None:
+    """A ``BlockGroup``'s ``BlockDuration`` says where its audio ends; a ``SimpleBlock``
+    lasts as long as the gap from the block before it."""
+    group = _element(b"\xa0", _element(b"\xa1", b"\x81\x00\x64\x00" + bytes(40))
+                     + _element(b"\x9b", (500).to_bytes(2, "big")))  # fmt: skip
+    simple = b"".join(_element(b"\xa3", b"\x81" + t.to_bytes(2, "big") + b"\x00" + bytes(30))
+                      for t in (0, 20, 40))  # fmt: skip
+    parser = TimeParser()
+    parser.feed(_webm(1000, group))
+    assert parser.time == pytest.approx(1.6)  # 1 s + 100 ms + 500 ms
+    restarted = parser.feed(_webm(0, simple))
+    assert restarted[0].time == pytest.approx(1.6)
+    assert parser.time == pytest.approx(1.6 + 0.060)
