@@ -60,12 +60,14 @@ bench-quick: $(VENV)/.bench
 bench-scaleout: $(VENV)/.runtime
 	$(BIN)/python bench/scaleout.py --json bench/results/scaleout.json
 
-# Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, in the
-# foreground; Ctrl-C stops everything. Needs haproxy (apt-get install haproxy).
+# Demo: HAProxy on 127.0.0.1:8080 in front of 3 workers on 127.0.0.1:9001-9003, Icecast
+# sources (ffmpeg, Liquidsoap, MPD, ices2) on 127.0.0.1:8000, in the foreground; Ctrl-C
+# stops everything. Needs haproxy (apt-get install haproxy).
 CLUSTER_DIR ?= cache/cluster
 cluster: $(VENV)/.runtime
 	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
-		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --log-level WARNING
+		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --haproxy-sources 127.0.0.1:8000 \
+		--log-level WARNING
 
 # One live stream, 100/1,000/5,000 listeners, mmstream beside Debian's icecast2 (if installed).
 FANOUT_ARGS ?=

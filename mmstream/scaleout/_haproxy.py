@@ -165,6 +165,25 @@ class BalancerOptions:
 #: The query string is ignored; url_dec after the split: servers decode %XX in the id once,
 #: so must the hash.
 _ID_HASH = "path,regsub(^/v1/,/),field(3,/),url_dec"
+#: Icecast's ``/admin/metadata`` names its stream in ``mount=/streams/{id}`` (the leading
+#: ``/`` optional), not in its path; source programs send it to the port they push to.
+#: The query is decoded once, as the server decodes it, so the id is the same one.
+_MOUNT_ID = "url_param(mount),url_dec,regsub(^/*,/),field(3,/)"
+_HASHED = "var(txn.stream_id)"
+
+
+def _hash_lines(rule: str) -> list[str]:
+    """The id a backend hashes: ``rule`` is ``http-request`` (HTTP mode) or
+    ``tcp-request content`` (TCP mode, where the frontend has inspected the head)."""
+    return [
+        "    # Hash only the {id} of /v1/streams/{id} and /streams/{id}, so a stream's upload,",
+        "    # its readers and its HTTP playback meet on one node; /admin/metadata (titles)",
+        "    # goes by the id in its mount. The query string is ignored; url_dec after the",
+        "    # split: servers decode %XX in the id once, so must the hash.",
+        f"    {rule} set-var(txn.stream_id) {_ID_HASH}",
+        f"    {rule} set-var(txn.stream_id) {_MOUNT_ID} if {{ path /admin/metadata }}",
+        f"    balance hash {_HASHED}",
+    ]
 
 
 @attrs.frozen
@@ -298,10 +317,7 @@ def render_haproxy_config(
         "    default_backend mmstream_nodes",
         "",
         "backend mmstream_nodes",
-        "    # Hash only the {id} of /v1/streams/{id} and /streams/{id}, so a stream's upload,",
-        "    # its readers and its HTTP playback meet on one node. The query string is ignored;",
-        "    # url_dec after the split: servers decode %XX in the id once, so must the hash.",
-        f"    balance hash {_ID_HASH}",
+        *_hash_lines("http-request"),
         "    hash-type consistent sdbm avalanche",
         "    # No hash-balance-factor: it moves ids off a busy owner, which splits streams.",
         "    # Every response names the node that answered.",
@@ -352,7 +368,7 @@ def _source_sections(nodes: Sequence[Node], bind: Endpoint) -> list[str]:
         "backend mmstream_sources",
         "    mode tcp",
         "    # The ring of mmstream_nodes: a source lands on the node its listeners read from.",
-        f"    balance hash {_ID_HASH}",
+        *_hash_lines("tcp-request content"),
         "    hash-type consistent sdbm avalanche",
         "    # Up and down with the same node in mmstream_nodes: one health check per node.",
     ]

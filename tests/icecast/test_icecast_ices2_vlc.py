@@ -23,47 +23,11 @@ from icecast_helpers import (
     running_server,
     wait_until,
 )
+from radio_programs import ICES_TITLES, needs_ices2, run_ices2
 
 from mmstream.streams import StreamStatus
 
-ICES2 = shutil.which("ices2")
 CVLC = shutil.which("cvlc")
-
-ICES_XML = """<?xml version="1.0"?>
-<ices>
-  <background>0</background>
-  <logpath>{dir}</logpath>
-  <logfile>ices.log</logfile>
-  <loglevel>3</loglevel>
-  <consolelog>1</consolelog>
-  <stream>
-    <metadata><name>Ices Radio</name><genre>test</genre><description>ices2</description></metadata>
-    <input>
-      <module>playlist</module>
-      <param name="type">basic</param>
-      <param name="file">{dir}/playlist.txt</param>
-      <param name="random">0</param>
-      <param name="once">1</param>
-    </input>
-    <instance>
-      <hostname>127.0.0.1</hostname>
-      <port>{port}</port>
-      <password>hackme</password>
-      <mount>/streams/ices</mount>
-      <reconnectdelay>1</reconnectdelay>
-      <reconnectattempts>2</reconnectattempts>
-    </instance>
-  </stream>
-</ices>
-"""
-
-
-async def _vorbis(path: Path, seconds: int, frequency: int, title: str) -> None:
-    await trio.run_process(
-        [FFMPEG or "ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-         f"sine=f={frequency}:d={seconds}", "-ac", "2", "-ar", "44100", "-c:a", "libvorbis",
-         "-metadata", f"title={title}", "-metadata", "artist=Ices", str(path)]
-    )  # fmt: skip
 
 
 async def _seconds_of(body: bytes) -> float:
@@ -77,24 +41,14 @@ async def _seconds_of(body: bytes) -> float:
     return len(done.stdout) / 2 / 8000
 
 
-@needs(ICES2, "ices2", "ices2")
+@needs_ices2
 @needs_ffmpeg
 async def test_ices2_streams_its_ogg_vorbis_playlist(tmp_path: Path) -> None:
-    """ices2 connects through libshout (``OPTIONS *`` first, offering TLS; then ``SOURCE``
-    without, then with, its password) and sends each file of its playlist as a chained
-    Ogg stream, titles in each file's comment header."""
-    await _vorbis(tmp_path / "a.ogg", 1, 440, "First Song")
-    await _vorbis(tmp_path / "b.ogg", 2, 660, "Second Song")
-    (tmp_path / "playlist.txt").write_text(f"{tmp_path / 'a.ogg'}\n{tmp_path / 'b.ogg'}\n")
+    """ices2 (libshout) sends each file of its playlist as a chained Ogg stream, titles in
+    each file's comment header."""
     async with running_server(tmp_path) as server:
-        config = tmp_path / "ices.xml"
-        config.write_text(ICES_XML.format(dir=tmp_path, port=server.port))
         with trio.fail_after(60):
-            done = await trio.run_process(
-                [ICES2 or "ices2", str(config)], capture_stdout=True, capture_stderr=True,
-                check=False,
-            )  # fmt: skip
-        log = (done.stdout + done.stderr).decode(errors="replace")
+            log = await run_ices2(tmp_path, server.port)
         assert "Connected to server" in log, log
         info = server.manager.stat("ices")
         assert info.status is StreamStatus.READY, log  # the source ended: finalized
@@ -107,7 +61,7 @@ async def test_ices2_streams_its_ogg_vorbis_playlist(tmp_path: Path) -> None:
     assert abs(await _seconds_of(body) - 3.0) < 0.2  # both files, whole
     # The titles in the files' comment headers are the stream's (ARTIST - TITLE, as Icecast
     # forms them), as if set through /admin/metadata, and no chain was added for them.
-    assert [t.title for t in info.titles] == ["Ices - First Song", "Ices - Second Song"]
+    assert [t.title for t in info.titles] == ICES_TITLES
     assert body.count(b"title=") == 2
 
 

@@ -38,7 +38,12 @@ def test_committed_example_is_the_generators_output() -> None:
 
 def test_config_hashes_the_id_segment_and_checks_health() -> None:
     text = render_haproxy_config()
-    assert "balance hash path,regsub(^/v1/,/),field(3,/),url_dec" in text
+    id_rule = "set-var(txn.stream_id) path,regsub(^/v1/,/),field(3,/),url_dec"
+    assert f"http-request {id_rule}" in text
+    # Titles (/admin/metadata?mount=/streams/{id}) go to the id's owner too.
+    mount_rule = "set-var(txn.stream_id) url_param(mount),url_dec,regsub(^/*,/),field(3,/)"
+    assert f"http-request {mount_rule} if {{ path /admin/metadata }}" in text
+    assert "balance hash var(txn.stream_id)" in text
     assert "hash-type consistent" in text
     assert "hash-balance-factor" not in text.replace("No hash-balance-factor", "")
     assert "http-check send meth GET uri /healthz" in text
@@ -172,6 +177,11 @@ def test_sources_go_by_id_in_tcp_mode_on_the_same_ring() -> None:
     for line in ("balance hash ", "hash-type "):
         (ring,) = [x for x in nodes.splitlines() if x.strip().startswith(line)]
         assert ring in backend.splitlines()
+    # The same id, set by the same expressions, TCP mode's rule instead of HTTP's.
+    rules = [x for x in nodes.splitlines() if "set-var(txn.stream_id)" in x]
+    assert len(rules) == 2
+    for rule in rules:
+        assert rule.replace("http-request", "tcp-request content") in backend.splitlines()
     for node in DEFAULT_NODES:
         server = f"server {node.name} {node.endpoint} id {node.index + 1}"
         assert f"{server} track mmstream_nodes/{node.name}" in backend
