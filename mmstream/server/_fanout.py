@@ -230,8 +230,7 @@ class Broadcaster:
         #: the same position): what the tests count to see that sharing happens.
         self.encodes = 0
         with contextlib.suppress(StreamNotFoundError, CacheClosedError):
-            titles = manager.stat(stream_id).titles
-            self.title = titles[-1].title if titles else None
+            self.title = manager.current_title(stream_id)
         self._keep = config.queue_size + config.burst_size
         self._restarts: collections.deque[int] = collections.deque()
         self._new_data = trio.Event()

@@ -408,6 +408,13 @@ class StreamManager:
         log.info("stream %s: title at %d: %r", ctx.stream_id, entry.offset, title[:80])
         return entry
 
+    def current_title(self, stream_id: str, *, generation: str | None = None) -> str | None:
+        """The stream's title now (the newest :meth:`set_title`), None before any: what a
+        source's Ogg chainer asks with every piece it is fed, so it is read where the
+        titles are held, without the snapshot :meth:`stat` builds."""
+        titles = self._get(stream_id, generation).titles
+        return titles[-1].title if titles else None
+
     # -- writers ---------------------------------------------------------------------------
 
     def acquire_writer(self, stream_id: str, owner: str) -> WriterLease:

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from mmstream.config import CacheConfig
-from mmstream.errors import NotUploadingError, StreamNotFoundError, TooLargeError
+from mmstream.errors import (
+    NotUploadingError,
+    StreamChangedError,
+    StreamNotFoundError,
+    TooLargeError,
+)
 from mmstream.streams import open_stream_manager
 from mmstream.streams._titles import MAX_TITLES
 
@@ -80,3 +85,21 @@ async def test_titles_are_refused_for_finished_unknown_or_huge(config: CacheConf
         with pytest.raises(StreamNotFoundError):
             await manager.set_title("nope", "t")
         assert manager.stat("radio").titles == ()
+
+
+async def test_the_current_title_is_one_look_up(config: CacheConfig) -> None:
+    """What a source's Ogg chainer asks for with every piece: the newest title, from where
+    the titles are held, no snapshot built; a deleted stream's is not its namesake's."""
+    async with open_stream_manager(config) as manager:
+        generation = (await manager.create("radio")).generation
+        assert manager.current_title("radio") is None
+        await manager.set_title("radio", "One")
+        await manager.set_title("radio", "Two")
+        assert manager.current_title("radio", generation=generation) == "Two"
+        await manager.delete("radio")
+        await manager.create("radio")
+        assert manager.current_title("radio") is None
+        with pytest.raises(StreamChangedError):
+            manager.current_title("radio", generation=generation)
+        with pytest.raises(StreamNotFoundError):
+            manager.current_title("nope")
