@@ -123,20 +123,32 @@ def comment_packet(original: bytes, title: str) -> bytes:
 
 class OggChainer:
     """Feed a source's bytes (:meth:`feed`, with the stream's current title); store what it
-    returns. :meth:`flush` at the source's clean end returns what is still held."""
+    returns. :meth:`flush` at the source's clean end returns what is still held.
+
+    With ``chain=False`` it only reads: every piece comes back as it was fed, no title is
+    chained, and the titles of the source's own chains are heard (:meth:`take_heard`) all
+    the same: a WebSocket upload, whose offsets are its client's, must be stored as sent.
+    ``ogg=True`` says the stream is Ogg without looking at its first bytes (an upload that
+    resumes in the middle of one: the page walker finds the next page)."""
 
     def __init__(
-        self, serials: Callable[[], int] | None = None, *, title_limit: int = MAX_TITLE_BYTES
+        self,
+        serials: Callable[[], int] | None = None,
+        *,
+        title_limit: int = MAX_TITLE_BYTES,
+        chain: bool = True,
+        ogg: bool | None = None,
     ) -> None:
         self._serials = serials or (lambda: secrets.randbits(32))
         self._title_limit = title_limit
+        self._chains = chain
         self._heard: str | None = None  # the source's own title, not yet taken
         self._pages = OggPages()
         self._position = 0  # source bytes fed
         self._held = bytearray()
         self._held_at = 0  # source offset of _held[0]
         #: None: not known yet; False: not a stream this chains (passed through).
-        self._ogg: bool | None = None
+        self._ogg: bool | None = ogg
         # The source's current logical stream.
         self._serial: int | None = None
         self._codec = b""
@@ -163,9 +175,15 @@ class OggChainer:
 
     def feed(self, data: bytes, title: str | None) -> bytes:
         """Take the source's next bytes; return the bytes to store (fewer, more, or
-        relabelled, as above)."""
+        relabelled, as above; ``data`` itself when it only reads)."""
         if self._ogg is False:
             return data
+        if not self._chains:
+            self._feed(data, None)  # no title to chain: nothing is held, nothing written
+            return data
+        return self._feed(data, title)
+
+    def _feed(self, data: bytes, title: str | None) -> bytes:
         start = self._position
         self._position += len(data)
         if self._ogg is None:
@@ -186,8 +204,8 @@ class OggChainer:
         out = bytearray()
         for page in found:
             out += self._page(page, title)
-            if self._heard is not None:  # the source titled its chain: that title is current
-                title = self._heard
+            if self._heard is not None and self._chains:
+                title = self._heard  # the source titled its chain: that title is current
         hold = self._relabel is not None or (title is not None and title != self._chained)
         waiting = self._pages.waiting_at if hold else None
         keep = 0 if waiting is None else max(0, self._position - waiting)

@@ -85,6 +85,7 @@ from ._encoders import Parts, Plain, WebSocketFrames
 from ._fanout import FanoutHub, Listener, ListenerState
 from ._frontdoor import SessionHandler
 from ._replay import Delivery
+from ._source_titles import SourceTitles, UploadTitles
 from ._transports import Connection, ConnectionClosed
 
 __all__ = ["Session", "connection_handler"]
@@ -113,8 +114,11 @@ class Session:
         metrics: Metrics | None = None,
         authorizer: Authorizer | None = None,
         slot: Slot | None = None,
+        upload_titles: UploadTitles | None = None,
     ) -> None:
         self.connection = connection
+        #: The titles in uploads' Ogg streams, read across bindings and connections.
+        self.upload_titles = upload_titles or UploadTitles(manager, hub)
         #: The connection's place under the connection caps: idle while the applier waits
         #: for a message and no tail runs (then it may be closed to make room).
         self.slot = slot
@@ -133,6 +137,9 @@ class Session:
         )
         #: The bound stream's writer lease, held while the binding lasts.
         self._lease: WriterLease | None = None
+        #: The titles in the bound upload's Ogg stream, heard as an Icecast source's are
+        #: (the stream's reader in :attr:`upload_titles`).
+        self._titles: SourceTitles | None = None
         #: A binding's lease handed over to the ``finalize`` that ended it.
         self._handed: WriterLease | None = None
         #: Held while a read sends its frames, so no tail frame can slip in between them.
@@ -326,6 +333,12 @@ class Session:
 
     async def _end_upload(self, ended: EndUpload) -> None:
         lease, self._lease = self._lease, None
+        titles, self._titles = self._titles, None
+        if titles is not None and lease is not None:
+            with contextlib.suppress(MmstreamError):  # the upload's end is what it reports
+                await titles.settle(last=ended.hand_over)  # last: before its finalize
+            if ended.hand_over:
+                self.upload_titles.ended(ended.stream, lease.generation)
         if ended.ack is not None:  # before what follows the end (an error event, a reply)
             await self._send_text(encode_ack(ended.ack.stream, ended.ack.offset))
         log.info(
@@ -347,8 +360,8 @@ class Session:
         the followers). If it falls short, the frames it did not write are appended again,
         so that the error is reported for the frame that met it, after the acknowledged
         ones before it."""
-        upload, lease = self.core.upload, self._lease
-        if upload is None or lease is None:
+        upload, lease, titles = self.core.upload, self._lease, self._titles
+        if upload is None or lease is None or titles is None:
             await self._act(self.core.unbound_frames())
             return
         while frames:
@@ -362,7 +375,13 @@ class Session:
             written = size - upload.offset
             self.core.written(size, trio.current_time())
             while frames and written >= len(frames[0]):
-                written -= len(frames.pop(0))
+                written -= len(frames[0])
+                titles.read(frames.pop(0))
+        try:
+            await titles.settle()
+        except MmstreamError as exc:
+            await self._act(self.core.write_failed(exc))
+            return
         await self._acknowledge(quiet=False)
 
     # -- requests --------------------------------------------------------------------------
@@ -440,10 +459,12 @@ class Session:
             size = await self.manager.append(
                 stream, b"", expected_offset=request.offset, writer=lease
             )
+            titles = await self.upload_titles.bound(stream, lease.generation, size)
         except BaseException:
             lease.release()
             raise
         self._lease = lease
+        self._titles = titles
         log.info("upload bound conn=%s stream=%s offset=%d", self.connection.id, stream, size)
         return self.core.appended(request, stream, size)
 
@@ -743,6 +764,8 @@ def connection_handler(
 ) -> SessionHandler:
     """The handler serving protocol v1 on each connection (given its connection slot)."""
 
+    upload_titles = UploadTitles(manager, hub)
+
     async def handle(connection: Connection, slot: Slot | None = None) -> None:
         endpoint = parse_path(connection.path)
         with log_context(stream=endpoint.stream if endpoint is not None else None):
@@ -755,6 +778,7 @@ def connection_handler(
                 metrics,
                 authorizer,
                 slot,
+                upload_titles,
             )
             await session.run()
 

@@ -63,10 +63,8 @@ from ..errors import (
 from ..fallbacks import choose, fallback_chain, overrides
 from ..icecast import ListenerHookCall, admitted
 from ..metrics import Metrics
-from ..ogg import OggChainer
 from ..streams import (
     DEFAULT_CONTENT_TYPE,
-    MAX_TITLE_LENGTH,
     StreamInfo,
     StreamManager,
     StreamStatus,
@@ -84,6 +82,7 @@ from ._hooks import post_form
 from ._http import SERVER_HEADER, HttpRequest, HttpResponse, Router, ShutdownScope
 from ._read_access import read_access
 from ._relay import Relays
+from ._source_titles import SourceTitles
 from ._switch import OnAir, RelayedStations, Stations, listen_switching
 
 __all__ = ["Icecast", "SourceRecord", "add_icecast_routes", "source_metadata"]
@@ -97,10 +96,6 @@ _METADATA_PREFIXES = ("ice-", "icy-")
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _STATUS = {**HTTP_STATUS, "exists": 409, "not-uploading": 409, "offset-conflict": 409, "busy": 409}
 _MAX_METADATA = 64
-#: Seconds between titles a source gives in its Ogg stream's comment headers (a newer one
-#: waits, the newest wins): a source chaining at every page cannot rewrite the title record
-#: 1,000 times a second nor push the title history (its newest 100) out in a blink.
-_HEARD_INTERVAL = 1.0
 
 
 @attrs.define(eq=False)
@@ -311,10 +306,9 @@ class Icecast:
         )
         pieces = _framed_body(stream, conn) if framed else _raw_body(stream, conn)
         # Ogg Opus/Vorbis: each new title starts a chained logical stream in the stored
-        # bytes (docs/icecast.md, *Titles in Ogg*); other formats pass unchanged.
-        chainer = OggChainer(title_limit=MAX_TITLE_LENGTH)
-        heard: str | None = None  # the source's own title, not yet made the stream's
-        heard_at = -_HEARD_INTERVAL
+        # bytes, and the source's own chains' titles are heard (docs/icecast.md, *Titles in
+        # Ogg*); other formats pass unchanged.
+        titles = SourceTitles(self.manager, self.hub, stream_id, lease.generation, chain=True)
         size = start
         clean = stopped = False
         problem: MmstreamError | None = None
@@ -335,15 +329,10 @@ class Icecast:
                     if piece is None:
                         clean = True
                         break
-                    if not chainer.passing:
-                        title = heard if heard is not None else self._title(stream_id, lease)
-                        piece = chainer.feed(piece, title)
-                        heard = chainer.take_heard() or heard
+                    piece = titles.feed(piece)
                     if piece:
                         size = await self.manager.append(stream_id, piece, writer=lease)
-                    if heard is not None and time.monotonic() - heard_at >= _HEARD_INTERVAL:
-                        await self._heard(stream_id, heard)
-                        heard, heard_at = None, time.monotonic()
+                    await titles.settle()
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
             pass
         except MmstreamError as exc:
@@ -352,13 +341,12 @@ class Icecast:
             if self.sources.get(stream_id) is record:
                 del self.sources[stream_id]
             await pieces.aclose()
-        rest = chainer.flush()  # what it held (a first few bytes, an incomplete page head)
-        if (rest or heard is not None) and problem is None:
+        rest = titles.flush()  # what it held (a first few bytes, an incomplete page head)
+        if problem is None:
             try:
                 if rest:
                     size = await self.manager.append(stream_id, rest, writer=lease)
-                if heard is not None:  # the source's last title, held back by the interval
-                    await self._heard(stream_id, heard)
+                await titles.settle(last=True)  # its last title, held back by the interval
             except MmstreamError as exc:
                 problem = exc
         if problem is not None:
@@ -388,15 +376,6 @@ class Icecast:
             reply = _reply(200, "OK", {"stream": stream_id, "size": size, "status": status},
                            version)  # fmt: skip
             await _send_quietly(stream, reply)
-
-    async def _heard(self, stream_id: str, title: str) -> None:
-        """A title the source gave in its Ogg stream: the stream's, as if set by
-        /admin/metadata, beginning at the end of the bytes that carried it."""
-        await self.hub.set_title(stream_id, title)
-
-    def _title(self, stream_id: str, lease: WriterLease) -> str | None:
-        titles = self.manager.stat(stream_id, generation=lease.generation).titles
-        return titles[-1].title if titles else None
 
     # -- listeners -------------------------------------------------------------------------
 

@@ -4,8 +4,10 @@ title, as if set through /admin/metadata, for stat, /status-json.xsl and ICY lis
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 import trio
 from icecast_helpers import (
     FFMPEG,
@@ -21,6 +23,7 @@ from icecast_helpers import (
 )
 from ogg_pages import HEADER, page
 
+from mmstream.client import connect as connect_client
 from mmstream.icecast import split_icy
 from mmstream.ogg import OggChainer
 from mmstream.server import RunningServer
@@ -90,20 +93,62 @@ async def test_a_sources_ogg_titles_reach_stat_status_json_and_icy_listeners(
         assert stored == first + second
 
 
+@needs_ffmpeg
+async def test_a_websocket_uploads_ogg_titles_become_the_streams(tmp_path: Path) -> None:
+    """Regression: titles in a WebSocket upload's Ogg stream were not heard. They are, as
+    an Icecast source's, also when the upload resumes on a new connection in the middle of
+    a page, and the bytes are stored as sent (the upload's offsets are its client's)."""
+    first = await opus(tmp_path / "a.opus", 2, "title=First Song")
+    second = await opus(tmp_path / "b.opus", 2, "title=Second Song", "artist=Été")
+    cut = len(first) + 101  # inside the second file's first page
+    sent = first + second
+    async with running_server(tmp_path, burst_size=0) as server:
+        async with connect_client(server.url, stream="radio") as client:
+            await client.create("radio", content_type="audio/ogg")
+            await client.append("radio", first[:7])  # a first frame too short to tell
+            await client.append("radio", first[7:])
+            await wait_until(lambda: titles(server, "radio") == ["First Song"])
+            assert await status_json_title(server) == "First Song"
+            await client.append("radio", sent[len(first) : cut])
+        await trio.sleep(1.1)  # titles from the stream: at most one a second
+        async with connect_client(server.url, stream="radio") as client:
+            for at in range(cut, len(sent), 1000):
+                await client.append("radio", sent[at : at + 1000], offset=at)
+            await wait_until(lambda: titles(server, "radio")[-1:] == ["Été - Second Song"])
+            assert titles(server, "radio") == ["First Song", "Été - Second Song"]
+            assert await status_json_title(server) == "Été - Second Song"
+            await client.finalize("radio")
+        assert await server.manager.read("radio", 0, len(sent) + 1) == sent
+
+
+async def _flood_through_icecast(server: RunningServer, pieces: list[bytes]) -> None:
+    source = await open_source(server, "radio")
+    for piece in pieces:  # a new titled chain every few milliseconds
+        await source.send_all(piece)
+        await trio.sleep(0.005)
+    await source.send_eof()
+    await read_to_end(source)
+
+
+async def _flood_through_websocket(server: RunningServer, pieces: list[bytes]) -> None:
+    async with connect_client(server.url, stream="radio") as client:
+        await client.create("radio", content_type="audio/ogg")
+        for piece in pieces:
+            await client.append("radio", piece)
+            await trio.sleep(0.005)
+        await client.finalize("radio")
+
+
+@pytest.mark.parametrize("flood", [_flood_through_icecast, _flood_through_websocket])
 async def test_a_source_changing_titles_at_every_page_does_not_flood_the_history(
-    tmp_path: Path,
+    tmp_path: Path, flood: Callable[[RunningServer, list[bytes]], Awaitable[None]]
 ) -> None:
     chainer = OggChainer()
     pieces = [chainer.feed(HEADER + page(0), None)]
     pieces += [chainer.feed(page(i), f"Title {i}") for i in range(1, 60)]
     pieces.append(chainer.flush())
     async with running_server(tmp_path) as server:
-        source = await open_source(server, "radio")
-        for piece in pieces:  # a new titled chain every few milliseconds
-            await source.send_all(piece)
-            await trio.sleep(0.005)
-        await source.send_eof()
-        await read_to_end(source)
+        await flood(server, pieces)
         history = titles(server, "radio")
     # One title a second at most, and the newest is the stream's at the source's end.
     assert 1 <= len(history) <= 3 and history[-1] == "Title 59", history

@@ -83,3 +83,30 @@ def test_the_chainer_hears_each_chains_title_once_and_writes_no_chain_for_it(ste
     # source's own titled chain got no other chain: it is in the bytes already.
     assert out.count(b"OpusHead") == 3 and b"TITLE=Earlier" in out
     assert out.endswith(data[second_at:]) and out.count(b"TITLE=Band - Second") == 1
+
+
+@pytest.mark.parametrize("step", [1, 7, 300, 100_000])
+def test_a_reader_hears_the_titles_and_gives_every_piece_back_as_it_was(step: int) -> None:
+    """``chain=False`` (WebSocket uploads, stored as sent): titles heard, bytes untouched,
+    even when the title fed would have been chained."""
+    data, second_at = chained_source()
+    reader, heard = OggChainer(chain=False), []
+    for at in range(0, len(data), step):
+        assert reader.feed(data[at : at + step], "Not Chained") == data[at : at + step]
+        took = reader.take_heard()
+        if took is not None:
+            heard.append((at, took))
+    assert reader.flush() == b""
+    assert [title for _, title in heard] == ["Band - Second"]
+    assert heard[0][0] + step > second_at
+
+
+def test_a_reader_of_a_known_ogg_stream_starts_in_the_middle_of_a_page() -> None:
+    """``ogg=True``: an upload resumed mid-page; the walker finds the next page, and the
+    next chain's title is heard. Without it, those bytes are taken for another format."""
+    data, second_at = chained_source()
+    middle = data[second_at - 500 :]
+    for ogg, heard in ((True, "Band - Second"), (None, None)):
+        reader = OggChainer(chain=False, ogg=ogg)
+        assert reader.feed(middle, None) == middle
+        assert reader.take_heard() == heard
