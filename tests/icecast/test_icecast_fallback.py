@@ -35,6 +35,7 @@ from ogg_pages import HEADER, page
 
 from mmstream.fallbacks import FallbackRule
 from mmstream.icecast import split_icy
+from mmstream.server import RunningServer
 from mmstream.streams import StreamStatus
 
 RULES = (FallbackRule("live-*", "jingles"),)
@@ -203,20 +204,27 @@ async def test_ffmpeg_sources_and_a_listener_that_decodes_across_the_switches(
         assert heard == [440, 880, 440]
 
 
+async def titled_sources(
+    server: RunningServer, jingle_pages: range
+) -> tuple[trio.SocketStream, trio.SocketStream]:
+    """Sources of ``jingles`` (those pages, titled "Jingle") and ``live-a`` (pages 0-2,
+    titled "Live A"), both live."""
+    jingles = await open_source(server, "jingles")
+    await jingles.send_all(HEADER + pages(jingle_pages))
+    live = await open_source(server, "live-a")
+    await live.send_all(HEADER + pages(range(0, 3)))
+    await wait_until(has_size(server, "live-a", len(HEADER) + 3 * len(page(0))))
+    for stream_id, song in (("jingles", "Jingle"), ("live-a", "Live A")):
+        query = f"mount=/streams/{stream_id}&mode=updinfo&song={quote(song)}"
+        assert (await admin_metadata(server, query))[0] == 200
+    return jingles, live
+
+
 async def test_icy_titles_follow_the_listener_to_the_fallback_and_back(tmp_path: Path) -> None:
     """Regression: a listener moved by a fallback got no ``icy-metaint`` and no titles. Its
     Ogg comments follow too: each stream's chains carry its title."""
     async with running_server(tmp_path, fallback=RULES, icy_metaint=500) as server:
-        jingles = await open_source(server, "jingles")
-        await jingles.send_all(HEADER + pages(range(100, 110)))
-        live = await open_source(server, "live-a")
-        await live.send_all(HEADER + pages(range(0, 3)))
-        await wait_until(has_size(server, "live-a", len(HEADER) + 3 * len(page(0))))
-        for stream_id, song in (("jingles", "Jingle"), ("live-a", "Live A")):
-            status, _ = await admin_metadata(
-                server, f"mount=/streams/{stream_id}&mode=updinfo&song={quote(song)}"
-            )
-            assert status == 200
+        jingles, live = await titled_sources(server, range(100, 110))
         icy = await connect(server)
         await icy.send_all(b"GET /streams/live-a HTTP/1.1\r\nHost: x\r\nIcy-MetaData: 1\r\n\r\n")
         _, headers, rest = await read_head(icy)
@@ -258,3 +266,57 @@ async def test_icy_titles_follow_the_listener_to_the_fallback_and_back(tmp_path:
         audio = split_icy(bytes(body), 500)[0]
         chained = [t for t, _ in itertools.groupby(re.findall(rb"TITLE=(Live A|Jingle)", audio))]
         assert chained == [b"Live A", b"Jingle", b"Live A"]
+
+
+async def test_a_slow_icy_listeners_owed_bytes_keep_its_framing_across_a_move(
+    tmp_path: Path,
+) -> None:
+    """An ``Icy-MetaData`` listener whose socket is full when its source drops has framed
+    bytes owed (counted in its metaint cycle, not sent): they go out before the fallback's,
+    so every block is where the cycle says, and the audio between is whole Ogg pages."""
+    async with running_server(tmp_path, fallback=RULES, icy_metaint=500, burst_size=0) as server:
+        jingles, live = await titled_sources(server, range(200, 203))
+        # A listener that takes little at a time and reads nothing for now.
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", server.port))
+        icy = trio.SocketStream(sock)
+        await icy.send_all(b"GET /streams/live-a HTTP/1.1\r\nHost: x\r\nIcy-MetaData: 1\r\n\r\n")
+        _, headers, rest = await read_head(icy)
+        assert headers["icy-metaint"] == "500"
+        # 197 KB: far more than the two sockets hold, well within the queue (512 KiB).
+        await live.send_all(pages(range(3, 200)))
+        await wait_until(has_size(server, "live-a", len(HEADER) + 200 * len(page(0))))
+        await trio.sleep(0.2)  # the rounds have filled the listener's socket
+        drop(live)  # it moves to jingles with bytes owed
+        body = bytearray(rest)
+        listener = Pages(icy, b"")
+
+        async def read() -> None:
+            while piece := await icy.receive_some(65536):
+                body.extend(piece)
+                listener.buffer = bytearray(split_icy(bytes(body), 500)[0])
+                listener.labels = []
+                listener._parse()
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                i = 203
+                while 210 not in listener.labels[-5:]:
+                    if i <= 210:
+                        await jingles.send_all(page(i))
+                        i += 1
+                    await trio.sleep(0.02)
+                nursery.cancel_scope.cancel()
+        audio, blocks = split_icy(bytes(body), 500)
+        assert [t for t, _ in itertools.groupby(blocks)] == [
+            b"StreamTitle='Live A';",
+            b"StreamTitle='Jingle';",
+        ]
+        listener = Pages(icy, audio)
+        listener._parse()  # every page whole ("OggS" where each begins)
+        *live_chains, jingle_pages = listener.segments()  # (titles chain Ogg: headers)
+        live_pages = [label for chain in live_chains for label in chain]
+        assert live_pages == list(range(live_pages[0], 200))  # all of it, then the fallback's
+        assert jingle_pages == list(range(jingle_pages[0], 211))
