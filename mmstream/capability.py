@@ -30,6 +30,8 @@ import attrs
 
 __all__ = [
     "EXPIRY_GRANULE",
+    "RENEW_BY_PLAYLIST",
+    "RENEW_BY_TOKEN",
     "Capabilities",
     "Refusal",
     "asks_beyond_access",
@@ -39,6 +41,11 @@ __all__ = [
 
 #: Expiries are multiples of this many seconds (see the module docstring: caches).
 EXPIRY_GRANULE = 60
+#: What an expired capability's holder can do, said in the refusal, per route: HLS
+#: segments and playlists got theirs from a playlist, which a reload (by the page that
+#: holds the token) hands a new one; a stream URL's came from ``X-Mmstream-Capability``.
+RENEW_BY_PLAYLIST = "reload the playlist"
+RENEW_BY_TOKEN = "get a new one with the token (X-Mmstream-Capability)"
 _SIG_BYTES = 16  # 128 bits of HMAC-SHA256: RFC 2104 allows truncation to half and >= 80 bits
 _EXP = re.compile(r"\d{1,12}")
 _SIG = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -102,17 +109,24 @@ class Capabilities:
         return f"exp={expires}&sig={self._sign(stream_id, generation, expires)}"
 
     def check(
-        self, presented: tuple[str, str], stream_id: str, generation: str | None, *, now: float
+        self,
+        presented: tuple[str, str],
+        stream_id: str,
+        generation: str | None,
+        *,
+        now: float,
+        renew: str = RENEW_BY_TOKEN,
     ) -> str | Refusal:
         """The capability's query string (to hand on in a playlist's URIs) if ``presented``
-        (from :func:`capability_in_query`) is valid for this stream now; else why not.
-        ``generation`` None: the stream does not exist, so no capability is for it."""
+        (from :func:`capability_in_query`) is valid for this stream now; else why not (an
+        expired one: what to do, ``renew``, the route's). ``generation`` None: the stream
+        does not exist, so no capability is for it."""
         exp, sig = presented
         expected = self._sign(stream_id, generation or "", int(exp))
         if generation is None or not hmac.compare_digest(expected, sig):
             return Refusal(403, "forbidden: the capability is not for this stream")
         if int(exp) <= now:
-            return Refusal(401, "unauthorized: the capability expired; reload the playlist")
+            return Refusal(401, f"unauthorized: the capability expired; {renew}")
         return f"exp={exp}&sig={sig}"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from ..auth import Authorizer, token_from_header
-from ..capability import Refusal, capability_in_query
+from ..capability import RENEW_BY_TOKEN, Refusal, capability_in_query
 from ..errors import MmstreamError
 from ..streams import StreamInfo, StreamManager
 from ._http import HttpRequest
@@ -46,12 +46,14 @@ async def read_access(
     authorizer: Authorizer | None,
     *,
     elsewhere: Callable[[str], Awaitable[str | None]] | None = None,
+    renew: str = RENEW_BY_TOKEN,
 ) -> ReadAccess | Refusal:
     """Whether ``request`` may read its ``stream_id`` (docs/hls.md, *Access control*); if
     not, why, in one line: 401 without token or capability (or an expired one), 403 for a
     capability that never can (forged, malformed, another stream or generation). A
     capability names a generation: for a stream this server does not hold, ``elsewhere``
-    (a relaying worker's) gives the generation its owner holds, or None."""
+    (a relaying worker's) gives the generation its owner holds, or None. ``renew`` is what
+    the holder of an expired capability can do on this route (HLS: reload the playlist)."""
     if authorizer is None or not authorizer.enabled:
         return ReadAccess("", by_header=False)
     stream_id = request.params["stream_id"]
@@ -65,7 +67,8 @@ async def read_access(
     generation = info.generation if info is not None else None
     if generation is None and elsewhere is not None:
         generation = await elsewhere(stream_id)
-    checked = authorizer.capabilities.check(presented, stream_id, generation, now=time.time())
+    now = time.time()
+    checked = authorizer.capabilities.check(presented, stream_id, generation, now=now, renew=renew)
     if isinstance(checked, Refusal):
         return checked
     return ReadAccess(checked, by_header=False)

@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from ..auth import CHALLENGE, Authorizer
-from ..capability import Refusal, decorate_playlist
+from ..capability import RENEW_BY_PLAYLIST, RENEW_BY_TOKEN, Refusal, decorate_playlist
 from ..config import HlsConfig
 from ..errors import MmstreamError
 from ..metrics import CacheSnapshot, Metrics
@@ -145,10 +145,12 @@ def add_web_routes(
         now = time.time()
         return authorizer.capabilities.mint(stream_id, info.generation, now=now, lifetime=lifetime)
 
-    async def access(request: HttpRequest) -> ReadAccess | HttpResponse:
+    async def access(
+        request: HttpRequest, renew: str = RENEW_BY_TOKEN
+    ) -> ReadAccess | HttpResponse:
         """Who may read (tokens in a header, never the URL; or a capability), or the
-        one-line refusal."""
-        allowed = await read_access(request, manager, authorizer)
+        one-line refusal (``renew``: what to do about an expired capability here)."""
+        allowed = await read_access(request, manager, authorizer, renew=renew)
         return _refusal(allowed) if isinstance(allowed, Refusal) else allowed
 
     async def stream(request: HttpRequest) -> HttpResponse:
@@ -188,7 +190,7 @@ def add_web_routes(
     router.add("GET", "/streams/{stream_id}", stream)
 
     async def playlist(request: HttpRequest) -> HttpResponse:
-        allowed = await access(request)
+        allowed = await access(request, RENEW_BY_PLAYLIST)
         if isinstance(allowed, HttpResponse):
             return allowed
         stream_id = request.params["stream_id"]
@@ -208,7 +210,7 @@ def add_web_routes(
         return attrs.evolve(http, body=body, headers=[*http.headers, (CAPABILITY_HEADER, query)])
 
     async def segment(request: HttpRequest) -> HttpResponse:
-        allowed = await access(request)
+        allowed = await access(request, RENEW_BY_PLAYLIST)
         if isinstance(allowed, HttpResponse):
             return allowed
         response = await segment_response(

@@ -125,8 +125,10 @@ async def test_forged_expired_and_misapplied_capabilities_are_refused(
             f"exp={exp}&sig={sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}": NOT_FOR_IT,
             f"exp={int(exp) + 3600}&sig={sig}": NOT_FOR_IT,
             other: NOT_FOR_IT,
+            # A stream URL's capability came from X-Mmstream-Capability, not from a playlist.
             caps.mint("show", generation, now=time.time() - 7200, lifetime=60): (
-                401, "unauthorized: the capability expired; reload the playlist\n"),
+                401, "unauthorized: the capability expired; get a new one with the token "
+                     "(X-Mmstream-Capability)\n"),
             f"exp={exp}": (403, "forbidden: a capability needs exp and sig, once each\n"),
             f"exp=soon&sig={sig}": (403, "forbidden: malformed capability\n"),
         }  # fmt: skip
