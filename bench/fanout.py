@@ -312,6 +312,17 @@ def percentile(hist: dict[int, int], q: float) -> float:
     return float(max(hist))
 
 
+def spawn_listeners(
+    port: int, path: str, count: int, until: int, nice: int
+) -> subprocess.Popen[bytes]:
+    """A listener process (:func:`run_listeners`) with ``count`` listeners."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "listen", str(port), path, str(count), str(until), str(nice)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
 def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"fanout-{kind}-") as tmp:
         workdir = Path(tmp)
@@ -333,22 +344,9 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
             time.sleep(0.3)  # the stream exists before the first listener asks
             procs = max(workers, min(args.procs, count // 50 or 1))
             shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
+            # Spread over the workers: the owner's listeners and the relays'.
             listeners = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "listen",
-                        # Spread over the workers: the owner's listeners and the relays'.
-                        str(ports[i % workers]),
-                        path,
-                        str(share),
-                        str(until),
-                        str(args.nice),
-                    ],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                )
+                spawn_listeners(ports[i % workers], path, share, until, args.nice)
                 for i, share in enumerate(shares)
             ]
             # Measure once every listener has data, or after a deadline (the ones without

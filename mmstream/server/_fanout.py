@@ -55,6 +55,7 @@ from ..errors import CacheClosedError, MmstreamError, StorageError, StreamNotFou
 from ..metrics import Metrics
 from ..streams import StreamManager, StreamStatus, Title
 from ..web.playback import PIECE_SIZE
+from . import _parking
 from ._encoders import PLAIN, Encoder, Parts
 
 __all__ = [
@@ -173,8 +174,12 @@ class Listener:
     #: awaited send, rather than wait for the next round.
     refused: bool = False
     state: ListenerState = ListenerState.LIVE
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    wake: trio.Event = attrs.Factory(trio.Event)
+    #: While its task awaits the client leaving: cancelled when it must stop waiting.
+    scope: trio.CancelScope | None = None
+    #: While its task waits for the round's call.
+    wake: trio.Event | None = None
+    #: A parked listener (no task: :meth:`Broadcaster.park`): called once it leaves the rounds.
+    parked: Callable[[], None] | None = None
     #: Bytes skipped because the listener fell behind.
     skipped: int = 0
     sent: int = 0
@@ -184,6 +189,17 @@ class Listener:
         """What this listener's task sends for ``data`` of the stream."""
         out, self.encoder = self.encoder.body(data, title)
         return out
+
+    def notify(self) -> None:
+        """The broadcaster has news for it (new bytes, or its state changed): its task
+        wakes; a parked listener out of the rounds is finished."""
+        if self.wake is not None:
+            self.wake.set()
+        if self.scope is not None:
+            self.scope.cancel()
+        if self.parked is not None and self.state is not ListenerState.LIVE:
+            parked, self.parked = self.parked, None
+            parked()
 
 
 class Broadcaster:
@@ -238,6 +254,10 @@ class Broadcaster:
         self.rounds = 0
         #: The last round left a listener's socket full with bytes still owed to it.
         self._owed = False
+        #: Where the broadcaster's own tasks run while it follows the stream.
+        self._nursery: trio.Nursery | None = None
+        #: The parked listeners' sockets (:meth:`park`), made with the first of them.
+        self._watch: _parking.SocketWatch[Listener] | None = None
 
     @property
     def edge(self) -> int:
@@ -282,12 +302,12 @@ class Broadcaster:
             for listener in [*self.listeners, *self.followers]:
                 if listener.state is ListenerState.LIVE:
                     listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
-                listener.scope.cancel()
-                listener.wake.set()
+                listener.notify()
             self._notify()
 
     async def _follow(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._send_rounds)
             await (self.source or self._from_cache)(self._take_piece)
             nursery.cancel_scope.cancel()
@@ -411,7 +431,7 @@ class Broadcaster:
                     position = listener.position
                 writer = listener.writer
                 if writer is None:
-                    listener.wake.set()
+                    listener.notify()
                     continue
                 encoder = listener.encoder
                 if pending or not encoder.transparent:
@@ -441,7 +461,7 @@ class Broadcaster:
                 label = encoder.label
                 counted[label] = counted.get(label, 0) + taken
                 if writer.owes:
-                    listener.wake.set()  # its task sends the rest of the frame
+                    listener.notify()  # its task sends the rest of the frame
             del piece
             slices.clear()
             encoded.clear()
@@ -451,8 +471,8 @@ class Broadcaster:
             self._count(size, label)
         for listener in gone:
             listeners.remove(listener)
-            listener.scope.cancel()
-            listener.wake.set()
+            self._unwatch(listener)
+            listener.notify()
 
     def _write(
         self,
@@ -502,7 +522,7 @@ class Broadcaster:
     def _refused(listener: Listener) -> None:
         if listener.immediate:
             listener.refused = True
-            listener.wake.set()
+            listener.notify()
 
     def _overflow(self, listener: Listener) -> bool:
         """``listener`` fell behind: skip it ahead (True) or take it out of the rounds
@@ -565,8 +585,6 @@ class Broadcaster:
         ):
             yield await self._read_for(listener)
         listener.state = ListenerState.LIVE
-        listener.scope = trio.CancelScope()
-        listener.wake = trio.Event()
         self.add(listener)
 
     async def _read_for(self, listener: Listener) -> bytes:
@@ -587,8 +605,7 @@ class Broadcaster:
         """Start sending to ``listener`` (its ``position`` must not be before ``base``)."""
         if self.ended:
             listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
-            listener.scope.cancel()
-            listener.wake.set()
+            listener.notify()
             return
         if listener.immediate:
             self.followers.append(listener)
@@ -603,17 +620,73 @@ class Broadcaster:
         ``killclient``); whether it was here."""
         for listener in self.listeners:
             if listener.client is not None and listener.client.id == client_id:
-                self.listeners.remove(listener)
-                listener.state = ListenerState.DROPPED
-                listener.scope.cancel()
-                listener.wake.set()
+                self.cut(listener)
                 return True
         return False
+
+    def cut(self, listener: Listener) -> None:
+        """Disconnect ``listener`` now, without the end of the stream (``killclient``, or
+        the server shutting down)."""
+        if listener.state is ListenerState.LIVE:
+            listener.state = ListenerState.DROPPED
+        self.remove(listener)
+        listener.notify()
+
+    # -- parked listeners: no task of their own ---------------------------------------------
+
+    def can_park(self, listener: Listener) -> bool:
+        """Whether ``listener`` (a new live-edge listener on a plain socket) can be served
+        without a task: the rounds write to it, and :class:`~._parking.SocketWatch` notices
+        its client leaving."""
+        return (
+            isinstance(listener.writer, FdWriter)
+            and not (listener.catch_up or listener.immediate)
+            and self._nursery is not None
+            and not self.ended
+            and _parking.supported()
+        )
+
+    def park(self, listener: Listener, finish: Callable[[], None]) -> None:
+        """Put ``listener`` (:meth:`can_park`) in the rounds with no task waiting for it:
+        ``finish`` is called once it leaves them (its client gone, dropped, or the stream
+        ended: :meth:`ending` says which), and then owns the connection's end."""
+        assert isinstance(listener.writer, FdWriter) and self._nursery is not None
+        if self._watch is None or self._watch.closed:
+            self._watch = _parking.SocketWatch(self._gone)
+            self._nursery.start_soon(self._watch.run)
+        listener.parked = finish
+        self._watch.add(listener.writer.fd, listener)
+        self.add(listener)
+
+    def _gone(self, listener: Listener) -> None:
+        listener.state = ListenerState.GONE
+        self.remove(listener)
+        listener.notify()
+
+    def _unwatch(self, listener: Listener) -> None:
+        """A parked listener leaves the rounds: its socket is no longer watched (it is
+        about to be closed, and its number reused)."""
+        if listener.parked is not None and self._watch is not None:
+            assert isinstance(listener.writer, FdWriter)
+            self._watch.discard(listener.writer.fd)
+
+    def ending(self, listener: Listener) -> ListenerState | None:
+        """How a listener out of the rounds ends: GONE (its client left), ENDED (send it the
+        rest of the stream), or None while it is live. Raises the stream's failure if it
+        failed, or :class:`StreamNotFoundError` if the listener was dropped."""
+        if listener.state is ListenerState.GONE:
+            return ListenerState.GONE
+        if listener.state is ListenerState.ENDED or (self.ended and not self.failed):
+            return ListenerState.ENDED
+        if listener.state is not ListenerState.LIVE or self.failed:
+            raise self.failure or StreamNotFoundError(f"stream {self.stream_id}: listener dropped")
+        return None
 
     def remove(self, listener: Listener) -> None:
         for listeners in (self.listeners, self.followers):
             if listener in listeners:
                 listeners.remove(listener)
+        self._unwatch(listener)
 
     def rest(self, listener: Listener) -> bytes:
         """What an ENDED listener still lacks (the window holds the stream's end), counted
@@ -674,26 +747,26 @@ class Broadcaster:
                     listener.refused = False
                     yield self.take(listener)
                     continue
-                if listener.state is ListenerState.GONE:
+                ending = self.ending(listener)
+                if ending is ListenerState.GONE:
                     return
-                if listener.state is ListenerState.ENDED or (self.ended and not self.failed):
+                if ending is ListenerState.ENDED:
                     while listener.catch_up and listener.position < self.base:
                         yield await self._read_for(listener)
                     yield self.rest(listener)
                     return
-                if listener.state is not ListenerState.LIVE or self.failed:
-                    raise self.failure or StreamNotFoundError(
-                        f"stream {self.stream_id}: listener dropped"
-                    )
                 listener.refused = False  # what was refused, a later round wrote
+                # Made just before the wait (no checkpoint since the checks above), so no
+                # call is missed; none while the task is busy elsewhere.
                 if watch is None:
-                    await listener.wake.wait()
                     listener.wake = trio.Event()
+                    await listener.wake.wait()
+                    listener.wake = None
                     continue
-                with listener.scope:
+                with trio.CancelScope() as listener.scope:
                     await watch()
                     listener.state = ListenerState.GONE
-                listener.scope = trio.CancelScope()
+                listener.scope = None
         finally:
             self.remove(listener)
 

@@ -22,9 +22,10 @@ import itertools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 
+import attrs
 import h11
 import trio
 
@@ -33,7 +34,16 @@ from ..logs import tag_task
 from ..web.clientaddr import MAX_PROXY_LINE, TrustedProxies, forwarded_client, parse_proxy_v1
 from ._admission import ConnectionLimiter, Slot
 from ._budget import ByteBudget
-from ._http import MAX_HEAD_SIZE, HttpSettings, Router, receive_event, send_error, serve_http
+from ._http import (
+    MAX_HEAD_SIZE,
+    HandedOver,
+    HttpSettings,
+    Lease,
+    Router,
+    receive_event,
+    send_error,
+    serve_http,
+)
 from ._replay import ReplayStream
 from ._transports import Connection, Transport
 
@@ -81,12 +91,12 @@ class FrontDoor:
             router,
             config.handshake_timeout,
             lambda: self.shutting_down,
-            self._until_shutdown,
+            self.until_shutdown,
             self.trusted_proxies,
         )
         #: For the one request of a connection beyond the cap: answered, then closed.
         self._http_once = HttpSettings(
-            router, config.handshake_timeout, lambda: True, self._until_shutdown,
+            router, config.handshake_timeout, lambda: True, self.until_shutdown,
             self.trusted_proxies,
         )  # fmt: skip
         self.shutting_down = False
@@ -99,6 +109,8 @@ class FrontDoor:
         )
         #: What a shutdown cancels: waits for a next request, live responses, sources.
         self._shutdown_scopes: set[trio.CancelScope] = set()
+        #: Connections handed over by their task (:class:`Lease`), each with its ``cut``.
+        self.handed_over: dict[_Lease, Callable[[], None]] = {}
 
     @property
     def active_connections(self) -> int:
@@ -112,6 +124,8 @@ class FrontDoor:
         self.transport.begin_shutdown()
         for scope in self._shutdown_scopes:
             scope.cancel()
+        for cut in list(self.handed_over.values()):
+            cut()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """The ``trio.serve_listeners`` handler: one call per accepted connection."""
@@ -137,34 +151,31 @@ class FrontDoor:
             await _refuse(stream, "server is shutting down")
             return
         slot = self.limiter.admit(ip)
-        started = trio.current_time()
+        lease = _Lease(self, stream, slot, connection_id, remote, trio.current_time(),
+                       trio.lowlevel.current_task().parent_nursery)  # fmt: skip
         kind = "none"
-        with trio.CancelScope() as scope:
-            slot.evict = partial(_evict, scope, connection_id, remote)
-            try:
-                if slot.refusal is not None:
-                    kind = await self._serve_over_cap(stream, slot.refusal, connection_id, remote)
-                else:
-                    kind = await self._serve(stream, slot, connection_id, remote)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                log.debug("connection broken conn=%s: %r", connection_id, exc)
-            except Exception:
-                log.exception("connection failed conn=%s remote=%s", connection_id, remote)
-            finally:
-                self.limiter.release(slot)
-                await trio.aclose_forcefully(stream)
-        log.log(
-            logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,
-            "connection close conn=%s remote=%s kind=%s duration=%.3fs",
-            connection_id,
-            remote,
-            kind,
-            trio.current_time() - started,
-        )
+        try:
+            with trio.CancelScope() as scope:
+                slot.evict = partial(_evict, scope, connection_id, remote)
+                try:
+                    if slot.refusal is not None:
+                        kind = await self._serve_over_cap(
+                            stream, slot.refusal, connection_id, remote, lease
+                        )
+                    else:
+                        kind = await self._serve(stream, slot, connection_id, remote, lease)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    log.debug("connection broken conn=%s: %r", connection_id, exc)
+                except Exception:
+                    log.exception("connection failed conn=%s remote=%s", connection_id, remote)
+        finally:
+            if lease.handed is None:
+                await lease.close(kind)
 
     async def _serve_over_cap(
-        self, stream: trio.SocketStream, refusal: str, connection_id: str, remote: str
-    ) -> str:
+        self, stream: trio.SocketStream, refusal: str, connection_id: str, remote: str,
+        lease: Lease,
+    ) -> str:  # fmt: skip
         """Every slot does real work: answer a health check (never refused for load), and
         refuse anything else with 503, both after reading the request head briefly."""
         timeout = min(_OVERFLOW_HEAD_TIMEOUT, self.config.handshake_timeout)
@@ -185,6 +196,7 @@ class FrontDoor:
                 remote=remote,
                 connection_id=connection_id,
                 idle_scope=self._idle_scope,
+                lease=lease,
             )
             return _HEALTH_CHECK
         log.warning("connection refused conn=%s remote=%s: %s", connection_id, remote, refusal)
@@ -193,7 +205,7 @@ class FrontDoor:
         return "refused"
 
     async def _serve(
-        self, stream: trio.SocketStream, slot: Slot, connection_id: str, remote: str
+        self, stream: trio.SocketStream, slot: Slot, connection_id: str, remote: str, lease: Lease
     ) -> str:
         deadline = trio.current_time() + self.config.handshake_timeout
         head = await _first_head(stream, deadline)
@@ -259,6 +271,7 @@ class FrontDoor:
             remote=remote,
             connection_id=connection_id,
             idle_scope=partial(self._idle_scope, slot),
+            lease=lease,
         )
         return _HEALTH_CHECK if health_check else "http"
 
@@ -273,7 +286,7 @@ class FrontDoor:
     def _idle_scope(self, slot: Slot | None = None) -> Iterator[trio.CancelScope]:
         """The wait for a keep-alive connection's next request: idle (a shutdown closes it
         at once, a full cap may close it to make room)."""
-        with self._until_shutdown() as scope:
+        with self.until_shutdown() as scope:
             if slot is None:
                 scope.cancel()
             else:
@@ -285,7 +298,7 @@ class FrontDoor:
                     slot.busy()
 
     @contextmanager
-    def _until_shutdown(self) -> Iterator[trio.CancelScope]:
+    def until_shutdown(self) -> Iterator[trio.CancelScope]:
         """A wait a shutdown cuts at once (see :data:`ShutdownScope`); by itself it leaves
         the connection busy."""
         scope = trio.CancelScope()
@@ -337,6 +350,51 @@ async def _proxy_header(stream: trio.SocketStream, deadline: float) -> tuple[str
                 raise ValueError("PROXY line longer than 107 bytes")
             await trio.sleep(_PROXY_POLL)  # a line split across segments: rare
     raise ValueError("no whole PROXY line in time")
+
+
+@attrs.define(eq=False)
+class _Lease:
+    """A connection as its handlers hold it (:class:`Lease`): the door's shutdown scope,
+    and what ending it takes (release its slot, close it, log it), run by its task or, once
+    handed over, by its new owner's :meth:`HandedOver.finish`."""
+
+    door: FrontDoor
+    #: None once handed over (only its file descriptor is kept).
+    stream: trio.SocketStream | None
+    slot: Slot
+    connection_id: str
+    remote: str
+    started: float
+    nursery: trio.Nursery | None
+    handed: HandedOver | None = None
+
+    def __call__(self) -> AbstractContextManager[trio.CancelScope]:
+        return self.door.until_shutdown()
+
+    def hand_over(self, cut: Callable[[], None]) -> HandedOver | None:
+        if self.door.shutting_down or self.nursery is None or self.stream is None:
+            return None
+        # Detached, or trio.serve_listeners closes it as this task returns.
+        self.handed = HandedOver(self.nursery, self.stream.socket.detach())
+        self.stream = None
+        self.handed.push(self.close)
+        self.door.handed_over[self] = cut
+        self.slot.evict = cut
+        return self.handed
+
+    async def close(self, kind: str = "http") -> None:
+        self.door.handed_over.pop(self, None)
+        self.door.limiter.release(self.slot)
+        if self.stream is not None:  # else HandedOver closed it
+            await trio.aclose_forcefully(self.stream)
+        log.log(
+            logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,
+            "connection close conn=%s remote=%s kind=%s duration=%.3fs",
+            self.connection_id,
+            self.remote,
+            kind,
+            trio.current_time() - self.started,
+        )
 
 
 def _evict(scope: trio.CancelScope, connection_id: str, remote: str) -> None:

@@ -14,8 +14,10 @@ import http
 import json
 import logging
 import re
+import socket
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Protocol
 from urllib.parse import unquote
 
 import attrs
@@ -28,9 +30,11 @@ from ..web.cors import cors_headers, preflight
 
 __all__ = [
     "MAX_HEAD_SIZE",
+    "HandedOver",
     "HttpRequest",
     "HttpResponse",
     "HttpSettings",
+    "Lease",
     "Router",
     "ShutdownScope",
     "TakeoverHandler",
@@ -111,12 +115,79 @@ RouteHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 #: source's next piece. The connection stays busy meanwhile (not idle: never closed to make
 #: room for a newcomer).
 ShutdownScope = Callable[[], AbstractContextManager[trio.CancelScope]]
+
+
+class HandedOver:
+    """A connection whose task returned without ending it: whoever took it ends it with
+    :meth:`finish`. Until then it is only its socket's file descriptor ``fd`` (what the
+    rounds write to); what ending it takes is what the ``finally`` clauses the task left
+    would have done, pushed by each (:meth:`push`) and run last-pushed first, after the
+    socket is closed."""
+
+    __slots__ = ("_cleanups", "_nursery", "fd")
+
+    def __init__(self, nursery: trio.Nursery, fd: int) -> None:
+        self.fd = fd
+        self._nursery = nursery
+        self._cleanups: list[Callable[[], Awaitable[object]]] = []
+
+    def push(self, cleanup: Callable[[], Awaitable[object]]) -> None:
+        self._cleanups.append(cleanup)
+
+    def finish(self, last: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
+        """Start the connection's last task: ``last`` (given the socket as a stream again),
+        then close it and run the cleanups. Called from anywhere, without awaiting (a
+        broadcaster's round, a watch noticing the client gone)."""
+        try:
+            self._nursery.start_soon(self._finish, last)
+        except RuntimeError:  # the connections' nursery is closed: the server is stopping
+            trio.lowlevel.spawn_system_task(self._finish, last)
+
+    async def _finish(self, last: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            for cleanup in self._cleanups:
+                stack.push_async_callback(cleanup)
+            stream = trio.SocketStream(
+                trio.socket.from_stdlib_socket(socket.socket(fileno=self.fd))
+            )
+            try:
+                await last(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("connection broken: %r", exc)
+            except Exception:
+                log.exception("connection failed at its end")
+            finally:
+                await trio.aclose_forcefully(stream)
+
+
+class Lease(Protocol):
+    """What a takeover handler holds of its connection. Called, it gives the
+    :data:`ShutdownScope` for open-ended waits. :meth:`hand_over` lets the handler's task
+    return without ending the connection (a live listener served by its broadcaster's
+    rounds needs no task: :meth:`.Broadcaster.park`)."""
+
+    def __call__(self) -> AbstractContextManager[trio.CancelScope]: ...
+
+    @property
+    def handed(self) -> HandedOver | None:
+        """Set once handed over: the layers above push their cleanup to it rather than
+        running it as the task returns."""
+        ...
+
+    def hand_over(self, cut: Callable[[], None]) -> HandedOver | None:
+        """Hand the connection over (None: it cannot be, e.g. the server is shutting
+        down; keep the task): its socket is detached from the task's stream, which the
+        task must not use any more. ``cut`` ends it early, without awaiting (a shutdown): its
+        new owner then calls :meth:`HandedOver.finish` as for any end."""
+        ...
+
+
 #: A handler that may take the connection over (a request body read as it streams in, a
 #: response that never ends): it returns True once it has answered, and the connection is
-#: then closed; False to let the ordinary route answer. It gets the request before its body,
-#: and the :data:`ShutdownScope` for its open-ended waits.
+#: then closed (or was handed over: :class:`Lease`); False to let the ordinary route answer.
+#: It gets the request before its body, and the connection's :class:`Lease`.
 TakeoverHandler = Callable[
-    [HttpRequest, trio.abc.HalfCloseableStream, h11.Connection, ShutdownScope], Awaitable[bool]
+    [HttpRequest, trio.abc.HalfCloseableStream, h11.Connection, Lease], Awaitable[bool]
 ]
 _SEGMENT = re.compile(r"\{(\w+)\}")
 
@@ -229,15 +300,18 @@ async def serve_http(
     remote: str,
     connection_id: str,
     idle_scope: Callable[[], AbstractContextManager[trio.CancelScope]],
+    lease: Lease,
 ) -> None:
     """Answer ``request`` and every following request on the connection (keep-alive).
 
     ``idle_scope`` gives a cancel scope for the wait between requests, which a shutdown
-    cancels so idle keep-alive connections close at once."""
+    cancels so idle keep-alive connections close at once; ``lease`` is what a takeover
+    handler gets of the connection."""
     while True:
         keep_alive = await _answer(
-            stream, conn, request, settings, remote=remote, connection_id=connection_id
-        )
+            stream, conn, request, settings, remote=remote, connection_id=connection_id,
+            lease=lease,
+        )  # fmt: skip
         if not keep_alive or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
             return
         conn.start_next_cycle()
@@ -261,6 +335,7 @@ async def _answer(
     *,
     remote: str,
     connection_id: str,
+    lease: Lease,
 ) -> bool:
     """Send one response; whether the connection may serve another request."""
     method = request.method.decode("ascii", "replace").upper()
@@ -272,7 +347,7 @@ async def _answer(
     if takeover is not None:
         handler, params = takeover
         taken = HttpRequest(method, unquote(raw_path), query, list(request.headers), params, remote)
-        if await handler(taken, stream, conn, settings.until_shutdown):
+        if await handler(taken, stream, conn, lease):
             return False
     try:
         body_read = await _discard_body(stream, conn)

@@ -77,9 +77,17 @@ from ..web.media import served_type
 from ..web.playback import HTTP_STATUS
 from ..web.timeseek import asks_time
 from ._encoders import PLAIN, Encoder, Icy
-from ._fanout import Broadcaster, FanoutHub, FdWriter, Listener, ListenerClient
+from ._fanout import Broadcaster, FanoutHub, FdWriter, Listener, ListenerClient, ListenerState
 from ._hooks import post_form
-from ._http import SERVER_HEADER, HttpRequest, HttpResponse, Router, ShutdownScope
+from ._http import (
+    SERVER_HEADER,
+    HandedOver,
+    HttpRequest,
+    HttpResponse,
+    Lease,
+    Router,
+    ShutdownScope,
+)
 from ._read_access import read_access
 from ._relay import Relays
 from ._source_titles import SourceTitles
@@ -384,7 +392,7 @@ class Icecast:
         request: HttpRequest,
         stream: trio.abc.HalfCloseableStream,
         conn: h11.Connection,
-        until_shutdown: ShutdownScope,
+        lease: Lease,
     ) -> bool:
         # ffmpeg-based players (ffplay, mpv) send ``Range: bytes=0-`` with
         # ``Icy-MetaData: 1``: a player that asks for titles wants the radio, and gets it,
@@ -417,19 +425,15 @@ class Icecast:
             if start is not None:
                 stations = self._stations()
                 serve = partial(self._switching, chain, start, override, stations, stream, conn)
-                return await self._counted(
-                    request, stream, stream_id, until_shutdown, serve, wants_titles
-                )
+                return await self._counted(request, stream, stream_id, lease, serve, wants_titles)
             # Nothing of the chain on air: as without fallbacks.
         try:
             info = await self.manager.find(stream_id)  # a finished one may be in the tier
         except StreamNotFoundError:
             if not relayable:
                 return False  # the playback route answers errors
-            relay = partial(self._relay, stream_id, stream, conn)
-            return await self._counted(
-                request, stream, stream_id, until_shutdown, relay, wants_titles
-            )
+            relay = partial(self._relay, stream_id, stream, conn, lease)
+            return await self._counted(request, stream, stream_id, lease, relay, wants_titles)
         except MmstreamError:
             return False  # the playback route answers errors
         if info.status is not StreamStatus.UPLOADING:
@@ -442,8 +446,8 @@ class Icecast:
                     await self._refuse(stream, OutOfRangeError(f"bad offset {value[:32]!r}"))
                     return True
                 offset = int(value)
-        local = partial(self._local, info, stream, conn, offset)
-        return await self._counted(request, stream, stream_id, until_shutdown, local, wants_titles)
+        local = partial(self._local, info, stream, conn, lease, offset)
+        return await self._counted(request, stream, stream_id, lease, local, wants_titles)
 
     async def _relayed_generation(self, stream_id: str) -> str | None:
         """The generation of ``stream_id`` on the peer uploading it (relayed from now on:
@@ -461,13 +465,14 @@ class Icecast:
         request: HttpRequest,
         stream: trio.abc.HalfCloseableStream,
         stream_id: str,
-        until_shutdown: ShutdownScope,
+        lease: Lease,
         serve: Callable[[_Join], Awaitable[None]],
         wants_titles: bool = False,
     ) -> bool:
         """Admit a live listener (``max_listeners``, the ``listener_add`` hook) and serve
         it, counted in ``mmstream_followers``, until it ends or the server shuts down; then
-        tell ``listener_remove``."""
+        tell ``listener_remove`` (once the connection's new owner ends it, if ``serve``
+        handed it over)."""
         limit = self.config.mount(stream_id).max_listeners
         if limit and self.admitted[stream_id] >= limit:
             log.info("listener refused stream=%s: max_listeners %d reached", stream_id, limit)
@@ -495,23 +500,35 @@ class Icecast:
                 return True
             joined = True
             self.listener_connections += 1
-            with until_shutdown():  # a live response never ends by itself: cut it
+            with lease():  # a live response never ends by itself: cut it
                 await serve(join)
         except MmstreamError as exc:
             # Deleted, replaced (another generation) or failed while being sent: the end
             # of the connection is the end of the response, so the client sees it cut.
             log.info("listener cut short stream=%s: %s", stream_id, exc)
         finally:
-            self.admitted[stream_id] -= 1
-            if not self.admitted[stream_id]:
-                del self.admitted[stream_id]
-            if joined and self.config.listener_remove:
-                with trio.CancelScope(shield=True):  # also when the server stops
-                    body = hook.remove_body(time.time() - client.since)
-                    await post_form(self.config.listener_remove, body, self.config.auth_timeout)
-            if self.metrics is not None:
-                self.metrics.followers.dec()
+            told = hook if joined and self.config.listener_remove else None
+            left = partial(self._left, stream_id, client, told)
+            if lease.handed is not None:
+                lease.handed.push(left)
+            else:
+                await left()
         return True
+
+    async def _left(
+        self, stream_id: str, client: ListenerClient, hook: ListenerHookCall | None
+    ) -> None:
+        """A listener admitted by :meth:`_counted` has left (``hook``: tell
+        ``listener_remove``)."""
+        self.admitted[stream_id] -= 1
+        if not self.admitted[stream_id]:
+            del self.admitted[stream_id]
+        if hook is not None:
+            with trio.CancelScope(shield=True):  # also when the server stops
+                body = hook.remove_body(time.time() - client.since)
+                await post_form(self.config.listener_remove, body, self.config.auth_timeout)
+        if self.metrics is not None:
+            self.metrics.followers.dec()
 
     def _hook_call(
         self, request: HttpRequest, stream_id: str, client: ListenerClient
@@ -539,13 +556,14 @@ class Icecast:
         info: StreamInfo,
         stream: trio.abc.HalfCloseableStream,
         conn: h11.Connection,
+        lease: Lease,
         offset: int | None,
         join: _Join,
     ) -> None:
         """A live listener of a stream this worker holds."""
         head = await self._response_head(info, conn, join)
         broadcaster = self.hub.get(info.stream_id, info.generation)
-        await self._listen(stream, head, broadcaster, offset, join)
+        await self._listen(stream, lease, head, broadcaster, offset, join)
 
     async def _switching(
         self,
@@ -571,6 +589,7 @@ class Icecast:
         stream_id: str,
         stream: trio.abc.HalfCloseableStream,
         conn: h11.Connection,
+        lease: Lease,
         join: _Join,
     ) -> None:
         """A live listener of a stream another worker holds: served from this worker's
@@ -598,23 +617,32 @@ class Icecast:
                 stream, self._stations(), chain, stream_id, override=override, encoder=join.encoder
             )
             return
-        await self._listen(stream, head, broadcaster, None, join)
+        await self._listen(stream, lease, head, broadcaster, None, join)
 
     async def _listen(
         self,
         stream: trio.abc.HalfCloseableStream,
+        lease: Lease,
         head: bytes,
         broadcaster: Broadcaster,
         offset: int | None,
         join: _Join,
     ) -> None:
         """One listener of ``broadcaster`` (local or a relay); ``offset`` (local streams
-        only) starts it there, caught up from the cache while it is far behind."""
+        only) starts it there, caught up from the cache while it is far behind. A live-edge
+        listener on a plain socket is parked (:meth:`.Broadcaster.park`): the connection is
+        handed over and this task returns; the rest keep their task."""
         await stream.send_all(head)
         fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         writer = None if fd is None else FdWriter(fd)
         if offset is None:
             listener = await broadcaster.live_listener(writer, join.encoder, join.client)
+            if broadcaster.can_park(listener):
+                parked = _Parked(broadcaster, listener)
+                parked.handed = lease.hand_over(parked.cut)
+                if parked.handed is not None:
+                    broadcaster.park(listener, parked.left_rounds)
+                    return
         else:
             listener = Listener(writer, offset, encoder=join.encoder, catch_up=True,
                                 client=join.client)  # fmt: skip
@@ -639,6 +667,36 @@ class Icecast:
             found = detect_format(head)
             content_type = found.content_type if found is not None else content_type
         return _head(content_type, info.metadata, conn, join)
+
+
+@attrs.define(eq=False)
+class _Parked:
+    """A listener served by its broadcaster's rounds with no task, and its handed-over
+    connection: one small object (no closures), as there may be 15,000 of them."""
+
+    broadcaster: Broadcaster
+    listener: Listener
+    handed: HandedOver | None = None
+
+    def cut(self) -> None:
+        """The server is shutting down: close it now."""
+        self.broadcaster.cut(self.listener)
+
+    def left_rounds(self) -> None:
+        assert self.handed is not None
+        self.handed.finish(self.last)
+
+    async def last(self, stream: trio.SocketStream) -> None:
+        """The rest of the stream if it ended (sent as far as it goes), nothing if its
+        client left or it was dropped."""
+        try:
+            ending = self.broadcaster.ending(self.listener)
+        except MmstreamError as exc:
+            log.info("listener cut short stream=%s: %s", self.broadcaster.stream_id, exc)
+            return
+        if ending is ListenerState.ENDED:
+            with trio.move_on_after(_DRAIN_TIMEOUT):
+                await _send_quietly(stream, self.broadcaster.rest(self.listener))
 
 
 @attrs.frozen
