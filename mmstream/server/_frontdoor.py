@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import itertools
 import logging
 import socket
@@ -110,7 +111,7 @@ class FrontDoor:
         #: What a shutdown cancels: waits for a next request, live responses, sources.
         self._shutdown_scopes: set[trio.CancelScope] = set()
         #: Connections handed over by their task (:class:`Lease`), each with its ``cut``.
-        self.handed_over: dict[_Lease, Callable[[], None]] = {}
+        self.handed_over: set[_Lease] = set()
 
     @property
     def active_connections(self) -> int:
@@ -124,8 +125,9 @@ class FrontDoor:
         self.transport.begin_shutdown()
         for scope in self._shutdown_scopes:
             scope.cancel()
-        for cut in list(self.handed_over.values()):
-            cut()
+        for lease in list(self.handed_over):
+            assert lease.cut is not None
+            lease.cut()
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """The ``trio.serve_listeners`` handler: one call per accepted connection."""
@@ -356,36 +358,74 @@ async def _proxy_header(stream: trio.SocketStream, deadline: float) -> tuple[str
 class _Lease:
     """A connection as its handlers hold it (:class:`Lease`): the door's shutdown scope,
     and what ending it takes (release its slot, close it, log it), run by its task or, once
-    handed over, by its new owner's :meth:`HandedOver.finish`."""
+    handed over, by whoever took it (it is then its own :class:`HandedOver`: one object per
+    parked listener's connection, not several)."""
 
     door: FrontDoor
-    #: None once handed over (only its file descriptor is kept).
+    #: None once handed over (then only its file descriptor ``fd`` is kept).
     stream: trio.SocketStream | None
     slot: Slot
     connection_id: str
     remote: str
     started: float
     nursery: trio.Nursery | None
-    handed: HandedOver | None = None
+    fd: int = -1
+    #: Set when handed over: ends it early (a shutdown).
+    cut: Callable[[], None] | None = None
+    cleanups: tuple[Callable[[], Awaitable[object]], ...] = ()
 
     def __call__(self) -> AbstractContextManager[trio.CancelScope]:
         return self.door.until_shutdown()
+
+    @property
+    def handed(self) -> HandedOver | None:
+        return None if self.cut is None else self
 
     def hand_over(self, cut: Callable[[], None]) -> HandedOver | None:
         if self.door.shutting_down or self.nursery is None or self.stream is None:
             return None
         # Detached, or trio.serve_listeners closes it as this task returns.
-        self.handed = HandedOver(self.nursery, self.stream.socket.detach())
+        self.fd = self.stream.socket.detach()
         self.stream = None
-        self.handed.push(self.close)
-        self.door.handed_over[self] = cut
-        self.slot.evict = cut
-        return self.handed
+        self.cut = self.slot.evict = cut
+        self.door.handed_over.add(self)
+        return self
+
+    def push(self, cleanup: Callable[[], Awaitable[object]]) -> None:
+        self.cleanups = (*self.cleanups, cleanup)
+
+    def finish(self, last: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
+        if self not in self.door.handed_over:
+            return  # finishing already
+        self.door.handed_over.discard(self)  # a shutdown no longer cuts it
+        assert self.nursery is not None
+        try:
+            self.nursery.start_soon(self._finish, last)
+        except RuntimeError:  # the connections' nursery is closed: the server is stopping
+            trio.lowlevel.spawn_system_task(self._finish, last)
+
+    async def _finish(self, last: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.close)
+            for cleanup in self.cleanups:
+                stack.push_async_callback(cleanup)
+            stream = trio.SocketStream(
+                trio.socket.from_stdlib_socket(socket.socket(fileno=self.fd))
+            )
+            try:
+                await last(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("connection broken conn=%s: %r", self.connection_id, exc)
+            except Exception:
+                log.exception("connection failed conn=%s remote=%s", self.connection_id,
+                              self.remote)  # fmt: skip
+            finally:
+                await trio.aclose_forcefully(stream)
 
     async def close(self, kind: str = "http") -> None:
-        self.door.handed_over.pop(self, None)
+        self.door.handed_over.discard(self)
         self.door.limiter.release(self.slot)
-        if self.stream is not None:  # else HandedOver closed it
+        if self.stream is not None:  # else _finish closed it
             await trio.aclose_forcefully(self.stream)
         log.log(
             logging.DEBUG if kind == _HEALTH_CHECK else logging.INFO,

@@ -14,7 +14,6 @@ import http
 import json
 import logging
 import re
-import socket
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
@@ -117,47 +116,23 @@ RouteHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 ShutdownScope = Callable[[], AbstractContextManager[trio.CancelScope]]
 
 
-class HandedOver:
+class HandedOver(Protocol):
     """A connection whose task returned without ending it: whoever took it ends it with
     :meth:`finish`. Until then it is only its socket's file descriptor ``fd`` (what the
     rounds write to); what ending it takes is what the ``finally`` clauses the task left
     would have done, pushed by each (:meth:`push`) and run last-pushed first, after the
     socket is closed."""
 
-    __slots__ = ("_cleanups", "_nursery", "fd")
+    @property
+    def fd(self) -> int: ...
 
-    def __init__(self, nursery: trio.Nursery, fd: int) -> None:
-        self.fd = fd
-        self._nursery = nursery
-        self._cleanups: list[Callable[[], Awaitable[object]]] = []
-
-    def push(self, cleanup: Callable[[], Awaitable[object]]) -> None:
-        self._cleanups.append(cleanup)
+    def push(self, cleanup: Callable[[], Awaitable[object]]) -> None: ...
 
     def finish(self, last: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
         """Start the connection's last task: ``last`` (given the socket as a stream again),
         then close it and run the cleanups. Called from anywhere, without awaiting (a
         broadcaster's round, a watch noticing the client gone)."""
-        try:
-            self._nursery.start_soon(self._finish, last)
-        except RuntimeError:  # the connections' nursery is closed: the server is stopping
-            trio.lowlevel.spawn_system_task(self._finish, last)
-
-    async def _finish(self, last: Callable[[trio.SocketStream], Awaitable[None]]) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            for cleanup in self._cleanups:
-                stack.push_async_callback(cleanup)
-            stream = trio.SocketStream(
-                trio.socket.from_stdlib_socket(socket.socket(fileno=self.fd))
-            )
-            try:
-                await last(stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                log.debug("connection broken: %r", exc)
-            except Exception:
-                log.exception("connection failed at its end")
-            finally:
-                await trio.aclose_forcefully(stream)
+        ...
 
 
 class Lease(Protocol):

@@ -508,27 +508,12 @@ class Icecast:
             log.info("listener cut short stream=%s: %s", stream_id, exc)
         finally:
             told = hook if joined and self.config.listener_remove else None
-            left = partial(self._left, stream_id, client, told)
+            left = _Admitted(self, stream_id, client, told)
             if lease.handed is not None:
                 lease.handed.push(left)
             else:
                 await left()
         return True
-
-    async def _left(
-        self, stream_id: str, client: ListenerClient, hook: ListenerHookCall | None
-    ) -> None:
-        """A listener admitted by :meth:`_counted` has left (``hook``: tell
-        ``listener_remove``)."""
-        self.admitted[stream_id] -= 1
-        if not self.admitted[stream_id]:
-            del self.admitted[stream_id]
-        if hook is not None:
-            with trio.CancelScope(shield=True):  # also when the server stops
-                body = hook.remove_body(time.time() - client.since)
-                await post_form(self.config.listener_remove, body, self.config.auth_timeout)
-        if self.metrics is not None:
-            self.metrics.followers.dec()
 
     def _hook_call(
         self, request: HttpRequest, stream_id: str, client: ListenerClient
@@ -639,9 +624,9 @@ class Icecast:
             listener = await broadcaster.live_listener(writer, join.encoder, join.client)
             if broadcaster.can_park(listener):
                 parked = _Parked(broadcaster, listener)
-                parked.handed = lease.hand_over(parked.cut)
+                parked.handed = lease.hand_over(parked)
                 if parked.handed is not None:
-                    broadcaster.park(listener, parked.left_rounds)
+                    broadcaster.park(listener, parked)
                     return
         else:
             listener = Listener(writer, offset, encoder=join.encoder, catch_up=True,
@@ -670,19 +655,46 @@ class Icecast:
 
 
 @attrs.define(eq=False)
+class _Admitted:
+    """A listener :meth:`Icecast._counted` admitted; called when it has left: the counts
+    go down and ``listener_remove`` is told (``hook``). An object rather than a closure:
+    a parked listener's connection holds it until it ends."""
+
+    icecast: Icecast
+    stream_id: str
+    client: ListenerClient
+    hook: ListenerHookCall | None
+
+    async def __call__(self) -> None:
+        admitted, config = self.icecast.admitted, self.icecast.config
+        admitted[self.stream_id] -= 1
+        if not admitted[self.stream_id]:
+            del admitted[self.stream_id]
+        if self.hook is not None:
+            with trio.CancelScope(shield=True):  # also when the server stops
+                body = self.hook.remove_body(time.time() - self.client.since)
+                await post_form(config.listener_remove, body, config.auth_timeout)
+        if self.icecast.metrics is not None:
+            self.icecast.metrics.followers.dec()
+
+
+@attrs.define(eq=False)
 class _Parked:
     """A listener served by its broadcaster's rounds with no task, and its handed-over
-    connection: one small object (no closures), as there may be 15,000 of them."""
+    connection: one small object, and itself the one callable both need (no closures or
+    bound methods kept), as there may be 15,000 of them."""
 
     broadcaster: Broadcaster
     listener: Listener
     handed: HandedOver | None = None
 
-    def cut(self) -> None:
-        """The server is shutting down: close it now."""
-        self.broadcaster.cut(self.listener)
-
-    def left_rounds(self) -> None:
+    def __call__(self) -> None:
+        """The listener left the rounds (its ``parked``): end the connection. Or, while it
+        is in them, the door cuts it (a shutdown: its ``cut``): drop it, which calls this
+        again."""
+        if self.listener.state is ListenerState.LIVE:
+            self.broadcaster.cut(self.listener)
+            return
         assert self.handed is not None
         self.handed.finish(self.last)
 
