@@ -32,7 +32,10 @@ edge to rejoin them.
 Each follower's own task (:meth:`Broadcaster.serve`) only waits: for the client going away,
 for the stream's end (then it sends what its follower still lacks with ordinary awaited
 sends), and for the round's call when its follower has no socket the round can write to (a
-TLS stream, trio-websocket) or was left owing part of a frame.
+TLS stream, trio-websocket) or was left owing part of a frame. A live-edge HTTP listener on
+a plain socket, the many, has no task at all (:meth:`Broadcaster.park`): the rounds write
+to it, one :class:`~._parking.SocketWatch` per broadcaster notices its client leaving, and
+its connection's end (the rest of the stream, the hooks, the close) is a task started then.
 """
 
 from __future__ import annotations
