@@ -1,9 +1,10 @@
 """The walker every incremental container parser stands on: bytes in, in pieces of any size,
 payloads skipped rather than buffered, at most one head of unconsumed bytes kept.
 
-Shared by the sync parsers (:mod:`mmstream.audio_sync`), the time parsers
-(:mod:`mmstream.media`) and the Ogg page iterator (:mod:`mmstream.ogg`), so each only says
-how one head is read (:meth:`Chunked._step`).
+Shared by the Ogg page, MPEG frame and EBML element iterators (:mod:`mmstream.ogg`,
+:mod:`mmstream.mpeg`, :mod:`mmstream.ebml`), which the sync parsers
+(:mod:`mmstream.audio_sync`) and the time parsers (:mod:`mmstream.media`) read through, so
+each only says how one head is read (:meth:`Chunked._step`).
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ._chunks import HEADER_LIMIT, Chunked
+from ._chunks import HEADER_LIMIT
 from .audio import AudioFormat, detect_format, parse_wav
+from .ebml import EbmlElement, EbmlElements, ElementId
 from .mpeg import AudioFrame, AudioFrames
 from .ogg import BOS, CONTINUED, OggPage, OggPages
 
@@ -33,9 +34,12 @@ _DETECT_SIZE = 12
 
 
 class _Parser(Protocol):
-    header: bytes | None
-    #: Where the current header begins (a new one, in-band, replaces the old one).
-    header_at: int
+    @property
+    def header(self) -> bytes | None: ...
+    @property
+    def header_at(self) -> int:
+        """Where the current header begins (a new one, in-band, replaces the old one)."""
+
     #: Where every header began, oldest first, when the owner asked (else None).
     header_starts: list[int] | None
 
@@ -206,114 +210,40 @@ class _Ogg:
 
 # -- EBML (WebM, Matroska) -----------------------------------------------------------------
 
-_EBML = 0x1A45DFA3
-_SEGMENT = 0x18538067
-_CLUSTER = 0x1F43B675
-_TOP_LEVEL = frozenset(
-    {0x114D9B74, 0x1549A966, 0x1654AE6B, 0x1C53BB6B, 0x1254C367, 0x1043A770, 0x1941A469, _CLUSTER}
-)  # fmt: skip  (SeekHead, Info, Tracks, Cues, Tags, Chapters, Attachments, Cluster)
-_UNKNOWN_SIZE_8 = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 
-
-def _vint(buf: bytearray, at: int, *, keep_marker: bool) -> tuple[int, int] | None:
-    """(value, length) of the EBML variable-length integer at ``at``; ``None`` if
-    incomplete; length 0 if invalid. An all-ones size is returned as -1 (unknown)."""
-    if at >= len(buf):
-        return None
-    first = buf[at]
-    if first == 0:
-        return 0, 0
-    length = 9 - first.bit_length()
-    if at + length > len(buf):
-        return None
-    value = int.from_bytes(buf[at : at + length], "big")
-    if keep_marker:
-        return value, length
-    value &= (1 << (7 * length)) - 1
-    if value == (1 << (7 * length)) - 1:
-        return -1, length
-    return value, length
-
-
-def _element_head(buf: bytearray) -> tuple[int, int, int] | None:
-    """``(id, head length, size)`` of the EBML element starting ``buf``: ``None`` if
-    incomplete, head length 0 if invalid, size -1 if unknown."""
-    ident = _vint(buf, 0, keep_marker=True)
-    if ident is None:
-        return None
-    if ident[1] == 0 or ident[1] > 4:
-        return 0, 0, 0
-    size = _vint(buf, ident[1], keep_marker=False)
-    if size is None:
-        return None
-    if size[1] == 0:
-        return 0, 0, 0
-    return ident[0], ident[1] + size[1], size[0]
-
-
-def _next_cluster(buf: bytearray) -> int:
-    """Bytes to drop to resynchronise on the next ``Cluster`` id."""
-    at = buf.find(b"\x1f\x43\xb6\x75", 1)
-    return len(buf) - 3 if at < 0 else at
-
-
-class _Ebml(Chunked[int]):
-    """Top-level elements. The header is every byte before the first ``Cluster``; sync
-    points are ``Cluster`` starts. Unknown-size clusters (MediaRecorder, live ffmpeg) are
-    walked child by child until a top-level id ends them."""
+class _Ebml:
+    """Top-level elements, from the one element walker (:class:`mmstream.ebml.EbmlElements`),
+    which keeps the header: every byte before the first ``Cluster``. Sync points are
+    ``Cluster`` starts. Unknown-size clusters (MediaRecorder, live ffmpeg) are walked child
+    by child until the next ``Cluster`` id."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self._collect = bytearray()
-        self._segment_size_at: int | None = None  # where, in the header, a size to patch is
+        self._elements = EbmlElements(enter=_EBML_ENTERED, keep_header=True)
 
-    def _step(self, out: list[int]) -> int:
-        found = _element_head(self._buffer)
-        if found is None:
-            return 0
-        element, head, size = found
-        if head == 0:
-            return self._resync()
-        match element:
-            case 0x1A45DFA3:  # _EBML: a (new) stream begins
-                if self._collect is None or self.header is not None:
-                    self._collect, self.header = bytearray(), None
-                    self.header_at = self._buffer_at
-                    if self.header_starts is not None:
-                        self.header_starts.append(self._buffer_at)
-                if size < 0:
-                    return self._resync()
-                self._skip = size
-            case 0x18538067:  # _SEGMENT: enter it (its children are the top level)
-                if self._collect is not None and head == 12:  # a 4-byte id, an 8-byte size
-                    self._segment_size_at = len(self._collect) + 4
-            case 0x1F43B675:  # _CLUSTER
-                self._finish_header()
-                out.append(self._buffer_at)
-                if size >= 0:
-                    self._skip = size
-                # else: unknown size: walk its children, which are skipped one by one
-            case _:
-                if size < 0:
-                    return self._resync()
-                self._skip = size
-        return head
+    @property
+    def header(self) -> bytes | None:
+        return self._elements.header
 
-    def _finish_header(self) -> None:
-        if self._collect is None:
-            return
-        header = self._collect
-        if self._segment_size_at is not None:
-            # A late listener gets only part of the segment: its size is unknown to it.
-            at = self._segment_size_at
-            header[at : at + 8] = _UNKNOWN_SIZE_8
-        self.header = bytes(header)
-        self._collect = None
-        self._segment_size_at = None
+    @property
+    def header_at(self) -> int:
+        return self._elements.header_at
 
-    def _resync(self) -> int:
-        """Lost (bad data, or a source cut mid-element): skip to the next Cluster id."""
-        return _next_cluster(self._buffer)
+    @property
+    def header_starts(self) -> list[int] | None:
+        return self._elements.header_starts
+
+    @header_starts.setter
+    def header_starts(self, starts: list[int] | None) -> None:
+        self._elements.header_starts = starts
+
+    def feed(self, data: bytes, start: int, out: list[int]) -> None:
+        elements: list[EbmlElement] = []
+        self._elements.feed(data, start, elements)
+        out.extend(e.offset for e in elements if e.id == ElementId.CLUSTER)
+
+
+#: The Segment's children are the top level; a Cluster is skipped whole if its size is known.
+_EBML_ENTERED = frozenset({ElementId.SEGMENT})
 
 
 # -- MPEG audio / ADTS frames --------------------------------------------------------------

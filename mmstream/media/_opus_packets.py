@@ -5,7 +5,8 @@ Pure and whole-buffer: :func:`opus_track` reads a stream's first bytes (its firs
 page, or WebM up to the first ``Cluster``); :func:`opus_packets` reads the bytes of one HLS
 segment (from one time-index boundary to the next: an Ogg page that begins a packet, or a
 ``Cluster`` start). Ogg pages come from the one page iterator
-(:class:`mmstream.ogg.OggPages`), EBML element heads from the parser the sync points use.
+(:class:`mmstream.ogg.OggPages`), EBML elements from the element walker the sync points use
+(:class:`~mmstream.ebml.EbmlElements`).
 An Ogg stream is read one logical stream at a time (chained, not multiplexed with another
 codec's).
 
@@ -20,12 +21,11 @@ stream restarted by a new source (a new ``Tracks``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
 
 import attrs
 
 from ..audio import AudioFormat
-from ..audio_sync import _element_head, _vint
+from ..ebml import EbmlElement, EbmlElements, ElementId, vint
 from ..ogg import BOS, CONTINUED, OggPage, OggPages
 from ..ogg._pages import HEAD_SIZE
 from ._fmp4 import TIMESCALE
@@ -36,14 +36,14 @@ __all__ = ["OpusPackets", "OpusTrack", "opus_packets", "opus_track"]
 #: Header packets at the start of an Ogg Opus stream: OpusHead, OpusTags.
 _OGG_HEADERS = 2
 
-# EBML ids (Matroska): the containers entered, and the elements read.
-_SEGMENT, _CLUSTER, _BLOCK_GROUP = 0x18538067, 0x1F43B675, 0xA0
-_INFO, _TRACKS, _TRACK_ENTRY, _AUDIO = 0x1549A966, 0x1654AE6B, 0xAE, 0xE1
-_TIMECODE_SCALE, _CLUSTER_TIMECODE = 0x2AD7B1, 0xE7
-_SIMPLE_BLOCK, _BLOCK = 0xA3, 0xA1
-_TRACK_NUMBER, _CODEC_ID, _CODEC_PRIVATE, _CHANNELS = 0xD7, 0x86, 0x63A2, 0x9F
-_HEADER_ENTERED = frozenset({_SEGMENT, _INFO, _TRACKS, _TRACK_ENTRY, _AUDIO})
-_DATA_ENTERED = frozenset({_SEGMENT, _CLUSTER, _BLOCK_GROUP})
+# The elements entered and read in a stream's header, and in its data (a whole segment).
+_HEADER_ENTERED = frozenset({ElementId.SEGMENT, ElementId.INFO, ElementId.TRACKS,
+                             ElementId.TRACK_ENTRY, ElementId.AUDIO})  # fmt: skip
+_HEADER_READ = frozenset({ElementId.TIMECODE_SCALE, ElementId.TRACK_NUMBER, ElementId.CODEC_ID,
+                          ElementId.CODEC_PRIVATE, ElementId.CHANNELS})  # fmt: skip
+_DATA_ENTERED = frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP})
+_DATA_READ = frozenset({ElementId.TIMECODE, ElementId.TRACKS, ElementId.SIMPLE_BLOCK,
+                        ElementId.BLOCK})  # fmt: skip
 
 
 @attrs.frozen
@@ -183,36 +183,16 @@ def _ogg_packets(data: bytes, head: OpusHead) -> OpusPackets:
 # -- WebM / Matroska -----------------------------------------------------------------------
 
 
-def _elements(data: bytes, entered: frozenset[int]) -> Iterator[tuple[int, memoryview | None]]:
-    """``(id, payload)`` of each EBML element in ``data``, depth first: an element in
-    ``entered`` is given with payload ``None`` and its children follow (so clusters and
-    segments of unknown size are read as MediaRecorder and live ffmpeg write them).
-    Stops at a truncated element; skips bad bytes to the next ``Cluster`` id (a
-    ``Cluster`` of unknown size not entered is given, payload ``None``, then skipped so)."""
-    view, at = memoryview(data), 0
-    while at < len(data):
-        found = _element_head(cast(bytearray, view[at:]))
-        if found is None:
-            return
-        element, head, size = found
-        if element == _CLUSTER and size < 0 and element not in entered:
-            yield element, None
-        if head == 0 or (size < 0 and element not in entered):
-            at = data.find(b"\x1f\x43\xb6\x75", at + 1)
-            if at < 0:
-                return
-            continue
-        if element in entered:
-            yield element, None
-            at += head
-            continue
-        if at + head + size > len(data):
-            return
-        yield element, view[at + head : at + head + size]
-        at += head + size
+def _elements(data: bytes, enter: frozenset[int], read: frozenset[int]) -> list[EbmlElement]:
+    """The elements of ``data`` (bytes already in memory), from the one element walker
+    (:class:`mmstream.ebml.EbmlElements`): those in ``read`` with their whole body. A
+    truncated element at the end is left out."""
+    found: list[EbmlElement] = []
+    EbmlElements(enter=enter, read=dict.fromkeys(read, len(data))).feed(data, 0, found)
+    return found
 
 
-def _uint(payload: memoryview | None) -> int:
+def _uint(payload: bytes | None) -> int:
     return int.from_bytes(payload or b"", "big")
 
 
@@ -220,30 +200,31 @@ def _webm_track(header: bytes) -> OpusTrack | None:
     """The first ``A_OPUS`` track of the ``Tracks`` in ``header``. A track without
     ``CodecPrivate`` (allowed for mono and stereo) gets the default head."""
     scale = 1_000_000
-    entries: list[dict[int, memoryview | None]] = []
-    for element, payload in _elements(header, _HEADER_ENTERED):
-        if element == _CLUSTER:
+    entries: list[dict[int, bytes | None]] = []
+    for element in _elements(header, _HEADER_ENTERED, _HEADER_READ):
+        if element.id == ElementId.CLUSTER:
             break  # the header is over
-        if element == _TIMECODE_SCALE:
-            scale = _uint(payload) or scale
-        elif element == _TRACK_ENTRY:
+        if element.id == ElementId.TIMECODE_SCALE:
+            scale = _uint(element.body) or scale
+        elif element.id == ElementId.TRACK_ENTRY:
             entries.append({})
-        elif entries and element in (_TRACK_NUMBER, _CODEC_ID, _CODEC_PRIVATE, _CHANNELS):
-            entries[-1][element] = payload
+        elif entries and element.id in _HEADER_READ:
+            entries[-1][element.id] = element.body
     for entry in entries:
-        if bytes(entry.get(_CODEC_ID) or b"").rstrip(b"\x00") != b"A_OPUS":
+        if (entry.get(ElementId.CODEC_ID) or b"").rstrip(b"\x00") != b"A_OPUS":
             continue
-        private, channels = bytes(entry.get(_CODEC_PRIVATE) or b""), _uint(entry.get(_CHANNELS))
+        private = entry.get(ElementId.CODEC_PRIVATE) or b""
+        channels = _uint(entry.get(ElementId.CHANNELS))
         head = parse_opus_head(private)
         if head is None and not private and channels <= 2:
             head = OpusHead(channels=channels or 1, preskip=0, input_rate=48000, gain=0, family=0)
-        number = _uint(entry.get(_TRACK_NUMBER))
+        number = _uint(entry.get(ElementId.TRACK_NUMBER))
         if head is not None and number > 0:
             return OpusTrack(head, AudioFormat.WEBM, number, scale)
     return None
 
 
-def _laced(frames: memoryview, lacing: int) -> list[bytes]:
+def _laced(frames: bytes, lacing: int) -> list[bytes]:
     """The frames of a block's payload after its flags (Matroska lacing: none, Xiph,
     fixed-size or EBML); empty if the lacing is inconsistent."""
     if lacing == 0:
@@ -261,9 +242,8 @@ def _laced(frames: memoryview, lacing: int) -> list[bytes]:
             sizes.append(size + frames[at])
             at += 1
     elif lacing == 3:  # EBML: the first size, then signed differences
-        buf = cast(bytearray, frames)
         for n in range(count - 1):
-            found = _vint(buf, at, keep_marker=False)
+            found = vint(frames, at)
             if found is None or found[1] == 0 or found[0] < 0:
                 return []
             value, length = found
@@ -278,7 +258,7 @@ def _laced(frames: memoryview, lacing: int) -> list[bytes]:
         return []
     out = []
     for size in [*sizes, rest]:
-        out.append(bytes(frames[at : at + size]))
+        out.append(frames[at : at + size])
         at += size
     return out
 
@@ -288,19 +268,20 @@ def _webm_packets(data: bytes, track: OpusTrack) -> OpusPackets:
     first_cluster: int | None = None
     cluster = 0
     lead = 0
-    for element, payload in _elements(data, _DATA_ENTERED):
-        if element == _CLUSTER_TIMECODE:
+    for element in _elements(data, _DATA_ENTERED, _DATA_READ):
+        payload = element.body
+        if element.id == ElementId.TIMECODE:
             cluster = _uint(payload)
             first_cluster = cluster if first_cluster is None else first_cluster
-        elif element == _TRACKS and payload is not None:  # a new source restarted the stream
-            new = _webm_track(bytes(payload))
+        elif element.id == ElementId.TRACKS and payload is not None:  # a new source restarted
+            new = _webm_track(payload)
             if new is not None and not track.head.same_decoder(new.head):
                 reason = f"a new source changes the Opus channels to {new.head.channels}"
                 return OpusPackets(tuple(samples), lead, None, reason)
             if new is not None:
                 track = new
-        elif element in (_SIMPLE_BLOCK, _BLOCK) and payload is not None:
-            number = _vint(cast(bytearray, payload), 0, keep_marker=False)
+        elif element.id in (ElementId.SIMPLE_BLOCK, ElementId.BLOCK) and payload is not None:
+            number = vint(payload, 0)
             if number is None or number[1] == 0 or number[0] != track.number:
                 continue
             at = number[1]

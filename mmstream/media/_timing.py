@@ -1,9 +1,9 @@
 """Time in a stream, from the container's own clock: which byte a decoder can start at for
 a given second.
 
-Sans-I/O, like :class:`~mmstream.audio_sync.StreamSync` (whose chunk walker, Ogg page
-iterator, MP3/ADTS frame iterator and EBML integers it shares): :class:`TimeParser` is fed a
-stream's bytes in order, in pieces of any size, and answers with :class:`IndexPoint`\\ s —
+Sans-I/O, like :class:`~mmstream.audio_sync.StreamSync` (whose Ogg page iterator, MP3/ADTS
+frame iterator and EBML element walker it shares): :class:`TimeParser` is fed a stream's
+bytes in order, in pieces of any size, and answers with :class:`IndexPoint`\\ s —
 ``(time, offset)``: media seconds since the stream's first sample, and the absolute offset
 of a decodable boundary that starts there. Feeding a stream whole or cut anywhere gives the
 same points (a hypothesis test checks it), and memory stays at one page or element head
@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 import attrs
 
-from .._chunks import Chunked
 from ..audio import AudioFormat, parse_wav
-from ..audio_sync import _element_head, _next_cluster, _Sniffer, _vint
+from ..audio_sync import _Sniffer
+from ..ebml import EbmlElement, EbmlElements, ElementId, vint
 from ..mpeg import AudioFrame, AudioFrames, frame_duration
 from ..ogg import BOS, CONTINUED, OggPage, OggPages
 
@@ -50,24 +50,6 @@ class IndexPoint:
 
     time: float
     offset: int
-
-
-class _Timed(Chunked[int]):
-    """A chunk walker that also knows the media time reached so far."""
-
-    def __init__(self, start_time: float) -> None:
-        super().__init__()
-        #: Media seconds of everything consumed so far (the end of the last frame or page).
-        self.time = start_time
-
-    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
-        raw: list[int] = []
-        self._points: list[IndexPoint] = []
-        self.feed(data, start, raw)
-        return self._points
-
-    def _emit(self, time: float, offset: int) -> None:
-        self._points.append(IndexPoint(time, offset))
 
 
 # -- Ogg -----------------------------------------------------------------------------------
@@ -125,17 +107,18 @@ class _OggTimes:
 
 # -- EBML (WebM, Matroska) -----------------------------------------------------------------
 
-_SEGMENT, _INFO, _CLUSTER = 0x18538067, 0x1549A966, 0x1F43B675
-_TIMECODE_SCALE, _CLUSTER_TIMECODE, _EBML_HEAD = 0x2AD7B1, 0xE7, 0x1A45DFA3
-_BLOCK_GROUP, _SIMPLE_BLOCK, _BLOCK, _BLOCK_DURATION = 0xA0, 0xA3, 0xA1, 0x9B
-_ENTERED = frozenset({_SEGMENT, _INFO, _CLUSTER, _BLOCK_GROUP})
-_READ = frozenset({_TIMECODE_SCALE, _CLUSTER_TIMECODE, _BLOCK_DURATION})
+_ENTERED = frozenset({ElementId.SEGMENT, ElementId.INFO, ElementId.CLUSTER, ElementId.BLOCK_GROUP})
+#: What is read of an element: a number (8 bytes at most); a block's track number (a
+#: variable-length integer, 8 bytes at most) and its 2-byte time.
+_READ = {ElementId.TIMECODE_SCALE: 8, ElementId.TIMECODE: 8, ElementId.BLOCK_DURATION: 8,
+         ElementId.SIMPLE_BLOCK: 10, ElementId.BLOCK: 10}  # fmt: skip
 
 
-class _EbmlTimes(_Timed):
-    """Enter ``Segment``, ``Info``, each ``Cluster`` and ``BlockGroup``; read
-    ``TimecodeScale``, each cluster's ``Timecode`` (its first child) and each block's time;
-    skip every other element.
+class _EbmlTimes:
+    """Elements from the one element walker (:class:`mmstream.ebml.EbmlElements`): enter
+    ``Segment``, ``Info``, each ``Cluster`` and ``BlockGroup``; read ``TimecodeScale``,
+    each cluster's ``Timecode`` (its first child) and each block's time; skip every other
+    element.
 
     Blocks are read so that :attr:`time` is where the audio fed so far ends, not where its
     last cluster starts: a new source's EBML header starts its clock there. A block lasts
@@ -143,7 +126,9 @@ class _EbmlTimes(_Timed):
     what encoders make)."""
 
     def __init__(self, start_time: float) -> None:
-        super().__init__(start_time)
+        self._elements = EbmlElements(enter=_ENTERED, read=_READ)
+        #: Media seconds of the audio fed so far (where its last block ends).
+        self.time = start_time
         self._scale = 1_000_000  # ns per timecode tick (the Matroska default)
         self._cluster_at: int | None = None
         self._cluster_time: float | None = None
@@ -151,54 +136,44 @@ class _EbmlTimes(_Timed):
         self._gap = 0.0  # seconds between the last two blocks
         self._base = start_time
 
-    def _step(self, out: list[int]) -> int:
-        buf = self._buffer
-        found = _element_head(buf)
-        if found is None:
-            return 0
-        element, head, length = found
-        if head == 0:
-            return _next_cluster(buf)
-        if element in _ENTERED:
-            if element == _CLUSTER:
-                self._cluster_at, self._cluster_time = self._buffer_at, None
-            return head
-        if length < 0:
-            return _next_cluster(buf)
-        if element in _READ and 0 < length <= 8:
-            if len(buf) < head + length:
-                return 0
-            self._read(element, int.from_bytes(buf[head : head + length], "big"))
-            return head + length
-        if element in (_SIMPLE_BLOCK, _BLOCK) and self._cluster_time is not None:
-            track = _vint(buf, head, keep_marker=False)
-            if track is None or len(buf) < head + track[1] + 2:
-                return 0
-            if track[1]:
-                at = head + track[1]
-                self._block(int.from_bytes(buf[at : at + 2], "big", signed=True))
-        elif element == _EBML_HEAD:  # a new stream (a new source): its clock restarts
-            self._base, self._scale = self.time, 1_000_000
-            self._cluster_time = self._block_time = None
-            self._gap = 0.0
-        self._skip = length
-        return head
+    def walk(self, data: bytes, start: int) -> list[IndexPoint]:
+        elements: list[EbmlElement] = []
+        self._elements.feed(data, start, elements)
+        points: list[IndexPoint] = []
+        for element in elements:
+            match element.id:
+                case ElementId.CLUSTER:
+                    self._cluster_at, self._cluster_time = element.offset, None
+                case ElementId.SIMPLE_BLOCK | ElementId.BLOCK:
+                    self._block(element.body or b"")
+                case ElementId.EBML:  # a new stream (a new source): its clock restarts
+                    self._base, self._scale = self.time, 1_000_000
+                    self._cluster_time = self._block_time = None
+                    self._gap = 0.0
+                case _ if element.body is not None and 0 < element.size <= 8:
+                    self._read(element.id, int.from_bytes(element.body, "big"), points)
+        return points
 
-    def _read(self, element: int, value: int) -> None:
-        if element == _TIMECODE_SCALE and value > 0:
+    def _read(self, element: int, value: int, points: list[IndexPoint]) -> None:
+        if element == ElementId.TIMECODE_SCALE and value > 0:
             self._scale = value
-        elif element == _CLUSTER_TIMECODE and self._cluster_at is not None:
+        elif element == ElementId.TIMECODE and self._cluster_at is not None:
             time = self._cluster_time = self._base + value * self._scale / 1e9
-            self._emit(time, self._cluster_at)
+            points.append(IndexPoint(time, self._cluster_at))
             self.time = max(self.time, time)
             self._cluster_at = None
-        elif element == _BLOCK_DURATION and self._block_time is not None:
+        elif element == ElementId.BLOCK_DURATION and self._block_time is not None:
             self.time = max(self.time, self._block_time + value * self._scale / 1e9)
 
-    def _block(self, relative: int) -> None:
-        """A block ``relative`` ticks after its cluster's time."""
-        assert self._cluster_time is not None
-        time = self._cluster_time + relative * self._scale / 1e9
+    def _block(self, body: bytes) -> None:
+        """A block: its track number, then its time in ticks after its cluster's."""
+        track = vint(body, 0)
+        if self._cluster_time is None or track is None or not track[1]:
+            return
+        relative = body[track[1] : track[1] + 2]
+        if len(relative) < 2:
+            return
+        time = self._cluster_time + int.from_bytes(relative, "big", signed=True) * self._scale / 1e9
         if self._block_time is not None and time > self._block_time:
             self._gap = time - self._block_time
         self._block_time = time

@@ -1,4 +1,4 @@
-"""The three readers of WebM — the sync parser (a late listener's header and clusters), the
+"""The one EBML element walker, and the three readers of WebM on it — the sync parser (a late listener's header and clusters), the
 time parser (the time index) and the Opus packet reader (HLS fMP4) — on real files ffmpeg
 makes, checked against ffprobe's packets, for any split of the bytes.
 
@@ -21,6 +21,7 @@ from media_files import FFMPEG, FFPROBE
 
 from mmstream.audio import AudioFormat
 from mmstream.audio_sync import StreamSync
+from mmstream.ebml import EbmlElement, EbmlElements, ElementId
 from mmstream.media import TimeParser, opus_packets, opus_track
 
 _CLUSTER_ID = b"\x1f\x43\xb6\x75"
@@ -189,3 +190,47 @@ def test_hls_segments_hold_every_opus_packet_once_and_in_time(
         seen += [packet for packet, _ in segment.samples]
     # ffprobe's position is the block's: its track number (1: one byte), time and flags.
     assert seen == [file.data[p.pos + 4 : p.pos + 4 + p.size] for p in file.packets]
+
+
+_BLOCKS = frozenset({ElementId.SIMPLE_BLOCK, ElementId.BLOCK})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=st.sampled_from(CASES), cuts=st.lists(st.integers(min_value=0), max_size=60))
+def test_the_walker_finds_ffprobes_blocks_and_clusters(
+    files: Files, case: tuple[str, bool], cuts: list[int]
+) -> None:
+    """Every block where ffprobe's packet is, with its track and flags read; every
+    cluster where its id is; the same whatever the pieces."""
+    file = files[case]
+    reader = EbmlElements(
+        enter=frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP}),
+        read={ElementId.SIMPLE_BLOCK: 4, ElementId.BLOCK: 4, ElementId.TIMECODE: 8},
+    )
+    found: list[EbmlElement] = []
+    at = 0
+    for piece in _pieces(file.data, cuts):
+        reader.feed(piece, at, found)
+        at += len(piece)
+    blocks = [e for e in found if e.id in _BLOCKS]
+    assert [b.offset + b.head for b in blocks] == [p.pos for p in file.packets]
+    assert all(b.body is not None and b.body[0] == 0x81 for b in blocks)  # track 1
+    assert [b.size - 4 for b in blocks] == [p.size for p in file.packets]
+    assert [e.offset for e in found if e.id == ElementId.CLUSTER] == file.clusters
+    unknown = [e.size < 0 for e in found if e.id == ElementId.CLUSTER]
+    assert all(unknown) if case[1] else not any(unknown)
+
+
+def test_garbage_and_impossible_sizes_are_skipped_to_the_next_cluster(files: Files) -> None:
+    """Hostile bytes: a zero byte (no valid id), and a ``Tracks`` of unknown size (only a
+    Segment or Cluster may have one) lose the walker until the next Cluster id."""
+    file = files["opus", True]
+    second = file.clusters[1]
+    bad = b"\x00\x00garbage" + bytes.fromhex("1654ae6b01ffffffffffffff") + b"lost"
+    data = file.data[:second] + bad + file.data[second:]
+    whole = EbmlElements(enter=frozenset({ElementId.SEGMENT}))
+    found: list[EbmlElement] = []
+    whole.feed(data, 0, found)
+    clusters = [e.offset for e in found if e.id == ElementId.CLUSTER]
+    assert clusters == [*file.clusters[:1], *(c + len(bad) for c in file.clusters[1:])]
+    assert ElementId.TRACKS not in [e.id for e in found if e.offset >= second]
