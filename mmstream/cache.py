@@ -92,6 +92,8 @@ MmapWrite = Literal["pwrite", "mapping"]
 class CacheOptions:
     """Tuning knobs a backend receives from the ``[cache]`` section of the config."""
 
+    #: The mmap backend's mapping window (``[cache.mmap].segment_size``), and every
+    #: backend's largest growth step: read by :func:`grown_size`.
     segment_size: int = attrs.field(default=DEFAULT_SEGMENT_SIZE, validator=_positive)
     batch_limit: int = attrs.field(default=DEFAULT_BATCH_LIMIT, validator=_positive)
     #: Grow at least this much at a time (geometric growth doubles up to one segment):

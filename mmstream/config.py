@@ -105,11 +105,13 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 @attrs.frozen
 class MmapConfig:
-    """``[cache.mmap]``: what only the mmap backend reads (other backends ignore it), kept
-    apart so that ``[cache]`` holds what every backend does."""
+    """``[cache.mmap]``: the mmap backend's options, kept apart so that ``[cache]`` holds
+    what every backend does. Other backends ignore them, except ``segment_size``, which
+    also caps their growth step (:func:`mmstream.cache.grown_size`)."""
 
     #: The mapping window: a stream file is mapped in segments of this size (a multiple of
-    #: the allocation granularity), so streams past 2 GiB work.
+    #: the allocation granularity), so streams past 2 GiB work. Also the largest step any
+    #: backend's file grows by, the file backend's included (:func:`~mmstream.cache.grown_size`).
     segment_size: ByteSize = attrs.field(default=ByteSize(DEFAULT_SEGMENT_SIZE), validator=_min(1))
     #: How it writes: ``pwrite`` into the page cache the mapping shares, or ``mapping``
     #: (copies into the mapped pages); reads use the mapping either way.

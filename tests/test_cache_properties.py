@@ -128,3 +128,16 @@ def test_backend_behaves_like_a_bytearray(backend: str) -> None:
         machine,
         settings=settings(max_examples=40, stateful_step_count=30, deadline=None),
     )
+
+
+@pytest.mark.parametrize("backend", BackendRegistry().names())
+def test_segment_size_caps_every_backends_growth_step(backend: str, tmp_path: Path) -> None:
+    """``[cache.mmap].segment_size`` is more than the mmap backend's mapping window: every
+    backend, the file backend too, grows a file by at most one segment at a time
+    (``grown_size``), as README.md and docs/backends.md say."""
+    options = CacheOptions(segment_size=SEGMENT, min_growth=4096)
+    cache = BackendRegistry().load(backend)(tmp_path / "stream", options)
+    cache.create(4 * SEGMENT)
+    cache.write(4 * SEGMENT, b"x")  # doubling would reach 8 segments; one more is the cap
+    assert cache.size == 5 * SEGMENT
+    cache.close()
