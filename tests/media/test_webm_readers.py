@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +25,7 @@ from mmstream.audio_sync import StreamSync
 from mmstream.ebml import EbmlElement, EbmlElements, ElementId
 from mmstream.media import TimeParser, opus_packets, opus_track
 
+T = TypeVar("T")
 _CLUSTER_ID = b"\x1f\x43\xb6\x75"
 _UNKNOWN = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 #: codec → ffmpeg output options (small clusters, so a few seconds make many).
@@ -122,6 +124,20 @@ def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
+def _fed(feed: Callable[[bytes], list[T]], data: bytes, cuts: list[int]) -> list[T]:
+    """What ``feed`` answers to ``data`` given to it in pieces cut at ``cuts``."""
+    found: list[T] = []
+    for piece in _pieces(data, cuts):
+        found += feed(piece)
+    return found
+
+
+_examples = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_any_file_any_split = given(
+    case=st.sampled_from(CASES), cuts=st.lists(st.integers(min_value=0), max_size=60)
+)
+
+
 def test_the_files_are_what_the_tests_say(files: Files) -> None:
     """Many clusters, every packet inside one, and the rewrite made them unknown-size."""
     for codec, live in CASES:
@@ -132,31 +148,20 @@ def test_the_files_are_what_the_tests_say(files: Files) -> None:
         assert all(unknown) if live else not any(unknown)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=st.sampled_from(CASES), cuts=st.lists(st.integers(min_value=0), max_size=60))
-def test_the_sync_parser_finds_every_cluster_and_the_header(
+@_examples
+@_any_file_any_split
+def test_the_sync_and_time_parsers_find_every_cluster(
     files: Files, case: tuple[str, bool], cuts: list[int]
 ) -> None:
+    """The sync parser: a sync point per cluster, the header before the first; the time
+    index: a point per cluster, at the time of its first packet, and the end of the last."""
     file = files[case]
-    sync, points = StreamSync(), []
-    for piece in _pieces(file.data, cuts):
-        points += sync.feed(piece)
+    sync, parser = StreamSync(), TimeParser()
+    assert _fed(sync.feed, file.data, cuts) == file.clusters
     assert sync.format is AudioFormat.WEBM
-    assert points == file.clusters
-    header = file.data[: file.clusters[0]]
-    assert sync.header == header  # -live 1: the Segment's size is already unknown
+    assert sync.header == file.data[: file.clusters[0]]  # -live 1: the Segment's size is unknown
     assert sync.header_at == 0
-
-
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=st.sampled_from(CASES), cuts=st.lists(st.integers(min_value=0), max_size=60))
-def test_the_time_index_has_a_point_per_cluster_at_its_first_packet(
-    files: Files, case: tuple[str, bool], cuts: list[int]
-) -> None:
-    file = files[case]
-    parser, points = TimeParser(), []
-    for piece in _pieces(file.data, cuts):
-        points += parser.feed(piece)
+    points = _fed(parser.feed, file.data, cuts)
     assert [p.offset for p in points] == file.clusters
     for point in points:
         first = next(p for p in file.packets if p.pos > point.offset)
@@ -165,7 +170,7 @@ def test_the_time_index_has_a_point_per_cluster_at_its_first_packet(
     assert abs(parser.time - (last.time + last.duration)) <= TOLERANCE
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@_examples
 @given(live=st.booleans(), cuts=st.lists(st.integers(min_value=0), max_size=8))
 def test_hls_segments_hold_every_opus_packet_once_and_in_time(
     files: Files, live: bool, cuts: list[int]
@@ -195,8 +200,8 @@ def test_hls_segments_hold_every_opus_packet_once_and_in_time(
 _BLOCKS = frozenset({ElementId.SIMPLE_BLOCK, ElementId.BLOCK})
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(case=st.sampled_from(CASES), cuts=st.lists(st.integers(min_value=0), max_size=60))
+@_examples
+@_any_file_any_split
 def test_the_walker_finds_ffprobes_blocks_and_clusters(
     files: Files, case: tuple[str, bool], cuts: list[int]
 ) -> None:
@@ -207,11 +212,16 @@ def test_the_walker_finds_ffprobes_blocks_and_clusters(
         enter=frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP}),
         read={ElementId.SIMPLE_BLOCK: 4, ElementId.BLOCK: 4, ElementId.TIMECODE: 8},
     )
-    found: list[EbmlElement] = []
     at = 0
-    for piece in _pieces(file.data, cuts):
+
+    def feed(piece: bytes) -> list[EbmlElement]:
+        nonlocal at
+        found: list[EbmlElement] = []
         reader.feed(piece, at, found)
         at += len(piece)
+        return found
+
+    found = _fed(feed, file.data, cuts)
     blocks = [e for e in found if e.id in _BLOCKS]
     assert [b.offset + b.head for b in blocks] == [p.pos for p in file.packets]
     assert all(b.body is not None and b.body[0] == 0x81 for b in blocks)  # track 1
