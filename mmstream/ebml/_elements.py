@@ -83,18 +83,30 @@ def vint(buf: Bytes, at: int, *, keep_marker: bool = False) -> tuple[int, int] |
 
 def _element_head(buf: bytearray) -> tuple[int, int, int] | None:
     """``(id, head length, size)`` of the element starting ``buf``: ``None`` if
-    incomplete, head length 0 if invalid, size -1 if unknown."""
-    ident = vint(buf, 0, keep_marker=True)
-    if ident is None:
+    incomplete, head length 0 if invalid, size -1 if unknown. (:func:`vint` twice, inline:
+    this runs once per element of every stream.)"""
+    have = len(buf)
+    if not have:
         return None
-    if ident[1] == 0 or ident[1] > 4:
+    first = buf[0]
+    if first == 0:
         return 0, 0, 0
-    size = vint(buf, ident[1])
-    if size is None:
+    id_length = 9 - first.bit_length()
+    if have <= id_length:
         return None
-    if size[1] == 0:
+    if id_length > 4:
         return 0, 0, 0
-    return ident[0], ident[1] + size[1], size[0]
+    marker = buf[id_length]
+    if marker == 0:
+        return 0, 0, 0
+    head = id_length + 9 - marker.bit_length()
+    if have < head:
+        return None
+    ident = first if id_length == 1 else int.from_bytes(buf[:id_length], "big")
+    all_ones = (1 << (7 * (head - id_length))) - 1
+    size = marker if head == id_length + 1 else int.from_bytes(buf[id_length:head], "big")
+    size &= all_ones
+    return ident, head, -1 if size == all_ones else size
 
 
 class EbmlElement(NamedTuple):
@@ -128,9 +140,17 @@ class EbmlElements(Chunked[EbmlElement]):
         if keep_header:
             self._collect = bytearray()
         self._segment_size_at: int | None = None  # where, in the header, a size to patch is
+        self._lost = False  # skipping to the next Cluster id
 
     def _step(self, out: list[EbmlElement]) -> int:
         buf = self._buffer
+        if self._lost:  # only a Cluster id ends it (not what is left of the bytes skipped)
+            at = buf.find(_CLUSTER_ID)
+            if at < 0:
+                return max(len(buf) - 3, 0)
+            if at:
+                return at
+            self._lost = False
         found = _element_head(buf)
         if found is None:
             return 0
@@ -158,8 +178,8 @@ class EbmlElements(Chunked[EbmlElement]):
 
     def _resync(self) -> int:
         """Lost (bad data, or a source cut mid-element): skip to the next Cluster id."""
-        at = self._buffer.find(_CLUSTER_ID, 1)
-        return len(self._buffer) - 3 if at < 0 else at
+        self._lost = True
+        return 1
 
     def _header_at_element(self, ident: int, head: int) -> None:
         """With ``keep_header``: an element begins, its bytes not yet consumed (kept if the

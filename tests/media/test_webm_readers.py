@@ -244,3 +244,28 @@ def test_garbage_and_impossible_sizes_are_skipped_to_the_next_cluster(files: Fil
     clusters = [e.offset for e in found if e.id == ElementId.CLUSTER]
     assert clusters == [*file.clusters[:1], *(c + len(bad) for c in file.clusters[1:])]
     assert ElementId.TRACKS not in [e.id for e in found if e.offset >= second]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=400).map(lambda tail: bytes.fromhex("1a45dfa3") + tail),
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_any_bytes_walk_the_same_whatever_the_pieces(data: bytes, cuts: list[int]) -> None:
+    """Hostile bytes never raise, and the walk does not depend on where they are cut."""
+    options = {
+        "enter": frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP}),
+        "read": {ElementId.SIMPLE_BLOCK: 10, ElementId.TIMECODE: 8},
+    }
+    whole: list[EbmlElement] = []
+    EbmlElements(**options).feed(data, 0, whole)  # type: ignore[arg-type]
+    reader, at = EbmlElements(**options), 0  # type: ignore[arg-type]
+
+    def feed(piece: bytes) -> list[EbmlElement]:
+        nonlocal at
+        found: list[EbmlElement] = []
+        reader.feed(piece, at, found)
+        at += len(piece)
+        return found
+
+    assert _fed(feed, data, cuts) == whole
