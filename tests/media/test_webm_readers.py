@@ -198,6 +198,23 @@ def test_hls_segments_hold_every_opus_packet_once_and_in_time(
 
 
 _BLOCKS = frozenset({ElementId.SIMPLE_BLOCK, ElementId.BLOCK})
+_WALKED = frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP})
+#: A block's track number (one byte here), time and flags.
+_BLOCK_HEADS = {ElementId.SIMPLE_BLOCK: 4, ElementId.BLOCK: 4}
+
+
+def _walked(reader: EbmlElements, data: bytes, cuts: list[int]) -> list[EbmlElement]:
+    """The elements ``reader`` finds in ``data`` given to it in pieces cut at ``cuts``."""
+    at = 0
+
+    def feed(piece: bytes) -> list[EbmlElement]:
+        nonlocal at
+        found: list[EbmlElement] = []
+        reader.feed(piece, at, found)
+        at += len(piece)
+        return found
+
+    return _fed(feed, data, cuts)
 
 
 @_examples
@@ -208,20 +225,8 @@ def test_the_walker_finds_ffprobes_blocks_and_clusters(
     """Every block where ffprobe's packet is, with its track and flags read; every
     cluster where its id is; the same whatever the pieces."""
     file = files[case]
-    reader = EbmlElements(
-        enter=frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP}),
-        read={ElementId.SIMPLE_BLOCK: 4, ElementId.BLOCK: 4, ElementId.TIMECODE: 8},
-    )
-    at = 0
-
-    def feed(piece: bytes) -> list[EbmlElement]:
-        nonlocal at
-        found: list[EbmlElement] = []
-        reader.feed(piece, at, found)
-        at += len(piece)
-        return found
-
-    found = _fed(feed, file.data, cuts)
+    reader = EbmlElements(enter=_WALKED, read={**_BLOCK_HEADS, ElementId.TIMECODE: 8})
+    found = _walked(reader, file.data, cuts)
     blocks = [e for e in found if e.id in _BLOCKS]
     assert [b.offset + b.head for b in blocks] == [p.pos for p in file.packets]
     assert all(b.body is not None and b.body[0] == 0x81 for b in blocks)  # track 1
@@ -253,19 +258,5 @@ def test_garbage_and_impossible_sizes_are_skipped_to_the_next_cluster(files: Fil
 )
 def test_any_bytes_walk_the_same_whatever_the_pieces(data: bytes, cuts: list[int]) -> None:
     """Hostile bytes never raise, and the walk does not depend on where they are cut."""
-    options = {
-        "enter": frozenset({ElementId.SEGMENT, ElementId.CLUSTER, ElementId.BLOCK_GROUP}),
-        "read": {ElementId.SIMPLE_BLOCK: 10, ElementId.TIMECODE: 8},
-    }
-    whole: list[EbmlElement] = []
-    EbmlElements(**options).feed(data, 0, whole)  # type: ignore[arg-type]
-    reader, at = EbmlElements(**options), 0  # type: ignore[arg-type]
-
-    def feed(piece: bytes) -> list[EbmlElement]:
-        nonlocal at
-        found: list[EbmlElement] = []
-        reader.feed(piece, at, found)
-        at += len(piece)
-        return found
-
-    assert _fed(feed, data, cuts) == whole
+    whole = _walked(EbmlElements(enter=_WALKED, read=_BLOCK_HEADS), data, [])
+    assert _walked(EbmlElements(enter=_WALKED, read=_BLOCK_HEADS), data, cuts) == whole
