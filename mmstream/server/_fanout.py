@@ -248,6 +248,9 @@ class Broadcaster:
         #: Pieces encoded for the rounds (shared by every listener with an equal encoder at
         #: the same position): what the tests count to see that sharing happens.
         self.encodes = 0
+        #: Writes the rounds made on the hot path (a plain body straight to its socket's
+        #: descriptor): what the tests count to see that it runs.
+        self.direct_writes = 0
         with contextlib.suppress(StreamNotFoundError, CacheClosedError):
             self.title = manager.current_title(stream_id)
         self._keep = config.queue_size + config.burst_size
@@ -408,74 +411,116 @@ class Broadcaster:
             self._round(self.followers)
 
     def _round(self, listeners: list[Listener]) -> None:
-        """Give every one of ``listeners`` what is new, without awaiting anything."""
+        """Give every one of ``listeners`` what is new, without awaiting anything.
+
+        Most listeners are plain bodies on a plain socket at the live edge: for them the
+        loop is the hot path, a position check, one ``os.write`` of the window's slice
+        from their position (one slice per position, built once: nearly all are at the
+        last round's edge) and a position update, with nothing allocated per listener.
+        Every other listener (an encoder, a writer of its own, bytes owed first, fallen
+        behind) goes through :meth:`_round_general`."""
         if not listeners:
             return
         self.rounds += 1
-        edge, base, queue = self.edge, self.base, self.config.queue_size
+        edge, base = self.edge, self.base
+        # Below ``low`` a listener is behind: past ``queue_size``, or out of the window.
+        low = max(base, edge - self.config.queue_size)
+        write, fd_writer, plain = os.write, FdWriter, PLAIN
+        others: list[Listener] = []
         gone: list[Listener] = []
-        counted: dict[str, int] = {}
+        sent = direct = 0
         owed = False
         with memoryview(self.window) as window:
-            # What each encoding gives for the window from a position: built once a round,
-            # for every listener with that encoder there. Plain bodies (the most listeners,
-            # the hot path) share a slice of the window per position.
-            slices: dict[int, memoryview] = {}
+            # What each encoding gives for the window from a position, built once a round
+            # for every listener with that encoder there (both paths share it).
             encoded: dict[tuple[Encoder, int], _Encoded] = {}
-            piece: memoryview | None = None
+            piece: bytes | memoryview = b""
+            at = size = -1
             for listener in listeners:
-                position, pending = listener.position, listener.pending
-                if position >= edge and not pending:
-                    continue
-                if edge - position > queue or position < base:
-                    if not self._overflow(listener):
-                        gone.append(listener)
-                        continue
-                    position = listener.position
                 writer = listener.writer
-                if writer is None:
-                    listener.notify()
+                if (
+                    listener.pending
+                    or listener.encoder is not plain
+                    or type(writer) is not fd_writer
+                ):
+                    others.append(listener)
                     continue
-                encoder = listener.encoder
-                if pending or not encoder.transparent:
-                    taken = self._write(listener, writer, window, encoded, edge)
-                    if taken is None:
-                        gone.append(listener)
-                        continue
-                    owed = owed or listener.position < edge or bool(listener.pending)
-                else:
-                    piece = slices.get(position)
-                    if piece is None:
-                        piece = slices[position] = window[position - base :]
-                        self.encodes += 1
-                    try:
-                        taken = writer.write((piece,))
-                    except BlockingIOError:
-                        owed = True
-                        self._refused(listener)
-                        continue
-                    except OSError:
-                        listener.state = ListenerState.GONE
-                        gone.append(listener)
-                        continue
-                    listener.position = position + taken
-                    listener.sent += taken
-                    owed = owed or taken < len(piece)
-                label = encoder.label
-                counted[label] = counted.get(label, 0) + taken
-                if writer.owes:
-                    listener.notify()  # its task sends the rest of the frame
+                position = listener.position
+                if position >= edge:
+                    continue
+                if position < low:
+                    others.append(listener)
+                    continue
+                if position != at:
+                    at, size = position, edge - position
+                    piece = self._encode(plain, position, window, encoded)[0][0]
+                try:
+                    taken = write(writer.fd, piece)
+                except BlockingIOError:
+                    owed = True
+                    self._refused(listener)
+                    continue
+                except OSError:
+                    listener.state = ListenerState.GONE
+                    gone.append(listener)
+                    continue
+                listener.position = position + taken
+                listener.sent += taken
+                sent += taken
+                direct += 1
+                if taken < size:
+                    owed = True
             del piece
-            slices.clear()
+            counted = {plain.label: sent}
+            if others:
+                owed = self._round_general(others, window, encoded, counted, gone) or owed
             encoded.clear()
+        self.direct_writes += direct
         self._owed = self._owed or owed
         self.bytes_sent += sum(counted.values())
-        for label, size in counted.items():
-            self._count(size, label)
+        for label, total in counted.items():
+            self._count(total, label)
         for listener in gone:
             listeners.remove(listener)
             self._unwatch(listener)
             listener.notify()
+
+    def _round_general(
+        self,
+        listeners: list[Listener],
+        window: memoryview,
+        encoded: dict[tuple[Encoder, int], _Encoded],
+        counted: dict[str, int],
+        gone: list[Listener],
+    ) -> bool:
+        """The round for listeners off the hot path: the overflow rule, task-driven
+        listeners woken, the rest written through :meth:`_write`. Adds the stream bytes
+        sent to ``counted`` by label and the listeners to drop to ``gone``; whether a
+        socket was left owing."""
+        edge, base, queue = self.edge, self.base, self.config.queue_size
+        owed = False
+        for listener in listeners:
+            position = listener.position
+            if position >= edge and not listener.pending:
+                continue
+            behind = edge - position > queue or position < base
+            if behind and not self._overflow(listener):
+                gone.append(listener)
+                continue
+            writer = listener.writer
+            if writer is None:
+                listener.notify()
+                continue
+            label = listener.encoder.label
+            taken = self._write(listener, writer, window, encoded, edge)
+            if taken is None:
+                gone.append(listener)
+                continue
+            owed = owed or listener.position < edge or bool(listener.pending)
+            counted[label] = counted.get(label, 0) + taken
+            if writer.owes:
+                listener.notify()  # its task sends the rest of the frame
+        return owed
 
     def _write(
         self,
@@ -493,13 +538,7 @@ class Broadcaster:
             parts: Parts = (pending,)
             after, stop, size = encoder, start, len(pending)
         else:
-            key = (encoder, start - self.base)
-            found = encoded.get(key)
-            if found is None:
-                made, made_after = encoder.encode(window[start - self.base :], self.title)
-                found = encoded[key] = (made, made_after, sum(map(len, made)))
-                self.encodes += 1
-            parts, after, size = found
+            parts, after, size = self._encode(encoder, start, window, encoded)
             if pending:
                 parts, size = (pending, *parts), size + len(pending)
             stop = edge
@@ -520,6 +559,23 @@ class Broadcaster:
             listener.pending = b"" if written == size else _rest(parts, written)
             listener.position, listener.encoder = stop, after
         return listener.position - start
+
+    def _encode(
+        self,
+        encoder: Encoder,
+        position: int,
+        window: memoryview,
+        encoded: dict[tuple[Encoder, int], _Encoded],
+    ) -> _Encoded:
+        """What ``encoder`` gives for the window from ``position``: made once a round for
+        every listener with that encoder there (:attr:`encodes` counts the makings)."""
+        key = (encoder, position - self.base)
+        found = encoded.get(key)
+        if found is None:
+            made, after = encoder.encode(window[position - self.base :], self.title)
+            found = encoded[key] = (made, after, sum(map(len, made)))
+            self.encodes += 1
+        return found
 
     @staticmethod
     def _refused(listener: Listener) -> None:

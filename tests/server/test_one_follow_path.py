@@ -21,7 +21,7 @@ from mmstream.icecast import metadata_block
 from mmstream.protocol import Create, Finalize, Read, Tail
 from mmstream.server import RunningServer, serve
 from mmstream.server._encoders import Icy, Parts, WebSocketFrames, binary_frame_header
-from mmstream.server._fanout import FanoutHub, Listener, serve_fanout_hub
+from mmstream.server._fanout import FanoutHub, FdWriter, Listener, serve_fanout_hub
 from mmstream.server._replay import Delivery, ReplayStream
 from mmstream.streams import open_stream_manager
 
@@ -228,6 +228,38 @@ async def test_sockets_that_take_part_get_the_rest_first(tmp_path: Path) -> None
         await _until(lambda: len(plain.out) >= 12 and len(icy.out) >= 9)
         assert bytes(plain.out) == b"HEADabcdefgh"
         assert bytes(icy.out) == b"abcd\x00efgh"
+        nursery.cancel_scope.cancel()
+
+
+async def test_plain_listeners_on_sockets_are_written_on_the_hot_path(tmp_path: Path) -> None:
+    """The regression test for the round's hot path: on main every plain listener went
+    through the general path (its writer's method, a tuple of parts, a count by label),
+    and nothing counted direct writes. A listener owed its header first takes the general
+    path once, then the hot one; every byte arrives, and all of them are counted."""
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery, send_interval=0.001)
+        await manager.create("s")
+        broadcaster = hub.get("s")
+        pairs = [socket.socketpair() for _ in range(5)]
+        for left, right in pairs:
+            left.setblocking(False)
+            right.setblocking(False)
+        head = Listener(FdWriter(pairs[0][0].fileno()), 0, pending=b"HEAD")
+        listeners = [head] + [Listener(FdWriter(left.fileno()), 0) for left, _ in pairs[1:]]
+        for listener in listeners:
+            broadcaster.add(listener)
+        await manager.append("s", b"abc")
+        await _until(lambda: all(listener.position == 3 for listener in listeners))
+        assert broadcaster.direct_writes == 4  # all but the one owed its header
+        await manager.append("s", b"defg")
+        await _until(lambda: all(listener.position == 7 for listener in listeners))
+        assert broadcaster.direct_writes == 4 + 5
+        assert broadcaster.bytes_sent == 5 * 7  # stream bytes, not the header
+        received = [right.recv(100) for _, right in pairs]
+        assert received == [b"HEADabcdefg"] + [b"abcdefg"] * 4
+        for left, right in pairs:
+            left.close()
+            right.close()
         nursery.cancel_scope.cancel()
 
 
