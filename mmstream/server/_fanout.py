@@ -122,7 +122,9 @@ class FdWriter:
     owes = False
 
     def write(self, parts: Parts) -> int:
-        return os.writev(self.fd, parts)
+        # One part (an ICY body, a plain body's slice) is a plain write: writev's
+        # iovec set-up costs more than the call itself on a short body.
+        return os.write(self.fd, parts[0]) if len(parts) == 1 else os.writev(self.fd, parts)
 
     async def flush(self) -> None:
         return None
