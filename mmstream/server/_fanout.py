@@ -187,7 +187,6 @@ class Listener:
     parked: Callable[[], None] | None = None
     #: Bytes skipped because the listener fell behind.
     skipped: int = 0
-    sent: int = 0
     client: ListenerClient | None = None
 
     def body(self, data: bytes | bytearray | memoryview, title: str | None) -> bytes:
@@ -467,7 +466,6 @@ class Broadcaster:
                     gone.append(listener)
                     continue
                 listener.position = position + taken
-                listener.sent += taken
                 sent += taken
                 direct += 1
                 if taken < size:
@@ -553,7 +551,6 @@ class Broadcaster:
         except OSError:
             listener.state = ListenerState.GONE
             return None
-        listener.sent += written
         if encoder.transparent:  # what the socket did not take is still in the window
             listener.pending = pending[written:]
             listener.position += max(0, written - len(pending))
@@ -658,7 +655,6 @@ class Broadcaster:
         if not piece:  # shorter than the window: only if the stream changed under us
             raise StreamNotFoundError(f"stream {self.stream_id} ended at {listener.position}")
         listener.position += len(piece)
-        listener.sent += len(piece)
         self._count(len(piece), listener.encoder.label)
         return listener.body(piece, self.title)
 
@@ -769,7 +765,6 @@ class Broadcaster:
         at = max(0, listener.position - self.base)
         data = listener.pending + listener.body(self.window[at:], self.title)
         listener.pending = b""
-        listener.sent += self.edge - listener.position
         self._count(self.edge - listener.position, listener.encoder.label)
         listener.position = self.edge
         return data
