@@ -5,8 +5,9 @@
     python bench/round_probe/summary.py /tmp/rounds.jsonl
 
 In an ``mmstream serve`` process (any other Python process started meanwhile is left
-alone), every ``Broadcaster`` round over 1,000 listeners or more is timed (wall, the
-thread's user and system CPU) and every garbage collection too; one JSON line each, in
+alone), every ``Broadcaster`` round (or slice of a round) of a stream with 1,000 listeners
+or more is timed (wall, the thread's user and system CPU) and every garbage collection
+too; one JSON line each, in
 ``ROUND_PROBE``. What ``bench/fanout_round.py`` measures on ``/dev/null``, this measures
 with real sockets: the system CPU is the kernel's share (the writes, loopback's delivery).
 """
@@ -30,14 +31,17 @@ if "serve" in sys.argv and os.environ.get("ROUND_PROBE"):
     def _line(**fields: Any) -> None:
         _out.write(json.dumps({"t": time.monotonic(), **fields}) + "\n")
 
-    def _round(self: _fanout.Broadcaster, listeners: list[_fanout.Listener]) -> None:
+    def _round(self: _fanout.Broadcaster, listeners: list[_fanout.Listener], *span: Any) -> Any:
+        # ``span``: the slice of a sliced round (start, stop); none on older trees.
         if len(listeners) < 1000:
-            return _timed(self, listeners)
-        before, start = resource.getrusage(resource.RUSAGE_THREAD), time.perf_counter()
-        _timed(self, listeners)
-        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_THREAD)
+            return _timed(self, listeners, *span)
+        written = len(listeners[slice(*span)]) if span else len(listeners)
+        before, began = resource.getrusage(resource.RUSAGE_THREAD), time.perf_counter()
+        result = _timed(self, listeners, *span)
+        wall, after = time.perf_counter() - began, resource.getrusage(resource.RUSAGE_THREAD)
         user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
-        _line(listeners=len(listeners), wall=wall, user=user, system=system)
+        _line(listeners=len(listeners), written=written, wall=wall, user=user, system=system)
+        return result
 
     _fanout.Broadcaster._round = _round
     _started = [0.0]

@@ -1,5 +1,6 @@
-"""What ``bench/round_probe``'s log says: per round at the full listener count, µs a listener
-(user CPU, system CPU, wall), and the garbage collections, those in the steady state apart.
+"""What ``bench/round_probe``'s log says: at the full listener count, µs a listener written
+(user CPU, system CPU), the wall time of a round (or of one slice of a round), and the
+garbage collections, those in the steady state apart.
 
     python bench/round_probe/summary.py ROUNDS.jsonl
 """
@@ -15,14 +16,14 @@ def main() -> None:
     rows = [json.loads(line) for line in open(sys.argv[1])]  # noqa: SIM115
     rounds = [row for row in rows if "listeners" in row]
     full = [row for row in rounds if row["listeners"] == max(r["listeners"] for r in rounds)]
-    count = sum(row["listeners"] for row in full)
+    count = sum(row.get("written", row["listeners"]) for row in full)
     user = sum(row["user"] for row in full) / count * 1e6
     system = sum(row["system"] for row in full) / count * 1e6
     walls = sorted(row["wall"] * 1000 for row in full)
     print(
-        f"{full[0]['listeners']} listeners, {len(full)} rounds: user {user:.2f} µs a listener, "
-        f"system {system:.2f} µs; a round's wall time median {statistics.median(walls):.0f} ms, "
-        f"max {walls[-1]:.0f} ms"
+        f"{full[0]['listeners']} listeners, {len(full)} rounds or slices: user {user:.2f} µs a "
+        f"listener, system {system:.2f} µs; wall time of one median "
+        f"{statistics.median(walls):.1f} ms, max {walls[-1]:.1f} ms"
     )
     # The steady state: from 2 s after the last listener joined (bench/fanout.py's settle)
     # to the last round (a collection at shutdown is not in it).

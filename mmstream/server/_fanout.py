@@ -83,6 +83,11 @@ _READ_SIZE = 256 * 1024
 #: Seconds before bytes that a full socket refused are offered again, when no new data
 #: brings the next round sooner (at least ``send_interval``).
 _RETRY_INTERVAL = 0.05
+#: Listeners a paced round writes before it lets the event loop run. A write costs a few
+#: µs of the kernel's, so a round over 10,000 sockets outlasts ``send_interval``; in
+#: slices, the source's bytes that arrive meanwhile reach the listeners after (their lag
+#: is one round's length, not two), and new connections and other streams' rounds get in.
+_ROUND_SLICE = 500
 
 
 #: Takes the stream's next bytes, and whether they reach its live edge.
@@ -259,6 +264,8 @@ class Broadcaster:
         self._new_data = trio.Event()
         self._changed = trio.Event()
         self.rounds = 0
+        #: Listeners a paced round writes between two checkpoints.
+        self.round_slice = _ROUND_SLICE
         #: The last round left a listener's socket full with bytes still owed to it.
         self._owed = False
         #: Where the broadcaster's own tasks run while it follows the stream.
@@ -401,7 +408,12 @@ class Broadcaster:
             await trio.sleep_until(last + interval)
             last = trio.current_time()
             self._owed = False
-            self._round(self.listeners)
+            start = self._round(self.listeners, 0, self.round_slice)
+            while start < len(self.listeners):
+                # Listeners that come or go meanwhile shift the rest: one of them may wait
+                # for the next round, none is written twice or after it left.
+                await trio.lowlevel.checkpoint()
+                start = self._round(self.listeners, start, start + self.round_slice)
             self._round(self.followers)
 
     def poke(self) -> None:
@@ -411,8 +423,9 @@ class Broadcaster:
         if self.followers:
             self._round(self.followers)
 
-    def _round(self, listeners: list[Listener]) -> None:
-        """Give every one of ``listeners`` what is new, without awaiting anything.
+    def _round(self, listeners: list[Listener], start: int = 0, stop: int | None = None) -> int:
+        """Give every one of ``listeners[start:stop]`` what is new, without awaiting
+        anything; where the next slice starts (``stop``, less the listeners dropped).
 
         Most listeners are plain bodies on a plain socket at the live edge: for them the
         loop is the hot path, a position check, one ``os.write`` of the window's slice
@@ -420,8 +433,8 @@ class Broadcaster:
         last round's edge) and a position update, with nothing allocated per listener.
         Every other listener (an encoder, a writer of its own, bytes owed first, fallen
         behind) goes through :meth:`_round_general`."""
-        if not listeners:
-            return
+        if start >= len(listeners):
+            return start
         self.rounds += 1
         edge, base = self.edge, self.base
         # Below ``low`` a listener is behind: past ``queue_size``, or out of the window.
@@ -437,7 +450,8 @@ class Broadcaster:
             encoded: dict[tuple[Encoder, int], _Encoded] = {}
             piece: bytes | memoryview = b""
             at = size = -1
-            for listener in listeners:
+            taking = listeners[start:stop]
+            for listener in taking:
                 writer = listener.writer
                 if (
                     listener.pending
@@ -484,6 +498,7 @@ class Broadcaster:
             listeners.remove(listener)
             self._unwatch(listener)
             listener.notify()
+        return start + len(taking) - len(gone)
 
     def _round_general(
         self,

@@ -263,6 +263,49 @@ async def test_plain_listeners_on_sockets_are_written_on_the_hot_path(tmp_path: 
         nursery.cancel_scope.cancel()
 
 
+class Stamper(Recorder):
+    """Notes, on each write, how often another task has run so far."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        super().__init__()
+        self.ticks = ticks
+        self.seen: list[int] = []
+
+    def write(self, parts: Parts) -> int:
+        self.seen.append(self.ticks[0])
+        return super().write(parts)
+
+
+async def test_a_round_over_many_listeners_lets_the_event_loop_run_between_slices(
+    tmp_path: Path,
+) -> None:
+    """The regression test for the sliced round: on main a round wrote every listener
+    without a checkpoint (75 ms and more at 10,000 sockets), so the source's bytes that
+    came meanwhile waited for the next round, and every other task for the round's end."""
+    ticks = [0]
+
+    async def ticker() -> None:
+        while True:
+            ticks[0] += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery, send_interval=0.001)
+        await manager.create("s")
+        broadcaster = hub.get("s")
+        broadcaster.round_slice = 2
+        writers = [Stamper(ticks) for _ in range(10)]
+        for writer in writers:
+            broadcaster.add(Listener(writer, 0))
+        nursery.start_soon(ticker)
+        await manager.append("s", b"abc")
+        await _until(lambda: all(writer.out == b"abc" for writer in writers))
+        first, last = writers[0].seen[0], writers[-1].seen[0]
+        assert last - first >= 3  # four checkpoints between the five slices
+        assert [writer.seen[0] for writer in writers[:2]] == [first, first]  # one slice
+        nursery.cancel_scope.cancel()
+
+
 def test_frame_headers_follow_rfc_6455() -> None:
     assert binary_frame_header(5) == b"\x82\x05"
     assert binary_frame_header(126) == b"\x82\x7e\x00\x7e"
