@@ -10,7 +10,9 @@ moves between two rounds, then gives every listener what is new. Kinds: ``plain`
 common case: a plain HTTP body at the live edge), ``icy`` (``Icy-MetaData: 1``, every
 listener at the same point of its ``metaint`` cycle) and ``mixed`` (90% plain, 5% ICY, 5%
 with a header still pending). Prints the median and the best round, in µs per listener
-(``process_time``), and how many garbage collections ran during the rounds.
+(``process_time``), and how many garbage collections ran during the rounds. ``--sliced``
+writes each round as the server does, in slices with a checkpoint between (what a slice
+costs: an event loop pass with nothing else to run).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _listener(kind: str, index: int, fd: int, edge: int) -> Listener:
     return Listener(FdWriter(fd), edge)
 
 
-async def measure(listeners: int, rounds: int, kind: str) -> tuple[list[float], int]:
+async def measure(listeners: int, rounds: int, kind: str, sliced: bool) -> tuple[list[float], int]:
     with tempfile.TemporaryDirectory() as directory:
         config = CacheConfig(directory=Path(directory) / "c", initial_size=ByteSize(1 << 20))
         async with open_stream_manager(config) as manager:
@@ -59,13 +61,24 @@ async def measure(listeners: int, rounds: int, kind: str) -> tuple[list[float], 
                 for _ in range(rounds):
                     broadcaster._append(data)
                     start = time.process_time_ns()
-                    broadcaster._round(broadcaster.listeners)
+                    if sliced:
+                        await _sliced(broadcaster)
+                    else:
+                        broadcaster._round(broadcaster.listeners)
                     times.append((time.process_time_ns() - start) / 1000 / listeners)
                 collections = _collections() - collections
                 assert all(x.position == broadcaster.edge for x in broadcaster.listeners)
             finally:
                 os.close(fd)
     return times, collections
+
+
+async def _sliced(broadcaster: Broadcaster) -> None:
+    everyone, size = broadcaster.listeners, broadcaster.round_slice
+    start = broadcaster._round(everyone, 0, size)
+    while start < len(everyone):
+        await trio.lowlevel.checkpoint()
+        start = broadcaster._round(everyone, start, start + size)
 
 
 def _collections() -> int:
@@ -77,10 +90,11 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--kind", choices=("plain", "icy", "mixed"), default="plain")
+    parser.add_argument("--sliced", action="store_true", help="in slices, as the server")
     args = parser.parse_args()
-    times, collections = trio.run(measure, args.listeners, args.rounds, args.kind)
+    times, collections = trio.run(measure, args.listeners, args.rounds, args.kind, args.sliced)
     print(
-        f"{args.kind}: {statistics.median(times):.3f} µs a listener a round (median of "
+        f"{args.kind}{' sliced' if args.sliced else ''}: {statistics.median(times):.3f} µs a listener a round (median of "
         f"{args.rounds}; best {min(times):.3f}), {args.listeners} listeners on /dev/null, "
         f"{collections} garbage collections during the rounds"
     )

@@ -11,8 +11,9 @@ from the cache once, whatever the number of followers.
 
 Sending is where the cost is. One Trio task per listener, woken per 20 ms chunk, is ~250,000
 task switches and sends a second at 5,000 listeners: far more than one core does. So the
-broadcaster sends itself, in *rounds*: it walks its listeners once and gives each
-everything new in one non-blocking write on its socket. What a listener is sent is its
+broadcaster sends itself, in *rounds*: it walks its listeners once (in slices, letting the
+event loop run between them) and gives each everything new in one non-blocking write on
+its socket. What a listener is sent is its
 :mod:`encoder <._encoders>`'s output; listeners with equal encoders at the same position
 share it, so each piece is encoded once per encoding (one window slice for plain bodies, one
 WebSocket frame for every ``tail``, one ICY body per point of a ``metaint`` cycle). HTTP
