@@ -6,15 +6,17 @@ import hashlib
 import json
 import os
 import textwrap
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from streams_support import run_then_kill_9
 
-from mmstream.cache import MiB
+from mmstream.cache import KiB, MiB
 from mmstream.config import CacheConfig
 from mmstream.errors import NotUploadingError, StorageError, StreamNotFoundError
-from mmstream.streams import StreamStatus, open_stream_manager
+from mmstream.streams import StreamStatus, _checksums, open_stream_manager
 
 
 def _pattern(size: int) -> bytes:
@@ -256,3 +258,27 @@ async def test_planted_symlinks_are_never_followed(config: CacheConfig, tmp_path
         assert await manager.read("good", 0, 100) == b"good bytes"
     assert outside.read_bytes() == b"victim bytes"
     assert (d / "good.json").exists()
+
+
+async def test_appends_are_checksummed_by_isa_l_with_zlibs_crc32(
+    config: CacheConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every appended frame goes once through ISA-L's CRC-32 (``isal``, many times zlib's
+    speed: docs/performance.md), and the record holds zlib's CRC-32 of the bytes, so records
+    written before the change still verify. Regression test: on main appends hashed with
+    zlib, and ``_checksums`` had no ``crc32`` of its own to count."""
+    sizes: list[int] = []
+    real = _checksums.crc32
+
+    def counting(data: Any, value: int = 0) -> int:
+        sizes.append(memoryview(data).nbytes)
+        return real(data, value)
+
+    monkeypatch.setattr(_checksums, "crc32", counting)
+    frames = [_pattern(64 * KiB + seed) for seed in range(4)]
+    async with open_stream_manager(config) as manager:
+        await manager.create("up")
+        await manager.append_many("up", frames)
+        assert [size for size in sizes if size > 24] == [len(frame) for frame in frames]
+        record = _checksums.decode_record((config.directory / "up.sum").read_bytes())
+        assert record == (0, sum(map(len, frames)), zlib.crc32(b"".join(frames)))
