@@ -57,12 +57,15 @@ _NO_SEGMENT = mmap.mmap(-1, _PAGE)
 
 
 #: Bytes one ``pwrite``/``pwritev`` writes at most. Linux gives a write page-cache folios as
-#: large as it is (ext4: up to 2 MiB); on a virtual machine whose free memory the host has
-#: taken back (a balloon's free page reporting, as on this project's machines), a folio of
-#: 128 KiB or more is memory the host faults in on first touch: 15-20x the system time of
-#: 64 KiB writes, 2 s per GiB against 0.12 (docs/performance.md). Elsewhere the smaller
-#: calls cost one system call per 64 KiB (about 0.02 s per GiB).
-PWRITE_BYTES = 64 * 1024
+#: large as it is (ext4: up to 2 MiB) and cuts a folio from the smallest free block that
+#: fits it. On a virtual machine whose free memory the host takes back (a balloon's free
+#: page reporting, as on this project's machines: free blocks of 128 KiB and up), large
+#: folios are mostly memory the host must fault in again on first touch, while 16 KiB ones
+#: are cut first from the smaller free blocks the guest kept, memory already there: the
+#: page-cache write is the largest cost of an ingest beside a server that discards
+#: (docs/performance.md has the measurements). Elsewhere it costs a few more system calls
+#: per 64 KiB frame.
+PWRITE_BYTES = 16 * 1024
 
 
 def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
@@ -74,6 +77,17 @@ def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
         while rest:
             count = os.pwrite(fd, rest, offset + written)
             rest, written = rest[count:], written + count
+
+
+def _pwrite_pieces(fd: int, view: memoryview, offset: int) -> None:
+    """Write ``view`` from ``offset`` in calls of at most :data:`PWRITE_BYTES` that end on
+    its multiples in the file (so each fills whole folios of that size), whatever short
+    writes happen."""
+    done, size = 0, view.nbytes
+    while done < size:
+        position = offset + done
+        count = min(size - done, PWRITE_BYTES - position % PWRITE_BYTES)
+        done += os.pwrite(fd, view[done : done + count], position)
 
 
 def _libc_madvise() -> Callable[[int, int, int], int] | None:
@@ -423,7 +437,7 @@ class MmapCache(FileDescriptorCache):
     def _pwrite_ops_locked(self, fd: int, ops: Sequence[tuple[int, Buffer]], high: int) -> None:
         """Grow to ``high``, then write ``ops`` (already checked) with one ``pwritev`` per
         run of ops that follow each other on the file, up to :data:`PWRITE_BYTES` a call
-        (16 frames of 4 KiB; a larger op goes alone, in pieces of that size)."""
+        (4 frames of 4 KiB; a larger op goes alone, in pieces that end on multiples of it)."""
         if high > self._size:
             self._grow_locked(fd, grown_size(self._size, high, self._options))
         run: list[memoryview] = []
@@ -440,8 +454,7 @@ class MmapCache(FileDescriptorCache):
                     _pwritev_all(fd, run, start)
                     run = []
                 if size > PWRITE_BYTES:
-                    for piece in range(0, size, PWRITE_BYTES):
-                        _pwritev_all(fd, [view[piece : piece + PWRITE_BYTES]], offset + piece)
+                    _pwrite_pieces(fd, view, offset)
                     position = offset + size
                     continue
                 if not run:
