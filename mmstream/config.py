@@ -8,7 +8,6 @@ An unknown key or a bad value raises :class:`~mmstream.errors.ConfigError` namin
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import ipaddress
 import logging
@@ -36,7 +35,6 @@ from .cache import (
 )
 from .errors import ConfigError
 from .fallbacks import FallbackRule
-from .web.llhls import DEFAULT_BLOCKED, DEFAULT_BLOCKED_PER_CLIENT
 
 __all__ = [
     "AuthConfig",
@@ -289,6 +287,12 @@ class ClusterConfig:
     lookup_timeout: float = attrs.field(default=5.0, validator=v.gt(0))
 
 
+#: LL-HLS requests held waiting for a part, in all, and from one client address (here, not
+#: in web/llhls.py, so that loading the config does not load HLS).
+DEFAULT_BLOCKED = 2048
+DEFAULT_BLOCKED_PER_CLIENT = 128
+
+
 @attrs.frozen
 class HlsConfig:
     """``[hls]``: what LL-HLS requests may make the server hold (docs/hls.md, "Low latency").
@@ -534,6 +538,8 @@ def _describe(exc: BaseException, type_: type | None) -> str:
 
 def _suggestion(key: str, cls: type) -> str:
     """The nearest valid key, or (none near) the keys there are."""
+    import difflib  # only for a misspelt key: a server that starts never needs it
+
     names = [field.name for field in attrs.fields(cls)]
     nearest = difflib.get_close_matches(key, names, n=1)
     if nearest:

@@ -56,3 +56,28 @@ def serve_process(root: Path, config: Path | None = None) -> Iterator[str]:
             yield base
         finally:
             stop_process(process)
+
+
+def modules_after_start(cache_dir: Path, imports: str = "mmstream.cli") -> set[str]:
+    """The modules a fresh interpreter holds after importing ``imports`` (a comma-separated
+    list) and starting a server on the default config with ``cache_dir``, then shutting it
+    down: for tests that an optional part loads only when configured."""
+    code = (
+        f"import sys, trio, {imports}\n"
+        "from mmstream.config import load_config\n"
+        "from mmstream.server import serve\n"
+        f"config = load_config(None, **{{'cache.directory': {str(cache_dir)!r}, "
+        "'server.port': 0, 'server.host': '127.0.0.1'})\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        server = await n.start(serve, config)\n"
+        "        server.shutdown()\n"
+        "trio.run(main)\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert "mmstream.server._app" in loaded  # the server did run
+    return loaded

@@ -6,6 +6,8 @@ configured transport and spoken as protocol v1, and plain HTTP (``/healthz``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._app import RunningServer as RunningServer
 from ._app import build_router as build_router
 from ._app import serve as serve
@@ -23,7 +25,9 @@ from ._transports import Transport as Transport
 from ._transports import TransportOptions as TransportOptions
 from ._transports import make_transport as make_transport
 from ._ws_sansio import WebsocketsTransport as WebsocketsTransport
-from ._ws_trio import TrioWebsocketTransport as TrioWebsocketTransport
+
+if TYPE_CHECKING:
+    from ._ws_trio import TrioWebsocketTransport as TrioWebsocketTransport
 
 __all__ = [
     "Connection",
@@ -45,3 +49,13 @@ __all__ = [
     "serve",
     "text_response",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # trio-websocket (and wsproto) load only for the transport that uses them, or when this
+    # name is asked for: a server on the default transport never holds them.
+    if name == "TrioWebsocketTransport":
+        from ._ws_trio import TrioWebsocketTransport
+
+        return TrioWebsocketTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

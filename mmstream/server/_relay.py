@@ -30,7 +30,6 @@ from functools import partial
 import attrs
 import trio
 
-from ..client import connect
 from ..config import ClusterConfig
 from ..errors import ConnectionFailedError, MmstreamError, StreamNotFoundError
 from ..protocol import StreamStat
@@ -53,6 +52,8 @@ async def find_owner(
 ) -> tuple[str, StreamStat] | None:
     """The peer uploading ``stream_id`` and its ``stat``, asking all peers at once; None if
     none is (not found, finished, or unreachable). The caller bounds the wait."""
+    from ..client import connect  # a worker without peers never needs the client side
+
     found: list[tuple[str, StreamStat]] = []
 
     async def ask(url: str, cancel: trio.CancelScope) -> None:
@@ -95,6 +96,8 @@ def relay_source(
     the owner's do. (Ogg titles need nothing: they are chains in the bytes.)"""
 
     async def follow(feed: Feed) -> None:
+        from ..client import connect  # as in find_owner
+
         try:
             problem: MmstreamError | None = None
             async with connect(url, stream=stream_id, token=token) as client:

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -24,12 +26,13 @@ from ..metrics import CacheSnapshot, Metrics
 from ..streams import StreamManager, StreamStatus
 from ..web.assets import SECURITY_HEADERS, find_asset
 from ..web.clientaddr import host_of
-from ..web.hls import DEFAULT_TARGET_DURATION
-from ..web.hls_http import SegmentPlans, playlist_response, segment_response
-from ..web.llhls import BlockingBudget
 from ..web.playback import PIECE_SIZE, Follow, Response, stream_response
 from ._http import HttpRequest, HttpResponse, Router, text_response
 from ._read_access import ReadAccess, find_quietly, read_access
+
+if TYPE_CHECKING:
+    from ..web.hls_http import SegmentPlans
+    from ..web.llhls import BlockingBudget
 
 __all__ = ["CAPABILITY_HEADER", "add_web_routes", "cache_snapshot"]
 
@@ -124,10 +127,17 @@ def add_web_routes(
     ``/metrics`` (whose cache figures are then read from ``manager``); a growing stream is
     followed through ``follow`` (the server's hub)."""
 
-    plans = SegmentPlans()
-    hls = hls or HlsConfig()
-    # LL-HLS requests held for a part (web/llhls.py), bounded by [hls].
-    blocked = BlockingBudget(hls.max_blocked, hls.max_blocked_per_ip)
+    settings = hls or HlsConfig()
+
+    @functools.cache
+    def hls_state() -> tuple[SegmentPlans, BlockingBudget]:
+        """The playlists' segment plans and the budget of LL-HLS requests held for a part
+        (web/llhls.py, bounded by [hls]), made at the first request that needs them: HLS
+        and its fMP4 muxing load then, so a server nobody asks for HLS never holds them."""
+        from ..web.hls_http import SegmentPlans
+        from ..web.llhls import BlockingBudget
+
+        return SegmentPlans(), BlockingBudget(settings.max_blocked, settings.max_blocked_per_ip)
 
     async def minted(stream_id: str) -> str:
         """A new capability, for an answer to a token (a playlist, the stream): for the
@@ -138,6 +148,9 @@ def add_web_routes(
             return ""
         lifetime = authorizer.capability_lifetime
         if info.status is StreamStatus.READY:
+            from ..web.hls import DEFAULT_TARGET_DURATION
+
+            plans, _ = hls_state()
             with contextlib.suppress(MmstreamError):  # the plan the playlist was made from
                 segments = (await plans.get(manager, info, DEFAULT_TARGET_DURATION)).segments
                 if segments:
@@ -193,7 +206,10 @@ def add_web_routes(
         allowed = await access(request, RENEW_BY_PLAYLIST)
         if isinstance(allowed, HttpResponse):
             return allowed
+        from ..web.hls_http import playlist_response
+
         stream_id = request.params["stream_id"]
+        plans, blocked = hls_state()
         response = await playlist_response(
             manager, stream_id, query=request.query, client=host_of(request.remote),
             metrics=metrics, plans=plans, budget=blocked,
@@ -213,6 +229,9 @@ def add_web_routes(
         allowed = await access(request, RENEW_BY_PLAYLIST)
         if isinstance(allowed, HttpResponse):
             return allowed
+        from ..web.hls_http import segment_response
+
+        plans, blocked = hls_state()
         response = await segment_response(
             manager, request.params["stream_id"], request.params["segment"],
             request.header_fields(), client=host_of(request.remote), metrics=metrics, plans=plans,

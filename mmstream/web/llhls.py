@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 import attrs
 
+from ..config import DEFAULT_BLOCKED, DEFAULT_BLOCKED_PER_CLIENT
 from ..errors import InvalidArgumentError
 from .hls import MediaPlan, Part
 
@@ -47,9 +48,6 @@ __all__ = [
 PART_TARGET = 0.5
 #: Complete segments whose parts a live playlist still lists (§4.4.4.9: older parts may go).
 PARTS_LISTED = 3
-#: Requests held waiting for a part, in all, and from one client address.
-DEFAULT_BLOCKED = 2048
-DEFAULT_BLOCKED_PER_CLIENT = 128
 #: The largest ``_HLS_msn``/``_HLS_part`` read (nine digits: a century of 4 s segments).
 _MAX_DIGITS = 9
 

@@ -6,13 +6,12 @@ import hashlib
 import http.server
 import logging
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serve_process import modules_after_start
 
 from mmstream.cache import MiB
 from mmstream.config import TierConfig
@@ -165,27 +164,9 @@ def test_credentials_never_reach_the_log(
 
 def test_nothing_s3_is_imported_with_the_tier_off(tmp_path: Path) -> None:
     """A server with the tier off (the default) loads no S3 client."""
-    code = (
-        "import sys, trio\n"
-        "from mmstream.config import load_config\n"
-        "from mmstream.server import serve\n"
-        "import mmstream.cli, mmstream.tier\n"
-        f"config = load_config(None, **{{'cache.directory': {str(tmp_path)!r}, "
-        "'server.port': 0})\n"
-        "async def main():\n"
-        "    async with trio.open_nursery() as n:\n"
-        "        server = await n.start(serve, config)\n"
-        "        server.shutdown()\n"
-        "trio.run(main)\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in "
-        "('obstore', 'boto3', 'botocore', 'mmstream.tier._s3')]\n"
-        "loaded += [m for m in sys.modules if m == 'mmstream.tier._s3']\n"
-        "print(loaded)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60, check=False)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    loaded = modules_after_start(tmp_path, "mmstream.cli, mmstream.tier")
+    s3 = ("obstore", "boto3", "botocore")
+    assert [m for m in loaded if m.split(".")[0] in s3 or m == "mmstream.tier._s3"] == []
 
 
 class _EchoingS3(http.server.BaseHTTPRequestHandler):

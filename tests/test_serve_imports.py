@@ -1,0 +1,40 @@
+"""What a server holds in memory at start: optional parts load only when configured or asked for.
+
+A worker's baseline RSS decides its ratio to Icecast's at small listener counts
+(docs/fanout.md, "Memory per listener"), and every module loaded stays for the process's
+life. So a server started with the default config must not have loaded what only a
+non-default setting or a first request of some kind needs. The tests of those parts
+(tests/server with the trio-websocket transport, tests/web for HLS, tests/cluster for relays)
+show that they still load when used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serve_process import modules_after_start
+
+#: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from, the first HLS
+#: request, a misspelt config key.
+OPTIONAL = (
+    "trio_websocket",
+    "wsproto",
+    "mmstream.server._ws_trio",
+    "mmstream.client",
+    "websockets.trio.client",
+    "mmstream.web.hls",
+    "mmstream.web.hls_http",
+    "mmstream.web.llhls",
+    "difflib",
+)
+
+
+def test_a_server_on_the_default_config_loads_no_optional_part(tmp_path: Path) -> None:
+    assert sorted(modules_after_start(tmp_path).intersection(OPTIONAL)) == []
+
+
+def test_the_trio_websocket_transport_is_still_public() -> None:
+    import mmstream.server
+    from mmstream.server._ws_trio import TrioWebsocketTransport
+
+    assert mmstream.server.TrioWebsocketTransport is TrioWebsocketTransport
