@@ -15,7 +15,7 @@ from pathlib import Path
 from serve_process import modules_after_start
 
 #: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from, the first HLS
-#: request, a misspelt config key.
+#: request, the first Icecast XML status request, a misspelt config key.
 OPTIONAL = (
     "trio_websocket",
     "wsproto",
@@ -25,6 +25,7 @@ OPTIONAL = (
     "mmstream.web.hls",
     "mmstream.web.hls_http",
     "mmstream.web.llhls",
+    "xml.sax",
     "difflib",
 )
 

@@ -10,8 +10,8 @@ small XML ``iceresponse``, which libshout only checks for its status.
 from __future__ import annotations
 
 import codecs
+import html
 from urllib.parse import parse_qsl
-from xml.sax.saxutils import escape
 
 import attrs
 
@@ -98,6 +98,6 @@ def parse_metadata_update(query: str) -> MetadataUpdate:
 def iceresponse(message: str, *, ok: bool) -> bytes:
     """Icecast's admin reply body: ``<iceresponse><message>..</message><return>1</return>``."""
     return (
-        f'<?xml version="1.0"?>\n<iceresponse><message>{escape(message)}</message>'
+        f'<?xml version="1.0"?>\n<iceresponse><message>{html.escape(message, quote=False)}</message>'
         f"<return>{1 if ok else 0}</return></iceresponse>\n"
     ).encode()
