@@ -1,10 +1,11 @@
-"""What a server holds in memory at start: optional parts load only when configured or asked for.
+"""What a server holds in memory at start: optional parts load only when configured or asked for,
+and the heap that starting freed goes back to the system.
 
 A worker's baseline RSS decides its ratio to Icecast's at small listener counts
 (docs/fanout.md, "Memory per listener"), and every module loaded stays for the process's
 life. So a server started with the default config must not have loaded what only a
 non-default setting or a first request of some kind needs. The tests of those parts
-(tests/server with the trio-websocket transport, tests/web for HLS, tests/cluster for relays)
+(tests/server with the trio-websocket transport, tests/media for HLS, tests/scaleout for relays)
 show that they still load when used.
 """
 
@@ -39,3 +40,12 @@ def test_the_trio_websocket_transport_is_still_public() -> None:
     from mmstream.server._ws_trio import TrioWebsocketTransport
 
     assert mmstream.server.TrioWebsocketTransport is TrioWebsocketTransport
+
+
+def test_the_free_heap_can_be_returned_at_any_time() -> None:
+    """The server returns start-up's freed heap once it listens (glibc's malloc_trim); the
+    call is safe anywhere, twice, and a no-op where there is no such function."""
+    from mmstream.server._app import return_free_heap
+
+    return_free_heap()
+    return_free_heap()
