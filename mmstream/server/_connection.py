@@ -374,9 +374,14 @@ class Session:
                 return
             written = size - upload.offset
             self.core.written(size, trio.current_time())
-            while frames and written >= len(frames[0]):
-                written -= len(frames[0])
-                titles.read(frames.pop(0))
+            done = 0
+            for frame in frames:
+                if written < len(frame):
+                    break
+                written -= len(frame)
+                titles.read(frame)
+                done += 1
+            del frames[:done]  # one move, not one per frame (a batch holds up to 256)
         try:
             await titles.settle()
         except MmstreamError as exc:

@@ -45,24 +45,24 @@ class SocketWatch(Generic[_T]):
     def __init__(self, gone: Callable[[_T], None]) -> None:
         self._epoll = select.epoll()
         self._on_gone = gone
-        self._gone: dict[int, _T] = {}
+        self._owners: dict[int, _T] = {}
 
     @property
     def closed(self) -> bool:
         return self._epoll.closed
 
     def __len__(self) -> int:
-        return len(self._gone)
+        return len(self._owners)
 
     def add(self, fd: int, whose: _T) -> None:
         """Watch ``fd`` (a connected socket) until its peer leaves or :meth:`discard`."""
         self._epoll.register(fd, select.EPOLLIN)
-        self._gone[fd] = whose
+        self._owners[fd] = whose
 
     def discard(self, fd: int) -> None:
         """Stop watching ``fd`` (before it is closed: a closed descriptor's number is
         reused by the next connection)."""
-        if self._gone.pop(fd, None) is not None and not self._epoll.closed:
+        if self._owners.pop(fd, None) is not None and not self._epoll.closed:
             self._epoll.unregister(fd)
 
     async def run(self) -> None:
@@ -70,12 +70,12 @@ class SocketWatch(Generic[_T]):
             while True:
                 await trio.lowlevel.wait_readable(self._epoll.fileno())
                 for fd, _events in self._epoll.poll(0):
-                    if fd in self._gone and _peer_left(fd):
-                        whose = self._gone[fd]
+                    if fd in self._owners and _peer_left(fd):
+                        whose = self._owners[fd]
                         self.discard(fd)
                         self._on_gone(whose)
         finally:
-            self._gone.clear()
+            self._owners.clear()
             self._epoll.close()
 
 
