@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import pytest
+import trio
 from serve_process import modules_after_start
+
+from mmstream.config import CacheConfig, Config, ServerConfig
+from mmstream.server import RunningServer, serve
 
 #: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from, the first HLS
 #: request, the first Icecast XML status request, a misspelt config key.
@@ -43,9 +49,31 @@ def test_the_trio_websocket_transport_is_still_public() -> None:
 
 
 def test_the_free_heap_can_be_returned_at_any_time() -> None:
-    """The server returns start-up's freed heap once it listens (glibc's malloc_trim); the
-    call is safe anywhere, twice, and a no-op where there is no such function."""
+    """The call is safe anywhere, twice, and a no-op where there is no such function."""
     from mmstream.server._app import return_free_heap
 
     return_free_heap()
     return_free_heap()
+
+
+def test_the_server_returns_the_free_heap_once_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Start-up's freed heap goes back once the server is up, before it is reported
+    started: once, not per connection."""
+    from mmstream.server import _app
+
+    calls: list[str] = []
+    monkeypatch.setattr(_app, "return_free_heap", lambda: calls.append("trim"))
+    config = Config(cache=CacheConfig(directory=tmp_path / "cache"), server=ServerConfig(port=0))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            server: RunningServer = await nursery.start(serve, config)
+            assert calls == ["trim"]
+            async with httpx.AsyncClient(base_url=server.http_url) as http:
+                assert (await http.get("/healthz")).status_code == 200
+            assert calls == ["trim"]
+            server.abort()
+
+    trio.run(main)
