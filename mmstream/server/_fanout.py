@@ -264,7 +264,6 @@ class Broadcaster:
         self._restarts: collections.deque[int] = collections.deque()
         self._new_data = trio.Event()
         self._changed = trio.Event()
-        self.rounds = 0
         #: Listeners a paced round writes between two checkpoints.
         self.round_slice = _ROUND_SLICE
         #: The last round left a listener's socket full with bytes still owed to it.
@@ -436,7 +435,6 @@ class Broadcaster:
         behind) goes through :meth:`_round_general`."""
         if start >= len(listeners):
             return start
-        self.rounds += 1
         edge, base = self.edge, self.base
         # Below ``low`` a listener is behind: past ``queue_size``, or out of the window.
         low = max(base, edge - self.config.queue_size)
