@@ -62,23 +62,15 @@ async def measure(listeners: int, rounds: int, kind: str, sliced: bool) -> tuple
                     broadcaster._append(data)
                     start = time.process_time_ns()
                     if sliced:
-                        await _sliced(broadcaster)
+                        await broadcaster._paced_round()
                     else:
-                        broadcaster._round(broadcaster.listeners)
+                        broadcaster._round([*broadcaster.listeners])
                     times.append((time.process_time_ns() - start) / 1000 / listeners)
                 collections = _collections() - collections
                 assert all(x.position == broadcaster.edge for x in broadcaster.listeners)
             finally:
                 os.close(fd)
     return times, collections
-
-
-async def _sliced(broadcaster: Broadcaster) -> None:
-    everyone, size = broadcaster.listeners, broadcaster.round_slice
-    start = broadcaster._round(everyone, 0, size)
-    while start < len(everyone):
-        await trio.lowlevel.checkpoint()
-        start = broadcaster._round(everyone, start, start + size)
 
 
 def _collections() -> int:

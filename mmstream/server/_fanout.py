@@ -239,10 +239,15 @@ class Broadcaster:
         self.base = 0
         self.sync = StreamSync()
         self.sync_points: collections.deque[int] = collections.deque()
-        #: HTTP and Icecast listeners, served in rounds (what Icecast's stats count).
-        self.listeners: list[Listener] = []
+        #: HTTP and Icecast listeners, served in rounds (what Icecast's stats count), in the
+        #: order they came. Keys of a dict, not a list: when thousands leave at once (the
+        #: stream ends, a mass disconnect) each leaves in O(1), not with a scan of the rest.
+        self.listeners: dict[Listener, None] = {}
         #: Immediate followers (WebSocket tails), served as each piece arrives.
-        self.followers: list[Listener] = []
+        self.followers: dict[Listener, None] = {}
+        #: Listeners that left the rounds so far: a paced round that sees it change across
+        #: a checkpoint skips those of its snapshot that left meanwhile.
+        self._left = 0
         self.ended = False
         self.caught_up = False
         #: Why the stream stopped being followed, when it did not end cleanly.
@@ -311,8 +316,8 @@ class Broadcaster:
             self.failure = first
         finally:
             self.ended = True
-            self._round(self.listeners)
-            self._round(self.followers)
+            self._round([*self.listeners])
+            self._round([*self.followers])
             for listener in [*self.listeners, *self.followers]:
                 if listener.state is ListenerState.LIVE:
                     listener.state = ListenerState.DROPPED if self.failed else ListenerState.ENDED
@@ -334,7 +339,7 @@ class Broadcaster:
         self._append(data)
         self._new_data.set()
         if self.followers:
-            self._round(self.followers)
+            self._round([*self.followers])
 
     async def _from_cache(self, feed: Feed) -> None:
         """The local source: the stream as it is appended to this server's cache."""
@@ -408,24 +413,37 @@ class Broadcaster:
             await trio.sleep_until(last + interval)
             last = trio.current_time()
             self._owed = False
-            start = self._round(self.listeners, 0, self.round_slice)
-            while start < len(self.listeners):
-                # Listeners that come or go meanwhile shift the rest: one of them may wait
-                # for the next round, none is written twice or after it left.
+            await self._paced_round()
+
+    async def _paced_round(self) -> None:
+        """One round over the listeners as they are now, in slices of :attr:`round_slice`
+        with a checkpoint between; then the followers. A listener that comes meanwhile
+        waits for the next round; one that leaves is not written after it left."""
+        everyone, size, members = [*self.listeners], self.round_slice, self.listeners
+        left, meanwhile = self._left, False
+        for start in range(0, len(everyone), size):
+            taking = everyone[start : start + size]
+            if start:
                 await trio.lowlevel.checkpoint()
-                start = self._round(self.listeners, start, start + self.round_slice)
-            self._round(self.followers)
+                # Some left during a checkpoint: from then on, each slice is checked (a
+                # lookup a listener, in the rounds that see a listener leave).
+                meanwhile = meanwhile or self._left != left
+                if meanwhile:
+                    taking = [listener for listener in taking if listener in members]
+            self._round(taking)
+            left = self._left  # the round's own leavers were in its slice
+        self._round([*self.followers])
 
     def poke(self) -> None:
         """A follower's task sent what a round left it owing: the immediate followers get
         what waited meanwhile now, the others at the next round."""
         self._new_data.set()
         if self.followers:
-            self._round(self.followers)
+            self._round([*self.followers])
 
-    def _round(self, listeners: list[Listener], start: int = 0, stop: int | None = None) -> int:
-        """Give every one of ``listeners[start:stop]`` what is new, without awaiting
-        anything; where the next slice starts (``stop``, less the listeners dropped).
+    def _round(self, listeners: list[Listener]) -> None:
+        """Give every one of ``listeners`` (members now) what is new, without awaiting
+        anything; those gone or dropped leave the rounds.
 
         Most listeners are plain bodies on a plain socket at the live edge: for them the
         loop is the hot path, a position check, one ``os.write`` of the window's slice
@@ -433,8 +451,8 @@ class Broadcaster:
         last round's edge) and a position update, with nothing allocated per listener.
         Every other listener (an encoder, a writer of its own, bytes owed first, fallen
         behind) goes through :meth:`_round_general`."""
-        if start >= len(listeners):
-            return start
+        if not listeners:
+            return
         edge, base = self.edge, self.base
         # Below ``low`` a listener is behind: past ``queue_size``, or out of the window.
         low = max(base, edge - self.config.queue_size)
@@ -449,8 +467,7 @@ class Broadcaster:
             encoded: dict[tuple[Encoder, int], _Encoded] = {}
             piece: bytes | memoryview = b""
             at = size = -1
-            taking = listeners[start:stop]
-            for listener in taking:
+            for listener in listeners:
                 writer = listener.writer
                 if (
                     listener.pending
@@ -494,10 +511,8 @@ class Broadcaster:
         for label, total in counted.items():
             self._count(total, label)
         for listener in gone:
-            listeners.remove(listener)
-            self._unwatch(listener)
+            self.remove(listener)
             listener.notify()
-        return start + len(taking) - len(gone)
 
     def _round_general(
         self,
@@ -679,10 +694,10 @@ class Broadcaster:
             listener.notify()
             return
         if listener.immediate:
-            self.followers.append(listener)
-            self._round(self.followers)  # what it lacks already, without waiting for more
+            self.followers[listener] = None
+            self._round([*self.followers])  # what it lacks already, without waiting for more
             return
-        self.listeners.append(listener)
+        self.listeners[listener] = None
         self.listener_peak = max(self.listener_peak, len(self.listeners))
         self._new_data.set()
 
@@ -754,9 +769,11 @@ class Broadcaster:
         return None
 
     def remove(self, listener: Listener) -> None:
-        for listeners in (self.listeners, self.followers):
-            if listener in listeners:
-                listeners.remove(listener)
+        """Take ``listener`` out of the rounds (if it is in them): O(1), so that N listeners
+        leaving at once cost O(N), not O(N²) with the event loop blocked."""
+        self.listeners.pop(listener, None)
+        self.followers.pop(listener, None)
+        self._left += 1
         self._unwatch(listener)
 
     def rest(self, listener: Listener) -> bytes:
