@@ -6,12 +6,14 @@ balancer thinks, plain HTTP/1.1 (h11) to see which node answers a path.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import random
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -40,6 +42,46 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+@contextlib.contextmanager
+def held_ports(count: int) -> Iterator[int]:
+    """``count`` consecutive free loopback ports, held until the block ends; the first.
+
+    Below the kernel's ephemeral range: there ``connect`` never takes a port (a free port
+    next to one ``bind(("127.0.0.1", 0))`` gives is in ``connect``'s half of that range,
+    where thousands sit in TIME-WAIT while several test suites run). Held bound and not
+    listening, with ``SO_REUSEADDR`` set after a strict bind (nothing at all was on the
+    port): no other bind takes them meanwhile, a server's listener with ``SO_REUSEADDR``
+    (trio's, HAProxy's) binds them."""
+    below = _ephemeral_low() - count
+    for _ in range(200):
+        base = random.randrange(min(20000, below - 1000), below)
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                held.append(socket.socket())
+                held[-1].bind(("127.0.0.1", port))
+                held[-1].setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        except OSError:
+            for s in held:
+                s.close()
+            continue
+        try:
+            yield base
+        finally:
+            for s in held:
+                s.close()
+        return
+    raise AssertionError(f"no {count} consecutive free ports below {below + count}")
+
+
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral ports begin (Linux; else the IANA range's start)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
 
 
 def alive(pid: int) -> bool:

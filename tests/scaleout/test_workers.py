@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from scaleout_helpers import alive, free_ports, needs_haproxy
+from scaleout_helpers import alive, held_ports, needs_haproxy
 
 from mmstream.client import connect
 from mmstream.errors import MmstreamError
@@ -20,25 +20,11 @@ from mmstream.scaleout import BalancerOptions, Endpoint, plan_workers, render_ha
 pytestmark = pytest.mark.slow
 
 
-def consecutive_free_ports(count: int) -> int:
-    """A base port with ``count`` free ports from it (retried: free ports are scattered)."""
-    for _ in range(50):
-        base = free_ports(1)[0]
-        if base + count > 65535:
-            continue
-        try:
-            held = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-        return base
-    raise AssertionError("no consecutive free ports")
+@pytest.fixture
+def base() -> Iterator[int]:
+    """Ports held for the test: the two workers' (``base``, ``base + 1``) and HAProxy's."""
+    with held_ports(3) as first:
+        yield first
 
 
 def children_of(pid: int) -> list[int]:
@@ -96,9 +82,9 @@ async def read(url: str, stream: str) -> bytes:
 
 @needs_haproxy
 async def test_workers_behind_haproxy_restart_with_their_streams_and_stop_on_sigterm(
-    tmp_path: Path,
+    tmp_path: Path, base: int
 ) -> None:
-    base, (lb,) = consecutive_free_ports(2), free_ports(1)
+    lb = base + 2
     cache = tmp_path / "cache"
     argv = [sys.executable, "-m", "mmstream", "serve", "--workers", "2", "--host", "127.0.0.1"]
     argv += ["--port", str(base), "--cache-dir", str(cache), "--haproxy", f"127.0.0.1:{lb}"]
@@ -152,8 +138,7 @@ async def test_workers_behind_haproxy_restart_with_their_streams_and_stop_on_sig
         await proc.wait()
 
 
-async def test_workers_without_haproxy_print_its_config(tmp_path: Path) -> None:
-    base = consecutive_free_ports(2)
+async def test_workers_without_haproxy_print_its_config(tmp_path: Path, base: int) -> None:
     cache = tmp_path / "c"
     argv = [sys.executable, "-m", "mmstream", "serve", "--workers", "2", "--host", "127.0.0.1"]
     argv += ["--port", str(base), "--cache-dir", str(cache), "--log-level", "WARNING"]
