@@ -234,7 +234,10 @@ class Tier:
         while True:
             found = self._next()
             if isinstance(found, float):
-                self._wake = trio.Event()
+                # Every idle worker waits on the same event (a new one only once it was
+                # set): new work wakes them all, not only the last to fall idle.
+                if self._wake.is_set():
+                    self._wake = trio.Event()
                 with trio.move_on_after(found):
                     await self._wake.wait()
                 continue
