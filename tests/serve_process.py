@@ -60,10 +60,13 @@ def serve_process(root: Path, config: Path | None = None) -> Iterator[str]:
 
 def modules_after_start(cache_dir: Path, imports: str = "mmstream.cli") -> set[str]:
     """The modules a fresh interpreter holds after importing ``imports`` (a comma-separated
-    list) and starting a server on the default config with ``cache_dir``, then shutting it
-    down: for tests that an optional part loads only when configured."""
+    list), building ``mmstream serve``'s command line as the command does, and starting a
+    server on the default config with ``cache_dir``, then shutting it down: for tests that an
+    optional part loads only when configured."""
     code = (
         f"import sys, trio, {imports}\n"
+        "from mmstream.cli import build_parser\n"
+        "build_parser('serve').parse_args(['serve'])\n"
         "from mmstream.config import load_config\n"
         "from mmstream.server import serve\n"
         f"config = load_config(None, **{{'cache.directory': {str(cache_dir)!r}, "

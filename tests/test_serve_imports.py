@@ -21,8 +21,9 @@ from serve_process import modules_after_start
 from mmstream.config import CacheConfig, Config, ServerConfig
 from mmstream.server import RunningServer, serve
 
-#: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from, the first HLS
-#: request, the first Icecast XML status request, a misspelt config key.
+#: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from (or ``ls
+#: --nodes``, whose module also gives ``serve`` its options), the first HLS request, the first
+#: Icecast XML status request, a misspelt config key.
 OPTIONAL = (
     "trio_websocket",
     "wsproto",

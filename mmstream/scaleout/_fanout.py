@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 import attrs
 import trio
 
-from ..client import connect
 from ..errors import InvalidArgumentError, MmstreamError
 from ..protocol import StreamStat
 
@@ -78,6 +77,10 @@ async def list_cluster(
     ``per_node`` seconds lands in ``failures``."""
     results: dict[str, list[StreamStat]] = {}
     failures: dict[str, str] = {}
+
+    # The client side loads only when a listing runs: `mmstream serve` registers this
+    # module's command-line options, and a server never needs it.
+    from ..client import connect
 
     async def list_one(url: str) -> None:
         with trio.move_on_after(per_node) as scope:
