@@ -9,6 +9,11 @@ TEST_PLUGINS := $(wildcard tests/plugins/*/pyproject.toml)
 DISTS := -e . $(foreach p,$(BACKEND_PYPROJECTS),-e $(dir $(p)))
 LINT_PATHS := mmstream $(patsubst %/__init__.py,%,$(wildcard backends/*/mmstream_*/__init__.py tests/plugins/*/mmstream_*/__init__.py))
 PYTEST_ARGS ?=
+# The editable installs leave our own packages without bytecode, and with
+# PYTHONDONTWRITEBYTECODE set every start compiles them again, keeping the garbage in the
+# server's heap (docs/fanout.md, "Memory per listener"). Compile them as an install would;
+# commands that start a server refresh what changed since.
+BYTECODE := $(BIN)/python -m compileall -q mmstream $(dir $(wildcard backends/*/mmstream_*/__init__.py))
 
 .PHONY: serve test lint check unit bench bench-quick bench-fanout bench-scaleout bench-tier soak cluster clean
 
@@ -19,6 +24,7 @@ $(BIN)/python:
 # The runtime install: core and built-in backends.
 $(VENV)/.runtime: $(BIN)/python pyproject.toml $(BACKEND_PYPROJECTS)
 	$(BIN)/pip install -q $(DISTS)
+	$(BYTECODE)
 	touch $@
 
 # The test install adds test tools and the example third-party plugin(s).
@@ -32,6 +38,7 @@ $(VENV)/.bench: $(VENV)/.runtime pyproject.toml
 	touch $@
 
 serve: $(VENV)/.runtime
+	$(BYTECODE)
 	$(BIN)/mmstream serve --config $(CONFIG)
 
 lint: $(VENV)/.test
@@ -65,6 +72,7 @@ bench-scaleout: $(VENV)/.runtime
 # stops everything. Needs haproxy (apt-get install haproxy).
 CLUSTER_DIR ?= cache/cluster
 cluster: $(VENV)/.runtime
+	$(BYTECODE)
 	$(BIN)/mmstream serve --config $(CONFIG) --workers 3 --host 127.0.0.1 --port 9001 \
 		--cache-dir $(CLUSTER_DIR) --haproxy 127.0.0.1:8080 --haproxy-sources 127.0.0.1:8000 \
 		--log-level WARNING
@@ -76,6 +84,7 @@ bench-tier: $(VENV)/.test
 	$(BIN)/python bench/tier.py $(TIER_ARGS)
 
 bench-fanout: $(VENV)/.runtime
+	$(BYTECODE)
 	$(BIN)/python bench/fanout.py $(FANOUT_ARGS)
 
 clean:
