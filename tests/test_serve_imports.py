@@ -23,7 +23,7 @@ from mmstream.server import RunningServer, serve
 
 #: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from (or ``ls
 #: --nodes``, whose module also gives ``serve`` its options), the first HLS request, the first
-#: Icecast XML status request, a misspelt config key.
+#: Icecast XML status request, a misspelt config key, the first ``/metrics`` scrape.
 OPTIONAL = (
     "trio_websocket",
     "wsproto",
@@ -35,6 +35,8 @@ OPTIONAL = (
     "mmstream.web.llhls",
     "xml.sax",
     "difflib",
+    "prometheus_client",
+    "mmstream._metrics_export",
 )
 
 
