@@ -10,13 +10,13 @@ small XML ``iceresponse``, which libshout only checks for its status.
 from __future__ import annotations
 
 import codecs
-import html
 from urllib.parse import parse_qsl
 
 import attrs
 
 from ..errors import InvalidArgumentError, TooLargeError
 from ..streams import is_valid_stream_id
+from ._status import xml_text
 
 __all__ = [
     "MAX_QUERY",
@@ -98,6 +98,6 @@ def parse_metadata_update(query: str) -> MetadataUpdate:
 def iceresponse(message: str, *, ok: bool) -> bytes:
     """Icecast's admin reply body: ``<iceresponse><message>..</message><return>1</return>``."""
     return (
-        f'<?xml version="1.0"?>\n<iceresponse><message>{html.escape(message, quote=False)}</message>'
+        f'<?xml version="1.0"?>\n<iceresponse><message>{xml_text(message)}</message>'
         f"<return>{1 if ok else 0}</return></iceresponse>\n"
     ).encode()
