@@ -14,6 +14,7 @@ from mmstream.icecast import (
     ListenerRow,
     ServerStats,
     SourceStats,
+    iceresponse,
     listclients_xml,
     listmounts_xml,
     stats_xml,
@@ -130,6 +131,18 @@ def test_hostile_text_is_escaped_and_xml_stays_parseable() -> None:
     listed = ET.fromstring(listclients_xml('/m"x', rows))
     assert listed.find("source").get("mount") == '/m"x'  # type: ignore[union-attr]
     assert listed.findtext("source/listener/UserAgent") == '"><b>'
+
+
+def test_text_is_escaped_as_xml_sax_escapes_it_and_an_admin_answer_stays_parseable() -> None:
+    from xml.sax.saxutils import escape
+
+    from mmstream.icecast._status import xml_text
+
+    hostile = "</message><return>1</return>&amp; <![CDATA[ ]]> é"
+    assert xml_text(hostile) == escape(hostile)
+    root = ET.fromstring(iceresponse(hostile + "\x00\x1b", ok=False))
+    assert root.findtext("message") == hostile + "  "
+    assert root.findtext("return") == "0"
 
 
 def test_listclients_as_libretime_azuracast_and_2_4_4_parsers_read_it() -> None:
