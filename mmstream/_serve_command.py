@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from .config import load_config
-from .errors import MmstreamError
+from .errors import ConfigError, MmstreamError
 from .logs import configure_logging
 
 __all__ = ["add_serve_command"]
@@ -51,10 +51,47 @@ def add_serve_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         choices=LOG_LEVELS,
         help="log verbosity (default: logging.level from the config)",
     )
+    _add_worker_arguments(serve)
     serve.set_defaults(handler=run_serve)
 
 
+def _add_worker_arguments(serve: argparse.ArgumentParser) -> None:
+    # Registered here, not by mmstream.scaleout: a single server never loads scale-out.
+    group = serve.add_argument_group("several workers on this host (docs/scaling.md)")
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N server processes on ports PORT..PORT+N-1 with caches CACHE_DIR/node-0.. "
+        "(restarted if they crash) and print the HAProxy config for them",
+    )
+    group.add_argument(
+        "--haproxy",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="with --workers: also run HAProxy in front of them "
+        "(default: haproxy-config's --bind default)",
+    )
+    group.add_argument(
+        "--haproxy-config",
+        type=Path,
+        metavar="PATH",
+        help="with --workers: write the HAProxy config here instead of printing it",
+    )
+    group.add_argument(
+        "--haproxy-sources",
+        metavar="HOST:PORT",
+        help="with --workers: HAProxy also takes Icecast sources here, in TCP mode "
+        "(haproxy-config --source-bind)",
+    )
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        return _run_workers(args)
+    if any(x is not None for x in (args.haproxy, args.haproxy_config, args.haproxy_sources)):
+        raise ConfigError("--haproxy, --haproxy-config and --haproxy-sources go with --workers N")
     from .server import serve  # the server's imports are only needed here
 
     config = load_config(
@@ -86,6 +123,25 @@ def run_serve(args: argparse.Namespace) -> int:
             return 1
         raise
     return 0
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    from .scaleout._cli import run_workers
+
+    overrides = {
+        "server.host": args.host,
+        "server.port": args.port,
+        "cache.directory": args.cache_dir,
+    }
+    return run_workers(
+        args.workers,
+        load_config(args.config, **overrides),
+        config_path=args.config,
+        log_level=args.serve_log_level or args.log_level,
+        haproxy_bind=args.haproxy,
+        haproxy_config=args.haproxy_config,
+        haproxy_sources=args.haproxy_sources,
+    )
 
 
 def _single_leaf(exc: BaseException) -> BaseException:

@@ -67,10 +67,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         backends.set_defaults(handler=_cmd_backends)
     if command in (None, "serve"):
         from ._serve_command import add_serve_command
-        from .scaleout._cli import add_workers_to_serve
 
         add_serve_command(commands)
-        add_workers_to_serve(commands)
     if command in (None, "put", "get", "stat", "ls", "rm"):
         from ._client_commands import add_client_commands
 

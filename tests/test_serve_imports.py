@@ -23,8 +23,8 @@ from mmstream.server import RunningServer, serve
 
 #: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from (or ``ls
 #: --nodes``, whose module also gives ``serve`` its options), the first HLS request, the first
-#: Icecast XML status request, a misspelt config key, the first ``/metrics`` scrape; ``html``
-#: (its entity table) for nothing.
+#: Icecast XML status request, a misspelt config key, the first ``/metrics`` scrape, ``serve
+#: --workers``; ``html`` (its entity table) for nothing.
 OPTIONAL = (
     "trio_websocket",
     "wsproto",
@@ -39,6 +39,7 @@ OPTIONAL = (
     "prometheus_client",
     "mmstream._metrics_export",
     "html",
+    "mmstream.scaleout",
 )
 
 

@@ -1,4 +1,7 @@
-"""Command-line pieces of scale-out, kept here so ``mmstream/cli.py`` only registers them."""
+"""Command-line pieces of scale-out, kept here so ``mmstream/cli.py`` only registers them.
+
+``serve --workers`` is registered by ``mmstream/_serve_command.py`` and runs
+:func:`run_workers` from here: a single server never loads scale-out."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from ..config import Config, load_config
+from ..config import Config
 from ..errors import ConfigError
 from ._fanout import list_cluster, node_urls
 from ._haproxy import (
@@ -33,7 +36,6 @@ from ._supervisor import Child, Supervisor, plan_workers, run_supervisor, serve_
 __all__ = [
     "add_haproxy_config_command",
     "add_nodes_to_ls",
-    "add_workers_to_serve",
     "balancer_options_from_args",
     "run_workers",
 ]
@@ -155,70 +157,6 @@ def add_haproxy_config_command(commands: Any) -> None:
     parser.add_argument("-o", "--output", type=Path, metavar="PATH", help="write here, not stdout")
     add_balancer_arguments(parser)
     parser.set_defaults(handler=_cmd_haproxy_config)
-
-
-def add_workers_to_serve(commands: Any) -> None:
-    """Give the ``serve`` subcommand ``--workers N`` (and ``--haproxy``, ``--haproxy-config``):
-    without ``--workers`` it runs exactly as before."""
-    serve: argparse.ArgumentParser = commands.choices["serve"]
-    single: Callable[[argparse.Namespace], int] = serve.get_default("handler")
-    _add_worker_arguments(serve)
-
-    def serve_or_supervise(args: argparse.Namespace) -> int:
-        if args.workers is None:
-            if any(
-                x is not None for x in (args.haproxy, args.haproxy_config, args.haproxy_sources)
-            ):
-                raise ConfigError(
-                    "--haproxy, --haproxy-config and --haproxy-sources go with --workers N"
-                )
-            return single(args)
-        overrides = {
-            "server.host": args.host,
-            "server.port": args.port,
-            "cache.directory": args.cache_dir,
-        }
-        return run_workers(
-            args.workers,
-            load_config(args.config, **overrides),
-            config_path=args.config,
-            log_level=args.serve_log_level or args.log_level,
-            haproxy_bind=args.haproxy,
-            haproxy_config=args.haproxy_config,
-            haproxy_sources=args.haproxy_sources,
-        )
-
-    serve.set_defaults(handler=serve_or_supervise)
-
-
-def _add_worker_arguments(serve: argparse.ArgumentParser) -> None:
-    group = serve.add_argument_group("several workers on this host (docs/scaling.md)")
-    group.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="run N server processes on ports PORT..PORT+N-1 with caches CACHE_DIR/node-0.. "
-        "(restarted if they crash) and print the HAProxy config for them",
-    )
-    group.add_argument(
-        "--haproxy",
-        nargs="?",
-        const=str(DEFAULT_BIND),
-        metavar="HOST:PORT",
-        help=f"with --workers: also run HAProxy in front of them (default: {DEFAULT_BIND})",
-    )
-    group.add_argument(
-        "--haproxy-config",
-        type=Path,
-        metavar="PATH",
-        help="with --workers: write the HAProxy config here instead of printing it",
-    )
-    group.add_argument(
-        "--haproxy-sources",
-        metavar="HOST:PORT",
-        help="with --workers: HAProxy also takes Icecast sources here, in TCP mode "
-        "(haproxy-config --source-bind)",
-    )
 
 
 def run_workers(
