@@ -14,7 +14,10 @@ waiting first when the last read came back short: Trio's stream tries the read f
 on a real-time upload (one small frame now and then) fails every time, and then passes
 through the scheduler once more after the read that succeeds. It reads into one buffer per
 thread and copies out what came: asking ``recv`` for 256 KiB makes the allocator map 256 KiB,
-shrink and unmap it on every read (three system calls, about 24 µs, for a 4 KiB frame).
+shrink and unmap it on every read (three system calls, about 24 µs, for a 4 KiB frame). The
+``websockets`` transport, whose protocol copies what it is given at once, takes a read that
+fills the buffer as the buffer itself (:meth:`ReplayStream.receive_shared`): no object per
+read at all.
 
 Every byte the library sends goes through :meth:`ReplayStream.send_all`, so this is also
 the one place that knows whether a send is in progress. :meth:`ReplayStream.send_nowait`
@@ -55,14 +58,23 @@ class Delivery(enum.Enum):
 
 
 _buffers = threading.local()
+#: Read buffers of distinct sizes a thread keeps at most.
+_READ_BUFFERS = 4
 
 
-def _read_buffer(size: int) -> memoryview:
-    """This thread's buffer for socket reads, at least ``size`` bytes (reads are copied out
-    of it before the reading task yields, so the connections of one event loop share it)."""
-    buffer: memoryview | None = getattr(_buffers, "view", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _buffers.view = memoryview(bytearray(size))
+def _read_buffer(size: int) -> bytearray:
+    """This thread's buffer for socket reads of ``size`` bytes (reads are copied out of it,
+    or handed to a caller that copies them, before the reading task yields, so the
+    connections of one event loop share it). One per size: the server reads with one or
+    two (``server.receive_buffer_size``, a library's own); a few more are kept at most."""
+    buffers: dict[int, bytearray] | None = getattr(_buffers, "by_size", None)
+    if buffers is None:
+        buffers = _buffers.by_size = {}
+    buffer = buffers.get(size)
+    if buffer is None:
+        if len(buffers) >= _READ_BUFFERS:
+            buffers.clear()
+        buffer = buffers[size] = bytearray(size)
     return buffer
 
 
@@ -99,6 +111,18 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self.idle = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._receive(max_bytes, shared=False)
+
+    async def receive_shared(self) -> bytes | bytearray:
+        """As :meth:`receive_some`, except that a read that fills its buffer comes back as
+        this thread's read buffer itself, valid until the next read on this thread: for a
+        caller that copies it before it yields (``websockets``' ``receive_data`` appends
+        it to the protocol's own buffer). A flat-out upload's every read then allocates
+        nothing: a fresh 256 KiB object per read kept the C heap growing and shrinking,
+        and the fresh pages it faulted in cost more than the copy (docs/performance.md)."""
+        return await self._receive(None, shared=True)
+
+    async def _receive(self, max_bytes: int | None, *, shared: bool) -> bytes | bytearray:
         if self._prefix is None:
             if max_bytes is None:
                 max_bytes = self._receive_size
@@ -110,7 +134,7 @@ class ReplayStream(trio.abc.HalfCloseableStream):
                 self.idle = False
                 self._charge(len(data))
                 return data
-            return await self._receive_from_socket(self._socket, max_bytes)
+            return await self._receive_from_socket(self._socket, max_bytes, shared)
         await trio.lowlevel.checkpoint()
         size = len(self._prefix) if max_bytes is None else max_bytes
         chunk = bytes(self._prefix[:size])
@@ -118,8 +142,11 @@ class ReplayStream(trio.abc.HalfCloseableStream):
         self._prefix = rest if len(rest) else None
         return chunk
 
-    async def _receive_from_socket(self, socket: trio.socket.SocketType, size: int) -> bytes:
-        """What ``socket`` holds, up to ``size`` bytes (``b""`` at its end)."""
+    async def _receive_from_socket(
+        self, socket: trio.socket.SocketType, size: int, shared: bool
+    ) -> bytes | bytearray:
+        """What ``socket`` holds, up to ``size`` bytes (``b""`` at its end); ``shared``: as
+        :meth:`receive_shared` says."""
         if self._read_full:
             await trio.lowlevel.checkpoint()
         else:
@@ -138,9 +165,10 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             if not allowed:
                 await self._room(size)  # and read again: the socket may be drained meanwhile
                 continue
-            buffer = _read_buffer(allowed)[:allowed]
+            buffer = _read_buffer(size)
             try:
-                count = os.readv(fd, [buffer])
+                whole = allowed == size
+                count = os.readv(fd, [buffer if whole else memoryview(buffer)[:allowed]])
             except BlockingIOError:
                 self._went_idle()
                 await trio.lowlevel.wait_readable(socket)
@@ -150,7 +178,9 @@ class ReplayStream(trio.abc.HalfCloseableStream):
             self._read_full = count == allowed
             self.idle = False
             self._charge(count)
-            return bytes(buffer[:count])
+            if shared and whole and count == allowed:
+                return buffer
+            return bytes(memoryview(buffer)[:count])
 
     def _went_idle(self) -> None:
         self.idle = True

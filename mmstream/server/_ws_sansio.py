@@ -200,8 +200,13 @@ class _WebsocketsConnection(SendHelpers):
         with trio.CancelScope() as scope:
             self._wait_scope = scope
             self._waiting_since = trio.current_time()
+            stream = self.stream
             try:
-                data = await self.stream.receive_some()
+                if isinstance(stream, ReplayStream):
+                    # May be the thread's read buffer: the protocol copies it at once.
+                    data = await stream.receive_shared()
+                else:
+                    data = await stream.receive_some()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             finally:

@@ -26,3 +26,26 @@ async def test_stream_may_be_checked_like_any_trio_stream() -> None:
         return left, ReplayStream(right, b"")
 
     await trio.testing.check_half_closeable_stream(make, None)
+
+
+async def test_a_read_that_fills_the_buffer_is_shared_only_when_asked() -> None:
+    """``receive_shared`` hands over this thread's read buffer itself for a full read (no
+    allocation per read); a short read, and every ``receive_some``, is a fresh copy."""
+    server_socket, client_socket = trio.socket.socketpair()
+    replay = ReplayStream(trio.SocketStream(server_socket), b"", receive_size=4)
+    await client_socket.send(b"abcdefghij")
+    first = await replay.receive_shared()
+    assert isinstance(first, bytearray)
+    assert first == b"abcd"
+    second = await replay.receive_shared()
+    assert second is first  # the same buffer, read again
+    assert second == b"efgh"
+    third = await replay.receive_shared()
+    assert type(third) is bytes
+    assert third == b"ij"
+    await client_socket.send(b"klmn")
+    copied = await replay.receive_some()
+    assert type(copied) is bytes
+    assert copied == b"klmn"
+    client_socket.close()
+    await replay.aclose()

@@ -11,6 +11,7 @@ from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
 from mmstream.server import Connection, ConnectionClosed, TransportOptions, WebsocketsTransport
+from mmstream.server._replay import ReplayStream
 
 
 class Client:
@@ -50,8 +51,14 @@ def options(ping_interval: float | None = None) -> TransportOptions:
     )
 
 
-async def _connect(nursery: trio.Nursery, handler: object, opts: TransportOptions) -> Client:
-    server_end, client_end = trio.testing.memory_stream_pair()
+async def _connect(
+    nursery: trio.Nursery,
+    handler: object,
+    opts: TransportOptions,
+    *,
+    ends: tuple[trio.abc.HalfCloseableStream, trio.abc.HalfCloseableStream] | None = None,
+) -> Client:
+    server_end, client_end = ends or trio.testing.memory_stream_pair()
     transport = WebsocketsTransport(opts)
     nursery.start_soon(
         lambda: transport.serve_stream(
@@ -192,3 +199,43 @@ async def test_one_read_of_upload_frames_is_taken_as_one_batch() -> None:
         await client.stream.aclose()
     assert [len(batch) for batch in batches] == [3, 10, 26, 0]
     assert after == ["behind"]
+
+
+class _CountingReplay(ReplayStream):
+    """Counts the reads that came back as the shared read buffer."""
+
+    shared_reads = 0
+
+    async def receive_shared(self) -> bytes | bytearray:
+        data = await super().receive_shared()
+        if isinstance(data, bytearray):
+            self.shared_reads += 1
+        return data
+
+
+async def test_full_reads_reach_the_protocol_as_the_shared_buffer_and_arrive_whole() -> None:
+    """Over a plain socket the transport reads with ``receive_shared``: full reads are the
+    thread's one read buffer, overwritten by the next read, and every message still
+    arrives as it was sent (the protocol copies what it is given)."""
+    sent = [bytes([i]) * (300 + 37 * i) for i in range(60)]
+    received: list[bytes] = []
+
+    async def handler(connection: Connection) -> None:
+        while len(received) < len(sent):
+            message = await connection.receive()
+            assert isinstance(message, bytes)
+            received.append(message)
+
+    server_socket, client_socket = trio.socket.socketpair()
+    server_end = _CountingReplay(trio.SocketStream(server_socket), b"", receive_size=1024)
+    client_end = trio.SocketStream(client_socket)
+    async with trio.open_nursery() as nursery:
+        client = await _connect(nursery, handler, options(), ends=(server_end, client_end))
+        for message in sent:
+            client.protocol.send_binary(message)
+        await client.stream.send_all(b"".join(client.protocol.data_to_send()))
+        while client.protocol.close_rcvd is None:
+            await client.receive()
+        await client.stream.aclose()
+    assert received == sent
+    assert server_end.shared_reads > 10
