@@ -20,6 +20,7 @@ listeners. Needs Linux; the fd soft limit is raised to the hard limit in every p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -33,10 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from _procs import free_port  # run as `python bench/fanout.py`: bench/ is on sys.path
+from cpu_cap import CpuCap, CpuCapError, CpuGroup, CpuGroups, open_cpu_groups, parse_fraction
 
 RECORD = 320  # 20 ms at 128 kbit/s
 PERIOD_NS = 20_000_000
@@ -254,22 +257,30 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 def start_servers(
-    kind: str, workdir: Path, ports: list[int], interval: float
+    kind: str, workdir: Path, ports: list[int], interval: float, groups: list[CpuGroup]
 ) -> list[subprocess.Popen[bytes]]:
     """One server, or (mmstream with several ports) one worker per port, each relaying the
-    others' streams (``cluster.peers``): the first is the owner the source pushes to."""
+    others' streams (``cluster.peers``): the first is the owner the source pushes to. With
+    ``groups`` (one per port), each server runs in its own capped cgroup."""
+    joins = [group.joiner() for group in groups] or [None] * len(ports)
     if len(ports) == 1:
-        return [start_server(kind, workdir, ports[0], interval)]
+        return [start_server(kind, workdir, ports[0], interval, join=joins[0])]
     peers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
     procs = []
     for index, port in enumerate(ports):
         (workdir / f"node-{index}").mkdir()
-        procs.append(start_server(kind, workdir / f"node-{index}", port, interval, peers))
+        node = workdir / f"node-{index}"
+        procs.append(start_server(kind, node, port, interval, peers, join=joins[index]))
     return procs
 
 
 def start_server(
-    kind: str, workdir: Path, port: int, interval: float, peers: str = ""
+    kind: str,
+    workdir: Path,
+    port: int,
+    interval: float,
+    peers: str = "",
+    join: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
     if kind == "icecast":
         workdir.chmod(0o777)
@@ -282,8 +293,13 @@ def start_server(
         config.write_text(toml)
         command = [sys.executable, "-m", "mmstream", "serve", "--config", str(config)]
     log = (workdir / f"{kind}.out").open("wb")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=raise_fd_limit)  # fmt: skip
+
+    def setup() -> None:
+        raise_fd_limit()
+        if join is not None:
+            join()
+
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=setup)
     wait_port(port)
     return proc
 
@@ -323,13 +339,17 @@ def spawn_listeners(
     )
 
 
-def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object]:
+def measure(
+    kind: str, count: int, workers: int, args: argparse.Namespace, cgroups: CpuGroups | None
+) -> dict[str, object]:
+    cap = CpuCap(args.worker_cpu) if cgroups is not None else None
     with tempfile.TemporaryDirectory(prefix=f"fanout-{kind}-") as tmp:
         workdir = Path(tmp)
-        workers = args.workers if kind == "mmstream" else 1
+        workers = workers if kind == "mmstream" else 1
         ports = [free_port() for _ in range(workers)]
         port = ports[0]
-        servers = start_servers(kind, workdir, ports, args.send_interval)
+        groups = [cgroups.create(cap) for _ in ports] if cgroups and cap else []
+        servers = start_servers(kind, workdir, ports, args.send_interval, groups)
         path = f"/streams/{STREAM_ID}" if kind == "mmstream" else f"/{STREAM_ID}"
         auth = "source:hackme" if kind == "icecast" else None
         until = now_ns() + int((60 + count / 200 + args.duration) * 1e9)  # a safety net
@@ -367,8 +387,10 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
             time.sleep(max(0.0, (lo - now_ns()) / 1e9))
             pids = [server.pid for server in servers]
             cpu0 = [cpu_seconds(pid) for pid in pids]
+            throttled0 = [group.throttling() for group in groups]
             time.sleep(max(0.0, (hi - now_ns()) / 1e9))
             cpu1 = [cpu_seconds(pid) for pid in pids]
+            throttled1 = [group.throttling() for group in groups]
             rss = sum(rss_mib(pid) for pid in pids)
             load = os.getloadavg()[0]  # other work on the machine shows in the lags
             results = [_result(p) for p in listeners]
@@ -392,9 +414,12 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
     expected = args.duration * 1e9 / PERIOD_NS
     seen = [s for r in results for s in r["seen"]]
     hist: dict[int, int] = {}
-    for r in results:
+    by_worker: list[dict[int, int]] = [{} for _ in range(workers)]
+    for index, r in enumerate(results):
         for lag, n in r["hist"].items():
             hist[int(lag)] = hist.get(int(lag), 0) + n
+            mine = by_worker[index % workers]  # listener process i is on worker i % workers
+            mine[int(lag)] = mine.get(int(lag), 0) + n
     full = sum(1 for s in seen if s >= expected - 1)  # the window's edges may cut one record
     return {
         "server": kind,
@@ -404,15 +429,27 @@ def measure(kind: str, count: int, args: argparse.Namespace) -> dict[str, object
         "p50_ms": percentile(hist, 0.5),
         "p99_ms": percentile(hist, 0.99),
         "max_ms": float(max(hist)) if hist else float("nan"),
+        # Each worker's listeners on their own: the owner's, then each relay's.
+        "p99_ms_by_worker": [percentile(h, 0.99) for h in by_worker],
         "workers": workers,
         "server_cpu": (sum(cpu1) - sum(cpu0)) / args.duration,
         "busiest_worker_cpu": max(b - a for a, b in zip(cpu0, cpu1, strict=True)) / args.duration,
+        "cpu_by_worker": [(b - a) / args.duration for a, b in zip(cpu0, cpu1, strict=True)],
         "server_rss_mib": rss,
         "listener_cpu_max": max(r["cpu"] for r in results) / args.duration,
         "listener_procs": len(results),
         "late": sum(r["late"] for r in results),
         "load": load,
         "send_interval": args.send_interval if kind == "mmstream" else None,
+        "cpu_cap": cap.fraction if cap else None,
+        # The share of CFS periods in which the most throttled server ran out of its quota.
+        "throttled": max(
+            (
+                (t1 - t0) / max(1, p1 - p0)
+                for (p0, t0), (p1, t1) in zip(throttled0, throttled1, strict=True)
+            ),
+            default=None,
+        ),
     }
 
 
@@ -434,8 +471,7 @@ def table(rows: list[dict[str, object]]) -> str:
         out.append(
             f"| {r['server']} | {r['workers']} | {r['listeners']} | {r['full_delivery']}/{r['listeners']} "
             f"| {100 * float(r['delivery']):.2f}% | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms "
-            f"| {r['max_ms']:.0f} ms | {100 * float(r['server_cpu']):.0f}% "
-            f"(busiest {100 * float(r['busiest_worker_cpu']):.0f}%) "
+            f"| {r['max_ms']:.0f} ms | {cpu_cell(r)} "
             f"| {float(r['server_rss_mib']):.0f} MiB "
             f"| {100 * float(r['listener_cpu_max']):.0f}% of {r['listener_procs']} "
             f"| {float(r['load']):.1f} |"
@@ -443,15 +479,43 @@ def table(rows: list[dict[str, object]]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "source":
-        _, _, port, path, auth, until = sys.argv
-        run_source("127.0.0.1", int(port), path, auth or None, int(until))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "listen":
-        _, _, port, path, count, until, nice = sys.argv
-        run_listeners("127.0.0.1", int(port), path, int(count), int(until), int(nice))
-        return
+def cpu_cell(row: dict[str, Any]) -> str:
+    """Server CPU (all processes), the busiest one's, and against a cap the cap itself and the
+    share of periods the most throttled server ran out of it."""
+    total, busiest = 100 * row["server_cpu"], 100 * row["busiest_worker_cpu"]
+    if row.get("cpu_cap") is None:
+        return f"{total:.0f}% (busiest {busiest:.0f}%)"
+    cap, throttled = 100 * row["cpu_cap"], 100 * row["throttled"]
+    return f"{total:.0f}% (busiest {busiest:.0f}% of a {cap:.0f}% cap, throttled {throttled:.0f}%)"
+
+
+def parse_runs(text: str) -> list[tuple[int, int]]:
+    """``--runs``: ``W:N`` pairs (W workers, N listeners), run in the order given."""
+    runs = []
+    for item in text.split(","):
+        workers, sep, count = item.strip().partition(":")
+        if not sep or not workers.isdigit() or not count.isdigit():
+            raise ValueError(f"{item!r} is not WORKERS:LISTENERS (e.g. 1:3000,2:5400)")
+        if int(workers) < 1 or int(count) < 1:
+            raise ValueError(f"{item!r}: workers and listeners are at least 1")
+        runs.append((int(workers), int(count)))
+    return runs
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` that shows the parser's own one-line message."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counts", default="100,1000,5000")
     parser.add_argument("--servers", default="mmstream,icecast")
@@ -467,18 +531,55 @@ def main() -> None:
         help="mmstream workers: the source pushes to the first, listeners spread over all, "
         "the others relay the stream (docs/scaling.md)",
     )
+    parser.add_argument(
+        "--runs",
+        type=_argument(parse_runs),
+        help="WORKERS:LISTENERS pairs run in this order (e.g. 1:3000,2:5400,1:3000,2:5400), "
+        "instead of --counts and --workers",
+    )
+    parser.add_argument(
+        "--worker-cpu",
+        type=_argument(parse_fraction),
+        metavar="FRACTION",
+        help="cap every server process (each mmstream worker, Icecast) at this fraction of one "
+        "core, each in a cgroup of its own (CFS bandwidth control; needs root): one worker and "
+        "two compare like with like on a machine with fewer cores than processes",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "source":
+        _, _, port, path, auth, until = sys.argv
+        run_source("127.0.0.1", int(port), path, auth or None, int(until))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "listen":
+        _, _, port, path, count, until, nice = sys.argv
+        run_listeners("127.0.0.1", int(port), path, int(count), int(until), int(nice))
+        return
+    args = main_parser().parse_args()
     raise_fd_limit()
+    runs = args.runs or [(args.workers, int(c)) for c in args.counts.split(",")]
     rows = []
-    for count in [int(c) for c in args.counts.split(",")]:
-        for kind in args.servers.split(","):
-            if kind == "icecast" and not shutil.which("icecast2"):
-                print("icecast2 not installed: skipped (apt-get install icecast2)")
-                continue
-            row = measure(kind, count, args)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    # SIGTERM ends the bench the way Ctrl-C does, so the servers stop and the groups go.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.ExitStack() as stack:
+        try:
+            cgroups = stack.enter_context(open_cpu_groups()) if args.worker_cpu else None
+        except CpuCapError as error:
+            raise SystemExit(f"--worker-cpu: {error}") from None
+        for workers, count in runs:
+            for kind in args.servers.split(","):
+                if kind == "icecast" and not shutil.which("icecast2"):
+                    print("icecast2 not installed: skipped (apt-get install icecast2)")
+                    continue
+                try:
+                    row = measure(kind, count, workers, args, cgroups)
+                except CpuCapError as error:
+                    raise SystemExit(f"--worker-cpu: {error}") from None
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
