@@ -88,7 +88,11 @@ _RETRY_INTERVAL = 0.05
 #: µs of the kernel's, so a round over 10,000 sockets outlasts ``send_interval``; in
 #: slices, the source's bytes that arrive meanwhile reach the listeners after (their lag
 #: is one round's length, not two), and new connections and other streams' rounds get in.
-_ROUND_SLICE = 500
+#: A task waits one slice each time it yields, and a relay's bytes cross five tasks (two on
+#: the owner, three on the relaying worker): at 500 a relay's listeners lagged the owner's by
+#: 40-70 ms at p99 on a worker capped at 30% of a core, at 100 by 7-10 ms, for ~5 µs of CPU
+#: a slice (docs/fanout.md, "Two workers").
+_ROUND_SLICE = 100
 
 
 #: Takes the stream's next bytes, and whether they reach its live edge.

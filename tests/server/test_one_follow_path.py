@@ -306,6 +306,47 @@ async def test_a_round_over_many_listeners_lets_the_event_loop_run_between_slice
         nursery.cancel_scope.cancel()
 
 
+class Counter(Recorder):
+    """Counts the round's writes, over all the listeners that share it."""
+
+    def __init__(self, written: list[int]) -> None:
+        super().__init__()
+        self.written = written
+
+    def write(self, parts: Parts) -> int:
+        self.written[0] += 1
+        return super().write(parts)
+
+
+async def test_a_piece_carried_by_three_tasks_during_a_round_waits_a_few_slices_of_100(
+    tmp_path: Path,
+) -> None:
+    """The regression test for slices of 100 listeners (500 before): another task waits
+    for one slice each time it yields while a round runs, and a relay's bytes cross three
+    tasks on the relaying worker (websockets' reader, the client's router, the relay's
+    follow task) and two on the owner (the upload, the broadcaster's follow). With slices
+    of 500, a relay's listeners lagged its owner's by 40-70 ms at p99 in
+    ``bench/fanout.py --worker-cpu 0.3 --runs 2:3600`` (docs/fanout.md, "Two workers");
+    with 100, by 7-10 ms."""
+    written = [0]
+    async with trio.open_nursery() as nursery:
+        manager, hub = await _started(tmp_path, nursery, send_interval=0.001)
+        await manager.create("s")
+        broadcaster = hub.get("s")
+        for _ in range(3000):
+            broadcaster.add(Listener(Counter(written), 0))
+        await manager.append("s", b"abc")
+        with trio.fail_after(5):
+            while not written[0]:  # the round has begun
+                await trio.lowlevel.checkpoint()
+        began = written[0]
+        for _hop in range(3):
+            await trio.lowlevel.checkpoint()
+        assert written[0] - began <= 400  # at most the slice under way and one per hop
+        assert written[0] < 3000  # ... and the round not over
+        nursery.cancel_scope.cancel()
+
+
 def test_frame_headers_follow_rfc_6455() -> None:
     assert binary_frame_header(5) == b"\x82\x05"
     assert binary_frame_header(126) == b"\x82\x7e\x00\x7e"
