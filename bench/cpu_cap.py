@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -171,14 +172,15 @@ class CpuGroups:
         return group
 
     def close(self) -> None:
-        """Remove every group, moving a process still in one (a straggler) to the parent."""
+        """Remove every group. A process still in one is a server the bench started and
+        failed to stop (interrupted as it started, say): it is killed, not left running."""
         while self.groups:
             group = self.groups.pop()
             with contextlib.suppress(OSError):
                 for pid in (group.path / "cgroup.procs").read_text().split():
                     with contextlib.suppress(OSError):
-                        (self.hierarchy.parent / "cgroup.procs").write_text(pid)
-            for _ in range(50):  # a process that just exited may hold it for a moment
+                        os.kill(int(pid), signal.SIGKILL)
+            for _ in range(50):  # a process that was just killed holds it for a moment
                 try:
                     group.path.rmdir()
                     break
@@ -195,9 +197,22 @@ def _enable_cpu(parent: Path) -> None:
 
 
 @contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Clean-up runs to its end: a second Ctrl-C (or SIGTERM) meanwhile is ignored, so no
+    server is left running and no group behind (the clean-up is bounded)."""
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def open_cpu_groups(root: Path = CGROUP_ROOT) -> Iterator[CpuGroups]:
     groups = CpuGroups(find_hierarchy(root))
     try:
         yield groups
     finally:
-        groups.close()
+        with uninterrupted():
+            groups.close()

@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from _procs import free_port  # run as `python bench/fanout.py`: bench/ is on sys.path
-from cpu_cap import CpuCap, CpuCapError, CpuGroup, CpuGroups, open_cpu_groups, parse_fraction
+from cpu_cap import (
+    CpuCap,
+    CpuCapError,
+    CpuGroup,
+    CpuGroups,
+    open_cpu_groups,
+    parse_fraction,
+    uninterrupted,
+)
 
 RECORD = 320  # 20 ms at 128 kbit/s
 PERIOD_NS = 20_000_000
@@ -266,12 +274,30 @@ def start_servers(
     if len(ports) == 1:
         return [start_server(kind, workdir, ports[0], interval, join=joins[0])]
     peers = ", ".join(f'"127.0.0.1:{port}"' for port in ports)
-    procs = []
-    for index, port in enumerate(ports):
-        (workdir / f"node-{index}").mkdir()
-        node = workdir / f"node-{index}"
-        procs.append(start_server(kind, node, port, interval, peers, join=joins[index]))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for index, port in enumerate(ports):
+            (workdir / f"node-{index}").mkdir()
+            node = workdir / f"node-{index}"
+            procs.append(start_server(kind, node, port, interval, peers, join=joins[index]))
+    except BaseException:
+        stop_servers(procs)
+        raise
     return procs
+
+
+def stop_servers(servers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; a Ctrl-C meanwhile waits: none outlives the bench
+    (or its cgroup)."""
+    with uninterrupted():
+        for proc in servers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in servers:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def start_server(
@@ -300,7 +326,11 @@ def start_server(
             join()
 
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=setup)
-    wait_port(port)
+    try:
+        wait_port(port)
+    except BaseException:
+        stop_servers([proc])
+        raise
     return proc
 
 
@@ -353,11 +383,13 @@ def measure(
         path = f"/streams/{STREAM_ID}" if kind == "mmstream" else f"/{STREAM_ID}"
         auth = "source:hackme" if kind == "icecast" else None
         until = now_ns() + int((60 + count / 200 + args.duration) * 1e9)  # a safety net
+        clients: list[subprocess.Popen[bytes]] = []  # the source and the listener processes
         try:
             source = subprocess.Popen(
                 [sys.executable, __file__, "source", str(port), path, auth or "", str(until)],
                 stdout=subprocess.PIPE,
             )
+            clients.append(source)
             assert source.stdout is not None
             if source.stdout.readline().strip() != b"streaming":
                 raise RuntimeError(f"{kind}: the source could not connect")
@@ -369,6 +401,7 @@ def measure(
                 spawn_listeners(ports[i % workers], path, share, until, args.nice)
                 for i, share in enumerate(shares)
             ]
+            clients += listeners
             # Measure once every listener has data, or after a deadline (the ones without
             # data then count as not delivered to).
             pending = {p.stdout.fileno(): p for p in listeners if p.stdout is not None}
@@ -394,17 +427,12 @@ def measure(
             rss = sum(rss_mib(pid) for pid in pids)
             load = os.getloadavg()[0]  # other work on the machine shows in the lags
             results = [_result(p) for p in listeners]
-            for p in listeners:
-                p.kill()
-            source.kill()
         finally:
-            for proc in servers:
-                proc.send_signal(signal.SIGTERM)
-            for proc in servers:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            with uninterrupted():
+                for client in clients:
+                    client.kill()
+                    client.wait()
+                stop_servers(servers)
             logdir = workdir if workers == 1 else workdir / "node-0"
             shutil.copy(logdir / f"{kind}.out", Path(tempfile.gettempdir()) / f"fanout-{kind}.out")
             if kind == "icecast":
