@@ -14,6 +14,10 @@ then stall 60 ms, which the lag percentiles would show as the cap's artefact rat
 server's load. At 10 ms a stall is at most 6 ms. The kernel refuses quotas below 1 ms, so a
 small fraction gets a longer period (0.05 → 20 ms).
 
+A quota is a ceiling only; each group also gets ten times the default weight, so on a
+machine where other work runs too a worker that wants its budget gets it first: the budget
+is then a floor as well (the caps keep it from taking more).
+
 cgroup v1 (a ``cpu`` hierarchy, ``cpu.cfs_period_us`` / ``cpu.cfs_quota_us``) and v2
 (``cpu.max``) are both supported; each group is created by the bench and removed when it is
 done, also after a failure or Ctrl-C. Needs root (or a delegated, writable hierarchy).
@@ -36,6 +40,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 10_000
 MIN_QUOTA_US = 1_000  # the kernel's minimum quota and period
 MAX_PERIOD_US = 1_000_000  # the kernel's maximum period
+#: Ten times the default weight (v1 ``cpu.shares`` 1024, v2 ``cpu.weight`` 100).
+WEIGHT = {1: ("cpu.shares", "10240"), 2: ("cpu.weight", "1000")}
 
 
 class CpuCapError(RuntimeError):
@@ -83,13 +89,15 @@ class CpuCap:
 
     def settings(self, version: int) -> dict[str, str]:
         """The files to write in a group of cgroup ``version`` (1 or 2), in order."""
+        weight, value = WEIGHT[version]
         if version == 1:
             # v1 checks quota against period as each is written: the period first.
             return {
                 "cpu.cfs_period_us": str(self.period_us),
                 "cpu.cfs_quota_us": str(self.quota_us),
+                weight: value,
             }
-        return {"cpu.max": f"{self.quota_us} {self.period_us}"}
+        return {"cpu.max": f"{self.quota_us} {self.period_us}", weight: value}
 
 
 @attrs.frozen

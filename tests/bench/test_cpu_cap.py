@@ -26,15 +26,21 @@ import fanout
 def test_a_fraction_of_one_core_is_a_short_period_and_its_quota() -> None:
     cap = CpuCap(0.4)
     assert (cap.period_us, cap.quota_us) == (10_000, 4_000)
-    assert cap.settings(1) == {"cpu.cfs_period_us": "10000", "cpu.cfs_quota_us": "4000"}
-    assert list(cap.settings(1)) == ["cpu.cfs_period_us", "cpu.cfs_quota_us"]  # period first
-    assert cap.settings(2) == {"cpu.max": "4000 10000"}
-    assert CpuCap(1).settings(2) == {"cpu.max": "10000 10000"}
+    v1 = {"cpu.cfs_period_us": "10000", "cpu.cfs_quota_us": "4000", "cpu.shares": "10240"}
+    assert cap.settings(1) == v1
+    assert list(cap.settings(1))[:2] == ["cpu.cfs_period_us", "cpu.cfs_quota_us"]  # period first
+    assert cap.settings(2) == {"cpu.max": "4000 10000", "cpu.weight": "1000"}
+    assert CpuCap(1).settings(2)["cpu.max"] == "10000 10000"
+
+
+def test_the_budget_is_a_floor_too_ten_times_the_default_weight() -> None:
+    assert CpuCap(0.3).settings(1)["cpu.shares"] == str(10 * 1024)
+    assert CpuCap(0.3).settings(2)["cpu.weight"] == str(10 * 100)
 
 
 def test_a_small_fraction_gets_a_longer_period_not_a_quota_under_the_kernels_1_ms() -> None:
     assert (CpuCap(0.05).period_us, CpuCap(0.05).quota_us) == (20_000, 1_000)
-    assert CpuCap(0.001).settings(2) == {"cpu.max": "1000 1000000"}
+    assert CpuCap(0.001).settings(2)["cpu.max"] == "1000 1000000"
     with pytest.raises(ValueError, match="under the kernel's 1 ms"):
         CpuCap(0.4, period_us=2_000)
     with pytest.raises(ValueError, match="outside the kernel's"):
