@@ -16,7 +16,10 @@ small fraction gets a longer period (0.05 → 20 ms).
 
 A quota is a ceiling only; each group also gets ten times the default weight, so on a
 machine where other work runs too a worker that wants its budget gets it first: the budget
-is then a floor as well (the caps keep it from taking more).
+is then a floor as well (the caps keep it from taking more). The load generators (source
+and listener processes) go into one group of the same weight without a quota: on a shared
+machine they are not starved either (a starved listener process measures its own delay as
+the server's lag, and two workers' listeners need more CPU than one's).
 
 cgroup v1 (a ``cpu`` hierarchy, ``cpu.cfs_period_us`` / ``cpu.cfs_quota_us``) and v2
 (``cpu.max``) are both supported; each group is created by the bench and removed when it is
@@ -100,6 +103,11 @@ class CpuCap:
         return {"cpu.max": f"{self.quota_us} {self.period_us}", weight: value}
 
 
+def settings(cap: CpuCap | None, version: int) -> dict[str, str]:
+    """A group's files: ``cap``'s, or (None: the load generators' group) the weight only."""
+    return cap.settings(version) if cap is not None else dict([WEIGHT[version]])
+
+
 @attrs.frozen
 class Hierarchy:
     """Where groups with a ``cpu`` controller can be made: ``parent`` is the directory."""
@@ -134,7 +142,7 @@ class CpuGroup:
     """One capped group; a process joins it with :meth:`joiner` as its ``preexec_fn``."""
 
     path: Path
-    cap: CpuCap
+    cap: CpuCap | None
 
     def joiner(self) -> Callable[[], None]:
         """Run in the child before ``exec``: the child moves itself into the group, so its
@@ -159,7 +167,8 @@ class CpuGroups:
     prefix: str = attrs.field(factory=lambda: f"mmstream-bench-{os.getpid()}")
     groups: list[CpuGroup] = attrs.field(factory=list)
 
-    def create(self, cap: CpuCap) -> CpuGroup:
+    def create(self, cap: CpuCap | None) -> CpuGroup:
+        """A group with ``cap``, or (None) with the weight only."""
         path = self.hierarchy.parent / f"{self.prefix}-{len(self.groups)}"
         try:
             if self.hierarchy.version == 2:
@@ -173,7 +182,7 @@ class CpuGroups:
         group = CpuGroup(path, cap)
         self.groups.append(group)
         try:
-            for name, value in cap.settings(self.hierarchy.version).items():
+            for name, value in settings(cap, self.hierarchy.version).items():
                 (path / name).write_text(value)
         except OSError as error:
             raise CpuCapError(f"cannot set the cap in {path} ({error.strerror})") from None

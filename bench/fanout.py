@@ -359,13 +359,20 @@ def percentile(hist: dict[int, int], q: float) -> float:
 
 
 def spawn_listeners(
-    port: int, path: str, count: int, until: int, nice: int
+    port: int,
+    path: str,
+    count: int,
+    until: int,
+    nice: int,
+    join: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A listener process (:func:`run_listeners`) with ``count`` listeners."""
+    """A listener process (:func:`run_listeners`) with ``count`` listeners (in the cgroup
+    ``join`` moves it to)."""
     return subprocess.Popen(
         [sys.executable, __file__, "listen", str(port), path, str(count), str(until), str(nice)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        preexec_fn=join,
     )
 
 
@@ -379,6 +386,8 @@ def measure(
         ports = [free_port() for _ in range(workers)]
         port = ports[0]
         groups = [cgroups.create(cap) for _ in ports] if cgroups and cap else []
+        # The source and the listener processes: the weight, no cap (cpu_cap.py says why).
+        join = cgroups.create(None).joiner() if cgroups else None
         servers = start_servers(kind, workdir, ports, args.send_interval, groups)
         path = f"/streams/{STREAM_ID}" if kind == "mmstream" else f"/{STREAM_ID}"
         auth = "source:hackme" if kind == "icecast" else None
@@ -388,6 +397,7 @@ def measure(
             source = subprocess.Popen(
                 [sys.executable, __file__, "source", str(port), path, auth or "", str(until)],
                 stdout=subprocess.PIPE,
+                preexec_fn=join,
             )
             clients.append(source)
             assert source.stdout is not None
@@ -398,7 +408,7 @@ def measure(
             shares = [count // procs + (1 if i < count % procs else 0) for i in range(procs)]
             # Spread over the workers: the owner's listeners and the relays'.
             listeners = [
-                spawn_listeners(ports[i % workers], path, share, until, args.nice)
+                spawn_listeners(ports[i % workers], path, share, until, args.nice, join)
                 for i, share in enumerate(shares)
             ]
             clients += listeners

@@ -14,6 +14,7 @@ from bench.cpu_cap import (
     Hierarchy,
     find_hierarchy,
     parse_fraction,
+    settings,
     throttling,
 )
 
@@ -36,6 +37,10 @@ def test_a_fraction_of_one_core_is_a_short_period_and_its_quota() -> None:
 def test_the_budget_is_a_floor_too_ten_times_the_default_weight() -> None:
     assert CpuCap(0.3).settings(1)["cpu.shares"] == str(10 * 1024)
     assert CpuCap(0.3).settings(2)["cpu.weight"] == str(10 * 100)
+    # The load generators' group: the same weight, no quota.
+    assert settings(None, 1) == {"cpu.shares": "10240"}
+    assert settings(None, 2) == {"cpu.weight": "1000"}
+    assert settings(CpuCap(0.3), 2) == CpuCap(0.3).settings(2)
 
 
 def test_a_small_fraction_gets_a_longer_period_not_a_quota_under_the_kernels_1_ms() -> None:
