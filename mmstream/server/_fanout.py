@@ -90,8 +90,8 @@ _RETRY_INTERVAL = 0.05
 #: is one round's length, not two), and new connections and other streams' rounds get in.
 #: A task waits one slice each time it yields, and a relay's bytes cross five tasks (two on
 #: the owner, three on the relaying worker): at 500 a relay's listeners lagged the owner's by
-#: 40-70 ms at p99 on a worker capped at 30% of a core, at 100 by 7-10 ms, for ~5 µs of CPU
-#: a slice (docs/fanout.md, "Two workers").
+#: 33-70 ms at p99 on workers capped at 30% of a core, at 100 by 9 ms (median), for ~5 µs
+#: of CPU a slice (docs/fanout.md, "Two workers").
 _ROUND_SLICE = 100
 
 
