@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import attrs
@@ -100,21 +100,22 @@ def relay_source(
 
         try:
             problem: MmstreamError | None = None
-            async with connect(url, stream=stream_id, token=token) as client:
-                # Errors are caught inside: raised through the client's nursery, they
-                # would come out as a group.
+            connection = connect(url, stream=stream_id, token=token)
+            async with connection as client, trio.open_nursery() as nursery:
+                poll = None
+                if on_title is not None:
+                    poll = _TitlePoll(partial(client.stat, stream_id), on_title, interval)
+                    nursery.start_soon(poll.run)
+                # Errors are caught inside: raised through a nursery, they would come out
+                # as a group.
                 try:
-                    asked, title = -math.inf, None
                     async for data in await client.tail(stream_id, live=True):
                         feed(data, True)
-                        if on_title is not None and trio.current_time() - asked >= interval:
-                            asked = trio.current_time()
-                            titles = (await client.stat(stream_id)).titles
-                            if titles and titles[-1].title != title:
-                                title = titles[-1].title
-                                on_title(title)
+                        if poll is not None:
+                            poll.bytes_came()
                 except MmstreamError as exc:
                     problem = exc
+                nursery.cancel_scope.cancel()
             if problem is not None:
                 raise problem
         except ConnectionFailedError as exc:
@@ -126,6 +127,35 @@ def relay_source(
             raise StreamNotFoundError(f"relay of {stream_id} from {url}: {exc}") from None
 
     return follow
+
+
+@attrs.define
+class _TitlePoll:
+    """Asks the owner for its stream's title at most every ``interval`` seconds while bytes
+    come, in a task of its own: the relay's bytes never wait for the answer. (They did: the
+    owner answers between slices of its rounds, and each question held the relay's
+    listeners for that long; docs/fanout.md, "Two workers".)"""
+
+    stat: Callable[[], Awaitable[StreamStat]]
+    on_title: Callable[[str], None]
+    interval: float
+    _came: trio.Event = attrs.field(factory=trio.Event)
+
+    def bytes_came(self) -> None:
+        self._came.set()
+
+    async def run(self) -> None:
+        title = None
+        # A failed question ends the questions only: the tail says what became of the stream.
+        with contextlib.suppress(MmstreamError):
+            while True:
+                await self._came.wait()
+                self._came = trio.Event()
+                titles = (await self.stat()).titles
+                if titles and titles[-1].title != title:
+                    title = titles[-1].title
+                    self.on_title(title)
+                await trio.sleep(self.interval)
 
 
 @attrs.define
