@@ -15,6 +15,11 @@ reports its own CPU so a saturated listener side shows.
 Icecast2 (Debian's ``icecast2``) is configured in a temporary directory and run as the
 ``icecast2`` user (it refuses root). Both servers get the same source and the same
 listeners. Needs Linux; the fd soft limit is raised to the hard limit in every process.
+
+``--workers 2`` (or ``--runs 1:2000,2:3600``) spreads the listeners over mmstream workers
+that relay the stream from its owner; ``--worker-cpu 0.3`` caps every server process at the
+same fraction of a core (:mod:`cpu_cap`), so one worker and two compare like with like on a
+machine with fewer cores than processes (docs/fanout.md, "Two workers").
 """
 
 from __future__ import annotations
