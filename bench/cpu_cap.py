@@ -188,11 +188,12 @@ class CpuGroups:
             raise CpuCapError(f"cannot set the cap in {path} ({error.strerror})") from None
         return group
 
-    def close(self) -> None:
-        """Remove every group. A process still in one is a server the bench started and
-        failed to stop (interrupted as it started, say): it is killed, not left running."""
-        while self.groups:
-            group = self.groups.pop()
+    def close(self, groups: list[CpuGroup] | None = None) -> None:
+        """Remove ``groups`` (default: every group). A process still in one is a server the
+        bench started and failed to stop (interrupted as it started, say): it is killed, not
+        left running."""
+        for group in list(self.groups if groups is None else groups):
+            self.groups.remove(group)
             with contextlib.suppress(OSError):
                 for pid in (group.path / "cgroup.procs").read_text().split():
                     with contextlib.suppress(OSError):

@@ -392,7 +392,8 @@ def measure(
         port = ports[0]
         groups = [cgroups.create(cap) for _ in ports] if cgroups and cap else []
         # The source and the listener processes: the weight, no cap (cpu_cap.py says why).
-        join = cgroups.create(None).joiner() if cgroups else None
+        generators = cgroups.create(None) if cgroups else None
+        join = generators.joiner() if generators else None
         servers = start_servers(kind, workdir, ports, args.send_interval, groups)
         path = f"/streams/{STREAM_ID}" if kind == "mmstream" else f"/{STREAM_ID}"
         auth = "source:hackme" if kind == "icecast" else None
@@ -448,6 +449,8 @@ def measure(
                     client.kill()
                     client.wait()
                 stop_servers(servers)
+                if cgroups is not None:  # this run's groups: empty now
+                    cgroups.close([*groups, *([generators] if generators else [])])
             logdir = workdir if workers == 1 else workdir / "node-0"
             shutil.copy(logdir / f"{kind}.out", Path(tempfile.gettempdir()) / f"fanout-{kind}.out")
             if kind == "icecast":
