@@ -21,11 +21,17 @@ from serve_process import modules_after_start
 from mmstream.config import CacheConfig, Config, ServerConfig
 from mmstream.server import RunningServer, serve
 
-#: Loaded only for ``server.transport = "trio-websocket"``, peers to relay from (or ``ls
+#: Loaded only at the first WebSocket upgrade (the protocol, its sessions and websockets),
+#: for ``server.transport = "trio-websocket"``, peers to relay from (or ``ls
 #: --nodes``, whose module also gives ``serve`` its options), the first HLS request, the first
 #: Icecast XML status request, a misspelt config key, the first ``/metrics`` scrape, ``serve
 #: --workers``; ``html`` (its entity table) for nothing.
 OPTIONAL = (
+    "mmstream.protocol",
+    "mmstream.server._connection",
+    "mmstream.server._ws_sansio",
+    "websockets",
+    "uuid",
     "trio_websocket",
     "wsproto",
     "mmstream.server._ws_trio",

@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING
 from ._app import RunningServer as RunningServer
 from ._app import build_router as build_router
 from ._app import serve as serve
-from ._connection import Session as Session
-from ._connection import connection_handler as connection_handler
 from ._frontdoor import FrontDoor as FrontDoor
 from ._http import HttpRequest as HttpRequest
 from ._http import HttpResponse as HttpResponse
@@ -24,9 +22,11 @@ from ._transports import ConnectionClosed as ConnectionClosed
 from ._transports import Transport as Transport
 from ._transports import TransportOptions as TransportOptions
 from ._transports import make_transport as make_transport
-from ._ws_sansio import WebsocketsTransport as WebsocketsTransport
 
 if TYPE_CHECKING:
+    from ._connection import Session as Session
+    from ._connection import connection_handler as connection_handler
+    from ._ws_sansio import WebsocketsTransport as WebsocketsTransport
     from ._ws_trio import TrioWebsocketTransport as TrioWebsocketTransport
 
 __all__ = [
@@ -52,10 +52,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # trio-websocket (and wsproto) load only for the transport that uses them, or when this
-    # name is asked for: a server on the default transport never holds them.
+    # The WebSocket side (the protocol's sessions, websockets, trio-websocket and wsproto)
+    # loads at the first upgrade, for the transport configured, or when a name is asked for:
+    # a server only ever asked for HTTP never holds it.
     if name == "TrioWebsocketTransport":
         from ._ws_trio import TrioWebsocketTransport
 
         return TrioWebsocketTransport
+    if name == "WebsocketsTransport":
+        from ._ws_sansio import WebsocketsTransport
+
+        return WebsocketsTransport
+    if name in ("Session", "connection_handler"):
+        from . import _connection
+
+        return getattr(_connection, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,16 +23,14 @@ from .. import __version__
 from ..auth import Authorizer, redact_library_logs
 from ..config import Config, HlsConfig
 from ..metrics import Metrics
-from ..protocol import parse_path
 from ..streams import StreamManager, open_stream_manager
-from ._connection import connection_handler
 from ._fanout import FanoutHub, serve_fanout_hub
-from ._frontdoor import FrontDoor
+from ._frontdoor import FrontDoor, SessionHandler
 from ._http import HttpRequest, HttpResponse, Router, json_response
 from ._icecast import add_icecast_routes
 from ._icecast_admin import add_icecast_admin_routes
 from ._relay import Relays
-from ._transports import make_transport
+from ._transports import Transport, make_transport
 from ._web import add_web_routes
 
 __all__ = ["RunningServer", "build_router", "serve"]
@@ -172,12 +170,22 @@ async def serve(
                 router, manager, hub, config.icecast, metrics, authorizer, relays
             )
             add_icecast_admin_routes(router, manager, hub, icecast, metrics, authorizer)
+
+            def websockets() -> tuple[Transport, SessionHandler]:
+                # Imported at the first WebSocket upgrade: the protocol, its sessions and
+                # the websockets library are ~1.4 MiB a radio server never uses.
+                from ._connection import connection_handler
+
+                handler = connection_handler(
+                    manager, config.server, shutdown, hub, metrics, authorizer
+                )
+                return make_transport(config.server), handler
+
             door = FrontDoor(
                 config.server,
-                make_transport(config.server),
-                connection_handler(manager, config.server, shutdown, hub, metrics, authorizer),
+                websockets,
                 router,
-                websocket_path=lambda path: parse_path(path) is not None,
+                websocket_path=_is_v1_path,
                 origin_allowed=authorizer.origin_allowed,
             )
             metrics.connections.set_function(lambda: door.active_connections)
@@ -225,6 +233,12 @@ async def serve(
         for listener in listeners:  # already closed unless the manager failed to open
             await trio.aclose_forcefully(listener)
     log.info("stopped")
+
+
+def _is_v1_path(path: str) -> bool:
+    from ..protocol import parse_path  # at the first WebSocket upgrade, as its sessions are
+
+    return parse_path(path) is not None
 
 
 async def _watch_signals(server: RunningServer) -> None:

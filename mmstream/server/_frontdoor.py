@@ -48,7 +48,7 @@ from ._http import (
 from ._replay import ReplayStream
 from ._transports import Connection, Transport
 
-__all__ = ["FrontDoor", "SessionHandler"]
+__all__ = ["FrontDoor", "SessionHandler", "WebSocketSide"]
 
 log = logging.getLogger("mmstream.server")
 
@@ -66,6 +66,10 @@ _HEALTH_CHECK = "health-check"
 #: Serves protocol v1 on an open WebSocket; the session marks its slot idle or busy and
 #: takes over what evicting it means (a closing handshake rather than a dropped socket).
 SessionHandler = Callable[[Connection, Slot | None], Awaitable[None]]
+#: Builds the transport and the session handler; the front door calls it at the first
+#: WebSocket upgrade, so a server that only ever speaks HTTP and Icecast never loads the
+#: protocol, its sessions or the WebSocket library.
+WebSocketSide = Callable[[], tuple[Transport, SessionHandler]]
 
 
 class FrontDoor:
@@ -75,16 +79,15 @@ class FrontDoor:
     def __init__(
         self,
         config: ServerConfig,
-        transport: Transport,
-        websocket_handler: SessionHandler,
+        websockets: WebSocketSide,
         router: Router,
         *,
         websocket_path: Callable[[str], bool] = lambda path: True,
         origin_allowed: Callable[[str | None], bool] = lambda origin: True,
     ) -> None:
         self.config = config
-        self.transport = transport
-        self.websocket_handler = websocket_handler
+        self._build_websockets = websockets
+        self._websockets: tuple[Transport, SessionHandler] | None = None
         self.websocket_path = websocket_path
         self.origin_allowed = origin_allowed
         self.trusted_proxies = TrustedProxies(config.trusted_proxies)
@@ -122,12 +125,21 @@ class FrontDoor:
         live responses and Icecast sources close now, other HTTP responses in progress
         finish and then close."""
         self.shutting_down = True
-        self.transport.begin_shutdown()
+        if self._websockets is not None:
+            self._websockets[0].begin_shutdown()
         for scope in self._shutdown_scopes:
             scope.cancel()
         for lease in list(self.handed_over):
             assert lease.cut is not None
             lease.cut()
+
+    def websockets(self) -> tuple[Transport, SessionHandler]:
+        """The transport and the session handler, built on the first call."""
+        if self._websockets is None:
+            self._websockets = self._build_websockets()
+            if self.shutting_down:
+                self._websockets[0].begin_shutdown()
+        return self._websockets
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """The ``trio.serve_listeners`` handler: one call per accepted connection."""
@@ -246,6 +258,7 @@ class FrontDoor:
                 extra = [("sec-websocket-version", "13")] if status == 426 else []
                 await send_error(stream, conn, status, message, extra)
                 return "bad-request"
+            transport, session_handler = self.websockets()
             account = self.receive_budget.open_account()
             replay = ReplayStream(
                 stream,
@@ -254,9 +267,9 @@ class FrontDoor:
                 account=account,
             )
             try:
-                await self.transport.serve_stream(
+                await transport.serve_stream(
                     replay,
-                    lambda connection: self.websocket_handler(connection, slot),
+                    lambda connection: session_handler(connection, slot),
                     connection_id=connection_id,
                     remote=remote,
                     path=path,

@@ -26,14 +26,17 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from ..config import ClusterConfig
 from ..errors import ConnectionFailedError, MmstreamError, StreamNotFoundError
-from ..protocol import StreamStat
 from ._fanout import Broadcaster, FanoutHub, Feed, Source
+
+if TYPE_CHECKING:  # the protocol loads with the client, at the first relay
+    from ..protocol import StreamStat
 
 __all__ = ["Relays", "find_owner", "relay_source"]
 

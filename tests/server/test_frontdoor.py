@@ -65,8 +65,7 @@ async def front_door(
     config = ServerConfig(transport=transport, **settings)  # type: ignore[arg-type]
     door = FrontDoor(
         config,
-        make_transport(config),
-        lambda connection, slot: handler(connection),
+        lambda: (make_transport(config), lambda connection, slot: handler(connection)),
         router if router is not None else make_router(),
         websocket_path=lambda p: p.startswith("/v1"),
     )

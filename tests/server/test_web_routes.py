@@ -53,7 +53,7 @@ async def web_server(
         hub = await nursery.start(serve_fanout_hub, manager, IcecastConfig(), metrics)
         router = Router()
         add_web_routes(router, manager, metrics, follow=hub.follow)
-        door = FrontDoor(config, make_transport(config), _no_websockets, router)
+        door = FrontDoor(config, lambda: (make_transport(config), _no_websockets), router)
         listeners = await nursery.start(
             partial(
                 trio.serve_listeners,
