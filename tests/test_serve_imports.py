@@ -24,7 +24,7 @@ from mmstream.server import RunningServer, serve
 #: Loaded only at the first WebSocket upgrade (the protocol, its sessions and websockets),
 #: for ``server.transport = "trio-websocket"``, peers to relay from (or ``ls
 #: --nodes``, whose module also gives ``serve`` its options), the first HLS request, the first
-#: Icecast XML status request, a misspelt config key, the first ``/metrics`` scrape, ``serve
+#: Icecast status or admin request, a misspelt config key, the first ``/metrics`` scrape, ``serve
 #: --workers``; ``html`` (its entity table) for nothing.
 OPTIONAL = (
     "mmstream.protocol",
@@ -41,6 +41,8 @@ OPTIONAL = (
     "mmstream.web.hls_http",
     "mmstream.web.llhls",
     "xml.sax",
+    "mmstream.icecast._status",
+    "mmstream.icecast._admin",
     "difflib",
     "prometheus_client",
     "mmstream._metrics_export",

@@ -20,21 +20,9 @@ import re
 import time
 
 from .. import __version__
+from .. import icecast as ice  # its status and admin parts load at first use
 from ..auth import Authorizer, Grant, token_from_header
 from ..errors import InvalidArgumentError, MmstreamError, StreamNotFoundError
-from ..icecast import (
-    ListenerRow,
-    ServerStats,
-    SourceStats,
-    iceresponse,
-    listclients_xml,
-    listmounts_xml,
-    parse_metadata_update,
-    parse_query,
-    stats_xml,
-    status_json,
-    stream_of_mount,
-)
 from ..metrics import Metrics
 from ..streams import StreamInfo, StreamManager, StreamStatus
 from ..web.playback import HTTP_STATUS
@@ -56,7 +44,7 @@ _CLIENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 def _xml(status: int, message: str, *, ok: bool) -> HttpResponse:
-    return HttpResponse(status, [_XML, _NO_STORE], iceresponse(message, ok=ok))
+    return HttpResponse(status, [_XML, _NO_STORE], ice.iceresponse(message, ok=ok))
 
 
 class _Admin:
@@ -80,7 +68,7 @@ class _Admin:
             self.metrics.errors.labels(exc.code).inc()
         status = _STATUS.get(exc.code, 500)
         headers = [_XML, _NO_STORE, _CHALLENGE] if status == 401 else [_XML, _NO_STORE]
-        return HttpResponse(status, headers, iceresponse(exc.message, ok=False))
+        return HttpResponse(status, headers, ice.iceresponse(exc.message, ok=False))
 
     def _grant(self, request: HttpRequest) -> Grant | None:
         if self.authorizer is None or not self.authorizer.enabled:
@@ -100,7 +88,7 @@ class _Admin:
 
     async def metadata(self, request: HttpRequest) -> HttpResponse:
         try:
-            update = parse_metadata_update(request.query)
+            update = ice.parse_metadata_update(request.query)
             self._check(request, "metadata", update.stream_id)
             await self.hub.set_title(update.stream_id, update.song)
         except MmstreamError as exc:
@@ -118,11 +106,11 @@ class _Admin:
             if info.status is StreamStatus.UPLOADING and (shown is None or info.stream_id in shown)
         ]
 
-    def _source(self, info: StreamInfo, host: str, now: float) -> SourceStats:
+    def _source(self, info: StreamInfo, host: str, now: float) -> ice.SourceStats:
         broadcaster = self.hub.running(info.stream_id)
         record = self.icecast.sources.get(info.stream_id)
         start = record.since if record is not None else info.created_at
-        return SourceStats(
+        return ice.SourceStats(
             mount=f"/streams/{info.stream_id}",
             listenurl=f"http://{host}/streams/{info.stream_id}",
             listeners=len(broadcaster.listeners) if broadcaster is not None else 0,
@@ -141,13 +129,13 @@ class _Admin:
 
     def _report(
         self, request: HttpRequest, infos: list[StreamInfo]
-    ) -> tuple[ServerStats, list[SourceStats]]:
+    ) -> tuple[ice.ServerStats, list[ice.SourceStats]]:
         host = request.header("host") or ""
         host = host if _HOST.fullmatch(host) else "localhost"
         now = time.time()
         sources = [self._source(info, host, now) for info in infos]
         listeners = sum(source.listeners for source in sources)
-        server = ServerStats(
+        server = ice.ServerStats(
             server_start=self.started,
             host=host.rsplit(":", 1)[0] if not host.endswith("]") else host,
             server_id=f"Icecast 2.4.4 (mmstream {__version__})",
@@ -168,7 +156,7 @@ class _Admin:
         ]
         server, sources = self._report(request, infos)
         headers = [("content-type", "application/json; charset=utf-8"), _NO_STORE]
-        return HttpResponse(200, headers, status_json(server, sources))
+        return HttpResponse(200, headers, ice.status_json(server, sources))
 
     async def stats(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -176,7 +164,7 @@ class _Admin:
         except MmstreamError as exc:
             return self._refused(exc)
         server, sources = self._report(request, self._live())
-        return HttpResponse(200, [_XML, _NO_STORE], stats_xml(server, sources))
+        return HttpResponse(200, [_XML, _NO_STORE], ice.stats_xml(server, sources))
 
     async def listmounts(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -184,13 +172,13 @@ class _Admin:
         except MmstreamError as exc:
             return self._refused(exc)
         _, sources = self._report(request, self._live())
-        return HttpResponse(200, [_XML, _NO_STORE], listmounts_xml(sources))
+        return HttpResponse(200, [_XML, _NO_STORE], ice.listmounts_xml(sources))
 
     def _mount(self, request: HttpRequest) -> tuple[str, dict[str, str]]:
         """The admin check, then the live stream ``mount`` names, and the query."""
         self._check(request, "admin", None)
-        params = parse_query(request.query)
-        stream_id = stream_of_mount(params.get("mount"))
+        params = ice.parse_query(request.query)
+        stream_id = ice.stream_of_mount(params.get("mount"))
         if self.manager.stat(stream_id).status is not StreamStatus.UPLOADING:
             raise StreamNotFoundError(f"source /streams/{stream_id} does not exist (not live)")
         return stream_id, params
@@ -203,13 +191,15 @@ class _Admin:
         broadcaster = self.hub.running(stream_id)
         now = time.time()
         rows = [
-            ListenerRow(
+            ice.ListenerRow(
                 client.id, client.address, client.user_agent, max(0, int(now - client.since))
             )
             for listener in (broadcaster.listeners if broadcaster is not None else [])
             if (client := listener.client) is not None
         ]
-        return HttpResponse(200, [_XML, _NO_STORE], listclients_xml(f"/streams/{stream_id}", rows))
+        return HttpResponse(
+            200, [_XML, _NO_STORE], ice.listclients_xml(f"/streams/{stream_id}", rows)
+        )
 
     async def killclient(self, request: HttpRequest) -> HttpResponse:
         try:
