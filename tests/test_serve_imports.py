@@ -36,6 +36,7 @@ OPTIONAL = (
     "wsproto",
     "mmstream.server._ws_trio",
     "mmstream.client",
+    "mmstream.server._relay",
     "websockets.trio.client",
     "mmstream.web.hls",
     "mmstream.web.hls_http",

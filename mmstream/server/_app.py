@@ -29,7 +29,6 @@ from ._frontdoor import FrontDoor, SessionHandler
 from ._http import HttpRequest, HttpResponse, Router, json_response
 from ._icecast import add_icecast_routes
 from ._icecast_admin import add_icecast_admin_routes
-from ._relay import Relays
 from ._transports import Transport, make_transport
 from ._web import add_web_routes
 
@@ -161,6 +160,8 @@ async def serve(
                 await fanout.start(serve_tier, config.tier, manager, metrics)
             relays = None
             if config.cluster.peers:
+                from ._relay import Relays  # only a worker with peers relays
+
                 host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(
                     config.server.host, config.server.host
                 )

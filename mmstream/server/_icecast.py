@@ -42,6 +42,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import attrs
@@ -89,9 +90,11 @@ from ._http import (
     ShutdownScope,
 )
 from ._read_access import read_access
-from ._relay import Relays
 from ._source_titles import SourceTitles
 from ._switch import OnAir, RelayedStations, Stations, listen_switching
+
+if TYPE_CHECKING:  # relays load only when peers are configured
+    from ._relay import Relays
 
 __all__ = ["Icecast", "SourceRecord", "add_icecast_routes", "source_metadata"]
 

@@ -23,7 +23,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -32,7 +32,9 @@ from ..fallbacks import choose
 from ..streams import StreamManager, StreamStatus
 from ._encoders import PLAIN, Encoder
 from ._fanout import Broadcaster, FanoutHub, FdWriter, ListenerState
-from ._relay import Relays
+
+if TYPE_CHECKING:  # relays load only when peers are configured
+    from ._relay import Relays
 
 __all__ = ["OnAir", "RelayedStations", "Stations", "listen_switching"]
 
