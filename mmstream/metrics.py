@@ -117,6 +117,7 @@ class LoopHistogram:
 
 
 LoopMetric = LoopCounter | LoopGauge | LoopHistogram
+_METRIC_TYPES = (LoopCounter, LoopGauge, LoopHistogram)
 
 
 class Metrics:
@@ -177,11 +178,9 @@ class Metrics:
         self.cache_source: CacheSnapshotSource | None = None
 
     def all(self) -> list[LoopMetric]:
-        """Every metric above, in the order a scrape lists them."""
-        return [self.bytes_in, self.bytes_out, self.connections, self.followers,
-                self.evictions, self.expiries, self.errors, self.write_seconds,
-                self.read_seconds, self.fsync_seconds, self.tier_backlog, self.tier_uploads,
-                self.tier_uploaded_bytes, self.tier_errors]  # fmt: skip
+        """Every metric above, in the order they are made (the order a scrape lists them):
+        read off the attributes, so a metric added above cannot be left out of a scrape."""
+        return [value for value in vars(self).values() if isinstance(value, _METRIC_TYPES)]
 
     # One call per event from the manager's hot paths (a bisect each).
 

@@ -775,9 +775,10 @@ class Broadcaster:
     def remove(self, listener: Listener) -> None:
         """Take ``listener`` out of the rounds (if it is in them): O(1), so that N listeners
         leaving at once cost O(N), not O(N²) with the event loop blocked."""
-        self.listeners.pop(listener, None)
+        if listener in self.listeners:
+            del self.listeners[listener]
+            self._left += 1  # only a member leaving makes a paced round check its snapshot
         self.followers.pop(listener, None)
-        self._left += 1
         self._unwatch(listener)
 
     def rest(self, listener: Listener) -> bytes:
