@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import unquote
+from xml.sax.saxutils import escape, quoteattr
 
 import attrs
 
@@ -54,20 +55,9 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def xml_text(value: str) -> str:
-    """``value`` as an XML element's text: ``& < >`` escaped as xml.sax.saxutils.escape
-    writes them, characters XML cannot carry as spaces. Not html.escape: the html package
-    loads its table of 2,000 entities with it, for the process's life (docs/fanout.md,
-    "Memory per listener")."""
-    text = _NOT_XML.sub(" ", value)
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _attribute(value: str) -> str:
-    """A quoted XML attribute value. xml.sax loads at the first status request that needs it,
-    not with the server (docs/fanout.md, "Memory per listener")."""
-    from xml.sax.saxutils import quoteattr
-
-    return quoteattr(value)
+    """``value`` as an XML element's text: escaped, characters XML cannot carry as spaces.
+    (This module loads at the first status or admin request, with ``xml.sax``.)"""
+    return escape(_NOT_XML.sub(" ", value))
 
 
 def icecast_time(unix: float) -> tuple[str, str]:
@@ -199,7 +189,7 @@ def stats_xml(server: ServerStats, sources: Sequence[SourceStats]) -> bytes:
     """``/admin/stats`` (and ``/admin/stats.xml``)."""
     body = _elements(server.fields(len(sources)))
     for source in sources:
-        body += f"<source mount={_attribute(source.mount)}>{_elements(source.fields())}</source>"
+        body += f"<source mount={quoteattr(source.mount)}>{_elements(source.fields())}</source>"
     return (_XML_HEAD + f"<icestats>{body}</icestats>\n").encode()
 
 
@@ -254,14 +244,14 @@ def listclients_xml(mount: str, listeners: Sequence[ListenerRow]) -> bytes:
     )
     count = len(listeners)
     return (
-        _XML_HEAD + f"<icestats><source mount={_attribute(mount)}><Listeners>{count}</Listeners>"
+        _XML_HEAD + f"<icestats><source mount={quoteattr(mount)}><Listeners>{count}</Listeners>"
         f"<listeners>{count}</listeners>{rows}</source></icestats>\n"
     ).encode()
 
 
 def listmounts_xml(sources: Sequence[SourceStats]) -> bytes:
     rows = "".join(
-        f"<source mount={_attribute(s.mount)}><fallback></fallback>"
+        f"<source mount={quoteattr(s.mount)}><fallback></fallback>"
         f"<listeners>{s.listeners}</listeners><Connected>{s.connected}</Connected>"
         f"<content-type>{xml_text(s.server_type)}</content-type></source>"
         for s in sources

@@ -133,13 +133,13 @@ def test_hostile_text_is_escaped_and_xml_stays_parseable() -> None:
     assert listed.findtext("source/listener/UserAgent") == '"><b>'
 
 
-def test_text_is_escaped_as_xml_sax_escapes_it_and_an_admin_answer_stays_parseable() -> None:
-    from xml.sax.saxutils import escape
-
+def test_text_is_escaped_and_an_admin_answer_stays_parseable() -> None:
     from mmstream.icecast._status import xml_text
 
     hostile = "</message><return>1</return>&amp; <![CDATA[ ]]> é"
-    assert xml_text(hostile) == escape(hostile)
+    assert xml_text(hostile) == (
+        "&lt;/message&gt;&lt;return&gt;1&lt;/return&gt;&amp;amp; &lt;![CDATA[ ]]&gt; é"
+    )
     root = ET.fromstring(iceresponse(hostile + "\x00\x1b", ok=False))
     assert root.findtext("message") == hostile + "  "
     assert root.findtext("return") == "0"
